@@ -10,4 +10,5 @@ pub mod http;
 pub mod hub;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod transport;
