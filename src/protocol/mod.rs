@@ -1,1 +1,106 @@
-//! TODO
+//! Wire surfaces: which protocol a request speaks, decided from its method and path.
+//!
+//! Protocols decide *what* a subscriber gets; transports (`crate::transport`) decide how the
+//! bytes travel. Only the native API exists so far; Pushlet (`/pushlet.srv`), Bayeux
+//! (`/cometd`) and raw TCP join here as their own modules.
+
+pub mod native;
+
+use crate::http::Method;
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /health`.
+    Health,
+    /// `GET /stats`.
+    Stats,
+    /// `POST|PUT /pub/<topic>`; `topic` keeps its leading '/'.
+    Publish { topic: &'a str },
+    /// `GET /sub/<topic>[,<topic>...]`; `topics` is the raw list after `/sub`.
+    Subscribe { topics: &'a str },
+    /// `OPTIONS` on a known path: CORS preflight. `publish` says which allowlist applies.
+    Preflight { publish: bool, allow: &'static str },
+    /// A known path with the wrong method.
+    MethodNotAllowed { allow: &'static str },
+    NotFound,
+}
+
+const ALLOW_READ: &str = "GET, HEAD, OPTIONS";
+const ALLOW_PUBLISH: &str = "POST, PUT, OPTIONS";
+
+/// Routes a request by method and (undecoded) path.
+pub fn route(method: Method, path: &str) -> Route<'_> {
+    let (kind, rest) = if path == "/health" {
+        (Kind::Health, "")
+    } else if path == "/stats" {
+        (Kind::Stats, "")
+    } else if let Some(rest) = strip_dir(path, "/pub") {
+        (Kind::Publish, rest)
+    } else if let Some(rest) = strip_dir(path, "/sub") {
+        (Kind::Subscribe, rest)
+    } else {
+        return Route::NotFound;
+    };
+    let (allow, publish) = match kind {
+        Kind::Publish => (ALLOW_PUBLISH, true),
+        _ => (ALLOW_READ, false),
+    };
+    match (kind, method) {
+        (_, Method::Options) => Route::Preflight { publish, allow },
+        (Kind::Health, Method::Get | Method::Head) => Route::Health,
+        (Kind::Stats, Method::Get | Method::Head) => Route::Stats,
+        (Kind::Publish, Method::Post | Method::Put) => Route::Publish { topic: rest },
+        (Kind::Subscribe, Method::Get | Method::Head) => Route::Subscribe { topics: rest },
+        _ => Route::MethodNotAllowed { allow },
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Health,
+    Stats,
+    Publish,
+    Subscribe,
+}
+
+/// `/pub/x/y` -> `/x/y`; `/pub` and `/pub/` -> `""` (the handler reports the missing topic);
+/// `/public` -> None.
+fn strip_dir<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(dir)?;
+    if rest.is_empty() || rest == "/" {
+        Some("")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let cases: &[(Method, &str, Route<'_>)] = &[
+            (Method::Get, "/health", Route::Health),
+            (Method::Head, "/stats", Route::Stats),
+            (Method::Post, "/pub/news", Route::Publish { topic: "/news" }),
+            (Method::Put, "/pub/a/b", Route::Publish { topic: "/a/b" }),
+            (Method::Get, "/pub/a", Route::MethodNotAllowed { allow: ALLOW_PUBLISH }),
+            (Method::Get, "/sub/a,b/c", Route::Subscribe { topics: "/a,b/c" }),
+            (Method::Get, "/sub", Route::Subscribe { topics: "" }),
+            (Method::Post, "/sub/a", Route::MethodNotAllowed { allow: ALLOW_READ }),
+            (Method::Delete, "/health", Route::MethodNotAllowed { allow: ALLOW_READ }),
+            (Method::Options, "/pub/a", Route::Preflight { publish: true, allow: ALLOW_PUBLISH }),
+            (Method::Options, "/sub/a", Route::Preflight { publish: false, allow: ALLOW_READ }),
+            (Method::Get, "/public", Route::NotFound),
+            (Method::Get, "/", Route::NotFound),
+            (Method::Get, "/health/x", Route::NotFound),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(&route(*method, path), want, "{method:?} {path}");
+        }
+    }
+}

@@ -1,1 +1,172 @@
-//! TODO
+//! The server machinery: worker threads with their poll loops, the hub thread, and the
+//! process-level start/stop.
+//!
+//! `start` builds everything and returns a handle (tests use it with port 0); `run` is what
+//! `halley serve` does: start, wait for SIGINT/SIGTERM, shut down gracefully.
+
+mod conn;
+mod listener;
+pub mod pool;
+mod stats;
+mod subs;
+pub mod timer;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use log::{info, warn};
+use mio::{Poll, Waker};
+
+pub use self::stats::WorkerStats;
+use crate::config::Config;
+use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
+use crate::store::{MemoryStore, Store};
+
+/// Batches a worker's channel from the hub holds before the hub waits (then drops, see hub).
+const WORKER_CHANNEL_BATCHES: usize = 1024;
+/// Commands the hub's channel holds (publishes are refused at 3/4 of it; see the worker).
+const HUB_CHANNEL: usize = 64 * 1024;
+
+/// State every worker reads: configuration, the store, the hub's channel, counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub hub: Sender<HubCmd>,
+    pub hub_stats: Arc<hub::HubStats>,
+    pub stats: Box<[WorkerStats]>,
+    /// Open connections across all workers, checked against `max_connections`.
+    pub connections: AtomicUsize,
+    pub shutdown: AtomicBool,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<Waker>>,
+    workers: Vec<JoinHandle<()>>,
+    hub: Option<HubHandle>,
+}
+
+/// Binds the listeners and starts the hub and the workers.
+pub fn start(config: Config) -> io::Result<Server> {
+    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let n = config.workers;
+    let listeners = listener::bind_all(config.listen, n, config.backlog)?;
+    let addr = listeners[0].local_addr()?;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history_limits()));
+
+    let mut polls = Vec::with_capacity(n);
+    let mut links = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
+        let (tx, rx) = crossbeam_channel::bounded(WORKER_CHANNEL_BATCHES);
+        links.push(WorkerLink { tx, waker: Arc::clone(&waker) });
+        wakers.push(waker);
+        receivers.push(rx);
+        polls.push(poll);
+    }
+    let hub = hub::spawn(Arc::clone(&store), links, HUB_CHANNEL)?;
+    let shared = Arc::new(Shared {
+        store,
+        hub: hub.tx.clone(),
+        hub_stats: Arc::clone(&hub.stats),
+        stats: (0..n).map(|_| WorkerStats::default()).collect(),
+        connections: AtomicUsize::new(0),
+        shutdown: AtomicBool::new(false),
+        config,
+    });
+
+    let cores = if shared.config.no_pin { None } else { core_affinity::get_core_ids() };
+    let mut workers = Vec::with_capacity(n);
+    for (id, ((poll, listener), rx)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
+        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
+        let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
+        let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    warn!("worker {id}: could not pin to core {}", core.id);
+                }
+            }
+            worker.run();
+        })?;
+        workers.push(handle);
+    }
+    info!(
+        "halley listening on http://{addr} with {n} workers ({})",
+        if cores.is_some() { "pinned to cores" } else { "not pinned" }
+    );
+    Ok(Server { addr, shared, wakers, workers, hub: Some(hub) })
+}
+
+/// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
+/// exits at once.
+pub fn run(config: Config) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let server = start(config)?;
+    if let Some(signal) = signals.forever().next() {
+        info!("signal {signal}: shutting down (a second signal exits at once)");
+    }
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            std::process::exit(130);
+        }
+    });
+    server.shutdown();
+    Ok(())
+}
+
+impl Server {
+    /// The address the listeners are bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `/stats` document.
+    pub fn stats(&self) -> serde_json::Value {
+        stats_json(&self.shared)
+    }
+
+    /// Graceful shutdown: workers stop accepting, answer parked long-polls with their cursors,
+    /// let requests in progress finish, and exit by the shutdown deadline; then the hub stops.
+    pub fn shutdown(mut self) {
+        self.shared.shutdown.store(true, SeqCst);
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(hub) = self.hub.take() {
+            let _ = hub.tx.send(HubCmd::Shutdown);
+            let _ = hub.join.join();
+        }
+        info!("halley stopped");
+    }
+}
+
+pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
+    let workers: Vec<serde_json::Value> = shared.stats.iter().map(WorkerStats::snapshot).collect();
+    let store = shared.store.stats();
+    serde_json::json!({
+        "workers": workers,
+        "hub": shared.hub_stats.snapshot(),
+        "store": {
+            "head": shared.store.head(),
+            "topics": store.topics,
+            "messages": store.messages,
+            "bytes": store.bytes,
+        },
+    })
+}

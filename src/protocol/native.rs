@@ -1,0 +1,211 @@
+//! The native API: `POST|PUT /pub/<topic>` and `GET /sub/<topic>[,<topic>...]`.
+//!
+//! This module turns a parsed request into a decision (what to publish, what to subscribe to,
+//! from which cursor, for how long) or a one-line 400 reason. It does no I/O; the worker acts
+//! on the decision and `crate::transport` frames the reply.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::http::Request;
+use crate::hub::{validate_topic, Selector, Since};
+
+/// Most topics or patterns in one subscription.
+pub const MAX_SELECTORS: usize = 32;
+/// Longest event name accepted on a publish, in bytes.
+pub const MAX_EVENT_LEN: usize = 64;
+/// Longest publish `Content-Type` kept with a message, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+/// A request rejected with 400 and this one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest(pub Cow<'static, str>);
+
+impl BadRequest {
+    fn new(reason: impl Into<Cow<'static, str>>) -> BadRequest {
+        BadRequest(reason.into())
+    }
+}
+
+/// A validated publish.
+#[derive(Debug)]
+pub struct Publish {
+    pub topic: String,
+    pub event: Option<Box<str>>,
+    pub content_type: Option<Box<str>>,
+    pub data: Bytes,
+}
+
+/// Parses `POST /pub<topic>` with its body.
+pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publish, BadRequest> {
+    if topic.is_empty() {
+        return Err(BadRequest::new("missing topic: publish to /pub/<topic>"));
+    }
+    validate_topic(topic).map_err(|e| BadRequest::new(format!("invalid topic: {e}")))?;
+    let event = match req.query_param("event") {
+        Some(event) => Some(event),
+        None => match req.header("x-event") {
+            Some(raw) => Some(Cow::Borrowed(
+                std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Event is not UTF-8"))?,
+            )),
+            None => None,
+        },
+    };
+    let event = match event {
+        Some(event) => Some(validate_event(&event)?.into()),
+        None => None,
+    };
+    let content_type = match req.header("content-type") {
+        Some(raw) if raw.len() > MAX_CONTENT_TYPE_LEN => {
+            return Err(BadRequest::new("Content-Type too long"));
+        }
+        Some(raw) => match std::str::from_utf8(raw) {
+            Ok(ct) if !ct.trim().is_empty() => Some(ct.trim().into()),
+            Ok(_) => None,
+            Err(_) => return Err(BadRequest::new("Content-Type is not UTF-8")),
+        },
+        None => None,
+    };
+    Ok(Publish { topic: topic.to_owned(), event, content_type, data: Bytes::from(body) })
+}
+
+/// Event names travel in SSE `event:` lines and JSON; keep them to visible ASCII.
+fn validate_event(event: &str) -> Result<&str, BadRequest> {
+    if event.is_empty() || event.len() > MAX_EVENT_LEN {
+        return Err(BadRequest::new(format!("event name must be 1 to {MAX_EVENT_LEN} bytes")));
+    }
+    if !event.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BadRequest::new("event name must be visible ASCII without spaces"));
+    }
+    Ok(event)
+}
+
+/// A validated subscription request.
+#[derive(Debug)]
+pub struct Subscribe {
+    pub selectors: Vec<Selector>,
+    pub since: Since,
+    /// `None`: the configured default hold.
+    pub timeout: Option<Duration>,
+}
+
+/// Parses `GET /sub<topics>` with `since=` / `Last-Event-ID` and `timeout=`.
+pub fn parse_subscribe(topics: &str, req: &Request, max_timeout: Duration) -> Result<Subscribe, BadRequest> {
+    let selectors = parse_selectors(topics)?;
+    let since = match req.query_param("since") {
+        Some(raw) => parse_since(&raw)?,
+        None => match req.header("last-event-id") {
+            Some(raw) => {
+                let raw = std::str::from_utf8(raw).map_err(|_| BadRequest::new("Last-Event-ID is not UTF-8"))?;
+                parse_since(raw.trim())?
+            }
+            None => Since::Now,
+        },
+    };
+    let timeout = match req.query_param("timeout") {
+        Some(raw) => Some(parse_timeout(&raw, max_timeout)?),
+        None => None,
+    };
+    Ok(Subscribe { selectors, since, timeout })
+}
+
+/// `/a,b/c,/d/*` -> `/a`, `/b/c`, `/d/*` (each item gets a leading '/' if it lacks one).
+pub fn parse_selectors(list: &str) -> Result<Vec<Selector>, BadRequest> {
+    if list.is_empty() {
+        return Err(BadRequest::new("missing topic: subscribe with /sub/<topic>[,<topic>...]"));
+    }
+    let list = list.strip_prefix('/').unwrap_or(list);
+    let mut selectors = Vec::new();
+    for item in list.split(',') {
+        if selectors.len() == MAX_SELECTORS {
+            return Err(BadRequest::new(format!("at most {MAX_SELECTORS} topics per subscription")));
+        }
+        let name = if item.starts_with('/') { Cow::Borrowed(item) } else { Cow::Owned(format!("/{item}")) };
+        let selector =
+            Selector::parse(&name).map_err(|e| BadRequest::new(format!("invalid topic {name:?}: {e}")))?;
+        if !selectors.contains(&selector) {
+            selectors.push(selector);
+        }
+    }
+    Ok(selectors)
+}
+
+fn parse_since(raw: &str) -> Result<Since, BadRequest> {
+    Since::parse(raw).map_err(|e| BadRequest::new(format!("invalid cursor: {e}")))
+}
+
+fn parse_timeout(raw: &str, max: Duration) -> Result<Duration, BadRequest> {
+    let secs: f64 = raw.parse().map_err(|_| BadRequest::new("timeout must be a number of seconds"))?;
+    if !(0.0..=max.as_secs_f64()).contains(&secs) {
+        return Err(BadRequest::new(format!("timeout must be between 0 and {} seconds", max.as_secs_f64())));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{parse_head, Limits, Status};
+
+    fn request(head: &str) -> Request {
+        match parse_head(head.as_bytes(), &Limits::default()) {
+            Ok(Status::Complete((req, _))) => req,
+            other => panic!("test request did not parse: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn selectors_parse_lists_and_patterns() {
+        let sels = parse_selectors("/a,b/c,/d/*,a").expect("valid");
+        let names: Vec<&str> = sels.iter().map(Selector::as_str).collect();
+        assert_eq!(names, ["/a", "/b/c", "/d/*"]);
+        assert!(sels[2].is_pattern());
+        assert!(parse_selectors("").is_err());
+        assert!(parse_selectors("/a,,b").is_err());
+        assert!(parse_selectors("/a%20b").is_err());
+        let many = (0..=MAX_SELECTORS).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",");
+        assert!(parse_selectors(&many).is_err());
+    }
+
+    #[test]
+    fn subscribe_reads_since_from_query_or_header() {
+        let max = Duration::from_secs(120);
+        let req = request("GET /sub/a?since=all&timeout=2.5 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let sub = parse_subscribe("/a", &req, max).expect("valid");
+        assert!(matches!(sub.since, Since::All));
+        assert_eq!(sub.timeout, Some(Duration::from_millis(2500)));
+
+        let req = request("GET /sub/a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: all\r\n\r\n");
+        assert!(matches!(parse_subscribe("/a", &req, max).expect("valid").since, Since::All));
+
+        let req = request("GET /sub/a HTTP/1.1\r\nHost: x\r\n\r\n");
+        let sub = parse_subscribe("/a", &req, max).expect("valid");
+        assert!(matches!(sub.since, Since::Now));
+        assert_eq!(sub.timeout, None);
+
+        for bad in ["since=zz", "timeout=-1", "timeout=121", "timeout=abc"] {
+            let req = request(&format!("GET /sub/a?{bad} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            assert!(parse_subscribe("/a", &req, max).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn publish_takes_event_and_content_type() {
+        let req = request("POST /pub/a?event=tick HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n");
+        let p = parse_publish("/a", &req, b"{}".to_vec()).expect("valid");
+        assert_eq!(p.event.as_deref(), Some("tick"));
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+        assert_eq!(&p.data[..], b"{}");
+
+        let req = request("POST /pub/a HTTP/1.1\r\nHost: x\r\nX-Event: alarm\r\n\r\n");
+        assert_eq!(parse_publish("/a", &req, Vec::new()).expect("valid").event.as_deref(), Some("alarm"));
+
+        let req = request("POST /pub/a?event=has%20space HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(parse_publish("/a", &req, Vec::new()).is_err());
+        let req = request("POST /pub/a HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(parse_publish("", &req, Vec::new()).is_err());
+        assert!(parse_publish("/a/*", &req, Vec::new()).is_err());
+    }
+}

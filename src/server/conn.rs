@@ -1,0 +1,216 @@
+//! One client connection: its socket, what it has read but not yet consumed, what it still has
+//! to write, and which phase of the request/response cycle it is in.
+//!
+//! The read and write halves are kept apart. `inbuf` exists only while unconsumed bytes exist
+//! (it comes from the worker's pool and goes back to it), so a parked long-poll holds a socket,
+//! a phase with its subscription, and nothing else. Readiness is tracked here in user space
+//! (mio is edge-triggered): a half that stopped early for a bound keeps its flag and resumes
+//! without waiting for a new event.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use mio::net::TcpStream;
+
+use crate::http::{BodyDecoder, Request, Version};
+use crate::hub::Selector;
+use crate::server::timer::TimerKey;
+
+/// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
+const MAX_IOV: usize = 64;
+
+/// The phase of the request/response cycle. Changed only through the worker's named transitions.
+#[derive(Debug)]
+pub enum Phase {
+    /// Waiting for a request head. `started` is when its first byte arrived (None: idle).
+    Head { started: Option<Instant> },
+    /// Reading the body of `request`.
+    Body(Box<BodyPhase>),
+    /// A long-poll with nothing to answer yet: the Continuation, suspended.
+    Parked(Box<Parked>),
+    /// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
+    Publishing { tag: u64, reply: ReplyMeta },
+    /// The last response is queued; once written, the write side is shut down.
+    Closing,
+    /// Write side shut down; reading and discarding until the peer closes or the timer fires,
+    /// so that unread request bytes don't turn our final response into a TCP reset.
+    Draining,
+}
+
+/// A request whose body is still arriving.
+#[derive(Debug)]
+pub struct BodyPhase {
+    pub request: Request,
+    pub decoder: BodyDecoder,
+    pub body: Vec<u8>,
+}
+
+/// What a response needs to know about the request it answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyMeta {
+    pub version: Version,
+    pub keep_alive: bool,
+    pub head_only: bool,
+    /// Which `Access-Control-Allow-Origin` value to send, if any.
+    pub cors: Cors,
+}
+
+/// The CORS answer chosen for a request (an index keeps the parked state small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cors {
+    /// No `Origin` header, or origin not allowed: no CORS headers.
+    None,
+    /// `Access-Control-Allow-Origin: *`.
+    Any,
+    /// Reflect the origin with this index in `cors_origins`.
+    Read(u16),
+    /// Reflect the origin with this index in `cors_publish_origins`.
+    Publish(u16),
+}
+
+/// A suspended long-poll.
+#[derive(Debug)]
+pub struct Parked {
+    pub selectors: Box<[Selector]>,
+    /// Everything on `selectors` up to this sequence number has been delivered.
+    pub cursor: u64,
+    pub reply: ReplyMeta,
+}
+
+/// One connection in the worker's slab.
+#[derive(Debug)]
+pub struct Conn {
+    pub sock: TcpStream,
+    /// Unconsumed input; `None` when there is none (the buffer went back to the pool).
+    pub inbuf: Option<Vec<u8>>,
+    pub out: OutQueue,
+    pub phase: Phase,
+    pub timer: Option<TimerKey>,
+    /// Edge-triggered readiness not yet consumed.
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer sent FIN (read returned 0).
+    pub peer_closed: bool,
+    /// Closed by us; the slot is freed after the current event batch.
+    pub closed: bool,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream) -> Conn {
+        Conn {
+            sock,
+            inbuf: None,
+            out: OutQueue::default(),
+            phase: Phase::Head { started: None },
+            timer: None,
+            // Registration reports data that arrived before it; writing is worth a try at once.
+            readable: false,
+            writable: true,
+            peer_closed: false,
+            closed: false,
+        }
+    }
+
+    /// Bytes waiting in `inbuf`.
+    pub fn buffered(&self) -> usize {
+        self.inbuf.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Writes as much queued output as the socket takes. `Ok(())` also when it would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.writable && !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.out.fill_slices(&mut slices);
+            match self.sock.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.out.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Output waiting to be written: a queue of byte strings, shared (`Bytes` from a message's
+/// one-time encoding) or owned (a response head). Written with `writev`, so the per-connection
+/// head and the shared body go out in one system call without being copied together.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    pub fn push_static(&mut self, bytes: &'static [u8]) {
+        self.push(Bytes::from_static(bytes));
+    }
+
+    /// Total unwritten bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            if written >= front.len() {
+                written -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
+            // A large reply grew the ring; don't let an idle connection keep it.
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_queue_advances_across_chunks() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::new());
+        q.push(Bytes::from_static(b"defg"));
+        assert_eq!(q.len(), 7);
+        q.advance(4);
+        assert_eq!(q.len(), 3);
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = q.fill_slices(&mut slices);
+        assert_eq!(n, 1);
+        assert_eq!(&*slices[0], b"efg");
+        q.advance(3);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,48 @@
+//! Counters shared between the workers and whoever reads `/stats`.
+//!
+//! Each worker writes only its own `WorkerStats` with relaxed atomics (no contention, no
+//! ordering needed: they are independent gauges and counters read for display).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of one worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Open connections (gauge).
+    pub connections: AtomicU64,
+    /// Long-poll requests waiting for a message (gauge).
+    pub parked: AtomicU64,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Requests parsed since start.
+    pub requests: AtomicU64,
+    /// Messages published through this worker.
+    pub published: AtomicU64,
+    /// Message deliveries written to subscribers by this worker.
+    pub delivered: AtomicU64,
+    /// Times accepting paused at the connection limit or on EMFILE/ENFILE.
+    pub accept_pauses: AtomicU64,
+}
+
+impl WorkerStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    /// A JSON snapshot.
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections": self.connections.load(Relaxed),
+            "parked": self.parked.load(Relaxed),
+            "accepted": self.accepted.load(Relaxed),
+            "requests": self.requests.load(Relaxed),
+            "published": self.published.load(Relaxed),
+            "delivered": self.delivered.load(Relaxed),
+            "accept_pauses": self.accept_pauses.load(Relaxed),
+        })
+    }
+}

@@ -1,0 +1,1037 @@
+//! The worker: one thread pinned to one core, one `mio::Poll`, one `SO_REUSEPORT` listener and
+//! a slab of every connection it accepted.
+//!
+//! This is the Jetty Continuations idea done with a poll loop: a long-poll that has nothing to
+//! answer is *parked* (`Phase::Parked`), which costs a slab entry and a timer, not a thread.
+//! It is resumed when the hub forwards a message for one of its topics, when its timer fires,
+//! or at shutdown; in each case the answer is read from topic history by the request's cursor,
+//! so a wake-up can never lose or repeat a message.
+//!
+//! Tokens: `WAKER` and `LISTENER` are reserved; a connection's token is its slab key plus
+//! `FIRST_CONN`. A closed connection's slot is freed only after the current event batch, so a
+//! stale event for it cannot reach a new connection that reused the key.
+
+use std::io::{self, Read};
+use std::mem;
+use std::net::Shutdown;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use log::{debug, error, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+
+use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
+use super::pool::BufPool;
+use super::stats::WorkerStats;
+use super::subs::{InterestChange, LocalSubs};
+use super::timer::TimerWheel;
+use super::Shared;
+use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
+use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
+use crate::protocol::{self, native, Route};
+use crate::transport::{longpoll, Transport};
+
+pub(crate) const WAKER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Initial capacity of a pooled read buffer, in bytes.
+const READ_BUF: usize = 4096;
+/// Read buffers kept in the pool, at most.
+const POOLED_BUFS: usize = 1024;
+/// While a connection has more than this many bytes of unwritten output, its pipelined
+/// requests wait (the producer stops; see STYLE 10).
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Bytes of body read per decode step, so a large body never sits twice in memory.
+const BODY_READ_CHUNK: usize = 64 * 1024;
+/// How long to wait for the hub to acknowledge a publish before answering 504.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the final response of a closing connection, how long to drain its input.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the last response of a closing connection may take to be written.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Housekeeping period (interest linger sweep, paused-accept retry).
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Hub commands queued above which a publish is refused with 503 rather than queued.
+const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+/// Consecutive accept errors tolerated in one readiness round before backing off.
+const ACCEPT_ERROR_BURST: u32 = 64;
+
+/// Everything one worker owns.
+pub(crate) struct Worker {
+    id: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
+    /// whenever one of our connections closes.
+    accept_paused: bool,
+    conns: Slab<Conn>,
+    timers: TimerWheel<usize>,
+    pool: BufPool,
+    date: DateCache,
+    rx: Receiver<Vec<WorkerMsg>>,
+    subs: LocalSubs,
+    limits: http::Limits,
+    /// Closed connections whose slots are freed after the event batch.
+    closed: Vec<usize>,
+    scratch_keys: Vec<usize>,
+    scratch_msgs: Vec<Arc<Message>>,
+    scratch_parts: Vec<Bytes>,
+    /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
+    reports: FxHashMap<u64, usize>,
+    next_tag: u64,
+    rng: u64,
+    next_housekeeping: Instant,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        mut listener: TcpListener,
+        rx: Receiver<Vec<WorkerMsg>>,
+    ) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let config = &shared.config;
+        let limits = http::Limits { max_head: config.max_head, max_uri: config.max_uri, max_body: config.max_body };
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Ok(Worker {
+            id,
+            poll,
+            listener: Some(listener),
+            accept_paused: false,
+            conns: Slab::new(),
+            timers: TimerWheel::new(Duration::from_millis(10), 4096, now),
+            pool: BufPool::new(READ_BUF, limits.max_head.max(READ_BUF) * 2, POOLED_BUFS),
+            date: DateCache::new(),
+            rx,
+            subs: LocalSubs::default(),
+            limits,
+            closed: Vec::new(),
+            scratch_keys: Vec::new(),
+            scratch_msgs: Vec::new(),
+            scratch_parts: Vec::new(),
+            reports: FxHashMap::default(),
+            next_tag: 0,
+            rng: seed ^ ((id as u64 + 1) << 32) | 1,
+            next_housekeeping: now + HOUSEKEEPING,
+            shutdown_deadline: None,
+            shared,
+        })
+    }
+
+    fn stats(&self) -> &WorkerStats {
+        &self.shared.stats[self.id]
+    }
+
+    /// The event loop. Returns when shutdown is complete.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        self.date.update(SystemTime::now());
+        loop {
+            let now = Instant::now();
+            if self.shutdown_deadline.is_none() && self.shared.shutdown.load(SeqCst) {
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("worker {}: poll failed: {e}", self.id);
+                break;
+            }
+            self.date.update(SystemTime::now());
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {} // the hub's channel is drained below on every turn
+                    LISTENER => self.accept(),
+                    Token(t) => {
+                        let key = t - FIRST_CONN;
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                conn.readable = true;
+                            }
+                            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                                conn.writable = true;
+                            }
+                            self.pump(key);
+                        }
+                    }
+                }
+            }
+            self.drain_hub();
+            self.fire_timers();
+            let now = Instant::now();
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+            }
+            self.free_closed();
+        }
+        let remaining = self.conns.len();
+        if remaining > 0 {
+            warn!("worker {}: shutdown deadline passed with {remaining} connections open; closing them", self.id);
+        }
+        for (_, conn) in self.conns.iter_mut() {
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+        WorkerStats::sub(&self.stats().connections, remaining as u64);
+        self.shared.connections.fetch_sub(remaining, Relaxed);
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        let mut until = self.next_housekeeping;
+        if let Some(deadline) = self.timers.next_deadline() {
+            until = until.min(deadline);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            until = until.min(deadline);
+        }
+        until.saturating_duration_since(now)
+    }
+
+    // ---- accepting -------------------------------------------------------------------------
+
+    /// Accepts until the listener would block (mio is edge-triggered), the connection limit is
+    /// reached, or the process is out of file descriptors; in the last two cases accepting
+    /// pauses instead of spinning, and resumes when connections close.
+    fn accept(&mut self) {
+        let mut errors = 0;
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            if self.shared.connections.load(Relaxed) >= self.shared.config.max_connections {
+                self.pause_accept("connection limit reached");
+                return;
+            }
+            match listener.accept() {
+                Ok((sock, _peer)) => {
+                    self.accept_paused = false;
+                    self.add_conn(sock);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_paused = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.pause_accept("out of file descriptors or memory");
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one connection, not the listener.
+                    debug!("worker {}: accept: {e}", self.id);
+                    errors += 1;
+                    if errors >= ACCEPT_ERROR_BURST {
+                        self.pause_accept("repeated accept errors");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn pause_accept(&mut self, why: &str) {
+        if !self.accept_paused {
+            self.accept_paused = true;
+            WorkerStats::add(&self.stats().accept_pauses, 1);
+            warn!("worker {}: pausing accept: {why}", self.id);
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream) {
+        if let Err(e) = sock.set_nodelay(true) {
+            debug!("worker {}: TCP_NODELAY: {e}", self.id);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        // Registered once for both directions, edge-triggered: an idle socket causes no wake-ups
+        // and we never re-register as the connection changes phase.
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key + FIRST_CONN), interest) {
+            warn!("worker {}: register: {e}", self.id);
+            return;
+        }
+        entry.insert(Conn::new(sock));
+        self.shared.connections.fetch_add(1, Relaxed);
+        WorkerStats::add(&self.stats().connections, 1);
+        WorkerStats::add(&self.stats().accepted, 1);
+        // A fresh connection must send its head within the header timeout.
+        self.set_timer(key, self.shared.config.header_timeout);
+    }
+
+    // ---- the per-connection pump -----------------------------------------------------------
+
+    /// Makes all the progress a connection can make now: write, read, parse, dispatch.
+    fn pump(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.closed {
+                return;
+            }
+            if let Err(e) = conn.flush() {
+                debug!("worker {}: write: {e}", self.id);
+                self.close(key);
+                return;
+            }
+            if matches!(conn.phase, Phase::Closing) && conn.out.is_empty() {
+                self.start_draining(key);
+                return;
+            }
+            let read = match self.read_input(key) {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("worker {}: read: {e}", self.id);
+                    self.close(key);
+                    return;
+                }
+            };
+            let processed = self.process_input(key);
+            if self.conns.get(key).map_or(true, |c| c.closed) {
+                return;
+            }
+            if self.handle_peer_close(key) {
+                return;
+            }
+            let Some(conn) = self.conns.get(key) else { return };
+            let can_write = conn.writable && !conn.out.is_empty();
+            if read == 0 && !processed && !can_write {
+                return;
+            }
+        }
+    }
+
+    /// Reads what the socket has, into the connection's pooled buffer, up to the phase's bound.
+    /// Returns the number of bytes read.
+    fn read_input(&mut self, key: usize) -> io::Result<usize> {
+        let max_head = self.limits.max_head;
+        let Some(conn) = self.conns.get_mut(key) else { return Ok(0) };
+        if !conn.readable || conn.peer_closed {
+            return Ok(0);
+        }
+        let cap = match conn.phase {
+            // Pipelined requests behind a parked or publishing one wait; bound what we hold.
+            Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } => max_head + 1,
+            Phase::Body(_) => BODY_READ_CHUNK,
+            Phase::Draining => {
+                return drain_socket(conn);
+            }
+            Phase::Closing => return Ok(0),
+        };
+        let mut total = 0;
+        loop {
+            let buf = conn.inbuf.get_or_insert_with(|| self.pool.take());
+            let len = buf.len();
+            if len >= cap {
+                break; // keep `readable`: we resume when the buffer drains
+            }
+            // Read into the spare capacity, growing by READ_BUF steps up to the cap.
+            let chunk = (cap - len).min(READ_BUF.max(buf.capacity() - len));
+            buf.resize(len + chunk, 0);
+            match conn.sock.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    conn.peer_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(len);
+                    conn.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+        if conn.buffered() == 0 {
+            if let Some(buf) = conn.inbuf.take() {
+                self.pool.give(buf);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
+    /// Returns true if anything was consumed.
+    fn process_input(&mut self, key: usize) -> bool {
+        let mut progressed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return progressed };
+            if conn.out.len() >= OUT_HIGH_WATER || conn.buffered() == 0 {
+                break;
+            }
+            match &mut conn.phase {
+                Phase::Head { started } => {
+                    if started.is_none() {
+                        *started = Some(Instant::now());
+                        self.set_timer(key, self.shared.config.header_timeout);
+                    }
+                    let Some(conn) = self.conns.get_mut(key) else { return progressed };
+                    let Some(buf) = conn.inbuf.as_mut() else { break };
+                    match http::parse_head(buf, &self.limits) {
+                        Ok(Status::Partial) => break,
+                        Ok(Status::Complete((request, used))) => {
+                            buf.drain(..used);
+                            progressed = true;
+                            WorkerStats::add(&self.stats().requests, 1);
+                            self.begin_request(key, request);
+                        }
+                        Err(e) => {
+                            let version = Version::Http11;
+                            self.fail(key, e.status(), e.reason(), version);
+                            return true;
+                        }
+                    }
+                }
+                Phase::Body(body) => {
+                    let Some(buf) = conn.inbuf.as_mut() else { break };
+                    match body.decoder.decode(buf, &mut body.body, self.limits.max_body) {
+                        Ok((used, done)) => {
+                            buf.drain(..used);
+                            progressed |= used > 0;
+                            if !done {
+                                if used == 0 {
+                                    break;
+                                }
+                                continue;
+                            }
+                            let Phase::Body(body) = mem::replace(&mut conn.phase, Phase::Head { started: None })
+                            else {
+                                unreachable!("matched above")
+                            };
+                            let BodyPhase { request, body, .. } = *body;
+                            self.dispatch(key, request, body);
+                        }
+                        Err(e) => {
+                            let version = body.request.version();
+                            self.fail(key, e.status(), e.reason(), version);
+                            return true;
+                        }
+                    }
+                }
+                Phase::Parked(_) | Phase::Publishing { .. } | Phase::Closing | Phase::Draining => break,
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.buffered() == 0 {
+                if let Some(buf) = conn.inbuf.take() {
+                    self.pool.give(buf);
+                }
+            }
+        }
+        progressed
+    }
+
+    /// The peer sent FIN. Returns true if the connection was closed (or is closing).
+    fn handle_peer_close(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else { return true };
+        if !conn.peer_closed {
+            return false;
+        }
+        match conn.phase {
+            // Still answering a complete request (e.g. a publish sent with a half-close).
+            Phase::Publishing { .. } | Phase::Closing => false,
+            Phase::Head { .. } if conn.buffered() > 0 && conn.out.len() >= OUT_HIGH_WATER => false,
+            Phase::Head { .. } if !conn.out.is_empty() => {
+                conn.phase = Phase::Closing;
+                false
+            }
+            // Idle, half a request, a parked long-poll whose client left, or draining: done.
+            _ => {
+                self.close(key);
+                true
+            }
+        }
+    }
+
+    fn begin_request(&mut self, key: usize, request: Request) {
+        match request.body_kind() {
+            BodyKind::None => self.dispatch(key, request, Vec::new()),
+            kind => {
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                if request.expects_continue() && conn.buffered() == 0 {
+                    // RFC 9110 §10.1.1: tell the client to go ahead and send the body.
+                    conn.out.push_static(http::CONTINUE_100);
+                }
+                let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
+                conn.phase = Phase::Body(Box::new(body));
+                self.set_timer(key, self.shared.config.header_timeout);
+            }
+        }
+    }
+
+    // ---- requests ----------------------------------------------------------------------------
+
+    fn dispatch(&mut self, key: usize, req: Request, body: Vec<u8>) {
+        let meta = ReplyMeta {
+            version: req.version(),
+            keep_alive: req.keep_alive() && self.shutdown_deadline.is_none(),
+            head_only: req.method() == Method::Head,
+            cors: self.cors_for(&req, false),
+        };
+        match protocol::route(req.method(), req.path()) {
+            Route::Health => self.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n")),
+            Route::Stats => {
+                let stats = super::stats_json(&self.shared);
+                let body = serde_json::to_vec(&stats).unwrap_or_default();
+                self.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
+            }
+            Route::Publish { topic } => self.publish(key, meta, topic, &req, body),
+            Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
+            Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
+            Route::MethodNotAllowed { allow } => {
+                let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
+                self.respond_error(key, meta, 405, &reason, &[("Allow", allow)]);
+            }
+            Route::NotFound => {
+                let reason = format!("no such path: {}", req.path());
+                self.respond_error(key, meta, 404, &reason, &[]);
+            }
+        }
+    }
+
+    fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
+        if req.header("origin").is_some() && !self.origin_may_publish(req) {
+            return self.respond_error(key, meta, 403, "origin not allowed to publish", &[]);
+        }
+        let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
+        let publish = match native::parse_publish(topic, req, body) {
+            Ok(p) => p,
+            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
+        };
+        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
+            return self.respond_error(key, meta, 503, "server busy: publish queue full, retry later", &[("Retry-After", "1")]);
+        }
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let cmd = HubCmd::Publish(PublishReq {
+            topic: publish.topic.into(),
+            event: publish.event,
+            content_type: publish.content_type,
+            data: publish.data,
+            reply: Some(ReplyTo { worker: self.id, token: key, tag }),
+        });
+        if self.shared.hub.try_send(cmd).is_err() {
+            return self.respond_error(key, meta, 503, "server busy: publish queue full, retry later", &[("Retry-After", "1")]);
+        }
+        WorkerStats::add(&self.stats().published, 1);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.phase = Phase::Publishing { tag, reply: meta };
+        }
+        self.set_timer(key, PUBLISH_ACK_TIMEOUT);
+    }
+
+    fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize, topic: &str) {
+        let Some(conn) = self.conns.get_mut(reply.token) else { return };
+        let Phase::Publishing { tag, reply: meta } = conn.phase else { return };
+        if tag != reply.tag {
+            return; // the publisher's connection is gone and its slot was reused
+        }
+        let id = crate::hub::MessageId { epoch: self.shared.store.epoch(), seq };
+        let body = serde_json::json!({ "id": id.to_string(), "topic": topic, "time": time_ms, "delivered": delivered });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body));
+        self.pump(reply.token);
+    }
+
+    fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
+        let config = &self.shared.config;
+        let sub = match native::parse_subscribe(topics, req, config.longpoll_max_timeout) {
+            Ok(sub) => sub,
+            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
+        };
+        let store = &self.shared.store;
+        let (cursor, epoch_gap, show_gap) = match sub.since {
+            Since::Now => (store.head(), false, true),
+            Since::All => (0, false, false),
+            Since::After(id) if id.epoch == store.epoch() => (id.seq, false, true),
+            // A cursor from before a restart: everything we hold is new to this client, and
+            // whatever it missed in between is gone.
+            Since::After(_) => (0, true, true),
+        };
+        let timeout = sub.timeout.unwrap_or_else(|| self.jittered(config.longpoll_timeout));
+        let transport = if timeout.is_zero() || meta.head_only { Transport::Poll } else { Transport::LongPoll };
+        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor, reply: meta };
+        let force = transport == Transport::Poll || self.shutdown_deadline.is_some();
+        let seen_head = match self.answer(key, &parked, force, epoch_gap, show_gap) {
+            Answer::Sent => return,
+            Answer::Nothing { head } => head,
+        };
+        for selector in parked.selectors.iter() {
+            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
+                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
+            }
+        }
+        WorkerStats::add(&self.stats().parked, 1);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.phase = Phase::Parked(Box::new(parked));
+        }
+        self.set_timer(key, timeout);
+    }
+
+    /// Reads history after the subscription's cursor and answers if there is anything to say
+    /// (messages, or a gap), or unconditionally when `force` (timeout, poll, shutdown).
+    fn answer(&mut self, key: usize, parked: &Parked, force: bool, epoch_gap: bool, show_gap: bool) -> Answer {
+        let store = Arc::clone(&self.shared.store);
+        self.scratch_msgs.clear();
+        let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let gap = epoch_gap || (show_gap && read.gap);
+        if self.scratch_msgs.is_empty() && !gap && !force {
+            return Answer::Nothing { head: read.head };
+        }
+        let next = match self.scratch_msgs.last() {
+            Some(last) if read.truncated => last.seq,
+            _ => read.head.max(parked.cursor),
+        };
+        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+        let mut parts = mem::take(&mut self.scratch_parts);
+        parts.clear();
+        let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
+        if !self.reports.is_empty() {
+            for msg in &self.scratch_msgs {
+                if let Some(count) = self.reports.get_mut(&msg.seq) {
+                    *count += 1;
+                }
+            }
+        }
+        WorkerStats::add(&self.stats().delivered, self.scratch_msgs.len() as u64);
+        self.respond_parts(key, parked.reply, 200, "application/json", &[("Cache-Control", "no-store")], &mut parts, len);
+        self.scratch_parts = parts;
+        Answer::Sent
+    }
+
+    /// Resumes a parked long-poll if it has something to answer (or `force`).
+    fn resume(&mut self, key: usize, force: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !matches!(conn.phase, Phase::Parked(_)) {
+            return;
+        }
+        let Phase::Parked(mut parked) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
+            return;
+        };
+        if self.shutdown_deadline.is_some() {
+            parked.reply.keep_alive = false;
+        }
+        match self.answer(key, &parked, force, false, true) {
+            Answer::Sent => {
+                let now = Instant::now();
+                for selector in parked.selectors.iter() {
+                    self.subs.remove(selector, key, now);
+                }
+                WorkerStats::sub(&self.stats().parked, 1);
+            }
+            Answer::Nothing { .. } => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.phase = Phase::Parked(parked);
+                }
+            }
+        }
+    }
+
+    fn preflight(&mut self, key: usize, meta: ReplyMeta, req: &Request, publish: bool, allow: &'static str) {
+        if req.header("origin").is_none() {
+            // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
+            return self.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
+        }
+        let cors = self.cors_for(req, publish);
+        if cors == Cors::None {
+            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+        }
+        let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
+        let headers = [
+            ("Access-Control-Allow-Methods", methods),
+            ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, X-Event, X-Cursor, Cache-Control, X-Requested-With"),
+            ("Access-Control-Max-Age", "600"),
+        ];
+        self.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
+    }
+
+    // ---- CORS ------------------------------------------------------------------------------
+
+    fn cors_for(&self, req: &Request, publish: bool) -> Cors {
+        let Some(origin) = req.header_str("origin") else { return Cors::None };
+        let config = &self.shared.config;
+        let list = if publish { &config.cors_publish_origins } else { &config.cors_origins };
+        let mut found = Cors::None;
+        for (i, allowed) in list.iter().enumerate() {
+            if allowed == "*" {
+                return Cors::Any;
+            }
+            if allowed.eq_ignore_ascii_case(origin) && found == Cors::None {
+                let index = u16::try_from(i).unwrap_or(u16::MAX);
+                found = if publish { Cors::Publish(index) } else { Cors::Read(index) };
+            }
+        }
+        if found == Cors::None && publish && same_origin(req, origin) {
+            // Same-origin pages need no CORS headers; the browser reads the reply anyway.
+            return Cors::None;
+        }
+        found
+    }
+
+    fn origin_may_publish(&self, req: &Request) -> bool {
+        let Some(origin) = req.header_str("origin") else { return true };
+        same_origin(req, origin) || self.cors_for(req, true) != Cors::None
+    }
+
+    // ---- responses -------------------------------------------------------------------------
+
+    fn respond(&mut self, key: usize, meta: ReplyMeta, status: u16, content_type: &str, headers: &[(&str, &str)], body: Bytes) {
+        let mut parts = vec![body];
+        let len = parts[0].len();
+        self.respond_parts(key, meta, status, content_type, headers, &mut parts, len);
+    }
+
+    fn respond_error(&mut self, key: usize, meta: ReplyMeta, status: u16, reason: &str, headers: &[(&str, &str)]) {
+        let body = Bytes::from(format!("{reason}\n"));
+        // Keep the connection for client errors whose request was fully read; the request
+        // framing is intact, so the next request can follow.
+        self.respond(key, meta, status, "text/plain; charset=utf-8", headers, body);
+    }
+
+    /// Queues a response whose body is `parts` (drained) of total length `len`, then moves the
+    /// connection to its next phase.
+    #[allow(clippy::too_many_arguments)]
+    fn respond_parts(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        parts: &mut Vec<Bytes>,
+        len: usize,
+    ) {
+        let keep_alive = meta.keep_alive && self.shutdown_deadline.is_none();
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
+        if !content_type.is_empty() {
+            all.push(("Content-Type", content_type));
+        }
+        all.extend_from_slice(headers);
+        match meta.cors {
+            Cors::None => {}
+            Cors::Any => all.push(("Access-Control-Allow-Origin", "*")),
+            Cors::Read(i) | Cors::Publish(i) => {
+                let config = &self.shared.config;
+                let list = if matches!(meta.cors, Cors::Publish(_)) {
+                    &config.cors_publish_origins
+                } else {
+                    &config.cors_origins
+                };
+                if let Some(origin) = list.get(usize::from(i)) {
+                    all.push(("Access-Control-Allow-Origin", origin));
+                    all.push(("Vary", "Origin"));
+                }
+            }
+        }
+        let framing = if status == 204 { Framing::None } else { Framing::Length(len) };
+        let mut head = Vec::with_capacity(256);
+        http::write_head(&mut head, status, meta.version, self.date.value(), &all, framing, keep_alive);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.out.push(Bytes::from(head));
+        if meta.head_only {
+            parts.clear();
+        } else {
+            for part in parts.drain(..) {
+                conn.out.push(part);
+            }
+        }
+        if keep_alive {
+            conn.phase = Phase::Head { started: None };
+            let timeout = if conn.buffered() > 0 {
+                self.shared.config.header_timeout
+            } else {
+                self.shared.config.keepalive_timeout
+            };
+            self.set_timer(key, timeout);
+        } else {
+            conn.phase = Phase::Closing;
+            self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        }
+    }
+
+    /// Answers a request that broke the protocol: error reply, then close.
+    fn fail(&mut self, key: usize, status: u16, reason: &str, version: Version) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let Some(buf) = conn.inbuf.take() {
+            self.pool.give(buf);
+        }
+        let mut out = Vec::with_capacity(128 + reason.len());
+        http::error_response(&mut out, status, reason, version, self.date.value(), &[], false);
+        conn.out.push(Bytes::from(out));
+        conn.phase = Phase::Closing;
+        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    }
+
+    // ---- closing ---------------------------------------------------------------------------
+
+    /// The final response is written: shut down our side and discard input until the peer
+    /// closes, so unread input can't make the kernel answer with a reset that destroys the
+    /// response in flight (RFC 9112 §9.6).
+    fn start_draining(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.peer_closed || self.shutdown_deadline.is_some() {
+            self.close(key);
+            return;
+        }
+        let _ = conn.sock.shutdown(Shutdown::Write);
+        conn.phase = Phase::Draining;
+        if let Some(buf) = conn.inbuf.take() {
+            self.pool.give(buf);
+        }
+        self.set_timer(key, DRAIN_TIMEOUT);
+        // Input may already be waiting.
+        if conn_readable(&self.conns, key) {
+            self.pump(key);
+        }
+    }
+
+    /// Closes now: deregisters, drops the subscription, frees the slot after this event batch.
+    fn close(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closed {
+            return;
+        }
+        conn.closed = true;
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        let _ = conn.sock.shutdown(Shutdown::Both);
+        if let Some(timer) = conn.timer.take() {
+            self.timers.cancel(timer);
+        }
+        if let Some(buf) = conn.inbuf.take() {
+            self.pool.give(buf);
+        }
+        conn.out = OutQueue::default();
+        let phase = mem::replace(&mut conn.phase, Phase::Draining);
+        conn.readable = false;
+        conn.writable = false;
+        conn.peer_closed = true;
+        if let Phase::Parked(parked) = phase {
+            let now = Instant::now();
+            for selector in parked.selectors.iter() {
+                self.subs.remove(selector, key, now);
+            }
+            WorkerStats::sub(&self.stats().parked, 1);
+        }
+        self.closed.push(key);
+    }
+
+    fn free_closed(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let n = self.closed.len();
+        for key in self.closed.drain(..) {
+            self.conns.try_remove(key);
+        }
+        self.shared.connections.fetch_sub(n, Relaxed);
+        WorkerStats::sub(&self.stats().connections, n as u64);
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    // ---- the hub ---------------------------------------------------------------------------
+
+    /// Processes everything the hub sent: acknowledgements, then forwarded messages and wakes,
+    /// resuming each affected parked connection once per batch.
+    fn drain_hub(&mut self) {
+        let mut keys = mem::take(&mut self.scratch_keys);
+        keys.clear();
+        while let Ok(batch) = self.rx.try_recv() {
+            for msg in batch {
+                match msg {
+                    WorkerMsg::Deliver { msg, report } => {
+                        if report {
+                            self.reports.insert(msg.seq, 0);
+                        }
+                        self.subs.matching(&msg.topic, &mut keys);
+                    }
+                    WorkerMsg::Wake(selector) => self.subs.on_selector(&selector, &mut keys),
+                    WorkerMsg::PublishAck { reply, seq, time_ms, delivered, topic } => {
+                        self.publish_acked(reply, seq, time_ms, delivered, &topic);
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        for &key in &keys {
+            self.resume(key, false);
+            self.pump(key);
+        }
+        self.scratch_keys = keys;
+        let reports: Vec<(u64, usize)> = self.reports.drain().collect();
+        for (seq, count) in reports {
+            self.tell_hub(HubCmd::Delivered { worker: self.id, seq, count });
+        }
+    }
+
+    /// Sends a control message to the hub. These are small and rare next to publishes, which
+    /// are refused well before the channel fills, so the channel has room for them.
+    fn tell_hub(&self, cmd: HubCmd) {
+        if self.shared.hub.send(cmd).is_err() {
+            debug!("worker {}: hub is gone", self.id);
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------------
+
+    fn set_timer(&mut self, key: usize, after: Duration) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let Some(old) = conn.timer.take() {
+            self.timers.cancel(old);
+        }
+        conn.timer = Some(self.timers.insert(Instant::now() + after, key));
+    }
+
+    fn fire_timers(&mut self) {
+        let mut expired = mem::take(&mut self.scratch_keys);
+        expired.clear();
+        self.timers.expire(Instant::now(), &mut expired);
+        for &key in &expired {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.timer = None;
+            match conn.phase {
+                Phase::Head { started: Some(_) } => {
+                    self.fail(key, 408, "request head not received in time", Version::Http11);
+                }
+                Phase::Body(ref body) => {
+                    let version = body.request.version();
+                    self.fail(key, 408, "request body not received in time", version);
+                }
+                Phase::Head { started: None } | Phase::Closing | Phase::Draining => {
+                    self.close(key);
+                    continue;
+                }
+                Phase::Parked(_) => self.resume(key, true),
+                Phase::Publishing { reply, .. } => {
+                    self.respond_error(key, reply, 504, "publish not acknowledged in time", &[]);
+                }
+            }
+            self.pump(key);
+        }
+        self.scratch_keys = expired;
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING;
+        let mut changes = Vec::new();
+        self.subs.sweep(now, &mut changes);
+        for change in changes {
+            if let InterestChange::Off(selector) = change {
+                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });
+            }
+        }
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    // ---- shutdown --------------------------------------------------------------------------
+
+    /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
+    /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get(key) else { continue };
+            match conn.phase {
+                Phase::Parked(_) => {
+                    self.resume(key, true);
+                    self.pump(key);
+                }
+                Phase::Head { started: None } if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
+                _ => {}
+            }
+        }
+        self.free_closed();
+    }
+
+    /// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
+    /// come back in the same millisecond.
+    fn jittered(&mut self, base: Duration) -> Duration {
+        // xorshift64: plenty for spreading timeouts.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        base.mul_f64(0.9 + 0.2 * unit)
+    }
+}
+
+/// The result of trying to answer a subscription.
+enum Answer {
+    Sent,
+    /// Nothing to say yet; `head` is the store head the read saw.
+    Nothing { head: u64 },
+}
+
+fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {
+    conns.get(key).is_some_and(|c| c.readable)
+}
+
+/// Reads and discards input on a draining connection. Returns bytes read.
+fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match conn.sock.read(&mut sink) {
+            Ok(0) => {
+                conn.peer_closed = true;
+                return Ok(total);
+            }
+            Ok(n) => {
+                total += n;
+                if total > 1 << 20 {
+                    // A peer that keeps sending after our final response gets closed.
+                    conn.peer_closed = true;
+                    return Ok(total);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.readable = false;
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// True when the `Origin` header names the host the request was sent to (`Host`), which a
+/// browser only does for pages served by this server.
+fn same_origin(req: &Request, origin: &str) -> bool {
+    let Some(host) = req.header_str("host") else { return false };
+    let without_scheme = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    without_scheme.eq_ignore_ascii_case(host)
+}

@@ -1,0 +1,62 @@
+//! Long-poll (and poll) reply bodies, as JSON:
+//! `{"messages":[<message>,...],"next":"<cursor>"[,"gap":true,"oldest":"<id>"]}`.
+//!
+//! Each message's JSON is encoded once (`Message::json`) and shared by every subscriber; a
+//! reply is a list of slices: a static prefix, the shared message encodings with static
+//! separators, and a small suffix holding this subscriber's cursor. The worker writes them
+//! with `writev` after the response head, copying nothing.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::hub::{Epoch, Message, MessageId};
+
+const PREFIX: &[u8] = b"{\"messages\":[";
+const COMMA: &[u8] = b",";
+
+/// What a reply says besides its messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyInfo {
+    pub epoch: Epoch,
+    /// The cursor to come back with (`?since=`).
+    pub next: u64,
+    /// Messages newer than the client's cursor may have been dropped from history.
+    pub gap: bool,
+    /// With `gap`: the oldest message still available, if any.
+    pub oldest: Option<u64>,
+}
+
+/// Appends the body slices to `parts` and returns the body length.
+pub fn encode(msgs: &[Arc<Message>], info: &ReplyInfo, parts: &mut Vec<Bytes>) -> usize {
+    let mut len = PREFIX.len();
+    parts.push(Bytes::from_static(PREFIX));
+    for (i, msg) in msgs.iter().enumerate() {
+        if i > 0 {
+            parts.push(Bytes::from_static(COMMA));
+            len += COMMA.len();
+        }
+        let json = msg.json(info.epoch).clone();
+        len += json.len();
+        parts.push(json);
+    }
+    let suffix = suffix(info);
+    len += suffix.len();
+    parts.push(Bytes::from(suffix));
+    len
+}
+
+fn suffix(info: &ReplyInfo) -> String {
+    let mut s = String::with_capacity(64);
+    // Ids and cursors are `[0-9a-z-]`, so they need no JSON escaping.
+    let _ = write!(s, "],\"next\":\"{}\"", MessageId { epoch: info.epoch, seq: info.next });
+    if info.gap {
+        s.push_str(",\"gap\":true");
+        if let Some(oldest) = info.oldest {
+            let _ = write!(s, ",\"oldest\":\"{}\"", MessageId { epoch: info.epoch, seq: oldest });
+        }
+    }
+    s.push('}');
+    s
+}
