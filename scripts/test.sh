@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): formatting, lints, and every test.
+# Runs on a clean checkout on a fresh machine; installs what the tests need and fails loudly
+# when something is missing. Nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "test.sh: required tool '$1' is missing: $2" >&2; exit 1; }
+}
+
+need cargo "install a Rust toolchain (rustup) first"
+cargo fmt --version >/dev/null 2>&1 || { echo "test.sh: rustfmt is missing (rustup component add rustfmt)" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "test.sh: clippy is missing (rustup component add clippy)" >&2; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace

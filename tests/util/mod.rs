@@ -1,0 +1,247 @@
+//! Helpers for loopback tests: start a server on port 0, talk raw HTTP/1.1 to it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use halley::config::Config;
+use halley::server::{self, Server};
+
+/// Upper bound for any single wait in a test; a hang fails instead of blocking CI.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server for one test, shut down when dropped.
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::with(|_| {})
+    }
+
+    /// Starts with the test defaults (2 workers, unpinned, port 0) changed by `tweak`.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.workers = 2;
+        config.no_pin = true;
+        tweak(&mut config);
+        let server = server::start(config).expect("server starts");
+        let addr = server.local_addr();
+        TestServer { server: Some(server), addr }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.server.as_ref().expect("running").stats()
+    }
+
+    /// Total of a per-worker counter, e.g. "parked".
+    pub fn worker_total(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        stats["workers"].as_array().expect("workers").iter().map(|w| w[name].as_u64().unwrap_or(0)).sum()
+    }
+
+    /// Waits (polling the in-process counters, bounded by WAIT) until `total(name) == want`.
+    pub fn wait_for(&self, name: &str, want: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.worker_total(name);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}: wanted {want}, still {got}");
+            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Graceful shutdown, returning when it is complete.
+    pub fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("UTF-8 body")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.text()))
+    }
+}
+
+/// One keep-alive connection; responses are read in order (pipelining works).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.response()
+    }
+
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Response {
+        self.send_post(path, body, "");
+        self.response()
+    }
+
+    /// Sends a POST with `extra` header lines (each ending in \r\n) without reading the reply.
+    pub fn send_post(&mut self, path: &str, body: &[u8], extra: &str) {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n{extra}\r\n", body.len());
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        self.send(&req);
+    }
+
+    /// Reads one response (Content-Length, chunked or close-delimited).
+    pub fn response(&mut self) -> Response {
+        self.try_response().expect("a complete response")
+    }
+
+    /// Like `response`, but None when the server closed the connection first.
+    pub fn try_response(&mut self) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            match parsed.parse(&self.buf).expect("valid response head") {
+                httparse::Status::Complete(head_len) => {
+                    let status = parsed.code.expect("status");
+                    let headers: Vec<(String, String)> = parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect();
+                    let response = Response { status, headers, body: Vec::new() };
+                    if status == 100 {
+                        self.buf.drain(..head_len);
+                        return Some(response);
+                    }
+                    return Some(self.body(response, head_len));
+                }
+                httparse::Status::Partial => {
+                    if !self.fill() {
+                        assert!(self.buf.is_empty(), "connection closed inside a response head");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn body(&mut self, mut response: Response, head_len: usize) -> Response {
+        self.buf.drain(..head_len);
+        let no_body = response.status == 204 || response.status == 304;
+        if let Some(len) = response.header("content-length") {
+            let len: usize = len.trim().parse().expect("numeric Content-Length");
+            while self.buf.len() < len {
+                assert!(self.fill(), "connection closed inside a body");
+            }
+            response.body = self.buf.drain(..len).collect();
+        } else if response.header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            response.body = self.chunked();
+        } else if !no_body {
+            while self.fill() {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        response
+    }
+
+    fn chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break pos;
+                }
+                assert!(self.fill(), "closed inside chunked body");
+            };
+            let size_text = std::str::from_utf8(&self.buf[..line_end]).expect("chunk size");
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("hex size");
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                assert!(self.fill(), "closed inside chunk");
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    /// Reads more bytes; false on EOF.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// True when the server has closed the connection (EOF or reset) and sent nothing more.
+    pub fn is_closed(&mut self) -> bool {
+        !self.fill() && self.buf.is_empty()
+    }
+}
+
+/// Publishes `body` to `topic` on a fresh connection; returns the reply JSON.
+pub fn publish(addr: SocketAddr, topic: &str, body: &[u8]) -> serde_json::Value {
+    let mut c = Client::connect(addr);
+    let r = c.post(&format!("/pub{topic}"), body);
+    assert_eq!(r.status, 201, "publish failed: {}", r.text());
+    r.json()
+}
+
+/// The current cursor for `topics` (a poll that returns at once).
+pub fn cursor(addr: SocketAddr, topics: &str) -> String {
+    let mut c = Client::connect(addr);
+    let r = c.get(&format!("/sub{topics}?timeout=0"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["next"].as_str().expect("next").to_owned()
+}
