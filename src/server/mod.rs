@@ -25,7 +25,7 @@ use mio::{Poll, Waker};
 pub use self::stats::WorkerStats;
 use crate::config::Config;
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
-use crate::store::{MemoryStore, Store};
+use crate::store::{HistoryLimits, MemoryStore, Store};
 
 /// Batches a worker's channel from the hub holds before the hub waits (then drops, see hub).
 const WORKER_CHANNEL_BATCHES: usize = 1024;
@@ -61,7 +61,14 @@ pub fn start(config: Config) -> io::Result<Server> {
     let n = config.workers;
     let listeners = listener::bind_all(config.listen, n, config.backlog)?;
     let addr = listeners[0].local_addr()?;
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history_limits()));
+    let limits = HistoryLimits {
+        max_messages: config.history_messages,
+        max_bytes: config.history_bytes,
+        max_age: config.history_age,
+        total_messages: config.history_total_messages,
+        total_bytes: config.history_total_bytes,
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(limits));
 
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
@@ -87,7 +94,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         config,
     });
 
-    let cores = if shared.config.no_pin { None } else { core_affinity::get_core_ids() };
+    let cores = if !shared.config.pin_workers { None } else { core_affinity::get_core_ids() };
     let mut workers = Vec::with_capacity(n);
     for (id, ((poll, listener), rx)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
         let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;

@@ -27,7 +27,7 @@ impl TestServer {
         let mut config = Config::default();
         config.listen = "127.0.0.1:0".parse().expect("addr");
         config.workers = 2;
-        config.no_pin = true;
+        config.pin_workers = false;
         tweak(&mut config);
         let server = server::start(config).expect("server starts");
         let addr = server.local_addr();
