@@ -17,8 +17,8 @@ mod response;
 
 use std::fmt;
 
-pub use body::BodyDecoder;
-pub use request::{parse_head, BodyKind, Request};
+pub use body::{BodyDecoder, MAX_CHUNK_LINE, MAX_TRAILERS};
+pub use request::{parse_head, BodyKind, Request, MAX_HEADERS};
 pub use response::{
     chunk_header, error_response, reason_phrase, write_chunk, write_head, ChunkHeader, DateCache,
     Framing, CHUNK_END, CONTINUE_100, LAST_CHUNK,
