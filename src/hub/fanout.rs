@@ -479,7 +479,7 @@ mod tests {
     use crossbeam_channel::Sender;
     use mio::{Events, Poll, Token, Waker};
 
-    use super::super::{spawn_with, HubHandle, WorkerLink};
+    use super::super::{spawn_with, HubHandle, WorkerLink, ACK_TIMEOUT};
     use super::*;
     use crate::store::{HistoryLimits, MemoryStore, StoreStats};
 
@@ -737,6 +737,24 @@ mod tests {
             count: 50,
         });
         assert!(r.sync(0).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_ack_is_settled_after_the_timeout() {
+        let mut r = rig(&[16, 16], HistoryLimits::default());
+        r.interest(0, "/t", true, 0);
+        let tag = r.publish("/t", Some(1));
+        assert!(matches!(
+            r.workers[0].next(),
+            WorkerMsg::Deliver { report: true, .. }
+        ));
+        // Worker 0 never reports. Nothing is acked before the deadline...
+        assert!(r.sync(1).is_empty());
+        // ...and at the first expiry tick after it, the ack goes out with what was counted.
+        r.clock.fetch_add(millis(ACK_TIMEOUT) + 1, Ordering::SeqCst);
+        r.publish("/sync", None); // a command, so the hub runs a round now
+        let seen = r.workers[1].until_ack(tag);
+        assert_eq!(ack_of(seen.last().expect("ack")), (1, 0, 101, tag));
     }
 
     #[test]
