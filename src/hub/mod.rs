@@ -1,1 +1,220 @@
-//! TODO
+//! The hub: the one thread that sequences every publish, appends it to history and notifies the
+//! workers that care; plus the message model (`message`) and topic names (`topic`).
+//!
+//! Workers talk to the hub through one bounded `HubCmd` channel. The hub answers each worker
+//! with batches of `WorkerMsg` on that worker's own bounded channel, waking its `mio::Poll`
+//! through its `mio::Waker` once per batch.
+//!
+//! Forwarding is notification, not the data path: history is the source of truth. A worker that
+//! gets `Deliver` (or `Wake`) re-reads history for the affected subscribers by their cursors, so
+//! a dropped batch costs a wake-up, never a message. Workers declare interest when a topic or
+//! pattern gains its first local subscriber and withdraw it when it loses its last; `seen_head`
+//! closes the race between a worker's history read and the hub registering its interest.
+
+mod fanout;
+mod message;
+mod topic;
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+pub use self::message::{
+    CursorError, Epoch, Message, MessageId, Resume, Since, EPOCH_BITS, MAX_ID_LEN,
+    MESSAGE_OVERHEAD_BYTES,
+};
+pub use self::topic::{
+    validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN,
+};
+use crate::store::Store;
+
+/// Commands the hub takes from one wake-up before flushing batches to the workers.
+pub const DRAIN_MAX: usize = 1024;
+/// How often history is expired (`Store::expire`) and overdue acks are settled.
+pub const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the hub waits on a full worker channel before dropping the batch.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a publish acknowledgement waits for workers' `Delivered` reports before it is sent
+/// with the deliveries counted so far.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Suggested capacity of a worker's channel, in batches.
+pub const WORKER_CHANNEL_BATCHES: usize = 1024;
+
+/// A message to publish.
+#[derive(Debug)]
+pub struct PublishReq {
+    /// A valid topic name (`validate_topic`); the hub rejects others with an ack of seq 0.
+    pub topic: Arc<str>,
+    pub event: Option<Box<str>>,
+    pub content_type: Option<Box<str>>,
+    pub data: Bytes,
+    /// Where to send the `PublishAck`; `None` for fire-and-forget.
+    pub reply: Option<ReplyTo>,
+}
+
+/// Who is waiting for a publish acknowledgement: a connection on a worker.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplyTo {
+    pub worker: usize,
+    pub token: usize,
+    /// Opaque to the hub; lets the worker tell a reply for a reused token from a fresh one.
+    pub tag: u64,
+}
+
+/// What workers send the hub.
+#[derive(Debug)]
+pub enum HubCmd {
+    Publish(PublishReq),
+    /// `selector` gained its first (`on`) or lost its last (`!on`) subscriber on `worker`.
+    /// `seen_head` is the store head the worker's history read for that subscriber saw.
+    Interest {
+        worker: usize,
+        selector: Selector,
+        on: bool,
+        seen_head: u64,
+    },
+    /// Answer to a `Deliver { report: true }`: `count` subscribers on `worker` got message `seq`.
+    Delivered {
+        worker: usize,
+        seq: u64,
+        count: usize,
+    },
+    Shutdown,
+}
+
+/// What the hub sends a worker (in batches).
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// `msg` was appended to history on a topic this worker declared interest in. With
+    /// `report`, answer `HubCmd::Delivered` with the number of subscribers it reached.
+    Deliver { msg: Arc<Message>, report: bool },
+    /// History may hold messages for `selector` that the worker has not read: re-read.
+    Wake(Selector),
+    /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
+    PublishAck {
+        reply: ReplyTo,
+        seq: u64,
+        time_ms: u64,
+        delivered: usize,
+    },
+}
+
+/// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.
+#[derive(Debug)]
+pub struct WorkerLink {
+    pub tx: Sender<Vec<WorkerMsg>>,
+    pub waker: Arc<mio::Waker>,
+}
+
+/// Counters kept by the hub thread (Relaxed atomics, for metrics).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Messages appended to history.
+    pub published: AtomicU64,
+    /// `Deliver`s queued to workers.
+    pub forwarded: AtomicU64,
+    /// Batches dropped because a worker's channel stayed full or was closed.
+    pub dropped_batches: AtomicU64,
+    /// Publishes refused for an invalid topic.
+    pub rejected: AtomicU64,
+}
+
+/// The running hub.
+#[derive(Debug)]
+pub struct HubHandle {
+    pub tx: Sender<HubCmd>,
+    pub join: JoinHandle<()>,
+    pub stats: Arc<HubStats>,
+}
+
+impl HubHandle {
+    /// Asks the hub to stop and waits for it. Commands queued before the request are processed.
+    pub fn shutdown(self) -> thread::Result<()> {
+        // If the hub already exited the send fails; joining still reports how it ended.
+        let _ = self.tx.send(HubCmd::Shutdown);
+        self.join.join()
+    }
+}
+
+/// The current time in unix milliseconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Hub tuning; `Default` gives the documented constants and the system clock.
+#[derive(Clone)]
+pub struct HubOptions {
+    /// Capacity of the command channel, in commands (at least 1).
+    pub cmd_capacity: usize,
+    pub expire_interval: Duration,
+    pub send_timeout: Duration,
+    pub ack_timeout: Duration,
+    /// Where the hub reads the time for message timestamps and expiry.
+    pub clock: Clock,
+}
+
+impl Default for HubOptions {
+    fn default() -> HubOptions {
+        HubOptions {
+            cmd_capacity: 65_536,
+            expire_interval: EXPIRE_INTERVAL,
+            send_timeout: SEND_TIMEOUT,
+            ack_timeout: ACK_TIMEOUT,
+            clock: Arc::new(system_clock_ms),
+        }
+    }
+}
+
+impl fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("cmd_capacity", &self.cmd_capacity)
+            .field("expire_interval", &self.expire_interval)
+            .field("send_timeout", &self.send_timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the hub thread with default options and a command channel of `cmd_capacity`.
+/// `links[i]` is worker `i`.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    links: Vec<WorkerLink>,
+    cmd_capacity: usize,
+) -> io::Result<HubHandle> {
+    spawn_with(
+        store,
+        links,
+        HubOptions {
+            cmd_capacity,
+            ..HubOptions::default()
+        },
+    )
+}
+
+/// Starts the hub thread with explicit options.
+pub fn spawn_with(
+    store: Arc<dyn Store>,
+    links: Vec<WorkerLink>,
+    options: HubOptions,
+) -> io::Result<HubHandle> {
+    let (tx, rx) = crossbeam_channel::bounded(options.cmd_capacity.max(1));
+    let stats = Arc::new(HubStats::default());
+    let hub = fanout::Hub::new(store, links, options, stats.clone());
+    let join = thread::Builder::new()
+        .name("halley-hub".into())
+        .spawn(move || hub.run(rx))?;
+    Ok(HubHandle { tx, join, stats })
+}
+
+/// Unix time in milliseconds; 0 if the clock is before 1970.
+pub fn system_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

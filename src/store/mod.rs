@@ -1,1 +1,124 @@
-//! TODO
+//! Message history: the `Store` trait every backend implements (memory now, Redis later), its
+//! bounds and the shape of a read.
+//!
+//! History is the source of truth for subscribers. The hub thread is the only writer: it appends
+//! each message and only then raises the store's `head`. Workers read directly, concurrently,
+//! by cursor: a read first loads `head` and returns nothing newer, so a reader never sees message
+//! N+2 while N+1 (on another topic) is not yet visible, which would make its client skip N+1.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::memory::MemoryStore;
+use crate::hub::{Epoch, Message, Selector};
+
+/// Default per-topic history length, in messages.
+pub const DEFAULT_MAX_MESSAGES: usize = 100;
+/// Default per-topic history size, in bytes (`Message::byte_cost`).
+pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// Default age after which a message is dropped from history.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Default history length over all topics, in messages.
+pub const DEFAULT_TOTAL_MESSAGES: usize = 1_000_000;
+/// Default history size over all topics, in bytes.
+pub const DEFAULT_TOTAL_BYTES: usize = 256 << 20;
+
+/// History bounds. Hitting one evicts the oldest messages (of the topic, or of all topics); the
+/// newest message of a topic is kept by the per-topic bounds and the newest message overall by
+/// the global ones, so a publish is always readable at least until the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept per topic.
+    pub max_messages: usize,
+    /// Bytes kept per topic.
+    pub max_bytes: usize,
+    /// Messages older than this are dropped.
+    pub max_age: Duration,
+    /// Messages kept over all topics.
+    pub total_messages: usize,
+    /// Bytes kept over all topics.
+    pub total_bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> HistoryLimits {
+        HistoryLimits {
+            max_messages: DEFAULT_MAX_MESSAGES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_age: DEFAULT_MAX_AGE,
+            total_messages: DEFAULT_TOTAL_MESSAGES,
+            total_bytes: DEFAULT_TOTAL_BYTES,
+        }
+    }
+}
+
+/// What a `Store::read` found besides the messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The head the read was bounded by. When not `truncated`, the reader has seen everything
+    /// on its selectors up to here and may use it as its next cursor; when `truncated`, the next
+    /// cursor is the seq of the last message returned.
+    pub head: u64,
+    /// Messages newer than `after` on a matched topic may have been evicted or forgotten.
+    pub gap: bool,
+    /// The oldest retained seq among matched topics that have messages newer than `after`.
+    pub oldest: Option<u64>,
+    /// More messages than `limit` were available; the oldest ones were returned.
+    pub truncated: bool,
+}
+
+/// Store occupancy and eviction counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Topics with retained history.
+    pub topics: usize,
+    /// Retained messages.
+    pub messages: usize,
+    /// Retained bytes (`Message::byte_cost`).
+    pub bytes: usize,
+    /// Messages evicted by a per-topic bound (the normal end of a message's life on a busy topic).
+    pub evicted_topic: u64,
+    /// Messages evicted by a global bound (history is smaller than configured per topic).
+    pub evicted_global: u64,
+    /// Messages dropped for age.
+    pub expired: u64,
+}
+
+/// A message history backend.
+pub trait Store: Send + Sync + 'static {
+    /// The epoch of this history's sequence numbers.
+    fn epoch(&self) -> Epoch;
+
+    /// The highest seq visible to readers (Acquire load); 0 before the first append.
+    fn head(&self) -> u64;
+
+    /// The seq of the newest message retained or remembered on `topic`, 0 if none. Hub only:
+    /// used to fill `Message::prev_in_topic`.
+    fn last_seq(&self, topic: &str) -> u64;
+
+    /// Hub only. Appends (topic created on demand), applies per-topic and global bounds
+    /// (evicting oldest), then publishes the new head. `now_ms` (unix ms) is passed in: no clock
+    /// reads inside. Seqs must increase; a message whose seq is not above the head is ignored.
+    fn append(&self, msg: Arc<Message>, now_ms: u64);
+
+    /// Hub only, called about once a second: evicts messages older than `max_age` and removes
+    /// topics whose history is empty, so one-off topics do not leak.
+    fn expire(&self, now_ms: u64);
+
+    /// Workers. Appends to `out`, in seq order, the messages on topics matched by any selector
+    /// with `after < seq <= head` (head loaded first), at most `limit` of them (the oldest ones;
+    /// `truncated` says more remain). A message matching several selectors appears once.
+    /// `Since::All` is `after = 0`. See `ReadResult` for the rest.
+    fn read(
+        &self,
+        selectors: &[Selector],
+        after: u64,
+        limit: usize,
+        out: &mut Vec<Arc<Message>>,
+    ) -> ReadResult;
+
+    /// Occupancy and counters.
+    fn stats(&self) -> StoreStats;
+}
