@@ -84,10 +84,7 @@ impl FromStr for ServerAddr {
     type Err = ClientError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: &str| ClientError::InvalidServer {
-            input: input.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| ClientError::InvalidServer { input: input.to_owned(), reason: reason.to_owned() };
         let Some((scheme, rest)) = input.split_once("://") else {
             return Err(invalid("expected http://host:port"));
         };
@@ -99,9 +96,7 @@ impl FromStr for ServerAddr {
             return Err(invalid("expected http://host:port with no path"));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '[' in IPv6 address"))?;
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| invalid("unclosed '[' in IPv6 address"))?;
             (host, after.strip_prefix(':'))
         } else {
             match authority.split_once(':') {
@@ -113,15 +108,10 @@ impl FromStr for ServerAddr {
             return Err(invalid("missing host"));
         }
         let port = match port {
-            Some(port) => port
-                .parse::<u16>()
-                .map_err(|_| invalid("port must be a number from 0 to 65535"))?,
+            Some(port) => port.parse::<u16>().map_err(|_| invalid("port must be a number from 0 to 65535"))?,
             None => 80,
         };
-        Ok(ServerAddr {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(ServerAddr { host: host.to_owned(), port })
     }
 }
 
@@ -142,17 +132,11 @@ pub fn request(
     let deadline = Instant::now() + timeout;
     let mut stream = connect(server, deadline)?;
     let remaining = remaining(deadline)?;
-    stream
-        .set_write_timeout(Some(remaining))
-        .map_err(ClientError::Io)?;
+    stream.set_write_timeout(Some(remaining)).map_err(ClientError::Io)?;
     let mut message = head.into_bytes();
     message.extend_from_slice(body);
     stream.write_all(&message).map_err(io_error)?;
-    let mut reader = Reader {
-        stream,
-        buf: Vec::new(),
-        deadline,
-    };
+    let mut reader = Reader { stream, buf: Vec::new(), deadline };
     read_response(&mut reader, method)
 }
 
@@ -201,8 +185,7 @@ pub struct SubReply {
 
 /// Parses a `GET /sub` reply body.
 pub fn parse_sub_reply(body: &[u8]) -> Result<SubReply, ClientError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ClientError::Malformed(format!("unexpected subscribe reply: {e}")))
+    serde_json::from_slice(body).map_err(|e| ClientError::Malformed(format!("unexpected subscribe reply: {e}")))
 }
 
 /// One output line for `message`: the whole object compact with `json`, else its `data`
@@ -232,10 +215,7 @@ impl ClientError {
     /// True for failures worth retrying later with the same request (network trouble, a
     /// server restarting); false for requests that can never succeed as written.
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            ClientError::InvalidServer { .. } | ClientError::InvalidRequest(_)
-        )
+        !matches!(self, ClientError::InvalidServer { .. } | ClientError::InvalidRequest(_))
     }
 }
 
@@ -277,18 +257,13 @@ fn request_head(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<String, ClientError> {
-    let is_token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
+    let is_token =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !is_token(method) {
         return Err(ClientError::InvalidRequest("method is not a token"));
     }
     if !path_and_query.starts_with('/') || !path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ClientError::InvalidRequest(
-            "request-target must start with '/' and be visible ASCII",
-        ));
+        return Err(ClientError::InvalidRequest("request-target must start with '/' and be visible ASCII"));
     }
     let mut head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: halley/{}\r\nConnection: close\r\n",
@@ -313,13 +288,8 @@ fn request_head(
 
 /// Connects to the first address of `server` that answers before the deadline.
 fn connect(server: &ServerAddr, deadline: Instant) -> Result<TcpStream, ClientError> {
-    let connect_error = |source| ClientError::Connect {
-        server: server.authority(),
-        source,
-    };
-    let addrs = (server.host.as_str(), server.port)
-        .to_socket_addrs()
-        .map_err(connect_error)?;
+    let connect_error = |source| ClientError::Connect { server: server.authority(), source };
+    let addrs = (server.host.as_str(), server.port).to_socket_addrs().map_err(connect_error)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for host");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
@@ -361,9 +331,7 @@ impl Reader {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             let left = remaining(self.deadline)?;
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(ClientError::Io)?;
+            self.stream.set_read_timeout(Some(left)).map_err(ClientError::Io)?;
             match self.stream.read(&mut chunk) {
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -388,19 +356,12 @@ enum Framing {
 /// Reads the response head (skipping 1xx interim responses) and body.
 fn read_response(reader: &mut Reader, method: &str) -> Result<ClientResponse, ClientError> {
     loop {
-        let Head {
-            status,
-            headers,
-            consumed,
-        } = loop {
+        let Head { status, headers, consumed } = loop {
             if let Some(head) = parse_head(&reader.buf)? {
                 break head;
             }
             if reader.buf.len() > MAX_RESPONSE_HEAD {
-                return Err(ClientError::TooLarge {
-                    what: "head (bytes)",
-                    limit: MAX_RESPONSE_HEAD,
-                });
+                return Err(ClientError::TooLarge { what: "head (bytes)", limit: MAX_RESPONSE_HEAD });
             }
             if reader.fill()? == 0 {
                 return Err(ClientError::UnexpectedEof);
@@ -418,11 +379,7 @@ fn read_response(reader: &mut Reader, method: &str) -> Result<ClientResponse, Cl
             Framing::Chunked => read_chunked(reader)?,
             Framing::UntilClose => read_until_close(reader)?,
         };
-        return Ok(ClientResponse {
-            status,
-            headers,
-            body,
-        });
+        return Ok(ClientResponse { status, headers, body });
     }
 }
 
@@ -449,27 +406,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ClientError> {
                     (h.name.to_owned(), value)
                 })
                 .collect();
-            Ok(Some(Head {
-                status: response.code.unwrap_or_default(),
-                headers,
-                consumed,
-            }))
+            Ok(Some(Head { status: response.code.unwrap_or_default(), headers, consumed }))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(ClientError::TooLarge {
-            what: "head (header fields)",
-            limit: MAX_RESPONSE_HEADERS,
-        }),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(ClientError::TooLarge { what: "head (header fields)", limit: MAX_RESPONSE_HEADERS })
+        }
         Err(e) => Err(ClientError::Malformed(format!("response head: {e}"))),
     }
 }
 
 /// Decides the body framing from the status and headers (RFC 9112 §6.3).
-fn framing(
-    status: u16,
-    method: &str,
-    headers: &[(String, String)],
-) -> Result<Framing, ClientError> {
+fn framing(status: u16, method: &str, headers: &[(String, String)]) -> Result<Framing, ClientError> {
     if method == "HEAD" || status == 204 || status == 304 {
         return Ok(Framing::Empty);
     }
@@ -498,11 +446,7 @@ fn framing(
     // coding is not chunked runs until close.
     if let Some(codings) = transfer_coding {
         let last = codings.rsplit(',').next().unwrap_or("").trim();
-        return Ok(if last.eq_ignore_ascii_case("chunked") {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        });
+        return Ok(if last.eq_ignore_ascii_case("chunked") { Framing::Chunked } else { Framing::UntilClose });
     }
     Ok(match length {
         Some(0) => Framing::Empty,
@@ -512,10 +456,7 @@ fn framing(
 }
 
 fn too_large_body() -> ClientError {
-    ClientError::TooLarge {
-        what: "body (bytes)",
-        limit: MAX_RESPONSE_BODY,
-    }
+    ClientError::TooLarge { what: "body (bytes)", limit: MAX_RESPONSE_BODY }
 }
 
 fn read_length(reader: &mut Reader, length: usize) -> Result<Vec<u8>, ClientError> {
@@ -619,26 +560,16 @@ impl ChunkedDecoder {
                     out.extend_from_slice(&rest[..take]);
                     pos += take;
                     let left = remaining - take as u64;
-                    self.state = if left == 0 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data { remaining: left }
-                    };
+                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data { remaining: left } };
                 }
                 ChunkState::DataEnd => match line_end(rest) {
                     Some((0, used)) => {
                         pos += used;
                         self.state = ChunkState::Size;
                     }
-                    Some(_) => {
-                        return Err(ClientError::Malformed(
-                            "chunk data overruns its size".into(),
-                        ))
-                    }
+                    Some(_) => return Err(ClientError::Malformed("chunk data overruns its size".into())),
                     None if rest.len() >= 2 => {
-                        return Err(ClientError::Malformed(
-                            "chunk data overruns its size".into(),
-                        ))
+                        return Err(ClientError::Malformed("chunk data overruns its size".into()))
                     }
                     None => return Ok(pos),
                 },
@@ -647,10 +578,7 @@ impl ChunkedDecoder {
                         pos += used;
                         self.trailer_bytes += used;
                         if self.trailer_bytes > MAX_RESPONSE_HEAD {
-                            return Err(ClientError::TooLarge {
-                                what: "trailers (bytes)",
-                                limit: MAX_RESPONSE_HEAD,
-                            });
+                            return Err(ClientError::TooLarge { what: "trailers (bytes)", limit: MAX_RESPONSE_HEAD });
                         }
                         if len == 0 {
                             self.state = ChunkState::Done;
@@ -658,10 +586,7 @@ impl ChunkedDecoder {
                     }
                     None => {
                         if self.trailer_bytes + rest.len() > MAX_RESPONSE_HEAD {
-                            return Err(ClientError::TooLarge {
-                                what: "trailers (bytes)",
-                                limit: MAX_RESPONSE_HEAD,
-                            });
+                            return Err(ClientError::TooLarge { what: "trailers (bytes)", limit: MAX_RESPONSE_HEAD });
                         }
                         return Ok(pos);
                     }
@@ -680,11 +605,7 @@ impl ChunkedDecoder {
 /// including the ending). CRLF or a bare LF both end a line (RFC 9112 §2.2).
 fn line_end(input: &[u8]) -> Option<(usize, usize)> {
     let lf = input.iter().position(|&b| b == b'\n')?;
-    let len = if lf > 0 && input[lf - 1] == b'\r' {
-        lf - 1
-    } else {
-        lf
-    };
+    let len = if lf > 0 && input[lf - 1] == b'\r' { lf - 1 } else { lf };
     Some((len, lf + 1))
 }
 
@@ -734,10 +655,7 @@ mod tests {
             let _ = stream.write_all(reply);
             seen
         });
-        let server = ServerAddr {
-            host: "127.0.0.1".into(),
-            port,
-        };
+        let server = ServerAddr { host: "127.0.0.1".into(), port };
         (server, handle)
     }
 
@@ -750,16 +668,11 @@ mod tests {
 
     #[test]
     fn content_length_response() {
-        let response = get(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello",
-        )
-        .expect("response");
+        let response = get(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello")
+            .expect("response");
         assert_eq!(response.status, 200);
         assert_eq!(response.body, b"hello");
-        assert_eq!(
-            response.headers[0],
-            ("Content-Type".to_owned(), "application/json".to_owned())
-        );
+        assert_eq!(response.headers[0], ("Content-Type".to_owned(), "application/json".to_owned()));
     }
 
     #[test]
@@ -774,8 +687,7 @@ mod tests {
     #[test]
     fn interim_response_is_skipped_and_close_delimits() {
         let response =
-            get(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\n\r\nno such topic\n")
-                .expect("response");
+            get(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\n\r\nno such topic\n").expect("response");
         assert_eq!(response.status, 404);
         assert_eq!(failure_reason(&response), "404 no such topic");
     }
@@ -783,21 +695,11 @@ mod tests {
     #[test]
     fn request_bytes_are_well_formed() {
         let (server, handle) = canned(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}");
-        let response = request(
-            &server,
-            "POST",
-            "/pub/news?event=x",
-            &[("Content-Type", "text/plain")],
-            b"hi",
-            TIMEOUT,
-        )
-        .expect("response");
+        let response = request(&server, "POST", "/pub/news?event=x", &[("Content-Type", "text/plain")], b"hi", TIMEOUT)
+            .expect("response");
         assert_eq!(response.status, 201);
         let seen = String::from_utf8(handle.join().expect("server")).expect("ascii");
-        assert!(
-            seen.starts_with("POST /pub/news?event=x HTTP/1.1\r\n"),
-            "{seen}"
-        );
+        assert!(seen.starts_with("POST /pub/news?event=x HTTP/1.1\r\n"), "{seen}");
         assert!(seen.contains(&format!("\r\nHost: 127.0.0.1:{}\r\n", server.port)));
         assert!(seen.contains("\r\nContent-Type: text/plain\r\n"));
         assert!(seen.contains("\r\nContent-Length: 2\r\n\r\nhi"), "{seen}");
@@ -805,15 +707,9 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors() {
-        assert!(matches!(
-            get(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
-            Err(ClientError::Malformed(_))
-        ));
+        assert!(matches!(get(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), Err(ClientError::Malformed(_))));
         assert!(matches!(get(b""), Err(ClientError::UnexpectedEof)));
-        assert!(matches!(
-            get(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"),
-            Err(ClientError::UnexpectedEof)
-        ));
+        assert!(matches!(get(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"), Err(ClientError::UnexpectedEof)));
         assert!(matches!(
             get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
             Err(ClientError::UnexpectedEof)
@@ -838,10 +734,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").port()
         };
-        let server = ServerAddr {
-            host: "127.0.0.1".into(),
-            port,
-        };
+        let server = ServerAddr { host: "127.0.0.1".into(), port };
         let err = request(&server, "GET", "/", &[], b"", TIMEOUT).expect_err("refused");
         assert!(matches!(err, ClientError::Connect { .. }), "{err}");
         assert!(err.is_transient());
@@ -867,16 +760,10 @@ mod tests {
     #[test]
     fn chunked_decoder_rejects_overrun_and_huge_sizes() {
         let mut out = Vec::new();
-        assert!(ChunkedDecoder::default()
-            .decode(b"3\r\nabcdef\r\n", &mut out)
-            .is_err());
-        assert!(ChunkedDecoder::default()
-            .decode(b"ffffffffffff\r\n", &mut out)
-            .is_err());
+        assert!(ChunkedDecoder::default().decode(b"3\r\nabcdef\r\n", &mut out).is_err());
+        assert!(ChunkedDecoder::default().decode(b"ffffffffffff\r\n", &mut out).is_err());
         let long_line = vec![b'1'; MAX_CHUNK_LINE + 1];
-        assert!(ChunkedDecoder::default()
-            .decode(&long_line, &mut out)
-            .is_err());
+        assert!(ChunkedDecoder::default().decode(&long_line, &mut out).is_err());
     }
 
     #[test]
@@ -890,28 +777,16 @@ mod tests {
         assert_eq!(v6.authority(), "[::1]:9000");
         let tls = parse("https://example.com").expect_err("tls").to_string();
         assert!(tls.contains("no TLS"), "{tls}");
-        for bad in [
-            "example.com:80",
-            "http://",
-            "http://h:99999",
-            "http://h/path",
-            "http://[::1",
-        ] {
+        for bad in ["example.com:80", "http://", "http://h:99999", "http://h/path", "http://[::1"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn request_injection_is_refused() {
-        let server = ServerAddr {
-            host: "127.0.0.1".into(),
-            port: 1,
-        };
+        let server = ServerAddr { host: "127.0.0.1".into(), port: 1 };
         let bad = |path: &str, headers: &[(&str, &str)]| {
-            matches!(
-                request(&server, "GET", path, headers, b"", TIMEOUT),
-                Err(ClientError::InvalidRequest(_))
-            )
+            matches!(request(&server, "GET", path, headers, b"", TIMEOUT), Err(ClientError::InvalidRequest(_)))
         };
         assert!(bad("/a b", &[]));
         assert!(bad("no-slash", &[]));
@@ -934,21 +809,16 @@ mod tests {
 
     #[test]
     fn sub_reply_parsing() {
-        let reply = parse_sub_reply(
-            br#"{"messages":[{"id":"1-1","topic":"/news","time":1,"data":"hi"}],"next":"1-1"}"#,
-        )
-        .expect("reply");
+        let reply =
+            parse_sub_reply(br#"{"messages":[{"id":"1-1","topic":"/news","time":1,"data":"hi"}],"next":"1-1"}"#)
+                .expect("reply");
         assert_eq!(reply.next, "1-1");
         assert!(!reply.gap);
         assert_eq!(reply.messages.len(), 1);
-        let gap = parse_sub_reply(br#"{"messages":[],"next":"1-9","gap":true,"oldest":"1-5"}"#)
-            .expect("reply");
+        let gap = parse_sub_reply(br#"{"messages":[],"next":"1-9","gap":true,"oldest":"1-5"}"#).expect("reply");
         assert!(gap.gap);
         assert_eq!(gap.oldest.as_deref(), Some("1-5"));
-        assert!(
-            parse_sub_reply(b"{\"messages\":[]}").is_err(),
-            "next is required"
-        );
+        assert!(parse_sub_reply(b"{\"messages\":[]}").is_err(), "next is required");
         assert!(parse_sub_reply(b"<html>").is_err());
     }
 
@@ -968,11 +838,7 @@ mod tests {
 
     #[test]
     fn failure_reason_falls_back_to_status() {
-        let response = ClientResponse {
-            status: 503,
-            headers: Vec::new(),
-            body: Vec::new(),
-        };
+        let response = ClientResponse { status: 503, headers: Vec::new(), body: Vec::new() };
         assert_eq!(failure_reason(&response), "HTTP status 503");
     }
 }

@@ -190,11 +190,7 @@ pub enum ConfigError {
     /// The `--config` file could not be read.
     Read { path: PathBuf, source: io::Error },
     /// The `--config` file is not valid TOML, has an unknown key or a value of the wrong type.
-    Parse {
-        path: PathBuf,
-        line: Option<usize>,
-        message: String,
-    },
+    Parse { path: PathBuf, line: Option<usize>, message: String },
     /// An option's value is out of range or inconsistent with another option.
     Invalid {
         /// The flag name without dashes, e.g. `"max-head"`.
@@ -238,10 +234,7 @@ impl Config {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
         ensure(self.max_head <= MAX_HEAD_LIMIT, "max-head", || {
-            format!(
-                "must be at most {MAX_HEAD_LIMIT} bytes, got {}",
-                self.max_head
-            )
+            format!("must be at most {MAX_HEAD_LIMIT} bytes, got {}", self.max_head)
         })?;
         ensure(self.max_uri <= self.max_head, "max-uri", || {
             format!(
@@ -258,59 +251,34 @@ impl Config {
             ("shutdown-timeout", self.shutdown_timeout),
         ] {
             let zero_ok = option == "shutdown-timeout";
-            ensure(zero_ok || !value.is_zero(), option, || {
-                "must be greater than 0 seconds".into()
-            })?;
-            ensure(value.as_secs_f64() <= MAX_SECONDS, option, || {
-                format!("must be at most {MAX_SECONDS} seconds")
-            })?;
+            ensure(zero_ok || !value.is_zero(), option, || "must be greater than 0 seconds".into())?;
+            ensure(value.as_secs_f64() <= MAX_SECONDS, option, || format!("must be at most {MAX_SECONDS} seconds"))?;
         }
-        ensure(
-            self.longpoll_timeout <= self.longpoll_max_timeout,
-            "longpoll-timeout",
-            || {
-                format!(
-                    "({} s) must not exceed --longpoll-max-timeout ({} s)",
-                    self.longpoll_timeout.as_secs_f64(),
-                    self.longpoll_max_timeout.as_secs_f64()
-                )
-            },
-        )?;
+        ensure(self.longpoll_timeout <= self.longpoll_max_timeout, "longpoll-timeout", || {
+            format!(
+                "({} s) must not exceed --longpoll-max-timeout ({} s)",
+                self.longpoll_timeout.as_secs_f64(),
+                self.longpoll_max_timeout.as_secs_f64()
+            )
+        })?;
         ensure(self.history_bytes >= self.max_body, "history-bytes", || {
             format!(
                 "({}) must be at least --max-body ({}) so any accepted message fits a topic's history",
                 self.history_bytes, self.max_body
             )
         })?;
-        ensure(
-            self.history_total_messages >= self.history_messages,
-            "history-total-messages",
-            || {
-                format!(
-                    "({}) must be at least --history-messages ({})",
-                    self.history_total_messages, self.history_messages
-                )
-            },
-        )?;
-        ensure(
-            self.history_total_bytes >= self.history_bytes,
-            "history-total-bytes",
-            || {
-                format!(
-                    "({}) must be at least --history-bytes ({})",
-                    self.history_total_bytes, self.history_bytes
-                )
-            },
-        )?;
-        for (option, origins) in [
-            ("cors-origins", &self.cors_origins),
-            ("cors-publish-origins", &self.cors_publish_origins),
-        ] {
+        ensure(self.history_total_messages >= self.history_messages, "history-total-messages", || {
+            format!("({}) must be at least --history-messages ({})", self.history_total_messages, self.history_messages)
+        })?;
+        ensure(self.history_total_bytes >= self.history_bytes, "history-total-bytes", || {
+            format!("({}) must be at least --history-bytes ({})", self.history_total_bytes, self.history_bytes)
+        })?;
+        for (option, origins) in
+            [("cors-origins", &self.cors_origins), ("cors-publish-origins", &self.cors_publish_origins)]
+        {
             for origin in origins {
                 ensure(is_origin_pattern(origin), option, || {
-                    format!(
-                        "{origin:?} is neither \"*\" nor an origin like https://example.com:8443"
-                    )
+                    format!("{origin:?} is neither \"*\" nor an origin like https://example.com:8443")
                 })?;
             }
         }
@@ -336,36 +304,18 @@ impl Config {
             max_uri: pick!(max_uri).unwrap_or(d.max_uri),
             max_body: pick!(max_body).unwrap_or(d.max_body),
             header_timeout: seconds("header-timeout", pick!(header_timeout), d.header_timeout)?,
-            keepalive_timeout: seconds(
-                "keepalive-timeout",
-                pick!(keepalive_timeout),
-                d.keepalive_timeout,
-            )?,
-            longpoll_timeout: seconds(
-                "longpoll-timeout",
-                pick!(longpoll_timeout),
-                d.longpoll_timeout,
-            )?,
-            longpoll_max_timeout: seconds(
-                "longpoll-max-timeout",
-                pick!(longpoll_max_timeout),
-                d.longpoll_max_timeout,
-            )?,
+            keepalive_timeout: seconds("keepalive-timeout", pick!(keepalive_timeout), d.keepalive_timeout)?,
+            longpoll_timeout: seconds("longpoll-timeout", pick!(longpoll_timeout), d.longpoll_timeout)?,
+            longpoll_max_timeout: seconds("longpoll-max-timeout", pick!(longpoll_max_timeout), d.longpoll_max_timeout)?,
             max_batch: pick!(max_batch).unwrap_or(d.max_batch),
             history_messages: pick!(history_messages).unwrap_or(d.history_messages),
             history_bytes: pick!(history_bytes).unwrap_or(d.history_bytes),
             history_age: seconds("history-age", pick!(history_age), d.history_age)?,
-            history_total_messages: pick!(history_total_messages)
-                .unwrap_or(d.history_total_messages),
+            history_total_messages: pick!(history_total_messages).unwrap_or(d.history_total_messages),
             history_total_bytes: pick!(history_total_bytes).unwrap_or(d.history_total_bytes),
-            shutdown_timeout: seconds(
-                "shutdown-timeout",
-                pick!(shutdown_timeout),
-                d.shutdown_timeout,
-            )?,
+            shutdown_timeout: seconds("shutdown-timeout", pick!(shutdown_timeout), d.shutdown_timeout)?,
             cors_origins: pick!(cors_origins).map_or(d.cors_origins, clean_list),
-            cors_publish_origins: pick!(cors_publish_origins)
-                .map_or(d.cors_publish_origins, clean_list),
+            cors_publish_origins: pick!(cors_publish_origins).map_or(d.cors_publish_origins, clean_list),
             log: pick!(log).unwrap_or(d.log),
         })
     }
@@ -408,21 +358,13 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, source } => {
                 write!(f, "cannot read config file {}: {source}", path.display())
             }
-            ConfigError::Parse {
-                path,
-                line: Some(line),
-                message,
-            } => write!(f, "config file {} line {line}: {message}", path.display()),
-            ConfigError::Parse {
-                path,
-                line: None,
-                message,
-            } => write!(f, "config file {}: {message}", path.display()),
-            ConfigError::Invalid { option, reason } => write!(
-                f,
-                "invalid --{option} (`{}` in the config file): {reason}",
-                option.replace('-', "_")
-            ),
+            ConfigError::Parse { path, line: Some(line), message } => {
+                write!(f, "config file {} line {line}: {message}", path.display())
+            }
+            ConfigError::Parse { path, line: None, message } => write!(f, "config file {}: {message}", path.display()),
+            ConfigError::Invalid { option, reason } => {
+                write!(f, "invalid --{option} (`{}` in the config file): {reason}", option.replace('-', "_"))
+            }
         }
     }
 }
@@ -438,15 +380,10 @@ impl std::error::Error for ConfigError {
 
 /// Reads and parses a config file of at most [`MAX_CONFIG_FILE_BYTES`].
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
-    let read_error = |source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    };
+    let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut text = String::new();
-    file.take(MAX_CONFIG_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read_error)?;
+    file.take(MAX_CONFIG_FILE_BYTES + 1).read_to_string(&mut text).map_err(read_error)?;
     if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
         return Err(ConfigError::Parse {
             path: path.to_owned(),
@@ -471,11 +408,7 @@ fn parse_toml(text: &str, path: &Path) -> Result<ServeArgs, ConfigError> {
 }
 
 /// Converts an optional seconds value, rejecting what `Duration` cannot hold.
-fn seconds(
-    option: &'static str,
-    value: Option<f64>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
+fn seconds(option: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
     let Some(secs) = value else {
         return Ok(default);
     };
@@ -491,19 +424,12 @@ fn seconds(
             reason: format!("must be at most {MAX_SECONDS} seconds, got {secs}"),
         });
     }
-    Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::Invalid {
-        option,
-        reason: e.to_string(),
-    })
+    Duration::try_from_secs_f64(secs).map_err(|e| ConfigError::Invalid { option, reason: e.to_string() })
 }
 
 /// Trims list items and drops empty ones, so `--cors-publish-origins ''` means "none".
 fn clean_list(items: Vec<String>) -> Vec<String> {
-    items
-        .into_iter()
-        .map(|item| item.trim().to_owned())
-        .filter(|item| !item.is_empty())
-        .collect()
+    items.into_iter().map(|item| item.trim().to_owned()).filter(|item| !item.is_empty()).collect()
 }
 
 /// `*`, or a serialized origin `scheme "://" host [ ":" port ]` (RFC 6454 §6.2): what a
@@ -516,29 +442,18 @@ fn is_origin_pattern(origin: &str) -> bool {
         return false;
     };
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     let authority_ok = !authority.is_empty()
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#' | '@' | '*'));
+        && authority.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#' | '@' | '*'));
     scheme_ok && authority_ok
 }
 
 /// `Ok` if `ok`, else the option's error with a lazily built reason.
-fn ensure(
-    ok: bool,
-    option: &'static str,
-    reason: impl FnOnce() -> String,
-) -> Result<(), ConfigError> {
+fn ensure(ok: bool, option: &'static str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::Invalid {
-            option,
-            reason: reason(),
-        })
+        Err(ConfigError::Invalid { option, reason: reason() })
     }
 }
 
@@ -569,10 +484,7 @@ mod tests {
     fn temp_file(text: &str) -> PathBuf {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "halley-config-test-{}-{n}.toml",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir().join(format!("halley-config-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, text).expect("write temp config");
         path
     }
@@ -618,10 +530,7 @@ mod tests {
             ("history_messages", d.history_messages.to_string()),
             ("history_bytes", d.history_bytes.to_string()),
             ("history_age", secs(d.history_age)),
-            (
-                "history_total_messages",
-                d.history_total_messages.to_string(),
-            ),
+            ("history_total_messages", d.history_total_messages.to_string()),
             ("history_total_bytes", d.history_total_bytes.to_string()),
             ("shutdown_timeout", secs(d.shutdown_timeout)),
             ("cors_origins", d.cors_origins.join(",")),
@@ -671,24 +580,15 @@ mod tests {
         assert_eq!(config.max_head, 32768);
         assert_eq!(config.header_timeout, Duration::from_millis(2500));
         assert_eq!(config.keepalive_timeout, Duration::from_secs(5));
-        assert_eq!(
-            config.cors_publish_origins,
-            vec!["https://a.example", "http://b.example:8080"]
-        );
+        assert_eq!(config.cors_publish_origins, vec!["https://a.example", "http://b.example:8080"]);
         assert_eq!(config.log, "debug");
-        assert_eq!(
-            config.max_uri,
-            Config::default().max_uri,
-            "unset keeps default"
-        );
+        assert_eq!(config.max_uri, Config::default().max_uri, "unset keeps default");
         config.validate().expect("valid");
     }
 
     #[test]
     fn flags_override_file_override_defaults() {
-        let path = temp_file(
-            "workers = 3\nmax_batch = 7\nno_pin = true\ncors_origins = [\"https://x.example\"]\n",
-        );
+        let path = temp_file("workers = 3\nmax_batch = 7\nno_pin = true\ncors_origins = [\"https://x.example\"]\n");
         let path_str = path.to_str().expect("utf-8 temp path");
         let args = flags(&[
             "--config",
@@ -705,10 +605,7 @@ mod tests {
         assert_eq!(config.workers, 5, "flag beats file");
         assert_eq!(config.max_batch, 7, "file beats default");
         assert!(config.pin_workers, "--no-pin=false beats no_pin = true");
-        assert_eq!(
-            config.cors_origins,
-            vec!["https://a.example", "https://b.example"]
-        );
+        assert_eq!(config.cors_origins, vec!["https://a.example", "https://b.example"]);
         assert_eq!(config.max_body, Config::default().max_body);
     }
 
@@ -735,8 +632,7 @@ mod tests {
         assert!(toml_args("workers = \"two\"\n").is_err());
         assert!(toml_args("listen = \"not an address\"\n").is_err());
         assert!(toml_args("workers = \n").is_err());
-        let err = Config::load(&flags(&["--config", "/nonexistent/halley.toml"]))
-            .expect_err("missing file");
+        let err = Config::load(&flags(&["--config", "/nonexistent/halley.toml"])).expect_err("missing file");
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     }
 
@@ -770,40 +666,20 @@ mod tests {
             ("history-bytes", |c| c.history_bytes = 0),
             ("history-bytes", |c| c.history_bytes = c.max_body - 1),
             ("history-total-messages", |c| c.history_total_messages = 0),
-            ("history-total-messages", |c| {
-                c.history_total_messages = c.history_messages - 1
-            }),
+            ("history-total-messages", |c| c.history_total_messages = c.history_messages - 1),
             ("history-total-bytes", |c| c.history_total_bytes = 0),
-            ("history-total-bytes", |c| {
-                c.history_total_bytes = c.history_bytes - 1
-            }),
+            ("history-total-bytes", |c| c.history_total_bytes = c.history_bytes - 1),
             ("header-timeout", |c| c.header_timeout = Duration::ZERO),
-            ("keepalive-timeout", |c| {
-                c.keepalive_timeout = Duration::ZERO
-            }),
+            ("keepalive-timeout", |c| c.keepalive_timeout = Duration::ZERO),
             ("longpoll-timeout", |c| c.longpoll_timeout = Duration::ZERO),
-            ("longpoll-timeout", |c| {
-                c.longpoll_timeout = c.longpoll_max_timeout + Duration::from_secs(1)
-            }),
-            ("longpoll-max-timeout", |c| {
-                c.longpoll_max_timeout = Duration::ZERO
-            }),
+            ("longpoll-timeout", |c| c.longpoll_timeout = c.longpoll_max_timeout + Duration::from_secs(1)),
+            ("longpoll-max-timeout", |c| c.longpoll_max_timeout = Duration::ZERO),
             ("history-age", |c| c.history_age = Duration::ZERO),
-            ("history-age", |c| {
-                c.history_age = Duration::from_secs(400 * 24 * 3600)
-            }),
-            ("shutdown-timeout", |c| {
-                c.shutdown_timeout = Duration::from_secs(400 * 24 * 3600)
-            }),
-            ("cors-origins", |c| {
-                c.cors_origins = vec!["example.com".into()]
-            }),
-            ("cors-origins", |c| {
-                c.cors_origins = vec!["https://a.example/".into()]
-            }),
-            ("cors-publish-origins", |c| {
-                c.cors_publish_origins = vec!["https://a b".into()]
-            }),
+            ("history-age", |c| c.history_age = Duration::from_secs(400 * 24 * 3600)),
+            ("shutdown-timeout", |c| c.shutdown_timeout = Duration::from_secs(400 * 24 * 3600)),
+            ("cors-origins", |c| c.cors_origins = vec!["example.com".into()]),
+            ("cors-origins", |c| c.cors_origins = vec!["https://a.example/".into()]),
+            ("cors-publish-origins", |c| c.cors_publish_origins = vec!["https://a b".into()]),
         ];
         for (option, break_it) in cases {
             let mut config = Config::default();
@@ -812,49 +688,23 @@ mod tests {
             let text = config.validate().expect_err("invalid").to_string();
             assert!(text.contains(&format!("--{option}")), "{text}");
         }
-        let zero_shutdown = Config {
-            shutdown_timeout: Duration::ZERO,
-            ..Config::default()
-        };
-        zero_shutdown
-            .validate()
-            .expect("zero shutdown timeout = close at once");
+        let zero_shutdown = Config { shutdown_timeout: Duration::ZERO, ..Config::default() };
+        zero_shutdown.validate().expect("zero shutdown timeout = close at once");
     }
 
     #[test]
     fn error_message_names_flag_and_key() {
-        let err = Config {
-            max_uri: 20_000,
-            ..Config::default()
-        }
-        .validate()
-        .expect_err("invalid");
+        let err = Config { max_uri: 20_000, ..Config::default() }.validate().expect_err("invalid");
         let text = err.to_string();
-        assert!(
-            text.starts_with("invalid --max-uri (`max_uri` in the config file)"),
-            "{text}"
-        );
+        assert!(text.starts_with("invalid --max-uri (`max_uri` in the config file)"), "{text}");
     }
 
     #[test]
     fn origin_patterns() {
-        for ok in [
-            "*",
-            "https://example.com",
-            "http://127.0.0.1:8080",
-            "http://[::1]:80",
-        ] {
+        for ok in ["*", "https://example.com", "http://127.0.0.1:8080", "http://[::1]:80"] {
             assert!(is_origin_pattern(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "null",
-            "example.com",
-            "https://",
-            "https://a/b",
-            "://a",
-            "https://*.a",
-        ] {
+        for bad in ["", "null", "example.com", "https://", "https://a/b", "://a", "https://*.a"] {
             assert!(!is_origin_pattern(bad), "{bad}");
         }
     }

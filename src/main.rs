@@ -143,8 +143,8 @@ fn try_publish(args: PubArgs) -> Result<ExitCode, String> {
         }
     });
     let headers = [("Content-Type", content_type.as_str())];
-    let response = client::request(&args.server, "POST", &path, &headers, &body, PUB_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let response =
+        client::request(&args.server, "POST", &path, &headers, &body, PUB_TIMEOUT).map_err(|e| e.to_string())?;
     if !is_success(&response) {
         return Err(client::failure_reason(&response));
     }
@@ -167,10 +167,7 @@ fn try_publish(args: PubArgs) -> Result<ExitCode, String> {
 /// (as added by `echo`) so a published line reads back as the same line.
 fn read_stdin_message() -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
-    io::stdin()
-        .lock()
-        .take(MAX_STDIN_MESSAGE + 1)
-        .read_to_end(&mut body)?;
+    io::stdin().lock().take(MAX_STDIN_MESSAGE + 1).read_to_end(&mut body)?;
     if body.len() as u64 > MAX_STDIN_MESSAGE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -199,10 +196,7 @@ fn subscribe(args: SubArgs) -> ExitCode {
     let mut out = BufWriter::new(io::stdout().lock());
     loop {
         let query = match &cursor {
-            Some(since) => format!(
-                "{path}?since={}&timeout={SUB_HOLD_SECS}",
-                client::encode_query(since)
-            ),
+            Some(since) => format!("{path}?since={}&timeout={SUB_HOLD_SECS}", client::encode_query(since)),
             None => format!("{path}?timeout={SUB_HOLD_SECS}"),
         };
         let failure = match client::request(&args.server, "GET", &query, &[], b"", SUB_TIMEOUT) {
@@ -212,8 +206,8 @@ fn subscribe(args: SubArgs) -> ExitCode {
                         if reply.gap {
                             let oldest = reply.oldest.as_deref().unwrap_or("unknown");
                             eprintln!(
-                            "halley sub: warning: messages were lost (history gap); oldest available is {oldest}"
-                        );
+                                "halley sub: warning: messages were lost (history gap); oldest available is {oldest}"
+                            );
                         }
                         if print_messages(&mut out, &reply.messages, args.json).is_err() {
                             // stdout closed: nobody is reading any more.
@@ -237,23 +231,14 @@ fn subscribe(args: SubArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let resume = cursor
-            .as_deref()
-            .map_or(String::new(), |c| format!(" after {c}"));
-        eprintln!(
-            "halley sub: {failure}; retrying in {} s{resume}",
-            retry.as_secs()
-        );
+        let resume = cursor.as_deref().map_or(String::new(), |c| format!(" after {c}"));
+        eprintln!("halley sub: {failure}; retrying in {} s{resume}", retry.as_secs());
         thread::sleep(retry);
         retry = (retry * 2).min(RETRY_MAX);
     }
 }
 
-fn print_messages(
-    out: &mut impl Write,
-    messages: &[serde_json::Value],
-    json: bool,
-) -> io::Result<()> {
+fn print_messages(out: &mut impl Write, messages: &[serde_json::Value], json: bool) -> io::Result<()> {
     for message in messages {
         writeln!(out, "{}", client::format_message(message, json))?;
     }
@@ -312,16 +297,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let cli = parse(&[
-            "sub",
-            "--server",
-            "http://[::1]:9000",
-            "--since",
-            "all",
-            "--json",
-            "a,b",
-        ])
-        .expect("sub");
+        let cli = parse(&["sub", "--server", "http://[::1]:9000", "--since", "all", "--json", "a,b"]).expect("sub");
         match cli.command {
             Some(Command::Sub(args)) => {
                 assert_eq!(args.server.host, "::1");
@@ -337,10 +313,8 @@ mod tests {
 
     #[test]
     fn messages_print_one_per_line() {
-        let messages = vec![
-            serde_json::json!({"id":"1-1","data":"one"}),
-            serde_json::json!({"id":"1-2","data":{"n":2}}),
-        ];
+        let messages =
+            vec![serde_json::json!({"id":"1-1","data":"one"}), serde_json::json!({"id":"1-2","data":{"n":2}})];
         let mut out = Vec::new();
         print_messages(&mut out, &messages, false).expect("write");
         assert_eq!(out, b"one\n{\"n\":2}\n");

@@ -28,11 +28,7 @@ impl BodyDecoder {
         let state = match kind {
             BodyKind::None | BodyKind::Length(0) => State::Done,
             BodyKind::Length(remaining) => State::Length { remaining },
-            BodyKind::Chunked => State::Chunked(Chunk::Size {
-                size: 0,
-                digits: 0,
-                line: 0,
-            }),
+            BodyKind::Chunked => State::Chunked(Chunk::Size { size: 0, digits: 0, line: 0 }),
         };
         BodyDecoder { state, decoded: 0 }
     }
@@ -42,12 +38,7 @@ impl BodyDecoder {
     /// (they belong to the next pipelined request). Errors: body over `max_body` -> BodyTooLarge,
     /// bad chunk syntax -> Malformed. Chunk extensions ignored; trailers parsed and discarded,
     /// bounded (trailer section over 8 KiB -> HeadTooLarge). Chunk-size line over 1 KiB -> Malformed.
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_body: usize,
-    ) -> Result<(usize, bool), HttpError> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<(usize, bool), HttpError> {
         let max_body = u64::try_from(max_body).unwrap_or(u64::MAX);
         match self.state {
             State::Done => Ok((0, true)),
@@ -58,11 +49,7 @@ impl BodyDecoder {
                 let taken = take(remaining, input, out);
                 self.decoded += taken as u64;
                 let remaining = remaining - taken as u64;
-                self.state = if remaining == 0 {
-                    State::Done
-                } else {
-                    State::Length { remaining }
-                };
+                self.state = if remaining == 0 { State::Done } else { State::Length { remaining } };
                 Ok((taken, remaining == 0))
             }
             State::Chunked(_) => self.decode_chunked(input, out, max_body),
@@ -79,12 +66,7 @@ impl BodyDecoder {
         self.decoded
     }
 
-    fn decode_chunked(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_body: u64,
-    ) -> Result<(usize, bool), HttpError> {
+    fn decode_chunked(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: u64) -> Result<(usize, bool), HttpError> {
         let mut pos = 0;
         while let State::Chunked(chunk) = self.state {
             let rest = input.get(pos..).unwrap_or(&[]);
@@ -94,11 +76,7 @@ impl BodyDecoder {
                 pos += taken;
                 self.decoded += taken as u64;
                 let remaining = remaining - taken as u64;
-                self.state = State::Chunked(if remaining == 0 {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data { remaining }
-                });
+                self.state = State::Chunked(if remaining == 0 { Chunk::DataCr } else { Chunk::Data { remaining } });
                 if remaining != 0 {
                     break; // input exhausted
                 }
@@ -175,30 +153,16 @@ impl Chunk {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let digit = u64::from(hex_value(b));
                         // An overflowing size is certainly over any body limit.
-                        let size = size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(digit))
-                            .ok_or(HttpError::BodyTooLarge)?;
+                        let size =
+                            size.checked_mul(16).and_then(|s| s.checked_add(digit)).ok_or(HttpError::BodyTooLarge)?;
                         if decoded.saturating_add(size) > max_body {
                             return Err(HttpError::BodyTooLarge);
                         }
-                        Chunk::Size {
-                            size,
-                            digits: digits + 1,
-                            line: grow(line)?,
-                        }
+                        Chunk::Size { size, digits: digits + 1, line: grow(line)? }
                     }
                     _ if digits == 0 => return Err(BAD_SIZE),
-                    b' ' | b'\t' => Chunk::Extension {
-                        size,
-                        line: grow(line)?,
-                        in_ext: false,
-                    },
-                    b';' => Chunk::Extension {
-                        size,
-                        line: grow(line)?,
-                        in_ext: true,
-                    },
+                    b' ' | b'\t' => Chunk::Extension { size, line: grow(line)?, in_ext: false },
+                    b';' => Chunk::Extension { size, line: grow(line)?, in_ext: true },
                     b'\r' => Chunk::SizeLf { size },
                     _ => return Err(BAD_SIZE),
                 }
@@ -207,21 +171,9 @@ impl Chunk {
                 match b {
                     b'\r' => Chunk::SizeLf { size },
                     // BWS before the `;` (RFC 9112 §7.1.1); extensions themselves are ignored.
-                    b' ' | b'\t' => Chunk::Extension {
-                        size,
-                        line: grow(line)?,
-                        in_ext,
-                    },
-                    b';' => Chunk::Extension {
-                        size,
-                        line: grow(line)?,
-                        in_ext: true,
-                    },
-                    _ if in_ext && is_field_byte(b) => Chunk::Extension {
-                        size,
-                        line: grow(line)?,
-                        in_ext,
-                    },
+                    b' ' | b'\t' => Chunk::Extension { size, line: grow(line)?, in_ext },
+                    b';' => Chunk::Extension { size, line: grow(line)?, in_ext: true },
+                    _ if in_ext && is_field_byte(b) => Chunk::Extension { size, line: grow(line)?, in_ext },
                     _ => return Err(BAD_SIZE),
                 }
             }
@@ -236,42 +188,26 @@ impl Chunk {
                 _ => return Err(HttpError::Malformed("missing CRLF after chunk data")),
             },
             Chunk::DataLf => match b {
-                b'\n' => Chunk::Size {
-                    size: 0,
-                    digits: 0,
-                    line: 0,
-                },
+                b'\n' => Chunk::Size { size: 0, digits: 0, line: 0 },
                 _ => return Err(HttpError::Malformed("missing CRLF after chunk data")),
             },
             Chunk::TrailerStart { total } => match b {
                 b'\r' => Chunk::EndLf,
-                _ if is_tchar(b) => Chunk::TrailerName {
-                    total: trailer(total)?,
-                },
+                _ if is_tchar(b) => Chunk::TrailerName { total: trailer(total)? },
                 _ => return Err(BAD_TRAILER),
             },
             Chunk::TrailerName { total } => match b {
-                b':' => Chunk::TrailerValue {
-                    total: trailer(total)?,
-                },
-                _ if is_tchar(b) => Chunk::TrailerName {
-                    total: trailer(total)?,
-                },
+                b':' => Chunk::TrailerValue { total: trailer(total)? },
+                _ if is_tchar(b) => Chunk::TrailerName { total: trailer(total)? },
                 _ => return Err(BAD_TRAILER),
             },
             Chunk::TrailerValue { total } => match b {
-                b'\r' => Chunk::TrailerLf {
-                    total: trailer(total)?,
-                },
-                _ if is_field_byte(b) => Chunk::TrailerValue {
-                    total: trailer(total)?,
-                },
+                b'\r' => Chunk::TrailerLf { total: trailer(total)? },
+                _ if is_field_byte(b) => Chunk::TrailerValue { total: trailer(total)? },
                 _ => return Err(BAD_TRAILER),
             },
             Chunk::TrailerLf { total } => match b {
-                b'\n' => Chunk::TrailerStart {
-                    total: trailer(total)?,
-                },
+                b'\n' => Chunk::TrailerStart { total: trailer(total)? },
                 _ => return Err(BAD_TRAILER),
             },
             Chunk::EndLf => match b {
@@ -334,12 +270,7 @@ mod tests {
 
     /// Feeds `input` in pieces of `step` bytes (the rest is kept, as a read buffer would be),
     /// returning the body, the bytes consumed in total and whether the body completed.
-    fn feed(
-        kind: BodyKind,
-        input: &[u8],
-        step: usize,
-        max_body: usize,
-    ) -> Result<(Vec<u8>, usize, bool), HttpError> {
+    fn feed(kind: BodyKind, input: &[u8], step: usize, max_body: usize) -> Result<(Vec<u8>, usize, bool), HttpError> {
         let mut decoder = BodyDecoder::new(kind);
         let mut out = Vec::new();
         let mut buffered: Vec<u8> = Vec::new();
@@ -365,21 +296,12 @@ mod tests {
         let table: &[(&[u8], &[u8])] = &[
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
             (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-            (
-                b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n",
-                b"0123456789abcdefghij",
-            ),
+            (b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", b"0123456789abcdefghij"),
             (b"000\r\n\r\n", b""),
-            (
-                b"3;name=value;flag\r\nabc\r\n0;last=\"q;\\\" \"\r\n\r\n",
-                b"abc",
-            ),
+            (b"3;name=value;flag\r\nabc\r\n0;last=\"q;\\\" \"\r\n\r\n", b"abc"),
             (b"3 ; ext\r\nabc\r\n0\r\n\r\n", b"abc"),
             (b"3\t\r\nabc\r\n0\r\n\r\n", b"abc"),
-            (
-                b"2\r\nhi\r\n0\r\nExpires: never\r\nX-Checksum: abc def\r\n\r\n",
-                b"hi",
-            ),
+            (b"2\r\nhi\r\n0\r\nExpires: never\r\nX-Checksum: abc def\r\n\r\n", b"hi"),
             (b"2\r\n\r\n\r\n0\r\nX:\r\n\r\n", b"\r\n"),
         ];
         for (body, expected) in table {
@@ -408,39 +330,15 @@ mod tests {
             (b"5 5\r\n", HttpError::Malformed("invalid chunk size line")),
             (b"5\nhello", HttpError::Malformed("invalid chunk size line")),
             (b"5\r\r", HttpError::Malformed("invalid chunk size line")),
-            (
-                b"5;a\x00\r\n",
-                HttpError::Malformed("invalid chunk size line"),
-            ),
-            (
-                b"5\r\nhelloX",
-                HttpError::Malformed("missing CRLF after chunk data"),
-            ),
-            (
-                b"5\r\nhello\n0\r\n\r\n",
-                HttpError::Malformed("missing CRLF after chunk data"),
-            ),
-            (
-                b"5\r\nhello\rX",
-                HttpError::Malformed("missing CRLF after chunk data"),
-            ),
-            (
-                b"0\r\nbad header\r\n\r\n",
-                HttpError::Malformed("invalid chunk trailer"),
-            ),
-            (
-                b"0\r\n: v\r\n\r\n",
-                HttpError::Malformed("invalid chunk trailer"),
-            ),
-            (
-                b"0\r\nX: a\nb\r\n\r\n",
-                HttpError::Malformed("invalid chunk trailer"),
-            ),
+            (b"5;a\x00\r\n", HttpError::Malformed("invalid chunk size line")),
+            (b"5\r\nhelloX", HttpError::Malformed("missing CRLF after chunk data")),
+            (b"5\r\nhello\n0\r\n\r\n", HttpError::Malformed("missing CRLF after chunk data")),
+            (b"5\r\nhello\rX", HttpError::Malformed("missing CRLF after chunk data")),
+            (b"0\r\nbad header\r\n\r\n", HttpError::Malformed("invalid chunk trailer")),
+            (b"0\r\n: v\r\n\r\n", HttpError::Malformed("invalid chunk trailer")),
+            (b"0\r\nX: a\nb\r\n\r\n", HttpError::Malformed("invalid chunk trailer")),
             (b"0\r\n\rX", HttpError::Malformed("invalid chunk trailer")),
-            (
-                long_line.as_bytes(),
-                HttpError::Malformed("chunk size line too long"),
-            ),
+            (long_line.as_bytes(), HttpError::Malformed("chunk size line too long")),
             (long_trailer.as_bytes(), HttpError::HeadTooLarge),
             (b"401\r\n", HttpError::BodyTooLarge),
             (b"1000\r\n", HttpError::BodyTooLarge),
@@ -460,26 +358,10 @@ mod tests {
 
     #[test]
     fn chunked_limit_counts_all_chunks() {
-        let body = b"200\r\n"
-            .iter()
-            .chain(&[b'a'; 0x200])
-            .chain(b"\r\n201\r\n")
-            .copied()
-            .collect::<Vec<u8>>();
-        assert_eq!(
-            feed(BodyKind::Chunked, &body, 5, 1024),
-            Err(HttpError::BodyTooLarge)
-        );
-        let body = b"200\r\n"
-            .iter()
-            .chain(&[b'a'; 0x200])
-            .chain(b"\r\n200\r\n")
-            .copied()
-            .collect::<Vec<u8>>();
-        assert_eq!(
-            feed(BodyKind::Chunked, &body, 5, 1024).map(|(out, _, done)| (out.len(), done)),
-            Ok((512, false))
-        );
+        let body = b"200\r\n".iter().chain(&[b'a'; 0x200]).chain(b"\r\n201\r\n").copied().collect::<Vec<u8>>();
+        assert_eq!(feed(BodyKind::Chunked, &body, 5, 1024), Err(HttpError::BodyTooLarge));
+        let body = b"200\r\n".iter().chain(&[b'a'; 0x200]).chain(b"\r\n200\r\n").copied().collect::<Vec<u8>>();
+        assert_eq!(feed(BodyKind::Chunked, &body, 5, 1024).map(|(out, _, done)| (out.len(), done)), Ok((512, false)));
     }
 
     #[test]
@@ -487,22 +369,13 @@ mod tests {
         // "X: " + value + CRLF + final CRLF == MAX_TRAILERS exactly: accepted.
         let value = "v".repeat(MAX_TRAILERS - 3 - 2 - 2);
         let input = format!("0\r\nX: {value}\r\n\r\n");
-        assert_eq!(
-            feed(BodyKind::Chunked, input.as_bytes(), 64, 16),
-            Ok((Vec::new(), input.len(), true))
-        );
+        assert_eq!(feed(BodyKind::Chunked, input.as_bytes(), 64, 16), Ok((Vec::new(), input.len(), true)));
         // One byte more: refused.
         let input = format!("0\r\nX: {value}v\r\n\r\n");
-        assert_eq!(
-            feed(BodyKind::Chunked, input.as_bytes(), 64, 16),
-            Err(HttpError::HeadTooLarge)
-        );
+        assert_eq!(feed(BodyKind::Chunked, input.as_bytes(), 64, 16), Err(HttpError::HeadTooLarge));
         // Many small trailer lines count together.
         let input = format!("0\r\n{}\r\n", "T: v\r\n".repeat(MAX_TRAILERS / 6 + 1));
-        assert_eq!(
-            feed(BodyKind::Chunked, input.as_bytes(), 64, 16),
-            Err(HttpError::HeadTooLarge)
-        );
+        assert_eq!(feed(BodyKind::Chunked, input.as_bytes(), 64, 16), Err(HttpError::HeadTooLarge));
     }
 
     #[test]
@@ -510,23 +383,11 @@ mod tests {
         let mut input = b"hello".to_vec();
         input.extend_from_slice(NEXT);
         for step in [1, 2, 4, input.len()] {
-            assert_eq!(
-                feed(BodyKind::Length(5), &input, step, 5),
-                Ok((b"hello".to_vec(), 5, true))
-            );
+            assert_eq!(feed(BodyKind::Length(5), &input, step, 5), Ok((b"hello".to_vec(), 5, true)));
         }
-        assert_eq!(
-            feed(BodyKind::Length(6), b"hello", 1, 10),
-            Ok((b"hello".to_vec(), 5, false))
-        );
-        assert_eq!(
-            feed(BodyKind::Length(6), b"hello!", 1, 5),
-            Err(HttpError::BodyTooLarge)
-        );
-        assert_eq!(
-            feed(BodyKind::Length(u64::MAX), b"x", 1, usize::MAX),
-            Ok((b"x".to_vec(), 1, false))
-        );
+        assert_eq!(feed(BodyKind::Length(6), b"hello", 1, 10), Ok((b"hello".to_vec(), 5, false)));
+        assert_eq!(feed(BodyKind::Length(6), b"hello!", 1, 5), Err(HttpError::BodyTooLarge));
+        assert_eq!(feed(BodyKind::Length(u64::MAX), b"x", 1, usize::MAX), Ok((b"x".to_vec(), 1, false)));
     }
 
     #[test]
@@ -552,10 +413,7 @@ mod tests {
         assert_eq!(decoder.decode(b"", &mut out, 10), Ok((0, false)));
         assert_eq!(decoder.decode(b"3\r\nab", &mut out, 10), Ok((5, false)));
         assert_eq!(decoder.decode(b"", &mut out, 10), Ok((0, false)));
-        assert_eq!(
-            decoder.decode(b"c\r\n0\r\n\r\nrest", &mut out, 10),
-            Ok((8, true))
-        );
+        assert_eq!(decoder.decode(b"c\r\n0\r\n\r\nrest", &mut out, 10), Ok((8, true)));
         assert_eq!((out.as_slice(), decoder.decoded()), (&b"abc"[..], 3));
     }
 }

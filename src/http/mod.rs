@@ -20,8 +20,8 @@ use std::fmt;
 pub use body::{BodyDecoder, MAX_CHUNK_LINE, MAX_TRAILERS};
 pub use request::{parse_head, BodyKind, Request, MAX_HEADERS};
 pub use response::{
-    chunk_header, error_response, reason_phrase, write_chunk, write_head, ChunkHeader, DateCache,
-    Framing, CHUNK_END, CONTINUE_100, LAST_CHUNK,
+    chunk_header, error_response, reason_phrase, write_chunk, write_head, ChunkHeader, DateCache, Framing, CHUNK_END,
+    CONTINUE_100, LAST_CHUNK,
 };
 
 /// Size limits applied while parsing a request. Every field is in bytes.
@@ -39,11 +39,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_head: 16 * 1024,
-            max_uri: 8 * 1024,
-            max_body: 1024 * 1024,
-        }
+        Limits { max_head: 16 * 1024, max_uri: 8 * 1024, max_body: 1024 * 1024 }
     }
 }
 
@@ -161,14 +157,8 @@ mod tests {
             let reason = e.reason();
             assert!(!reason.is_empty() && !reason.contains('\n'), "{e:?}");
         }
-        assert_eq!(
-            HttpError::Malformed("missing Host header").reason(),
-            "missing Host header"
-        );
-        assert_eq!(
-            HttpError::BodyTooLarge.to_string(),
-            "request body too large (413)"
-        );
+        assert_eq!(HttpError::Malformed("missing Host header").reason(), "missing Host header");
+        assert_eq!(HttpError::BodyTooLarge.to_string(), "request body too large (413)");
     }
 
     /// xorshift64: a tiny deterministic PRNG, so failures are reproducible without a new crate.
@@ -202,11 +192,7 @@ mod tests {
     /// and every result respects the limits and never claims more bytes than it was given.
     #[test]
     fn random_input_never_panics() {
-        let limits = Limits {
-            max_head: 512,
-            max_uri: 128,
-            max_body: 256,
-        };
+        let limits = Limits { max_head: 512, max_uri: 128, max_body: 256 };
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         let mut buf = Vec::new();
         for round in 0..20_000 {
@@ -254,17 +240,8 @@ mod tests {
         };
         assert!(used <= buf.len() && used <= limits.max_head);
         assert!(request.target().len() <= limits.max_uri);
-        let _ = (
-            request.path(),
-            request.query(),
-            request.query_param("x"),
-            request.keep_alive(),
-        );
-        let _ = (
-            request.headers().count(),
-            request.method_str(),
-            request.wants_upgrade("ws"),
-        );
+        let _ = (request.path(), request.query(), request.query_param("x"), request.keep_alive());
+        let _ = (request.headers().count(), request.method_str(), request.wants_upgrade("ws"));
 
         let mut body = &buf[used..];
         let mut decoder = BodyDecoder::new(request.body_kind());

@@ -52,10 +52,7 @@ impl Request {
 
     /// The method exactly as sent, e.g. for a 405 message.
     pub fn method_str(&self) -> &str {
-        self.text(Span {
-            start: 0,
-            end: self.method_len,
-        })
+        self.text(Span { start: 0, end: self.method_len })
     }
 
     /// The request's protocol version.
@@ -88,9 +85,7 @@ impl Request {
     /// (`+` is a space, `%2F` is `/`). Keys are compared after decoding.
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
         let query = self.query()?;
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value)
+        form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value)
     }
 
     /// The value of the first header field called `name` (case-insensitive), leading and
@@ -109,9 +104,7 @@ impl Request {
 
     /// Every header field as (name as sent, value), in the order received.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.fields
-            .iter()
-            .map(|f| (self.text(f.name), self.bytes(f.value)))
+        self.fields.iter().map(|f| (self.text(f.name), self.bytes(f.value)))
     }
 
     /// Whether the connection persists after this exchange (RFC 9112 §9.3): HTTP/1.1 unless
@@ -144,15 +137,12 @@ impl Request {
             .flat_map(|f| list_elements(self.bytes(f.value)))
             .any(|offered| {
                 let name = offered.split(|&b| b == b'/').next().unwrap_or(offered);
-                offered.eq_ignore_ascii_case(proto.as_bytes())
-                    || name.eq_ignore_ascii_case(proto.as_bytes())
+                offered.eq_ignore_ascii_case(proto.as_bytes()) || name.eq_ignore_ascii_case(proto.as_bytes())
             })
     }
 
     fn bytes(&self, span: Span) -> &[u8] {
-        self.head
-            .get(span.start as usize..span.end as usize)
-            .unwrap_or(&[])
+        self.head.get(span.start as usize..span.end as usize).unwrap_or(&[])
     }
 
     /// Spans given to `text` were cut from UTF-8 (`&str`) slices at ASCII boundaries at parse
@@ -305,15 +295,8 @@ struct Scan {
 
 /// Turns a complete httparse result into an owned [`Request`], classifying the headers in the
 /// same pass that records their ranges.
-fn build(
-    rest: &[u8],
-    len: usize,
-    parsed: &httparse::Request<'_, '_>,
-    limits: &Limits,
-) -> Result<Request, HttpError> {
-    let head = rest
-        .get(..len)
-        .ok_or(HttpError::Malformed("malformed request head"))?;
+fn build(rest: &[u8], len: usize, parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request, HttpError> {
+    let head = rest.get(..len).ok_or(HttpError::Malformed("malformed request head"))?;
     let method_str = parsed.method.unwrap_or("");
     let target_str = parsed.path.unwrap_or("");
     let version = match parsed.version {
@@ -387,16 +370,8 @@ fn span_of(head: &[u8], part: &[u8]) -> Result<Span, HttpError> {
 
 /// Splits the request-target into path and query spans (absolute offsets; the target starts at
 /// `base`), accepting the four forms of RFC 9112 §3.2.
-fn split_target(
-    method: Method,
-    method_str: &str,
-    target: &str,
-    base: u32,
-) -> Result<(Span, Option<Span>), HttpError> {
-    let at = |start: usize, end: usize| Span {
-        start: base + start as u32,
-        end: base + end as u32,
-    };
+fn split_target(method: Method, method_str: &str, target: &str, base: u32) -> Result<(Span, Option<Span>), HttpError> {
+    let at = |start: usize, end: usize| Span { start: base + start as u32, end: base + end as u32 };
     let bytes = target.as_bytes();
     let path_start = if bytes.first() == Some(&b'/') {
         0 // origin-form (§3.2.1)
@@ -423,9 +398,7 @@ fn absolute_form_path(target: &[u8]) -> Option<usize> {
     let colon = target.iter().position(|&b| b == b':')?;
     let (scheme, after) = target.split_at(colon);
     let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
-        && scheme
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+        && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
     if !scheme_ok || !after.starts_with(b"://") {
         return None;
     }
@@ -486,9 +459,7 @@ fn scan_content_length(scan: &mut Scan, value: &[u8]) -> Result<(), HttpError> {
             return Err(HttpError::BadFraming("invalid Content-Length"));
         }
         // Saturate: a length beyond u64 is refused as too large, not as garbage.
-        let n = digits.iter().fold(0u64, |n, &d| {
-            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-        });
+        let n = digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
         match scan.content_length {
             Some(previous) if previous != n => {
                 return Err(HttpError::BadFraming("conflicting Content-Length values"));
@@ -504,19 +475,13 @@ fn scan_content_length(scan: &mut Scan, value: &[u8]) -> Result<(), HttpError> {
 fn body_kind(scan: &Scan, version: Version, limits: &Limits) -> Result<BodyKind, HttpError> {
     if scan.transfer_encoding {
         if version == Version::Http10 {
-            return Err(HttpError::BadFraming(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
+            return Err(HttpError::BadFraming("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if scan.content_length.is_some() {
-            return Err(HttpError::BadFraming(
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(HttpError::BadFraming("both Content-Length and Transfer-Encoding"));
         }
         if scan.codings == 0 || !scan.last_coding_chunked {
-            return Err(HttpError::BadFraming(
-                "chunked is not the final transfer coding",
-            ));
+            return Err(HttpError::BadFraming("chunked is not the final transfer coding"));
         }
         if scan.other_coding {
             return Err(HttpError::UnsupportedTransferCoding);
@@ -534,10 +499,7 @@ fn body_kind(scan: &Scan, version: Version, limits: &Limits) -> Result<BodyKind,
 
 /// The non-empty elements of a comma-separated field value, OWS trimmed (RFC 9110 §5.6.1).
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|e| !e.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|e| !e.is_empty())
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {

@@ -50,10 +50,7 @@ impl DateCache {
     /// A cache holding the current time (the one place this module reads the clock, so that a
     /// fresh cache never holds a stale or empty date).
     pub fn new() -> Self {
-        let mut cache = DateCache {
-            secs: u64::MAX,
-            text: String::with_capacity(IMF_FIXDATE_LEN),
-        };
+        let mut cache = DateCache { secs: u64::MAX, text: String::with_capacity(IMF_FIXDATE_LEN) };
         cache.update(SystemTime::now());
         cache
     }
@@ -61,10 +58,7 @@ impl DateCache {
     /// Re-formats the date if `now` is in a different second than the cached one.
     pub fn update(&mut self, now: std::time::SystemTime) {
         // httpdate panics outside 1970..=9999, so clamp the clock to that range first.
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .min(LAST_SECOND);
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).min(LAST_SECOND);
         if secs != self.secs {
             self.secs = secs;
             self.text.clear();
@@ -109,15 +103,7 @@ pub fn write_head(
     framing: Framing,
     keep_alive: bool,
 ) {
-    write_head_parts(
-        out,
-        status,
-        req_version,
-        date,
-        &[headers],
-        framing,
-        keep_alive,
-    );
+    write_head_parts(out, status, req_version, date, &[headers], framing, keep_alive);
 }
 
 /// The reason phrase for `status` (RFC 9110 §15, RFC 6585), or "" for unregistered codes
@@ -188,36 +174,13 @@ pub fn error_response(
     keep_alive: bool,
 ) {
     if forbids_body(status) {
-        write_head_parts(
-            out,
-            status,
-            req_version,
-            date,
-            &[extra],
-            Framing::None,
-            keep_alive,
-        );
+        write_head_parts(out, status, req_version, date, &[extra], Framing::None, keep_alive);
         return;
     }
-    let reason = if reason.is_empty() {
-        reason_phrase(status)
-    } else {
-        reason
-    };
-    let own: &[(&str, &str)] = &[
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("X-Content-Type-Options", "nosniff"),
-    ];
+    let reason = if reason.is_empty() { reason_phrase(status) } else { reason };
+    let own: &[(&str, &str)] = &[("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")];
     let framing = Framing::Length(reason.len() + 1);
-    write_head_parts(
-        out,
-        status,
-        req_version,
-        date,
-        &[own, extra],
-        framing,
-        keep_alive,
-    );
+    write_head_parts(out, status, req_version, date, &[own, extra], framing, keep_alive);
     push_sanitized(out, reason.as_bytes());
     out.push(b'\n');
 }
@@ -226,10 +189,7 @@ pub fn error_response(
 /// ("<hex>\r\n") into a small stack buffer. Note that `len == 0` gives "0\r\n", which starts
 /// the last chunk: never frame empty data with it (see [`write_chunk`]).
 pub fn chunk_header(len: usize) -> ChunkHeader {
-    let mut header = ChunkHeader {
-        bytes: [0; CHUNK_HEADER_MAX],
-        len: 0,
-    };
+    let mut header = ChunkHeader { bytes: [0; CHUNK_HEADER_MAX], len: 0 };
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
     for (i, slot) in header.bytes[..digits].iter_mut().enumerate() {
         let shift = 4 * (digits - 1 - i);
@@ -358,15 +318,7 @@ mod tests {
 
     fn head(status: u16, version: Version, framing: Framing, keep_alive: bool) -> String {
         let mut out = Vec::new();
-        write_head(
-            &mut out,
-            status,
-            version,
-            DATE,
-            &[("X-A", "1")],
-            framing,
-            keep_alive,
-        );
+        write_head(&mut out, status, version, DATE, &[("X-A", "1")], framing, keep_alive);
         String::from_utf8(out).unwrap_or_default()
     }
 
@@ -377,125 +329,23 @@ mod tests {
         let pre = |status: &str| format!("HTTP/1.1 {status}\r\nDate: {DATE}\r\nX-A: 1\r\n");
         let ok = pre("200 OK");
         let table: &[(u16, Version, Framing, bool, String)] = &[
-            (
-                200,
-                Http11,
-                Length(12),
-                true,
-                format!("{ok}Content-Length: 12\r\n\r\n"),
-            ),
-            (
-                200,
-                Http11,
-                Length(0),
-                false,
-                format!("{ok}Content-Length: 0\r\nConnection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http10,
-                Length(5),
-                true,
-                format!("{ok}Content-Length: 5\r\nConnection: keep-alive\r\n\r\n"),
-            ),
-            (
-                200,
-                Http10,
-                Length(5),
-                false,
-                format!("{ok}Content-Length: 5\r\nConnection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http11,
-                Chunked,
-                true,
-                format!("{ok}Transfer-Encoding: chunked\r\n\r\n"),
-            ),
-            (
-                200,
-                Http11,
-                Chunked,
-                false,
-                format!("{ok}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http10,
-                Chunked,
-                true,
-                format!("{ok}Connection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http11,
-                CloseDelimited,
-                true,
-                format!("{ok}Connection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http10,
-                CloseDelimited,
-                true,
-                format!("{ok}Connection: close\r\n\r\n"),
-            ),
-            (
-                200,
-                Http11,
-                None,
-                true,
-                format!("{ok}Content-Length: 0\r\n\r\n"),
-            ),
-            (
-                200,
-                Http10,
-                None,
-                true,
-                format!("{ok}Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"),
-            ),
-            (
-                204,
-                Http11,
-                None,
-                true,
-                format!("{}\r\n", pre("204 No Content")),
-            ),
-            (
-                204,
-                Http11,
-                Length(3),
-                true,
-                format!("{}\r\n", pre("204 No Content")),
-            ),
-            (
-                304,
-                Http11,
-                None,
-                true,
-                format!("{}\r\n", pre("304 Not Modified")),
-            ),
-            (
-                304,
-                Http11,
-                Length(3),
-                true,
-                format!("{}Content-Length: 3\r\n\r\n", pre("304 Not Modified")),
-            ),
-            (
-                101,
-                Http11,
-                None,
-                true,
-                format!("{}\r\n", pre("101 Switching Protocols")),
-            ),
-            (
-                599,
-                Http11,
-                None,
-                true,
-                format!("{}Content-Length: 0\r\n\r\n", pre("599 ")),
-            ),
+            (200, Http11, Length(12), true, format!("{ok}Content-Length: 12\r\n\r\n")),
+            (200, Http11, Length(0), false, format!("{ok}Content-Length: 0\r\nConnection: close\r\n\r\n")),
+            (200, Http10, Length(5), true, format!("{ok}Content-Length: 5\r\nConnection: keep-alive\r\n\r\n")),
+            (200, Http10, Length(5), false, format!("{ok}Content-Length: 5\r\nConnection: close\r\n\r\n")),
+            (200, Http11, Chunked, true, format!("{ok}Transfer-Encoding: chunked\r\n\r\n")),
+            (200, Http11, Chunked, false, format!("{ok}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")),
+            (200, Http10, Chunked, true, format!("{ok}Connection: close\r\n\r\n")),
+            (200, Http11, CloseDelimited, true, format!("{ok}Connection: close\r\n\r\n")),
+            (200, Http10, CloseDelimited, true, format!("{ok}Connection: close\r\n\r\n")),
+            (200, Http11, None, true, format!("{ok}Content-Length: 0\r\n\r\n")),
+            (200, Http10, None, true, format!("{ok}Content-Length: 0\r\nConnection: keep-alive\r\n\r\n")),
+            (204, Http11, None, true, format!("{}\r\n", pre("204 No Content"))),
+            (204, Http11, Length(3), true, format!("{}\r\n", pre("204 No Content"))),
+            (304, Http11, None, true, format!("{}\r\n", pre("304 Not Modified"))),
+            (304, Http11, Length(3), true, format!("{}Content-Length: 3\r\n\r\n", pre("304 Not Modified"))),
+            (101, Http11, None, true, format!("{}\r\n", pre("101 Switching Protocols"))),
+            (599, Http11, None, true, format!("{}Content-Length: 0\r\n\r\n", pre("599 "))),
         ];
         for (status, version, framing, keep_alive, expected) in table {
             assert_eq!(
@@ -516,15 +366,7 @@ mod tests {
     fn header_values_cannot_inject_lines() {
         let mut out = Vec::new();
         let headers = [("X-Cb", "a\r\nSet-Cookie: x=1\0")];
-        write_head(
-            &mut out,
-            200,
-            Version::Http11,
-            DATE,
-            &headers,
-            Framing::None,
-            true,
-        );
+        write_head(&mut out, 200, Version::Http11, DATE, &headers, Framing::None, true);
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("X-Cb: a  Set-Cookie: x=1 \r\n"), "{text}");
         assert_eq!(text.matches("\r\n").count(), 5);
@@ -534,15 +376,7 @@ mod tests {
     fn error_responses() {
         let mut out = Vec::new();
         let allow = [("Allow", "GET, HEAD")];
-        error_response(
-            &mut out,
-            405,
-            "method PUT not allowed",
-            Version::Http11,
-            DATE,
-            &allow,
-            false,
-        );
+        error_response(&mut out, 405, "method PUT not allowed", Version::Http11, DATE, &allow, false);
         assert_eq!(
             String::from_utf8(out).unwrap_or_default(),
             format!(
@@ -556,26 +390,12 @@ mod tests {
         let mut out = Vec::new();
         error_response(&mut out, 404, "", Version::Http10, DATE, &[], true);
         let text = String::from_utf8(out).unwrap_or_default();
-        assert!(
-            text.ends_with("Content-Length: 10\r\nConnection: keep-alive\r\n\r\nNot Found\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("Content-Length: 10\r\nConnection: keep-alive\r\n\r\nNot Found\n"), "{text}");
 
         let mut out = Vec::new();
-        error_response(
-            &mut out,
-            400,
-            "two\r\nlines",
-            Version::Http11,
-            DATE,
-            &[],
-            true,
-        );
+        error_response(&mut out, 400, "two\r\nlines", Version::Http11, DATE, &[], true);
         let text = String::from_utf8(out).unwrap_or_default();
-        assert!(
-            text.ends_with("Content-Length: 11\r\n\r\ntwo  lines\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("Content-Length: 11\r\n\r\ntwo  lines\n"), "{text}");
 
         let mut out = Vec::new();
         error_response(&mut out, 304, "ignored", Version::Http11, DATE, &[], true);

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 use super::{
-    validate_topic, HubCmd, HubOptions, HubStats, Message, Pattern, PublishReq, ReplyTo, Selector,
-    WorkerLink, WorkerMsg, DRAIN_MAX,
+    validate_topic, HubCmd, HubOptions, HubStats, Message, Pattern, PublishReq, ReplyTo, Selector, WorkerLink,
+    WorkerMsg, DRAIN_MAX,
 };
 use crate::store::Store;
 
@@ -60,12 +60,7 @@ struct PendingAck {
 }
 
 impl Hub {
-    pub(super) fn new(
-        store: Arc<dyn Store>,
-        links: Vec<WorkerLink>,
-        options: HubOptions,
-        stats: Arc<HubStats>,
-    ) -> Hub {
+    pub(super) fn new(store: Arc<dyn Store>, links: Vec<WorkerLink>, options: HubOptions, stats: Arc<HubStats>) -> Hub {
         let next_seq = store.head() + 1;
         let batches = links.iter().map(|_| Vec::new()).collect();
         Hub {
@@ -133,12 +128,7 @@ impl Hub {
     fn handle(&mut self, cmd: HubCmd, now: u64) -> bool {
         match cmd {
             HubCmd::Publish(req) => self.publish(req, now),
-            HubCmd::Interest {
-                worker,
-                selector,
-                on,
-                seen_head,
-            } => {
+            HubCmd::Interest { worker, selector, on, seen_head } => {
                 self.interest(worker, selector, on, seen_head);
             }
             HubCmd::Delivered { worker, seq, count } => self.delivered(worker, seq, count),
@@ -150,18 +140,10 @@ impl Hub {
     fn publish(&mut self, req: PublishReq, now: u64) {
         if let Err(err) = validate_topic(&req.topic) {
             // Workers validate first; this only guards the store against a bug.
-            log::warn!(
-                "hub: refusing publish to invalid topic {:?}: {err}",
-                req.topic
-            );
+            log::warn!("hub: refusing publish to invalid topic {:?}: {err}", req.topic);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = req.reply {
-                let ack = WorkerMsg::PublishAck {
-                    reply,
-                    seq: 0,
-                    time_ms: now,
-                    delivered: 0,
-                };
+                let ack = WorkerMsg::PublishAck { reply, seq: 0, time_ms: now, delivered: 0 };
                 self.queue(reply.worker, ack);
             }
             return;
@@ -183,37 +165,17 @@ impl Hub {
         let report = req.reply.is_some();
         let targets = mem::take(&mut self.targets);
         for worker in targets.iter() {
-            self.queue(
-                worker,
-                WorkerMsg::Deliver {
-                    msg: msg.clone(),
-                    report,
-                },
-            );
+            self.queue(worker, WorkerMsg::Deliver { msg: msg.clone(), report });
             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(reply) = req.reply {
             if targets.is_empty() {
-                let ack = WorkerMsg::PublishAck {
-                    reply,
-                    seq,
-                    time_ms,
-                    delivered: 0,
-                };
+                let ack = WorkerMsg::PublishAck { reply, seq, time_ms, delivered: 0 };
                 self.queue(reply.worker, ack);
             } else {
                 let deadline_ms = now.saturating_add(millis(self.options.ack_timeout));
                 let waiting = targets.clone();
-                self.pending.insert(
-                    seq,
-                    PendingAck {
-                        reply,
-                        time_ms,
-                        waiting,
-                        delivered: 0,
-                        deadline_ms,
-                    },
-                );
+                self.pending.insert(seq, PendingAck { reply, time_ms, waiting, delivered: 0, deadline_ms });
             }
         }
         self.targets = targets;
@@ -240,9 +202,7 @@ impl Hub {
         }
         match &selector {
             Selector::Exact(topic) => update_set(&mut self.exact, topic.clone(), worker, on),
-            Selector::Pattern(pattern) => {
-                update_set(&mut self.patterns, pattern.clone(), worker, on)
-            }
+            Selector::Pattern(pattern) => update_set(&mut self.patterns, pattern.clone(), worker, on),
         }
         // Anything appended after the worker's read was not forwarded to it: have it re-read.
         if on && self.next_seq - 1 > seen_head {
@@ -268,12 +228,7 @@ impl Hub {
     fn settle(&mut self, seq: u64) {
         if let Some(ack) = self.pending.remove(&seq) {
             let reply = ack.reply;
-            let msg = WorkerMsg::PublishAck {
-                reply,
-                seq,
-                time_ms: ack.time_ms,
-                delivered: ack.delivered,
-            };
+            let msg = WorkerMsg::PublishAck { reply, seq, time_ms: ack.time_ms, delivered: ack.delivered };
             self.queue(reply.worker, msg);
         }
     }
@@ -340,12 +295,10 @@ impl Hub {
                 TrySendError::Disconnected(batch) => (batch, true),
             })
         } else {
-            link.tx
-                .send_timeout(batch, self.options.send_timeout)
-                .map_err(|err| match err {
-                    SendTimeoutError::Timeout(batch) => (batch, false),
-                    SendTimeoutError::Disconnected(batch) => (batch, true),
-                })
+            link.tx.send_timeout(batch, self.options.send_timeout).map_err(|err| match err {
+                SendTimeoutError::Timeout(batch) => (batch, false),
+                SendTimeoutError::Disconnected(batch) => (batch, true),
+            })
         };
         match result {
             Ok(()) => {
@@ -374,12 +327,8 @@ impl Hub {
                 self.dead.insert(worker);
                 self.forget_reports(worker, &batch);
                 // Reports it owed for batches it took but never answered will not come either.
-                let owed: Vec<u64> = self
-                    .pending
-                    .iter()
-                    .filter(|(_, ack)| ack.waiting.contains(worker))
-                    .map(|(&seq, _)| seq)
-                    .collect();
+                let owed: Vec<u64> =
+                    self.pending.iter().filter(|(_, ack)| ack.waiting.contains(worker)).map(|(&seq, _)| seq).collect();
                 for seq in owed {
                     self.delivered(worker, seq, 0);
                 }
@@ -389,12 +338,7 @@ impl Hub {
 }
 
 /// Adds or removes `worker` in `key`'s set, dropping the entry when it empties.
-fn update_set<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, WorkerSet>,
-    key: K,
-    worker: usize,
-    on: bool,
-) {
+fn update_set<K: std::hash::Hash + Eq>(map: &mut HashMap<K, WorkerSet>, key: K, worker: usize, on: bool) {
     if on {
         map.entry(key).or_default().insert(worker);
     } else if let Some(set) = map.get_mut(&key) {
@@ -433,9 +377,7 @@ impl WorkerSet {
     }
 
     fn contains(&self, worker: usize) -> bool {
-        self.words
-            .get(worker / 64)
-            .is_some_and(|w| w & (1 << (worker % 64)) != 0)
+        self.words.get(worker / 64).is_some_and(|w| w & (1 << (worker % 64)) != 0)
     }
 
     fn is_empty(&self) -> bool {
@@ -462,11 +404,10 @@ impl WorkerSet {
     }
 
     fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &word)| {
-            (0..64)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| i * 64 + bit)
-        })
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &word)| (0..64).filter(move |bit| word & (1 << bit) != 0).map(move |bit| i * 64 + bit))
     }
 }
 
@@ -507,13 +448,8 @@ mod tests {
                     self.inbox = batch;
                     continue;
                 }
-                self.poll
-                    .poll(&mut self.events, Some(PATIENCE))
-                    .expect("poll");
-                assert!(
-                    !self.events.is_empty(),
-                    "no batch from the hub within {PATIENCE:?}"
-                );
+                self.poll.poll(&mut self.events, Some(PATIENCE)).expect("poll");
+                assert!(!self.events.is_empty(), "no batch from the hub within {PATIENCE:?}");
             }
         }
 
@@ -551,17 +487,9 @@ mod tests {
             let (tx, rx) = crossbeam_channel::bounded(cap);
             senders.push(tx.clone());
             links.push(WorkerLink { tx, waker });
-            workers.push(FakeWorker {
-                poll,
-                events: Events::with_capacity(8),
-                rx,
-                inbox: Vec::new(),
-            });
+            workers.push(FakeWorker { poll, events: Events::with_capacity(8), rx, inbox: Vec::new() });
         }
-        let store = Arc::new(MemoryStore::with_epoch(
-            limits,
-            super::super::Epoch::truncated(5),
-        ));
+        let store = Arc::new(MemoryStore::with_epoch(limits, super::super::Epoch::truncated(5)));
         let clock = Arc::new(AtomicU64::new(1_000_000));
         let options = HubOptions {
             cmd_capacity: 64,
@@ -573,14 +501,7 @@ mod tests {
             ..HubOptions::default()
         };
         let hub = spawn_with(store.clone(), links, options).expect("spawn");
-        Rig {
-            hub,
-            store,
-            workers,
-            senders,
-            clock,
-            next_tag: 1,
-        }
+        Rig { hub, store, workers, senders, clock, next_tag: 1 }
     }
 
     impl Rig {
@@ -590,23 +511,14 @@ mod tests {
 
         fn interest(&self, worker: usize, selector: &str, on: bool, seen_head: u64) {
             let selector = Selector::parse(selector).expect("selector");
-            self.send(HubCmd::Interest {
-                worker,
-                selector,
-                on,
-                seen_head,
-            });
+            self.send(HubCmd::Interest { worker, selector, on, seen_head });
         }
 
         /// Publishes to `topic`; with `reply_to`, returns the tag of the ack to expect there.
         fn publish(&mut self, topic: &str, reply_to: Option<usize>) -> u64 {
             let tag = self.next_tag;
             self.next_tag += 1;
-            let reply = reply_to.map(|worker| ReplyTo {
-                worker,
-                token: 100 + worker,
-                tag,
-            });
+            let reply = reply_to.map(|worker| ReplyTo { worker, token: 100 + worker, tag });
             self.send(HubCmd::Publish(PublishReq {
                 topic: Arc::from(topic),
                 event: None,
@@ -638,12 +550,7 @@ mod tests {
 
     fn ack_of(msg: &WorkerMsg) -> (u64, usize, usize, u64) {
         match msg {
-            WorkerMsg::PublishAck {
-                reply,
-                seq,
-                delivered,
-                ..
-            } => (*seq, *delivered, reply.token, reply.tag),
+            WorkerMsg::PublishAck { reply, seq, delivered, .. } => (*seq, *delivered, reply.token, reply.tag),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -658,10 +565,7 @@ mod tests {
         r.publish("/a/c", None); // 2: both
         r.publish("/a/b/c", None); // 3: worker 0 only
         r.publish("/x", None); // 4: nobody
-        assert_eq!(
-            delivered_seqs(&r.sync(0)),
-            [(1, false), (2, false), (3, false)]
-        );
+        assert_eq!(delivered_seqs(&r.sync(0)), [(1, false), (2, false), (3, false)]);
         assert_eq!(delivered_seqs(&r.sync(1)), [(1, false), (2, false)]);
 
         r.interest(0, "/a/**", false, 0);
@@ -683,18 +587,12 @@ mod tests {
         r.interest(0, "/late", true, 0); // read history at head 0: missed seq 1
         r.interest(1, "/late", true, 1); // read at head 1: nothing missed
         let seen = r.sync(0);
-        assert!(
-            matches!(seen.as_slice(), [WorkerMsg::Wake(Selector::Exact(t))] if &**t == "/late"),
-            "{seen:?}"
-        );
+        assert!(matches!(seen.as_slice(), [WorkerMsg::Wake(Selector::Exact(t))] if &**t == "/late"), "{seen:?}");
         assert!(r.sync(1).is_empty());
         // Pattern interest takes the same path.
         r.interest(1, "/late/*", true, 0);
         let seen = r.sync(1);
-        assert!(
-            matches!(seen.as_slice(), [WorkerMsg::Wake(s)] if s.as_str() == "/late/*"),
-            "{seen:?}"
-        );
+        assert!(matches!(seen.as_slice(), [WorkerMsg::Wake(s)] if s.as_str() == "/late/*"), "{seen:?}");
     }
 
     #[test]
@@ -714,11 +612,7 @@ mod tests {
             match r.workers[worker].next() {
                 WorkerMsg::Deliver { msg, report: true } => {
                     assert_eq!(msg.seq, 2);
-                    r.send(HubCmd::Delivered {
-                        worker,
-                        seq: msg.seq,
-                        count,
-                    });
+                    r.send(HubCmd::Delivered { worker, seq: msg.seq, count });
                 }
                 other => panic!("expected a reported delivery, got {other:?}"),
             }
@@ -726,16 +620,8 @@ mod tests {
         let seen = r.workers[0].until_ack(tag);
         assert_eq!(ack_of(seen.last().expect("ack")), (2, 7, 100, tag));
         // A duplicate or unknown report changes nothing.
-        r.send(HubCmd::Delivered {
-            worker: 1,
-            seq: 2,
-            count: 50,
-        });
-        r.send(HubCmd::Delivered {
-            worker: 1,
-            seq: 999,
-            count: 50,
-        });
+        r.send(HubCmd::Delivered { worker: 1, seq: 2, count: 50 });
+        r.send(HubCmd::Delivered { worker: 1, seq: 999, count: 50 });
         assert!(r.sync(0).is_empty());
     }
 
@@ -744,10 +630,7 @@ mod tests {
         let mut r = rig(&[16, 16], HistoryLimits::default());
         r.interest(0, "/t", true, 0);
         let tag = r.publish("/t", Some(1));
-        assert!(matches!(
-            r.workers[0].next(),
-            WorkerMsg::Deliver { report: true, .. }
-        ));
+        assert!(matches!(r.workers[0].next(), WorkerMsg::Deliver { report: true, .. }));
         // Worker 0 never reports. Nothing is acked before the deadline...
         assert!(r.sync(1).is_empty());
         // ...and at the first expiry tick after it, the ack goes out with what was counted.
@@ -767,11 +650,7 @@ mod tests {
         let tag = r.publish("/d", Some(0));
         match r.workers[0].next() {
             WorkerMsg::Deliver { msg, report: true } => {
-                r.send(HubCmd::Delivered {
-                    worker: 0,
-                    seq: msg.seq,
-                    count: 2,
-                });
+                r.send(HubCmd::Delivered { worker: 0, seq: msg.seq, count: 2 });
             }
             other => panic!("expected a reported delivery, got {other:?}"),
         }
@@ -789,17 +668,11 @@ mod tests {
         let mut r = rig(&[16, 1], HistoryLimits::default());
         r.interest(0, "/w", true, 0);
         r.interest(1, "/w", true, 0);
-        r.senders[1]
-            .send(Vec::new())
-            .expect("fill worker 1's channel");
+        r.senders[1].send(Vec::new()).expect("fill worker 1's channel");
         let tag = r.publish("/w", Some(0));
         match r.workers[0].next() {
             WorkerMsg::Deliver { msg, report: true } => {
-                r.send(HubCmd::Delivered {
-                    worker: 0,
-                    seq: msg.seq,
-                    count: 1,
-                });
+                r.send(HubCmd::Delivered { worker: 0, seq: msg.seq, count: 1 });
             }
             other => panic!("expected a reported delivery, got {other:?}"),
         }
@@ -820,10 +693,7 @@ mod tests {
 
     #[test]
     fn expiry_removes_idle_topics_and_timestamps_never_go_back() {
-        let limits = HistoryLimits {
-            max_age: Duration::from_secs(60),
-            ..HistoryLimits::default()
-        };
+        let limits = HistoryLimits { max_age: Duration::from_secs(60), ..HistoryLimits::default() };
         let mut r = rig(&[16], limits);
         r.publish("/idle", None); // 1 at t0
         r.publish("/idle", None); // 2 at t0
@@ -834,17 +704,8 @@ mod tests {
         r.clock.fetch_add(61_000, Ordering::SeqCst);
         r.publish("/fresh", None); // the round that carries it expires first
         r.sync(0);
-        let StoreStats {
-            topics,
-            messages,
-            expired,
-            ..
-        } = r.store.stats();
-        assert_eq!(
-            (topics, messages, expired),
-            (2, 2, 3),
-            "only /fresh and /sync remain"
-        );
+        let StoreStats { topics, messages, expired, .. } = r.store.stats();
+        assert_eq!((topics, messages, expired), (2, 2, 3), "only /fresh and /sync remain");
         assert_eq!(r.store.last_seq("/idle"), 0);
 
         // A clock that steps back does not make timestamps go back.
@@ -852,16 +713,8 @@ mod tests {
         r.publish("/fresh", None); // 6
         r.sync(0);
         let mut out = Vec::new();
-        r.store.read(
-            &[Selector::parse("/fresh").expect("selector")],
-            0,
-            10,
-            &mut out,
-        );
-        let times: Vec<(u64, u64, u64)> = out
-            .iter()
-            .map(|m| (m.seq, m.time_ms, m.prev_in_topic))
-            .collect();
+        r.store.read(&[Selector::parse("/fresh").expect("selector")], 0, 10, &mut out);
+        let times: Vec<(u64, u64, u64)> = out.iter().map(|m| (m.seq, m.time_ms, m.prev_in_topic)).collect();
         assert_eq!(times, [(4, 1_061_000, 0), (6, 1_061_000, 4)]);
     }
 

@@ -24,9 +24,8 @@ const MAX_SEQ_DIGITS: usize = 20;
 pub const MAX_ID_LEN: usize = MAX_EPOCH_DIGITS + 1 + MAX_SEQ_DIGITS;
 /// Fixed per-message bookkeeping counted by `byte_cost` on top of the variable parts, in bytes:
 /// the `Message` itself, the `Arc` counters and one history ring slot.
-pub const MESSAGE_OVERHEAD_BYTES: usize = std::mem::size_of::<Message>()
-    + 2 * std::mem::size_of::<usize>()
-    + std::mem::size_of::<Arc<Message>>();
+pub const MESSAGE_OVERHEAD_BYTES: usize =
+    std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<Message>>();
 
 /// The server's epoch: a random 40-bit value, written in lowercase base36.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,9 +130,7 @@ impl FromStr for MessageId {
         if seq.len() > 1 && seq.starts_with('0') {
             return Err(CursorError::new("id sequence has a leading zero"));
         }
-        let seq = seq
-            .parse()
-            .map_err(|_| CursorError::new("id sequence is out of range"))?;
+        let seq = seq.parse().map_err(|_| CursorError::new("id sequence is out of range"))?;
         Ok(MessageId { epoch, seq })
     }
 }
@@ -160,16 +157,7 @@ pub struct Message {
 impl Message {
     /// A message with no event, no content type and no known predecessor.
     pub fn new(seq: u64, topic: Arc<str>, time_ms: u64, data: Bytes) -> Message {
-        Message {
-            seq,
-            topic,
-            time_ms,
-            event: None,
-            content_type: None,
-            data,
-            prev_in_topic: 0,
-            json: OnceLock::new(),
-        }
+        Message { seq, topic, time_ms, event: None, content_type: None, data, prev_in_topic: 0, json: OnceLock::new() }
     }
 
     /// Sets the event name.
@@ -192,10 +180,7 @@ impl Message {
 
     /// This message's id in `epoch`.
     pub fn id(&self, epoch: Epoch) -> MessageId {
-        MessageId {
-            epoch,
-            seq: self.seq,
-        }
+        MessageId { epoch, seq: self.seq }
     }
 
     /// What this message costs against the history bounds, in bytes: payload, topic, event and
@@ -216,8 +201,7 @@ impl Message {
     /// followed by `"encoding":"base64"`. A message belongs to one epoch: the first call's
     /// `epoch` is the one cached.
     pub fn json(&self, epoch: Epoch) -> &Bytes {
-        self.json
-            .get_or_init(|| Bytes::from(self.encode_json(epoch)))
+        self.json.get_or_init(|| Bytes::from(self.encode_json(epoch)))
     }
 
     fn encode_json(&self, epoch: Epoch) -> Vec<u8> {
@@ -239,11 +223,7 @@ impl Message {
             push_json_str(&mut out, text);
         } else {
             out.push(b'"');
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(&self.data)
-                    .as_bytes(),
-            );
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&self.data).as_bytes());
             out.extend_from_slice(b"\",\"encoding\":\"base64\"");
         }
         out.push(b'}');
@@ -266,9 +246,7 @@ impl Message {
         }
         (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
             || (subtype.len() > 5
-                && subtype
-                    .get(subtype.len() - 5..)
-                    .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
+                && subtype.get(subtype.len() - 5..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
     }
 }
 
@@ -300,26 +278,11 @@ impl Since {
     /// messages.
     pub fn resolve(&self, epoch: Epoch, head: u64) -> Resume {
         match *self {
-            Since::All => Resume {
-                after: 0,
-                reset: false,
-            },
-            Since::Now => Resume {
-                after: head,
-                reset: false,
-            },
-            Since::After(id) if id.epoch != epoch => Resume {
-                after: 0,
-                reset: true,
-            },
-            Since::After(id) if id.seq > head => Resume {
-                after: head,
-                reset: true,
-            },
-            Since::After(id) => Resume {
-                after: id.seq,
-                reset: false,
-            },
+            Since::All => Resume { after: 0, reset: false },
+            Since::Now => Resume { after: head, reset: false },
+            Since::After(id) if id.epoch != epoch => Resume { after: 0, reset: true },
+            Since::After(id) if id.seq > head => Resume { after: head, reset: true },
+            Since::After(id) => Resume { after: id.seq, reset: false },
         }
     }
 }
@@ -386,14 +349,9 @@ mod tests {
     }
 
     fn msg(data: &'static [u8], content_type: Option<&str>, event: Option<&str>) -> Message {
-        Message::new(
-            42,
-            Arc::from("/a/b"),
-            1_700_000_000_123,
-            Bytes::from_static(data),
-        )
-        .with_content_type(content_type.map(Box::from))
-        .with_event(event.map(Box::from))
+        Message::new(42, Arc::from("/a/b"), 1_700_000_000_123, Bytes::from_static(data))
+            .with_content_type(content_type.map(Box::from))
+            .with_event(event.map(Box::from))
     }
 
     fn parsed(m: &Message) -> Value {
@@ -406,16 +364,11 @@ mod tests {
             let e = Epoch::from_raw(raw).expect("fits");
             let text = e.to_string();
             assert!(text.len() <= MAX_EPOCH_DIGITS);
-            assert!(text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+            assert!(text.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
             assert_eq!(text.parse::<Epoch>(), Ok(e), "{text}");
         }
         assert_eq!(Epoch::from_raw(35).map(|e| e.to_string()), Some("z".into()));
-        assert_eq!(
-            Epoch::from_raw(36).map(|e| e.to_string()),
-            Some("10".into())
-        );
+        assert_eq!(Epoch::from_raw(36).map(|e| e.to_string()), Some("10".into()));
         assert_eq!(Epoch::from_raw(1 << 40), None);
         let random = Epoch::random().expect("OS randomness");
         assert!(random.raw() < 1 << 40);
@@ -424,22 +377,12 @@ mod tests {
     #[test]
     fn id_round_trip() {
         for seq in [0, 1, 42, u64::MAX] {
-            let id = MessageId {
-                epoch: epoch(),
-                seq,
-            };
+            let id = MessageId { epoch: epoch(), seq };
             let text = id.to_string();
             assert!(text.len() <= MAX_ID_LEN);
             assert_eq!(text.parse::<MessageId>(), Ok(id));
         }
-        assert_eq!(
-            MessageId {
-                epoch: epoch(),
-                seq: 7
-            }
-            .to_string(),
-            "kf12oi-7"
-        );
+        assert_eq!(MessageId { epoch: epoch(), seq: 7 }.to_string(), "kf12oi-7");
     }
 
     #[test]
@@ -466,10 +409,7 @@ mod tests {
             "ab\u{e9}-1",
             too_long.as_str(),
         ] {
-            assert!(
-                bad.parse::<MessageId>().is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(bad.parse::<MessageId>().is_err(), "{bad:?} should be rejected");
         }
         // The largest 40-bit epoch is accepted.
         let max = Epoch::from_raw((1 << 40) - 1).expect("fits");
@@ -490,62 +430,20 @@ mod tests {
         assert_eq!(err.to_string(), "id epoch is not lowercase base36");
         assert!(Since::parse("").is_err());
 
-        assert_eq!(
-            Since::All.resolve(e, 9),
-            Resume {
-                after: 0,
-                reset: false
-            }
-        );
-        assert_eq!(
-            Since::Now.resolve(e, 9),
-            Resume {
-                after: 9,
-                reset: false
-            }
-        );
-        assert_eq!(
-            Since::After(id).resolve(e, 9),
-            Resume {
-                after: 5,
-                reset: false
-            }
-        );
-        assert_eq!(
-            Since::After(id).resolve(e, 5),
-            Resume {
-                after: 5,
-                reset: false
-            }
-        );
-        assert_eq!(
-            Since::After(id).resolve(e, 3),
-            Resume {
-                after: 3,
-                reset: true
-            }
-        );
-        let old = MessageId {
-            epoch: other,
-            seq: 5,
-        };
-        assert_eq!(
-            Since::After(old).resolve(e, 9),
-            Resume {
-                after: 0,
-                reset: true
-            }
-        );
+        assert_eq!(Since::All.resolve(e, 9), Resume { after: 0, reset: false });
+        assert_eq!(Since::Now.resolve(e, 9), Resume { after: 9, reset: false });
+        assert_eq!(Since::After(id).resolve(e, 9), Resume { after: 5, reset: false });
+        assert_eq!(Since::After(id).resolve(e, 5), Resume { after: 5, reset: false });
+        assert_eq!(Since::After(id).resolve(e, 3), Resume { after: 3, reset: true });
+        let old = MessageId { epoch: other, seq: 5 };
+        assert_eq!(Since::After(old).resolve(e, 9), Resume { after: 0, reset: true });
     }
 
     #[test]
     fn json_embeds_valid_json_payloads() {
-        for ct in [
-            "application/json",
-            "Application/JSON; charset=utf-8",
-            "application/vnd.api+json",
-            "text/x+json ; q=1",
-        ] {
+        for ct in
+            ["application/json", "Application/JSON; charset=utf-8", "application/vnd.api+json", "text/x+json ; q=1"]
+        {
             let m = msg(br#" {"x":[1,2,"\u00e9"]} "#, Some(ct), Some("upd"));
             assert_eq!(
                 parsed(&m),
@@ -576,16 +474,9 @@ mod tests {
                 "{ct:?}"
             );
         }
-        let m = msg(
-            b"quote \" backslash \\ newline \n nul \0 </script>",
-            None,
-            Some("e\"v"),
-        );
+        let m = msg(b"quote \" backslash \\ newline \n nul \0 </script>", None, Some("e\"v"));
         let v = parsed(&m);
-        assert_eq!(
-            v["data"],
-            "quote \" backslash \\ newline \n nul \0 </script>"
-        );
+        assert_eq!(v["data"], "quote \" backslash \\ newline \n nul \0 </script>");
         assert_eq!(v["event"], "e\"v");
     }
 
@@ -604,11 +495,7 @@ mod tests {
         let m = msg(b"hi", None, None);
         let first = m.json(epoch()).clone();
         let again = m.json(epoch());
-        assert_eq!(
-            first.as_ptr(),
-            again.as_ptr(),
-            "the cached bytes are shared"
-        );
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the cached bytes are shared");
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod topic;
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,12 +26,9 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 pub use self::message::{
-    CursorError, Epoch, Message, MessageId, Resume, Since, EPOCH_BITS, MAX_ID_LEN,
-    MESSAGE_OVERHEAD_BYTES,
+    CursorError, Epoch, Message, MessageId, Resume, Since, EPOCH_BITS, MAX_ID_LEN, MESSAGE_OVERHEAD_BYTES,
 };
-pub use self::topic::{
-    validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN,
-};
+pub use self::topic::{validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN};
 use crate::store::Store;
 
 /// Commands the hub takes from one wake-up before flushing batches to the workers.
@@ -97,12 +94,7 @@ pub enum WorkerMsg {
     /// History may hold messages for `selector` that the worker has not read: re-read.
     Wake(Selector),
     /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
-    PublishAck {
-        reply: ReplyTo,
-        seq: u64,
-        time_ms: u64,
-        delivered: usize,
-    },
+    PublishAck { reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize },
 }
 
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.
@@ -123,6 +115,18 @@ pub struct HubStats {
     pub dropped_batches: AtomicU64,
     /// Publishes refused for an invalid topic.
     pub rejected: AtomicU64,
+}
+
+impl HubStats {
+    /// A JSON snapshot for `/stats`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "published": self.published.load(Ordering::Relaxed),
+            "forwarded": self.forwarded.load(Ordering::Relaxed),
+            "dropped_batches": self.dropped_batches.load(Ordering::Relaxed),
+            "rejected": self.rejected.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// The running hub.
@@ -182,39 +186,20 @@ impl fmt::Debug for HubOptions {
 
 /// Starts the hub thread with default options and a command channel of `cmd_capacity`.
 /// `links[i]` is worker `i`.
-pub fn spawn(
-    store: Arc<dyn Store>,
-    links: Vec<WorkerLink>,
-    cmd_capacity: usize,
-) -> io::Result<HubHandle> {
-    spawn_with(
-        store,
-        links,
-        HubOptions {
-            cmd_capacity,
-            ..HubOptions::default()
-        },
-    )
+pub fn spawn(store: Arc<dyn Store>, links: Vec<WorkerLink>, cmd_capacity: usize) -> io::Result<HubHandle> {
+    spawn_with(store, links, HubOptions { cmd_capacity, ..HubOptions::default() })
 }
 
 /// Starts the hub thread with explicit options.
-pub fn spawn_with(
-    store: Arc<dyn Store>,
-    links: Vec<WorkerLink>,
-    options: HubOptions,
-) -> io::Result<HubHandle> {
+pub fn spawn_with(store: Arc<dyn Store>, links: Vec<WorkerLink>, options: HubOptions) -> io::Result<HubHandle> {
     let (tx, rx) = crossbeam_channel::bounded(options.cmd_capacity.max(1));
     let stats = Arc::new(HubStats::default());
     let hub = fanout::Hub::new(store, links, options, stats.clone());
-    let join = thread::Builder::new()
-        .name("halley-hub".into())
-        .spawn(move || hub.run(rx))?;
+    let join = thread::Builder::new().name("halley-hub".into()).spawn(move || hub.run(rx))?;
     Ok(HubHandle { tx, join, stats })
 }
 
 /// Unix time in milliseconds; 0 if the clock is before 1970.
 pub fn system_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

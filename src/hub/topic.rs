@@ -62,10 +62,7 @@ impl Selector {
             offset += segment.len() + 1;
         }
         if wildcard {
-            Ok(Selector::Pattern(Pattern {
-                text: Arc::from(s),
-                prefix_len,
-            }))
+            Ok(Selector::Pattern(Pattern { text: Arc::from(s), prefix_len }))
         } else {
             Ok(Selector::Exact(Arc::from(s)))
         }
@@ -126,8 +123,7 @@ impl Pattern {
         if !topic.starts_with(self.literal_prefix()) {
             return false;
         }
-        let (Some(pattern), Some(topic)) = (self.text.strip_prefix('/'), topic.strip_prefix('/'))
-        else {
+        let (Some(pattern), Some(topic)) = (self.text.strip_prefix('/'), topic.strip_prefix('/')) else {
             return false;
         };
         let mut want = pattern.split('/');
@@ -207,9 +203,7 @@ fn check_segment(segment: &str) -> Result<(), TopicError> {
         return Err(TopicError::new("topic segment cannot be '.' or '..'"));
     }
     if !segment.bytes().all(is_segment_byte) {
-        return Err(TopicError::new(
-            "topic segment contains an invalid character",
-        ));
+        return Err(TopicError::new("topic segment contains an invalid character"));
     }
     Ok(())
 }
@@ -234,16 +228,8 @@ mod tests {
         let max_len = format!("/{}", ["b"; 4].map(|_| "c".repeat(127)).join("/")); // 512 bytes
         assert_eq!(max_len.len(), MAX_TOPIC_LEN);
         let too_long = format!("{max_len}x");
-        let ok: &[&str] = &[
-            "/a",
-            "/chat/room1",
-            "/A-z_0.9~:@+=",
-            "/a..b",
-            "/.a",
-            &long_segment,
-            &max_segments,
-            &max_len,
-        ];
+        let ok: &[&str] =
+            &["/a", "/chat/room1", "/A-z_0.9~:@+=", "/a..b", "/.a", &long_segment, &max_segments, &max_len];
         for name in ok {
             assert_eq!(validate_topic(name), Ok(()), "{name}");
         }
@@ -276,10 +262,7 @@ mod tests {
 
     #[test]
     fn selector_parse_table() {
-        assert_eq!(
-            Selector::parse("/a/b"),
-            Ok(Selector::Exact(Arc::from("/a/b")))
-        );
+        assert_eq!(Selector::parse("/a/b"), Ok(Selector::Exact(Arc::from("/a/b"))));
         for (text, prefix) in [
             ("/*", "/"),
             ("/**", "/"),
@@ -308,11 +291,7 @@ mod tests {
             ("/a/*/..", "topic segment cannot be '.' or '..'"),
             ("/a/*/b c", "topic segment contains an invalid character"),
         ] {
-            assert_eq!(
-                Selector::parse(text).map_err(|e| e.reason()),
-                Err(reason),
-                "{text}"
-            );
+            assert_eq!(Selector::parse(text).map_err(|e| e.reason()), Err(reason), "{text}");
         }
     }
 
@@ -320,24 +299,12 @@ mod tests {
     fn selector_matching_table() {
         let table: &[(&str, &[&str], &[&str])] = &[
             ("/a/b", &["/a/b"], &["/a", "/a/b/c", "/a/bb", "/a/c"]),
-            (
-                "/a/*",
-                &["/a/b", "/a/zz"],
-                &["/a", "/a/b/c", "/b/c", "/ab/c"],
-            ),
-            (
-                "/a/**",
-                &["/a/b", "/a/b/c", "/a/b/c/d"],
-                &["/a", "/ab", "/ab/c", "/b/a"],
-            ),
+            ("/a/*", &["/a/b", "/a/zz"], &["/a", "/a/b/c", "/b/c", "/ab/c"]),
+            ("/a/**", &["/a/b", "/a/b/c", "/a/b/c/d"], &["/a", "/ab", "/ab/c", "/b/a"]),
             ("/*", &["/a", "/zz"], &["/a/b"]),
             ("/**", &["/a", "/a/b/c"], &[]),
             ("/*/b", &["/a/b", "/x/b"], &["/a/c", "/a/b/c", "/b"]),
-            (
-                "/a/*/c/**",
-                &["/a/x/c/d", "/a/y/c/d/e"],
-                &["/a/x/c", "/a/x/d/e", "/b/x/c/d"],
-            ),
+            ("/a/*/c/**", &["/a/x/c/d", "/a/y/c/d/e"], &["/a/x/c", "/a/x/d/e", "/b/x/c/d"]),
             ("/a/*/*", &["/a/b/c"], &["/a/b", "/a/b/c/d"]),
         ];
         for (selector, yes, no) in table {
@@ -356,10 +323,8 @@ mod tests {
     #[test]
     fn equal_selectors_hash_alike() {
         use std::collections::HashSet;
-        let set: HashSet<Selector> = ["/a/*", "/a/*", "/a", "/a"]
-            .iter()
-            .map(|s| Selector::parse(s).expect(s))
-            .collect();
+        let set: HashSet<Selector> =
+            ["/a/*", "/a/*", "/a", "/a"].iter().map(|s| Selector::parse(s).expect(s)).collect();
         assert_eq!(set.len(), 2);
     }
 }

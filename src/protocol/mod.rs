@@ -16,13 +16,22 @@ pub enum Route<'a> {
     /// `GET /stats`.
     Stats,
     /// `POST|PUT /pub/<topic>`; `topic` keeps its leading '/'.
-    Publish { topic: &'a str },
+    Publish {
+        topic: &'a str,
+    },
     /// `GET /sub/<topic>[,<topic>...]`; `topics` is the raw list after `/sub`.
-    Subscribe { topics: &'a str },
+    Subscribe {
+        topics: &'a str,
+    },
     /// `OPTIONS` on a known path: CORS preflight. `publish` says which allowlist applies.
-    Preflight { publish: bool, allow: &'static str },
+    Preflight {
+        publish: bool,
+        allow: &'static str,
+    },
     /// A known path with the wrong method.
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     NotFound,
 }
 

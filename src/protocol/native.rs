@@ -47,9 +47,9 @@ pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publis
     let event = match req.query_param("event") {
         Some(event) => Some(event),
         None => match req.header("x-event") {
-            Some(raw) => Some(Cow::Borrowed(
-                std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Event is not UTF-8"))?,
-            )),
+            Some(raw) => {
+                Some(Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Event is not UTF-8"))?))
+            }
             None => None,
         },
     };
@@ -123,8 +123,7 @@ pub fn parse_selectors(list: &str) -> Result<Vec<Selector>, BadRequest> {
             return Err(BadRequest::new(format!("at most {MAX_SELECTORS} topics per subscription")));
         }
         let name = if item.starts_with('/') { Cow::Borrowed(item) } else { Cow::Owned(format!("/{item}")) };
-        let selector =
-            Selector::parse(&name).map_err(|e| BadRequest::new(format!("invalid topic {name:?}: {e}")))?;
+        let selector = Selector::parse(&name).map_err(|e| BadRequest::new(format!("invalid topic {name:?}: {e}")))?;
         if !selectors.contains(&selector) {
             selectors.push(selector);
         }

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -31,7 +32,7 @@ pub enum Phase {
     /// A long-poll with nothing to answer yet: the Continuation, suspended.
     Parked(Box<Parked>),
     /// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
-    Publishing { tag: u64, reply: ReplyMeta },
+    Publishing { tag: u64, reply: ReplyMeta, topic: Arc<str> },
     /// The last response is queued; once written, the write side is shut down.
     Closing,
     /// Write side shut down; reading and discarding until the peer closes or the timer fires,

@@ -33,7 +33,6 @@ const WORKER_CHANNEL_BATCHES: usize = 1024;
 const HUB_CHANNEL: usize = 64 * 1024;
 
 /// State every worker reads: configuration, the store, the hub's channel, counters.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -43,6 +42,12 @@ pub(crate) struct Shared {
     /// Open connections across all workers, checked against `max_connections`.
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).field("store_epoch", &self.store.epoch()).finish()
+    }
 }
 
 /// A running server.

@@ -25,19 +25,12 @@ impl BufPool {
     /// `max_keep_capacity` (raised to at least `initial`) is the largest capacity in bytes a
     /// returned buffer may have and still be pooled; at most `max_pooled` idle buffers are kept.
     pub fn new(initial: usize, max_keep_capacity: usize, max_pooled: usize) -> Self {
-        BufPool {
-            free: Vec::new(),
-            initial,
-            max_keep_capacity: max_keep_capacity.max(initial),
-            max_pooled,
-        }
+        BufPool { free: Vec::new(), initial, max_keep_capacity: max_keep_capacity.max(initial), max_pooled }
     }
 
     /// An empty buffer with `capacity() >= initial`: a pooled one if available, else a new one.
     pub fn take(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.initial))
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.initial))
     }
 
     /// Returns a buffer. It is cleared and kept unless the pool is full or its capacity is
@@ -45,10 +38,7 @@ impl BufPool {
     /// a shrunk one could not honour `take`'s promise), in which case it is freed.
     pub fn give(&mut self, mut buf: Vec<u8>) {
         let capacity = buf.capacity();
-        if self.free.len() >= self.max_pooled
-            || capacity > self.max_keep_capacity
-            || capacity < self.initial
-        {
+        if self.free.len() >= self.max_pooled || capacity > self.max_keep_capacity || capacity < self.initial {
             return;
         }
         buf.clear();
@@ -94,10 +84,7 @@ mod tests {
         pool.give(buf);
         assert_eq!(pool.pooled(), 1);
         let again = pool.take();
-        assert!(
-            again.is_empty(),
-            "old request bytes must not leak into the next one"
-        );
+        assert!(again.is_empty(), "old request bytes must not leak into the next one");
         assert_eq!(again.as_ptr(), ptr, "the same allocation comes back");
         assert_eq!(pool.pooled(), 0);
     }

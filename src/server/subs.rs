@@ -62,9 +62,8 @@ impl LocalSubs {
 
     /// Drops selectors that have had no subscriber for [`LINGER`], reporting each to `out`.
     pub fn sweep(&mut self, now: Instant, out: &mut Vec<InterestChange>) {
-        let expired = |entry: &Entry| {
-            matches!(entry.idle_since, Some(since) if now.saturating_duration_since(since) >= LINGER)
-        };
+        let expired =
+            |entry: &Entry| matches!(entry.idle_since, Some(since) if now.saturating_duration_since(since) >= LINGER);
         self.exact.retain(|name, entry| {
             let keep = !expired(entry);
             if !keep {
@@ -103,16 +102,6 @@ impl LocalSubs {
         if let Some(entry) = entry {
             out.extend(entry.conns.iter().copied());
         }
-    }
-
-    /// Number of selectors registered with the hub (including lingering ones).
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.patterns.len()
-    }
-
-    /// True when no selector is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn entry_mut(&mut self, selector: &Selector) -> Option<&mut Entry> {
@@ -176,7 +165,6 @@ mod tests {
         subs.remove(&sel("/a/*"), 8, t0 + LINGER);
         subs.sweep(t0 + LINGER * 2, &mut changes);
         assert_eq!(changes, vec![InterestChange::Off(sel("/a/*"))]);
-        assert!(subs.is_empty());
         let mut hit = Vec::new();
         subs.matching("/a/b", &mut hit);
         assert!(hit.is_empty());

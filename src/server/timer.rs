@@ -101,22 +101,11 @@ impl<T> TimerWheel<T> {
     /// (rounded up to the tick). A deadline at or before the last `expire` fires on the next one.
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerKey {
         let due = self.ceil_tick(deadline);
-        let list = if due <= self.elapsed {
-            self.overdue_list()
-        } else {
-            self.slot_of(due)
-        };
+        let list = if due <= self.elapsed { self.overdue_list() } else { self.slot_of(due) };
         let generation = self.next_generation;
         self.next_generation += 1;
         let next = self.heads[list];
-        let index = self.entries.insert(Entry {
-            value,
-            due,
-            list,
-            prev: None,
-            next,
-            generation,
-        });
+        let index = self.entries.insert(Entry { value, due, list, prev: None, next, generation });
         if let Some(old_head) = next {
             if let Some(entry) = self.entries.get_mut(old_head) {
                 entry.prev = Some(index);
@@ -182,9 +171,7 @@ impl<T> TimerWheel<T> {
         }
         let slots = self.slot_count();
         let start = self.slot_of(self.elapsed + 1);
-        let slot = self
-            .first_occupied(start, slots)
-            .or_else(|| self.first_occupied(0, start))?;
+        let slot = self.first_occupied(start, slots).or_else(|| self.first_occupied(0, start))?;
         let distance = (slot + slots - start) & (slots - 1);
         Some(self.instant_of(self.elapsed + 1 + distance as u64))
     }
@@ -240,9 +227,7 @@ impl<T> TimerWheel<T> {
         let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
         // Below 10^9, so the cast is lossless.
         let subsec = (nanos % 1_000_000_000) as u32;
-        self.origin
-            .checked_add(Duration::new(secs, subsec))
-            .unwrap_or(self.origin)
+        self.origin.checked_add(Duration::new(secs, subsec)).unwrap_or(self.origin)
     }
 
     /// First slot in `lo..hi` whose bit is set.
@@ -347,20 +332,9 @@ mod tests {
         wheel.insert(t0 + ms(100), "c");
         assert_eq!(wheel.len(), 3);
         // (now, fired at that step): 25 ms rounds up to 30 ms, so "a" and "b" fire together.
-        let table: [(u64, &[&str]); 6] = [
-            (0, &[]),
-            (24, &[]),
-            (29, &[]),
-            (30, &["a", "b"]),
-            (99, &[]),
-            (100, &["c"]),
-        ];
+        let table: [(u64, &[&str]); 6] = [(0, &[]), (24, &[]), (29, &[]), (30, &["a", "b"]), (99, &[]), (100, &["c"])];
         for (at, expected) in table {
-            assert_eq!(
-                expire_sorted(&mut wheel, t0 + ms(at)),
-                expected,
-                "at {at} ms"
-            );
+            assert_eq!(expire_sorted(&mut wheel, t0 + ms(at)), expected, "at {at} ms");
         }
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
@@ -390,15 +364,9 @@ mod tests {
         wheel.insert(t0 + ms(1000), "now");
         wheel.insert(t0, "origin");
         let next = wheel.next_deadline().expect("pending");
-        assert!(
-            next <= t0 + ms(1000),
-            "must not sleep past an overdue entry"
-        );
+        assert!(next <= t0 + ms(1000), "must not sleep past an overdue entry");
         // Even a `now` that did not advance fires them.
-        assert_eq!(
-            expire_sorted(&mut wheel, t0 + ms(1000)),
-            vec!["now", "origin", "past"]
-        );
+        assert_eq!(expire_sorted(&mut wheel, t0 + ms(1000)), vec!["now", "origin", "past"]);
         assert!(wheel.is_empty());
     }
 
@@ -428,10 +396,7 @@ mod tests {
         for d in [1, 7, 8, 9, 40, 63, 64, 65] {
             wheel.insert(t0 + ms(d), d);
         }
-        assert_eq!(
-            expire_sorted(&mut wheel, t0 + ms(64)),
-            vec![1, 7, 8, 9, 40, 63, 64]
-        );
+        assert_eq!(expire_sorted(&mut wheel, t0 + ms(64)), vec![1, 7, 8, 9, 40, 63, 64]);
         assert_eq!(wheel.len(), 1);
         assert_eq!(expire_sorted(&mut wheel, t0 + ms(65)), vec![65]);
     }
@@ -556,19 +521,14 @@ mod tests {
                     0..=4 => {
                         // Deadlines from 5 ms in the past to ~12 rotations ahead, sub-tick precise.
                         let offset = Duration::from_micros(rng.below(200_000));
-                        let deadline = (now + offset)
-                            .checked_sub(ms(5))
-                            .filter(|d| *d >= t0)
-                            .unwrap_or(t0);
+                        let deadline = (now + offset).checked_sub(ms(5)).filter(|d| *d >= t0).unwrap_or(t0);
                         let id = next_id;
                         next_id += 1;
                         keys.insert(id, wheel.insert(deadline, id));
                         model.insert((round_up(deadline), id), deadline);
                     }
                     5 | 6 => {
-                        if let Some(&id) =
-                            keys.keys().nth(rng.below(keys.len() as u64 + 1) as usize)
-                        {
+                        if let Some(&id) = keys.keys().nth(rng.below(keys.len() as u64 + 1) as usize) {
                             let key = keys.remove(&id).expect("listed");
                             assert_eq!(wheel.cancel(key), Some(id));
                             model.retain(|&(_, m), _| m != id);
@@ -581,9 +541,7 @@ mod tests {
                         // Mostly small steps, sometimes a jump over several rotations.
                         let max_step = if rng.below(20) == 0 { 100_000 } else { 3_000 };
                         now += Duration::from_micros(rng.below(max_step));
-                        if let (Some(at), Some((&(first, _), _))) =
-                            (wheel.next_deadline(), model.first_key_value())
-                        {
+                        if let (Some(at), Some((&(first, _), _))) = (wheel.next_deadline(), model.first_key_value()) {
                             // Overdue entries report the last processed tick, before `last`.
                             assert!(at <= first.max(last), "next_deadline late (seed {seed})");
                         }

@@ -33,7 +33,7 @@ use super::subs::{InterestChange, LocalSubs};
 use super::timer::TimerWheel;
 use super::Shared;
 use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
-use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
+use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Since, WorkerMsg};
 use crate::protocol::{self, native, Route};
 use crate::transport::{longpoll, Transport};
 
@@ -301,7 +301,7 @@ impl Worker {
                 }
             };
             let processed = self.process_input(key);
-            if self.conns.get(key).map_or(true, |c| c.closed) {
+            if self.conns.get(key).is_none_or(|c| c.closed) {
                 return;
             }
             if self.handle_peer_close(key) {
@@ -416,8 +416,7 @@ impl Worker {
                                 }
                                 continue;
                             }
-                            let Phase::Body(body) = mem::replace(&mut conn.phase, Phase::Head { started: None })
-                            else {
+                            let Phase::Body(body) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
                                 unreachable!("matched above")
                             };
                             let BodyPhase { request, body, .. } = *body;
@@ -491,7 +490,9 @@ impl Worker {
             cors: self.cors_for(&req, false),
         };
         match protocol::route(req.method(), req.path()) {
-            Route::Health => self.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n")),
+            Route::Health => {
+                self.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
+            }
             Route::Stats => {
                 let stats = super::stats_json(&self.shared);
                 let body = serde_json::to_vec(&stats).unwrap_or_default();
@@ -521,35 +522,56 @@ impl Worker {
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
         if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return self.respond_error(key, meta, 503, "server busy: publish queue full, retry later", &[("Retry-After", "1")]);
+            return self.respond_error(
+                key,
+                meta,
+                503,
+                "server busy: publish queue full, retry later",
+                &[("Retry-After", "1")],
+            );
         }
         self.next_tag += 1;
         let tag = self.next_tag;
+        let topic: Arc<str> = publish.topic.into();
         let cmd = HubCmd::Publish(PublishReq {
-            topic: publish.topic.into(),
+            topic: Arc::clone(&topic),
             event: publish.event,
             content_type: publish.content_type,
             data: publish.data,
             reply: Some(ReplyTo { worker: self.id, token: key, tag }),
         });
         if self.shared.hub.try_send(cmd).is_err() {
-            return self.respond_error(key, meta, 503, "server busy: publish queue full, retry later", &[("Retry-After", "1")]);
+            return self.respond_error(
+                key,
+                meta,
+                503,
+                "server busy: publish queue full, retry later",
+                &[("Retry-After", "1")],
+            );
         }
         WorkerStats::add(&self.stats().published, 1);
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Publishing { tag, reply: meta };
+            conn.phase = Phase::Publishing { tag, reply: meta, topic };
         }
         self.set_timer(key, PUBLISH_ACK_TIMEOUT);
     }
 
-    fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize, topic: &str) {
+    fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
         let Some(conn) = self.conns.get_mut(reply.token) else { return };
-        let Phase::Publishing { tag, reply: meta } = conn.phase else { return };
+        let Phase::Publishing { tag, reply: meta, ref topic } = conn.phase else { return };
         if tag != reply.tag {
             return; // the publisher's connection is gone and its slot was reused
         }
+        let topic = Arc::clone(topic);
+        if seq == 0 {
+            // The hub refused it (it re-validates topics); tell the client rather than pretend.
+            self.respond_error(reply.token, meta, 400, "invalid topic", &[]);
+            self.pump(reply.token);
+            return;
+        }
         let id = crate::hub::MessageId { epoch: self.shared.store.epoch(), seq };
-        let body = serde_json::json!({ "id": id.to_string(), "topic": topic, "time": time_ms, "delivered": delivered });
+        let body =
+            serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
         let body = serde_json::to_vec(&body).unwrap_or_default();
         self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body));
         self.pump(reply.token);
@@ -570,7 +592,11 @@ impl Worker {
             // whatever it missed in between is gone.
             Since::After(_) => (0, true, true),
         };
-        let timeout = sub.timeout.unwrap_or_else(|| self.jittered(config.longpoll_timeout));
+        let default_timeout = config.longpoll_timeout;
+        let timeout = match sub.timeout {
+            Some(timeout) => timeout,
+            None => self.jittered(default_timeout),
+        };
         let transport = if timeout.is_zero() || meta.head_only { Transport::Poll } else { Transport::LongPoll };
         let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor, reply: meta };
         let force = transport == Transport::Poll || self.shutdown_deadline.is_some();
@@ -616,7 +642,15 @@ impl Worker {
             }
         }
         WorkerStats::add(&self.stats().delivered, self.scratch_msgs.len() as u64);
-        self.respond_parts(key, parked.reply, 200, "application/json", &[("Cache-Control", "no-store")], &mut parts, len);
+        self.respond_parts(
+            key,
+            parked.reply,
+            200,
+            "application/json",
+            &[("Cache-Control", "no-store")],
+            &mut parts,
+            len,
+        );
         self.scratch_parts = parts;
         Answer::Sent
     }
@@ -661,7 +695,10 @@ impl Worker {
         let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
         let headers = [
             ("Access-Control-Allow-Methods", methods),
-            ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, X-Event, X-Cursor, Cache-Control, X-Requested-With"),
+            (
+                "Access-Control-Allow-Headers",
+                "Content-Type, Last-Event-ID, X-Event, X-Cursor, Cache-Control, X-Requested-With",
+            ),
             ("Access-Control-Max-Age", "600"),
         ];
         self.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
@@ -697,7 +734,15 @@ impl Worker {
 
     // ---- responses -------------------------------------------------------------------------
 
-    fn respond(&mut self, key: usize, meta: ReplyMeta, status: u16, content_type: &str, headers: &[(&str, &str)], body: Bytes) {
+    fn respond(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) {
         let mut parts = vec![body];
         let len = parts[0].len();
         self.respond_parts(key, meta, status, content_type, headers, &mut parts, len);
@@ -869,8 +914,8 @@ impl Worker {
                         self.subs.matching(&msg.topic, &mut keys);
                     }
                     WorkerMsg::Wake(selector) => self.subs.on_selector(&selector, &mut keys),
-                    WorkerMsg::PublishAck { reply, seq, time_ms, delivered, topic } => {
-                        self.publish_acked(reply, seq, time_ms, delivered, &topic);
+                    WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
+                        self.publish_acked(reply, seq, time_ms, delivered);
                     }
                 }
             }
@@ -989,7 +1034,9 @@ impl Worker {
 enum Answer {
     Sent,
     /// Nothing to say yet; `head` is the store head the read saw.
-    Nothing { head: u64 },
+    Nothing {
+        head: u64,
+    },
 }
 
 fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {

@@ -37,9 +37,8 @@ impl MemoryStore {
         let epoch = Epoch::random().unwrap_or_else(|err| {
             // Practically unreachable; the clock still gives a value unlikely to repeat.
             log::warn!("no OS randomness for the epoch ({err}); deriving it from the clock");
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+            let nanos =
+                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
             Epoch::truncated(u64::from(nanos) << 8)
         });
         MemoryStore::with_epoch(limits, epoch)
@@ -47,12 +46,7 @@ impl MemoryStore {
 
     /// An empty store with the given epoch (tests, or a restored sequence).
     pub fn with_epoch(limits: HistoryLimits, epoch: Epoch) -> MemoryStore {
-        MemoryStore {
-            epoch,
-            limits,
-            head: AtomicU64::new(0),
-            inner: RwLock::new(Inner::default()),
-        }
+        MemoryStore { epoch, limits, head: AtomicU64::new(0), inner: RwLock::new(Inner::default()) }
     }
 
     /// The configured bounds.
@@ -82,11 +76,7 @@ impl Store for MemoryStore {
 
     fn last_seq(&self, topic: &str) -> u64 {
         let inner = self.read_lock();
-        inner
-            .topics
-            .get(topic)
-            .and_then(|t| t.ring.back())
-            .map_or(0, |m| m.seq)
+        inner.topics.get(topic).and_then(|t| t.ring.back()).map_or(0, |m| m.seq)
     }
 
     fn append(&self, msg: Arc<Message>, now_ms: u64) {
@@ -112,22 +102,11 @@ impl Store for MemoryStore {
         inner.evict_oldest_while_over(&self.limits, now_ms, 0);
     }
 
-    fn read(
-        &self,
-        selectors: &[Selector],
-        after: u64,
-        limit: usize,
-        out: &mut Vec<Arc<Message>>,
-    ) -> ReadResult {
+    fn read(&self, selectors: &[Selector], after: u64, limit: usize, out: &mut Vec<Arc<Message>>) -> ReadResult {
         // Head first: anything above it may be mid-append and must not be returned (see the
         // module doc of `store`).
         let head = self.head.load(Ordering::Acquire);
-        let mut result = ReadResult {
-            head,
-            gap: false,
-            oldest: None,
-            truncated: false,
-        };
+        let mut result = ReadResult { head, gap: false, oldest: None, truncated: false };
         if after >= head {
             // Nothing newer is visible; whatever gets evicted past `head` is reported by the
             // read that covers it.
@@ -138,9 +117,7 @@ impl Store for MemoryStore {
         for selector in selectors {
             match selector {
                 Selector::Exact(name) => match inner.topics.get_key_value(&**name) {
-                    Some((name, topic)) => {
-                        inner.visit(name, topic, after, head, &mut result, &mut runs)
-                    }
+                    Some((name, topic)) => inner.visit(name, topic, after, head, &mut result, &mut runs),
                     None => result.gap |= after < inner.forgotten_through,
                 },
                 Selector::Pattern(pattern) => {
@@ -225,15 +202,12 @@ impl Inner {
     fn push(&mut self, msg: Arc<Message>, limits: &HistoryLimits) {
         let cost = msg.byte_cost();
         let seq = msg.seq;
-        let topic = self
-            .topics
-            .entry(msg.topic.clone())
-            .or_insert_with(|| TopicHistory {
-                ring: VecDeque::new(),
-                bytes: 0,
-                evicted_through: 0,
-                created_seq: seq,
-            });
+        let topic = self.topics.entry(msg.topic.clone()).or_insert_with(|| TopicHistory {
+            ring: VecDeque::new(),
+            bytes: 0,
+            evicted_through: 0,
+            created_seq: seq,
+        });
         if topic.ring.is_empty() {
             self.fronts.insert(seq, msg.clone());
         }
@@ -243,9 +217,7 @@ impl Inner {
         self.bytes += cost;
 
         let mut evicted = false;
-        while topic.ring.len() > 1
-            && (topic.ring.len() > limits.max_messages || topic.bytes > limits.max_bytes)
-        {
+        while topic.ring.len() > 1 && (topic.ring.len() > limits.max_messages || topic.bytes > limits.max_bytes) {
             let Some(old) = topic.ring.pop_front() else {
                 break;
             };
@@ -305,10 +277,7 @@ impl Inner {
             self.messages -= 1;
             self.bytes -= cost;
         } else {
-            log::error!(
-                "history: front {seq} is not the oldest message of {}",
-                msg.topic
-            );
+            log::error!("history: front {seq} is not the oldest message of {}", msg.topic);
         }
         if let Some(front) = topic.ring.front() {
             self.fronts.insert(front.seq, front.clone());
@@ -329,20 +298,14 @@ impl Inner {
         result: &mut ReadResult,
         runs: &mut Vec<Run<'a>>,
     ) {
-        result.gap |= after < topic.evicted_through
-            || (after < self.forgotten_through && topic.created_seq > after);
+        result.gap |= after < topic.evicted_through || (after < self.forgotten_through && topic.created_seq > after);
         let next = topic.ring.partition_point(|m| m.seq <= after);
         let end = topic.ring.partition_point(|m| m.seq <= head);
         if next < end {
             if let Some(front) = topic.ring.front() {
                 result.oldest = Some(result.oldest.map_or(front.seq, |o| o.min(front.seq)));
             }
-            runs.push(Run {
-                name,
-                ring: &topic.ring,
-                next,
-                end,
-            });
+            runs.push(Run { name, ring: &topic.ring, next, end });
         }
     }
 }
@@ -363,11 +326,8 @@ fn merge(runs: &mut [Run<'_>], limit: usize, out: &mut Vec<Arc<Message>>) {
         out.extend(run.ring.range(run.next..end).cloned());
         return;
     }
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = runs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, run)| run.ring.get(run.next).map(|m| Reverse((m.seq, i))))
-        .collect();
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
+        runs.iter().enumerate().filter_map(|(i, run)| run.ring.get(run.next).map(|m| Reverse((m.seq, i)))).collect();
     let mut taken = 0;
     while taken < limit {
         let Some(Reverse((_, i))) = heap.pop() else {
@@ -402,20 +362,11 @@ mod tests {
     }
 
     fn roomy() -> HistoryLimits {
-        HistoryLimits {
-            max_messages: 1000,
-            max_bytes: 1 << 30,
-            ..HistoryLimits::default()
-        }
+        HistoryLimits { max_messages: 1000, max_bytes: 1 << 30, ..HistoryLimits::default() }
     }
 
     fn message(seq: u64, topic: &str, time_ms: u64, data: &'static [u8]) -> Arc<Message> {
-        Arc::new(Message::new(
-            seq,
-            Arc::from(topic),
-            time_ms,
-            Bytes::from_static(data),
-        ))
+        Arc::new(Message::new(seq, Arc::from(topic), time_ms, Bytes::from_static(data)))
     }
 
     /// Appends one message per topic name, seqs from head+1, all at time `at`.
@@ -430,12 +381,7 @@ mod tests {
         list.iter().map(|s| Selector::parse(s).expect(s)).collect()
     }
 
-    fn read(
-        s: &MemoryStore,
-        selectors: &[&str],
-        after: u64,
-        limit: usize,
-    ) -> (Vec<u64>, ReadResult) {
+    fn read(s: &MemoryStore, selectors: &[&str], after: u64, limit: usize) -> (Vec<u64>, ReadResult) {
         let mut out = Vec::new();
         let r = s.read(&sel(selectors), after, limit, &mut out);
         (out.iter().map(|m| m.seq).collect(), r)
@@ -450,16 +396,9 @@ mod tests {
             assert!(!topic.ring.is_empty(), "{name} is empty but kept");
             let sum: usize = topic.ring.iter().map(|m| m.byte_cost()).sum();
             assert_eq!(topic.bytes, sum, "{name} bytes");
-            assert!(topic
-                .ring
-                .iter()
-                .zip(topic.ring.iter().skip(1))
-                .all(|(a, b)| a.seq < b.seq));
+            assert!(topic.ring.iter().zip(topic.ring.iter().skip(1)).all(|(a, b)| a.seq < b.seq));
             let front = topic.ring.front().expect("non-empty");
-            assert!(Arc::ptr_eq(
-                inner.fronts.get(&front.seq).expect("front indexed"),
-                front
-            ));
+            assert!(Arc::ptr_eq(inner.fronts.get(&front.seq).expect("front indexed"), front));
             messages += topic.ring.len();
             bytes += sum;
         }
@@ -470,10 +409,7 @@ mod tests {
 
     #[test]
     fn per_topic_count_bound_keeps_the_newest() {
-        let s = store(HistoryLimits {
-            max_messages: 3,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_messages: 3, ..roomy() });
         publish(&s, &["/a", "/a", "/b", "/a", "/a", "/a"], 0);
         let (seqs, r) = read(&s, &["/a"], 0, 100);
         assert_eq!(seqs, [4, 5, 6]);
@@ -481,10 +417,7 @@ mod tests {
         assert_eq!(r.oldest, Some(4));
         assert_eq!(r.head, 6);
         let stats = s.stats();
-        assert_eq!(
-            (stats.topics, stats.messages, stats.evicted_topic),
-            (2, 4, 2)
-        );
+        assert_eq!((stats.topics, stats.messages, stats.evicted_topic), (2, 4, 2));
         assert_eq!(stats.bytes, 4 * (1 + 2 + MESSAGE_OVERHEAD_BYTES));
         assert_eq!(s.last_seq("/a"), 6);
         assert_eq!(s.last_seq("/b"), 3);
@@ -495,10 +428,7 @@ mod tests {
     #[test]
     fn per_topic_byte_bound_and_oversized_message() {
         let cost = 4 + 2 + MESSAGE_OVERHEAD_BYTES;
-        let s = store(HistoryLimits {
-            max_bytes: 2 * cost + cost / 2,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_bytes: 2 * cost + cost / 2, ..roomy() });
         for seq in 1..=4 {
             s.append(message(seq, "/a", 0, b"abcd"), 0);
         }
@@ -514,16 +444,10 @@ mod tests {
 
     #[test]
     fn global_count_bound_evicts_oldest_and_removes_empty_topics() {
-        let s = store(HistoryLimits {
-            total_messages: 3,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { total_messages: 3, ..roomy() });
         publish(&s, &["/a", "/b", "/c", "/b", "/c"], 0);
         let stats = s.stats();
-        assert_eq!(
-            (stats.topics, stats.messages, stats.evicted_global),
-            (2, 3, 2)
-        );
+        assert_eq!((stats.topics, stats.messages, stats.evicted_global), (2, 3, 2));
         assert_eq!(read(&s, &["/a", "/b", "/c"], 0, 100).0, [3, 4, 5]);
         assert_eq!(s.last_seq("/a"), 0, "/a was removed");
         check_invariants(&s);
@@ -532,26 +456,17 @@ mod tests {
     #[test]
     fn global_byte_bound() {
         let cost = 1 + 2 + MESSAGE_OVERHEAD_BYTES;
-        let s = store(HistoryLimits {
-            total_bytes: 3 * cost,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { total_bytes: 3 * cost, ..roomy() });
         publish(&s, &["/a", "/b", "/a", "/b", "/a"], 0);
         let stats = s.stats();
-        assert_eq!(
-            (stats.messages, stats.bytes, stats.evicted_global),
-            (3, 3 * cost, 2)
-        );
+        assert_eq!((stats.messages, stats.bytes, stats.evicted_global), (3, 3 * cost, 2));
         assert_eq!(read(&s, &["/*"], 0, 100).0, [3, 4, 5]);
         check_invariants(&s);
     }
 
     #[test]
     fn age_expiry_removes_old_messages_and_idle_topics() {
-        let s = store(HistoryLimits {
-            max_age: Duration::from_millis(1000),
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_age: Duration::from_millis(1000), ..roomy() });
         publish(&s, &["/a", "/b"], 0);
         publish(&s, &["/a"], 500);
         s.expire(1000);
@@ -561,42 +476,27 @@ mod tests {
         assert_eq!(s.stats().topics, 1);
         s.expire(1501);
         let stats = s.stats();
-        assert_eq!(
-            (stats.topics, stats.messages, stats.bytes, stats.expired),
-            (0, 0, 0, 3)
-        );
+        assert_eq!((stats.topics, stats.messages, stats.bytes, stats.expired), (0, 0, 0, 3));
         assert_eq!(s.head(), 3, "the sequence does not go back");
         check_invariants(&s);
     }
 
     #[test]
     fn one_off_topics_do_not_leak() {
-        let s = store(HistoryLimits {
-            max_age: Duration::from_secs(1),
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_age: Duration::from_secs(1), ..roomy() });
         for i in 0..10_000u64 {
             let topic = format!("/once/{i}");
             s.append(message(i + 1, &topic, i / 10, b"x"), i / 10);
         }
         assert_eq!(s.stats().topics, 10_000);
         s.expire(10_000);
-        assert_eq!(
-            s.stats(),
-            StoreStats {
-                expired: 10_000,
-                ..StoreStats::default()
-            }
-        );
+        assert_eq!(s.stats(), StoreStats { expired: 10_000, ..StoreStats::default() });
         check_invariants(&s);
     }
 
     #[test]
     fn append_also_applies_the_age_limit() {
-        let s = store(HistoryLimits {
-            max_age: Duration::from_millis(10),
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_age: Duration::from_millis(10), ..roomy() });
         publish(&s, &["/a"], 0);
         publish(&s, &["/b"], 100);
         assert_eq!(read(&s, &["/a", "/b"], 0, 10).0, [2]);
@@ -615,10 +515,7 @@ mod tests {
 
     #[test]
     fn gap_on_evicted_messages() {
-        let s = store(HistoryLimits {
-            max_messages: 2,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_messages: 2, ..roomy() });
         publish(&s, &["/a", "/b", "/a", "/a"], 0); // /a keeps 3, 4; 1 evicted
         assert!(read(&s, &["/a"], 0, 10).1.gap);
         let (seqs, r) = read(&s, &["/a"], 1, 10);
@@ -630,10 +527,7 @@ mod tests {
 
     #[test]
     fn gap_on_removed_and_recreated_topic() {
-        let s = store(HistoryLimits {
-            max_age: Duration::from_millis(10),
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_age: Duration::from_millis(10), ..roomy() });
         publish(&s, &["/a", "/a", "/b"], 0);
         s.expire(100); // /a (1, 2) and /b (3) forgotten
         assert_eq!(s.stats().topics, 0);
@@ -648,10 +542,7 @@ mod tests {
         assert!(read(&s, &["/q/*"], 2, 10).1.gap);
         assert!(!read(&s, &["/*"], 3, 10).1.gap);
         // A topic older than the removal does not inherit it.
-        let s = store(HistoryLimits {
-            max_age: Duration::from_millis(10),
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_age: Duration::from_millis(10), ..roomy() });
         publish(&s, &["/old", "/gone"], 0);
         publish(&s, &["/old"], 50);
         s.expire(55); // /old's 1 and /gone's 2 are expired, /old keeps 3
@@ -664,11 +555,7 @@ mod tests {
     #[test]
     fn limit_returns_the_oldest_and_says_truncated() {
         let s = store(roomy());
-        publish(
-            &s,
-            &["/a", "/b", "/c", "/a", "/b", "/c", "/a", "/b", "/c", "/a"],
-            0,
-        );
+        publish(&s, &["/a", "/b", "/c", "/a", "/b", "/c", "/a", "/b", "/c", "/a"], 0);
         let (seqs, r) = read(&s, &["/a", "/b", "/c"], 0, 4);
         assert_eq!(seqs, [1, 2, 3, 4]);
         assert!(r.truncated);
@@ -697,18 +584,7 @@ mod tests {
     #[test]
     fn pattern_reads() {
         let s = store(roomy());
-        publish(
-            &s,
-            &[
-                "/chat/a",
-                "/chat/a/b",
-                "/chatx/a",
-                "/chat",
-                "/chat/b",
-                "/zz/chat/a",
-            ],
-            0,
-        );
+        publish(&s, &["/chat/a", "/chat/a/b", "/chatx/a", "/chat", "/chat/b", "/zz/chat/a"], 0);
         assert_eq!(read(&s, &["/chat/*"], 0, 100).0, [1, 5]);
         assert_eq!(read(&s, &["/chat/**"], 0, 100).0, [1, 2, 5]);
         assert_eq!(read(&s, &["/*/a"], 0, 100).0, [1, 3]);
@@ -722,10 +598,7 @@ mod tests {
 
     #[test]
     fn oldest_is_the_front_of_topics_with_news() {
-        let s = store(HistoryLimits {
-            max_messages: 2,
-            ..roomy()
-        });
+        let s = store(HistoryLimits { max_messages: 2, ..roomy() });
         publish(&s, &["/a", "/b", "/a", "/a", "/b"], 0); // /a: 3, 4  /b: 2, 5
         let (seqs, r) = read(&s, &["/a", "/b"], 3, 10);
         assert_eq!(seqs, [4, 5]);
@@ -756,10 +629,7 @@ mod tests {
     fn concurrent_readers_never_skip() {
         const N: u64 = 2000;
         // Room for everything, so any skip would be the store's fault, not eviction.
-        let s = Arc::new(store(HistoryLimits {
-            max_messages: N as usize,
-            ..roomy()
-        }));
+        let s = Arc::new(store(HistoryLimits { max_messages: N as usize, ..roomy() }));
         let writer = {
             let s = s.clone();
             thread::spawn(move || {

@@ -111,13 +111,7 @@ pub trait Store: Send + Sync + 'static {
     /// with `after < seq <= head` (head loaded first), at most `limit` of them (the oldest ones;
     /// `truncated` says more remain). A message matching several selectors appears once.
     /// `Since::All` is `after = 0`. See `ReadResult` for the rest.
-    fn read(
-        &self,
-        selectors: &[Selector],
-        after: u64,
-        limit: usize,
-        out: &mut Vec<Arc<Message>>,
-    ) -> ReadResult;
+    fn read(&self, selectors: &[Selector], after: u64, limit: usize, out: &mut Vec<Arc<Message>>) -> ReadResult;
 
     /// Occupancy and counters.
     fn stats(&self) -> StoreStats;

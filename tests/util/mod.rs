@@ -24,10 +24,12 @@ impl TestServer {
 
     /// Starts with the test defaults (2 workers, unpinned, port 0) changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::default();
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.workers = 2;
-        config.pin_workers = false;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            workers: 2,
+            pin_workers: false,
+            ..Config::default()
+        };
         tweak(&mut config);
         let server = server::start(config).expect("server starts");
         let addr = server.local_addr();

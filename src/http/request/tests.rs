@@ -10,10 +10,7 @@ fn parse(buf: &[u8]) -> Result<Status<(Request, usize)>, HttpError> {
 fn complete(buf: &[u8]) -> (Request, usize) {
     match parse(buf) {
         Ok(Status::Complete(done)) => done,
-        other => panic!(
-            "expected a complete head for {:?}, got {other:?}",
-            show(buf)
-        ),
+        other => panic!("expected a complete head for {:?}, got {other:?}", show(buf)),
     }
 }
 
@@ -74,10 +71,7 @@ fn pipelined_requests() {
     assert_eq!((one.path(), used), ("/one", 30));
     buf.drain(..used);
     let (two, used) = complete(&buf);
-    assert_eq!(
-        (two.method(), two.path(), two.keep_alive()),
-        (Method::Head, "/two", false)
-    );
+    assert_eq!((two.method(), two.path(), two.keep_alive()), (Method::Head, "/two", false));
     buf.drain(..used);
     assert_eq!(buf, b"GET /three HTTP/1.1\r\nHo");
     assert!(matches!(parse(&buf), Ok(Status::Partial)));
@@ -86,15 +80,7 @@ fn pipelined_requests() {
 #[test]
 fn request_line_parts() {
     // (request, method, method as sent, version, target, path, query)
-    type Case = (
-        &'static [u8],
-        Method,
-        &'static str,
-        Version,
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-    );
+    type Case = (&'static [u8], Method, &'static str, Version, &'static str, &'static str, Option<&'static str>);
     #[rustfmt::skip]
     let table: &[Case] = &[
         (VALID[1], Method::Get, "GET", Version::Http11, "/sub/news?since=5&x=%2F", "/sub/news", Some("since=5&x=%2F")),
@@ -134,14 +120,8 @@ fn request_line_parts() {
 
 #[test]
 fn errors_with_status() {
-    let long_cl = format!(
-        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
-        (1 << 20) + 1
-    );
-    let many = format!(
-        "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
-        "A: b\r\n".repeat(100)
-    );
+    let long_cl = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", (1 << 20) + 1);
+    let many = format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", "A: b\r\n".repeat(100));
     let table: &[(&[u8], HttpError, u16)] = &[
         (b"GET / HTTP/2.0\r\n\r\n", HttpError::VersionNotSupported, 505),
         (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", HttpError::VersionNotSupported, 505),
@@ -150,8 +130,7 @@ fn errors_with_status() {
         (b"GET / HTTP/2.x", HttpError::Malformed("invalid HTTP version"), 400),
         (b"GET / HTTP/22.0\r\n", HttpError::Malformed("invalid HTTP version"), 400),
         (b"GET / HTTP/1.1\r\n\r\n", HttpError::Malformed("missing Host header"), 400),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-         HttpError::Malformed("multiple Host headers"), 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HttpError::Malformed("multiple Host headers"), 400),
         (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", HttpError::Malformed("invalid Host header"), 400),
         (b"GET  / HTTP/1.1\r\n", HttpError::Malformed("invalid request line"), 400),
         (b"GET /\r\n", HttpError::Malformed("invalid request line"), 400),
@@ -159,44 +138,87 @@ fn errors_with_status() {
         (b"\r\rGET", HttpError::Malformed("invalid line ending"), 400),
         (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", HttpError::Malformed("invalid header name"), 400),
         (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", HttpError::Malformed("invalid header name"), 400),
-        (b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
-         HttpError::Malformed("invalid header name"), 400),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", HttpError::Malformed("invalid header name"), 400),
         (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", HttpError::Malformed("invalid header value"), 400),
         (b"GET / HTTP/1.1\rX", HttpError::Malformed("invalid line ending"), 400),
         (b"GET x HTTP/1.1\r\nHost: h\r\n\r\n", HttpError::Malformed("invalid request target"), 400),
-        (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
-         HttpError::Malformed("'*' target is only valid for OPTIONS"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-         HttpError::BadFraming("both Content-Length and Transfer-Encoding"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-         HttpError::BadFraming("conflicting Content-Length values"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n",
-         HttpError::BadFraming("conflicting Content-Length values"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
-         HttpError::BadFraming("invalid Content-Length"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5\r\n\r\n",
-         HttpError::BadFraming("invalid Content-Length"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n",
-         HttpError::BadFraming("invalid Content-Length"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,\r\n\r\n",
-         HttpError::BadFraming("invalid Content-Length"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
-         HttpError::BadFraming("chunked is not the final transfer coding"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-         HttpError::BadFraming("chunked is not the final transfer coding"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,\r\n\r\n",
-         HttpError::BadFraming("chunked is not the final transfer coding"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-         HttpError::BadFraming("chunked applied more than once"), 400),
-        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-         HttpError::BadFraming("Transfer-Encoding in an HTTP/1.0 request"), 400),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-         HttpError::UnsupportedTransferCoding, 501),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
-         HttpError::UnsupportedTransferCoding, 501),
+        (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", HttpError::Malformed("'*' target is only valid for OPTIONS"), 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HttpError::BadFraming("both Content-Length and Transfer-Encoding"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            HttpError::BadFraming("conflicting Content-Length values"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n",
+            HttpError::BadFraming("conflicting Content-Length values"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+            HttpError::BadFraming("invalid Content-Length"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5\r\n\r\n",
+            HttpError::BadFraming("invalid Content-Length"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n",
+            HttpError::BadFraming("invalid Content-Length"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,\r\n\r\n",
+            HttpError::BadFraming("invalid Content-Length"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            HttpError::BadFraming("chunked is not the final transfer coding"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            HttpError::BadFraming("chunked is not the final transfer coding"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,\r\n\r\n",
+            HttpError::BadFraming("chunked is not the final transfer coding"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HttpError::BadFraming("chunked applied more than once"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HttpError::BadFraming("Transfer-Encoding in an HTTP/1.0 request"),
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            HttpError::UnsupportedTransferCoding,
+            501,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HttpError::UnsupportedTransferCoding,
+            501,
+        ),
         (long_cl.as_bytes(), HttpError::BodyTooLarge, 413),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-         HttpError::BodyTooLarge, 413),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            HttpError::BodyTooLarge,
+            413,
+        ),
         (many.as_bytes(), HttpError::HeadTooLarge, 431),
     ];
     for (buf, expected, status) in table {
@@ -210,38 +232,14 @@ fn errors_with_status() {
 fn accepted_framing() {
     let table: &[(&[u8], BodyKind)] = &[
         (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", BodyKind::None),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
-            BodyKind::Length(0),
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 007\r\n\r\n",
-            BodyKind::Length(7),
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-            BodyKind::Length(5),
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5 , 5\r\n\r\n",
-            BodyKind::Length(5),
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n",
-            BodyKind::Length(1048576),
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
-            BodyKind::Chunked,
-        ),
-        (
-            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: , chunked,\r\n\r\n",
-            BodyKind::Chunked,
-        ),
-        (
-            b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
-            BodyKind::Length(3),
-        ),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", BodyKind::Length(0)),
+        (b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 007\r\n\r\n", BodyKind::Length(7)),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", BodyKind::Length(5)),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5 , 5\r\n\r\n", BodyKind::Length(5)),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n", BodyKind::Length(1048576)),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n", BodyKind::Chunked),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: , chunked,\r\n\r\n", BodyKind::Chunked),
+        (b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n", BodyKind::Length(3)),
     ];
     for (buf, kind) in table {
         assert_eq!(complete(buf).0.body_kind(), *kind, "{:?}", show(buf));
@@ -250,33 +248,17 @@ fn accepted_framing() {
 
 #[test]
 fn limits_apply_to_partial_input() {
-    let limits = Limits {
-        max_head: 200,
-        max_uri: 50,
-        max_body: 10,
-    };
+    let limits = Limits { max_head: 200, max_uri: 50, max_body: 10 };
     let run = |buf: &[u8]| parse_head(buf, &limits).map(|s| matches!(s, Status::Partial));
     let target = "/".repeat(50);
     // A target of exactly max_uri is fine; one byte more is refused before the line ends.
-    assert_eq!(
-        run(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()),
-        Ok(false)
-    );
-    assert_eq!(
-        run(format!("GET {target}/").as_bytes()),
-        Err(HttpError::UriTooLong)
-    );
-    assert_eq!(
-        run(format!("GET {target}/ HTTP/1.1\r\n").as_bytes()),
-        Err(HttpError::UriTooLong)
-    );
+    assert_eq!(run(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()), Ok(false));
+    assert_eq!(run(format!("GET {target}/").as_bytes()), Err(HttpError::UriTooLong));
+    assert_eq!(run(format!("GET {target}/ HTTP/1.1\r\n").as_bytes()), Err(HttpError::UriTooLong));
     // A request line that never ends: refused at max_uri + slack even with a short target.
     let method = "M".repeat(50 + REQUEST_LINE_SLACK - 1);
     assert_eq!(run(method.as_bytes()), Ok(true));
-    assert_eq!(
-        run(format!("{method}M").as_bytes()),
-        Err(HttpError::UriTooLong)
-    );
+    assert_eq!(run(format!("{method}M").as_bytes()), Err(HttpError::UriTooLong));
     // A head that keeps growing is refused as soon as it reaches max_head unfinished.
     let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
     head.resize(199, b'v');
@@ -326,29 +308,14 @@ fn headers_are_case_insensitive() {
 fn keep_alive_rules() {
     let table: &[(&[u8], bool)] = &[
         (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
-        (
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-            false,
-        ),
-        (
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
-            false,
-        ),
-        (
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
-            true,
-        ),
-        (
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n",
-            true,
-        ),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", false),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", false),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n", true),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n", true),
         (b"GET / HTTP/1.0\r\n\r\n", false),
         (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
         (b"GET / HTTP/1.0\r\nconnection: x, KEEP-ALIVE\r\n\r\n", true),
-        (
-            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
-            false,
-        ),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false),
     ];
     for (buf, keep) in table {
         assert_eq!(complete(buf).0.keep_alive(), *keep, "{:?}", show(buf));
@@ -369,9 +336,7 @@ fn expect_and_upgrade() {
     let (req, _) = complete(ws);
     assert!(req.wants_upgrade("websocket"));
     assert!(!req.wants_upgrade("h2"));
-    let (req, _) = complete(
-        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket/13\r\n\r\n",
-    );
+    let (req, _) = complete(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket/13\r\n\r\n");
     assert!(req.wants_upgrade("websocket"));
     let (req, _) = complete(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n");
     assert!(!req.wants_upgrade("websocket"), "needs Connection: upgrade");
@@ -381,9 +346,7 @@ fn expect_and_upgrade() {
 
 #[test]
 fn query_param_decoding() {
-    let (req, _) = complete(
-        b"GET /s?topic=a%2Fb&cb=my+fn&empty=&topic=second&n%61me=v HTTP/1.1\r\nHost: h\r\n\r\n",
-    );
+    let (req, _) = complete(b"GET /s?topic=a%2Fb&cb=my+fn&empty=&topic=second&n%61me=v HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(req.query_param("topic").as_deref(), Some("a/b"));
     assert_eq!(req.query_param("cb").as_deref(), Some("my fn"));
     assert_eq!(req.query_param("empty").as_deref(), Some(""));
@@ -395,27 +358,16 @@ fn query_param_decoding() {
 
 #[test]
 fn request_stays_small() {
-    assert!(
-        std::mem::size_of::<Request>() <= 128,
-        "{}",
-        std::mem::size_of::<Request>()
-    );
+    assert!(std::mem::size_of::<Request>() <= 128, "{}", std::mem::size_of::<Request>());
 }
 
 #[test]
 fn unsupported_version_waits_for_the_line() {
     for partial in [&b"GET / HTTP/2"[..], b"GET / HTTP/2.0", b"GET / HTTP/2.0\r"] {
-        assert!(
-            matches!(parse(partial), Ok(Status::Partial)),
-            "{:?}",
-            show(partial)
-        );
+        assert!(matches!(parse(partial), Ok(Status::Partial)), "{:?}", show(partial));
     }
     assert_eq!(error(b"GET / HTTP/2.0\r\n"), HttpError::VersionNotSupported);
-    assert_eq!(
-        error(b"GET / HTTP/2.0x"),
-        HttpError::Malformed("invalid HTTP version")
-    );
+    assert_eq!(error(b"GET / HTTP/2.0x"), HttpError::Malformed("invalid HTTP version"));
 }
 
 #[test]
