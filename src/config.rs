@@ -130,6 +130,34 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     pub cors_publish_origins: Option<Vec<String>>,
 
+    /// Seconds between heartbeats on streaming transports (SSE, stream, iframe, multipart, WebSocket) [default: 15]
+    #[arg(long, value_name = "SECONDS")]
+    pub heartbeat_interval: Option<f64>,
+
+    /// A streaming response ends cleanly (with a resume cursor) after this many seconds [default: 3600]
+    #[arg(long, value_name = "SECONDS")]
+    pub stream_max_age: Option<f64>,
+
+    /// A streaming response ends cleanly (with a resume cursor) after this many message bytes [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub stream_max_bytes: Option<usize>,
+
+    /// Unsent output a connection may hold; a streaming subscriber over it is sent an overflow notice and closed [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_output: Option<usize>,
+
+    /// Reconnect delay in seconds suggested to SSE clients (`retry:`) [default: 2]
+    #[arg(long, value_name = "SECONDS")]
+    pub sse_retry: Option<f64>,
+
+    /// Largest WebSocket message (and frame) accepted from a client, in bytes; larger closes with 1009 [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub ws_max_message: Option<usize>,
+
+    /// Address of the optional raw TCP listener (NUL-terminated JSON commands) [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub raw_listen: Option<SocketAddr>,
+
     /// Log filter in env_logger syntax; RUST_LOG overrides it [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -180,6 +208,20 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Origins allowed to publish cross-origin; `"*"` = any.
     pub cors_publish_origins: Vec<String>,
+    /// Heartbeat period of streaming transports.
+    pub heartbeat_interval: Duration,
+    /// Streaming responses end cleanly after this age.
+    pub stream_max_age: Duration,
+    /// Streaming responses end cleanly after this many message bytes.
+    pub stream_max_bytes: usize,
+    /// Unsent output bound per connection, bytes.
+    pub max_pending_output: usize,
+    /// SSE `retry:` hint.
+    pub sse_retry: Duration,
+    /// Largest WebSocket message or frame from a client, bytes (1009 above it).
+    pub ws_max_message: usize,
+    /// Optional raw TCP listener.
+    pub raw_listen: Option<SocketAddr>,
     /// env_logger filter (RUST_LOG overrides it).
     pub log: String,
 }
@@ -230,6 +272,9 @@ impl Config {
             ("history-bytes", self.history_bytes),
             ("history-total-messages", self.history_total_messages),
             ("history-total-bytes", self.history_total_bytes),
+            ("stream-max-bytes", self.stream_max_bytes),
+            ("max-pending-output", self.max_pending_output),
+            ("ws-max-message", self.ws_max_message),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -249,6 +294,9 @@ impl Config {
             ("longpoll-max-timeout", self.longpoll_max_timeout),
             ("history-age", self.history_age),
             ("shutdown-timeout", self.shutdown_timeout),
+            ("heartbeat-interval", self.heartbeat_interval),
+            ("stream-max-age", self.stream_max_age),
+            ("sse-retry", self.sse_retry),
         ] {
             let zero_ok = option == "shutdown-timeout";
             ensure(zero_ok || !value.is_zero(), option, || "must be greater than 0 seconds".into())?;
@@ -316,6 +364,13 @@ impl Config {
             shutdown_timeout: seconds("shutdown-timeout", pick!(shutdown_timeout), d.shutdown_timeout)?,
             cors_origins: pick!(cors_origins).map_or(d.cors_origins, clean_list),
             cors_publish_origins: pick!(cors_publish_origins).map_or(d.cors_publish_origins, clean_list),
+            heartbeat_interval: seconds("heartbeat-interval", pick!(heartbeat_interval), d.heartbeat_interval)?,
+            stream_max_age: seconds("stream-max-age", pick!(stream_max_age), d.stream_max_age)?,
+            stream_max_bytes: pick!(stream_max_bytes).unwrap_or(d.stream_max_bytes),
+            max_pending_output: pick!(max_pending_output).unwrap_or(d.max_pending_output),
+            sse_retry: seconds("sse-retry", pick!(sse_retry), d.sse_retry)?,
+            ws_max_message: pick!(ws_max_message).unwrap_or(d.ws_max_message),
+            raw_listen: pick!(raw_listen).or(d.raw_listen),
             log: pick!(log).unwrap_or(d.log),
         })
     }
@@ -347,6 +402,13 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             cors_origins: vec!["*".to_owned()],
             cors_publish_origins: Vec::new(),
+            heartbeat_interval: Duration::from_secs(15),
+            stream_max_age: Duration::from_secs(3600),
+            stream_max_bytes: 64 * 1024 * 1024,
+            max_pending_output: 256 * 1024,
+            sse_retry: Duration::from_secs(2),
+            ws_max_message: 1024 * 1024,
+            raw_listen: None,
             log: "info".to_owned(),
         }
     }
@@ -535,6 +597,13 @@ mod tests {
             ("shutdown_timeout", secs(d.shutdown_timeout)),
             ("cors_origins", d.cors_origins.join(",")),
             ("cors_publish_origins", "none".into()),
+            ("heartbeat_interval", secs(d.heartbeat_interval)),
+            ("stream_max_age", secs(d.stream_max_age)),
+            ("stream_max_bytes", d.stream_max_bytes.to_string()),
+            ("max_pending_output", d.max_pending_output.to_string()),
+            ("sse_retry", secs(d.sse_retry)),
+            ("ws_max_message", d.ws_max_message.to_string()),
+            ("raw_listen", "none".into()),
             ("log", d.log.clone()),
         ];
         let command = Cli::command();

@@ -152,12 +152,45 @@ pub struct Message {
     /// Seq of the previous message on the same topic, 0 if none known.
     pub prev_in_topic: u64,
     json: OnceLock<Bytes>,
+    /// Encodings for the other wire formats, allocated on first use so a message that only
+    /// ever goes out as JSON pays 8 bytes for them.
+    wire: OnceLock<Box<[OnceLock<Bytes>; Wire::COUNT]>>,
+}
+
+/// A wire format whose per-message encoding is cached on the message (serialize once, write
+/// many). The transports own the encoders; the message only keeps the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Server-Sent Events: `id:`, `event:`, `data:` lines.
+    Sse,
+    /// JSON made safe inside an HTML `<script>` element (forever iframe).
+    HtmlJson,
+    /// One `multipart/x-mixed-replace` part (boundary line, headers, raw payload).
+    MultipartPart,
+    /// A WebSocket text frame carrying the message JSON.
+    WsFrame,
+    /// A NUL-terminated JSON line for raw TCP clients.
+    RawTcp,
+}
+
+impl Wire {
+    const COUNT: usize = 5;
 }
 
 impl Message {
     /// A message with no event, no content type and no known predecessor.
     pub fn new(seq: u64, topic: Arc<str>, time_ms: u64, data: Bytes) -> Message {
-        Message { seq, topic, time_ms, event: None, content_type: None, data, prev_in_topic: 0, json: OnceLock::new() }
+        Message {
+            seq,
+            topic,
+            time_ms,
+            event: None,
+            content_type: None,
+            data,
+            prev_in_topic: 0,
+            json: OnceLock::new(),
+            wire: OnceLock::new(),
+        }
     }
 
     /// Sets the event name.
@@ -204,6 +237,19 @@ impl Message {
         self.json.get_or_init(|| Bytes::from(self.encode_json(epoch)))
     }
 
+    /// The message in wire format `wire`, built by `encode` on first use and then shared by
+    /// every subscriber of that format. A message belongs to one epoch and one server, so the
+    /// first encoder's result is the one every later caller gets.
+    pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Message) -> Bytes) -> &Bytes {
+        let slots = self.wire.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        slots[wire as usize].get_or_init(|| encode(self))
+    }
+
+    /// Whether the payload goes out as JSON (a JSON content type and valid JSON data).
+    pub fn data_is_json(&self) -> bool {
+        self.is_json() && is_valid_json(&self.data)
+    }
+
     fn encode_json(&self, epoch: Epoch) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + self.topic.len() + 96);
         out.extend_from_slice(b"{\"id\":\"");
@@ -217,7 +263,7 @@ impl Message {
             push_json_str(&mut out, event);
         }
         out.extend_from_slice(b",\"data\":");
-        if self.is_json() && is_valid_json(&self.data) {
+        if self.data_is_json() {
             out.extend_from_slice(&self.data);
         } else if let Ok(text) = std::str::from_utf8(&self.data) {
             push_json_str(&mut out, text);

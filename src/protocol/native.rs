@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::http::Request;
 use crate::hub::{validate_topic, Selector, Since};
+use crate::transport::{iframe, valid_callback, StreamKind, Transport};
 
 /// Most topics or patterns in one subscription.
 pub const MAX_SELECTORS: usize = 32;
@@ -36,6 +37,15 @@ pub struct Publish {
     pub event: Option<Box<str>>,
     pub content_type: Option<Box<str>>,
     pub data: Bytes,
+    /// Piggyback: the publisher also wants what is new on these topics since its cursor.
+    pub piggyback: Option<Piggyback>,
+}
+
+/// The subscription part of a piggybacking publish (`X-Cursor` or `?cursor=`, plus `?topics=`).
+#[derive(Debug)]
+pub struct Piggyback {
+    pub selectors: Box<[Selector]>,
+    pub since: Since,
 }
 
 /// Parses `POST /pub<topic>` with its body.
@@ -68,7 +78,95 @@ pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publis
         },
         None => None,
     };
-    Ok(Publish { topic: topic.to_owned(), event, content_type, data: Bytes::from(body) })
+    let piggyback = parse_piggyback(req)?;
+    Ok(Publish { topic: topic.to_owned(), event, content_type, data: Bytes::from(body), piggyback })
+}
+
+fn parse_piggyback(req: &Request) -> Result<Option<Piggyback>, BadRequest> {
+    let cursor = match req.query_param("cursor") {
+        Some(cursor) => Some(cursor),
+        None => match req.header("x-cursor") {
+            Some(raw) => Some(Cow::Borrowed(
+                std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Cursor is not UTF-8"))?.trim(),
+            )),
+            None => None,
+        },
+    };
+    let topics = req.query_param("topics");
+    match (cursor, topics) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(BadRequest::new("a piggyback cursor needs ?topics=<topic>[,<topic>...]")),
+        (None, Some(_)) => Err(BadRequest::new("?topics= needs a piggyback cursor (X-Cursor or ?cursor=)")),
+        (Some(cursor), Some(topics)) => Ok(Some(Piggyback {
+            selectors: parse_selectors(&topics)?.into_boxed_slice(),
+            since: parse_since(&cursor)?,
+        })),
+    }
+}
+
+/// The transports `?transport=` accepts, for error messages.
+const TRANSPORTS: &str = "poll, longpoll, jsonp, stream, iframe, multipart, sse, websocket";
+
+/// What carries a subscription's messages.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// An HTTP transport on this request.
+    Http(Transport),
+    /// Upgrade this connection to a WebSocket.
+    WebSocket,
+}
+
+/// Picks the transport: `?transport=` if given; else `Upgrade: websocket` selects WebSocket,
+/// `Accept: text/event-stream` selects SSE, and the default is JSON long-poll. `callback=` is
+/// required by (and only allowed with) `jsonp` and `iframe`.
+pub fn select_transport(req: &Request) -> Result<Delivery, BadRequest> {
+    let upgrade = req.wants_upgrade("websocket");
+    let callback = req.query_param("callback");
+    let explicit = req.query_param("transport");
+    let delivery = match explicit.as_deref() {
+        None if upgrade => Delivery::WebSocket,
+        None if accepts_event_stream(req) => Delivery::Http(Transport::Stream(StreamKind::Sse)),
+        None | Some("longpoll") => Delivery::Http(Transport::LongPoll),
+        Some("poll") => Delivery::Http(Transport::Poll),
+        Some("jsonp") => Delivery::Http(Transport::Jsonp { callback: checked_callback(callback.as_deref())?.into() }),
+        Some("iframe") => {
+            let callback = checked_callback(callback.as_deref())?;
+            Delivery::Http(Transport::Stream(StreamKind::Iframe { prefix: iframe::prefix(callback) }))
+        }
+        Some("stream") => Delivery::Http(Transport::Stream(StreamKind::Ndjson)),
+        Some("multipart") => Delivery::Http(Transport::Stream(StreamKind::Multipart)),
+        Some("sse") => Delivery::Http(Transport::Stream(StreamKind::Sse)),
+        Some("websocket") if upgrade => Delivery::WebSocket,
+        Some("websocket") => return Err(BadRequest::new("transport=websocket needs a WebSocket upgrade request")),
+        Some(other) => {
+            return Err(BadRequest::new(format!("unknown transport {other:?}; use one of: {TRANSPORTS}")));
+        }
+    };
+    if upgrade && delivery != Delivery::WebSocket {
+        return Err(BadRequest::new("a WebSocket upgrade contradicts the requested transport"));
+    }
+    let wants_callback =
+        matches!(&delivery, Delivery::Http(Transport::Jsonp { .. } | Transport::Stream(StreamKind::Iframe { .. })));
+    if callback.is_some() && !wants_callback {
+        return Err(BadRequest::new("callback= only applies to transport=jsonp or transport=iframe"));
+    }
+    Ok(delivery)
+}
+
+fn accepts_event_stream(req: &Request) -> bool {
+    req.header_str("accept").is_some_and(|accept| {
+        accept
+            .split(',')
+            .any(|item| item.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/event-stream"))
+    })
+}
+
+fn checked_callback(callback: Option<&str>) -> Result<&str, BadRequest> {
+    match callback {
+        None => Err(BadRequest::new("this transport needs callback=<function name>")),
+        Some(name) if valid_callback(name) => Ok(name),
+        Some(_) => Err(BadRequest::new("invalid callback name: use [A-Za-z_$][A-Za-z0-9_$.]*, at most 64 bytes")),
+    }
 }
 
 /// Event names travel in SSE `event:` lines and JSON; keep them to visible ASCII.
@@ -187,6 +285,54 @@ mod tests {
         for bad in ["since=zz", "timeout=-1", "timeout=121", "timeout=abc"] {
             let req = request(&format!("GET /sub/a?{bad} HTTP/1.1\r\nHost: x\r\n\r\n"));
             assert!(parse_subscribe("/a", &req, max).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transport_selection() {
+        let pick = |head: &str| select_transport(&request(head));
+        let http = |t| Ok(Delivery::Http(t));
+        assert_eq!(pick("GET /sub/a HTTP/1.1\r\nHost: x\r\n\r\n"), http(Transport::LongPoll));
+        assert_eq!(
+            pick("GET /sub/a HTTP/1.1\r\nHost: x\r\nAccept: text/html, text/event-stream;q=0.9\r\n\r\n"),
+            http(Transport::Stream(StreamKind::Sse))
+        );
+        assert_eq!(pick("GET /sub/a?transport=poll HTTP/1.1\r\nHost: x\r\n\r\n"), http(Transport::Poll));
+        assert_eq!(
+            pick("GET /sub/a?transport=stream HTTP/1.1\r\nHost: x\r\n\r\n"),
+            http(Transport::Stream(StreamKind::Ndjson))
+        );
+        assert_eq!(
+            pick("GET /sub/a?transport=jsonp&callback=cb HTTP/1.1\r\nHost: x\r\n\r\n"),
+            http(Transport::Jsonp { callback: "cb".into() })
+        );
+        let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+        assert_eq!(pick(&format!("GET /sub/a HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n")), Ok(Delivery::WebSocket));
+        for bad in [
+            "transport=carrier-pigeon",
+            "transport=jsonp",
+            "transport=jsonp&callback=alert(1)",
+            "transport=iframe&callback=%3C%2Fscript%3E",
+            "transport=longpoll&callback=cb",
+            "transport=websocket",
+        ] {
+            assert!(pick(&format!("GET /sub/a?{bad} HTTP/1.1\r\nHost: x\r\n\r\n")).is_err(), "{bad}");
+        }
+        let contradictory = format!("GET /sub/a?transport=sse HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n");
+        assert!(pick(&contradictory).is_err());
+    }
+
+    #[test]
+    fn piggyback_needs_cursor_and_topics() {
+        let req = request("POST /pub/a?cursor=all&topics=b,c HTTP/1.1\r\nHost: x\r\n\r\n");
+        let p = parse_publish("/a", &req, Vec::new()).expect("valid").piggyback.expect("piggyback");
+        assert_eq!(p.selectors.len(), 2);
+        assert!(matches!(p.since, Since::All));
+        let req = request("POST /pub/a?topics=b HTTP/1.1\r\nHost: x\r\nX-Cursor: all\r\n\r\n");
+        assert!(parse_publish("/a", &req, Vec::new()).expect("valid").piggyback.is_some());
+        for bad in ["cursor=all", "topics=b", "cursor=junk&topics=b"] {
+            let req = request(&format!("POST /pub/a?{bad} HTTP/1.1\r\nHost: x\r\n\r\n"));
+            assert!(parse_publish("/a", &req, Vec::new()).is_err(), "{bad}");
         }
     }
 

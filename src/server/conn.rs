@@ -17,7 +17,9 @@ use mio::net::TcpStream;
 
 use crate::http::{BodyDecoder, Request, Version};
 use crate::hub::Selector;
+use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
+use crate::transport::StreamKind;
 
 /// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
 const MAX_IOV: usize = 64;
@@ -32,7 +34,10 @@ pub enum Phase {
     /// A long-poll with nothing to answer yet: the Continuation, suspended.
     Parked(Box<Parked>),
     /// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
-    Publishing { tag: u64, reply: ReplyMeta, topic: Arc<str> },
+    Publishing { tag: u64, reply: ReplyMeta, topic: Arc<str>, piggyback: Option<Box<Piggyback>> },
+    /// A streaming response (SSE, ndjson, iframe, multipart): open until the client leaves,
+    /// the stream's age or byte limit, an overflow, or shutdown.
+    Streaming(Box<Streaming>),
     /// The last response is queued; once written, the write side is shut down.
     Closing,
     /// Write side shut down; reading and discarding until the peer closes or the timer fires,
@@ -78,6 +83,26 @@ pub struct Parked {
     /// Everything on `selectors` up to this sequence number has been delivered.
     pub cursor: u64,
     pub reply: ReplyMeta,
+    /// `Some(callback)` for JSONP, `None` for the JSON reply.
+    pub jsonp: Option<Box<str>>,
+}
+
+/// An open streaming response.
+#[derive(Debug)]
+pub struct Streaming {
+    pub selectors: Box<[Selector]>,
+    /// Everything on `selectors` up to this sequence number has been queued.
+    pub cursor: u64,
+    pub kind: StreamKind,
+    /// HTTP/1.1 chunked framing; false for HTTP/1.0, whose stream ends at close.
+    pub chunked: bool,
+    /// When the stream ends cleanly (`--stream-max-age`).
+    pub ends_at: Instant,
+    pub next_heartbeat: Instant,
+    /// Message bytes queued so far (`--stream-max-bytes`).
+    pub sent: usize,
+    /// Since when unsent output has been at the bound (the client is not reading).
+    pub over_since: Option<Instant>,
 }
 
 /// One connection in the worker's slab.

@@ -26,6 +26,7 @@ pub use self::stats::WorkerStats;
 use crate::config::Config;
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
 use crate::store::{HistoryLimits, MemoryStore, Store};
+use crate::transport::{multipart, StreamCtx};
 
 /// Batches a worker's channel from the hub holds before the hub waits (then drops, see hub).
 const WORKER_CHANNEL_BATCHES: usize = 1024;
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     /// Open connections across all workers, checked against `max_connections`.
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
+    /// What every streaming frame depends on besides its message (epoch, multipart boundary).
+    pub stream_ctx: StreamCtx,
 }
 
 impl std::fmt::Debug for Shared {
@@ -89,6 +92,11 @@ pub fn start(config: Config) -> io::Result<Server> {
         polls.push(poll);
     }
     let hub = hub::spawn(Arc::clone(&store), links, HUB_CHANNEL)?;
+    let stream_ctx = StreamCtx {
+        epoch: store.epoch(),
+        boundary: multipart::new_boundary()?,
+        retry_ms: u64::try_from(config.sse_retry.as_millis()).unwrap_or(u64::MAX),
+    };
     let shared = Arc::new(Shared {
         store,
         hub: hub.tx.clone(),
@@ -96,6 +104,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         stats: (0..n).map(|_| WorkerStats::default()).collect(),
         connections: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
+        stream_ctx,
         config,
     });
 

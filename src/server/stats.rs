@@ -12,6 +12,10 @@ pub struct WorkerStats {
     pub connections: AtomicU64,
     /// Long-poll requests waiting for a message (gauge).
     pub parked: AtomicU64,
+    /// Open streaming responses: SSE, ndjson, iframe, multipart (gauge).
+    pub streaming: AtomicU64,
+    /// Streaming subscribers disconnected because they stopped reading (output over the bound).
+    pub overflows: AtomicU64,
     /// Connections accepted since start.
     pub accepted: AtomicU64,
     /// Requests parsed since start.
@@ -38,6 +42,8 @@ impl WorkerStats {
         serde_json::json!({
             "connections": self.connections.load(Relaxed),
             "parked": self.parked.load(Relaxed),
+            "streaming": self.streaming.load(Relaxed),
+            "overflows": self.overflows.load(Relaxed),
             "accepted": self.accepted.load(Relaxed),
             "requests": self.requests.load(Relaxed),
             "published": self.published.load(Relaxed),

@@ -26,16 +26,17 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
-use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
+use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta, Streaming};
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
 use super::timer::TimerWheel;
 use super::Shared;
 use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
-use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Since, WorkerMsg};
-use crate::protocol::{self, native, Route};
-use crate::transport::{longpoll, Transport};
+use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Resume, Selector, Since, WorkerMsg};
+use crate::protocol::native::{self, Delivery, Piggyback};
+use crate::protocol::{self, Route};
+use crate::transport::{jsonp, longpoll, Control, StreamKind, Transport};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -292,6 +293,12 @@ impl Worker {
                 self.start_draining(key);
                 return;
             }
+            if let Phase::Streaming(stream) = &conn.phase {
+                if stream.over_since.is_some() && conn.out.len() < self.shared.config.max_pending_output / 2 {
+                    // The client caught up with what was queued: continue from the cursor.
+                    self.feed_stream(key, true);
+                }
+            }
             let read = match self.read_input(key) {
                 Ok(n) => n,
                 Err(e) => {
@@ -325,7 +332,7 @@ impl Worker {
         }
         let cap = match conn.phase {
             // Pipelined requests behind a parked or publishing one wait; bound what we hold.
-            Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } => max_head + 1,
+            Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } | Phase::Streaming(_) => max_head + 1,
             Phase::Body(_) => BODY_READ_CHUNK,
             Phase::Draining => {
                 return drain_socket(conn);
@@ -429,7 +436,11 @@ impl Worker {
                         }
                     }
                 }
-                Phase::Parked(_) | Phase::Publishing { .. } | Phase::Closing | Phase::Draining => break,
+                Phase::Parked(_)
+                | Phase::Publishing { .. }
+                | Phase::Streaming(_)
+                | Phase::Closing
+                | Phase::Draining => break,
             }
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -517,10 +528,11 @@ impl Worker {
             return self.respond_error(key, meta, 403, "origin not allowed to publish", &[]);
         }
         let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
-        let publish = match native::parse_publish(topic, req, body) {
+        let mut publish = match native::parse_publish(topic, req, body) {
             Ok(p) => p,
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
+        let piggyback = publish.piggyback.take().map(Box::new);
         if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
             return self.respond_error(
                 key,
@@ -551,29 +563,41 @@ impl Worker {
         }
         WorkerStats::add(&self.stats().published, 1);
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Publishing { tag, reply: meta, topic };
+            conn.phase = Phase::Publishing { tag, reply: meta, topic, piggyback };
         }
         self.set_timer(key, PUBLISH_ACK_TIMEOUT);
     }
 
     fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
         let Some(conn) = self.conns.get_mut(reply.token) else { return };
-        let Phase::Publishing { tag, reply: meta, ref topic } = conn.phase else { return };
+        let Phase::Publishing { tag, reply: meta, .. } = conn.phase else { return };
         if tag != reply.tag {
             return; // the publisher's connection is gone and its slot was reused
         }
-        let topic = Arc::clone(topic);
+        let Phase::Publishing { topic, piggyback, .. } = mem::replace(&mut conn.phase, Phase::Head { started: None })
+        else {
+            return;
+        };
         if seq == 0 {
             // The hub refused it (it re-validates topics); tell the client rather than pretend.
             self.respond_error(reply.token, meta, 400, "invalid topic", &[]);
             self.pump(reply.token);
             return;
         }
-        let id = crate::hub::MessageId { epoch: self.shared.store.epoch(), seq };
-        let body =
+        let id = MessageId { epoch: self.shared.store.epoch(), seq };
+        let ack =
             serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body));
+        let mut body = serde_json::to_vec(&ack).unwrap_or_default();
+        match piggyback {
+            None => self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body)),
+            Some(piggyback) => {
+                // Same object, plus what is new on the publisher's topics: drop the closing
+                // brace and append the long-poll members.
+                body.pop();
+                body.push(b',');
+                self.respond_piggyback(reply.token, meta, body, &piggyback);
+            }
+        }
         self.pump(reply.token);
     }
 
@@ -583,37 +607,59 @@ impl Worker {
             Ok(sub) => sub,
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
-        let store = &self.shared.store;
-        let (cursor, epoch_gap, show_gap) = match sub.since {
-            Since::Now => (store.head(), false, true),
-            Since::All => (0, false, false),
-            Since::After(id) if id.epoch == store.epoch() => (id.seq, false, true),
-            // A cursor from before a restart: everything we hold is new to this client, and
-            // whatever it missed in between is gone.
-            Since::After(_) => (0, true, true),
+        let transport = match native::select_transport(req) {
+            Ok(Delivery::Http(transport)) => transport,
+            Ok(Delivery::WebSocket) => {
+                return self.respond_error(key, meta, 501, "WebSocket subscriptions are not available yet", &[]);
+            }
+            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
+        let store = &self.shared.store;
+        let resume = sub.since.resolve(store.epoch(), store.head());
+        // A client asking for everything gets everything there is; no gap to report.
+        let show_gap = sub.since != Since::All;
         let default_timeout = config.longpoll_timeout;
+        let (jsonp, poll) = match transport {
+            // HEAD gets the headers of a poll; a stream has no length to describe.
+            Transport::Stream(kind) if !meta.head_only => {
+                return self.start_stream(key, meta, kind, sub.selectors, resume, show_gap);
+            }
+            Transport::Stream(_) | Transport::Poll => (None, true),
+            Transport::LongPoll => (None, false),
+            Transport::Jsonp { callback } => (Some(callback), false),
+        };
         let timeout = match sub.timeout {
             Some(timeout) => timeout,
             None => self.jittered(default_timeout),
         };
-        let transport = if timeout.is_zero() || meta.head_only { Transport::Poll } else { Transport::LongPoll };
-        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor, reply: meta };
-        let force = transport == Transport::Poll || self.shutdown_deadline.is_some();
-        let seen_head = match self.answer(key, &parked, force, epoch_gap, show_gap) {
+        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, jsonp };
+        let force = poll || timeout.is_zero() || meta.head_only || self.shutdown_deadline.is_some();
+        let seen_head = match self.answer(key, &parked, force, resume.reset, show_gap) {
             Answer::Sent => return,
             Answer::Nothing { head } => head,
         };
-        for selector in parked.selectors.iter() {
-            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
-                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
-            }
-        }
+        self.watch(key, &parked.selectors, seen_head);
         WorkerStats::add(&self.stats().parked, 1);
         if let Some(conn) = self.conns.get_mut(key) {
             conn.phase = Phase::Parked(Box::new(parked));
         }
         self.set_timer(key, timeout);
+    }
+
+    /// Registers `key` on its selectors, telling the hub about selectors new to this worker.
+    fn watch(&mut self, key: usize, selectors: &[Selector], seen_head: u64) {
+        for selector in selectors {
+            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
+                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
+            }
+        }
+    }
+
+    fn unwatch(&mut self, key: usize, selectors: &[Selector]) {
+        let now = Instant::now();
+        for selector in selectors {
+            self.subs.remove(selector, key, now);
+        }
     }
 
     /// Reads history after the subscription's cursor and answers if there is anything to say
@@ -633,7 +679,26 @@ impl Worker {
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
         let mut parts = mem::take(&mut self.scratch_parts);
         parts.clear();
-        let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
+        self.count_deliveries();
+        match &parked.jsonp {
+            None => {
+                let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
+                let headers = [("Cache-Control", "no-store")];
+                self.respond_parts(key, parked.reply, 200, "application/json", &headers, &mut parts, len);
+            }
+            Some(callback) => {
+                let len = jsonp::encode(callback, &self.scratch_msgs, &info, &mut parts);
+                let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
+                self.respond_parts(key, parked.reply, 200, jsonp::CONTENT_TYPE, &headers, &mut parts, len);
+            }
+        }
+        self.scratch_parts = parts;
+        Answer::Sent
+    }
+
+    /// Counts the messages in `scratch_msgs` as delivered (stats, and the per-message counts
+    /// for publishers waiting on an acknowledgement).
+    fn count_deliveries(&mut self) {
         if !self.reports.is_empty() {
             for msg in &self.scratch_msgs {
                 if let Some(count) = self.reports.get_mut(&msg.seq) {
@@ -642,22 +707,225 @@ impl Worker {
             }
         }
         WorkerStats::add(&self.stats().delivered, self.scratch_msgs.len() as u64);
-        self.respond_parts(
-            key,
-            parked.reply,
-            200,
-            "application/json",
-            &[("Cache-Control", "no-store")],
-            &mut parts,
-            len,
-        );
+    }
+
+    /// The rest of a piggybacking publish reply: what is new on the publisher's topics.
+    fn respond_piggyback(&mut self, key: usize, meta: ReplyMeta, head: Vec<u8>, piggyback: &Piggyback) {
+        let store = Arc::clone(&self.shared.store);
+        let resume = piggyback.since.resolve(store.epoch(), store.head());
+        self.scratch_msgs.clear();
+        let read = store.read(&piggyback.selectors, resume.after, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let next = match self.scratch_msgs.last() {
+            Some(last) if read.truncated => last.seq,
+            _ => read.head.max(resume.after),
+        };
+        let gap = resume.reset || (read.gap && piggyback.since != Since::All);
+        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+        let mut parts = mem::take(&mut self.scratch_parts);
+        parts.clear();
+        let mut len = head.len();
+        parts.push(Bytes::from(head));
+        len += longpoll::encode_members(&self.scratch_msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
+        self.count_deliveries();
+        self.respond_parts(key, meta, 201, "application/json", &[], &mut parts, len);
         self.scratch_parts = parts;
-        Answer::Sent
+    }
+
+    // ---- streams -----------------------------------------------------------------------------
+
+    /// Starts a streaming response: head, preamble, whatever history is newer than the cursor,
+    /// then frames as messages come, with heartbeats, until the client leaves or a limit ends
+    /// the stream cleanly.
+    fn start_stream(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        kind: StreamKind,
+        selectors: Vec<Selector>,
+        resume: Resume,
+        show_gap: bool,
+    ) {
+        let config = &self.shared.config;
+        let ctx = &self.shared.stream_ctx;
+        let chunked = meta.version == Version::Http11;
+        let content_type = kind.content_type(ctx);
+        let cors_origin = self.cors_value(meta.cors);
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Content-Type", &content_type),
+            ("Cache-Control", "no-cache, no-store"),
+            // Tells nginx-style proxies not to buffer the stream.
+            ("X-Accel-Buffering", "no"),
+            ("X-Content-Type-Options", "nosniff"),
+        ];
+        if let Some(origin) = &cors_origin {
+            headers.push(("Access-Control-Allow-Origin", origin));
+        }
+        let framing = if chunked { Framing::Chunked } else { Framing::CloseDelimited };
+        let mut head = Vec::with_capacity(256);
+        // The stream ends the connection (a clean end, an overflow, or the client leaving).
+        http::write_head(&mut head, 200, meta.version, self.date.value(), &headers, framing, false);
+        let now = Instant::now();
+        let seen_head = self.shared.store.head();
+        let stream = Streaming {
+            selectors: selectors.into_boxed_slice(),
+            cursor: resume.after,
+            kind,
+            chunked,
+            ends_at: now + config.stream_max_age,
+            next_heartbeat: now + config.heartbeat_interval,
+            sent: 0,
+            over_since: None,
+        };
+        let mut first = vec![stream.kind.preamble(ctx, stream.cursor)];
+        if resume.reset {
+            first.push(stream.kind.control(Control::Gap { oldest: None, next: stream.cursor }, ctx));
+        }
+        let selectors = stream.selectors.clone();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.out.push(Bytes::from(head));
+        push_chunk(&mut conn.out, &mut first, stream.chunked);
+        conn.phase = Phase::Streaming(Box::new(stream));
+        self.watch(key, &selectors, seen_head);
+        WorkerStats::add(&self.stats().streaming, 1);
+        self.feed_stream(key, show_gap);
+        self.arm_stream_timer(key);
+    }
+
+    /// Queues what history holds after the stream's cursor, up to the output bound. A client
+    /// that does not read stops the feeding (its cursor waits in history); one that stays over
+    /// the bound for a heartbeat interval is told so and disconnected.
+    fn feed_stream(&mut self, key: usize, mut show_gap: bool) {
+        let store = Arc::clone(&self.shared.store);
+        let bound = self.shared.config.max_pending_output;
+        let max_bytes = self.shared.config.stream_max_bytes;
+        let max_batch = self.shared.config.max_batch;
+        let grace = self.shared.config.heartbeat_interval;
+        loop {
+            let now = Instant::now();
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Phase::Streaming(stream) = &mut conn.phase else { return };
+            if conn.out.len() >= bound {
+                let since = *stream.over_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    self.overflow(key);
+                }
+                return;
+            }
+            stream.over_since = None;
+            self.scratch_msgs.clear();
+            let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.scratch_msgs);
+            let ctx = &self.shared.stream_ctx;
+            let mut parts = mem::take(&mut self.scratch_parts);
+            parts.clear();
+            if read.gap && show_gap {
+                parts.push(stream.kind.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
+            }
+            for msg in &self.scratch_msgs {
+                stream.kind.push_message(msg, ctx, &mut parts);
+                stream.sent += msg.data.len();
+            }
+            stream.cursor = match self.scratch_msgs.last() {
+                Some(last) if read.truncated => last.seq,
+                _ => read.head.max(stream.cursor),
+            };
+            push_chunk(&mut conn.out, &mut parts, stream.chunked);
+            let (cursor, over_bytes) = (stream.cursor, stream.sent >= max_bytes);
+            self.scratch_parts = parts;
+            self.count_deliveries();
+            if over_bytes {
+                self.end_stream(key, Control::End { next: cursor });
+                return;
+            }
+            if !read.truncated {
+                return;
+            }
+            show_gap = true;
+        }
+    }
+
+    /// Heartbeat and age limit of a stream (one timer per connection: the earlier of the two).
+    fn stream_timer(&mut self, key: usize) {
+        let now = Instant::now();
+        let bound = self.shared.config.max_pending_output;
+        let interval = self.shared.config.heartbeat_interval;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Streaming(stream) = &mut conn.phase else { return };
+        if now >= stream.ends_at {
+            let next = stream.cursor;
+            return self.end_stream(key, Control::End { next });
+        }
+        if now >= stream.next_heartbeat {
+            stream.next_heartbeat = now + interval;
+            if conn.out.len() >= bound {
+                let since = *stream.over_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= interval {
+                    return self.overflow(key);
+                }
+            } else {
+                let mut parts = vec![stream.kind.heartbeat(&self.shared.stream_ctx)];
+                push_chunk(&mut conn.out, &mut parts, stream.chunked);
+            }
+        }
+        self.arm_stream_timer(key);
+    }
+
+    fn arm_stream_timer(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let Phase::Streaming(stream) = &conn.phase else { return };
+        let at = stream.ends_at.min(stream.next_heartbeat);
+        self.set_timer(key, at.saturating_duration_since(Instant::now()));
+    }
+
+    /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
+    fn end_stream(&mut self, key: usize, control: Control) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !matches!(conn.phase, Phase::Streaming(_)) {
+            return;
+        }
+        let Phase::Streaming(stream) = mem::replace(&mut conn.phase, Phase::Closing) else { return };
+        let ctx = &self.shared.stream_ctx;
+        let mut parts = vec![stream.kind.control(control, ctx), stream.kind.epilogue(ctx)];
+        push_chunk(&mut conn.out, &mut parts, stream.chunked);
+        if stream.chunked {
+            conn.out.push_static(http::LAST_CHUNK);
+        }
+        self.unwatch(key, &stream.selectors);
+        WorkerStats::sub(&self.stats().streaming, 1);
+        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    }
+
+    /// The client stopped reading: queue the overflow notice (it goes out if the socket takes
+    /// it now) and disconnect, so its memory stays within the bound.
+    fn overflow(&mut self, key: usize) {
+        let next = match self.conns.get(key).map(|c| &c.phase) {
+            Some(Phase::Streaming(stream)) => stream.cursor,
+            _ => return,
+        };
+        WorkerStats::add(&self.stats().overflows, 1);
+        self.end_stream(key, Control::Overflow { next });
+        if let Some(conn) = self.conns.get_mut(key) {
+            let _ = conn.flush();
+        }
+        self.close(key);
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a CORS decision.
+    fn cors_value(&self, cors: Cors) -> Option<String> {
+        let config = &self.shared.config;
+        match cors {
+            Cors::None => None,
+            Cors::Any => Some("*".to_owned()),
+            Cors::Read(i) => config.cors_origins.get(usize::from(i)).cloned(),
+            Cors::Publish(i) => config.cors_publish_origins.get(usize::from(i)).cloned(),
+        }
     }
 
     /// Resumes a parked long-poll if it has something to answer (or `force`).
     fn resume(&mut self, key: usize, force: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        if matches!(conn.phase, Phase::Streaming(_)) {
+            return self.feed_stream(key, true);
+        }
         if !matches!(conn.phase, Phase::Parked(_)) {
             return;
         }
@@ -669,10 +937,7 @@ impl Worker {
         }
         match self.answer(key, &parked, force, false, true) {
             Answer::Sent => {
-                let now = Instant::now();
-                for selector in parked.selectors.iter() {
-                    self.subs.remove(selector, key, now);
-                }
+                self.unwatch(key, &parked.selectors);
                 WorkerStats::sub(&self.stats().parked, 1);
             }
             Answer::Nothing { .. } => {
@@ -872,12 +1137,16 @@ impl Worker {
         conn.readable = false;
         conn.writable = false;
         conn.peer_closed = true;
-        if let Phase::Parked(parked) = phase {
-            let now = Instant::now();
-            for selector in parked.selectors.iter() {
-                self.subs.remove(selector, key, now);
+        match phase {
+            Phase::Parked(parked) => {
+                self.unwatch(key, &parked.selectors);
+                WorkerStats::sub(&self.stats().parked, 1);
             }
-            WorkerStats::sub(&self.stats().parked, 1);
+            Phase::Streaming(stream) => {
+                self.unwatch(key, &stream.selectors);
+                WorkerStats::sub(&self.stats().streaming, 1);
+            }
+            _ => {}
         }
         self.closed.push(key);
     }
@@ -971,6 +1240,7 @@ impl Worker {
                     continue;
                 }
                 Phase::Parked(_) => self.resume(key, true),
+                Phase::Streaming(_) => self.stream_timer(key),
                 Phase::Publishing { reply, .. } => {
                     self.respond_error(key, reply, 504, "publish not acknowledged in time", &[]);
                 }
@@ -1011,6 +1281,11 @@ impl Worker {
                     self.resume(key, true);
                     self.pump(key);
                 }
+                Phase::Streaming(ref stream) => {
+                    let next = stream.cursor;
+                    self.end_stream(key, Control::End { next });
+                    self.pump(key);
+                }
                 Phase::Head { started: None } if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
                 _ => {}
             }
@@ -1037,6 +1312,25 @@ enum Answer {
     Nothing {
         head: u64,
     },
+}
+
+/// Queues `parts` (drained) as one piece of a streaming body: one HTTP chunk when `chunked`
+/// (the chunk header is the only per-connection allocation), raw otherwise.
+fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bool) {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    if len == 0 {
+        parts.clear();
+        return;
+    }
+    if chunked {
+        out.push(Bytes::copy_from_slice(http::chunk_header(len).as_ref()));
+    }
+    for part in parts.drain(..) {
+        out.push(part);
+    }
+    if chunked {
+        out.push_static(http::CHUNK_END);
+    }
 }
 
 fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::hub::{Epoch, Message, MessageId};
 
-const PREFIX: &[u8] = b"{\"messages\":[";
+const PREFIX: &[u8] = b"\"messages\":[";
 const COMMA: &[u8] = b",";
 
 /// What a reply says besides its messages.
@@ -30,6 +30,29 @@ pub struct ReplyInfo {
 
 /// Appends the body slices to `parts` and returns the body length.
 pub fn encode(msgs: &[Arc<Message>], info: &ReplyInfo, parts: &mut Vec<Bytes>) -> usize {
+    encode_with(msgs, info, parts, |msg| msg.json(info.epoch).clone())
+}
+
+/// Like `encode`, with each message's JSON supplied by `json` (JSONP uses a script-safe copy).
+pub fn encode_with(
+    msgs: &[Arc<Message>],
+    info: &ReplyInfo,
+    parts: &mut Vec<Bytes>,
+    json: impl Fn(&Message) -> Bytes,
+) -> usize {
+    parts.push(Bytes::from_static(b"{"));
+    1 + encode_members(msgs, info, parts, json)
+}
+
+/// The reply's members and the closing brace (`"messages":[...],"next":"..."}`), without the
+/// opening brace, so a publish reply can carry them after its own members (piggyback).
+/// Returns the length pushed.
+pub fn encode_members(
+    msgs: &[Arc<Message>],
+    info: &ReplyInfo,
+    parts: &mut Vec<Bytes>,
+    json: impl Fn(&Message) -> Bytes,
+) -> usize {
     let mut len = PREFIX.len();
     parts.push(Bytes::from_static(PREFIX));
     for (i, msg) in msgs.iter().enumerate() {
@@ -37,7 +60,7 @@ pub fn encode(msgs: &[Arc<Message>], info: &ReplyInfo, parts: &mut Vec<Bytes>) -
             parts.push(Bytes::from_static(COMMA));
             len += COMMA.len();
         }
-        let json = msg.json(info.epoch).clone();
+        let json = json(msg);
         len += json.len();
         parts.push(json);
     }

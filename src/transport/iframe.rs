@@ -1,0 +1,57 @@
+//! Forever iframe (the "htmlfile" transport): a hidden iframe loads a never-ending HTML page,
+//! and each message arrives as `<script>parent.<callback>(<json>)</script>`, run by the
+//! browser as soon as it is parsed.
+//!
+//! Old browsers buffer the first kilobyte or so before rendering anything, so the page opens
+//! with a padding comment. Message JSON is made script-safe (`super::script_safe_json`) so no
+//! payload can close the script element or inject markup; the callback name is validated
+//! before the stream starts.
+
+use bytes::Bytes;
+
+use crate::hub::{Epoch, Message, Wire};
+
+pub const CONTENT_TYPE: &str = "text/html; charset=utf-8";
+pub const HEARTBEAT: &[u8] = b"<!-- hb -->\n";
+/// Bytes of padding before the first script.
+pub const PADDING: usize = 1024;
+
+const SUFFIX: &[u8] = b")</script>\n";
+
+/// The document start and the padding.
+pub fn preamble() -> Bytes {
+    let mut out = String::with_capacity(PADDING + 160);
+    out.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>halley</title></head><body>\n<!-- ");
+    out.extend(std::iter::repeat_n(' ', PADDING));
+    out.push_str(" -->\n");
+    Bytes::from(out)
+}
+
+/// `<script>parent.<callback>(` for a validated callback name, built once per connection.
+pub fn prefix(callback: &str) -> Bytes {
+    Bytes::from(format!("<script>parent.{callback}("))
+}
+
+/// The message's script-safe JSON, shared, between this connection's prefix and a fixed suffix.
+pub fn push_message(prefix: &Bytes, msg: &Message, epoch: Epoch, parts: &mut Vec<Bytes>) {
+    parts.push(prefix.clone());
+    parts.push(script_json(msg, epoch).clone());
+    parts.push(Bytes::from_static(SUFFIX));
+}
+
+/// A control object through the same callback.
+pub fn control(prefix: &Bytes, json: &str) -> Bytes {
+    let mut out = Vec::with_capacity(prefix.len() + json.len() + SUFFIX.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&super::script_safe_json(json.as_bytes()));
+    out.extend_from_slice(SUFFIX);
+    Bytes::from(out)
+}
+
+/// The message JSON made safe for a script element, encoded once per message.
+pub fn script_json(msg: &Message, epoch: Epoch) -> &Bytes {
+    msg.encoded(Wire::HtmlJson, |msg| Bytes::from(super::script_safe_json(msg.json(epoch))))
+}
+
+/// Closes the document after the last frame.
+pub const EPILOGUE: &[u8] = b"</body></html>\n";

@@ -1,0 +1,109 @@
+//! `multipart/x-mixed-replace` (RFC 2046 §5.1, as browsers and many device clients use it):
+//! one part per message, with the message's own `Content-Type` and the raw payload, plus
+//! `X-Message-Id`, `X-Topic` and `X-Event` part headers.
+//!
+//! The boundary is random per server start. A payload that happens to contain the boundary
+//! delimiter is sent base64-encoded (`Content-Transfer-Encoding: base64`); base64 has no `-`,
+//! so the delimiter can never appear inside a part.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::StreamCtx;
+use crate::hub::{Message, Wire};
+
+/// `Content-Type` of the whole response.
+pub fn content_type(boundary: &str) -> String {
+    format!("multipart/x-mixed-replace; boundary=\"{boundary}\"")
+}
+
+/// A fresh boundary: 128 random bits in hex.
+pub fn new_boundary() -> std::io::Result<Box<str>> {
+    let mut raw = [0u8; 16];
+    getrandom::getrandom(&mut raw).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut out = String::from("halley-");
+    for b in raw {
+        let _ = write!(out, "{b:02x}");
+    }
+    Ok(out.into())
+}
+
+/// The message as one part, encoded once per message.
+pub fn part<'m>(msg: &'m Message, ctx: &StreamCtx) -> &'m Bytes {
+    msg.encoded(Wire::MultipartPart, |msg| encode(msg, ctx))
+}
+
+fn encode(msg: &Message, ctx: &StreamCtx) -> Bytes {
+    let delimiter = format!("--{}", ctx.boundary);
+    let content_type = msg.content_type.as_deref().unwrap_or("application/octet-stream");
+    let mut head = format!("{delimiter}\r\nContent-Type: {content_type}\r\nX-Message-Id: {}\r\n", msg.id(ctx.epoch));
+    let _ = write!(head, "X-Topic: {}\r\n", msg.topic);
+    if let Some(event) = &msg.event {
+        let _ = write!(head, "X-Event: {event}\r\n");
+    }
+    let collides = contains(&msg.data, delimiter.as_bytes());
+    if collides {
+        head.push_str("Content-Transfer-Encoding: base64\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    if collides {
+        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&msg.data).as_bytes());
+    } else {
+        out.extend_from_slice(&msg.data);
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// A JSON part (heartbeats and control objects).
+pub fn json_part(boundary: &str, json: &str) -> Bytes {
+    Bytes::from(format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{json}\r\n"))
+}
+
+/// The close delimiter that ends the multipart body.
+pub fn epilogue(boundary: &str) -> Bytes {
+    Bytes::from(format!("--{boundary}--\r\n"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::Epoch;
+
+    fn ctx() -> StreamCtx {
+        StreamCtx { epoch: Epoch::from_raw(1).expect("epoch"), boundary: "B0UND".into(), retry_ms: 1000 }
+    }
+
+    #[test]
+    fn a_part_carries_the_payload_raw_with_its_type() {
+        let msg = Message::new(3, Arc::from("/t"), 1, Bytes::from_static(b"{\"a\":1}"))
+            .with_content_type(Some("application/json".into()));
+        let text = String::from_utf8(part(&msg, &ctx()).to_vec()).expect("utf8");
+        assert_eq!(
+            text,
+            "--B0UND\r\nContent-Type: application/json\r\nX-Message-Id: 1-3\r\nX-Topic: /t\r\n\r\n{\"a\":1}\r\n"
+        );
+    }
+
+    #[test]
+    fn a_payload_containing_the_boundary_is_base64() {
+        let msg = Message::new(4, Arc::from("/t"), 1, Bytes::from_static(b"x\r\n--B0UND\r\nevil"));
+        let text = String::from_utf8(part(&msg, &ctx()).to_vec()).expect("utf8");
+        assert!(text.contains("Content-Transfer-Encoding: base64\r\n"));
+        assert_eq!(text.matches("--B0UND").count(), 1, "only the real delimiter: {text}");
+    }
+
+    #[test]
+    fn boundaries_are_random() {
+        assert_ne!(new_boundary().expect("b"), new_boundary().expect("b"));
+    }
+}
