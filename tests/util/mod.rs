@@ -214,7 +214,7 @@ impl Client {
 
     /// Reads more bytes; false on EOF.
     fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 64 * 1024];
         match self.stream.read(&mut chunk) {
             Ok(0) => false,
             Ok(n) => {
@@ -246,4 +246,115 @@ pub fn cursor(addr: SocketAddr, topics: &str) -> String {
     let r = c.get(&format!("/sub{topics}?timeout=0"));
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["next"].as_str().expect("next").to_owned()
+}
+
+/// A streaming response being read incrementally (chunked or close-delimited).
+pub struct StreamClient {
+    pub client: Client,
+    pub head: Response,
+    chunked: bool,
+    /// Decoded body bytes not yet taken by the test.
+    pub body: Vec<u8>,
+    /// The final chunk (or EOF) was seen.
+    pub ended: bool,
+}
+
+impl StreamClient {
+    /// Sends `request` and reads the response head.
+    pub fn open(addr: SocketAddr, request: &str) -> StreamClient {
+        let mut client = Client::connect(addr);
+        client.send(request.as_bytes());
+        let head = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = parsed.parse(&client.buf).expect("valid head") {
+                let status = parsed.code.expect("status");
+                let headers = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                client.buf.drain(..len);
+                break Response { status, headers, body: Vec::new() };
+            }
+            assert!(client.fill(), "closed before the response head");
+        };
+        let chunked = head.header("transfer-encoding").is_some_and(|te| te.contains("chunked"));
+        StreamClient { client, head, chunked, body: Vec::new(), ended: false }
+    }
+
+    /// Reads until `done(&self.body)` or the stream ends; panics after WAIT.
+    pub fn read_until(&mut self, mut done: impl FnMut(&[u8]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.body) {
+            assert!(!self.ended, "stream ended first; body ends with: {:?}", self.tail());
+            assert!(Instant::now() < deadline, "timed out; body ends with: {:?}", self.tail());
+            self.decode_available();
+            if !done(&self.body) && !self.ended && !self.client.fill() {
+                self.decode_available();
+                self.ended = true;
+            }
+        }
+    }
+
+    /// Reads until the body contains `needle` at least `count` times.
+    pub fn read_until_count(&mut self, needle: &str, count: usize) {
+        self.read_until(|body| String::from_utf8_lossy(body).matches(needle).count() >= count);
+    }
+
+    /// Reads until at least one complete line is there, then removes and returns all
+    /// complete lines (so a long stream doesn't pile up in the test's memory).
+    pub fn next_lines(&mut self) -> Vec<String> {
+        self.read_until(|b| b.contains(&b'\n'));
+        let end = self.body.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+        let lines: Vec<u8> = self.body.drain(..end).collect();
+        String::from_utf8_lossy(&lines).lines().map(str::to_owned).collect()
+    }
+
+    /// Reads to the end of the stream.
+    pub fn read_to_end(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while !self.ended {
+            assert!(Instant::now() < deadline, "stream did not end");
+            self.decode_available();
+            if !self.ended && !self.client.fill() {
+                self.decode_available();
+                self.ended = true;
+            }
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The last bytes of the body, for failure messages.
+    pub fn tail(&self) -> String {
+        let start = self.body.len().saturating_sub(300);
+        format!("({} bytes) …{}", self.body.len(), String::from_utf8_lossy(&self.body[start..]))
+    }
+
+    fn decode_available(&mut self) {
+        if !self.chunked {
+            self.body.append(&mut self.client.buf);
+            return;
+        }
+        loop {
+            let buf = &self.client.buf;
+            let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else { return };
+            let size_text = std::str::from_utf8(&buf[..line_end]).expect("chunk size line");
+            let size = usize::from_str_radix(size_text.trim(), 16).expect("hex chunk size");
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if buf.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            let data = buf[line_end + 2..line_end + 2 + size].to_vec();
+            assert_eq!(&buf[line_end + 2 + size..line_end + 4 + size], b"\r\n", "chunk terminator");
+            self.client.buf.drain(..line_end + 4 + size);
+            self.body.extend_from_slice(&data);
+        }
+    }
 }
