@@ -223,3 +223,17 @@ fn stats_reports_workers_and_hub() {
     assert!(stats["hub"].is_object());
     let _ = Client::connect(server.addr);
 }
+
+#[test]
+fn an_empty_body_is_complete_at_once() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    c.send(b"POST /pub/empty HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(c.response().status, 201);
+    // With Expect: 100-continue there is nothing to wait for either: no interim 100.
+    c.send(b"POST /pub/empty HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.response().status, 201);
+    let body = c.get("/sub/empty?since=all&timeout=0").json();
+    assert_eq!(body["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(body["messages"][0]["data"], "");
+}

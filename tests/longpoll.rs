@@ -280,3 +280,76 @@ fn accepting_pauses_at_the_connection_limit_and_resumes() {
     fifth.stream.set_read_timeout(Some(WAIT)).expect("timeout");
     assert_eq!(fifth.response().status, 200);
 }
+
+#[test]
+fn a_cursor_beyond_the_head_is_clamped_and_reported() {
+    let server = TestServer::start();
+    let head = cursor(server.addr, "/future");
+    let epoch = head.split('-').next().expect("epoch");
+    let mut sub = server.client();
+    sub.send(format!("GET /sub/future?since={epoch}-1000000 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let body = sub.response().json();
+    assert_eq!(body["gap"], true, "a cursor this server never issued: {body}");
+    let next = body["next"].as_str().expect("next").to_owned();
+    publish(server.addr, "/future", b"now");
+    let body = sub.get(&format!("/sub/future?since={next}")).json();
+    assert_eq!(body["messages"][0]["data"], "now", "the clamped cursor works");
+}
+
+#[test]
+fn one_broadcast_reaches_differently_shaped_subscribers_each_in_its_own_form() {
+    let server = TestServer::with(|c| c.workers = 1);
+    let start = cursor(server.addr, "/mix");
+    let requests = [
+        format!("GET /sub/mix?since={start} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET /sub/mix?since={start} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET /sub/mix,other?since={start} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET /sub/mix?since={start}&transport=jsonp&callback=cb HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET /sub/mix?since={start} HTTP/1.0\r\n\r\n"),
+        format!("GET /sub/mix?since={start} HTTP/1.1\r\nHost: t\r\nOrigin: https://o.example\r\n\r\n"),
+    ];
+    let mut subs: Vec<Client> = requests
+        .iter()
+        .map(|r| {
+            let mut c = server.client();
+            c.send(r.as_bytes());
+            c
+        })
+        .collect();
+    server.wait_for("parked", requests.len() as u64);
+    publish(server.addr, "/mix", b"to all");
+    let replies: Vec<util::Response> = subs.iter_mut().map(Client::response).collect();
+    assert_eq!(replies[0].json()["messages"][0]["data"], "to all");
+    assert_eq!(replies[0].body, replies[1].body, "identical subscriptions, identical replies");
+    assert_eq!(replies[2].json()["messages"][0]["data"], "to all");
+    assert!(replies[3].text().starts_with("/**/cb("), "JSONP stays JSONP");
+    assert_eq!(replies[4].header("connection"), Some("close"), "HTTP/1.0 keeps its framing");
+    assert_eq!(replies[5].header("access-control-allow-origin"), Some("*"), "CORS reply for the Origin one");
+    assert_eq!(replies[0].header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn shutdown_does_not_wait_for_a_keep_alive_connection_that_was_still_being_written() {
+    let mut server = TestServer::with(|c| {
+        c.shutdown_timeout = Duration::from_secs(8);
+        c.max_batch = 1000;
+    });
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..32 {
+        publish(server.addr, "/big", &chunk);
+    }
+    // A 2 MiB reply the client does not read yet, so it is still queued at shutdown.
+    let mut reader = server.client();
+    reader.send(b"GET /sub/big?since=all&timeout=0 HTTP/1.1\r\nHost: t\r\n\r\n");
+    server.wait_for("requests", 33);
+    let started = Instant::now();
+    let stopper = thread::spawn(move || {
+        server.shutdown();
+        started.elapsed()
+    });
+    let reply = reader.response();
+    assert_eq!(reply.status, 200);
+    assert!(reader.is_closed(), "closed once the reply is out");
+    let took = stopper.join().expect("shutdown thread");
+    assert!(took < Duration::from_secs(6), "shutdown waited {took:?}, the full deadline");
+}

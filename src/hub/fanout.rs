@@ -285,11 +285,14 @@ impl Hub {
         }
     }
 
-    fn send(&mut self, worker: usize, batch: Vec<WorkerMsg>) {
+    fn send(&mut self, worker: usize, mut batch: Vec<WorkerMsg>) {
         let Some(link) = self.links.get(worker) else {
             return;
         };
         let result = if self.wedged.contains(worker) {
+            // Batches were dropped for this worker, and with them wake-ups: the first batch
+            // that gets through tells it to re-read history for every subscriber it holds.
+            batch.insert(0, WorkerMsg::WakeAll);
             link.tx.try_send(batch).map_err(|err| match err {
                 TrySendError::Full(batch) => (batch, false),
                 TrySendError::Disconnected(batch) => (batch, true),

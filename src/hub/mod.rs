@@ -93,6 +93,9 @@ pub enum WorkerMsg {
     Deliver { msg: Arc<Message>, report: bool },
     /// History may hold messages for `selector` that the worker has not read: re-read.
     Wake(Selector),
+    /// Batches for this worker were dropped (its channel stayed full): re-read history for
+    /// every subscriber, since some wake-ups were lost. History itself lost nothing.
+    WakeAll,
     /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
     PublishAck { reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize },
 }

@@ -54,7 +54,7 @@ pub struct BodyPhase {
 }
 
 /// What a response needs to know about the request it answers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyMeta {
     pub version: Version,
     pub keep_alive: bool,
@@ -121,6 +121,10 @@ pub struct Conn {
     pub peer_closed: bool,
     /// Closed by us; the slot is freed after the current event batch.
     pub closed: bool,
+    /// Bytes written so far, and its value when the timer was last set: a timer that fires
+    /// while output is pending closes the connection only if nothing was written since.
+    pub written: u64,
+    pub timer_mark: u64,
 }
 
 impl Conn {
@@ -136,6 +140,8 @@ impl Conn {
             writable: true,
             peer_closed: false,
             closed: false,
+            written: 0,
+            timer_mark: 0,
         }
     }
 
@@ -151,7 +157,10 @@ impl Conn {
             let n = self.out.fill_slices(&mut slices);
             match self.sock.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.out.advance(written),
+                Ok(written) => {
+                    self.out.advance(written);
+                    self.written += written as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -5,8 +5,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Counters of one worker.
+/// Counters of one worker. Aligned to its own cache lines so workers updating their counters
+/// on every delivery don't contend through false sharing.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct WorkerStats {
     /// Open connections (gauge).
     pub connections: AtomicU64,

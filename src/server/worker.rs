@@ -11,6 +11,7 @@
 //! `FIRST_CONN`. A closed connection's slot is freed only after the current event batch, so a
 //! stale event for it cannot reach a new connection that reused the key.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::mem;
 use std::net::Shutdown;
@@ -23,7 +24,7 @@ use crossbeam_channel::Receiver;
 use log::{debug, error, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use slab::Slab;
 
 use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta, Streaming};
@@ -51,8 +52,10 @@ const POOLED_BUFS: usize = 1024;
 const OUT_HIGH_WATER: usize = 256 * 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
-/// How long to wait for the hub to acknowledge a publish before answering 504.
-const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
+/// the hub's own settling of overdue acks (`hub::ACK_TIMEOUT` plus its expiry tick), so the
+/// hub answers first whenever it stored the message.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// After the final response of a closing connection, how long to drain its input.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the last response of a closing connection may take to be written.
@@ -61,6 +64,10 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Hub commands queued above which a publish is refused with 503 rather than queued.
 const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+/// Batches taken from the hub's channel per loop turn.
+const MAX_BATCHES_PER_TURN: usize = 64;
+/// Hub commands held locally while the hub's channel is full.
+const MAX_HUB_BACKLOG: usize = 64 * 1024;
 /// Consecutive accept errors tolerated in one readiness round before backing off.
 const ACCEPT_ERROR_BURST: u32 = 64;
 
@@ -83,6 +90,14 @@ pub(crate) struct Worker {
     /// Closed connections whose slots are freed after the event batch.
     closed: Vec<usize>,
     scratch_keys: Vec<usize>,
+    scratch_topics: FxHashSet<Arc<str>>,
+    /// Control messages for the hub that found its channel full (bounded, retried each turn).
+    hub_backlog: VecDeque<HubCmd>,
+    /// One reply shared by every subscriber woken in this turn with the same subscription and
+    /// cursor (the broadcast case): one history read and one encoding instead of one each.
+    reply_cache: Option<CachedReply>,
+    /// True while resuming the subscribers of one hub turn (the only time the cache is used).
+    caching: bool,
     scratch_msgs: Vec<Arc<Message>>,
     scratch_parts: Vec<Bytes>,
     /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
@@ -120,6 +135,10 @@ impl Worker {
             limits,
             closed: Vec::new(),
             scratch_keys: Vec::new(),
+            scratch_topics: FxHashSet::default(),
+            hub_backlog: VecDeque::new(),
+            reply_cache: None,
+            caching: false,
             scratch_msgs: Vec::new(),
             scratch_parts: Vec::new(),
             reports: FxHashMap::default(),
@@ -177,6 +196,7 @@ impl Worker {
                 }
             }
             self.drain_hub();
+            self.flush_hub_backlog();
             self.fire_timers();
             let now = Instant::now();
             if now >= self.next_housekeeping {
@@ -196,6 +216,12 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.rx.is_empty() {
+            return Duration::ZERO; // batches left over from a bounded drain
+        }
+        if !self.hub_backlog.is_empty() {
+            return Duration::from_millis(1);
+        }
         let mut until = self.next_housekeeping;
         if let Some(deadline) = self.timers.next_deadline() {
             until = until.min(deadline);
@@ -289,9 +315,16 @@ impl Worker {
                 self.close(key);
                 return;
             }
-            if matches!(conn.phase, Phase::Closing) && conn.out.is_empty() {
-                self.start_draining(key);
-                return;
+            if conn.out.is_empty() {
+                match conn.phase {
+                    Phase::Closing => return self.start_draining(key),
+                    // Shutting down: a keep-alive connection whose last reply is now written
+                    // has nothing more coming.
+                    Phase::Head { started: None } if self.shutdown_deadline.is_some() && conn.buffered() == 0 => {
+                        return self.close(key);
+                    }
+                    _ => {}
+                }
             }
             if let Phase::Streaming(stream) = &conn.phase {
                 if stream.over_since.is_some() && conn.out.len() < self.shared.config.max_pending_output / 2 {
@@ -477,7 +510,8 @@ impl Worker {
 
     fn begin_request(&mut self, key: usize, request: Request) {
         match request.body_kind() {
-            BodyKind::None => self.dispatch(key, request, Vec::new()),
+            // An empty body (`Content-Length: 0`) is complete already: no Body phase, no 100.
+            BodyKind::None | BodyKind::Length(0) => self.dispatch(key, request, Vec::new()),
             kind => {
                 let Some(conn) = self.conns.get_mut(key) else { return };
                 if request.expects_continue() && conn.buffered() == 0 {
@@ -665,8 +699,24 @@ impl Worker {
     /// Reads history after the subscription's cursor and answers if there is anything to say
     /// (messages, or a gap), or unconditionally when `force` (timeout, poll, shutdown).
     fn answer(&mut self, key: usize, parked: &Parked, force: bool, epoch_gap: bool, show_gap: bool) -> Answer {
-        let store = Arc::clone(&self.shared.store);
+        // Subscribers woken together by a broadcast usually share selectors and cursor: the
+        // first one's reply (head included) is reused by the rest of this turn.
+        let cacheable = self.caching && !force && !epoch_gap && show_gap;
+        if cacheable {
+            if let Some(cached) = self.reply_cache.take() {
+                let hit = cached.fits(parked);
+                if hit {
+                    self.count_messages(&cached.msgs);
+                    self.queue_response(key, parked.reply, cached.parts[0].clone(), cached.parts[1..].iter().cloned());
+                }
+                self.reply_cache = Some(cached);
+                if hit {
+                    return Answer::Sent;
+                }
+            }
+        }
         self.scratch_msgs.clear();
+        let store = &self.shared.store;
         let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
         let gap = epoch_gap || (show_gap && read.gap);
         if self.scratch_msgs.is_empty() && !gap && !force {
@@ -679,34 +729,57 @@ impl Worker {
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
         let mut parts = mem::take(&mut self.scratch_parts);
         parts.clear();
-        self.count_deliveries();
-        match &parked.jsonp {
+        let head = match &parked.jsonp {
             None => {
                 let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store")];
-                self.respond_parts(key, parked.reply, 200, "application/json", &headers, &mut parts, len);
+                self.response_head(parked.reply, 200, "application/json", &headers, len)
             }
             Some(callback) => {
                 let len = jsonp::encode(callback, &self.scratch_msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
-                self.respond_parts(key, parked.reply, 200, jsonp::CONTENT_TYPE, &headers, &mut parts, len);
+                self.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
             }
+        };
+        let msgs = mem::take(&mut self.scratch_msgs);
+        self.count_messages(&msgs);
+        if cacheable {
+            let mut all = Vec::with_capacity(parts.len() + 1);
+            all.push(head.clone());
+            all.extend(parts.iter().cloned());
+            self.reply_cache = Some(CachedReply {
+                selectors: parked.selectors.clone(),
+                cursor: parked.cursor,
+                jsonp: parked.jsonp.clone(),
+                meta: parked.reply,
+                parts: all,
+                msgs: msgs.clone(),
+            });
         }
+        self.scratch_msgs = msgs;
+        self.queue_response(key, parked.reply, head, parts.drain(..));
         self.scratch_parts = parts;
         Answer::Sent
     }
 
-    /// Counts the messages in `scratch_msgs` as delivered (stats, and the per-message counts
-    /// for publishers waiting on an acknowledgement).
+    /// Counts the messages in `scratch_msgs` as delivered.
     fn count_deliveries(&mut self) {
+        let msgs = mem::take(&mut self.scratch_msgs);
+        self.count_messages(&msgs);
+        self.scratch_msgs = msgs;
+    }
+
+    /// Counts `msgs` as delivered to one subscriber: stats, and the per-message counts for
+    /// publishers waiting on an acknowledgement.
+    fn count_messages(&mut self, msgs: &[Arc<Message>]) {
         if !self.reports.is_empty() {
-            for msg in &self.scratch_msgs {
+            for msg in msgs {
                 if let Some(count) = self.reports.get_mut(&msg.seq) {
                     *count += 1;
                 }
             }
         }
-        WorkerStats::add(&self.stats().delivered, self.scratch_msgs.len() as u64);
+        WorkerStats::add(&self.stats().delivered, msgs.len() as u64);
     }
 
     /// The rest of a piggybacking publish reply: what is new on the publisher's topics.
@@ -1033,37 +1106,46 @@ impl Worker {
         parts: &mut Vec<Bytes>,
         len: usize,
     ) {
+        let head = self.response_head(meta, status, content_type, headers, len);
+        self.queue_response(key, meta, head, parts.drain(..));
+    }
+
+    /// The response head: status line, `Date`, the given headers, CORS, framing, keep-alive.
+    fn response_head(
+        &self,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        len: usize,
+    ) -> Bytes {
         let keep_alive = meta.keep_alive && self.shutdown_deadline.is_none();
+        let origin = self.cors_value(meta.cors);
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
         if !content_type.is_empty() {
             all.push(("Content-Type", content_type));
         }
         all.extend_from_slice(headers);
-        match meta.cors {
-            Cors::None => {}
-            Cors::Any => all.push(("Access-Control-Allow-Origin", "*")),
-            Cors::Read(i) | Cors::Publish(i) => {
-                let config = &self.shared.config;
-                let list = if matches!(meta.cors, Cors::Publish(_)) {
-                    &config.cors_publish_origins
-                } else {
-                    &config.cors_origins
-                };
-                if let Some(origin) = list.get(usize::from(i)) {
-                    all.push(("Access-Control-Allow-Origin", origin));
-                    all.push(("Vary", "Origin"));
-                }
+        if let Some(origin) = &origin {
+            all.push(("Access-Control-Allow-Origin", origin));
+            if origin != "*" {
+                all.push(("Vary", "Origin"));
             }
         }
         let framing = if status == 204 { Framing::None } else { Framing::Length(len) };
         let mut head = Vec::with_capacity(256);
         http::write_head(&mut head, status, meta.version, self.date.value(), &all, framing, keep_alive);
+        Bytes::from(head)
+    }
+
+    /// Queues a response (head, then the body unless the request was HEAD) and moves the
+    /// connection on: back to reading the next request, or to closing.
+    fn queue_response(&mut self, key: usize, meta: ReplyMeta, head: Bytes, body: impl Iterator<Item = Bytes>) {
+        let keep_alive = meta.keep_alive && self.shutdown_deadline.is_none();
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.out.push(Bytes::from(head));
-        if meta.head_only {
-            parts.clear();
-        } else {
-            for part in parts.drain(..) {
+        conn.out.push(head);
+        if !meta.head_only {
+            for part in body {
                 conn.out.push(part);
             }
         }
@@ -1171,42 +1253,95 @@ impl Worker {
     /// Processes everything the hub sent: acknowledgements, then forwarded messages and wakes,
     /// resuming each affected parked connection once per batch.
     fn drain_hub(&mut self) {
-        let mut keys = mem::take(&mut self.scratch_keys);
-        keys.clear();
-        while let Ok(batch) = self.rx.try_recv() {
+        let mut topics = mem::take(&mut self.scratch_topics);
+        let mut selectors = Vec::new();
+        let mut wake_all = false;
+        // A bounded number of batches per turn, so a publish storm cannot starve socket I/O;
+        // the poll timeout is zero while batches remain (`poll_timeout`).
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let Ok(batch) = self.rx.try_recv() else { break };
             for msg in batch {
                 match msg {
                     WorkerMsg::Deliver { msg, report } => {
                         if report {
                             self.reports.insert(msg.seq, 0);
                         }
-                        self.subs.matching(&msg.topic, &mut keys);
+                        // Matching once per distinct topic keeps the work per turn at
+                        // O(topics + subscribers), not O(messages x subscribers).
+                        topics.insert(Arc::clone(&msg.topic));
                     }
-                    WorkerMsg::Wake(selector) => self.subs.on_selector(&selector, &mut keys),
+                    WorkerMsg::Wake(selector) => selectors.push(selector),
+                    WorkerMsg::WakeAll => wake_all = true,
                     WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
                         self.publish_acked(reply, seq, time_ms, delivered);
                     }
                 }
             }
         }
+        let mut keys = mem::take(&mut self.scratch_keys);
+        keys.clear();
+        if wake_all {
+            let waiting = |c: &Conn| matches!(c.phase, Phase::Parked(_) | Phase::Streaming(_));
+            keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
+        } else {
+            for topic in topics.drain() {
+                self.subs.matching(&topic, &mut keys);
+            }
+            for selector in &selectors {
+                self.subs.on_selector(selector, &mut keys);
+            }
+        }
+        topics.clear();
+        self.scratch_topics = topics;
         keys.sort_unstable();
         keys.dedup();
+        self.caching = true;
         for &key in &keys {
             self.resume(key, false);
             self.pump(key);
         }
+        self.caching = false;
         self.scratch_keys = keys;
+        // A cached reply described history as it was in this turn; the next turn reads anew.
+        self.reply_cache = None;
         let reports: Vec<(u64, usize)> = self.reports.drain().collect();
         for (seq, count) in reports {
             self.tell_hub(HubCmd::Delivered { worker: self.id, seq, count });
         }
     }
 
-    /// Sends a control message to the hub. These are small and rare next to publishes, which
-    /// are refused well before the channel fills, so the channel has room for them.
-    fn tell_hub(&self, cmd: HubCmd) {
-        if self.shared.hub.send(cmd).is_err() {
-            debug!("worker {}: hub is gone", self.id);
+    /// Sends a control message (interest, delivery report) to the hub without blocking: if
+    /// the hub's channel is full, the message waits in a bounded local queue that is retried
+    /// every turn, in order.
+    fn tell_hub(&mut self, cmd: HubCmd) {
+        if self.hub_backlog.is_empty() {
+            match self.shared.hub.try_send(cmd) {
+                Ok(()) => return,
+                Err(crossbeam_channel::TrySendError::Full(cmd)) => self.hub_backlog.push_back(cmd),
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.id),
+            }
+        } else if self.hub_backlog.len() < MAX_HUB_BACKLOG {
+            self.hub_backlog.push_back(cmd);
+        } else {
+            // Only a wedged hub gets here. A lost report is settled by the hub's ack timeout; a
+            // lost interest costs wake-ups until the subscriber's timeout, not messages.
+            error!("worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one", self.id);
+        }
+    }
+
+    fn flush_hub_backlog(&mut self) {
+        while let Some(cmd) = self.hub_backlog.pop_front() {
+            match self.shared.hub.try_send(cmd) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(cmd)) => {
+                    self.hub_backlog.push_front(cmd);
+                    return;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.hub_backlog.clear();
+                    return;
+                }
+            }
         }
     }
 
@@ -1217,6 +1352,7 @@ impl Worker {
         if let Some(old) = conn.timer.take() {
             self.timers.cancel(old);
         }
+        conn.timer_mark = conn.written;
         conn.timer = Some(self.timers.insert(Instant::now() + after, key));
     }
 
@@ -1235,6 +1371,18 @@ impl Worker {
                     let version = body.request.version();
                     self.fail(key, 408, "request body not received in time", version);
                 }
+                // A reply still being written is not idle: allow another period while the
+                // client keeps taking bytes, close when it has taken none.
+                Phase::Head { started: None } | Phase::Closing
+                    if !conn.out.is_empty() && conn.written != conn.timer_mark =>
+                {
+                    let period = match conn.phase {
+                        Phase::Closing => CLOSE_WRITE_TIMEOUT,
+                        _ => self.shared.config.keepalive_timeout,
+                    };
+                    self.set_timer(key, period);
+                    continue;
+                }
                 Phase::Head { started: None } | Phase::Closing | Phase::Draining => {
                     self.close(key);
                     continue;
@@ -1242,7 +1390,8 @@ impl Worker {
                 Phase::Parked(_) => self.resume(key, true),
                 Phase::Streaming(_) => self.stream_timer(key),
                 Phase::Publishing { reply, .. } => {
-                    self.respond_error(key, reply, 504, "publish not acknowledged in time", &[]);
+                    let reason = "publish not acknowledged in time; it may have been stored";
+                    self.respond_error(key, reply, 504, reason, &[]);
                 }
             }
             self.pump(key);
@@ -1302,6 +1451,26 @@ impl Worker {
         self.rng ^= self.rng << 17;
         let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
         base.mul_f64(0.9 + 0.2 * unit)
+    }
+}
+
+/// A long-poll reply shared by the subscribers of one hub turn; see `Worker::answer`.
+struct CachedReply {
+    selectors: Box<[Selector]>,
+    cursor: u64,
+    jsonp: Option<Box<str>>,
+    meta: ReplyMeta,
+    /// The response head, then the body slices.
+    parts: Vec<Bytes>,
+    msgs: Vec<Arc<Message>>,
+}
+
+impl CachedReply {
+    fn fits(&self, parked: &Parked) -> bool {
+        self.cursor == parked.cursor
+            && self.meta == parked.reply
+            && self.jsonp == parked.jsonp
+            && self.selectors == parked.selectors
     }
 }
 
