@@ -5,6 +5,7 @@
 //! WebSocket join this enum with their own files, reusing the same cursors and history.
 
 pub mod longpoll;
+pub mod websocket;
 
 /// The transport a subscription uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
