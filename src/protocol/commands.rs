@@ -13,8 +13,9 @@
 //!
 //! `id` is optional on every command; so are `since` on subscribe (default `now`) and `event` on
 //! publish. Topics and patterns need their leading '/' (no `/sub/` URL to lend one). A publish
-//! whose `data` is a JSON string publishes that string's text as `text/plain; charset=utf-8`; any other value (object,
-//! array, number, boolean, null) publishes its JSON text, byte for byte, as `application/json`.
+//! whose `data` is a JSON string publishes that string's text as `text/plain; charset=utf-8`;
+//! any other value (object, array, number, boolean, null) publishes its JSON text, byte for
+//! byte, as `application/json`.
 //! A field that does not belong to the command's `op` is an error, so a typo such as `"topic"`
 //! in a subscribe is reported rather than ignored.
 //!
