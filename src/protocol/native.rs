@@ -170,7 +170,7 @@ fn checked_callback(callback: Option<&str>) -> Result<&str, BadRequest> {
 }
 
 /// Event names travel in SSE `event:` lines and JSON; keep them to visible ASCII.
-fn validate_event(event: &str) -> Result<&str, BadRequest> {
+pub(crate) fn validate_event(event: &str) -> Result<&str, BadRequest> {
     if event.is_empty() || event.len() > MAX_EVENT_LEN {
         return Err(BadRequest::new(format!("event name must be 1 to {MAX_EVENT_LEN} bytes")));
     }

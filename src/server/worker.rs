@@ -1316,7 +1316,7 @@ impl Worker {
     fn tell_hub(&mut self, cmd: HubCmd) {
         if self.hub_backlog.is_empty() {
             match self.shared.hub.try_send(cmd) {
-                Ok(()) => return,
+                Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(cmd)) => self.hub_backlog.push_back(cmd),
                 Err(crossbeam_channel::TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.id),
             }

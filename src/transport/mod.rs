@@ -18,6 +18,7 @@ pub mod longpoll;
 pub mod multipart;
 pub mod sse;
 pub mod stream;
+pub mod websocket;
 
 use bytes::Bytes;
 

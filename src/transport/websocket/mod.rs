@@ -1,0 +1,34 @@
+//! WebSocket (RFC 6455), sans-I/O: the opening handshake and the frame codec.
+//!
+//! This module owns the WebSocket wire format and nothing else. It never touches a socket: the
+//! worker loop owns the connection, hands the upgrade request to [`check_upgrade`], writes the
+//! 101 with [`write_handshake_response`], then feeds the bytes it reads to a [`Decoder`] and
+//! writes frames built with [`frame_header`] / [`encode_frame`] / [`close_frame`]. What the
+//! messages *mean* (JSON commands, acks, hub messages) is `crate::protocol::commands`.
+//!
+//! How the worker is expected to drive it:
+//! - Read into its (pooled) read buffer, then call [`Decoder::decode`] in a loop on the unread
+//!   part until it returns `(0, None)`; drain the consumed bytes. A frame is only decoded once
+//!   it is complete, so the read buffer must be able to hold [`MAX_CLIENT_HEADER`] + `max_frame`
+//!   bytes; an over-long frame is refused from its header, before its payload is read.
+//! - Answer [`Event::Ping`] with a Pong carrying the same payload (RFC 6455 §5.5.3), answer
+//!   [`Event::Close`] with a Close (echoing the code, §5.5.1) and then stop reading; on a
+//!   [`WsError`] send `close_frame(err.close_code(), err.reason())` and close (§7.1.7).
+//! - Server frames are never masked (§5.1). A broadcast encodes each message once; only the
+//!   2..10 byte [`FrameHeader`] is per connection, so header and shared payload go out together
+//!   with `writev`.
+//!
+//! Extensions (`Sec-WebSocket-Extensions`, e.g. permessage-deflate) are not negotiated: the 101
+//! names none, so clients send plain frames and any RSV bit is a protocol error. `Origin` is not
+//! checked here; an origin policy, if any, belongs to the caller.
+
+mod codec;
+mod handshake;
+
+pub use codec::{
+    close_frame, encode_frame, frame_header, Decoder, Event, FrameHeader, Opcode, WsError, MAX_CLIENT_HEADER,
+    MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER,
+};
+pub use handshake::{
+    accept_key, check_upgrade, write_handshake_response, Handshake, HandshakeError, MAX_PROTOCOLS, WEBSOCKET_GUID,
+};
