@@ -27,17 +27,19 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::{FxHashMap, FxHashSet};
 use slab::Slab;
 
-use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta, Streaming};
+mod stream;
+
+use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
 use super::timer::TimerWheel;
 use super::Shared;
 use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
-use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Resume, Selector, Since, WorkerMsg};
+use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
 use crate::protocol::native::{self, Delivery, Piggyback};
 use crate::protocol::{self, Route};
-use crate::transport::{jsonp, longpoll, Control, StreamKind, Transport};
+use crate::transport::{jsonp, longpoll, Control, Transport};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -804,184 +806,6 @@ impl Worker {
         self.scratch_parts = parts;
     }
 
-    // ---- streams -----------------------------------------------------------------------------
-
-    /// Starts a streaming response: head, preamble, whatever history is newer than the cursor,
-    /// then frames as messages come, with heartbeats, until the client leaves or a limit ends
-    /// the stream cleanly.
-    fn start_stream(
-        &mut self,
-        key: usize,
-        meta: ReplyMeta,
-        kind: StreamKind,
-        selectors: Vec<Selector>,
-        resume: Resume,
-        show_gap: bool,
-    ) {
-        let config = &self.shared.config;
-        let ctx = &self.shared.stream_ctx;
-        let chunked = meta.version == Version::Http11;
-        let content_type = kind.content_type(ctx);
-        let cors_origin = self.cors_value(meta.cors);
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("Content-Type", &content_type),
-            ("Cache-Control", "no-cache, no-store"),
-            // Tells nginx-style proxies not to buffer the stream.
-            ("X-Accel-Buffering", "no"),
-            ("X-Content-Type-Options", "nosniff"),
-        ];
-        if let Some(origin) = &cors_origin {
-            headers.push(("Access-Control-Allow-Origin", origin));
-        }
-        let framing = if chunked { Framing::Chunked } else { Framing::CloseDelimited };
-        let mut head = Vec::with_capacity(256);
-        // The stream ends the connection (a clean end, an overflow, or the client leaving).
-        http::write_head(&mut head, 200, meta.version, self.date.value(), &headers, framing, false);
-        let now = Instant::now();
-        let seen_head = self.shared.store.head();
-        let stream = Streaming {
-            selectors: selectors.into_boxed_slice(),
-            cursor: resume.after,
-            kind,
-            chunked,
-            ends_at: now + config.stream_max_age,
-            next_heartbeat: now + config.heartbeat_interval,
-            sent: 0,
-            over_since: None,
-        };
-        let mut first = vec![stream.kind.preamble(ctx, stream.cursor)];
-        if resume.reset {
-            first.push(stream.kind.control(Control::Gap { oldest: None, next: stream.cursor }, ctx));
-        }
-        let selectors = stream.selectors.clone();
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.out.push(Bytes::from(head));
-        push_chunk(&mut conn.out, &mut first, stream.chunked);
-        conn.phase = Phase::Streaming(Box::new(stream));
-        self.watch(key, &selectors, seen_head);
-        WorkerStats::add(&self.stats().streaming, 1);
-        self.feed_stream(key, show_gap);
-        self.arm_stream_timer(key);
-    }
-
-    /// Queues what history holds after the stream's cursor, up to the output bound. A client
-    /// that does not read stops the feeding (its cursor waits in history); one that stays over
-    /// the bound for a heartbeat interval is told so and disconnected.
-    fn feed_stream(&mut self, key: usize, mut show_gap: bool) {
-        let store = Arc::clone(&self.shared.store);
-        let bound = self.shared.config.max_pending_output;
-        let max_bytes = self.shared.config.stream_max_bytes;
-        let max_batch = self.shared.config.max_batch;
-        let grace = self.shared.config.heartbeat_interval;
-        loop {
-            let now = Instant::now();
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let Phase::Streaming(stream) = &mut conn.phase else { return };
-            if conn.out.len() >= bound {
-                let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= grace {
-                    self.overflow(key);
-                }
-                return;
-            }
-            stream.over_since = None;
-            self.scratch_msgs.clear();
-            let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.scratch_msgs);
-            let ctx = &self.shared.stream_ctx;
-            let mut parts = mem::take(&mut self.scratch_parts);
-            parts.clear();
-            if read.gap && show_gap {
-                parts.push(stream.kind.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
-            }
-            for msg in &self.scratch_msgs {
-                stream.kind.push_message(msg, ctx, &mut parts);
-                stream.sent += msg.data.len();
-            }
-            stream.cursor = match self.scratch_msgs.last() {
-                Some(last) if read.truncated => last.seq,
-                _ => read.head.max(stream.cursor),
-            };
-            push_chunk(&mut conn.out, &mut parts, stream.chunked);
-            let (cursor, over_bytes) = (stream.cursor, stream.sent >= max_bytes);
-            self.scratch_parts = parts;
-            self.count_deliveries();
-            if over_bytes {
-                self.end_stream(key, Control::End { next: cursor });
-                return;
-            }
-            if !read.truncated {
-                return;
-            }
-            show_gap = true;
-        }
-    }
-
-    /// Heartbeat and age limit of a stream (one timer per connection: the earlier of the two).
-    fn stream_timer(&mut self, key: usize) {
-        let now = Instant::now();
-        let bound = self.shared.config.max_pending_output;
-        let interval = self.shared.config.heartbeat_interval;
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Streaming(stream) = &mut conn.phase else { return };
-        if now >= stream.ends_at {
-            let next = stream.cursor;
-            return self.end_stream(key, Control::End { next });
-        }
-        if now >= stream.next_heartbeat {
-            stream.next_heartbeat = now + interval;
-            if conn.out.len() >= bound {
-                let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= interval {
-                    return self.overflow(key);
-                }
-            } else {
-                let mut parts = vec![stream.kind.heartbeat(&self.shared.stream_ctx)];
-                push_chunk(&mut conn.out, &mut parts, stream.chunked);
-            }
-        }
-        self.arm_stream_timer(key);
-    }
-
-    fn arm_stream_timer(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let Phase::Streaming(stream) = &conn.phase else { return };
-        let at = stream.ends_at.min(stream.next_heartbeat);
-        self.set_timer(key, at.saturating_duration_since(Instant::now()));
-    }
-
-    /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
-    fn end_stream(&mut self, key: usize, control: Control) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if !matches!(conn.phase, Phase::Streaming(_)) {
-            return;
-        }
-        let Phase::Streaming(stream) = mem::replace(&mut conn.phase, Phase::Closing) else { return };
-        let ctx = &self.shared.stream_ctx;
-        let mut parts = vec![stream.kind.control(control, ctx), stream.kind.epilogue(ctx)];
-        push_chunk(&mut conn.out, &mut parts, stream.chunked);
-        if stream.chunked {
-            conn.out.push_static(http::LAST_CHUNK);
-        }
-        self.unwatch(key, &stream.selectors);
-        WorkerStats::sub(&self.stats().streaming, 1);
-        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
-    }
-
-    /// The client stopped reading: queue the overflow notice (it goes out if the socket takes
-    /// it now) and disconnect, so its memory stays within the bound.
-    fn overflow(&mut self, key: usize) {
-        let next = match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Streaming(stream)) => stream.cursor,
-            _ => return,
-        };
-        WorkerStats::add(&self.stats().overflows, 1);
-        self.end_stream(key, Control::Overflow { next });
-        if let Some(conn) = self.conns.get_mut(key) {
-            let _ = conn.flush();
-        }
-        self.close(key);
-    }
-
     /// The `Access-Control-Allow-Origin` value for a CORS decision.
     fn cors_value(&self, cors: Cors) -> Option<String> {
         let config = &self.shared.config;
@@ -1481,25 +1305,6 @@ enum Answer {
     Nothing {
         head: u64,
     },
-}
-
-/// Queues `parts` (drained) as one piece of a streaming body: one HTTP chunk when `chunked`
-/// (the chunk header is the only per-connection allocation), raw otherwise.
-fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bool) {
-    let len: usize = parts.iter().map(Bytes::len).sum();
-    if len == 0 {
-        parts.clear();
-        return;
-    }
-    if chunked {
-        out.push(Bytes::copy_from_slice(http::chunk_header(len).as_ref()));
-    }
-    for part in parts.drain(..) {
-        out.push(part);
-    }
-    if chunked {
-        out.push_static(http::CHUNK_END);
-    }
 }
 
 fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {
