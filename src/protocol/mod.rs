@@ -24,6 +24,8 @@ pub enum Route<'a> {
     Subscribe {
         topics: &'a str,
     },
+    /// `GET /ws`: a WebSocket that subscribes by command.
+    WebSocket,
     /// `OPTIONS` on a known path: CORS preflight. `publish` says which allowlist applies.
     Preflight {
         publish: bool,
@@ -45,6 +47,8 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         (Kind::Health, "")
     } else if path == "/stats" {
         (Kind::Stats, "")
+    } else if path == "/ws" {
+        (Kind::WebSocket, "")
     } else if let Some(rest) = strip_dir(path, "/pub") {
         (Kind::Publish, rest)
     } else if let Some(rest) = strip_dir(path, "/sub") {
@@ -60,6 +64,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         (_, Method::Options) => Route::Preflight { publish, allow },
         (Kind::Health, Method::Get | Method::Head) => Route::Health,
         (Kind::Stats, Method::Get | Method::Head) => Route::Stats,
+        (Kind::WebSocket, Method::Get) => Route::WebSocket,
         (Kind::Publish, Method::Post | Method::Put) => Route::Publish { topic: rest },
         (Kind::Subscribe, Method::Get | Method::Head) => Route::Subscribe { topics: rest },
         _ => Route::MethodNotAllowed { allow },
@@ -70,6 +75,7 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
 enum Kind {
     Health,
     Stats,
+    WebSocket,
     Publish,
     Subscribe,
 }

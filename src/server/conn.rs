@@ -14,11 +14,13 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use mio::net::TcpStream;
+use serde_json::value::RawValue;
 
 use crate::http::{BodyDecoder, Request, Version};
 use crate::hub::Selector;
 use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
+use crate::transport::websocket::Decoder;
 use crate::transport::StreamKind;
 
 /// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
@@ -38,6 +40,9 @@ pub enum Phase {
     /// A streaming response (SSE, ndjson, iframe, multipart): open until the client leaves,
     /// the stream's age or byte limit, an overflow, or shutdown.
     Streaming(Box<Streaming>),
+    /// A WebSocket (after the upgrade) or raw TCP connection: JSON commands in; messages,
+    /// acknowledgements and heartbeats out.
+    Duplex(Box<Duplex>),
     /// The last response is queued; once written, the write side is shut down.
     Closing,
     /// Write side shut down; reading and discarding until the peer closes or the timer fires,
@@ -74,6 +79,33 @@ pub enum Cors {
     Read(u16),
     /// Reflect the origin with this index in `cors_publish_origins`.
     Publish(u16),
+}
+
+/// A WebSocket or raw TCP connection.
+#[derive(Debug)]
+pub struct Duplex {
+    pub framing: DuplexFraming,
+    pub selectors: Vec<Selector>,
+    /// Everything on `selectors` up to this sequence number has been queued.
+    pub cursor: u64,
+    pub next_heartbeat: Instant,
+    /// A WebSocket ping is unanswered (the peer is presumed dead at the next heartbeat).
+    pub awaiting_pong: bool,
+    /// Since when unsent output has been at the bound.
+    pub over_since: Option<Instant>,
+    /// Publishes handed to the hub and not yet acknowledged: the tag and the client's `id`.
+    pub publishes: VecDeque<(u64, Option<Box<RawValue>>)>,
+    /// The origin may publish (same origin, no origin, or in the publish allowlist).
+    pub may_publish: bool,
+}
+
+/// How a duplex connection frames what it reads and writes.
+#[derive(Debug)]
+pub enum DuplexFraming {
+    /// RFC 6455 frames; client frames go through the decoder.
+    WebSocket(Decoder),
+    /// JSON commands ended by NUL or newline; messages ended by NUL (Flash XMLSocket style).
+    Raw,
 }
 
 /// A suspended long-poll.

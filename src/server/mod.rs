@@ -57,6 +57,7 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    raw_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     wakers: Vec<Arc<Waker>>,
     workers: Vec<JoinHandle<()>>,
@@ -69,6 +70,14 @@ pub fn start(config: Config) -> io::Result<Server> {
     let n = config.workers;
     let listeners = listener::bind_all(config.listen, n, config.backlog)?;
     let addr = listeners[0].local_addr()?;
+    let (raw_listeners, raw_addr) = match config.raw_listen {
+        Some(raw) => {
+            let raw = listener::bind_all(raw, n, config.backlog)?;
+            let addr = raw[0].local_addr()?;
+            (raw.into_iter().map(Some).collect(), Some(addr))
+        }
+        None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
+    };
     let limits = HistoryLimits {
         max_messages: config.history_messages,
         max_bytes: config.history_bytes,
@@ -110,8 +119,9 @@ pub fn start(config: Config) -> io::Result<Server> {
 
     let cores = if !shared.config.pin_workers { None } else { core_affinity::get_core_ids() };
     let mut workers = Vec::with_capacity(n);
-    for (id, ((poll, listener), rx)) in polls.into_iter().zip(listeners).zip(receivers).enumerate() {
-        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, rx)?;
+    let sockets = listeners.into_iter().zip(raw_listeners);
+    for (id, ((poll, (listener, raw)), rx)) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
+        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx)?;
         let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
         let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
             if let Some(core) = core {
@@ -127,7 +137,10 @@ pub fn start(config: Config) -> io::Result<Server> {
         "halley listening on http://{addr} with {n} workers ({})",
         if cores.is_some() { "pinned to cores" } else { "not pinned" }
     );
-    Ok(Server { addr, shared, wakers, workers, hub: Some(hub) })
+    if let Some(raw) = raw_addr {
+        info!("halley raw TCP listener on {raw}");
+    }
+    Ok(Server { addr, raw_addr, shared, wakers, workers, hub: Some(hub) })
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -152,6 +165,11 @@ impl Server {
     /// The address the listeners are bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The raw TCP listener's address, when `--raw-listen` is set.
+    pub fn raw_addr(&self) -> Option<SocketAddr> {
+        self.raw_addr
     }
 
     /// The `/stats` document.

@@ -15,6 +15,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+    pub raw_addr: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -33,7 +34,8 @@ impl TestServer {
         tweak(&mut config);
         let server = server::start(config).expect("server starts");
         let addr = server.local_addr();
-        TestServer { server: Some(server), addr }
+        let raw_addr = server.raw_addr();
+        TestServer { server: Some(server), addr, raw_addr }
     }
 
     pub fn stats(&self) -> serde_json::Value {

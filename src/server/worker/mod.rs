@@ -27,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::{FxHashMap, FxHashSet};
 use slab::Slab;
 
+mod duplex;
 mod stream;
 
 use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
@@ -39,11 +40,12 @@ use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Reque
 use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
 use crate::protocol::native::{self, Delivery, Piggyback};
 use crate::protocol::{self, Route};
-use crate::transport::{jsonp, longpoll, Control, Transport};
+use crate::transport::{jsonp, longpoll, websocket, Control, Transport};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+const RAW_LISTENER: Token = Token(2);
+const FIRST_CONN: usize = 3;
 
 /// Initial capacity of a pooled read buffer, in bytes.
 const READ_BUF: usize = 4096;
@@ -79,6 +81,8 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// The optional raw TCP listener (`--raw-listen`).
+    raw_listener: Option<TcpListener>,
     /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
     /// whenever one of our connections closes.
     accept_paused: bool,
@@ -116,9 +120,13 @@ impl Worker {
         shared: Arc<Shared>,
         poll: Poll,
         mut listener: TcpListener,
+        mut raw_listener: Option<TcpListener>,
         rx: Receiver<Vec<WorkerMsg>>,
     ) -> io::Result<Worker> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(raw) = raw_listener.as_mut() {
+            poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
+        }
         let now = Instant::now();
         let config = &shared.config;
         let limits = http::Limits { max_head: config.max_head, max_uri: config.max_uri, max_body: config.max_body };
@@ -127,6 +135,7 @@ impl Worker {
             id,
             poll,
             listener: Some(listener),
+            raw_listener,
             accept_paused: false,
             conns: Slab::new(),
             timers: TimerWheel::new(Duration::from_millis(10), 4096, now),
@@ -182,7 +191,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // the hub's channel is drained below on every turn
-                    LISTENER => self.accept(),
+                    LISTENER | RAW_LISTENER => self.accept(),
                     Token(t) => {
                         let key = t - FIRST_CONN;
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -240,26 +249,31 @@ impl Worker {
     /// reached, or the process is out of file descriptors; in the last two cases accepting
     /// pauses instead of spinning, and resumes when connections close.
     fn accept(&mut self) {
-        let mut errors = 0;
-        loop {
-            let Some(listener) = self.listener.as_ref() else { return };
-            if self.shared.connections.load(Relaxed) >= self.shared.config.max_connections {
-                self.pause_accept("connection limit reached");
+        self.accept_paused = false;
+        for raw in [false, true] {
+            if !self.accept_from(raw) {
                 return;
             }
+        }
+    }
+
+    /// Accepts from one listener; false when accepting paused.
+    fn accept_from(&mut self, raw: bool) -> bool {
+        let mut errors = 0;
+        loop {
+            let listener = if raw { self.raw_listener.as_ref() } else { self.listener.as_ref() };
+            let Some(listener) = listener else { return true };
+            if self.shared.connections.load(Relaxed) >= self.shared.config.max_connections {
+                self.pause_accept("connection limit reached");
+                return false;
+            }
             match listener.accept() {
-                Ok((sock, _peer)) => {
-                    self.accept_paused = false;
-                    self.add_conn(sock);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_paused = false;
-                    return;
-                }
+                Ok((sock, _peer)) => self.add_conn(sock, raw),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
                     self.pause_accept("out of file descriptors or memory");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection, not the listener.
@@ -267,7 +281,7 @@ impl Worker {
                     errors += 1;
                     if errors >= ACCEPT_ERROR_BURST {
                         self.pause_accept("repeated accept errors");
-                        return;
+                        return false;
                     }
                 }
             }
@@ -282,7 +296,7 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream) {
+    fn add_conn(&mut self, mut sock: TcpStream, raw: bool) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!("worker {}: TCP_NODELAY: {e}", self.id);
         }
@@ -299,8 +313,12 @@ impl Worker {
         self.shared.connections.fetch_add(1, Relaxed);
         WorkerStats::add(&self.stats().connections, 1);
         WorkerStats::add(&self.stats().accepted, 1);
-        // A fresh connection must send its head within the header timeout.
-        self.set_timer(key, self.shared.config.header_timeout);
+        if raw {
+            self.start_raw(key);
+        } else {
+            // A fresh connection must send its head within the header timeout.
+            self.set_timer(key, self.shared.config.header_timeout);
+        }
     }
 
     // ---- the per-connection pump -----------------------------------------------------------
@@ -328,11 +346,12 @@ impl Worker {
                     _ => {}
                 }
             }
-            if let Phase::Streaming(stream) = &conn.phase {
-                if stream.over_since.is_some() && conn.out.len() < self.shared.config.max_pending_output / 2 {
-                    // The client caught up with what was queued: continue from the cursor.
-                    self.feed_stream(key, true);
-                }
+            let drained = conn.out.len() < self.shared.config.max_pending_output / 2;
+            match &conn.phase {
+                // The client caught up with what was queued: continue from the cursor.
+                Phase::Streaming(stream) if drained && stream.over_since.is_some() => self.feed_stream(key, true),
+                Phase::Duplex(duplex) if drained && duplex.over_since.is_some() => self.feed_duplex(key),
+                _ => {}
             }
             let read = match self.read_input(key) {
                 Ok(n) => n,
@@ -369,6 +388,8 @@ impl Worker {
             // Pipelined requests behind a parked or publishing one wait; bound what we hold.
             Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } | Phase::Streaming(_) => max_head + 1,
             Phase::Body(_) => BODY_READ_CHUNK,
+            // A whole client frame (or raw command line) must fit: the decoder needs it complete.
+            Phase::Duplex(_) => self.shared.config.ws_max_message + websocket::MAX_CLIENT_HEADER,
             Phase::Draining => {
                 return drain_socket(conn);
             }
@@ -471,6 +492,10 @@ impl Worker {
                         }
                     }
                 }
+                Phase::Duplex(_) => {
+                    progressed |= self.process_duplex(key);
+                    break;
+                }
                 Phase::Parked(_)
                 | Phase::Publishing { .. }
                 | Phase::Streaming(_)
@@ -547,6 +572,7 @@ impl Worker {
             }
             Route::Publish { topic } => self.publish(key, meta, topic, &req, body),
             Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
+            Route::WebSocket => self.upgrade_websocket(key, meta, &req, Vec::new(), Since::Now),
             Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
             Route::MethodNotAllowed { allow } => {
                 let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
@@ -606,6 +632,10 @@ impl Worker {
 
     fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
         let Some(conn) = self.conns.get_mut(reply.token) else { return };
+        if let Phase::Duplex(_) = conn.phase {
+            self.duplex_publish_acked(reply.token, reply.tag, seq, delivered);
+            return self.pump(reply.token);
+        }
         let Phase::Publishing { tag, reply: meta, .. } = conn.phase else { return };
         if tag != reply.tag {
             return; // the publisher's connection is gone and its slot was reused
@@ -646,7 +676,7 @@ impl Worker {
         let transport = match native::select_transport(req) {
             Ok(Delivery::Http(transport)) => transport,
             Ok(Delivery::WebSocket) => {
-                return self.respond_error(key, meta, 501, "WebSocket subscriptions are not available yet", &[]);
+                return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
             }
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
@@ -820,8 +850,10 @@ impl Worker {
     /// Resumes a parked long-poll if it has something to answer (or `force`).
     fn resume(&mut self, key: usize, force: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if matches!(conn.phase, Phase::Streaming(_)) {
-            return self.feed_stream(key, true);
+        match conn.phase {
+            Phase::Streaming(_) => return self.feed_stream(key, true),
+            Phase::Duplex(_) => return self.feed_duplex(key),
+            _ => {}
         }
         if !matches!(conn.phase, Phase::Parked(_)) {
             return;
@@ -1052,6 +1084,10 @@ impl Worker {
                 self.unwatch(key, &stream.selectors);
                 WorkerStats::sub(&self.stats().streaming, 1);
             }
+            Phase::Duplex(duplex) => {
+                self.unwatch(key, &duplex.selectors);
+                WorkerStats::sub(&self.stats().duplex, 1);
+            }
             _ => {}
         }
         self.closed.push(key);
@@ -1105,7 +1141,7 @@ impl Worker {
         let mut keys = mem::take(&mut self.scratch_keys);
         keys.clear();
         if wake_all {
-            let waiting = |c: &Conn| matches!(c.phase, Phase::Parked(_) | Phase::Streaming(_));
+            let waiting = |c: &Conn| matches!(c.phase, Phase::Parked(_) | Phase::Streaming(_) | Phase::Duplex(_));
             keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
         } else {
             for topic in topics.drain() {
@@ -1213,6 +1249,7 @@ impl Worker {
                 }
                 Phase::Parked(_) => self.resume(key, true),
                 Phase::Streaming(_) => self.stream_timer(key),
+                Phase::Duplex(_) => self.duplex_timer(key),
                 Phase::Publishing { reply, .. } => {
                     let reason = "publish not acknowledged in time; it may have been stored";
                     self.respond_error(key, reply, 504, reason, &[]);
@@ -1243,7 +1280,7 @@ impl Worker {
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -1257,6 +1294,10 @@ impl Worker {
                 Phase::Streaming(ref stream) => {
                     let next = stream.cursor;
                     self.end_stream(key, Control::End { next });
+                    self.pump(key);
+                }
+                Phase::Duplex(_) => {
+                    self.duplex_shutdown(key);
                     self.pump(key);
                 }
                 Phase::Head { started: None } if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),

@@ -1,0 +1,435 @@
+//! WebSocket and raw TCP connections: one socket carrying JSON commands from the client
+//! (`subscribe`, `unsubscribe`, `publish`, `ping`; see `protocol::commands`) and messages,
+//! acknowledgements and heartbeats from the server.
+//!
+//! Both are fed from history by cursor like every other transport. The WebSocket frames its
+//! messages as text frames; raw TCP ends each JSON object with a NUL byte, as Flash
+//! XMLSocket clients expect. Each message's frame is encoded once per wire format and shared.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{Worker, CLOSE_WRITE_TIMEOUT, HUB_PUBLISH_HIGH_WATER};
+use crate::http::Request;
+use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Selector, Since, Wire};
+use crate::protocol::commands::{self, Command, Op};
+use crate::protocol::native::{Publish, MAX_SELECTORS};
+use crate::server::conn::{Cors, Duplex, DuplexFraming, Phase, ReplyMeta};
+use crate::server::stats::WorkerStats;
+use crate::transport::websocket::{self, Event, Opcode};
+use crate::transport::Control;
+
+/// Publishes one duplex connection may have waiting for the hub's acknowledgement.
+const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
+/// Longest raw TCP command line beyond the message limit (the terminator).
+const RAW_TERMINATORS: &[u8] = b"\0\n";
+/// The Flash socket policy request and its answer (a permissive policy: Halley's data is
+/// governed by its own publish rules, not by the policy file).
+const POLICY_REQUEST: &[u8] = b"<policy-file-request/>";
+const POLICY: &[u8] =
+    b"<?xml version=\"1.0\"?><cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"*\"/></cross-domain-policy>\0";
+
+impl Worker {
+    /// Upgrades an HTTP request to a WebSocket (RFC 6455 §4.2), subscribed to `selectors`
+    /// from `since` when any are given (`/sub/<topics>`), or to nothing yet (`/ws`).
+    pub(super) fn upgrade_websocket(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        req: &Request,
+        selectors: Vec<Selector>,
+        since: Since,
+    ) {
+        if req.header("origin").is_some() && meta.cors == Cors::None {
+            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+        }
+        let handshake = match websocket::check_upgrade(req) {
+            Ok(handshake) => handshake,
+            Err(e) => return self.respond_error(key, meta, e.status(), e.reason(), e.headers()),
+        };
+        let may_publish = self.origin_may_publish(req);
+        let mut head = Vec::with_capacity(160);
+        websocket::write_handshake_response(&mut head, &handshake.accept, None);
+        let max = self.shared.config.ws_max_message;
+        let framing = DuplexFraming::WebSocket(websocket::Decoder::new(max, max));
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.out.push(Bytes::from(head));
+        self.start_duplex(key, framing, may_publish);
+        if !selectors.is_empty() {
+            self.duplex_subscribe(key, selectors, since, None);
+        }
+    }
+
+    /// A connection accepted on the raw TCP listener.
+    pub(super) fn start_raw(&mut self, key: usize) {
+        self.start_duplex(key, DuplexFraming::Raw, true);
+    }
+
+    fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool) {
+        let now = Instant::now();
+        let interval = self.shared.config.heartbeat_interval;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.phase = Phase::Duplex(Box::new(Duplex {
+            framing,
+            selectors: Vec::new(),
+            cursor: self.shared.store.head(),
+            next_heartbeat: now + interval,
+            awaiting_pong: false,
+            over_since: None,
+            publishes: VecDeque::new(),
+            may_publish,
+        }));
+        WorkerStats::add(&self.stats().duplex, 1);
+        self.set_timer(key, interval);
+    }
+
+    /// Decodes and handles what the client sent, one frame or line at a time.
+    pub(super) fn process_duplex(&mut self, key: usize) -> bool {
+        let mut progressed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return progressed };
+            let Phase::Duplex(duplex) = &mut conn.phase else { return progressed };
+            let Some(buf) = conn.inbuf.as_mut() else { return progressed };
+            if buf.is_empty() {
+                return progressed;
+            }
+            let step = match &mut duplex.framing {
+                DuplexFraming::WebSocket(decoder) => match decoder.decode(buf) {
+                    Ok((0, None)) => return progressed,
+                    Ok((used, event)) => {
+                        buf.drain(..used);
+                        event.map(Step::Ws)
+                    }
+                    Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
+                },
+                DuplexFraming::Raw => match buf.iter().position(|b| RAW_TERMINATORS.contains(b)) {
+                    Some(end) => {
+                        let line: Vec<u8> = buf.drain(..=end).take(end).collect();
+                        Some(Step::Line(line))
+                    }
+                    None if buf.len() > self.shared.config.ws_max_message => Some(Step::LineTooLong),
+                    None if buf.as_slice() == POLICY_REQUEST => {
+                        buf.clear();
+                        Some(Step::Policy)
+                    }
+                    None => return progressed,
+                },
+            };
+            progressed = true;
+            match step {
+                None => {}
+                Some(Step::Ws(Event::Text(text))) => self.duplex_command(key, text.as_bytes()),
+                Some(Step::Ws(Event::Binary(_))) => {
+                    self.duplex_close(key, 1003, "binary messages are not supported; send JSON text");
+                    return true;
+                }
+                Some(Step::Ws(Event::Ping(payload))) => self.ws_frame(key, Opcode::Pong, &payload),
+                Some(Step::Ws(Event::Pong(_))) => {
+                    if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
+                        duplex.awaiting_pong = false;
+                    }
+                }
+                Some(Step::Ws(Event::Close { code, .. })) => {
+                    // Echo the status code, as RFC 6455 §5.5.1 asks, then close.
+                    self.duplex_close(key, code.unwrap_or(1000), "");
+                    return true;
+                }
+                Some(Step::WsError(code, reason)) => {
+                    self.duplex_close(key, code, reason);
+                    return true;
+                }
+                Some(Step::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+                Some(Step::Line(line)) if line.as_slice() == POLICY_REQUEST => self.raw_policy(key),
+                Some(Step::Line(line)) => self.duplex_command(key, &line),
+                Some(Step::Policy) => self.raw_policy(key),
+                Some(Step::LineTooLong) => {
+                    self.duplex_reply(key, commands::error(None, "command too long"));
+                    self.duplex_close(key, 1009, "command too long");
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn raw_policy(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.out.push_static(POLICY);
+        }
+    }
+
+    fn duplex_command(&mut self, key: usize, text: &[u8]) {
+        let command = match commands::parse_command(text) {
+            Ok(command) => command,
+            Err(e) => return self.duplex_reply(key, e.reply()),
+        };
+        match command {
+            Command::Subscribe { selectors, since, id } => self.duplex_subscribe(key, selectors, since, id.as_deref()),
+            Command::Unsubscribe { selectors, id } => self.duplex_unsubscribe(key, selectors, id.as_deref()),
+            Command::Publish { publish, id } => self.duplex_publish(key, publish, id),
+            Command::Ping { id } => self.duplex_reply(key, commands::ack(Op::Ping, id.as_deref(), &[])),
+        }
+    }
+
+    /// Adds selectors. Messages on them up to the connection's cursor that are newer than
+    /// `since` are sent first (the backfill), then everything flows from the one cursor.
+    fn duplex_subscribe(&mut self, key: usize, selectors: Vec<Selector>, since: Since, id: Option<&RawValue>) {
+        let store = &self.shared.store;
+        let resume = since.resolve(store.epoch(), store.head());
+        let head = store.head();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
+        if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
+            let reason = format!("at most {MAX_SELECTORS} topics per connection");
+            return self.duplex_reply(key, commands::error(id, &reason));
+        }
+        // The first subscription sets the cursor, and the feed below delivers from it. A later
+        // one joins a cursor that may be ahead of `since`: its topics' messages up to that
+        // cursor are sent first (the backfill), the feed covers the rest.
+        let backfill_to = if duplex.selectors.is_empty() {
+            duplex.cursor = resume.after;
+            0
+        } else {
+            duplex.cursor
+        };
+        duplex.selectors.extend(fresh.iter().cloned());
+        let names: Vec<&str> = fresh.iter().map(Selector::as_str).collect();
+        let ack = commands::ack(Op::Subscribe, id, &[("topics", serde_json::json!(names))]);
+        self.duplex_reply(key, ack);
+        if resume.reset {
+            let next = resume.after;
+            self.duplex_reply(key, Control::Gap { oldest: None, next }.json(self.shared.store.epoch()));
+        }
+        if resume.after < backfill_to {
+            self.duplex_backfill(key, &fresh, resume.after, backfill_to);
+        }
+        self.watch(key, &fresh, head);
+        self.feed_duplex(key);
+    }
+
+    /// Sends the messages on `selectors` with `after < seq <= upto`.
+    fn duplex_backfill(&mut self, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
+        let max_batch = self.shared.config.max_batch;
+        loop {
+            self.scratch_msgs.clear();
+            let read = self.shared.store.read(selectors, after, max_batch, &mut self.scratch_msgs);
+            self.scratch_msgs.retain(|m| m.seq <= upto);
+            let msgs = std::mem::take(&mut self.scratch_msgs);
+            for msg in &msgs {
+                self.duplex_message(key, msg);
+            }
+            self.count_messages(&msgs);
+            let last = msgs.last().map(|m| m.seq);
+            self.scratch_msgs = msgs;
+            match last {
+                Some(seq) if read.truncated && seq < upto => after = seq,
+                _ => return,
+            }
+        }
+    }
+
+    fn duplex_unsubscribe(&mut self, key: usize, selectors: Option<Vec<Selector>>, id: Option<&RawValue>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let removed: Vec<Selector> = match selectors {
+            None => std::mem::take(&mut duplex.selectors),
+            Some(selectors) => {
+                duplex.selectors.retain(|s| !selectors.contains(s));
+                selectors
+            }
+        };
+        self.unwatch(key, &removed);
+        self.duplex_reply(key, commands::ack(Op::Unsubscribe, id, &[]));
+    }
+
+    fn duplex_publish(&mut self, key: usize, publish: Publish, id: Option<Box<RawValue>>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        if !duplex.may_publish {
+            return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
+        }
+        if duplex.publishes.len() >= MAX_PUBLISHES_IN_FLIGHT {
+            let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
+            return self.duplex_reply(key, commands::error(id.as_deref(), &reason));
+        }
+        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
+            return self.duplex_reply(key, commands::error(id.as_deref(), "server busy: publish queue full"));
+        }
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let cmd = HubCmd::Publish(PublishReq {
+            topic: publish.topic.into(),
+            event: publish.event,
+            content_type: publish.content_type,
+            data: publish.data,
+            reply: Some(ReplyTo { worker: self.id, token: key, tag }),
+        });
+        if self.shared.hub.try_send(cmd).is_err() {
+            return self.duplex_reply(key, commands::error(id.as_deref(), "server busy: publish queue full"));
+        }
+        WorkerStats::add(&self.stats().published, 1);
+        if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
+            duplex.publishes.push_back((tag, id));
+        }
+    }
+
+    /// The hub stored a publish sent on this connection.
+    pub(super) fn duplex_publish_acked(&mut self, key: usize, tag: u64, seq: u64, delivered: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(pos) = duplex.publishes.iter().position(|(t, _)| *t == tag) else { return };
+        let Some((_, id)) = duplex.publishes.remove(pos) else { return };
+        let reply = if seq == 0 {
+            commands::error(id.as_deref(), "invalid topic")
+        } else {
+            let message_id = crate::hub::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
+            let extra = [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
+            commands::ack(Op::Publish, id.as_deref(), &extra)
+        };
+        self.duplex_reply(key, reply);
+    }
+
+    /// Queues what history holds after the connection's cursor, up to the output bound.
+    pub(super) fn feed_duplex(&mut self, key: usize) {
+        let bound = self.shared.config.max_pending_output;
+        let max_batch = self.shared.config.max_batch;
+        let grace = self.shared.config.heartbeat_interval;
+        loop {
+            let now = Instant::now();
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Phase::Duplex(duplex) = &mut conn.phase else { return };
+            if duplex.selectors.is_empty() {
+                return;
+            }
+            if conn.out.len() >= bound {
+                let since = *duplex.over_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    let next = duplex.cursor;
+                    WorkerStats::add(&self.stats().overflows, 1);
+                    self.duplex_reply(key, Control::Overflow { next }.json(self.shared.store.epoch()));
+                    self.duplex_close(key, 1008, "client too slow: unsent output over the bound");
+                }
+                return;
+            }
+            duplex.over_since = None;
+            self.scratch_msgs.clear();
+            let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.scratch_msgs);
+            let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
+            duplex.cursor = match self.scratch_msgs.last() {
+                Some(last) if read.truncated => last.seq,
+                _ => read.head.max(duplex.cursor),
+            };
+            if let Some(gap) = gap {
+                self.duplex_reply(key, gap.json(self.shared.store.epoch()));
+            }
+            let msgs = std::mem::take(&mut self.scratch_msgs);
+            for msg in &msgs {
+                self.duplex_message(key, msg);
+            }
+            self.count_messages(&msgs);
+            self.scratch_msgs = msgs;
+            if !read.truncated {
+                return;
+            }
+        }
+    }
+
+    /// Queues one message in the connection's framing, encoded once per format.
+    fn duplex_message(&mut self, key: usize, msg: &Message) {
+        let epoch = self.shared.store.epoch();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &conn.phase else { return };
+        let frame = match duplex.framing {
+            DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
+                let json = m.json(epoch);
+                let header = websocket::frame_header(Opcode::Text, true, json.len());
+                let mut out = Vec::with_capacity(header.as_ref().len() + json.len());
+                out.extend_from_slice(header.as_ref());
+                out.extend_from_slice(json);
+                Bytes::from(out)
+            }),
+            DuplexFraming::Raw => msg.encoded(Wire::RawTcp, |m| {
+                let mut out = m.json(epoch).to_vec();
+                out.push(0);
+                Bytes::from(out)
+            }),
+        };
+        conn.out.push(frame.clone());
+    }
+
+    /// Queues a reply (acknowledgement, error, control) in the connection's framing.
+    pub(super) fn duplex_reply(&mut self, key: usize, json: String) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &conn.phase else { return };
+        match duplex.framing {
+            DuplexFraming::WebSocket(_) => self.ws_frame(key, Opcode::Text, json.as_bytes()),
+            DuplexFraming::Raw => {
+                let mut line = json.into_bytes();
+                line.push(0);
+                conn.out.push(Bytes::from(line));
+            }
+        }
+    }
+
+    fn ws_frame(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut frame = Vec::with_capacity(payload.len() + 10);
+        websocket::encode_frame(&mut frame, opcode, payload);
+        conn.out.push(Bytes::from(frame));
+    }
+
+    /// Heartbeat: a WebSocket ping (a ping still unanswered from the last one means the peer
+    /// is gone), or a heartbeat line on raw TCP.
+    pub(super) fn duplex_timer(&mut self, key: usize) {
+        let now = Instant::now();
+        let interval = self.shared.config.heartbeat_interval;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        duplex.next_heartbeat = now + interval;
+        match duplex.framing {
+            DuplexFraming::WebSocket(_) if duplex.awaiting_pong => return self.close(key),
+            DuplexFraming::WebSocket(_) => {
+                duplex.awaiting_pong = true;
+                self.ws_frame(key, Opcode::Ping, b"");
+            }
+            DuplexFraming::Raw => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
+        }
+        // A peer that stopped reading is also found here, not only when a message comes.
+        self.feed_duplex(key);
+        self.set_timer(key, interval);
+    }
+
+    /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
+    pub(super) fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Duplex(duplex) = std::mem::replace(&mut conn.phase, Phase::Closing) else { return };
+        if let DuplexFraming::WebSocket(_) = duplex.framing {
+            conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
+        }
+        self.unwatch(key, &duplex.selectors);
+        WorkerStats::sub(&self.stats().duplex, 1);
+        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    }
+
+    /// At shutdown: tell the client where to resume, then close (1001 "going away").
+    pub(super) fn duplex_shutdown(&mut self, key: usize) {
+        let next = match self.conns.get(key).map(|c| &c.phase) {
+            Some(Phase::Duplex(duplex)) => duplex.cursor,
+            _ => return,
+        };
+        self.duplex_reply(key, Control::End { next }.json(self.shared.store.epoch()));
+        self.duplex_close(key, 1001, "server shutting down");
+    }
+}
+
+/// One thing read from a duplex connection.
+enum Step {
+    Ws(Event),
+    WsError(u16, &'static str),
+    Line(Vec<u8>),
+    LineTooLong,
+    Policy,
+}
