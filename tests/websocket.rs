@@ -267,7 +267,7 @@ fn bad_handshakes_are_refused_with_a_reason() {
     let cases = [
         (format!("GET /ws HTTP/1.1\r\n{base}Sec-WebSocket-Version: 8\r\n{key}\r\n"), "426"),
         (format!("GET /ws HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
-        (format!("GET /ws HTTP/1.1\r\nHost: t\r\n\r\n"), "400"),
+        ("GET /ws HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(), "400"),
         (format!("GET /sub/a?transport=sse HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\n{key}\r\n"), "400"),
     ];
     for (request, status) in cases {
@@ -320,7 +320,7 @@ fn raw_tcp_speaks_nul_terminated_json() {
     publish(server.addr, "/dev/42", b"reboot");
     assert_eq!(read_json(&mut sock)["data"], "reboot");
     sock.write_all(b"{\"op\":\"publish\",\"topic\":\"/dev/42\",\"data\":\"ok\"}\0").expect("write");
-    let mut kinds = vec![read_json(&mut sock), read_json(&mut sock)];
+    let mut kinds = [read_json(&mut sock), read_json(&mut sock)];
     kinds.sort_by_key(|v| v["type"].is_null());
     assert_eq!(kinds[0]["op"], "publish");
     assert_eq!(kinds[1]["data"], "ok");
