@@ -1,0 +1,12 @@
+//! halley-load: the C10K long-poll / SSE load generator for Halley (and nginx + Nchan).
+//!
+//! The parent process plans a run, re-executes itself as `worker` children that each hold up
+//! to ~19,000 subscriber sockets (the per-process open-file cap on these machines), publishes
+//! stamped messages, and merges what the children report into one summary. Wire handling
+//! (`http`, `feed`, `stamp`) does no I/O and is unit-tested; the event loops live in `sub`,
+//! `publish` and `floor`.
+
+pub mod feed;
+pub mod http;
+pub mod stamp;
+pub mod stats;
