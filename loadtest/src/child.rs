@@ -18,10 +18,14 @@ pub const EXIT_BAD_PLAN: i32 = 2;
 /// `halley-load worker`: read the plan, hold the subscribers, report, exit.
 pub fn worker_main() -> i32 {
     arm_parent_death();
-    let plan: Plan = match read_line(&mut io::stdin().lock()).map(|l| l.and_then(|l| serde_json::from_str(&l).ok())) {
+    let plan: Plan = match read_line(&mut io::stdin().lock())
+        .map(|l| l.and_then(|l| serde_json::from_str(&l).ok()))
+    {
         Ok(Some(plan)) => plan,
         _ => {
-            emit(&ChildMsg::Log { text: "worker: no valid plan on stdin".into() });
+            emit(&ChildMsg::Log {
+                text: "worker: no valid plan on stdin".into(),
+            });
             return EXIT_BAD_PLAN;
         }
     };
@@ -35,29 +39,33 @@ pub fn worker_main() -> i32 {
     let worker = match crate::sub::start(&plan, stop.clone(), churning.clone()) {
         Ok(w) => w,
         Err(e) => {
-            emit(&ChildMsg::Log { text: format!("worker {}: cannot start: {e}", plan.child) });
+            emit(&ChildMsg::Log {
+                text: format!("worker {}: cannot start: {e}", plan.child),
+            });
             return EXIT_BAD_PLAN;
         }
     };
     let wakers = worker.wakers();
-    let spawned = std::thread::Builder::new().name("commands".into()).spawn(move || {
-        // Stdin's buffer is shared, so what followed the plan line is still there.
-        let mut stdin = io::stdin().lock();
-        loop {
-            match read_line(&mut stdin) {
-                Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
-                    Ok(Command::Stop) => stop.store(true, Ordering::Relaxed),
-                    Ok(Command::Churn) => churning.store(true, Ordering::Relaxed),
-                    Err(_) => continue,
-                },
-                // EOF or a broken pipe: the parent is gone, and so is whoever wanted results.
-                _ => std::process::exit(EXIT_ORPHANED),
+    let spawned = std::thread::Builder::new()
+        .name("commands".into())
+        .spawn(move || {
+            // Stdin's buffer is shared, so what followed the plan line is still there.
+            let mut stdin = io::stdin().lock();
+            loop {
+                match read_line(&mut stdin) {
+                    Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                        Ok(Command::Stop) => stop.store(true, Ordering::Relaxed),
+                        Ok(Command::Churn) => churning.store(true, Ordering::Relaxed),
+                        Err(_) => continue,
+                    },
+                    // EOF or a broken pipe: the parent is gone, and so is whoever wanted results.
+                    _ => std::process::exit(EXIT_ORPHANED),
+                }
+                for w in &wakers {
+                    let _ = w.wake();
+                }
             }
-            for w in &wakers {
-                let _ = w.wake();
-            }
-        }
-    });
+        });
     if spawned.is_err() {
         return EXIT_BAD_PLAN;
     }
@@ -80,7 +88,9 @@ pub fn floor_main(listen: &str, threads: usize) -> i32 {
     let bound = match crate::floor::start(addr, threads) {
         Ok((bound, _handles)) => bound,
         Err(e) => {
-            emit(&ChildMsg::Log { text: format!("floor server: {e}") });
+            emit(&ChildMsg::Log {
+                text: format!("floor server: {e}"),
+            });
             return EXIT_BAD_PLAN;
         }
     };
@@ -108,7 +118,7 @@ pub fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
     if n == 0 {
         return Ok(None);
     }
-    if !line.ends_with('\n') && n as usize >= MAX_LINE_BYTES {
+    if !line.ends_with('\n') && n >= MAX_LINE_BYTES {
         return Err(io::Error::other("line too long"));
     }
     Ok(Some(line.trim_end().to_owned()))
@@ -121,8 +131,14 @@ mod tests {
     #[test]
     fn lines_are_read_one_at_a_time() {
         let mut input = io::Cursor::new(b"{\"cmd\":\"stop\"}\nsecond\n".to_vec());
-        assert_eq!(read_line(&mut input).expect("ok").as_deref(), Some("{\"cmd\":\"stop\"}"));
-        assert_eq!(read_line(&mut input).expect("ok").as_deref(), Some("second"));
+        assert_eq!(
+            read_line(&mut input).expect("ok").as_deref(),
+            Some("{\"cmd\":\"stop\"}")
+        );
+        assert_eq!(
+            read_line(&mut input).expect("ok").as_deref(),
+            Some("second")
+        );
         assert_eq!(read_line(&mut input).expect("ok"), None);
     }
 }

@@ -146,7 +146,10 @@ impl RunArgs {
         if self.scenario == Scenario::Floor && self.pattern == Scenario::Floor {
             return Err("--pattern must name a scenario other than floor".into());
         }
-        let publishing = matches!(self.effective(), Scenario::Rate | Scenario::PerUser | Scenario::Churn);
+        let publishing = matches!(
+            self.effective(),
+            Scenario::Rate | Scenario::PerUser | Scenario::Churn
+        );
         if publishing && !(self.rate > 0.0 && self.rate <= 1_000_000.0) {
             return Err("--rate must be in (0, 1000000]".into());
         }
@@ -154,14 +157,16 @@ impl RunArgs {
             return Err("--duration must be in (0, 3600] seconds".into());
         }
         if self.publishers == 0 || self.publishers as usize > crate::stamp::MAX_PUBLISHERS {
-            return Err(format!("--publishers must be in 1..={}", crate::stamp::MAX_PUBLISHERS));
+            return Err(format!(
+                "--publishers must be in 1..={}",
+                crate::stamp::MAX_PUBLISHERS
+            ));
         }
         if self.source_addrs == 0 || self.source_addrs > 254 {
             return Err("--source-addrs must be in 1..=254".into());
         }
-        if !(self.connect_timeout > 0.0 && self.connect_timeout <= 3600.0)
-            || !(self.drain_timeout > 0.0 && self.drain_timeout <= 3600.0)
-        {
+        let in_range = |s: f64| s > 0.0 && s <= 3600.0;
+        if !in_range(self.connect_timeout) || !in_range(self.drain_timeout) {
             return Err("timeouts must be in (0, 3600] seconds".into());
         }
         if self.messages > 1_000_000 {
@@ -170,7 +175,9 @@ impl RunArgs {
         if self.pad > 1024 * 1024 {
             return Err("--pad must be at most 1 MiB".into());
         }
-        if self.effective() == Scenario::Churn && !(self.churn_rate > 0.0 && self.churn_rate <= 1_000_000.0) {
+        if self.effective() == Scenario::Churn
+            && !(self.churn_rate > 0.0 && self.churn_rate <= 1_000_000.0)
+        {
             return Err("--churn-rate must be in (0, 1000000]".into());
         }
         Ok(())
@@ -191,7 +198,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("halley-load").chain(args.iter().copied())).expect("parses")
+        Cli::try_parse_from(std::iter::once("halley-load").chain(args.iter().copied()))
+            .expect("parses")
     }
 
     #[test]
@@ -213,14 +221,20 @@ mod tests {
     #[test]
     fn bad_numbers_are_refused() {
         assert!(parse(&["-n", "0"]).run.validate().is_err());
-        assert!(parse(&["--scenario", "rate", "--rate", "0"]).run.validate().is_err());
+        assert!(parse(&["--scenario", "rate", "--rate", "0"])
+            .run
+            .validate()
+            .is_err());
         assert!(parse(&["--source-addrs", "0"]).run.validate().is_err());
         assert!(parse(&["--publishers", "65"]).run.validate().is_err());
     }
 
     #[test]
     fn hidden_subcommands_parse() {
-        assert!(matches!(parse(&["worker"]).internal, Some(Internal::Worker)));
+        assert!(matches!(
+            parse(&["worker"]).internal,
+            Some(Internal::Worker)
+        ));
         assert!(matches!(
             parse(&["floor-server", "--threads", "3"]).internal,
             Some(Internal::FloorServer { threads: 3, .. })

@@ -17,7 +17,9 @@ use crate::stamp::{Nested, Stamp};
 pub const MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
 
 /// Which server's API the requests follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// Halley's native API (`/pub/<topic>`, `/sub/<topic>?since=`).
@@ -28,7 +30,9 @@ pub enum Target {
 
 /// How a subscriber receives messages. WebSocket and chunked-stream modes slot in here when
 /// the transports land: one variant, one arm in each `match` below and in `sub.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// One request per response; re-poll with the cursor.
@@ -114,8 +118,13 @@ impl Endpoint {
         match cursor {
             Cursor::Start => {}
             Cursor::Halley(next) => query.push(format!("since={}", query_escape(next))),
-            Cursor::Nchan { last_modified, etag } => {
-                extra.push_str(&format!("If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n"));
+            Cursor::Nchan {
+                last_modified,
+                etag,
+            } => {
+                extra.push_str(&format!(
+                    "If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n"
+                ));
             }
             Cursor::EventId(id) => extra.push_str(&format!("Last-Event-ID: {id}\r\n")),
         }
@@ -146,14 +155,20 @@ impl Endpoint {
     /// Read one complete long-poll response, moving `cursor` forward.
     /// Non-200 answers (a Halley timeout is a 200; Nchan's are 304/408) deliver nothing and
     /// keep the cursor.
-    pub fn longpoll_response(&self, head: &Head, body: &[u8], cursor: &mut Cursor) -> Result<Polled, FeedError> {
+    pub fn longpoll_response(
+        &self,
+        head: &Head,
+        body: &[u8],
+        cursor: &mut Cursor,
+    ) -> Result<Polled, FeedError> {
         let mut polled = Polled::default();
         if head.status != 200 {
             return Ok(polled);
         }
         match self.target {
             Target::Halley => {
-                let parsed: LongPollBody = serde_json::from_slice(body).map_err(|_| FeedError::BadBody)?;
+                let parsed: LongPollBody =
+                    serde_json::from_slice(body).map_err(|_| FeedError::BadBody)?;
                 for m in parsed.messages {
                     match m.data.0 {
                         Some(s) => polled.stamps.push(s),
@@ -171,7 +186,10 @@ impl Endpoint {
                     None => polled.foreign += 1,
                 }
                 if let (Some(lm), Some(etag)) = (&head.last_modified, &head.etag) {
-                    *cursor = Cursor::Nchan { last_modified: lm.clone(), etag: etag.clone() };
+                    *cursor = Cursor::Nchan {
+                        last_modified: lm.clone(),
+                        etag: etag.clone(),
+                    };
                 }
             }
         }
@@ -289,7 +307,14 @@ mod tests {
     }
 
     fn head(status: u16) -> Head {
-        Head { status, framing: Framing::Length(0), keep_alive: true, last_modified: None, etag: None, event_stream: false }
+        Head {
+            status,
+            framing: Framing::Length(0),
+            keep_alive: true,
+            last_modified: None,
+            etag: None,
+            event_stream: false,
+        }
     }
 
     #[test]
@@ -297,30 +322,59 @@ mod tests {
         let ep = endpoint(Target::Halley, Mode::Longpoll);
         let mut cursor = Cursor::Start;
         let first = String::from_utf8(ep.subscribe_request("bench", &cursor)).expect("ascii");
-        assert!(first.starts_with("GET /sub/bench?timeout=30 HTTP/1.1\r\n"), "{first}");
+        assert!(
+            first.starts_with("GET /sub/bench?timeout=30 HTTP/1.1\r\n"),
+            "{first}"
+        );
         let body = br#"{"messages":[{"id":"7-1","topic":"/bench","time":1,"data":{"src":0,"seq":1,"ts":5,"pad":""}},
             {"id":"7-2","topic":"/bench","time":1,"data":"plain text"}],"next":"7-2"}"#;
-        let polled = ep.longpoll_response(&head(200), body, &mut cursor).expect("valid");
-        assert_eq!(polled.stamps, vec![Stamp { src: 0, seq: 1, ts: 5 }]);
+        let polled = ep
+            .longpoll_response(&head(200), body, &mut cursor)
+            .expect("valid");
+        assert_eq!(
+            polled.stamps,
+            vec![Stamp {
+                src: 0,
+                seq: 1,
+                ts: 5
+            }]
+        );
         assert_eq!(polled.foreign, 1);
         assert_eq!(cursor, Cursor::Halley("7-2".into()));
         let again = String::from_utf8(ep.subscribe_request("bench", &cursor)).expect("ascii");
-        assert!(again.starts_with("GET /sub/bench?since=7-2&timeout=30 HTTP/1.1\r\n"), "{again}");
+        assert!(
+            again.starts_with("GET /sub/bench?since=7-2&timeout=30 HTTP/1.1\r\n"),
+            "{again}"
+        );
     }
 
     #[test]
     fn halley_timeout_and_gap_keep_polling() {
         let ep = endpoint(Target::Halley, Mode::Longpoll);
         let mut cursor = Cursor::Halley("1-1".into());
-        let polled = ep.longpoll_response(&head(200), br#"{"messages":[],"next":"1-1"}"#, &mut cursor).expect("ok");
+        let polled = ep
+            .longpoll_response(&head(200), br#"{"messages":[],"next":"1-1"}"#, &mut cursor)
+            .expect("ok");
         assert!(polled.stamps.is_empty());
         assert_eq!(cursor, Cursor::Halley("1-1".into()));
-        let polled =
-            ep.longpoll_response(&head(200), br#"{"messages":[],"next":"2-9","gap":true}"#, &mut cursor).expect("ok");
+        let polled = ep
+            .longpoll_response(
+                &head(200),
+                br#"{"messages":[],"next":"2-9","gap":true}"#,
+                &mut cursor,
+            )
+            .expect("ok");
         assert!(polled.gap);
         assert_eq!(cursor, Cursor::Halley("2-9".into()));
-        assert_eq!(ep.longpoll_response(&head(200), b"{oops", &mut cursor), Err(FeedError::BadBody));
-        assert_eq!(cursor, Cursor::Halley("2-9".into()), "a bad body does not move the cursor");
+        assert_eq!(
+            ep.longpoll_response(&head(200), b"{oops", &mut cursor),
+            Err(FeedError::BadBody)
+        );
+        assert_eq!(
+            cursor,
+            Cursor::Halley("2-9".into()),
+            "a bad body does not move the cursor"
+        );
     }
 
     #[test]
@@ -330,13 +384,28 @@ mod tests {
         let mut h = head(200);
         h.last_modified = Some("Sun, 22 Nov 2026 06:00:00 GMT".into());
         h.etag = Some("0".into());
-        let polled = ep.longpoll_response(&h, br#"{"src":2,"seq":3,"ts":4,"pad":""}"#, &mut cursor).expect("ok");
-        assert_eq!(polled.stamps, vec![Stamp { src: 2, seq: 3, ts: 4 }]);
+        let polled = ep
+            .longpoll_response(&h, br#"{"src":2,"seq":3,"ts":4,"pad":""}"#, &mut cursor)
+            .expect("ok");
+        assert_eq!(
+            polled.stamps,
+            vec![Stamp {
+                src: 2,
+                seq: 3,
+                ts: 4
+            }]
+        );
         let req = String::from_utf8(ep.subscribe_request("t", &cursor)).expect("ascii");
-        assert!(req.starts_with("GET /sub/t HTTP/1.1\r\n"), "no Halley query for Nchan: {req}");
-        assert!(req.contains("If-Modified-Since: Sun, 22 Nov 2026 06:00:00 GMT\r\nIf-None-Match: 0\r\n"));
+        assert!(
+            req.starts_with("GET /sub/t HTTP/1.1\r\n"),
+            "no Halley query for Nchan: {req}"
+        );
+        assert!(req
+            .contains("If-Modified-Since: Sun, 22 Nov 2026 06:00:00 GMT\r\nIf-None-Match: 0\r\n"));
         let before = cursor.clone();
-        let polled = ep.longpoll_response(&head(304), b"", &mut cursor).expect("ok");
+        let polled = ep
+            .longpoll_response(&head(304), b"", &mut cursor)
+            .expect("ok");
         assert!(polled.stamps.is_empty());
         assert_eq!(cursor, before);
     }
@@ -344,7 +413,8 @@ mod tests {
     #[test]
     fn sse_requests_and_resume() {
         let ep = endpoint(Target::Halley, Mode::Sse);
-        let req = String::from_utf8(ep.subscribe_request("t", &Cursor::EventId("4-4".into()))).expect("ascii");
+        let req = String::from_utf8(ep.subscribe_request("t", &Cursor::EventId("4-4".into())))
+            .expect("ascii");
         assert!(req.starts_with("GET /sub/t?transport=sse HTTP/1.1\r\n"));
         assert!(req.contains("Accept: text/event-stream\r\nLast-Event-ID: 4-4\r\n\r\n"));
         let nchan = endpoint(Target::Nchan, Mode::Sse);
@@ -361,7 +431,11 @@ mod tests {
             for part in [&stream[..split], &stream[split..]] {
                 p.feed(part, |d| events.push(d.to_vec())).expect("ok");
             }
-            assert_eq!(events, vec![b"{\"seq\":1,\n\"ts\":2}".to_vec(), b"x".to_vec()], "split {split}");
+            assert_eq!(
+                events,
+                vec![b"{\"seq\":1,\n\"ts\":2}".to_vec(), b"x".to_vec()],
+                "split {split}"
+            );
             assert_eq!(p.cursor(), Some(Cursor::EventId("1-2".into())));
         }
     }

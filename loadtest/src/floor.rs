@@ -34,7 +34,10 @@ const BACKLOG: i32 = 4096;
 
 /// Start the floor server on `listen` with `threads` loops; returns the bound address and the
 /// thread handles (they run until the process exits).
-pub fn start(listen: SocketAddr, threads: usize) -> io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+pub fn start(
+    listen: SocketAddr,
+    threads: usize,
+) -> io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
     let threads = threads.max(1);
     let first = reuseport_listener(listen)?;
     let addr = first.local_addr()?;
@@ -55,11 +58,17 @@ pub fn start(listen: SocketAddr, threads: usize) -> io::Result<(SocketAddr, Vec<
         inboxes.push(rx);
     }
     let mut handles = Vec::new();
-    for (t, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate() {
-        let others: Vec<_> = peers.iter().enumerate().filter(|(i, _)| *i != t).map(|(_, p)| p.clone()).collect();
+    for (t, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate()
+    {
+        let others: Vec<_> = peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != t)
+            .map(|(_, p)| p.clone())
+            .collect();
         let mut lp = FloorLoop {
             poll,
-            listener: TcpListener::from_std(listener.into()),
+            listener: TcpListener::from_std(listener),
             inbox,
             others,
             ids: ids.clone(),
@@ -67,7 +76,11 @@ pub fn start(listen: SocketAddr, threads: usize) -> io::Result<(SocketAddr, Vec<
             topics: HashMap::new(),
             accepting: true,
         };
-        handles.push(std::thread::Builder::new().name(format!("floor-{t}")).spawn(move || lp.run())?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("floor-{t}"))
+                .spawn(move || lp.run())?,
+        );
     }
     Ok((addr, handles))
 }
@@ -126,22 +139,38 @@ struct FloorLoop {
 /// A parsed request: what the floor acts on.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    Publish { topic: String, body: Vec<u8> },
-    Subscribe { topic: String, since: Option<u64>, sse: bool },
+    Publish {
+        topic: String,
+        body: Vec<u8>,
+    },
+    Subscribe {
+        topic: String,
+        since: Option<u64>,
+        sse: bool,
+    },
     Health,
     NotFound,
 }
 
 impl FloorLoop {
     fn run(&mut self) {
-        if self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE).is_err() {
+        if self
+            .poll
+            .registry()
+            .register(&mut self.listener, LISTENER, Interest::READABLE)
+            .is_err()
+        {
             return;
         }
         let mut events = Events::with_capacity(1024);
         let mut dead = Vec::new();
         loop {
             // Re-arm accepting after an fd shortage, at most once a poll timeout.
-            let timeout = if self.accepting { None } else { Some(Duration::from_millis(50)) };
+            let timeout = if self.accepting {
+                None
+            } else {
+                Some(Duration::from_millis(50))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -183,7 +212,12 @@ impl FloorLoop {
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key() + FIRST_CONN);
-                    if self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok() {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
                         entry.insert(FConn {
                             stream,
                             state: State::Reading,
@@ -206,7 +240,9 @@ impl FloorLoop {
 
     /// Handle readiness on a connection; false when it must be closed.
     fn on_conn(&mut self, key: usize) -> bool {
-        let Some(c) = self.conns.get_mut(key) else { return false };
+        let Some(c) = self.conns.get_mut(key) else {
+            return false;
+        };
         if flush(c).is_err() {
             return false;
         }
@@ -226,7 +262,9 @@ impl FloorLoop {
             }
         }
         loop {
-            let Some(c) = self.conns.get_mut(key) else { return false };
+            let Some(c) = self.conns.get_mut(key) else {
+                return false;
+            };
             if c.state != State::Reading {
                 return true; // a parked long-poll sends nothing until answered
             }
@@ -244,8 +282,14 @@ impl FloorLoop {
 
     fn handle(&mut self, key: usize, req: Request) -> bool {
         match req {
-            Request::Health => self.send(key, Arc::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..])),
-            Request::NotFound => self.send(key, Arc::from(&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..])),
+            Request::Health => self.send(
+                key,
+                Arc::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..]),
+            ),
+            Request::NotFound => self.send(
+                key,
+                Arc::from(&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..]),
+            ),
             Request::Publish { topic, body } => {
                 let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
                 let msg = Arc::new(build_msg(topic, id, &body));
@@ -312,7 +356,9 @@ impl FloorLoop {
         let waiting = std::mem::take(&mut t.waiting);
         let mut streams = std::mem::take(&mut t.streams);
         for key in waiting {
-            let Some(c) = self.conns.get_mut(key) else { continue };
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
             if !matches!(&c.state, State::Parked(topic) if *topic == msg.topic) {
                 continue;
             }
@@ -322,7 +368,9 @@ impl FloorLoop {
             }
         }
         streams.retain(|&key| {
-            let Some(c) = self.conns.get_mut(key) else { return false };
+            let Some(c) = self.conns.get_mut(key) else {
+                return false;
+            };
             if !matches!(&c.state, State::Streaming(topic) if *topic == msg.topic) {
                 return false;
             }
@@ -392,19 +440,32 @@ fn build_msg(topic: String, id: u64, body: &[u8]) -> FloorMsg {
     } else {
         serde_json::to_vec(&String::from_utf8_lossy(body)).unwrap_or_default()
     };
-    let mut entry = format!("{{\"id\":\"0-{id}\",\"topic\":\"/{topic}\",\"time\":{},\"data\":", unix_ns() / 1_000_000).into_bytes();
+    let mut entry = format!(
+        "{{\"id\":\"0-{id}\",\"topic\":\"/{topic}\",\"time\":{},\"data\":",
+        unix_ns() / 1_000_000
+    )
+    .into_bytes();
     entry.extend_from_slice(&data);
     entry.push(b'}');
     let mut json = b"{\"messages\":[".to_vec();
     json.extend_from_slice(&entry);
     json.extend_from_slice(format!("],\"next\":\"0-{id}\"}}").as_bytes());
-    let mut longpoll =
-        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", json.len()).into_bytes();
+    let mut longpoll = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    )
+    .into_bytes();
     longpoll.extend_from_slice(&json);
     let mut sse = format!("id: 0-{id}\ndata: ").into_bytes();
     sse.extend(data.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
     sse.extend_from_slice(b"\n\n");
-    FloorMsg { topic, id, entry, longpoll: Arc::from(longpoll), sse: Arc::from(sse) }
+    FloorMsg {
+        topic,
+        id,
+        entry,
+        longpoll: Arc::from(longpoll),
+        sse: Arc::from(sse),
+    }
 }
 
 /// A long-poll response with every message after the subscriber's cursor.
@@ -418,8 +479,11 @@ fn catch_up_response(msgs: &[Arc<FloorMsg>]) -> Vec<u8> {
     }
     let last = msgs.last().map_or(0, |m| m.id);
     json.extend_from_slice(format!("],\"next\":\"0-{last}\"}}").as_bytes());
-    let mut out =
-        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", json.len()).into_bytes();
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    )
+    .into_bytes();
     out.extend_from_slice(&json);
     out
 }
@@ -456,7 +520,10 @@ fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ()> {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let method = req.method.unwrap_or("");
     let request = if let (Some(topic), "POST") = (path.strip_prefix("/pub/"), method) {
-        Request::Publish { topic: topic.to_owned(), body: buf[head_len..head_len + content_length].to_vec() }
+        Request::Publish {
+            topic: topic.to_owned(),
+            body: buf[head_len..head_len + content_length].to_vec(),
+        }
     } else if let (Some(topic), "GET") = (path.strip_prefix("/sub/"), method) {
         let mut since = last_event_id;
         for pair in query.split('&') {
@@ -466,7 +533,11 @@ fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, ()> {
                 _ => {}
             }
         }
-        Request::Subscribe { topic: topic.to_owned(), since, sse }
+        Request::Subscribe {
+            topic: topic.to_owned(),
+            since,
+            sse,
+        }
     } else if path == "/health" {
         Request::Health
     } else {
@@ -493,28 +564,62 @@ mod tests {
         }
         let (r, n) = parse_request(req).expect("ok").expect("complete");
         assert_eq!(n, req.len());
-        assert_eq!(r, Request::Publish { topic: "t".into(), body: b"abc".to_vec() });
-        let (r, _) = parse_request(b"GET /sub/u1?since=0-7&timeout=30 HTTP/1.1\r\n\r\n").expect("ok").expect("complete");
-        assert_eq!(r, Request::Subscribe { topic: "u1".into(), since: Some(7), sse: false });
-        let (r, _) = parse_request(b"GET /sub/t HTTP/1.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0-3\r\n\r\n")
+        assert_eq!(
+            r,
+            Request::Publish {
+                topic: "t".into(),
+                body: b"abc".to_vec()
+            }
+        );
+        let (r, _) = parse_request(b"GET /sub/u1?since=0-7&timeout=30 HTTP/1.1\r\n\r\n")
             .expect("ok")
             .expect("complete");
-        assert_eq!(r, Request::Subscribe { topic: "t".into(), since: Some(3), sse: true });
+        assert_eq!(
+            r,
+            Request::Subscribe {
+                topic: "u1".into(),
+                since: Some(7),
+                sse: false
+            }
+        );
+        let (r, _) = parse_request(
+            b"GET /sub/t HTTP/1.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0-3\r\n\r\n",
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(
+            r,
+            Request::Subscribe {
+                topic: "t".into(),
+                since: Some(3),
+                sse: true
+            }
+        );
         assert_eq!(parse_request(b"\x01\x02 junk\r\n\r\n"), Err(()));
     }
 
     #[test]
     fn prebuilt_forms_carry_the_stamp() {
-        let stamp = Stamp { src: 1, seq: 9, ts: 77 };
+        let stamp = Stamp {
+            src: 1,
+            seq: 9,
+            ts: 77,
+        };
         let msg = build_msg("t".into(), 5, &encode_body(stamp, 4));
         let lp = String::from_utf8(msg.longpoll.to_vec()).expect("utf8");
         let body = lp.split("\r\n\r\n").nth(1).expect("body");
         let v: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(v["next"], "0-5");
-        assert_eq!(parse_stamp(v["messages"][0].to_string().as_bytes()), Some(stamp));
+        assert_eq!(
+            parse_stamp(v["messages"][0].to_string().as_bytes()),
+            Some(stamp)
+        );
         assert!(msg.sse.starts_with(b"id: 0-5\ndata: {"));
         let all = catch_up_response(&[Arc::new(msg), Arc::new(build_msg("t".into(), 6, b"hi"))]);
         let text = String::from_utf8(all).expect("utf8");
-        assert!(text.ends_with("\"data\":\"hi\"}],\"next\":\"0-6\"}"), "{text}");
+        assert!(
+            text.ends_with("\"data\":\"hi\"}],\"next\":\"0-6\"}"),
+            "{text}"
+        );
     }
 }

@@ -111,7 +111,11 @@ enum Chunked {
     DataEnd { seen: u8 },
     /// After the last chunk: trailer lines until an empty one; `line_len` bytes of the current
     /// line, `total` of the whole trailer section.
-    Trailer { line_len: usize, total: usize, cr: bool },
+    Trailer {
+        line_len: usize,
+        total: usize,
+        cr: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,47 +128,50 @@ enum BodyDecoder {
 impl ResponseReader {
     /// A reader whose decoded-body buffer is bounded by `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
-        ResponseReader { max_body, ..Default::default() }
+        ResponseReader {
+            max_body,
+            ..Default::default()
+        }
     }
 
     /// Consume bytes from the front of `input`, returning how many were used and how far the
     /// response got. Call again with the unconsumed rest after `HeadDone`; after `BodyDone`
     /// call [`reset`](Self::reset) before reading the next response.
     pub fn advance(&mut self, input: &[u8]) -> Result<(usize, Step), HttpError> {
-        let mut used = 0;
-        {
-            match &mut self.state {
-                ReadState::Head => {
-                    let Some((head, n)) = parse_head(&input[used..])? else {
-                        return Ok((used, Step::NeedMore));
-                    };
-                    used += n;
-                    self.state = ReadState::Body(match head.framing {
-                        Framing::Length(len) => BodyDecoder::Length { remaining: len },
-                        Framing::Chunked => BodyDecoder::Chunked(Chunked::Size { line: Vec::new() }),
-                        Framing::Close => BodyDecoder::Close,
-                    });
-                    self.head = Some(head);
-                    if let ReadState::Body(BodyDecoder::Length { remaining: 0 }) = self.state {
-                        self.state = ReadState::Done;
-                        return Ok((used, Step::BodyDone));
-                    }
-                    return Ok((used, Step::HeadDone));
+        if let ReadState::Head = self.state {
+            let Some((head, used)) = parse_head(input)? else {
+                return Ok((0, Step::NeedMore));
+            };
+            let (state, step) = match head.framing {
+                Framing::Length(0) => (ReadState::Done, Step::BodyDone),
+                Framing::Length(len) => (
+                    ReadState::Body(BodyDecoder::Length { remaining: len }),
+                    Step::HeadDone,
+                ),
+                Framing::Chunked => (
+                    ReadState::Body(BodyDecoder::Chunked(Chunked::Size { line: Vec::new() })),
+                    Step::HeadDone,
+                ),
+                Framing::Close => (ReadState::Body(BodyDecoder::Close), Step::HeadDone),
+            };
+            self.state = state;
+            self.head = Some(head);
+            return Ok((used, step));
+        }
+        match &mut self.state {
+            ReadState::Head => Ok((0, Step::NeedMore)),
+            ReadState::Body(decoder) => {
+                let (used, done) = decoder.decode(input, &mut self.body)?;
+                if self.body.len() > self.max_body {
+                    return Err(HttpError::TooLarge("body"));
                 }
-                ReadState::Body(decoder) => {
-                    let (n, done) = decoder.decode(&input[used..], &mut self.body)?;
-                    used += n;
-                    if self.body.len() > self.max_body {
-                        return Err(HttpError::TooLarge("body"));
-                    }
-                    if done {
-                        self.state = ReadState::Done;
-                        return Ok((used, Step::BodyDone));
-                    }
-                    return Ok((used, Step::NeedMore));
+                if done {
+                    self.state = ReadState::Done;
+                    return Ok((used, Step::BodyDone));
                 }
-                ReadState::Done => return Ok((used, Step::BodyDone)),
+                Ok((used, Step::NeedMore))
             }
+            ReadState::Done => Ok((0, Step::BodyDone)),
         }
     }
 
@@ -230,17 +237,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     let mut length = None;
     let mut chunked = false;
     for h in resp.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed("header value"))?;
+        let value =
+            std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed("header value"))?;
         let value = value.trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let len: usize = value.parse().map_err(|_| HttpError::Malformed("content-length"))?;
+            let len: usize = value
+                .parse()
+                .map_err(|_| HttpError::Malformed("content-length"))?;
             // RFC 9112 §6.3: differing repeated lengths are unrecoverable.
             if length.is_some_and(|l| l != len) {
                 return Err(HttpError::Malformed("conflicting content-length"));
             }
             length = Some(len);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',') {
                 if token.trim().eq_ignore_ascii_case("close") {
@@ -292,7 +305,11 @@ impl BodyDecoder {
     }
 }
 
-fn decode_chunked(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
+fn decode_chunked(
+    state: &mut Chunked,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(usize, bool), HttpError> {
     let mut i = 0;
     while i < input.len() {
         match state {
@@ -308,7 +325,11 @@ fn decode_chunked(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Resul
                 }
                 let size = chunk_size(line)?;
                 *state = if size == 0 {
-                    Chunked::Trailer { line_len: 0, total: 0, cr: false }
+                    Chunked::Trailer {
+                        line_len: 0,
+                        total: 0,
+                        cr: false,
+                    }
                 } else {
                     Chunked::Data { remaining: size }
                 };
@@ -333,7 +354,11 @@ fn decode_chunked(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Resul
                     *state = Chunked::Size { line: Vec::new() };
                 }
             }
-            Chunked::Trailer { line_len, total, cr } => {
+            Chunked::Trailer {
+                line_len,
+                total,
+                cr,
+            } => {
                 let b = input[i];
                 i += 1;
                 *total += 1;
@@ -359,7 +384,9 @@ fn decode_chunked(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Resul
 fn chunk_size(line: &[u8]) -> Result<usize, HttpError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let hex = line.split(|&b| b == b';').next().unwrap_or(&[]);
-    let hex = std::str::from_utf8(hex).map_err(|_| HttpError::Malformed("chunk size"))?.trim();
+    let hex = std::str::from_utf8(hex)
+        .map_err(|_| HttpError::Malformed("chunk size"))?
+        .trim();
     if hex.is_empty() || hex.len() > 15 {
         return Err(HttpError::Malformed("chunk size"));
     }
@@ -461,7 +488,10 @@ mod tests {
         assert_eq!(step, Step::HeadDone);
         let head = reader.head().cloned().expect("head");
         assert!(head.event_stream);
-        assert!(!head.keep_alive, "a close-delimited body cannot be kept alive");
+        assert!(
+            !head.keep_alive,
+            "a close-delimited body cannot be kept alive"
+        );
         let (_, step) = reader.advance(&r[n..]).expect("ok");
         assert_eq!(step, Step::NeedMore);
         assert_eq!(reader.take_body(), b"id: 1\n");
@@ -471,11 +501,17 @@ mod tests {
     #[test]
     fn eof_inside_a_length_body_is_truncation() {
         let mut reader = ResponseReader::new(64);
-        let (_, step) = reader.advance(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").expect("ok");
+        let (_, step) = reader
+            .advance(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+            .expect("ok");
         assert_eq!(step, Step::HeadDone);
         assert_eq!(reader.finish_eof(), Err(HttpError::Truncated));
         let mut idle = ResponseReader::new(64);
-        assert_eq!(idle.finish_eof(), Ok(false), "EOF between responses is a clean close");
+        assert_eq!(
+            idle.finish_eof(),
+            Ok(false),
+            "EOF between responses is a clean close"
+        );
     }
 
     #[test]
@@ -483,8 +519,15 @@ mod tests {
         let r = b"HTTP/1.1 304 Not Modified\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\nEtag: 3\r\nContent-Length: 99\r\n\r\n";
         let (head, n) = parse_head(r).expect("ok").expect("complete");
         assert_eq!(n, r.len());
-        assert_eq!(head.framing, Framing::Length(0), "304 has no body whatever it says");
-        assert_eq!(head.last_modified.as_deref(), Some("Thu, 01 Jan 2026 00:00:00 GMT"));
+        assert_eq!(
+            head.framing,
+            Framing::Length(0),
+            "304 has no body whatever it says"
+        );
+        assert_eq!(
+            head.last_modified.as_deref(),
+            Some("Thu, 01 Jan 2026 00:00:00 GMT")
+        );
         assert_eq!(head.etag.as_deref(), Some("3"));
     }
 
@@ -493,7 +536,10 @@ mod tests {
         let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES + 10, b'a');
         assert_eq!(parse_head(&big), Err(HttpError::TooLarge("head")));
-        assert!(matches!(parse_head(b"HTTX/1.1 200 OK\r\n\r\n"), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            parse_head(b"HTTX/1.1 200 OK\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
         assert!(matches!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HttpError::Malformed(_))
@@ -506,16 +552,22 @@ mod tests {
         let mut chunked = ResponseReader::new(64);
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         let (n, _) = chunked.advance(bad).expect("head");
-        assert!(matches!(chunked.advance(&bad[n..]), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            chunked.advance(&bad[n..]),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]
     fn http10_and_connection_close_are_not_kept_alive() {
-        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").expect("ok").expect("complete");
-        assert!(!h.keep_alive);
-        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
             .expect("ok")
             .expect("complete");
+        assert!(!h.keep_alive);
+        let (h, _) =
+            parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .expect("ok")
+                .expect("complete");
         assert!(!h.keep_alive);
     }
 }

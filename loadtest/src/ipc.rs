@@ -178,7 +178,9 @@ mod tests {
 
     #[test]
     fn messages_are_single_tagged_lines() {
-        let msg = ChildMsg::Got { items: vec![(1, 2, 3)] };
+        let msg = ChildMsg::Got {
+            items: vec![(1, 2, 3)],
+        };
         let line = serde_json::to_string(&msg).expect("ser");
         assert_eq!(line, r#"{"ev":"got","items":[[1,2,3]]}"#);
         let back: ChildMsg = serde_json::from_str(&line).expect("de");
@@ -189,11 +191,39 @@ mod tests {
 
     #[test]
     fn progress_and_counters_add_up() {
-        let mut p = Progress { open: 1, parked: 2, warm: 3, received: 4, failed: 0 };
-        p.add(&Progress { open: 1, parked: 1, warm: 1, received: 1, failed: 1 });
-        assert_eq!(p, Progress { open: 2, parked: 3, warm: 4, received: 5, failed: 1 });
-        let mut c = Counters { connects: 1, ..Counters::default() };
-        c.merge(&Counters { connects: 2, churned: 5, ..Counters::default() });
+        let mut p = Progress {
+            open: 1,
+            parked: 2,
+            warm: 3,
+            received: 4,
+            failed: 0,
+        };
+        p.add(&Progress {
+            open: 1,
+            parked: 1,
+            warm: 1,
+            received: 1,
+            failed: 1,
+        });
+        assert_eq!(
+            p,
+            Progress {
+                open: 2,
+                parked: 3,
+                warm: 4,
+                received: 5,
+                failed: 1
+            }
+        );
+        let mut c = Counters {
+            connects: 1,
+            ..Counters::default()
+        };
+        c.merge(&Counters {
+            connects: 2,
+            churned: 5,
+            ..Counters::default()
+        });
         assert_eq!((c.connects, c.churned), (3, 5));
     }
 

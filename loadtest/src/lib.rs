@@ -6,17 +6,17 @@
 //! (`http`, `feed`, `stamp`) does no I/O and is unit-tested; the event loops live in `sub`,
 //! `publish` and `floor`.
 
-pub mod feed;
-pub mod http;
-pub mod stamp;
-pub mod stats;
-pub mod ipc;
-pub mod net;
-pub mod sub;
 pub mod child;
 pub mod cli;
+pub mod feed;
 pub mod floor;
+pub mod http;
+pub mod ipc;
+pub mod net;
 pub mod procfs;
 pub mod publish;
 pub mod report;
 pub mod run;
+pub mod stamp;
+pub mod stats;
+pub mod sub;

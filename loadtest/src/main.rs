@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.internal {
         Some(Internal::Worker) => return exit(child::worker_main()),
-        Some(Internal::FloorServer { listen, threads }) => return exit(child::floor_main(&listen, threads)),
+        Some(Internal::FloorServer { listen, threads }) => {
+            return exit(child::floor_main(&listen, threads))
+        }
         None => {}
     }
     let report = match halley_load::run::run(&cli.run) {

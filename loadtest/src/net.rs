@@ -13,8 +13,10 @@ pub const RESERVED_FDS: u64 = 100;
 /// Resolve `spec` and insist that every address it names is loopback (127.0.0.0/8 or ::1):
 /// halley-load never sends load anywhere else.
 pub fn loopback_target(spec: &str) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> =
-        spec.to_socket_addrs().map_err(|e| format!("cannot resolve target {spec:?}: {e}"))?.collect();
+    let addrs: Vec<SocketAddr> = spec
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve target {spec:?}: {e}"))?
+        .collect();
     let Some(first) = addrs.first().copied() else {
         return Err(format!("target {spec:?} resolves to nothing"));
     };
@@ -33,7 +35,10 @@ pub fn source_addr(index: u32, count: u8) -> Ipv4Addr {
 
 /// Start a non-blocking connect from `source` (any port) to `target`.
 /// The connect completes when the stream becomes writable; check `take_error` then.
-pub fn connect_from(source: Option<Ipv4Addr>, target: SocketAddr) -> io::Result<mio::net::TcpStream> {
+pub fn connect_from(
+    source: Option<Ipv4Addr>,
+    target: SocketAddr,
+) -> io::Result<mio::net::TcpStream> {
     let domain = Domain::for_address(target);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -41,7 +46,11 @@ pub fn connect_from(source: Option<Ipv4Addr>, target: SocketAddr) -> io::Result<
     if let (Some(src), IpAddr::V4(_)) = (source, target.ip()) {
         // Let connect() pick the port per 4-tuple instead of reserving one per source address
         // at bind time (Linux IP_BIND_ADDRESS_NO_PORT); best effort on older kernels.
-        let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpBindAddressNoPort, &true);
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
         socket.bind(&SockAddr::from(SocketAddr::new(IpAddr::V4(src), 0)))?;
     }
     match socket.connect(&SockAddr::from(target)) {

@@ -25,7 +25,11 @@ pub struct Sample {
 pub fn sample(pid: u32) -> Option<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let (rss_kb, anon_kb) = parse_status(&status);
-    Some(Sample { cpu_ns: cpu_ns(pid)?, rss_kb, anon_kb })
+    Some(Sample {
+        cpu_ns: cpu_ns(pid)?,
+        rss_kb,
+        anon_kb,
+    })
 }
 
 /// CPU time in ns: the sum of per-thread `schedstat` run times (nanosecond resolution), or
@@ -35,7 +39,10 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     let mut any = false;
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
-            if let Some(ns) = fs::read_to_string(task.path().join("schedstat")).ok().and_then(|s| parse_schedstat(&s)) {
+            if let Some(ns) = fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| parse_schedstat(&s))
+            {
                 total += ns;
                 any = true;
             }
@@ -79,13 +86,25 @@ fn parse_status(status: &str) -> (u64, u64) {
 /// The pid of the process listening on `addr` (TCP), found through /proc/net/tcp{,6} and the
 /// socket inodes in /proc/*/fd. `None` when not found or not permitted.
 pub fn find_listener(addr: SocketAddr) -> Option<u32> {
-    let table = if addr.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
     let text = fs::read_to_string(table).ok()?;
     let inode = listening_inode(&text, addr.port())?;
     let needle = format!("socket:[{inode}]");
     for proc_dir in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_dir.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = fs::read_dir(proc_dir.path().join("fd")) else { continue };
+        let Some(pid) = proc_dir
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle) {
                 return Some(pid);
@@ -111,7 +130,8 @@ mod tests {
 
     #[test]
     fn stat_fields_counted_after_the_command_name() {
-        let stat = "1234 (my (odd) srv) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
+        let stat =
+            "1234 (my (odd) srv) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(325));
         assert_eq!(parse_stat_ticks("garbage"), None);
     }

@@ -40,15 +40,29 @@ pub enum PubCmd {
     Warmup { topics: u32 },
     /// Publish `per_s` messages a second for `duration`, to topic 0 or, when `topics > 1`,
     /// to random topics below it; answer with `RateDone`.
-    Rate { per_s: f64, duration: Duration, topics: u32 },
+    Rate {
+        per_s: f64,
+        duration: Duration,
+        topics: u32,
+    },
 }
 
 /// What the publisher reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PubEvent {
-    Sent { seq: u64, sent_ns: u64 },
-    Acked { seq: u64, ok: bool, delivered: Option<u64> },
-    WarmupDone { published: u64, failed: u64 },
+    Sent {
+        seq: u64,
+        sent_ns: u64,
+    },
+    Acked {
+        seq: u64,
+        ok: bool,
+        delivered: Option<u64>,
+    },
+    WarmupDone {
+        published: u64,
+        failed: u64,
+    },
     RateDone(RateOutcome),
     Error(String),
 }
@@ -98,7 +112,11 @@ pub fn start(
     let mut conns = Vec::new();
     for i in 0..connections.max(1) {
         let mut c = PConn::connect(target, i)?;
-        poll.registry().register(&mut c.stream, Token(i as usize + 1), Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut c.stream,
+            Token(i as usize + 1),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         conns.push(c);
     }
     let (tx, rx) = mpsc::channel();
@@ -119,7 +137,9 @@ pub fn start(
         failed: 0,
         rng: unix_ns() | 1,
     };
-    let handle = std::thread::Builder::new().name("publisher".into()).spawn(move || lp.run())?;
+    let handle = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || lp.run())?;
     Ok(Publisher { tx, waker, handle })
 }
 
@@ -184,8 +204,17 @@ impl PConn {
 
 #[derive(Debug)]
 enum Mode {
-    Warmup { published: u64, failed: u64 },
-    Rate { start: Instant, per_s: f64, duration: Duration, topics: u32, out: RateOutcome },
+    Warmup {
+        published: u64,
+        failed: u64,
+    },
+    Rate {
+        start: Instant,
+        per_s: f64,
+        duration: Duration,
+        topics: u32,
+        out: RateOutcome,
+    },
 }
 
 struct PubLoop {
@@ -241,23 +270,52 @@ impl PubLoop {
 
     fn command(&mut self, cmd: PubCmd) {
         match cmd {
-            PubCmd::One { topic } => self.queue.push_back(Job { topic, warm: false, report: true, due: None }),
+            PubCmd::One { topic } => self.queue.push_back(Job {
+                topic,
+                warm: false,
+                report: true,
+                due: None,
+            }),
             PubCmd::Warmup { topics } => {
-                self.job = Some(Mode::Warmup { published: 0, failed: 0 });
+                self.job = Some(Mode::Warmup {
+                    published: 0,
+                    failed: 0,
+                });
                 for topic in 0..topics {
-                    self.queue.push_back(Job { topic, warm: true, report: false, due: None });
+                    self.queue.push_back(Job {
+                        topic,
+                        warm: true,
+                        report: false,
+                        due: None,
+                    });
                 }
             }
-            PubCmd::Rate { per_s, duration, topics } => {
-                self.job =
-                    Some(Mode::Rate { start: Instant::now(), per_s, duration, topics, out: RateOutcome::default() });
+            PubCmd::Rate {
+                per_s,
+                duration,
+                topics,
+            } => {
+                self.job = Some(Mode::Rate {
+                    start: Instant::now(),
+                    per_s,
+                    duration,
+                    topics,
+                    out: RateOutcome::default(),
+                });
             }
         }
     }
 
     /// Queue the paced publishes now due; returns the poll timeout until the next one.
     fn schedule(&mut self) -> Option<Duration> {
-        let Some(Mode::Rate { start, per_s, duration, topics, out }) = &mut self.job else {
+        let Some(Mode::Rate {
+            start,
+            per_s,
+            duration,
+            topics,
+            out,
+        }) = &mut self.job
+        else {
             return Some(Duration::from_millis(100));
         };
         let elapsed = start.elapsed().min(*duration);
@@ -269,8 +327,17 @@ impl PubLoop {
                 out.dropped += 1;
                 continue;
             }
-            let topic = if *topics > 1 { (xorshift(&mut self.rng) % u64::from(*topics)) as u32 } else { 0 };
-            self.queue.push_back(Job { topic, warm: false, report: false, due: Some(due) });
+            let topic = if *topics > 1 {
+                (xorshift(&mut self.rng) % u64::from(*topics)) as u32
+            } else {
+                0
+            };
+            self.queue.push_back(Job {
+                topic,
+                warm: false,
+                report: false,
+                due: Some(due),
+            });
         }
         if start.elapsed() >= *duration {
             return Some(Duration::from_millis(10));
@@ -285,14 +352,20 @@ impl PubLoop {
             if self.conns[i].in_flight.is_some() {
                 continue;
             }
-            let Some(job) = self.queue.pop_front() else { return };
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
             self.send(i, job);
         }
     }
 
     fn send(&mut self, i: usize, job: Job) {
         let src = self.conns[i].src;
-        let seq = if job.warm { 0 } else { self.next_seq(src, job.topic) };
+        let seq = if job.warm {
+            0
+        } else {
+            self.next_seq(src, job.topic)
+        };
         let now = Instant::now();
         let ts = unix_ns();
         if let (Some(due), Some(Mode::Rate { out, .. })) = (job.due, &mut self.job) {
@@ -304,9 +377,15 @@ impl PubLoop {
         }
         let body = encode_body(Stamp { src, seq, ts }, self.pad);
         let conn = &mut self.conns[i];
-        conn.out = self.endpoint.publish_request(&self.topics.name(job.topic), &body);
+        conn.out = self
+            .endpoint
+            .publish_request(&self.topics.name(job.topic), &body);
         conn.written = 0;
-        conn.in_flight = Some(InFlight { seq, report: job.report, sent: now });
+        conn.in_flight = Some(InFlight {
+            seq,
+            report: job.report,
+            sent: now,
+        });
         if job.report {
             (self.report)(PubEvent::Sent { seq, sent_ns: ts });
         }
@@ -362,7 +441,9 @@ impl PubLoop {
                     let head = conn.reader.head().cloned();
                     let body = conn.reader.take_body();
                     conn.reader.reset();
-                    let ok = head.as_ref().is_some_and(|h| (200..300).contains(&h.status));
+                    let ok = head
+                        .as_ref()
+                        .is_some_and(|h| (200..300).contains(&h.status));
                     let keep = head.as_ref().is_some_and(|h| h.keep_alive);
                     if let Some(f) = conn.in_flight.take() {
                         self.rtt.record(f.sent.elapsed().as_nanos() as u64);
@@ -401,7 +482,11 @@ impl PubLoop {
             _ => {}
         }
         if f.report {
-            (self.report)(PubEvent::Acked { seq: f.seq, ok, delivered });
+            (self.report)(PubEvent::Acked {
+                seq: f.seq,
+                ok,
+                delivered,
+            });
         }
     }
 
@@ -417,7 +502,16 @@ impl PubLoop {
         let _ = self.poll.registry().deregister(&mut self.conns[i].stream);
         match PConn::connect(self.target, self.conns[i].src) {
             Ok(mut c) => {
-                if self.poll.registry().register(&mut c.stream, Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
+                if self
+                    .poll
+                    .registry()
+                    .register(
+                        &mut c.stream,
+                        Token(i + 1),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .is_ok()
+                {
                     self.conns[i] = c;
                     return;
                 }
@@ -435,11 +529,19 @@ impl PubLoop {
         }
         match &self.job {
             Some(Mode::Warmup { published, failed }) => {
-                let ev = PubEvent::WarmupDone { published: *published, failed: *failed };
+                let ev = PubEvent::WarmupDone {
+                    published: *published,
+                    failed: *failed,
+                };
                 self.job = None;
                 (self.report)(ev);
             }
-            Some(Mode::Rate { start, duration, out, .. }) if start.elapsed() >= *duration => {
+            Some(Mode::Rate {
+                start,
+                duration,
+                out,
+                ..
+            }) if start.elapsed() >= *duration => {
                 let mut out = *out;
                 out.elapsed_s = start.elapsed().as_secs_f64();
                 self.job = None;
@@ -450,7 +552,11 @@ impl PubLoop {
     }
 
     fn totals(&self) -> PubTotals {
-        PubTotals { published: self.published, failed: self.failed, rtt: self.rtt.snapshot() }
+        PubTotals {
+            published: self.published,
+            failed: self.failed,
+            rtt: self.rtt.snapshot(),
+        }
     }
 }
 
@@ -495,8 +601,16 @@ mod tests {
 
     #[test]
     fn delivered_counts_from_both_flavours() {
-        assert_eq!(delivered_count(br#"{"id":"1-1","topic":"/t","time":1,"delivered":42}"#), Some(42));
-        assert_eq!(delivered_count(br#"{"messages":1,"requested":0,"subscribers":7,"last_message_id":"x"}"#), Some(7));
+        assert_eq!(
+            delivered_count(br#"{"id":"1-1","topic":"/t","time":1,"delivered":42}"#),
+            Some(42)
+        );
+        assert_eq!(
+            delivered_count(
+                br#"{"messages":1,"requested":0,"subscribers":7,"last_message_id":"x"}"#
+            ),
+            Some(7)
+        );
         assert_eq!(delivered_count(b"queued messages: 1"), None);
     }
 

@@ -170,7 +170,10 @@ impl Report {
                 );
             }
             None => {
-                let _ = writeln!(s, "  server cost: not measured (no --server-pid and no listener found)");
+                let _ = writeln!(
+                    s,
+                    "  server cost: not measured (no --server-pid and no listener found)"
+                );
             }
         }
         let c = &self.counters;
@@ -188,7 +191,9 @@ impl Report {
     /// Write the chart report; `.html` wraps the SVG and the summary, anything else is SVG.
     pub fn write_chart(&self, path: &Path) -> Result<(), String> {
         let svg = self.svg()?;
-        let is_html = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+        let is_html = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
         let text = if is_html {
             let json = serde_json::to_string_pretty(self).unwrap_or_default();
             format!(
@@ -211,11 +216,20 @@ impl Report {
             root.fill(&WHITE).map_err(chart_err)?;
             let panels = root.split_evenly((3, 1));
             self.latency_panel(&panels[0])?;
-            let secs: Vec<f64> = (0..self.timeline.connections.len()).map(|i| (i as u64 * self.tick_ms) as f64 / 1e3).collect();
-            let conns: Vec<(f64, f64)> = secs.iter().zip(&self.timeline.connections).map(|(t, c)| (*t, *c as f64)).collect();
+            let secs: Vec<f64> = (0..self.timeline.connections.len())
+                .map(|i| (i as u64 * self.tick_ms) as f64 / 1e3)
+                .collect();
+            let conns: Vec<(f64, f64)> = secs
+                .iter()
+                .zip(&self.timeline.connections)
+                .map(|(t, c)| (*t, *c as f64))
+                .collect();
             let per_s = 1_000.0 / self.tick_ms.max(1) as f64;
-            let dels: Vec<(f64, f64)> =
-                secs.iter().zip(&self.timeline.deliveries).map(|(t, d)| (*t, *d as f64 * per_s)).collect();
+            let dels: Vec<(f64, f64)> = secs
+                .iter()
+                .zip(&self.timeline.deliveries)
+                .map(|(t, d)| (*t, *d as f64 * per_s))
+                .collect();
             time_panel(&panels[1], "open connections", &conns, &BLUE)?;
             time_panel(&panels[2], "deliveries per second", &dels, &RED)?;
             root.present().map_err(chart_err)?;
@@ -223,12 +237,20 @@ impl Report {
         Ok(out)
     }
 
-    fn latency_panel<DB: DrawingBackend>(&self, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String> {
+    fn latency_panel<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), String> {
         // x: "nines" (0 = p0, 1 = p90, 2 = p99, 3 = p99.9) so the tail gets room.
         let pts: Vec<(f64, f64)> = self
             .curve
             .iter()
-            .map(|&(p, us)| (-(1.0 - (p / 100.0).min(0.99999)).log10(), (us / 1e3).max(0.001)))
+            .map(|&(p, us)| {
+                (
+                    -(1.0 - (p / 100.0).min(0.99999)).log10(),
+                    (us / 1e3).max(0.001),
+                )
+            })
             .collect();
         let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
         let mut chart = ChartBuilder::on(area)
@@ -244,7 +266,9 @@ impl Report {
             .x_label_formatter(&|x| format!("p{}", 100.0 - 100.0 * 10f64.powf(-x)))
             .draw()
             .map_err(chart_err)?;
-        chart.draw_series(LineSeries::new(pts, &GREEN)).map_err(chart_err)?;
+        chart
+            .draw_series(LineSeries::new(pts, &GREEN))
+            .map_err(chart_err)?;
         Ok(())
     }
 }
@@ -264,8 +288,14 @@ fn time_panel<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..xmax, 0.0..ymax)
         .map_err(chart_err)?;
-    chart.configure_mesh().x_desc("seconds").draw().map_err(chart_err)?;
-    chart.draw_series(LineSeries::new(pts.iter().copied(), color)).map_err(chart_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .draw()
+        .map_err(chart_err)?;
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), color))
+        .map_err(chart_err)?;
     Ok(())
 }
 
@@ -274,7 +304,9 @@ fn chart_err<E: std::fmt::Debug>(e: E) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -301,17 +333,34 @@ mod tests {
             expected_deliveries: 30,
             delivered_unique: 30,
             lost: 0,
-            checks: Checks { received: 30, ..Checks::default() },
-            latency: LatencySummary { count: 30, p50_us: 900.0, ..LatencySummary::default() },
+            checks: Checks {
+                received: 30,
+                ..Checks::default()
+            },
+            latency: LatencySummary {
+                count: 30,
+                p50_us: 900.0,
+                ..LatencySummary::default()
+            },
             publish_rtt: LatencySummary::default(),
-            fanout: Some(Fanout { messages: 3, complete: 3, mean_ms: 1.0, p50_ms: 1.0, p99_ms: 2.0, max_ms: 2.0 }),
+            fanout: Some(Fanout {
+                messages: 3,
+                complete: 3,
+                mean_ms: 1.0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                max_ms: 2.0,
+            }),
             rate: None,
             server: None,
             counters: Counters::default(),
             problems: vec!["x <y>".into()],
             elapsed_s: 1.0,
             tick_ms: TICK_MS,
-            timeline: Timeline { connections: vec![0, 5, 10, 10], deliveries: vec![0, 0, 10, 20] },
+            timeline: Timeline {
+                connections: vec![0, 5, 10, 10],
+                deliveries: vec![0, 0, 10, 20],
+            },
             curve: vec![(0.0, 500.0), (50.0, 900.0), (99.0, 2000.0), (100.0, 2100.0)],
         }
     }

@@ -71,13 +71,24 @@ fn drive(
         .map_err(|e| format!("nothing accepts connections at {target}: {e}"))?;
     let n = args.subscribers;
     let nofile = raise_nofile();
-    let per_proc = MAX_SUBS_PER_PROCESS.min(nofile.saturating_sub(RESERVED_FDS)).max(1);
-    let processes = if args.processes > 0 { args.processes } else { u64::from(n).div_ceil(per_proc) as u32 }.max(1);
+    let per_proc = MAX_SUBS_PER_PROCESS
+        .min(nofile.saturating_sub(RESERVED_FDS))
+        .max(1);
+    let processes = if args.processes > 0 {
+        args.processes
+    } else {
+        u64::from(n).div_ceil(per_proc) as u32
+    }
+    .max(1);
     if processes > MAX_PROCESSES {
-        return Err(format!("{processes} processes needed; at most {MAX_PROCESSES}"));
+        return Err(format!(
+            "{processes} processes needed; at most {MAX_PROCESSES}"
+        ));
     }
     if u64::from(n).div_ceil(u64::from(processes)) > per_proc {
-        return Err(format!("{n} subscribers over {processes} processes exceeds {per_proc} sockets per process"));
+        return Err(format!(
+            "{n} subscribers over {processes} processes exceeds {per_proc} sockets per process"
+        ));
     }
     let threads = if args.threads > 0 {
         args.threads
@@ -121,7 +132,11 @@ fn drive(
             threads,
             source_addrs: args.source_addrs,
             connect_concurrency: args.connect_concurrency,
-            churn_per_s: if scenario == Scenario::Churn { args.churn_rate / f64::from(processes) } else { 0.0 },
+            churn_per_s: if scenario == Scenario::Churn {
+                args.churn_rate / f64::from(processes)
+            } else {
+                0.0
+            },
             start_unix_ns,
             deadline_s: budget.min(4.0 * 3600.0) as u64,
             parent_pid: std::process::id(),
@@ -136,12 +151,15 @@ fn drive(
     live.phase("connecting");
     let t0 = Instant::now();
     let all = u64::from(n);
-    let connected =
-        live.wait(&rx, t0 + secs(args.connect_timeout), |l| l.sum().parked + l.sum().failed >= all || l.gone == l.procs);
+    let connected = live.wait(&rx, t0 + secs(args.connect_timeout), |l| {
+        l.sum().parked + l.sum().failed >= all || l.gone == l.procs
+    });
     let setup_s = t0.elapsed().as_secs_f64();
     let parked = live.sum().parked;
     if !connected {
-        problems.push(format!("connect deadline: {parked} of {n} parked after {setup_s:.1} s"));
+        problems.push(format!(
+            "connect deadline: {parked} of {n} parked after {setup_s:.1} s"
+        ));
     }
     let connected_sample = server_pid.and_then(|pid| settle(pid, &rx, &mut live));
 
@@ -155,10 +173,16 @@ fn drive(
     let mut publish_failed = 0;
     if scenario == Scenario::Idle {
         live.phase("holding");
-        live.wait(&rx, Instant::now() + secs(args.duration), |l| l.gone == l.procs);
+        live.wait(&rx, Instant::now() + secs(args.duration), |l| {
+            l.gone == l.procs
+        });
     } else {
         let ptx = tx.clone();
-        let publishers = if scenario == Scenario::Broadcast { 1 } else { args.publishers };
+        let publishers = if scenario == Scenario::Broadcast {
+            1
+        } else {
+            args.publishers
+        };
         let publisher = publish::start(
             target,
             endpoint.clone(),
@@ -172,20 +196,31 @@ fn drive(
         .map_err(|e| format!("publisher cannot connect to {target}: {e}"))?;
         live.phase("warming up");
         let warm_topics = if scenario == Scenario::PerUser { n } else { 1 };
-        publisher.send(PubCmd::Warmup { topics: warm_topics });
+        publisher.send(PubCmd::Warmup {
+            topics: warm_topics,
+        });
         let t1 = Instant::now();
         let warm_ok = live.wait(&rx, t1 + secs(args.connect_timeout), |l| {
             l.warmup_done.is_some() && l.sum().warm + l.sum().failed >= all
         });
         let alive = live.sum().warm;
         if !warm_ok {
-            problems.push(format!("warm-up deadline: {alive} of {n} subscribers received the warm-up message"));
+            problems.push(format!(
+                "warm-up deadline: {alive} of {n} subscribers received the warm-up message"
+            ));
         }
         measured_from = server_pid.and_then(procfs::sample);
         match scenario {
             Scenario::Broadcast => {
                 live.phase("broadcasting");
-                fanout = Some(broadcast(args, &publisher, &rx, &mut live, alive, &mut problems));
+                fanout = Some(broadcast(
+                    args,
+                    &publisher,
+                    &rx,
+                    &mut live,
+                    alive,
+                    &mut problems,
+                ));
                 expected = live.acked_ok * alive;
                 published = live.acked_ok;
             }
@@ -197,18 +232,30 @@ fn drive(
                     }
                 }
                 let topics_n = if scenario == Scenario::PerUser { n } else { 1 };
-                publisher.send(PubCmd::Rate { per_s: args.rate, duration: secs(args.duration), topics: topics_n });
+                publisher.send(PubCmd::Rate {
+                    per_s: args.rate,
+                    duration: secs(args.duration),
+                    topics: topics_n,
+                });
                 let t2 = Instant::now();
-                let done = live.wait(&rx, t2 + secs(args.duration + args.drain_timeout), |l| l.rate_done.is_some());
+                let done = live.wait(&rx, t2 + secs(args.duration + args.drain_timeout), |l| {
+                    l.rate_done.is_some()
+                });
                 if !done {
                     problems.push("publishing did not finish before its deadline".into());
                 }
                 let outcome = live.rate_done.unwrap_or_default();
-                expected = if scenario == Scenario::PerUser { outcome.published } else { outcome.published * alive };
+                expected = if scenario == Scenario::PerUser {
+                    outcome.published
+                } else {
+                    outcome.published * alive
+                };
                 published = outcome.published;
                 live.phase("draining");
                 let t3 = Instant::now();
-                let drained = live.wait(&rx, t3 + secs(args.drain_timeout), |l| l.sum().received >= expected);
+                let drained = live.wait(&rx, t3 + secs(args.drain_timeout), |l| {
+                    l.sum().received >= expected
+                });
                 if !drained {
                     problems.push(format!(
                         "drain deadline: {} of {expected} deliveries after {:.1} s",
@@ -231,9 +278,11 @@ fn drive(
     for c in &mut children {
         send_command(c, Command::Stop);
     }
-    live.wait(&rx, Instant::now() + CHILD_REPLY_DEADLINE, |l| l.results.iter().all(Option::is_some) || l.gone == l.procs);
+    live.wait(&rx, Instant::now() + CHILD_REPLY_DEADLINE, |l| {
+        l.results.iter().all(Option::is_some) || l.gone == l.procs
+    });
     for c in &mut children {
-        stop_child(&mut c.process, Some(&mut c.stdin));
+        stop_child(&mut c.process, c.stdin.take());
     }
     live.finish();
     let (checks, counters, latency, timeline, failed) = live.merged();
@@ -260,7 +309,15 @@ fn drive(
         }
     });
     let server = match (server_pid, before, connected_sample, end_sample) {
-        (Some(pid), Some(b), Some(c), Some(e)) => Some(server_cost(pid, b, c, measured_from.unwrap_or(c), e, parked, unique)),
+        (Some(pid), Some(b), Some(c), Some(e)) => Some(server_cost(
+            pid,
+            b,
+            c,
+            measured_from.unwrap_or(c),
+            e,
+            parked,
+            unique,
+        )),
         _ => None,
     };
     Ok(Report {
@@ -318,7 +375,9 @@ fn broadcast(
             problems.push("publisher stopped sending".into());
             break;
         };
-        let done = live.wait(rx, deadline, |l| l.got.get(&seq).is_some_and(|g| g.0 >= alive) && l.acked.contains_key(&seq));
+        let done = live.wait(rx, deadline, |l| {
+            l.got.get(&seq).is_some_and(|g| g.0 >= alive) && l.acked.contains_key(&seq)
+        });
         match live.got.get(&seq) {
             Some(&(count, last_ns)) if done && count >= alive => {
                 complete += 1;
@@ -328,7 +387,10 @@ fn broadcast(
         }
     }
     if incomplete > 0 {
-        problems.push(format!("{incomplete} broadcasts did not reach every subscriber within {} s", args.drain_timeout));
+        problems.push(format!(
+            "{incomplete} broadcasts did not reach every subscriber within {} s",
+            args.drain_timeout
+        ));
     }
     let s = times.summary();
     Fanout {
@@ -356,7 +418,15 @@ fn settle(pid: u32, rx: &mpsc::Receiver<Event>, live: &mut Live) -> Option<Sampl
     Some(last)
 }
 
-fn server_cost(pid: u32, before: Sample, connected: Sample, from: Sample, end: Sample, parked: u64, deliveries: u64) -> ServerCost {
+fn server_cost(
+    pid: u32,
+    before: Sample,
+    connected: Sample,
+    from: Sample,
+    end: Sample,
+    parked: u64,
+    deliveries: u64,
+) -> ServerCost {
     let per = |delta: f64, n: u64| if n == 0 { 0.0 } else { delta / n as f64 };
     let measured_ns = end.cpu_ns.saturating_sub(from.cpu_ns);
     ServerCost {
@@ -364,9 +434,18 @@ fn server_cost(pid: u32, before: Sample, connected: Sample, from: Sample, end: S
         rss_before_kb: before.rss_kb,
         rss_connected_kb: connected.rss_kb,
         rss_end_kb: end.rss_kb,
-        bytes_per_connection: per((connected.rss_kb as f64 - before.rss_kb as f64) * 1024.0, parked),
-        anon_bytes_per_connection: per((connected.anon_kb as f64 - before.anon_kb as f64) * 1024.0, parked),
-        cpu_us_per_connection: per(connected.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3, parked),
+        bytes_per_connection: per(
+            (connected.rss_kb as f64 - before.rss_kb as f64) * 1024.0,
+            parked,
+        ),
+        anon_bytes_per_connection: per(
+            (connected.anon_kb as f64 - before.anon_kb as f64) * 1024.0,
+            parked,
+        ),
+        cpu_us_per_connection: per(
+            connected.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3,
+            parked,
+        ),
         cpu_us_per_delivery: per(measured_ns as f64 / 1e3, deliveries),
         cpu_ms_measured: measured_ns as f64 / 1e6,
     }
@@ -432,7 +511,12 @@ impl Live {
     }
 
     /// Apply events until `done` holds (true) or `deadline` passes (false).
-    fn wait(&mut self, rx: &mpsc::Receiver<Event>, deadline: Instant, done: impl Fn(&Live) -> bool) -> bool {
+    fn wait(
+        &mut self,
+        rx: &mpsc::Receiver<Event>,
+        deadline: Instant,
+        done: impl Fn(&Live) -> bool,
+    ) -> bool {
         loop {
             if done(self) {
                 return true;
@@ -459,7 +543,11 @@ impl Live {
         match ev {
             Event::Child { child, msg } => match msg {
                 ChildMsg::Progress { thread, progress } => {
-                    if let Some(slot) = self.progress.get_mut(child).and_then(|p| p.get_mut(thread as usize)) {
+                    if let Some(slot) = self
+                        .progress
+                        .get_mut(child)
+                        .and_then(|p| p.get_mut(thread as usize))
+                    {
                         *slot = progress;
                     }
                 }
@@ -487,7 +575,9 @@ impl Live {
                         self.acked_ok += 1;
                     }
                 }
-                PubEvent::WarmupDone { published, failed } => self.warmup_done = Some((published, failed)),
+                PubEvent::WarmupDone { published, failed } => {
+                    self.warmup_done = Some((published, failed))
+                }
                 PubEvent::RateDone(o) => self.rate_done = Some(o),
                 PubEvent::Error(e) => self.logs.push(format!("publisher: {e}")),
             },
@@ -530,7 +620,8 @@ impl Live {
 
 struct WorkerProc {
     process: Child,
-    stdin: ChildStdin,
+    /// Dropped (EOF to the child) when the child is stopped.
+    stdin: Option<ChildStdin>,
 }
 
 /// Re-execute this binary as `worker` with `plan` on its stdin; its stdout lines become events.
@@ -549,7 +640,10 @@ fn spawn_worker(plan: &Plan, tx: mpsc::Sender<Event>) -> Result<WorkerProc, Stri
     };
     let mut line = serde_json::to_vec(plan).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    stdin.write_all(&line).and_then(|_| stdin.flush()).map_err(|e| format!("cannot send plan: {e}"))?;
+    stdin
+        .write_all(&line)
+        .and_then(|_| stdin.flush())
+        .map_err(|e| format!("cannot send plan: {e}"))?;
     let child = plan.child as usize;
     std::thread::Builder::new()
         .name(format!("child-{child}"))
@@ -565,13 +659,18 @@ fn spawn_worker(plan: &Plan, tx: mpsc::Sender<Event>) -> Result<WorkerProc, Stri
             let _ = tx.send(Event::ChildGone);
         })
         .map_err(|e| format!("cannot start reader thread: {e}"))?;
-    Ok(WorkerProc { process, stdin })
+    Ok(WorkerProc {
+        process,
+        stdin: Some(stdin),
+    })
 }
 
 fn send_command(c: &mut WorkerProc, cmd: Command) {
     if let Ok(mut line) = serde_json::to_vec(&cmd) {
         line.push(b'\n');
-        let _ = c.stdin.write_all(&line).and_then(|_| c.stdin.flush());
+        if let Some(stdin) = &mut c.stdin {
+            let _ = stdin.write_all(&line).and_then(|_| stdin.flush());
+        }
     }
 }
 
@@ -579,7 +678,13 @@ fn send_command(c: &mut WorkerProc, cmd: Command) {
 fn start_floor(threads: usize) -> Result<(Child, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut child = Proc::new(exe)
-        .args(["floor-server", "--listen", "127.0.0.1:0", "--threads", &threads.to_string()])
+        .args([
+            "floor-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            &threads.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -609,7 +714,7 @@ fn start_floor(threads: usize) -> Result<(Child, SocketAddr), String> {
 }
 
 /// End a child we started: close its stdin (it exits on EOF), then kill it by PID if it lingers.
-fn stop_child(child: &mut Child, stdin: Option<&mut ChildStdin>) {
+fn stop_child(child: &mut Child, stdin: Option<ChildStdin>) {
     drop(stdin);
     drop(child.stdin.take());
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -31,7 +31,11 @@ pub struct Stamp {
 
 /// The publish body for `stamp`, padded with `pad` filler bytes.
 pub fn encode_body(stamp: Stamp, pad: usize) -> Vec<u8> {
-    let mut body = format!("{{\"src\":{},\"seq\":{},\"ts\":{},\"pad\":\"", stamp.src, stamp.seq, stamp.ts).into_bytes();
+    let mut body = format!(
+        "{{\"src\":{},\"seq\":{},\"ts\":{},\"pad\":\"",
+        stamp.src, stamp.seq, stamp.ts
+    )
+    .into_bytes();
     body.resize(body.len() + pad, b'x');
     body.extend_from_slice(b"\"}");
     body
@@ -45,7 +49,9 @@ pub fn parse_stamp(bytes: &[u8]) -> Option<Stamp> {
 
 /// Unix time now, in nanoseconds (0 if the clock is before 1970).
 pub fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// What one received message was, relative to what the subscriber saw before.
@@ -81,15 +87,27 @@ impl SeqTracker {
     pub fn observe(&mut self, src: u32, seq: u64) -> Verdict {
         let Some(w) = self.windows.iter_mut().find(|w| w.src == src) else {
             if self.windows.len() < MAX_PUBLISHERS {
-                self.windows.push(SrcWindow { src, highest: seq, seen: 1 });
+                self.windows.push(SrcWindow {
+                    src,
+                    highest: seq,
+                    seen: 1,
+                });
             }
             return Verdict::InOrder;
         };
         if seq > w.highest {
             let ahead = seq - w.highest;
-            w.seen = if ahead >= 128 { 1 } else { (w.seen << ahead) | 1 };
+            w.seen = if ahead >= 128 {
+                1
+            } else {
+                (w.seen << ahead) | 1
+            };
             w.highest = seq;
-            return if ahead == 1 { Verdict::InOrder } else { Verdict::Gap { missed: ahead - 1 } };
+            return if ahead == 1 {
+                Verdict::InOrder
+            } else {
+                Verdict::Gap { missed: ahead - 1 }
+            };
         }
         let behind = w.highest - seq;
         if behind >= REORDER_WINDOW {
@@ -106,7 +124,10 @@ impl SeqTracker {
 
     /// The highest sequence number seen from `src`.
     pub fn highest(&self, src: u32) -> Option<u64> {
-        self.windows.iter().find(|w| w.src == src).map(|w| w.highest)
+        self.windows
+            .iter()
+            .find(|w| w.src == src)
+            .map(|w| w.highest)
     }
 }
 
@@ -271,7 +292,11 @@ mod tests {
 
     #[test]
     fn body_round_trips_and_pads() {
-        let s = Stamp { src: 3, seq: 42, ts: 1_700_000_000_123_456_789 };
+        let s = Stamp {
+            src: 3,
+            seq: 42,
+            ts: 1_700_000_000_123_456_789,
+        };
         let body = encode_body(s, 10);
         assert!(body.ends_with(b"xxxxxxxxxx\"}"));
         assert_eq!(parse_stamp(&body), Some(s));
@@ -281,10 +306,25 @@ mod tests {
 
     #[test]
     fn stamp_found_in_envelopes() {
-        let embedded = br#"{"id":"1-5","topic":"/t","time":1,"data":{"src":1,"seq":5,"ts":9,"pad":""}}"#;
-        assert_eq!(parse_stamp(embedded), Some(Stamp { src: 1, seq: 5, ts: 9 }));
+        let embedded =
+            br#"{"id":"1-5","topic":"/t","time":1,"data":{"src":1,"seq":5,"ts":9,"pad":""}}"#;
+        assert_eq!(
+            parse_stamp(embedded),
+            Some(Stamp {
+                src: 1,
+                seq: 5,
+                ts: 9
+            })
+        );
         let as_string = br#"{"id":"1-5","data":"{\"seq\":6,\"ts\":7}"}"#;
-        assert_eq!(parse_stamp(as_string), Some(Stamp { src: 0, seq: 6, ts: 7 }));
+        assert_eq!(
+            parse_stamp(as_string),
+            Some(Stamp {
+                src: 0,
+                seq: 6,
+                ts: 7
+            })
+        );
         assert_eq!(parse_stamp(br#"{"data":"hello"}"#), None);
         assert_eq!(parse_stamp(br#"{"data":[1,2],"x":null}"#), None);
         assert_eq!(parse_stamp(b"not json"), None);
@@ -299,7 +339,13 @@ mod tests {
             assert_eq!(v, Verdict::InOrder);
             c.count(v);
         }
-        assert_eq!(c, Checks { received: 10, ..Checks::default() });
+        assert_eq!(
+            c,
+            Checks {
+                received: 10,
+                ..Checks::default()
+            }
+        );
         assert_eq!(t.highest(0), Some(19));
     }
 
@@ -346,9 +392,27 @@ mod tests {
 
     #[test]
     fn checks_merge_adds_up() {
-        let mut a = Checks { received: 5, duplicates: 1, reordered: 2, missing: 3 };
-        a.merge(&Checks { received: 1, duplicates: 1, reordered: 0, missing: 1 });
-        assert_eq!(a, Checks { received: 6, duplicates: 2, reordered: 2, missing: 4 });
+        let mut a = Checks {
+            received: 5,
+            duplicates: 1,
+            reordered: 2,
+            missing: 3,
+        };
+        a.merge(&Checks {
+            received: 1,
+            duplicates: 1,
+            reordered: 0,
+            missing: 1,
+        });
+        assert_eq!(
+            a,
+            Checks {
+                received: 6,
+                duplicates: 2,
+                reordered: 2,
+                missing: 4
+            }
+        );
         assert_eq!(a.unique(), 4);
     }
 }

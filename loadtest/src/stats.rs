@@ -59,7 +59,8 @@ impl Latency {
 
     /// Record one sample, clamped into the histogram's range.
     pub fn record(&mut self, ns: u64) {
-        self.hist.saturating_record(ns.clamp(LATENCY_LOW_NS, LATENCY_HIGH_NS));
+        self.hist
+            .saturating_record(ns.clamp(LATENCY_LOW_NS, LATENCY_HIGH_NS));
     }
 
     pub fn count(&self) -> u64 {
@@ -81,7 +82,9 @@ impl Latency {
     pub fn merge(&mut self, snap: &HistSnapshot) {
         for &(value, count) in &snap.buckets {
             // Counts saturate rather than fail: a corrupt child line cannot panic the parent.
-            let _ = self.hist.record_n(value.clamp(LATENCY_LOW_NS, LATENCY_HIGH_NS), count);
+            let _ = self
+                .hist
+                .record_n(value.clamp(LATENCY_LOW_NS, LATENCY_HIGH_NS), count);
         }
     }
 
@@ -109,7 +112,12 @@ impl Latency {
         }
         self.hist
             .iter_quantiles(2)
-            .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to() as f64 / 1_000.0))
+            .map(|v| {
+                (
+                    v.quantile_iterated_to() * 100.0,
+                    v.value_iterated_to() as f64 / 1_000.0,
+                )
+            })
             .collect()
     }
 }
@@ -141,7 +149,11 @@ impl Timeline {
 
     /// Add another thread's or process's timeline tick by tick.
     pub fn merge(&mut self, other: &Timeline) {
-        let n = other.connections.len().max(other.deliveries.len()).min(MAX_TICKS);
+        let n = other
+            .connections
+            .len()
+            .max(other.deliveries.len())
+            .min(MAX_TICKS);
         if self.connections.len() < n {
             self.connections.resize(n, 0);
             self.deliveries.resize(n, 0);
@@ -173,7 +185,8 @@ mod tests {
                 b.record(ns)
             }
         }
-        let wire_a: HistSnapshot = serde_json::from_str(&serde_json::to_string(&a.snapshot()).expect("ser")).expect("de");
+        let wire_a: HistSnapshot =
+            serde_json::from_str(&serde_json::to_string(&a.snapshot()).expect("ser")).expect("de");
         let mut merged = Latency::new();
         merged.merge(&wire_a);
         merged.merge(&b.snapshot());
@@ -205,7 +218,9 @@ mod tests {
         assert!(h.summary().max_us >= LATENCY_HIGH_NS as f64 / 1_000.0 * 0.99);
         let curve = h.percentile_curve();
         assert!(!curve.is_empty());
-        assert!(curve.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert!(curve
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn start(plan: &Plan, stop: Arc<AtomicBool>, churning: Arc<AtomicBool>) -> i
             .collect();
         let mut lp = SubLoop::new(plan, t, poll, subs, stop.clone(), churning.clone());
         wakers.push(waker);
-        let handle = std::thread::Builder::new().name(format!("sub-{t}")).spawn(move || lp.run())?;
+        let handle = std::thread::Builder::new()
+            .name(format!("sub-{t}"))
+            .spawn(move || lp.run())?;
         handles.push(handle);
     }
     Ok(Worker { handles, wakers })
@@ -115,7 +117,15 @@ struct Sub {
 
 impl Sub {
     fn new(global: u32, topic: String) -> Self {
-        Sub { global, topic, cursor: Cursor::Start, tracker: SeqTracker::default(), warm: false, conn: None, failures: 0 }
+        Sub {
+            global,
+            topic,
+            cursor: Cursor::Start,
+            tracker: SeqTracker::default(),
+            warm: false,
+            conn: None,
+            failures: 0,
+        }
     }
 }
 
@@ -218,11 +228,20 @@ struct SubLoop {
 }
 
 impl SubLoop {
-    fn new(plan: &Plan, thread: u32, poll: Poll, subs: Vec<Sub>, stop: Arc<AtomicBool>, churning: Arc<AtomicBool>) -> Self {
+    fn new(
+        plan: &Plan,
+        thread: u32,
+        poll: Poll,
+        subs: Vec<Sub>,
+        stop: Arc<AtomicBool>,
+        churning: Arc<AtomicBool>,
+    ) -> Self {
         let threads = plan.threads.max(1);
         let churn_per_thread = plan.churn_per_s / f64::from(threads);
         let now_ns = unix_ns();
-        let end_ns = plan.start_unix_ns.saturating_add(plan.deadline_s.saturating_mul(1_000_000_000));
+        let end_ns = plan
+            .start_unix_ns
+            .saturating_add(plan.deadline_s.saturating_mul(1_000_000_000));
         let to_connect = (0..subs.len()).collect();
         SubLoop {
             poll,
@@ -239,7 +258,8 @@ impl SubLoop {
             retry: BinaryHeap::new(),
             connecting: 0,
             max_connecting: (plan.connect_concurrency / threads).max(1) as usize,
-            churn_every: (churn_per_thread > 0.0).then(|| Duration::from_secs_f64(1.0 / churn_per_thread)),
+            churn_every: (churn_per_thread > 0.0)
+                .then(|| Duration::from_secs_f64(1.0 / churn_per_thread)),
             churn_cursor: 0,
             start_unix_ns: plan.start_unix_ns,
             deadline: Instant::now() + Duration::from_nanos(end_ns.saturating_sub(now_ns)),
@@ -263,10 +283,16 @@ impl SubLoop {
         let mut next_got = Instant::now() + GOT_FLUSH;
         let mut next_churn: Option<Instant> = None;
         let mut done: Vec<(usize, Next)> = Vec::new();
+        let mut milestones = Milestones::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= self.deadline {
-                emit(&ChildMsg::Log { text: format!("child {} thread {}: deadline reached", self.child, self.thread) });
+                emit(&ChildMsg::Log {
+                    text: format!(
+                        "child {} thread {}: deadline reached",
+                        self.child, self.thread
+                    ),
+                });
                 break;
             }
             while let Some(Reverse((at, sub))) = self.retry.peek().copied() {
@@ -312,7 +338,9 @@ impl SubLoop {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                emit(&ChildMsg::Log { text: format!("poll failed: {e}") });
+                emit(&ChildMsg::Log {
+                    text: format!("poll failed: {e}"),
+                });
                 break;
             }
             let now_ns = unix_ns();
@@ -330,6 +358,7 @@ impl SubLoop {
                 }
             }
             self.close_done(&mut done);
+            self.announce_milestones(&mut milestones);
         }
         self.finish()
     }
@@ -337,12 +366,17 @@ impl SubLoop {
     /// Start queued connects, at most `max_connecting` in flight.
     fn start_connects(&mut self) {
         while self.connecting < self.max_connecting {
-            let Some(s) = self.to_connect.pop_front() else { return };
+            let Some(s) = self.to_connect.pop_front() else {
+                return;
+            };
             let sub = &mut self.subs[s];
             if sub.conn.is_some() || sub.failures > MAX_FAILURES {
                 continue;
             }
-            let src = self.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
+            let src = self
+                .target
+                .is_ipv4()
+                .then(|| source_addr(sub.global, self.source_addrs));
             let stream = match connect_from(src, self.target) {
                 Ok(stream) => stream,
                 Err(_) => {
@@ -363,7 +397,16 @@ impl SubLoop {
                 reader: ResponseReader::new(MAX_BODY_BYTES),
                 sse: SseParser::default(),
             };
-            if self.poll.registry().register(&mut conn.stream, Token(key + 1), Interest::READABLE | Interest::WRITABLE).is_err() {
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut conn.stream,
+                    Token(key + 1),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
                 self.sink.counters.connect_errors += 1;
                 self.fail(s);
                 continue;
@@ -383,12 +426,16 @@ impl SubLoop {
             self.sink.progress.failed += 1;
             return;
         }
-        let backoff = FIRST_BACKOFF.saturating_mul(1 << sub.failures.min(8)).min(MAX_BACKOFF);
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << sub.failures.min(8))
+            .min(MAX_BACKOFF);
         self.retry.push(Reverse((Instant::now() + backoff, s)));
     }
 
     fn on_event(&mut self, key: usize, writable: bool, now_ns: u64) -> Next {
-        let Some(conn) = self.conns.get_mut(key) else { return Next::Stay };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Next::Stay;
+        };
         if conn.phase == Phase::Connecting {
             match connect_outcome(&conn.stream) {
                 ConnectOutcome::Pending => return Next::Stay,
@@ -443,7 +490,11 @@ impl SubLoop {
                     _ => Next::Stay,
                 };
                 self.sink.counters.server_closes += 1;
-                return if next == Next::Retry { Next::Retry } else { Next::Reconnect };
+                return if next == Next::Retry {
+                    Next::Retry
+                } else {
+                    Next::Reconnect
+                };
             }
         }
         next
@@ -483,8 +534,13 @@ impl SubLoop {
         for _ in 0..self.subs.len() {
             let s = self.churn_cursor % self.subs.len().max(1);
             self.churn_cursor = self.churn_cursor.wrapping_add(1);
-            let Some(key) = self.subs[s].conn else { continue };
-            let parked = self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Waiting | Phase::Streaming));
+            let Some(key) = self.subs[s].conn else {
+                continue;
+            };
+            let parked = self
+                .conns
+                .get(key)
+                .is_some_and(|c| matches!(c.phase, Phase::Waiting | Phase::Streaming));
             if parked {
                 self.sink.counters.churned += 1;
                 done.push((key, Next::Reconnect));
@@ -494,18 +550,43 @@ impl SubLoop {
         }
     }
 
+    /// Report at once (not at the next tick) when every subscriber of this loop has parked
+    /// or warmed up, so the parent's set-up and warm-up times are not rounded to a tick.
+    fn announce_milestones(&mut self, m: &mut Milestones) {
+        let n = self.subs.len() as u64;
+        let p = self.sink.progress;
+        let parked = p.parked + p.failed >= n;
+        let warm = p.warm + p.failed >= n;
+        if (parked && !m.parked) || (warm && !m.warm) {
+            m.parked |= parked;
+            m.warm |= warm;
+            emit(&ChildMsg::Progress {
+                thread: self.thread,
+                progress: p,
+            });
+        }
+    }
+
     fn tick(&mut self) {
         let index = (unix_ns().saturating_sub(self.start_unix_ns) / 1_000_000 / TICK_MS) as usize;
-        self.sink.timeline.set(index, self.sink.progress.open, self.sink.tick_delivered);
+        self.sink
+            .timeline
+            .set(index, self.sink.progress.open, self.sink.tick_delivered);
         self.sink.tick_delivered = 0;
-        emit(&ChildMsg::Progress { thread: self.thread, progress: self.sink.progress });
+        emit(&ChildMsg::Progress {
+            thread: self.thread,
+            progress: self.sink.progress,
+        });
     }
 
     fn flush_got(&mut self) {
         if self.sink.got.is_empty() {
             return;
         }
-        let items = std::mem::take(&mut self.sink.got).into_iter().map(|(seq, (n, last))| (seq, n, last)).collect();
+        let items = std::mem::take(&mut self.sink.got)
+            .into_iter()
+            .map(|(seq, (n, last))| (seq, n, last))
+            .collect();
         emit(&ChildMsg::Got { items });
     }
 
@@ -523,6 +604,13 @@ impl SubLoop {
             timeline: std::mem::take(&mut self.sink.timeline),
         }
     }
+}
+
+/// Which "everyone here is ..." reports a loop already sent.
+#[derive(Debug, Default)]
+struct Milestones {
+    parked: bool,
+    warm: bool,
 }
 
 enum ConnectOutcome {
@@ -627,7 +715,13 @@ fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_n
 }
 
 /// A complete long-poll response: deliver its messages and prepare the re-poll.
-fn longpoll_done(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_ns: u64) -> Next {
+fn longpoll_done(
+    conn: &mut Conn,
+    sub: &mut Sub,
+    sink: &mut Sink,
+    ep: &Endpoint,
+    now_ns: u64,
+) -> Next {
     let head = conn.reader.head().cloned();
     let body = conn.reader.take_body();
     conn.reader.reset();
