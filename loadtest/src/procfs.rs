@@ -21,8 +21,37 @@ pub struct Sample {
     pub anon_kb: u64,
 }
 
-/// Read `pid`'s CPU and memory now; `None` if the process is gone or /proc is unreadable.
+/// Read the cost of `pid` plus its direct children now (so an nginx master's number covers
+/// its workers; Halley has no children); `None` if `pid` is gone or /proc is unreadable.
 pub fn sample(pid: u32) -> Option<Sample> {
+    let mut total = sample_one(pid)?;
+    for child in children(pid) {
+        if let Some(s) = sample_one(child) {
+            total.cpu_ns += s.cpu_ns;
+            total.rss_kb += s.rss_kb;
+            total.anon_kb += s.anon_kb;
+        }
+    }
+    Some(total)
+}
+
+/// Direct children of `pid`, from /proc/PID/task/*/children.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn sample_one(pid: u32) -> Option<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let (rss_kb, anon_kb) = parse_status(&status);
     Some(Sample {
@@ -151,6 +180,18 @@ mod tests {
    1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5555 1 0\n";
         assert_eq!(listening_inode(table, 8080), Some(4242));
         assert_eq!(listening_inode(table, 8081), None);
+    }
+
+    #[test]
+    fn children_are_counted_with_their_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let kids = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(kids.contains(&child.id()), "{kids:?}");
     }
 
     #[test]

@@ -318,8 +318,10 @@ impl PubLoop {
         else {
             return Some(Duration::from_millis(100));
         };
-        let elapsed = start.elapsed().min(*duration);
-        let due_total = (elapsed.as_secs_f64() * *per_s) as u64;
+        // Publish k (from 0) is due at start + k / per_s; `total` of them fit in the duration.
+        let total = (duration.as_secs_f64() * *per_s).round() as u64;
+        let elapsed = start.elapsed();
+        let due_total = ((elapsed.as_secs_f64() * *per_s) as u64 + 1).min(total);
         while out.scheduled < due_total {
             let due = *start + Duration::from_secs_f64(out.scheduled as f64 / *per_s);
             out.scheduled += 1;
@@ -339,10 +341,10 @@ impl PubLoop {
                 due: Some(due),
             });
         }
-        if start.elapsed() >= *duration {
+        if out.scheduled >= total {
             return Some(Duration::from_millis(10));
         }
-        let next_due = *start + Duration::from_secs_f64((out.scheduled + 1) as f64 / *per_s);
+        let next_due = *start + Duration::from_secs_f64(out.scheduled as f64 / *per_s);
         Some(next_due.saturating_duration_since(Instant::now()))
     }
 
