@@ -684,7 +684,9 @@ fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_n
             Mode::Sse => {
                 if conn.phase == Phase::Waiting {
                     match conn.reader.head() {
-                        Some(h) if h.status == 200 => conn.phase = Phase::Streaming,
+                        Some(h) if h.status == 200 && h.event_stream => {
+                            conn.phase = Phase::Streaming
+                        }
                         Some(_) => {
                             sink.counters.http_errors += 1;
                             return Next::Retry;
