@@ -8,8 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -26,7 +25,7 @@ const FIRST_CONN: usize = 2;
 /// Longest request head plus body we buffer, in bytes.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Messages kept per topic for `since=` catch-up.
-const RING: usize = 256;
+const RING: usize = 4096;
 /// Bytes queued to one slow subscriber before it is closed.
 const MAX_PENDING_BYTES: usize = 1024 * 1024;
 /// Pending connections in each listener's accept queue.
@@ -45,7 +44,6 @@ pub fn start(
     for _ in 1..threads {
         listeners.push(reuseport_listener(addr)?);
     }
-    let ids = Arc::new(AtomicU64::new(0));
     let mut polls = Vec::new();
     let mut peers = Vec::new();
     let mut inboxes = Vec::new();
@@ -57,21 +55,15 @@ pub fn start(
         peers.push((tx, waker));
         inboxes.push(rx);
     }
+    let sequencer = Arc::new(Mutex::new(Sequencer { last_id: 0, peers }));
     let mut handles = Vec::new();
     for (t, ((poll, inbox), listener)) in polls.into_iter().zip(inboxes).zip(listeners).enumerate()
     {
-        let others: Vec<_> = peers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != t)
-            .map(|(_, p)| p.clone())
-            .collect();
         let mut lp = FloorLoop {
             poll,
             listener: TcpListener::from_std(listener),
             inbox,
-            others,
-            ids: ids.clone(),
+            sequencer: sequencer.clone(),
             conns: Slab::new(),
             topics: HashMap::new(),
             accepting: true,
@@ -83,6 +75,13 @@ pub fn start(
         );
     }
     Ok((addr, handles))
+}
+
+/// The one place message ids are assigned, with every thread's inbox.
+#[derive(Debug)]
+struct Sequencer {
+    last_id: u64,
+    peers: Vec<(mpsc::Sender<Arc<FloorMsg>>, Arc<Waker>)>,
 }
 
 /// One published message with its wire forms built once.
@@ -101,6 +100,8 @@ struct FloorMsg {
 #[derive(Debug, Default)]
 struct TopicState {
     ring: VecDeque<Arc<FloorMsg>>,
+    /// Id of the newest message dropped from `ring`; a cursor before it missed messages.
+    evicted_upto: u64,
     /// Long-poll connections parked on this topic (checked against their state on use).
     waiting: Vec<usize>,
     streams: Vec<usize>,
@@ -129,8 +130,7 @@ struct FloorLoop {
     poll: Poll,
     listener: TcpListener,
     inbox: mpsc::Receiver<Arc<FloorMsg>>,
-    others: Vec<(mpsc::Sender<Arc<FloorMsg>>, Arc<Waker>)>,
-    ids: Arc<AtomicU64>,
+    sequencer: Arc<Mutex<Sequencer>>,
     conns: Slab<FConn>,
     topics: HashMap<String, TopicState>,
     accepting: bool,
@@ -291,8 +291,8 @@ impl FloorLoop {
                 Arc::from(&b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..]),
             ),
             Request::Publish { topic, body } => {
-                let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
-                let msg = Arc::new(build_msg(topic, id, &body));
+                let msg = self.sequence(topic, &body);
+                let id = msg.id;
                 let reply = format!(
                     "{{\"id\":\"0-{id}\",\"topic\":\"/{}\",\"time\":{},\"delivered\":0}}",
                     msg.topic,
@@ -302,13 +302,12 @@ impl FloorLoop {
                     "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
                     reply.len()
                 );
-                for (tx, waker) in &self.others {
-                    if tx.send(msg.clone()).is_ok() {
-                        let _ = waker.wake();
-                    }
-                }
+                // Deliver locally now, in sequence: the inbox holds this message and any
+                // earlier one another thread sequenced.
                 let mut dead = Vec::new();
-                self.deliver(&msg, &mut dead);
+                while let Ok(m) = self.inbox.try_recv() {
+                    self.deliver(&m, &mut dead);
+                }
                 for k in dead {
                     if k != key && self.conns.contains(k) {
                         let mut c = self.conns.remove(k);
@@ -323,6 +322,8 @@ impl FloorLoop {
                     Some(s) => t.ring.iter().filter(|m| m.id > s).cloned().collect(),
                     None => Vec::new(),
                 };
+                // The cursor is older than the ring: say so (Halley's `"gap":true`).
+                let gap = since.is_some_and(|s| s < t.evicted_upto);
                 if sse {
                     t.streams.push(key);
                     let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec();
@@ -341,16 +342,35 @@ impl FloorLoop {
                     }
                     return true;
                 }
-                self.send(key, Arc::from(catch_up_response(&backlog)))
+                self.send(key, Arc::from(catch_up_response(&backlog, gap)))
             }
         }
+    }
+
+    /// Give a publish its id and hand it to every thread (this one too) under one lock, so
+    /// every thread sees messages in id order and `since=` catch-up never skips one.
+    fn sequence(&self, topic: String, body: &[u8]) -> Arc<FloorMsg> {
+        let mut seq = self
+            .sequencer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        seq.last_id += 1;
+        let msg = Arc::new(build_msg(topic, seq.last_id, body));
+        for (tx, waker) in &seq.peers {
+            if tx.send(msg.clone()).is_ok() {
+                let _ = waker.wake();
+            }
+        }
+        msg
     }
 
     /// Write `msg` to every subscriber of its topic on this thread, and keep it for catch-up.
     fn deliver(&mut self, msg: &Arc<FloorMsg>, dead: &mut Vec<usize>) {
         let t = self.topics.entry(msg.topic.clone()).or_default();
         if t.ring.len() == RING {
-            t.ring.pop_front();
+            if let Some(old) = t.ring.pop_front() {
+                t.evicted_upto = old.id;
+            }
         }
         t.ring.push_back(msg.clone());
         let waiting = std::mem::take(&mut t.waiting);
@@ -469,7 +489,7 @@ fn build_msg(topic: String, id: u64, body: &[u8]) -> FloorMsg {
 }
 
 /// A long-poll response with every message after the subscriber's cursor.
-fn catch_up_response(msgs: &[Arc<FloorMsg>]) -> Vec<u8> {
+fn catch_up_response(msgs: &[Arc<FloorMsg>], gap: bool) -> Vec<u8> {
     let mut json = b"{\"messages\":[".to_vec();
     for (i, m) in msgs.iter().enumerate() {
         if i > 0 {
@@ -478,7 +498,12 @@ fn catch_up_response(msgs: &[Arc<FloorMsg>]) -> Vec<u8> {
         json.extend_from_slice(&m.entry);
     }
     let last = msgs.last().map_or(0, |m| m.id);
-    json.extend_from_slice(format!("],\"next\":\"0-{last}\"}}").as_bytes());
+    json.extend_from_slice(format!("],\"next\":\"0-{last}\"").as_bytes());
+    json.extend_from_slice(if gap {
+        &b",\"gap\":true}"[..]
+    } else {
+        &b"}"[..]
+    });
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         json.len()
@@ -615,7 +640,10 @@ mod tests {
             Some(stamp)
         );
         assert!(msg.sse.starts_with(b"id: 0-5\ndata: {"));
-        let all = catch_up_response(&[Arc::new(msg), Arc::new(build_msg("t".into(), 6, b"hi"))]);
+        let all = catch_up_response(
+            &[Arc::new(msg), Arc::new(build_msg("t".into(), 6, b"hi"))],
+            false,
+        );
         let text = String::from_utf8(all).expect("utf8");
         assert!(
             text.ends_with("\"data\":\"hi\"}],\"next\":\"0-6\"}"),

@@ -179,8 +179,8 @@ impl Report {
         let c = &self.counters;
         let _ = writeln!(
             s,
-            "  connections: {} connects, {} connect errors, {} server closes, {} churned, {} http errors, {} empty polls",
-            c.connects, c.connect_errors, c.server_closes, c.churned, c.http_errors, c.empty_responses
+            "  connections: {} connects, {} connect errors, {} server closes, {} churned, {} http errors, {} empty polls, {} server-flagged gaps",
+            c.connects, c.connect_errors, c.server_closes, c.churned, c.http_errors, c.empty_responses, c.server_gaps
         );
         for p in &self.problems {
             let _ = writeln!(s, "  PROBLEM: {p}");
@@ -252,18 +252,20 @@ impl Report {
                 )
             })
             .collect();
-        let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+        let ymax = pts.iter().map(|p| p.1).fold(0.01, f64::max) * 1.5;
+        let ymin = pts.iter().map(|p| p.1).fold(ymax, f64::min) / 1.5;
         let mut chart = ChartBuilder::on(area)
             .caption("latency by percentile (ms, log)", ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..5.0, (0.001..ymax).log_scale())
+            .build_cartesian_2d(0.0..5.0, (ymin..ymax).log_scale())
             .map_err(chart_err)?;
         chart
             .configure_mesh()
             .x_desc("percentile")
-            .x_label_formatter(&|x| format!("p{}", 100.0 - 100.0 * 10f64.powf(-x)))
+            .x_labels(6)
+            .x_label_formatter(&|x| nines_label(*x))
             .draw()
             .map_err(chart_err)?;
         chart
@@ -297,6 +299,21 @@ fn time_panel<DB: DrawingBackend>(
         .draw_series(LineSeries::new(pts.iter().copied(), color))
         .map_err(chart_err)?;
     Ok(())
+}
+
+/// Axis label for a "nines" position: 0 -> p0, 1 -> p90, 2 -> p99, 3 -> p99.9 ...
+fn nines_label(x: f64) -> String {
+    let n = x.round();
+    if (x - n).abs() > 1e-6 || n < 0.0 {
+        return String::new();
+    }
+    match n as u32 {
+        0 => "p0".into(),
+        1 => "p90".into(),
+        k => format!("p99.{}", "9".repeat(k as usize - 2))
+            .trim_end_matches('.')
+            .to_owned(),
+    }
 }
 
 fn chart_err<E: std::fmt::Debug>(e: E) -> String {
@@ -387,6 +404,13 @@ mod tests {
         let text = std::fs::read_to_string(&html).expect("read");
         assert!(text.contains("<svg") && text.contains("x &lt;y&gt;"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn percentile_axis_labels_count_nines() {
+        let labels: Vec<String> = (0..5).map(|x| nines_label(f64::from(x))).collect();
+        assert_eq!(labels, ["p0", "p90", "p99", "p99.9", "p99.99"]);
+        assert_eq!(nines_label(1.5), "");
     }
 
     #[test]

@@ -290,6 +290,12 @@ fn drive(
         problems.push("some children did not report results".into());
     }
     problems.extend(live.logs.iter().cloned());
+    if counters.server_gaps > 0 {
+        problems.push(format!(
+            "the server flagged {} responses with a gap (history overrun)",
+            counters.server_gaps
+        ));
+    }
     let unique = checks.unique();
     let lost = expected.saturating_sub(unique);
     if lost > 0 || checks.duplicates > 0 || checks.missing > 0 {

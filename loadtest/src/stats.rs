@@ -105,18 +105,26 @@ impl Latency {
         }
     }
 
-    /// `(percentile, latency in µs)` points for a distribution plot, from p0 to p99.99+.
+    /// `(percentile, latency in µs)` points for a distribution plot, p0 to p100, dense in the
+    /// tail.
     pub fn percentile_curve(&self) -> Vec<(f64, f64)> {
         if self.hist.is_empty() {
             return Vec::new();
         }
-        self.hist
-            .iter_quantiles(2)
-            .map(|v| {
-                (
-                    v.quantile_iterated_to() * 100.0,
-                    v.value_iterated_to() as f64 / 1_000.0,
-                )
+        const POINTS: [f64; 22] = [
+            0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.5, 99.0, 99.5,
+            99.75, 99.9, 99.95, 99.975, 99.99, 99.995, 99.999, 100.0,
+        ];
+        POINTS
+            .iter()
+            .map(|&p| {
+                // hdrhistogram answers quantile 0 with its lowest bucket, not the minimum.
+                let ns = if p == 0.0 {
+                    self.hist.min()
+                } else {
+                    self.hist.value_at_quantile(p / 100.0)
+                };
+                (p, ns as f64 / 1_000.0)
             })
             .collect()
     }
