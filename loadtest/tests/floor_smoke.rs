@@ -78,3 +78,28 @@ fn floor_rate_sse_loses_nothing() {
     assert_eq!(r["lost"], 0);
     assert_eq!(r["rate"]["kept_up"], true);
 }
+
+#[test]
+fn floor_churn_longpoll_keeps_cursors_across_reconnects() {
+    let r = run(&[
+        "--pattern",
+        "churn",
+        "-n",
+        "40",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--publishers",
+        "2",
+        "--churn-rate",
+        "80",
+    ]);
+    assert!(
+        r["counters"]["churned"].as_u64().is_some_and(|c| c > 0),
+        "{r}"
+    );
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["checks"]["duplicates"], 0, "{r}");
+    assert_eq!(r["delivered_unique"], r["expected_deliveries"]);
+}
