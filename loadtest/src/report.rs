@@ -158,16 +158,22 @@ impl Report {
         }
         match &self.server {
             Some(c) => {
-                let _ = writeln!(
+                let _ = write!(
                     s,
-                    "  server pid {}: {:.0} B/conn RSS ({:.0} B anon), {:.2} µs CPU/conn, {:.2} µs CPU/delivery ({:.0} ms measured)",
+                    "  server pid {}: {:.0} B/conn RSS ({:.0} B anon), {:.2} µs CPU/conn",
                     c.pid,
                     c.bytes_per_connection,
                     c.anon_bytes_per_connection,
                     c.cpu_us_per_connection,
-                    c.cpu_us_per_delivery,
-                    c.cpu_ms_measured
                 );
+                if self.delivered_unique > 0 {
+                    let _ = write!(
+                        s,
+                        ", {:.2} µs CPU/delivery ({:.0} ms measured)",
+                        c.cpu_us_per_delivery, c.cpu_ms_measured
+                    );
+                }
+                s.push('\n');
             }
             None => {
                 let _ = writeln!(
