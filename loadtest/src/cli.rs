@@ -1,0 +1,228 @@
+//! The command line: run options for a scenario, plus the hidden `worker` and `floor-server`
+//! subcommands the parent uses to re-execute itself.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::feed::{Mode, Target};
+
+/// halley-load: C10K long-poll / SSE load generator for Halley and nginx + Nchan (loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "halley-load", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub internal: Option<Internal>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands the parent starts; not for people.
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// Hold subscribers as told by the plan on stdin.
+    #[command(hide = true)]
+    Worker,
+    /// Run the floor server.
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Open N subscribers, wait until parked, measure set-up and memory, hold.
+    Idle,
+    /// N subscribers on one topic; publish K messages one at a time; fan-out time per message.
+    Broadcast,
+    /// N subscribers on one topic; publish at R/s for T s from P connections.
+    Rate,
+    /// N subscribers each on its own topic; publish to random topics at R/s.
+    PerUser,
+    /// Like `rate`, with subscribers disconnecting and reconnecting (cursor kept) at C/s.
+    Churn,
+    /// Run `--pattern` against the built-in floor server instead of `--addr`.
+    Floor,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RunArgs {
+    /// Scenario to run.
+    #[arg(long, short = 's', value_enum, default_value = "broadcast")]
+    pub scenario: Scenario,
+    /// With `--scenario floor`: the scenario whose pattern the floor server serves.
+    #[arg(long, value_enum, default_value = "broadcast")]
+    pub pattern: Scenario,
+    /// Server address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// API flavour of the server.
+    #[arg(long, value_enum, default_value = "halley")]
+    pub target: Target,
+    /// Subscriber mode.
+    #[arg(long, value_enum, default_value = "longpoll")]
+    pub mode: Mode,
+    /// Subscribers.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub subscribers: u32,
+    /// Messages to broadcast (broadcast scenario).
+    #[arg(long, short = 'k', default_value_t = 100)]
+    pub messages: u32,
+    /// Publish rate, messages per second (rate, per-user, churn).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds to publish (rate, per-user, churn) or hold (idle).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Reconnects per second (churn).
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_rate: f64,
+    /// Filler bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub pad: usize,
+    /// Topic for single-topic scenarios (prefix for per-user).
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Publisher location prefix.
+    #[arg(long, default_value = "/pub")]
+    pub pub_path: String,
+    /// Subscriber location prefix.
+    #[arg(long, default_value = "/sub")]
+    pub sub_path: String,
+    /// Halley long-poll `timeout=` seconds (0: server default).
+    #[arg(long, default_value_t = 120)]
+    pub poll_timeout: u32,
+    /// Child processes holding subscribers (0: enough for the open-file cap).
+    #[arg(long, default_value_t = 0)]
+    pub processes: u32,
+    /// Event-loop threads per child (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
+    /// Source addresses 127.0.0.1..=127.0.0.N.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: u8,
+    /// Connects in flight per child.
+    #[arg(long, default_value_t = 512)]
+    pub connect_concurrency: u32,
+    /// Server pid for CPU and memory readings (default: found by the listening port).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Deadline for connecting (and warming up) every subscriber, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub connect_timeout: f64,
+    /// Deadline for deliveries after the last publish, seconds (also per broadcast message).
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+    /// Threads of the floor server (floor scenario).
+    #[arg(long, default_value_t = 2)]
+    pub floor_threads: usize,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a report with charts: `.svg` or `.html`.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// Check the numbers before anything starts; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.subscribers == 0 {
+            return Err("--subscribers must be at least 1".into());
+        }
+        if self.scenario == Scenario::Floor && self.pattern == Scenario::Floor {
+            return Err("--pattern must name a scenario other than floor".into());
+        }
+        let publishing = matches!(self.effective(), Scenario::Rate | Scenario::PerUser | Scenario::Churn);
+        if publishing && !(self.rate > 0.0 && self.rate <= 1_000_000.0) {
+            return Err("--rate must be in (0, 1000000]".into());
+        }
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            return Err("--duration must be in (0, 3600] seconds".into());
+        }
+        if self.publishers == 0 || self.publishers as usize > crate::stamp::MAX_PUBLISHERS {
+            return Err(format!("--publishers must be in 1..={}", crate::stamp::MAX_PUBLISHERS));
+        }
+        if self.source_addrs == 0 || self.source_addrs > 254 {
+            return Err("--source-addrs must be in 1..=254".into());
+        }
+        let in_range = |s: f64| s > 0.0 && s <= 3600.0;
+        if !in_range(self.connect_timeout) || !in_range(self.drain_timeout) {
+            return Err("timeouts must be in (0, 3600] seconds".into());
+        }
+        if self.messages > 1_000_000 {
+            return Err("--messages must be at most 1000000".into());
+        }
+        if self.pad > 1024 * 1024 {
+            return Err("--pad must be at most 1 MiB".into());
+        }
+        if self.effective() == Scenario::Churn && !(self.churn_rate > 0.0 && self.churn_rate <= 1_000_000.0) {
+            return Err("--churn-rate must be in (0, 1000000]".into());
+        }
+        Ok(())
+    }
+
+    /// The scenario whose pattern runs (the floor runs its `--pattern`).
+    pub fn effective(&self) -> Scenario {
+        if self.scenario == Scenario::Floor {
+            self.pattern
+        } else {
+            self.scenario
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("halley-load").chain(args.iter().copied())).expect("parses")
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let cli = parse(&[]);
+        assert!(cli.internal.is_none());
+        assert_eq!(cli.run.validate(), Ok(()));
+        assert_eq!(cli.run.effective(), Scenario::Broadcast);
+    }
+
+    #[test]
+    fn floor_runs_its_pattern() {
+        let cli = parse(&["--scenario", "floor", "--pattern", "rate", "--rate", "500"]);
+        assert_eq!(cli.run.effective(), Scenario::Rate);
+        let bad = parse(&["--scenario", "floor", "--pattern", "floor"]);
+        assert!(bad.run.validate().is_err());
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        assert!(parse(&["-n", "0"]).run.validate().is_err());
+        assert!(parse(&["--scenario", "rate", "--rate", "0"]).run.validate().is_err());
+        assert!(parse(&["--source-addrs", "0"]).run.validate().is_err());
+        assert!(parse(&["--publishers", "65"]).run.validate().is_err());
+    }
+
+    #[test]
+    fn hidden_subcommands_parse() {
+        assert!(matches!(parse(&["worker"]).internal, Some(Internal::Worker)));
+        assert!(matches!(
+            parse(&["floor-server", "--threads", "3"]).internal,
+            Some(Internal::FloorServer { threads: 3, .. })
+        ));
+    }
+}

@@ -1,0 +1,391 @@
+//! What a subscriber says and hears, per target flavour and subscriber mode, without I/O:
+//! the subscribe and publish requests, long-poll cursors, long-poll bodies and the
+//! `text/event-stream` event parser.
+//!
+//! Halley long-poll re-polls with `?since=<next>` from the JSON body; Nchan long-poll echoes
+//! `Last-Modified`/`Etag` back as `If-Modified-Since`/`If-None-Match`; SSE reconnects send
+//! `Last-Event-ID` (WHATWG HTML §9.2).
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::http::Head;
+use crate::stamp::{Nested, Stamp};
+
+/// Longest line we accept in an event stream, in bytes.
+pub const MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+
+/// Which server's API the requests follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Halley's native API (`/pub/<topic>`, `/sub/<topic>?since=`).
+    Halley,
+    /// nginx + Nchan publisher/subscriber locations.
+    Nchan,
+}
+
+/// How a subscriber receives messages. WebSocket and chunked-stream modes slot in here when
+/// the transports land: one variant, one arm in each `match` below and in `sub.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One request per response; re-poll with the cursor.
+    Longpoll,
+    /// Server-Sent Events: one long response, one event per message.
+    Sse,
+}
+
+/// Where a subscriber stands in the message stream, sent with its next request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Cursor {
+    /// Nothing seen yet: wait for the next message.
+    #[default]
+    Start,
+    /// Halley's `next` from the last long-poll body.
+    Halley(String),
+    /// Nchan's `Last-Modified` and `Etag` from the last long-poll response.
+    Nchan { last_modified: String, etag: String },
+    /// The last SSE `id:`.
+    EventId(String),
+}
+
+/// The fixed part of every request: host, paths, flavour, mode.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    /// Value of the `Host` header.
+    pub host: String,
+    /// Publisher location prefix, e.g. `/pub`.
+    pub pub_path: String,
+    /// Subscriber location prefix, e.g. `/sub`.
+    pub sub_path: String,
+    pub target: Target,
+    pub mode: Mode,
+    /// Halley long-poll `timeout=` in seconds (0 = server default).
+    pub poll_timeout_s: u32,
+}
+
+/// Why a response could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// A 200 long-poll body that is not the expected JSON.
+    BadBody,
+    /// An event-stream line longer than [`MAX_SSE_LINE_BYTES`].
+    LineTooLong,
+}
+
+impl fmt::Display for FeedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedError::BadBody => f.write_str("long-poll body is not the expected JSON"),
+            FeedError::LineTooLong => f.write_str("event-stream line too long"),
+        }
+    }
+}
+
+impl std::error::Error for FeedError {}
+
+/// What one long-poll response delivered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Polled {
+    pub stamps: Vec<Stamp>,
+    /// Messages without a stamp of ours (someone else's traffic).
+    pub foreign: u32,
+    /// The server said messages were dropped before our cursor (Halley `"gap":true`).
+    pub gap: bool,
+}
+
+impl Endpoint {
+    /// The subscribe request for `topic` from `cursor`.
+    pub fn subscribe_request(&self, topic: &str, cursor: &Cursor) -> Vec<u8> {
+        let mut path = format!("{}/{}", self.sub_path, topic);
+        let mut query = Vec::new();
+        let mut extra = String::new();
+        match self.mode {
+            Mode::Longpoll => {}
+            Mode::Sse => {
+                if self.target == Target::Halley {
+                    query.push("transport=sse".to_owned());
+                }
+                extra.push_str("Accept: text/event-stream\r\n");
+            }
+        }
+        match cursor {
+            Cursor::Start => {}
+            Cursor::Halley(next) => query.push(format!("since={}", query_escape(next))),
+            Cursor::Nchan { last_modified, etag } => {
+                extra.push_str(&format!("If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n"));
+            }
+            Cursor::EventId(id) => extra.push_str(&format!("Last-Event-ID: {id}\r\n")),
+        }
+        if self.target == Target::Halley && self.mode == Mode::Longpoll && self.poll_timeout_s > 0 {
+            query.push(format!("timeout={}", self.poll_timeout_s));
+        }
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host).into_bytes()
+    }
+
+    /// The publish request putting `body` (a JSON stamp) on `topic`.
+    pub fn publish_request(&self, topic: &str, body: &[u8]) -> Vec<u8> {
+        let mut req = format!(
+            "POST {}/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.pub_path,
+            topic,
+            self.host,
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    }
+
+    /// Read one complete long-poll response, moving `cursor` forward.
+    /// Non-200 answers (a Halley timeout is a 200; Nchan's are 304/408) deliver nothing and
+    /// keep the cursor.
+    pub fn longpoll_response(&self, head: &Head, body: &[u8], cursor: &mut Cursor) -> Result<Polled, FeedError> {
+        let mut polled = Polled::default();
+        if head.status != 200 {
+            return Ok(polled);
+        }
+        match self.target {
+            Target::Halley => {
+                let parsed: LongPollBody = serde_json::from_slice(body).map_err(|_| FeedError::BadBody)?;
+                for m in parsed.messages {
+                    match m.data.0 {
+                        Some(s) => polled.stamps.push(s),
+                        None => polled.foreign += 1,
+                    }
+                }
+                polled.gap = parsed.gap;
+                if let Some(next) = parsed.next {
+                    *cursor = Cursor::Halley(next);
+                }
+            }
+            Target::Nchan => {
+                match crate::stamp::parse_stamp(body) {
+                    Some(s) => polled.stamps.push(s),
+                    None => polled.foreign += 1,
+                }
+                if let (Some(lm), Some(etag)) = (&head.last_modified, &head.etag) {
+                    *cursor = Cursor::Nchan { last_modified: lm.clone(), etag: etag.clone() };
+                }
+            }
+        }
+        Ok(polled)
+    }
+}
+
+#[derive(Deserialize)]
+struct LongPollBody {
+    #[serde(default)]
+    messages: Vec<LongPollMessage>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    gap: bool,
+}
+
+#[derive(Deserialize)]
+struct LongPollMessage {
+    data: Nested,
+}
+
+/// Incremental `text/event-stream` parser (WHATWG HTML §9.2.6): `data:` lines accumulate,
+/// `id:` sets the last event id, an empty line dispatches the event.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    last_id: Option<String>,
+}
+
+impl SseParser {
+    /// Feed decoded body bytes; `on_event` gets each complete event's data.
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8])) -> Result<(), FeedError> {
+        for &b in bytes {
+            if b != b'\n' {
+                if self.line.len() >= MAX_SSE_LINE_BYTES {
+                    return Err(FeedError::LineTooLong);
+                }
+                self.line.push(b);
+                continue;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            if self.line.is_empty() {
+                if self.has_data {
+                    on_event(&self.data);
+                }
+                self.data.clear();
+                self.has_data = false;
+                continue;
+            }
+            let (field, value) = match self.line.iter().position(|&c| c == b':') {
+                Some(0) => {
+                    self.line.clear();
+                    continue; // a comment line (keep-alive)
+                }
+                Some(i) => {
+                    let v = &self.line[i + 1..];
+                    (&self.line[..i], v.strip_prefix(b" ").unwrap_or(v))
+                }
+                None => (&self.line[..], &b""[..]),
+            };
+            match field {
+                b"data" => {
+                    if self.has_data {
+                        self.data.push(b'\n');
+                    }
+                    self.data.extend_from_slice(value);
+                    self.has_data = true;
+                }
+                b"id" => self.last_id = Some(String::from_utf8_lossy(value).into_owned()),
+                _ => {}
+            }
+            self.line.clear();
+        }
+        Ok(())
+    }
+
+    /// The cursor to resume from: the last event id seen.
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.last_id.clone().map(Cursor::EventId)
+    }
+}
+
+/// Percent-encode a cursor for a query string (RFC 3986 §2.3: unreserved bytes pass).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Framing;
+
+    fn endpoint(target: Target, mode: Mode) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1:8080".into(),
+            pub_path: "/pub".into(),
+            sub_path: "/sub".into(),
+            target,
+            mode,
+            poll_timeout_s: 30,
+        }
+    }
+
+    fn head(status: u16) -> Head {
+        Head {
+            status,
+            framing: Framing::Length(0),
+            keep_alive: true,
+            last_modified: None,
+            etag: None,
+            event_stream: false,
+        }
+    }
+
+    #[test]
+    fn halley_cursor_moves_with_next_and_is_sent_back() {
+        let ep = endpoint(Target::Halley, Mode::Longpoll);
+        let mut cursor = Cursor::Start;
+        let first = String::from_utf8(ep.subscribe_request("bench", &cursor)).expect("ascii");
+        assert!(first.starts_with("GET /sub/bench?timeout=30 HTTP/1.1\r\n"), "{first}");
+        let body = br#"{"messages":[{"id":"7-1","topic":"/bench","time":1,"data":{"src":0,"seq":1,"ts":5,"pad":""}},
+            {"id":"7-2","topic":"/bench","time":1,"data":"plain text"}],"next":"7-2"}"#;
+        let polled = ep.longpoll_response(&head(200), body, &mut cursor).expect("valid");
+        assert_eq!(polled.stamps, vec![Stamp { src: 0, seq: 1, ts: 5 }]);
+        assert_eq!(polled.foreign, 1);
+        assert_eq!(cursor, Cursor::Halley("7-2".into()));
+        let again = String::from_utf8(ep.subscribe_request("bench", &cursor)).expect("ascii");
+        assert!(again.starts_with("GET /sub/bench?since=7-2&timeout=30 HTTP/1.1\r\n"), "{again}");
+    }
+
+    #[test]
+    fn halley_timeout_and_gap_keep_polling() {
+        let ep = endpoint(Target::Halley, Mode::Longpoll);
+        let mut cursor = Cursor::Halley("1-1".into());
+        let polled = ep.longpoll_response(&head(200), br#"{"messages":[],"next":"1-1"}"#, &mut cursor).expect("ok");
+        assert!(polled.stamps.is_empty());
+        assert_eq!(cursor, Cursor::Halley("1-1".into()));
+        let polled =
+            ep.longpoll_response(&head(200), br#"{"messages":[],"next":"2-9","gap":true}"#, &mut cursor).expect("ok");
+        assert!(polled.gap);
+        assert_eq!(cursor, Cursor::Halley("2-9".into()));
+        assert_eq!(ep.longpoll_response(&head(200), b"{oops", &mut cursor), Err(FeedError::BadBody));
+        assert_eq!(cursor, Cursor::Halley("2-9".into()), "a bad body does not move the cursor");
+    }
+
+    #[test]
+    fn nchan_cursor_from_headers_and_kept_on_304() {
+        let ep = endpoint(Target::Nchan, Mode::Longpoll);
+        let mut cursor = Cursor::Start;
+        let mut h = head(200);
+        h.last_modified = Some("Sun, 22 Nov 2026 06:00:00 GMT".into());
+        h.etag = Some("0".into());
+        let polled = ep.longpoll_response(&h, br#"{"src":2,"seq":3,"ts":4,"pad":""}"#, &mut cursor).expect("ok");
+        assert_eq!(polled.stamps, vec![Stamp { src: 2, seq: 3, ts: 4 }]);
+        let req = String::from_utf8(ep.subscribe_request("t", &cursor)).expect("ascii");
+        assert!(req.starts_with("GET /sub/t HTTP/1.1\r\n"), "no Halley query for Nchan: {req}");
+        assert!(req.contains("If-Modified-Since: Sun, 22 Nov 2026 06:00:00 GMT\r\nIf-None-Match: 0\r\n"));
+        let before = cursor.clone();
+        let polled = ep.longpoll_response(&head(304), b"", &mut cursor).expect("ok");
+        assert!(polled.stamps.is_empty());
+        assert_eq!(cursor, before);
+    }
+
+    #[test]
+    fn sse_requests_and_resume() {
+        let ep = endpoint(Target::Halley, Mode::Sse);
+        let req = String::from_utf8(ep.subscribe_request("t", &Cursor::EventId("4-4".into()))).expect("ascii");
+        assert!(req.starts_with("GET /sub/t?transport=sse HTTP/1.1\r\n"));
+        assert!(req.contains("Accept: text/event-stream\r\nLast-Event-ID: 4-4\r\n\r\n"));
+        let nchan = endpoint(Target::Nchan, Mode::Sse);
+        let req = String::from_utf8(nchan.subscribe_request("t", &Cursor::Start)).expect("ascii");
+        assert!(req.starts_with("GET /sub/t HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn sse_events_split_anywhere() {
+        let stream = b": hi\n\nid: 1-1\ndata: {\"seq\":1,\r\ndata: \"ts\":2}\n\nretry: 5\nid: 1-2\ndata:x\n\n";
+        for split in 0..=stream.len() {
+            let mut p = SseParser::default();
+            let mut events = Vec::new();
+            for part in [&stream[..split], &stream[split..]] {
+                p.feed(part, |d| events.push(d.to_vec())).expect("ok");
+            }
+            assert_eq!(events, vec![b"{\"seq\":1,\n\"ts\":2}".to_vec(), b"x".to_vec()], "split {split}");
+            assert_eq!(p.cursor(), Some(Cursor::EventId("1-2".into())));
+        }
+    }
+
+    #[test]
+    fn publish_request_is_json_with_length() {
+        let ep = endpoint(Target::Halley, Mode::Longpoll);
+        let req = ep.publish_request("bench", b"{\"seq\":1}");
+        let text = String::from_utf8(req).expect("ascii");
+        assert!(text.starts_with("POST /pub/bench HTTP/1.1\r\n"));
+        assert!(text.contains("Content-Type: application/json\r\n"));
+        assert!(text.ends_with("Content-Length: 9\r\n\r\n{\"seq\":1}"));
+    }
+
+    #[test]
+    fn cursors_are_escaped_in_queries() {
+        assert_eq!(query_escape("7-2"), "7-2");
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
+    }
+}

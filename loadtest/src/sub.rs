@@ -1,0 +1,712 @@
+//! The subscriber event loops of a `worker` child: one `mio` loop per thread, each holding its
+//! share of the child's subscribers, connecting them (paced), keeping them subscribed across
+//! responses, reconnects and churn, and checking every stamped message that arrives.
+//!
+//! A subscriber (cursor, sequence tracker) outlives its connections; a connection is a socket
+//! plus the response reader, kept in a slab (token = key + 1, token 0 is the waker).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::feed::{Cursor, Endpoint, Mode, SseParser};
+use crate::http::{ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use crate::ipc::{emit, ChildMsg, ChildResult, Counters, Plan, Progress};
+use crate::net::{connect_from, source_addr};
+use crate::stamp::{parse_stamp, unix_ns, Checks, SeqTracker, Stamp, Verdict};
+use crate::stats::{Latency, Timeline, TICK_MS};
+
+/// Token of each loop's waker; connection tokens are slab key + 1.
+const WAKER: Token = Token(0);
+/// Bytes read per `read()` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes buffered unparsed on one connection.
+const MAX_INBUF: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
+/// Consecutive failures (connect errors, bad responses) after which a subscriber is given up.
+const MAX_FAILURES: u32 = 20;
+/// Backoff after the first failure; doubles per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often per-message fan-out counts go to the parent while they change.
+const GOT_FLUSH: Duration = Duration::from_millis(2);
+/// Events handled per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// The running loops of one child.
+#[derive(Debug)]
+pub struct Worker {
+    handles: Vec<JoinHandle<ChildResult>>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+/// Start `plan.threads` loops holding `plan.subs` subscribers; they run until `stop` is set
+/// (then [`Worker::wake_all`]) or the plan's deadline passes. Churn (at `plan.churn_per_s`)
+/// starts once `churning` is set.
+pub fn start(plan: &Plan, stop: Arc<AtomicBool>, churning: Arc<AtomicBool>) -> io::Result<Worker> {
+    let threads = plan.threads.max(1);
+    let mut handles = Vec::new();
+    let mut wakers = Vec::new();
+    for t in 0..threads {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let subs: Vec<Sub> = (0..plan.subs)
+            .filter(|j| j % threads == t)
+            .map(|j| Sub::new(plan.first_sub + j, plan.topics.name(plan.first_sub + j)))
+            .collect();
+        let mut lp = SubLoop::new(plan, t, poll, subs, stop.clone(), churning.clone());
+        wakers.push(waker);
+        let handle = std::thread::Builder::new().name(format!("sub-{t}")).spawn(move || lp.run())?;
+        handles.push(handle);
+    }
+    Ok(Worker { handles, wakers })
+}
+
+impl Worker {
+    /// Wake every loop so it notices the stop flag now.
+    pub fn wake_all(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// Wakers, for the thread that reads the parent's commands.
+    pub fn wakers(&self) -> Vec<Arc<Waker>> {
+        self.wakers.clone()
+    }
+
+    /// Wait for every loop and add up what they measured.
+    pub fn join(self) -> ChildResult {
+        let mut total = ChildResult::default();
+        let mut latency = Latency::new();
+        for h in self.handles {
+            if let Ok(r) = h.join() {
+                total.progress.add(&r.progress);
+                total.checks.merge(&r.checks);
+                total.counters.merge(&r.counters);
+                total.timeline.merge(&r.timeline);
+                latency.merge(&r.latency);
+            }
+        }
+        total.latency = latency.snapshot();
+        total
+    }
+}
+
+/// A subscriber: what survives its connections.
+#[derive(Debug)]
+struct Sub {
+    global: u32,
+    topic: String,
+    cursor: Cursor,
+    tracker: SeqTracker,
+    warm: bool,
+    conn: Option<usize>,
+    failures: u32,
+}
+
+impl Sub {
+    fn new(global: u32, topic: String) -> Self {
+        Sub {
+            global,
+            topic,
+            cursor: Cursor::Start,
+            tracker: SeqTracker::default(),
+            warm: false,
+            conn: None,
+            failures: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connect in flight.
+    Connecting,
+    /// Writing the request in `out`.
+    Sending,
+    /// Request sent, no response head yet: parked at the server.
+    Waiting,
+    /// SSE head received; events follow.
+    Streaming,
+}
+
+#[derive(Debug)]
+struct Conn {
+    sub: usize,
+    stream: TcpStream,
+    phase: Phase,
+    out: Vec<u8>,
+    written: usize,
+    inbuf: Vec<u8>,
+    reader: ResponseReader,
+    sse: SseParser,
+}
+
+/// What to do with a connection after handling its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Stay,
+    /// A new request is in `out`: flush it.
+    Send,
+    /// Close and reconnect now, keeping the cursor (server closed, stream ended, churn).
+    Reconnect,
+    /// Close and reconnect after a backoff (error).
+    Retry,
+}
+
+/// Where deliveries and counts go, kept apart from the slab so both can be borrowed.
+#[derive(Debug)]
+struct Sink {
+    checks: Checks,
+    latency: Latency,
+    counters: Counters,
+    progress: Progress,
+    timeline: Timeline,
+    tick_delivered: u64,
+    track_fanout: bool,
+    got: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Sink {
+    /// Account one stamped message for `sub`.
+    fn deliver(&mut self, sub: &mut Sub, stamp: Stamp, now_ns: u64) {
+        let verdict = sub.tracker.observe(stamp.src, stamp.seq);
+        if !sub.warm {
+            sub.warm = true;
+            self.progress.warm += 1;
+        }
+        sub.failures = 0;
+        if stamp.seq == 0 {
+            return; // the warm-up message: a baseline, not a measurement
+        }
+        self.checks.count(verdict);
+        self.progress.received += 1;
+        self.tick_delivered += 1;
+        if verdict != Verdict::Duplicate {
+            self.latency.record(now_ns.saturating_sub(stamp.ts));
+            if self.track_fanout {
+                let e = self.got.entry(stamp.seq).or_insert((0, 0));
+                e.0 += 1;
+                e.1 = e.1.max(now_ns);
+            }
+        }
+    }
+}
+
+struct SubLoop {
+    poll: Poll,
+    thread: u32,
+    child: u32,
+    target: SocketAddr,
+    endpoint: Endpoint,
+    source_addrs: u8,
+    stop: Arc<AtomicBool>,
+    churning: Arc<AtomicBool>,
+    subs: Vec<Sub>,
+    conns: Slab<Conn>,
+    to_connect: VecDeque<usize>,
+    retry: BinaryHeap<Reverse<(Instant, usize)>>,
+    connecting: usize,
+    max_connecting: usize,
+    churn_every: Option<Duration>,
+    churn_cursor: usize,
+    start_unix_ns: u64,
+    deadline: Instant,
+    sink: Sink,
+    scratch: Vec<u8>,
+}
+
+impl SubLoop {
+    fn new(
+        plan: &Plan,
+        thread: u32,
+        poll: Poll,
+        subs: Vec<Sub>,
+        stop: Arc<AtomicBool>,
+        churning: Arc<AtomicBool>,
+    ) -> Self {
+        let threads = plan.threads.max(1);
+        let churn_per_thread = plan.churn_per_s / f64::from(threads);
+        let now_ns = unix_ns();
+        let end_ns = plan.start_unix_ns.saturating_add(plan.deadline_s.saturating_mul(1_000_000_000));
+        let to_connect = (0..subs.len()).collect();
+        SubLoop {
+            poll,
+            thread,
+            child: plan.child,
+            target: plan.target,
+            endpoint: plan.endpoint.clone(),
+            source_addrs: plan.source_addrs,
+            stop,
+            churning,
+            subs,
+            conns: Slab::new(),
+            to_connect,
+            retry: BinaryHeap::new(),
+            connecting: 0,
+            max_connecting: (plan.connect_concurrency / threads).max(1) as usize,
+            churn_every: (churn_per_thread > 0.0).then(|| Duration::from_secs_f64(1.0 / churn_per_thread)),
+            churn_cursor: 0,
+            start_unix_ns: plan.start_unix_ns,
+            deadline: Instant::now() + Duration::from_nanos(end_ns.saturating_sub(now_ns)),
+            sink: Sink {
+                checks: Checks::default(),
+                latency: Latency::new(),
+                counters: Counters::default(),
+                progress: Progress::default(),
+                timeline: Timeline::default(),
+                tick_delivered: 0,
+                track_fanout: plan.track_fanout,
+                got: BTreeMap::new(),
+            },
+            scratch: vec![0; READ_CHUNK],
+        }
+    }
+
+    fn run(&mut self) -> ChildResult {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut next_tick = Instant::now();
+        let mut next_got = Instant::now() + GOT_FLUSH;
+        let mut next_churn: Option<Instant> = None;
+        let mut done: Vec<(usize, Next)> = Vec::new();
+        let mut milestones = Milestones::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= self.deadline {
+                emit(&ChildMsg::Log { text: format!("child {} thread {}: deadline reached", self.child, self.thread) });
+                break;
+            }
+            while let Some(Reverse((at, sub))) = self.retry.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.retry.pop();
+                self.to_connect.push_back(sub);
+            }
+            self.start_connects();
+            if next_churn.is_none() && self.churning.load(Ordering::Relaxed) {
+                next_churn = self.churn_every.map(|d| now + d);
+            }
+            if let (Some(at), Some(every)) = (next_churn, self.churn_every) {
+                if now >= at {
+                    self.churn_one(&mut done);
+                    next_churn = Some(at + every);
+                }
+            }
+            if now >= next_tick {
+                self.tick();
+                next_tick += Duration::from_millis(TICK_MS);
+                if next_tick < now {
+                    next_tick = now + Duration::from_millis(TICK_MS);
+                }
+            }
+            if now >= next_got {
+                self.flush_got();
+                next_got = now + GOT_FLUSH;
+            }
+            let mut wake_at = next_tick.min(self.deadline);
+            if !self.sink.got.is_empty() {
+                wake_at = wake_at.min(next_got);
+            }
+            if let Some(at) = next_churn {
+                wake_at = wake_at.min(at);
+            }
+            if let Some(Reverse((at, _))) = self.retry.peek() {
+                wake_at = wake_at.min(*at);
+            }
+            let timeout = wake_at.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                emit(&ChildMsg::Log { text: format!("poll failed: {e}") });
+                break;
+            }
+            let now_ns = unix_ns();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let key = ev.token().0 - 1;
+                if !self.conns.contains(key) {
+                    continue; // stale event for a connection closed in this batch
+                }
+                let next = self.on_event(key, ev.is_writable(), now_ns);
+                if next != Next::Stay {
+                    done.push((key, next));
+                }
+            }
+            self.close_done(&mut done);
+            self.announce_milestones(&mut milestones);
+        }
+        self.finish()
+    }
+
+    /// Start queued connects, at most `max_connecting` in flight.
+    fn start_connects(&mut self) {
+        while self.connecting < self.max_connecting {
+            let Some(s) = self.to_connect.pop_front() else {
+                return;
+            };
+            let sub = &mut self.subs[s];
+            if sub.conn.is_some() || sub.failures > MAX_FAILURES {
+                continue;
+            }
+            let src = self.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
+            let stream = match connect_from(src, self.target) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    self.sink.counters.connect_errors += 1;
+                    self.fail(s);
+                    continue;
+                }
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let mut conn = Conn {
+                sub: s,
+                stream,
+                phase: Phase::Connecting,
+                out: Vec::new(),
+                written: 0,
+                inbuf: Vec::new(),
+                reader: ResponseReader::new(MAX_BODY_BYTES),
+                sse: SseParser::default(),
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut conn.stream, Token(key + 1), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.sink.counters.connect_errors += 1;
+                self.fail(s);
+                continue;
+            }
+            entry.insert(conn);
+            sub.conn = Some(key);
+            self.connecting += 1;
+            self.sink.progress.open += 1;
+        }
+    }
+
+    /// Count a failure for subscriber `s` and schedule its retry (or give it up).
+    fn fail(&mut self, s: usize) {
+        let sub = &mut self.subs[s];
+        sub.failures += 1;
+        if sub.failures > MAX_FAILURES {
+            self.sink.progress.failed += 1;
+            return;
+        }
+        let backoff = FIRST_BACKOFF.saturating_mul(1 << sub.failures.min(8)).min(MAX_BACKOFF);
+        self.retry.push(Reverse((Instant::now() + backoff, s)));
+    }
+
+    fn on_event(&mut self, key: usize, writable: bool, now_ns: u64) -> Next {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Next::Stay;
+        };
+        if conn.phase == Phase::Connecting {
+            match connect_outcome(&conn.stream) {
+                ConnectOutcome::Pending => return Next::Stay,
+                ConnectOutcome::Failed => {
+                    self.sink.counters.connect_errors += 1;
+                    return Next::Retry;
+                }
+                ConnectOutcome::Connected => {
+                    self.connecting -= 1;
+                    self.sink.counters.connects += 1;
+                    let sub = &self.subs[conn.sub];
+                    conn.out = self.endpoint.subscribe_request(&sub.topic, &sub.cursor);
+                    conn.written = 0;
+                    conn.phase = Phase::Sending;
+                }
+            }
+        }
+        let mut next = Next::Send;
+        while next == Next::Send {
+            if conn.phase == Phase::Sending && (writable || conn.written == 0) {
+                match flush(conn) {
+                    Ok(true) => {
+                        conn.phase = Phase::Waiting;
+                        self.sink.progress.parked += 1;
+                    }
+                    Ok(false) => return Next::Stay,
+                    Err(_) => {
+                        self.sink.counters.server_closes += 1;
+                        return Next::Reconnect;
+                    }
+                }
+            }
+            let eof = match read_all(conn, &mut self.scratch) {
+                Ok(eof) => eof,
+                Err(_) => {
+                    self.sink.counters.server_closes += 1;
+                    return Next::Reconnect;
+                }
+            };
+            let sub = &mut self.subs[conn.sub];
+            next = process(conn, sub, &mut self.sink, &self.endpoint, now_ns);
+            if next == Next::Send {
+                // The parked request was answered; the re-poll is a new request.
+                self.sink.progress.parked -= 1;
+                conn.phase = Phase::Sending;
+                conn.written = 0;
+                continue;
+            }
+            if eof && next == Next::Stay {
+                next = match conn.reader.finish_eof() {
+                    Ok(true) => process(conn, sub, &mut self.sink, &self.endpoint, now_ns),
+                    _ => Next::Stay,
+                };
+                self.sink.counters.server_closes += 1;
+                return if next == Next::Retry { Next::Retry } else { Next::Reconnect };
+            }
+        }
+        next
+    }
+
+    /// Close the connections collected this batch, then reconnect or schedule retries.
+    fn close_done(&mut self, done: &mut Vec<(usize, Next)>) {
+        for (key, next) in done.drain(..) {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.sink.progress.open -= 1;
+            match conn.phase {
+                Phase::Connecting => self.connecting -= 1,
+                Phase::Waiting | Phase::Streaming => self.sink.progress.parked -= 1,
+                Phase::Sending => {}
+            }
+            let s = conn.sub;
+            self.subs[s].conn = None;
+            if let Some(c) = conn.sse.cursor() {
+                self.subs[s].cursor = c;
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            match next {
+                Next::Retry => self.fail(s),
+                _ => self.to_connect.push_back(s),
+            }
+        }
+    }
+
+    /// Disconnect the next parked subscriber on purpose; it reconnects with its cursor.
+    fn churn_one(&mut self, done: &mut Vec<(usize, Next)>) {
+        for _ in 0..self.subs.len() {
+            let s = self.churn_cursor % self.subs.len().max(1);
+            self.churn_cursor = self.churn_cursor.wrapping_add(1);
+            let Some(key) = self.subs[s].conn else {
+                continue;
+            };
+            let parked = self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Waiting | Phase::Streaming));
+            if parked {
+                self.sink.counters.churned += 1;
+                done.push((key, Next::Reconnect));
+                self.close_done(done);
+                return;
+            }
+        }
+    }
+
+    /// Report at once (not at the next tick) when every subscriber of this loop has parked
+    /// or warmed up, so the parent's set-up and warm-up times are not rounded to a tick.
+    fn announce_milestones(&mut self, m: &mut Milestones) {
+        let n = self.subs.len() as u64;
+        let p = self.sink.progress;
+        let parked = p.parked + p.failed >= n;
+        let warm = p.warm + p.failed >= n;
+        if (parked && !m.parked) || (warm && !m.warm) {
+            m.parked |= parked;
+            m.warm |= warm;
+            emit(&ChildMsg::Progress { thread: self.thread, progress: p });
+        }
+    }
+
+    fn tick(&mut self) {
+        let index = (unix_ns().saturating_sub(self.start_unix_ns) / 1_000_000 / TICK_MS) as usize;
+        self.sink.timeline.set(index, self.sink.progress.open, self.sink.tick_delivered);
+        self.sink.tick_delivered = 0;
+        emit(&ChildMsg::Progress { thread: self.thread, progress: self.sink.progress });
+    }
+
+    fn flush_got(&mut self) {
+        if self.sink.got.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.sink.got).into_iter().map(|(seq, (n, last))| (seq, n, last)).collect();
+        emit(&ChildMsg::Got { items });
+    }
+
+    fn finish(&mut self) -> ChildResult {
+        self.flush_got();
+        self.tick();
+        for mut conn in self.conns.drain() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+        ChildResult {
+            progress: self.sink.progress,
+            checks: self.sink.checks,
+            counters: self.sink.counters,
+            latency: self.sink.latency.snapshot(),
+            timeline: std::mem::take(&mut self.sink.timeline),
+        }
+    }
+}
+
+/// Which "everyone here is ..." reports a loop already sent.
+#[derive(Debug, Default)]
+struct Milestones {
+    parked: bool,
+    warm: bool,
+}
+
+enum ConnectOutcome {
+    Pending,
+    Connected,
+    Failed,
+}
+
+/// After a writable/error event on a connecting socket: did the connect finish?
+fn connect_outcome(stream: &TcpStream) -> ConnectOutcome {
+    match stream.take_error() {
+        Ok(Some(_)) | Err(_) => return ConnectOutcome::Failed,
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => ConnectOutcome::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectOutcome::Pending,
+        Err(_) => ConnectOutcome::Failed,
+    }
+}
+
+/// Write what is left of `out`; true when all of it is written. A short write is not an error.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    while conn.written < conn.out.len() {
+        match conn.stream.write(&conn.out[conn.written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Read until `WouldBlock`; true on EOF.
+fn read_all(conn: &mut Conn, scratch: &mut [u8]) -> io::Result<bool> {
+    loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                if conn.inbuf.len() + n > MAX_INBUF {
+                    return Err(io::Error::other("response larger than the read bound"));
+                }
+                conn.inbuf.extend_from_slice(&scratch[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Handle the buffered bytes of one connection: deliveries, cursor moves, and what next.
+fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_ns: u64) -> Next {
+    loop {
+        let (used, step) = match conn.reader.advance(&conn.inbuf) {
+            Ok(r) => r,
+            Err(_) => {
+                sink.counters.http_errors += 1;
+                return Next::Retry;
+            }
+        };
+        conn.inbuf.drain(..used);
+        match ep.mode {
+            Mode::Longpoll => match step {
+                Step::NeedMore => return Next::Stay,
+                Step::HeadDone => continue,
+                Step::BodyDone => return longpoll_done(conn, sub, sink, ep, now_ns),
+            },
+            Mode::Sse => {
+                if conn.phase == Phase::Waiting {
+                    match conn.reader.head() {
+                        Some(h) if h.status == 200 && h.event_stream => conn.phase = Phase::Streaming,
+                        Some(_) => {
+                            sink.counters.http_errors += 1;
+                            return Next::Retry;
+                        }
+                        None => {}
+                    }
+                }
+                let body = conn.reader.take_body();
+                let fed = conn.sse.feed(&body, |data| match parse_stamp(data) {
+                    Some(stamp) => sink.deliver(sub, stamp, now_ns),
+                    None => sink.counters.foreign += 1,
+                });
+                if fed.is_err() {
+                    sink.counters.http_errors += 1;
+                    return Next::Retry;
+                }
+                if let Some(c) = conn.sse.cursor() {
+                    sub.cursor = c;
+                }
+                match step {
+                    Step::NeedMore => return Next::Stay,
+                    Step::HeadDone => continue,
+                    Step::BodyDone => return Next::Reconnect,
+                }
+            }
+        }
+    }
+}
+
+/// A complete long-poll response: deliver its messages and prepare the re-poll.
+fn longpoll_done(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_ns: u64) -> Next {
+    let head = conn.reader.head().cloned();
+    let body = conn.reader.take_body();
+    conn.reader.reset();
+    let Some(head) = head else { return Next::Retry };
+    sink.counters.responses += 1;
+    if !matches!(head.status, 200 | 204 | 304 | 408) {
+        sink.counters.http_errors += 1;
+        return Next::Retry;
+    }
+    match ep.longpoll_response(&head, &body, &mut sub.cursor) {
+        Ok(polled) => {
+            if polled.stamps.is_empty() {
+                sink.counters.empty_responses += 1;
+            }
+            if polled.gap {
+                sink.counters.server_gaps += 1;
+            }
+            sink.counters.foreign += u64::from(polled.foreign);
+            for stamp in polled.stamps {
+                sink.deliver(sub, stamp, now_ns);
+            }
+        }
+        Err(_) => {
+            sink.counters.http_errors += 1;
+            return Next::Retry;
+        }
+    }
+    if !head.keep_alive {
+        return Next::Reconnect;
+    }
+    conn.out = ep.subscribe_request(&sub.topic, &sub.cursor);
+    Next::Send
+}
