@@ -7,6 +7,7 @@
 mod conn;
 mod listener;
 pub mod pool;
+pub mod session_id;
 mod stats;
 mod subs;
 pub mod timer;
