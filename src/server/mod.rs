@@ -46,6 +46,19 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     /// What every streaming frame depends on besides its message (epoch, multipart boundary).
     pub stream_ctx: StreamCtx,
+    /// Every worker's inbox, for handing a connection to the worker that owns its session.
+    pub peers: Vec<WorkerLink>,
+}
+
+/// A connection on its way to the worker that owns its session, with the complete request
+/// that needs the session, its body, and any bytes already read after it (pipelining).
+#[derive(Debug)]
+pub struct Handoff {
+    pub(crate) sock: mio::net::TcpStream,
+    pub(crate) request: crate::http::Request,
+    pub(crate) body: Vec<u8>,
+    pub(crate) inbuf: Option<Vec<u8>>,
+    pub(crate) peer_closed: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -90,12 +103,14 @@ pub fn start(config: Config) -> io::Result<Server> {
 
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
+    let mut peers = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     let mut wakers = Vec::with_capacity(n);
     for _ in 0..n {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(WORKER_CHANNEL_BATCHES);
+        peers.push(WorkerLink { tx: tx.clone(), waker: Arc::clone(&waker) });
         links.push(WorkerLink { tx, waker: Arc::clone(&waker) });
         wakers.push(waker);
         receivers.push(rx);
@@ -115,6 +130,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         connections: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stream_ctx,
+        peers,
         config,
     });
 

@@ -28,6 +28,10 @@ pub struct WorkerStats {
     pub published: AtomicU64,
     /// Message deliveries written to subscribers by this worker.
     pub delivered: AtomicU64,
+    /// Connections handed to the worker that owns their session.
+    pub handoffs_out: AtomicU64,
+    /// Connections received from other workers for a session owned here.
+    pub handoffs_in: AtomicU64,
     /// Times accepting paused at the connection limit or on EMFILE/ENFILE.
     pub accept_pauses: AtomicU64,
 }
@@ -54,6 +58,8 @@ impl WorkerStats {
             "published": self.published.load(Relaxed),
             "delivered": self.delivered.load(Relaxed),
             "accept_pauses": self.accept_pauses.load(Relaxed),
+            "handoffs_out": self.handoffs_out.load(Relaxed),
+            "handoffs_in": self.handoffs_in.load(Relaxed),
         })
     }
 }

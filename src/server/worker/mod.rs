@@ -28,6 +28,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use slab::Slab;
 
 mod duplex;
+mod handoff;
+mod sessions;
 mod stream;
 
 use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
@@ -87,7 +89,7 @@ pub(crate) struct Worker {
     /// whenever one of our connections closes.
     accept_paused: bool,
     conns: Slab<Conn>,
-    timers: TimerWheel<usize>,
+    timers: TimerWheel<Timer>,
     pool: BufPool,
     date: DateCache,
     rx: Receiver<Vec<WorkerMsg>>,
@@ -96,12 +98,15 @@ pub(crate) struct Worker {
     /// Closed connections whose slots are freed after the event batch.
     closed: Vec<usize>,
     scratch_keys: Vec<usize>,
+    scratch_timers: Vec<Timer>,
     scratch_topics: FxHashSet<Arc<str>>,
     /// Control messages for the hub that found its channel full (bounded, retried each turn).
     hub_backlog: VecDeque<HubCmd>,
     /// One reply shared by every subscriber woken in this turn with the same subscription and
     /// cursor (the broadcast case): one history read and one encoding instead of one each.
     reply_cache: Option<CachedReply>,
+    /// The Pushlet and Bayeux sessions this worker owns.
+    sessions: sessions::Sessions,
     /// True while resuming the subscribers of one hub turn (the only time the cache is used).
     caching: bool,
     scratch_msgs: Vec<Arc<Message>>,
@@ -146,9 +151,11 @@ impl Worker {
             limits,
             closed: Vec::new(),
             scratch_keys: Vec::new(),
+            scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
             hub_backlog: VecDeque::new(),
             reply_cache: None,
+            sessions: sessions::Sessions::default(),
             caching: false,
             scratch_msgs: Vec::new(),
             scratch_parts: Vec::new(),
@@ -1132,6 +1139,7 @@ impl Worker {
                     }
                     WorkerMsg::Wake(selector) => selectors.push(selector),
                     WorkerMsg::WakeAll => wake_all = true,
+                    WorkerMsg::Handoff(handoff) => self.adopt(handoff),
                     WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
                         self.publish_acked(reply, seq, time_ms, delivered);
                     }
@@ -1213,14 +1221,21 @@ impl Worker {
             self.timers.cancel(old);
         }
         conn.timer_mark = conn.written;
-        conn.timer = Some(self.timers.insert(Instant::now() + after, key));
+        conn.timer = Some(self.timers.insert(Instant::now() + after, Timer::Conn(key)));
     }
 
     fn fire_timers(&mut self) {
-        let mut expired = mem::take(&mut self.scratch_keys);
+        let mut expired = mem::take(&mut self.scratch_timers);
         expired.clear();
         self.timers.expire(Instant::now(), &mut expired);
-        for &key in &expired {
+        for &timer in &expired {
+            let key = match timer {
+                Timer::Conn(key) => key,
+                Timer::Session(key) => {
+                    self.session_timer(key);
+                    continue;
+                }
+            };
             let Some(conn) = self.conns.get_mut(key) else { continue };
             conn.timer = None;
             match conn.phase {
@@ -1257,7 +1272,7 @@ impl Worker {
             }
             self.pump(key);
         }
-        self.scratch_keys = expired;
+        self.scratch_timers = expired;
     }
 
     fn housekeeping(&mut self, now: Instant) {
@@ -1317,6 +1332,15 @@ impl Worker {
         let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
         base.mul_f64(0.9 + 0.2 * unit)
     }
+}
+
+/// What a timer in the wheel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The connection's one timer (its meaning depends on its phase).
+    Conn(usize),
+    /// A session's lease (Pushlet) or expiry after its last connect (Bayeux).
+    Session(usize),
 }
 
 /// A long-poll reply shared by the subscribers of one hub turn; see `Worker::answer`.

@@ -1,0 +1,89 @@
+//! Moving a connection to the worker that owns its session.
+//!
+//! A session lives on one worker and its state is never shared or locked. A request for it
+//! that arrives elsewhere (a control request on a second connection, a re-poll on a new
+//! connection that the kernel gave to another worker) is handed over whole: the socket,
+//! deregistered here, plus the parsed request, its body and any pipelined bytes, through the
+//! owner's inbox. The owner registers the socket in its own poll and dispatches the request as
+//! if it had read it itself.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::TrySendError;
+use log::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{Worker, FIRST_CONN};
+use crate::http::Request;
+use crate::hub::WorkerMsg;
+use crate::server::conn::{Conn, ReplyMeta};
+use crate::server::stats::WorkerStats;
+use crate::server::Handoff;
+
+impl Worker {
+    /// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
+    pub(super) fn hand_off(&mut self, key: usize, owner: usize, request: Request, body: Vec<u8>, meta: ReplyMeta) {
+        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        // The slot is free at once: a stale event for this token in the current batch can only
+        // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        if let Some(timer) = conn.timer.take() {
+            self.timers.cancel(timer);
+        }
+        WorkerStats::sub(&self.stats().connections, 1);
+        let handoff = Handoff { sock: conn.sock, request, body, inbuf: conn.inbuf, peer_closed: conn.peer_closed };
+        let Some(peer) = self.shared.peers.get(owner) else { return };
+        match peer.tx.try_send(vec![WorkerMsg::Handoff(Box::new(handoff))]) {
+            Ok(()) => {
+                WorkerStats::add(&self.stats().handoffs_out, 1);
+                if let Err(e) = peer.waker.wake() {
+                    debug!("worker {}: waking worker {owner}: {e}", self.id);
+                }
+            }
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                // The owner's inbox is full (or it is gone): keep the connection and say so.
+                for msg in batch {
+                    if let WorkerMsg::Handoff(handoff) = msg {
+                        let Handoff { sock, inbuf, peer_closed, .. } = *handoff;
+                        if let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) {
+                            self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
+                            self.pump(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a connection handed over by another worker and dispatches its request here.
+    pub(super) fn adopt(&mut self, handoff: Box<Handoff>) {
+        let Handoff { sock, request, body, inbuf, peer_closed } = *handoff;
+        WorkerStats::add(&self.stats().handoffs_in, 1);
+        if let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) {
+            self.dispatch(key, request, body);
+            self.pump(key);
+        }
+    }
+
+    /// Registers a handed-over socket in this worker's poll and slab.
+    fn adopt_socket(&mut self, mut sock: TcpStream, inbuf: Option<Vec<u8>>, peer_closed: bool) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key + FIRST_CONN), interest) {
+            debug!("worker {}: register a handed-over connection: {e}", self.id);
+            // The socket closes here; the connection it counted against is gone.
+            self.shared.connections.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let mut conn = Conn::new(sock);
+        conn.inbuf = inbuf;
+        conn.peer_closed = peer_closed;
+        // Readiness that arrived while the socket was in flight is reported by the registration.
+        conn.readable = true;
+        entry.insert(conn);
+        WorkerStats::add(&self.stats().connections, 1);
+        Some(key)
+    }
+}
