@@ -134,6 +134,7 @@ impl std::error::Error for HttpError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xorshift::XorShift;
 
     #[test]
     fn limits_default() {
@@ -161,22 +162,6 @@ mod tests {
         assert_eq!(HttpError::BodyTooLarge.to_string(), "request body too large (413)");
     }
 
-    /// xorshift64: a tiny deterministic PRNG, so failures are reproducible without a new crate.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Bytes that steer random input into the interesting parts of the grammar.
     const ALPHABET: &[u8] = b"GET POST /?=&%:;,\r\n\t 0123456789abcdefABCDEF HTTP/1.1 HTTP/1.0 \
         Host Content-Length Transfer-Encoding chunked Connection close keep-alive \x00\x7f\xff";
@@ -193,14 +178,14 @@ mod tests {
     #[test]
     fn random_input_never_panics() {
         let limits = Limits { max_head: 512, max_uri: 128, max_body: 256 };
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15);
         let mut buf = Vec::new();
         for round in 0..20_000 {
             buf.clear();
             match round % 3 {
                 0 => {
                     for _ in 0..rng.below(600) {
-                        buf.push(rng.next() as u8);
+                        buf.push(rng.next_u64() as u8);
                     }
                 }
                 1 => {
@@ -214,7 +199,7 @@ mod tests {
                         let at = rng.below(buf.len());
                         match rng.below(3) {
                             0 => buf[at] = ALPHABET[rng.below(ALPHABET.len())],
-                            1 => buf.insert(at, rng.next() as u8),
+                            1 => buf.insert(at, rng.next_u64() as u8),
                             _ => {
                                 buf.remove(at);
                             }

@@ -53,8 +53,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_have_no_owner() {
-        for bad in ["", "00", "zzz0123456789abcdef0123456789abcdef", "000", &"0".repeat(ID_LEN + 1), "000ABCDEF0123456789abcdef0123456789"]
-        {
+        for bad in [
+            "",
+            "00",
+            "zzz0123456789abcdef0123456789abcdef",
+            "000",
+            &"0".repeat(ID_LEN + 1),
+            "000ABCDEF0123456789abcdef0123456789",
+        ] {
             assert_eq!(owner(bad, 8), None, "{bad}");
         }
     }

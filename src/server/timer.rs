@@ -309,6 +309,7 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
 
     use super::*;
+    use crate::xorshift::XorShift as Rng;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -479,22 +480,6 @@ mod tests {
         assert_eq!(wheel.cancel(key), Some("far"));
     }
 
-    /// xorshift64*: deterministic, good enough to shuffle operations.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// Random inserts, cancels (live and stale keys) and expiries, checked step by step
     /// against a `BTreeMap` ordered by rounded deadline.
     #[test]
@@ -502,7 +487,7 @@ mod tests {
         let tick = ms(1);
         let slots = 16; // a 16 ms rotation, so deadlines below span many rounds
         for seed in 1..=20u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let t0 = Instant::now();
             let mut wheel = TimerWheel::new(tick, slots, t0);
             let mut model: BTreeMap<(Instant, u64), Instant> = BTreeMap::new();
@@ -520,7 +505,7 @@ mod tests {
                 match rng.below(10) {
                     0..=4 => {
                         // Deadlines from 5 ms in the past to ~12 rotations ahead, sub-tick precise.
-                        let offset = Duration::from_micros(rng.below(200_000));
+                        let offset = Duration::from_micros(rng.below(200_000) as u64);
                         let deadline = (now + offset).checked_sub(ms(5)).filter(|d| *d >= t0).unwrap_or(t0);
                         let id = next_id;
                         next_id += 1;
@@ -528,7 +513,7 @@ mod tests {
                         model.insert((round_up(deadline), id), deadline);
                     }
                     5 | 6 => {
-                        if let Some(&id) = keys.keys().nth(rng.below(keys.len() as u64 + 1) as usize) {
+                        if let Some(&id) = keys.keys().nth(rng.below(keys.len() + 1)) {
                             let key = keys.remove(&id).expect("listed");
                             assert_eq!(wheel.cancel(key), Some(id));
                             model.retain(|&(_, m), _| m != id);
@@ -540,7 +525,7 @@ mod tests {
                     _ => {
                         // Mostly small steps, sometimes a jump over several rotations.
                         let max_step = if rng.below(20) == 0 { 100_000 } else { 3_000 };
-                        now += Duration::from_micros(rng.below(max_step));
+                        now += Duration::from_micros(rng.below(max_step) as u64);
                         if let (Some(at), Some((&(first, _), _))) = (wheel.next_deadline(), model.first_key_value()) {
                             // Overdue entries report the last processed tick, before `last`.
                             assert!(at <= first.max(last), "next_deadline late (seed {seed})");

@@ -12,9 +12,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{Worker, CLOSE_WRITE_TIMEOUT, HUB_PUBLISH_HIGH_WATER};
+use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::Request;
-use crate::hub::{HubCmd, Message, PublishReq, ReplyTo, Selector, Since, Wire};
+use crate::hub::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, Phase, ReplyMeta};
@@ -255,22 +255,10 @@ impl Worker {
             let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
             return self.duplex_reply(key, commands::error(id.as_deref(), &reason));
         }
-        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return self.duplex_reply(key, commands::error(id.as_deref(), "server busy: publish queue full"));
-        }
-        self.next_tag += 1;
-        let tag = self.next_tag;
-        let cmd = HubCmd::Publish(PublishReq {
-            topic: publish.topic.into(),
-            event: publish.event,
-            content_type: publish.content_type,
-            data: publish.data,
-            reply: Some(ReplyTo { worker: self.id, token: key, tag }),
-        });
-        if self.shared.hub.try_send(cmd).is_err() {
-            return self.duplex_reply(key, commands::error(id.as_deref(), "server busy: publish queue full"));
-        }
-        WorkerStats::add(&self.stats().published, 1);
+        let tag = match self.submit_publish(key, publish) {
+            Ok(tag) => tag,
+            Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), busy)),
+        };
         if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
             duplex.publishes.push_back((tag, id));
         }

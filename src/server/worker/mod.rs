@@ -43,6 +43,7 @@ use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Selector, Sinc
 use crate::protocol::native::{self, Delivery, Piggyback};
 use crate::protocol::{self, Route};
 use crate::transport::{jsonp, longpoll, websocket, Control, Transport};
+use crate::xorshift::XorShift;
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -114,7 +115,7 @@ pub(crate) struct Worker {
     /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
     reports: FxHashMap<u64, usize>,
     next_tag: u64,
-    rng: u64,
+    rng: XorShift,
     next_housekeeping: Instant,
     shutdown_deadline: Option<Instant>,
 }
@@ -161,7 +162,7 @@ impl Worker {
             scratch_parts: Vec::new(),
             reports: FxHashMap::default(),
             next_tag: 0,
-            rng: seed ^ ((id as u64 + 1) << 32) | 1,
+            rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
             shutdown_deadline: None,
             shared,
@@ -602,39 +603,37 @@ impl Worker {
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
         let piggyback = publish.piggyback.take().map(Box::new);
+        let topic: Arc<str> = publish.topic.as_str().into();
+        let tag = match self.submit_publish(key, publish) {
+            Ok(tag) => tag,
+            Err(busy) => return self.respond_error(key, meta, 503, busy, &[("Retry-After", "1")]),
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.phase = Phase::Publishing { tag, reply: meta, topic, piggyback };
+        }
+        self.set_timer(key, PUBLISH_ACK_TIMEOUT);
+    }
+
+    /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
+    /// connection `key`. Refused (with the reason) when the hub's queue is near full, so
+    /// control messages always find room in it.
+    fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, &'static str> {
+        const BUSY: &str = "server busy: publish queue full, retry later";
         if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return self.respond_error(
-                key,
-                meta,
-                503,
-                "server busy: publish queue full, retry later",
-                &[("Retry-After", "1")],
-            );
+            return Err(BUSY);
         }
         self.next_tag += 1;
         let tag = self.next_tag;
-        let topic: Arc<str> = publish.topic.into();
         let cmd = HubCmd::Publish(PublishReq {
-            topic: Arc::clone(&topic),
+            topic: publish.topic.into(),
             event: publish.event,
             content_type: publish.content_type,
             data: publish.data,
             reply: Some(ReplyTo { worker: self.id, token: key, tag }),
         });
-        if self.shared.hub.try_send(cmd).is_err() {
-            return self.respond_error(
-                key,
-                meta,
-                503,
-                "server busy: publish queue full, retry later",
-                &[("Retry-After", "1")],
-            );
-        }
+        self.shared.hub.try_send(cmd).map_err(|_| BUSY)?;
         WorkerStats::add(&self.stats().published, 1);
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Publishing { tag, reply: meta, topic, piggyback };
-        }
-        self.set_timer(key, PUBLISH_ACK_TIMEOUT);
+        Ok(tag)
     }
 
     fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
@@ -1325,12 +1324,7 @@ impl Worker {
     /// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
     /// come back in the same millisecond.
     fn jittered(&mut self, base: Duration) -> Duration {
-        // xorshift64: plenty for spreading timeouts.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-        base.mul_f64(0.9 + 0.2 * unit)
+        base.mul_f64(0.9 + 0.2 * self.rng.unit())
     }
 }
 

@@ -2,6 +2,7 @@
 //! and a byte-soup loop that must never panic.
 
 use super::*;
+use crate::xorshift::XorShift;
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -376,22 +377,6 @@ fn idle_decoder_is_small() {
     assert!(std::mem::size_of::<Decoder>() <= 3 * std::mem::size_of::<usize>());
 }
 
-/// xorshift64: a tiny deterministic PRNG, so failures are reproducible without a new crate.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Random bytes and mutated valid streams, fed in random pieces: never a panic, never more
 /// consumed than given, never more buffered than the message limit.
 #[test]
@@ -401,20 +386,20 @@ fn byte_soup_never_panics() {
     seed.extend(client(true, Opcode::Continuation, b"llo"));
     seed.extend(client(true, Opcode::Binary, &[5u8; 130]));
     seed.extend(client(true, Opcode::Close, b"\x03\xe8ok"));
-    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let mut rng = XorShift::new(0x2545_F491_4F6C_DD1D);
     let mut buf = Vec::new();
     let mut events = 0;
     for round in 0..20_000 {
         buf.clear();
         if round % 2 == 0 {
             for _ in 0..rng.below(300) {
-                buf.push(rng.next() as u8);
+                buf.push(rng.next_u64() as u8);
             }
         } else {
             buf.extend_from_slice(&seed);
             for _ in 0..=rng.below(4) {
                 let at = rng.below(buf.len());
-                buf[at] = rng.next() as u8;
+                buf[at] = rng.next_u64() as u8;
             }
         }
         let mut dec = Decoder::new(64 + rng.below(200), 128 + rng.below(200));
