@@ -4,6 +4,7 @@
 //! bytes travel. Only the native API exists so far; Pushlet (`/pushlet.srv`), Bayeux
 //! (`/cometd`) and raw TCP join here as their own modules.
 
+pub mod bayeux;
 pub mod commands;
 pub mod native;
 
