@@ -158,6 +158,30 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub raw_listen: Option<SocketAddr>,
 
+    /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub client_publish: Option<Vec<String>>,
+
+    /// Undelivered events a Pushlet session may fall behind before it gets an abort and is removed [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub session_queue: Option<usize>,
+
+    /// Seconds a Pushlet session lives without a request (renewed while a listen is open) [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub session_lease: Option<f64>,
+
+    /// Seconds a Pushlet pull refresh or stream waits before a heartbeat event [default: 20]
+    #[arg(long, value_name = "SECONDS")]
+    pub pushlet_read_timeout: Option<f64>,
+
+    /// Seconds a Bayeux /meta/connect is held (advice.timeout) [default: 20]
+    #[arg(long, value_name = "SECONDS")]
+    pub bayeux_timeout: Option<f64>,
+
+    /// Seconds a Bayeux session lives without a connect (maxInterval) [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub bayeux_max_interval: Option<f64>,
+
     /// Log filter in env_logger syntax; RUST_LOG overrides it [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -222,6 +246,18 @@ pub struct Config {
     pub ws_max_message: usize,
     /// Optional raw TCP listener.
     pub raw_listen: Option<SocketAddr>,
+    /// Topic patterns clients of the session protocols and WebSocket may publish to.
+    pub client_publish: Vec<String>,
+    /// Undelivered events a Pushlet session may lag before it is aborted.
+    pub session_queue: usize,
+    /// Pushlet session lease.
+    pub session_lease: Duration,
+    /// Pushlet read timeout (heartbeat period of a listen).
+    pub pushlet_read_timeout: Duration,
+    /// Bayeux connect hold (advice.timeout).
+    pub bayeux_timeout: Duration,
+    /// Bayeux session expiry without a connect (maxInterval).
+    pub bayeux_max_interval: Duration,
     /// env_logger filter (RUST_LOG overrides it).
     pub log: String,
 }
@@ -275,6 +311,7 @@ impl Config {
             ("stream-max-bytes", self.stream_max_bytes),
             ("max-pending-output", self.max_pending_output),
             ("ws-max-message", self.ws_max_message),
+            ("session-queue", self.session_queue),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -297,6 +334,10 @@ impl Config {
             ("heartbeat-interval", self.heartbeat_interval),
             ("stream-max-age", self.stream_max_age),
             ("sse-retry", self.sse_retry),
+            ("session-lease", self.session_lease),
+            ("pushlet-read-timeout", self.pushlet_read_timeout),
+            ("bayeux-timeout", self.bayeux_timeout),
+            ("bayeux-max-interval", self.bayeux_max_interval),
         ] {
             let zero_ok = option == "shutdown-timeout";
             ensure(zero_ok || !value.is_zero(), option, || "must be greater than 0 seconds".into())?;
@@ -321,6 +362,11 @@ impl Config {
         ensure(self.history_total_bytes >= self.history_bytes, "history-total-bytes", || {
             format!("({}) must be at least --history-bytes ({})", self.history_total_bytes, self.history_bytes)
         })?;
+        for pattern in &self.client_publish {
+            ensure(crate::hub::Selector::parse(pattern).is_ok(), "client-publish", || {
+                format!("{pattern:?} is not a topic or pattern like /chat/**")
+            })?;
+        }
         for (option, origins) in
             [("cors-origins", &self.cors_origins), ("cors-publish-origins", &self.cors_publish_origins)]
         {
@@ -371,6 +417,12 @@ impl Config {
             sse_retry: seconds("sse-retry", pick!(sse_retry), d.sse_retry)?,
             ws_max_message: pick!(ws_max_message).unwrap_or(d.ws_max_message),
             raw_listen: pick!(raw_listen).or(d.raw_listen),
+            client_publish: pick!(client_publish).map_or(d.client_publish, clean_list),
+            session_queue: pick!(session_queue).unwrap_or(d.session_queue),
+            session_lease: seconds("session-lease", pick!(session_lease), d.session_lease)?,
+            pushlet_read_timeout: seconds("pushlet-read-timeout", pick!(pushlet_read_timeout), d.pushlet_read_timeout)?,
+            bayeux_timeout: seconds("bayeux-timeout", pick!(bayeux_timeout), d.bayeux_timeout)?,
+            bayeux_max_interval: seconds("bayeux-max-interval", pick!(bayeux_max_interval), d.bayeux_max_interval)?,
             log: pick!(log).unwrap_or(d.log),
         })
     }
@@ -409,6 +461,15 @@ impl Default for Config {
             sse_retry: Duration::from_secs(2),
             ws_max_message: 1024 * 1024,
             raw_listen: None,
+            client_publish: vec!["/**".to_owned()],
+            // The original Pushlet kept 24 events per session because each copy cost servlet
+            // memory; Halley's sessions hold a cursor into shared history, so the bound is only
+            // how far behind a client may fall before it is told: a few seconds of a busy topic.
+            session_queue: 1000,
+            session_lease: Duration::from_secs(300),
+            pushlet_read_timeout: Duration::from_secs(20),
+            bayeux_timeout: Duration::from_secs(20),
+            bayeux_max_interval: Duration::from_secs(10),
             log: "info".to_owned(),
         }
     }
@@ -604,6 +665,12 @@ mod tests {
             ("sse_retry", secs(d.sse_retry)),
             ("ws_max_message", d.ws_max_message.to_string()),
             ("raw_listen", "none".into()),
+            ("client_publish", d.client_publish.join(",")),
+            ("session_queue", d.session_queue.to_string()),
+            ("session_lease", secs(d.session_lease)),
+            ("pushlet_read_timeout", secs(d.pushlet_read_timeout)),
+            ("bayeux_timeout", secs(d.bayeux_timeout)),
+            ("bayeux_max_interval", secs(d.bayeux_max_interval)),
             ("log", d.log.clone()),
         ];
         let command = Cli::command();

@@ -27,6 +27,9 @@ pub enum Route<'a> {
     },
     /// `GET /ws`: a WebSocket that subscribes by command.
     WebSocket,
+    /// Bayeux (CometD, Faye): `/cometd`, `/cometd/`, `/cometd/handshake|connect|disconnect`;
+    /// POST long-polling, GET callback-polling or WebSocket upgrade, OPTIONS preflight.
+    Bayeux,
     /// `OPTIONS` on a known path: CORS preflight. `publish` says which allowlist applies.
     Preflight {
         publish: bool,
@@ -44,6 +47,12 @@ const ALLOW_PUBLISH: &str = "POST, PUT, OPTIONS";
 
 /// Routes a request by method and (undecoded) path.
 pub fn route(method: Method, path: &str) -> Route<'_> {
+    if path == "/cometd" || path.starts_with("/cometd/") {
+        return match method {
+            Method::Get | Method::Post | Method::Options => Route::Bayeux,
+            _ => Route::MethodNotAllowed { allow: "GET, POST, OPTIONS" },
+        };
+    }
     let (kind, rest) = if path == "/health" {
         (Kind::Health, "")
     } else if path == "/stats" {

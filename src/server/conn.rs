@@ -115,8 +115,34 @@ pub struct Parked {
     /// Everything on `selectors` up to this sequence number has been delivered.
     pub cursor: u64,
     pub reply: ReplyMeta,
-    /// `Some(callback)` for JSONP, `None` for the JSON reply.
-    pub jsonp: Option<Box<str>>,
+    /// What the reply looks like.
+    pub format: ParkedFormat,
+}
+
+/// The reply a parked request gets: the protocol decides the body, the long-poll machinery
+/// decides when.
+#[derive(Debug)]
+pub enum ParkedFormat {
+    /// The native JSON long-poll reply.
+    Json,
+    /// The native reply wrapped for JSONP, with this callback.
+    Jsonp(Box<str>),
+    /// A held Bayeux `/meta/connect`.
+    Bayeux(Box<BayeuxHold>),
+}
+
+/// A held Bayeux connect: whose it is and what its reply carries besides the events.
+#[derive(Debug)]
+pub struct BayeuxHold {
+    /// The session's key in the worker's session table.
+    pub session: usize,
+    pub connect: crate::protocol::bayeux::Message,
+    /// Replies to the batch's other messages, sent with the connect reply.
+    pub replies: Vec<serde_json::Value>,
+    /// `Some(jsonp)` for callback-polling.
+    pub callback: Option<Box<str>>,
+    /// The allowed `Origin` to reflect (Bayeux requests carry credentials).
+    pub origin: Option<Box<str>>,
 }
 
 /// An open streaming response.

@@ -16,6 +16,8 @@ pub struct WorkerStats {
     pub parked: AtomicU64,
     /// Open streaming responses: SSE, ndjson, iframe, multipart (gauge).
     pub streaming: AtomicU64,
+    /// Pushlet and Bayeux sessions owned by this worker (gauge).
+    pub sessions: AtomicU64,
     /// Open WebSocket and raw TCP connections (gauge).
     pub duplex: AtomicU64,
     /// Streaming subscribers disconnected because they stopped reading (output over the bound).
@@ -52,6 +54,7 @@ impl WorkerStats {
             "parked": self.parked.load(Relaxed),
             "streaming": self.streaming.load(Relaxed),
             "duplex": self.duplex.load(Relaxed),
+            "sessions": self.sessions.load(Relaxed),
             "overflows": self.overflows.load(Relaxed),
             "accepted": self.accepted.load(Relaxed),
             "requests": self.requests.load(Relaxed),

@@ -27,12 +27,13 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::{FxHashMap, FxHashSet};
 use slab::Slab;
 
+mod bayeux;
 mod duplex;
 mod handoff;
 mod sessions;
 mod stream;
 
-use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, Phase, ReplyMeta};
+use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, ParkedFormat, Phase, ReplyMeta};
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
@@ -106,6 +107,8 @@ pub(crate) struct Worker {
     /// One reply shared by every subscriber woken in this turn with the same subscription and
     /// cursor (the broadcast case): one history read and one encoding instead of one each.
     reply_cache: Option<CachedReply>,
+    /// Bayeux timing advice and the client-publish policy.
+    bayeux_settings: crate::protocol::bayeux::Settings,
     /// The Pushlet and Bayeux sessions this worker owns.
     sessions: sessions::Sessions,
     /// True while resuming the subscribers of one hub turn (the only time the cache is used).
@@ -156,6 +159,7 @@ impl Worker {
             scratch_topics: FxHashSet::default(),
             hub_backlog: VecDeque::new(),
             reply_cache: None,
+            bayeux_settings: bayeux_settings(&shared.config),
             sessions: sessions::Sessions::default(),
             caching: false,
             scratch_msgs: Vec::new(),
@@ -581,6 +585,7 @@ impl Worker {
             Route::Publish { topic } => self.publish(key, meta, topic, &req, body),
             Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
             Route::WebSocket => self.upgrade_websocket(key, meta, &req, Vec::new(), Since::Now),
+            Route::Bayeux => self.bayeux(key, meta, req, body),
             Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
             Route::MethodNotAllowed { allow } => {
                 let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
@@ -691,20 +696,20 @@ impl Worker {
         // A client asking for everything gets everything there is; no gap to report.
         let show_gap = sub.since != Since::All;
         let default_timeout = config.longpoll_timeout;
-        let (jsonp, poll) = match transport {
+        let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
             Transport::Stream(kind) if !meta.head_only => {
                 return self.start_stream(key, meta, kind, sub.selectors, resume, show_gap);
             }
-            Transport::Stream(_) | Transport::Poll => (None, true),
-            Transport::LongPoll => (None, false),
-            Transport::Jsonp { callback } => (Some(callback), false),
+            Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
+            Transport::LongPoll => (ParkedFormat::Json, false),
+            Transport::Jsonp { callback } => (ParkedFormat::Jsonp(callback), false),
         };
         let timeout = match sub.timeout {
             Some(timeout) => timeout,
             None => self.jittered(default_timeout),
         };
-        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, jsonp };
+        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
         let force = poll || timeout.is_zero() || meta.head_only || self.shutdown_deadline.is_some();
         let seen_head = match self.answer(key, &parked, force, resume.reset, show_gap) {
             Answer::Sent => return,
@@ -737,6 +742,11 @@ impl Worker {
     /// Reads history after the subscription's cursor and answers if there is anything to say
     /// (messages, or a gap), or unconditionally when `force` (timeout, poll, shutdown).
     fn answer(&mut self, key: usize, parked: &Parked, force: bool, epoch_gap: bool, show_gap: bool) -> Answer {
+        let jsonp = match &parked.format {
+            ParkedFormat::Json => None,
+            ParkedFormat::Jsonp(callback) => Some(callback),
+            ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, force),
+        };
         // Subscribers woken together by a broadcast usually share selectors and cursor: the
         // first one's reply (head included) is reused by the rest of this turn.
         let cacheable = self.caching && !force && !epoch_gap && show_gap;
@@ -767,7 +777,7 @@ impl Worker {
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
         let mut parts = mem::take(&mut self.scratch_parts);
         parts.clear();
-        let head = match &parked.jsonp {
+        let head = match jsonp {
             None => {
                 let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store")];
@@ -788,7 +798,7 @@ impl Worker {
             self.reply_cache = Some(CachedReply {
                 selectors: parked.selectors.clone(),
                 cursor: parked.cursor,
-                jsonp: parked.jsonp.clone(),
+                jsonp: jsonp.cloned(),
                 meta: parked.reply,
                 parts: all,
                 msgs: msgs.clone(),
@@ -1085,6 +1095,9 @@ impl Worker {
             Phase::Parked(parked) => {
                 self.unwatch(key, &parked.selectors);
                 WorkerStats::sub(&self.stats().parked, 1);
+                if let ParkedFormat::Bayeux(hold) = &parked.format {
+                    self.listener_gone(hold.session, key);
+                }
             }
             Phase::Streaming(stream) => {
                 self.unwatch(key, &stream.selectors);
@@ -1328,6 +1341,24 @@ impl Worker {
     }
 }
 
+/// Bayeux settings from the configuration.
+fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::Settings {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    crate::protocol::bayeux::Settings {
+        timeout_ms: millis(config.bayeux_timeout),
+        interval_ms: 0,
+        max_interval_ms: millis(config.bayeux_max_interval),
+        may_publish: client_publish_policy(config),
+    }
+}
+
+/// The client-publish policy (`--client-publish`): a topic may be published by a client when
+/// one of the configured patterns matches it.
+pub(super) fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
+    let allowed: Vec<Selector> = config.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
+    Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
+}
+
 /// What a timer in the wheel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
@@ -1352,7 +1383,11 @@ impl CachedReply {
     fn fits(&self, parked: &Parked) -> bool {
         self.cursor == parked.cursor
             && self.meta == parked.reply
-            && self.jsonp == parked.jsonp
+            && match (&self.jsonp, &parked.format) {
+                (None, ParkedFormat::Json) => true,
+                (Some(a), ParkedFormat::Jsonp(b)) => a == b,
+                _ => false,
+            }
             && self.selectors == parked.selectors
     }
 }

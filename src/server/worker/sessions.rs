@@ -9,6 +9,10 @@ use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use super::{Timer, Worker};
+use crate::hub::Selector;
+use crate::server::conn::Phase;
+use crate::server::stats::WorkerStats;
+use crate::transport::Control;
 use crate::server::timer::TimerKey;
 
 /// One owned session.
@@ -26,7 +30,9 @@ pub(super) struct SessionEntry {
 
 /// The protocol state of a session.
 #[derive(Debug)]
-pub(super) enum SessionState {}
+pub(super) enum SessionState {
+    Bayeux(Box<crate::protocol::bayeux::Session>),
+}
 
 /// Sessions by slab key and by id.
 #[derive(Debug, Default)]
@@ -73,6 +79,9 @@ impl Worker {
     pub(super) fn session_timer(&mut self, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(key) else { return };
         entry.timer = None;
+        if let SessionState::Bayeux(_) = entry.state {
+            return self.bayeux_expiry(key);
+        }
         if entry.listener.is_some() {
             return self.renew_session(key);
         }
@@ -84,6 +93,50 @@ impl Worker {
         if let Some(mut entry) = self.sessions.remove(key) {
             if let Some(timer) = entry.timer.take() {
                 self.timers.cancel(timer);
+            }
+            WorkerStats::sub(&self.stats().sessions, 1);
+        }
+    }
+
+    /// Answers the session's listening connection now (a held connect, a parked refresh, an
+    /// open stream ends), so a newer request or a leave/disconnect takes over.
+    pub(super) fn release_listener(&mut self, skey: usize) {
+        let Some(key) = self.sessions.slab.get_mut(skey).and_then(|e| e.listener.take()) else { return };
+        match self.conns.get(key).map(|c| &c.phase) {
+            Some(Phase::Parked(_)) => {
+                self.resume(key, true);
+                self.pump(key);
+            }
+            Some(Phase::Streaming(stream)) => {
+                let next = stream.cursor;
+                self.end_stream(key, Control::End { next });
+                self.pump(key);
+            }
+            _ => {}
+        }
+    }
+
+    /// The session's subscriptions changed: its listening connection waits on the new
+    /// selectors and re-reads history at once.
+    pub(super) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
+        let Some(key) = self.sessions.slab.get(skey).and_then(|e| e.listener) else { return };
+        let old = match self.conns.get_mut(key).map(|c| &mut c.phase) {
+            Some(Phase::Parked(parked)) => std::mem::replace(&mut parked.selectors, selectors.clone()),
+            Some(Phase::Streaming(stream)) => std::mem::replace(&mut stream.selectors, selectors.clone()),
+            _ => return,
+        };
+        self.unwatch(key, &old);
+        let head = self.shared.store.head();
+        self.watch(key, &selectors, head);
+        self.resume(key, false);
+        self.pump(key);
+    }
+
+    /// Connection `key` stopped listening for session `skey` (closed or answered).
+    pub(super) fn listener_gone(&mut self, skey: usize, key: usize) {
+        if let Some(entry) = self.sessions.slab.get_mut(skey) {
+            if entry.listener == Some(key) {
+                entry.listener = None;
             }
         }
     }

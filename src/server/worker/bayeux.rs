@@ -1,0 +1,269 @@
+//! Bayeux 1.0 (CometD, Faye) over HTTP: `long-polling` (POST, JSON array) and
+//! `callback-polling` (GET `message=` + `jsonp=`), on `/cometd` and the paths the `cometd`
+//! client derives from it.
+//!
+//! A batch is processed in order against the client's session. Sessions live on the worker
+//! that created them (the id says which), so a batch for a session owned elsewhere is handed to
+//! its owner first. A `/meta/connect` with nothing to deliver is held like a parked long-poll:
+//! its reply (the batch's other replies, then the events, then the connect reply) is built
+//! when a message arrives, at its hold time, or at shutdown.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::sessions::{SessionEntry, SessionState};
+use super::{Answer, Timer, Worker};
+use crate::http::Request;
+use crate::hub::{HubCmd, PublishReq};
+use crate::protocol::bayeux::{self, Channel, Meta, Outcome};
+use crate::server::conn::{BayeuxHold, Cors, Parked, ParkedFormat, Phase, ReplyMeta};
+use crate::server::session_id;
+use crate::server::stats::WorkerStats;
+
+/// Headers a browser may send with a cross-origin Bayeux request (the CometD set).
+const CORS_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
+
+impl Worker {
+    /// A request on a Bayeux path.
+    pub(super) fn bayeux(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
+        // Bayeux clients send credentials, so an allowed origin is reflected, never `*`.
+        let origin = match (req.header_str("origin"), meta.cors) {
+            (Some(origin), Cors::Any | Cors::Read(_)) => Some(Box::<str>::from(origin)),
+            _ => None,
+        };
+        let meta = ReplyMeta { cors: Cors::None, ..meta };
+        if req.method() == crate::http::Method::Options {
+            return self.bayeux_preflight(key, meta, origin.as_deref());
+        }
+        let parsed = if req.method() == crate::http::Method::Get {
+            bayeux::parse_callback_polling(req.query().unwrap_or("")).map(|(batch, cb)| (batch, Some(cb)))
+        } else {
+            bayeux::parse_batch(&body).map(|batch| (batch, None))
+        };
+        let (batch, callback) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return self.respond_error(key, meta, e.status, &e.reason, &cors_headers(origin.as_deref())),
+        };
+        // The session the batch is about; one owned by another worker takes the connection.
+        let client = batch.iter().find_map(|m| m.client_id.as_deref()).map(Box::<str>::from);
+        if let Some(owner) = client.as_deref().and_then(|id| session_id::owner(id, self.shared.config.workers)) {
+            if owner != self.id {
+                return self.hand_off(key, owner, req, body, meta);
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut held: Option<(usize, bayeux::Message, u64)> = None;
+        for msg in &batch {
+            if Channel::of(&msg.channel) == Channel::Meta(Meta::Handshake) {
+                replies.push(self.bayeux_handshake(msg));
+                continue;
+            }
+            let Some(skey) = msg.client_id.as_deref().and_then(|id| self.sessions.key_of(id)) else {
+                replies.push(bayeux::unknown_client(msg));
+                continue;
+            };
+            match self.bayeux_message(skey, msg) {
+                Some(Step::Reply(reply)) => replies.push(reply),
+                Some(Step::Hold(hold_ms)) => {
+                    // One connect per client: a newer one (even in this batch) releases the older.
+                    if let Some((older, _, _)) = held.replace((skey, msg.clone(), hold_ms)) {
+                        debug_assert_eq!(older, skey);
+                    }
+                }
+                None => {}
+            }
+        }
+        let Some((skey, connect, hold_ms)) = held else {
+            return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
+        };
+        self.release_listener(skey);
+        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
+        let selectors = session.selectors().into_boxed_slice();
+        let cursor = session.cursor();
+        let hold = BayeuxHold { session: skey, connect, replies, callback, origin };
+        let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Bayeux(Box::new(hold)) };
+        let force = hold_ms == 0 || self.shutdown_deadline.is_some();
+        let seen_head = match self.answer(key, &parked, force, false, true) {
+            Answer::Sent => return,
+            Answer::Nothing { head } => head,
+        };
+        self.watch(key, &parked.selectors, seen_head);
+        WorkerStats::add(&self.stats().parked, 1);
+        if let Some(entry) = self.sessions.slab.get_mut(skey) {
+            entry.listener = Some(key);
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.phase = Phase::Parked(Box::new(parked));
+        }
+        self.set_timer(key, Duration::from_millis(hold_ms));
+    }
+
+    fn bayeux_handshake(&mut self, msg: &bayeux::Message) -> Value {
+        let id = match session_id::new_id(self.id) {
+            Ok(id) => id,
+            Err(_) => return bayeux::handshake_error(msg, &bayeux::error_text(500, &[], "Cannot make a client id")),
+        };
+        match bayeux::Session::new(id.clone(), msg, &self.bayeux_settings, unix_ms()) {
+            Err(reply) => reply,
+            Ok((mut session, reply)) => {
+                // A new client hears what is published from now on.
+                session.set_cursor(self.shared.store.head());
+                let lease = Duration::from_millis(self.bayeux_settings.max_interval_ms);
+                let entry = SessionEntry {
+                    id,
+                    state: SessionState::Bayeux(Box::new(session)),
+                    listener: None,
+                    timer: None,
+                    lease,
+                };
+                let skey = self.sessions.insert(entry);
+                self.renew_session(skey);
+                WorkerStats::add(&self.stats().sessions, 1);
+                reply
+            }
+        }
+    }
+
+    /// Applies one non-handshake message to session `skey`.
+    fn bayeux_message(&mut self, skey: usize, msg: &bayeux::Message) -> Option<Step> {
+        let head = self.shared.store.head();
+        let entry = self.sessions.slab.get_mut(skey)?;
+        let SessionState::Bayeux(session) = &mut entry.state else { return Some(Step::Reply(bayeux::unknown_client(msg))) };
+        session.touch(unix_ms());
+        match session.handle(msg, &self.bayeux_settings) {
+            Outcome::Reply(reply) => Some(Step::Reply(reply)),
+            Outcome::Connect { hold_ms } => Some(Step::Hold(hold_ms)),
+            Outcome::Resubscribed(reply) => {
+                session.pin_new_subscriptions(head);
+                let selectors = session.selectors().into_boxed_slice();
+                self.rewatch_listener(skey, selectors);
+                Some(Step::Reply(reply))
+            }
+            Outcome::Disconnect(reply) => {
+                self.release_listener(skey);
+                self.remove_session(skey);
+                Some(Step::Reply(reply))
+            }
+            Outcome::Publish { reply, topic, data } => {
+                let cmd = HubCmd::Publish(PublishReq {
+                    topic: topic.into(),
+                    event: None,
+                    content_type: Some(bayeux::PUBLISH_CONTENT_TYPE.into()),
+                    data,
+                    reply: None,
+                });
+                if self.shared.hub.len() >= super::HUB_PUBLISH_HIGH_WATER || self.shared.hub.try_send(cmd).is_err() {
+                    let mut refusal = reply;
+                    refusal["successful"] = Value::Bool(false);
+                    refusal["error"] = Value::from(bayeux::error_text(503, &[], "Server busy, retry later"));
+                    return Some(Step::Reply(refusal));
+                }
+                WorkerStats::add(&self.stats().published, 1);
+                Some(Step::Reply(reply))
+            }
+        }
+    }
+
+    /// The reply of a held connect: the batch's other replies, the events after the cursor,
+    /// then the connect reply. Called by `answer` for `ParkedFormat::Bayeux`.
+    pub(super) fn answer_bayeux(&mut self, key: usize, parked: &Parked, hold: &BayeuxHold, force: bool) -> Answer {
+        let store = std::sync::Arc::clone(&self.shared.store);
+        self.scratch_msgs.clear();
+        let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(hold.session)
+        else {
+            // The session went away while its connect was held (disconnect, expiry).
+            let replies = [bayeux::unknown_client(&hold.connect)];
+            self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
+            return Answer::Sent;
+        };
+        let deliveries = session.deliveries(&self.scratch_msgs, store.epoch());
+        if deliveries.is_empty() && !force {
+            return Answer::Nothing { head: read.head };
+        }
+        let next = match self.scratch_msgs.last() {
+            Some(last) if read.truncated => last.seq,
+            _ => read.head.max(parked.cursor),
+        };
+        session.set_cursor(next);
+        let connect = session.connect_reply(&hold.connect, &self.bayeux_settings);
+        session.touch(unix_ms());
+        let mut replies = hold.replies.clone();
+        replies.extend(deliveries);
+        replies.push(connect);
+        if let Some(entry) = self.sessions.slab.get_mut(hold.session) {
+            if entry.listener == Some(key) {
+                entry.listener = None;
+            }
+        }
+        self.renew_session(hold.session);
+        self.count_deliveries();
+        self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
+        Answer::Sent
+    }
+
+    fn bayeux_respond(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        replies: &[Value],
+        callback: Option<&str>,
+        origin: Option<&str>,
+    ) {
+        let (body, content_type) = match callback {
+            Some(cb) => (bayeux::encode_jsonp(cb, replies), bayeux::CONTENT_TYPE_JSONP),
+            None => (bayeux::encode_replies(replies), bayeux::CONTENT_TYPE_JSON),
+        };
+        let mut headers = cors_headers(origin);
+        headers.push(("Cache-Control", "no-store"));
+        self.respond(key, meta, 200, content_type, &headers, Bytes::from(body));
+    }
+
+    fn bayeux_preflight(&mut self, key: usize, meta: ReplyMeta, origin: Option<&str>) {
+        let Some(origin) = origin else {
+            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+        };
+        let mut headers = cors_headers(Some(origin));
+        headers.push(("Access-Control-Allow-Methods", "POST, GET, OPTIONS"));
+        headers.push(("Access-Control-Allow-Headers", CORS_HEADERS));
+        headers.push(("Access-Control-Max-Age", "600"));
+        self.respond(key, meta, 204, "", &headers, Bytes::new());
+    }
+
+    /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
+    pub(super) fn bayeux_expiry(&mut self, skey: usize) {
+        let now = unix_ms();
+        let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
+        let SessionState::Bayeux(session) = &entry.state else { return };
+        if entry.listener.is_some() || !session.expired(now) {
+            let left = session.expires_at().saturating_sub(now).max(10);
+            entry.timer = Some(self.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
+            return;
+        }
+        self.remove_session(skey);
+    }
+}
+
+/// What one message asks of the batch.
+enum Step {
+    Reply(Value),
+    /// Hold the connect up to this many milliseconds.
+    Hold(u64),
+}
+
+fn cors_headers(origin: Option<&str>) -> Vec<(&str, &str)> {
+    match origin {
+        Some(origin) => vec![
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ],
+        None => Vec::new(),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
