@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod native;
+pub mod pushlet;
 
 use crate::http::Method;
 
