@@ -479,6 +479,19 @@ mod tests {
     }
 
     #[test]
+    fn truncated_input_never_panics() {
+        let query = "p_event=publish&p_id=s%201&p_subject=%2Fa&m=%E2%82%AC%ZZ+x";
+        let body = "<?xml version=\"1.0\"?><event p_event=\"publish\" m=\"&#x20AC;&amp;\" p_id='x'/>";
+        for cut in 0..=query.len() {
+            let _ = parse_request(Some(&query[..cut]), b"");
+        }
+        for cut in 0..=body.len() {
+            let r = parse_request(None, &body.as_bytes()[..cut]);
+            assert_eq!(r.is_ok(), cut == body.len(), "{:?}", &body[..cut]);
+        }
+    }
+
+    #[test]
     fn invalid_id_quotes_safely() {
         assert_eq!(invalid_id("abc").reason, "Invalid or expired id: abc");
         let e = invalid_id(&format!("a\r\nb{}", "\u{e9}".repeat(40)));

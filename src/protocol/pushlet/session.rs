@@ -396,7 +396,10 @@ fn with_reason(kind: &str, reason: &str) -> Event {
 /// (the original's prefix match made `/a/` and `/a` nearly the same), then a valid topic name,
 /// or `/` for everything. Short enough that `S/**` is a valid selector.
 fn normalize_subject(item: &str) -> Result<Box<str>, String> {
-    let subject = if item.len() > 1 { item.strip_suffix('/').unwrap_or(item) } else { item };
+    let subject = match item.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() && !stripped.ends_with('/') => stripped,
+        _ => item,
+    };
     if subject != "/" {
         validate_topic(subject).map_err(|e| format!("invalid subject {}: {e}", quote(item)))?;
     }

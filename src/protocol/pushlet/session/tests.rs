@@ -187,7 +187,10 @@ fn unsubscribe_by_sid_or_all() {
 #[test]
 fn publish_to_subjects() {
     let mut s = session("pub1");
-    let step = s.handle(&req("p_event=publish&p_id=pub1&p_subject=/a/b,%20/c,/a/b&msg=hi%20there&n=1&p_label=x"), &any);
+    let step = s.handle(
+        &req("p_event=publish&p_id=pub1&p_subject=/a/b,%20/c,/a/b&msg=hi%20there&n=1&p_label=x&p_from=forged"),
+        &any,
+    );
     let Step::Publish { reply, topics, body, event } = step else {
         panic!("expected a publish, got {step:?}");
     };
@@ -297,6 +300,10 @@ fn selectors_at_the_edges() {
     let mut s = session("abc");
     subscribed(&mut s, "p_event=subscribe&p_id=abc&p_subject=/");
     assert!(s.selectors().contains(&Selector::parse("/**").expect("pattern")));
+    for bad in ["//", "/a//", "a/"] {
+        let step = s.handle(&req(&format!("p_event=subscribe&p_id=abc&p_subject={bad}")), &any);
+        assert!(matches!(&step, Step::Reply(evs) if evs[0].kind() == "nack"), "{bad}: {step:?}");
+    }
     assert!(stamp(&s, "/anything/at/all").is_some());
     let deepest = "/a".repeat(crate::hub::MAX_SEGMENTS);
     let mut t = session("t");

@@ -283,3 +283,21 @@ fn heads_and_tails() {
     assert_eq!((xml.head(), xml.tail(Some(("/x", 1)))), (Vec::new(), Vec::new()));
     assert_eq!(xml.format(), Format::Xml);
 }
+
+#[test]
+fn ajax_client_join_listen_pull_flow() {
+    use crate::protocol::pushlet::{parse_request, Session, Step};
+    // What ajax-pushlet-client.js sends first, and the page it gets back: ack, then refresh.
+    let req = parse_request(Some("p_event=join-listen&p_format=xml-strict&p_mode=pull&p_subject=/pushlet/ping"), b"")
+        .expect("valid");
+    let mut session = Session::new("vurocyjalo".into(), req.format.unwrap_or_default());
+    let Step::Listen { ack } = session.handle(&req, &|_: &str| true) else {
+        panic!("expected a listen");
+    };
+    let page = reply(session.format(), &ack, Some((session.id(), 3000)));
+    let events = parse_events(&page).expect("well-formed");
+    let kinds: Vec<&str> = events.iter().map(|f| f[0].1.as_str()).collect();
+    assert_eq!(kinds, ["join-listen-ack", "refresh"]);
+    assert!(events[1].contains(&("p_url".into(), "/pushlet/pushlet.srv?p_id=vurocyjalo&p_event=refresh".into())));
+    assert_eq!(content_type(session.format()), "text/xml;charset=UTF-8");
+}
