@@ -3,8 +3,8 @@
 //!
 //! This module owns the request side: turning a query string and an optional `<event .../>`
 //! POST body into a validated [`Request`], and the [`Event`] model (ordered name/value fields)
-//! that both requests and replies are made of. [`session`] holds one session's state and the
-//! protocol rules (what each `p_event` does), [`wire`] frames events in the three wire formats.
+//! that both requests and replies are made of. `session` holds one session's state and the
+//! protocol rules (what each `p_event` does), `wire` frames events in the three wire formats.
 //! None of it does I/O or reads a clock: the worker passes bytes and `now` in and writes what
 //! comes out, so every rule is unit-tested here.
 
@@ -68,7 +68,7 @@ impl Event {
     }
 }
 
-/// The wire format of a session's replies (`p_format`), see [`wire`].
+/// The wire format of a session's replies (`p_format`), see `wire.rs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// `js`, the forever-frame HTML page; the default at join.
