@@ -7,6 +7,7 @@
 pub mod bayeux;
 pub mod commands;
 pub mod native;
+pub mod pushlet;
 
 use crate::http::Method;
 
