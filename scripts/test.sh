@@ -20,5 +20,15 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+need node "install Node.js 20 or newer with npm (the end-to-end tests drive real npm clients)"
+need npm "install npm with Node.js"
+
 step "cargo test --workspace"
 cargo test --workspace
+
+step "end-to-end tests (tests/e2e: real npm clients, Debian chromium via playwright-core)"
+if [ ! -x /usr/bin/chromium ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+bash tests/e2e/run.sh
