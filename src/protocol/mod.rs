@@ -28,6 +28,8 @@ pub enum Route<'a> {
     },
     /// `GET /ws`: a WebSocket that subscribes by command.
     WebSocket,
+    /// Pushlet: `/pushlet.srv` and `/pushlet/pushlet.srv`, GET or POST.
+    Pushlet,
     /// Bayeux (CometD, Faye): `/cometd`, `/cometd/`, `/cometd/handshake|connect|disconnect`;
     /// POST long-polling, GET callback-polling or WebSocket upgrade, OPTIONS preflight.
     Bayeux,
@@ -48,6 +50,12 @@ const ALLOW_PUBLISH: &str = "POST, PUT, OPTIONS";
 
 /// Routes a request by method and (undecoded) path.
 pub fn route(method: Method, path: &str) -> Route<'_> {
+    if path == "/pushlet.srv" || path == "/pushlet/pushlet.srv" {
+        return match method {
+            Method::Get | Method::Post => Route::Pushlet,
+            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+        };
+    }
     if path == "/cometd" || path.starts_with("/cometd/") {
         return match method {
             Method::Get | Method::Post | Method::Options => Route::Bayeux,

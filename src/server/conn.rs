@@ -81,6 +81,16 @@ pub enum Cors {
     Publish(u16),
 }
 
+/// How a stream frames what it sends.
+#[derive(Debug)]
+pub enum Framer {
+    /// A native transport: each message's frame is encoded once and shared.
+    Native(StreamKind),
+    /// Pushlet's stream mode: data events are per session (they carry its `p_id`, `p_sid`),
+    /// written by the session's own writer (which numbers them, `p_seq`).
+    Pushlet { session: usize, writer: crate::protocol::pushlet::Writer },
+}
+
 /// A WebSocket or raw TCP connection.
 #[derive(Debug)]
 pub struct Duplex {
@@ -129,6 +139,17 @@ pub enum ParkedFormat {
     Jsonp(Box<str>),
     /// A held Bayeux `/meta/connect`.
     Bayeux(Box<BayeuxHold>),
+    /// A Pushlet pull/poll `refresh` round.
+    Pushlet(Box<PushletHold>),
+}
+
+/// A parked Pushlet refresh.
+#[derive(Debug)]
+pub struct PushletHold {
+    pub session: usize,
+    pub format: crate::protocol::pushlet::Format,
+    /// The path the request came in on (`/pushlet.srv` or `/pushlet/pushlet.srv`), for `p_url`.
+    pub base: &'static str,
 }
 
 /// A held Bayeux connect: whose it is and what its reply carries besides the events.
@@ -151,12 +172,14 @@ pub struct Streaming {
     pub selectors: Box<[Selector]>,
     /// Everything on `selectors` up to this sequence number has been queued.
     pub cursor: u64,
-    pub kind: StreamKind,
+    pub framer: Framer,
     /// HTTP/1.1 chunked framing; false for HTTP/1.0, whose stream ends at close.
     pub chunked: bool,
     /// When the stream ends cleanly (`--stream-max-age`).
     pub ends_at: Instant,
     pub next_heartbeat: Instant,
+    /// The heartbeat period (and the grace a client gets over the output bound).
+    pub heartbeat: std::time::Duration,
     /// Message bytes queued so far (`--stream-max-bytes`).
     pub sent: usize,
     /// Since when unsent output has been at the bound (the client is not reading).

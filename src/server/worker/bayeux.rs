@@ -130,7 +130,9 @@ impl Worker {
     fn bayeux_message(&mut self, skey: usize, msg: &bayeux::Message) -> Option<Step> {
         let head = self.shared.store.head();
         let entry = self.sessions.slab.get_mut(skey)?;
-        let SessionState::Bayeux(session) = &mut entry.state else { return Some(Step::Reply(bayeux::unknown_client(msg))) };
+        let SessionState::Bayeux(session) = &mut entry.state else {
+            return Some(Step::Reply(bayeux::unknown_client(msg)));
+        };
         session.touch(unix_ms());
         match session.handle(msg, &self.bayeux_settings) {
             Outcome::Reply(reply) => Some(Step::Reply(reply)),

@@ -251,6 +251,10 @@ impl Worker {
         if !duplex.may_publish {
             return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
         }
+        if !(self.client_publish)(&publish.topic) {
+            let reason = "clients may not publish to this topic (--client-publish)";
+            return self.duplex_reply(key, commands::error(id.as_deref(), reason));
+        }
         if duplex.publishes.len() >= MAX_PUBLISHES_IN_FLIGHT {
             let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
             return self.duplex_reply(key, commands::error(id.as_deref(), &reason));

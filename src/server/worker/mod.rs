@@ -30,10 +30,11 @@ use slab::Slab;
 mod bayeux;
 mod duplex;
 mod handoff;
+mod pushlet;
 mod sessions;
 mod stream;
 
-use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, ParkedFormat, Phase, ReplyMeta};
+use super::conn::{BodyPhase, Conn, Cors, Framer, OutQueue, Parked, ParkedFormat, Phase, ReplyMeta};
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
@@ -109,6 +110,8 @@ pub(crate) struct Worker {
     reply_cache: Option<CachedReply>,
     /// Bayeux timing advice and the client-publish policy.
     bayeux_settings: crate::protocol::bayeux::Settings,
+    /// Which topics clients of Pushlet and WebSocket may publish to (`--client-publish`).
+    client_publish: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// The Pushlet and Bayeux sessions this worker owns.
     sessions: sessions::Sessions,
     /// True while resuming the subscribers of one hub turn (the only time the cache is used).
@@ -160,6 +163,7 @@ impl Worker {
             hub_backlog: VecDeque::new(),
             reply_cache: None,
             bayeux_settings: bayeux_settings(&shared.config),
+            client_publish: client_publish_policy(&shared.config),
             sessions: sessions::Sessions::default(),
             caching: false,
             scratch_msgs: Vec::new(),
@@ -586,6 +590,7 @@ impl Worker {
             Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
             Route::WebSocket => self.upgrade_websocket(key, meta, &req, Vec::new(), Since::Now),
             Route::Bayeux => self.bayeux(key, meta, req, body),
+            Route::Pushlet => self.pushlet(key, meta, req, body),
             Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
             Route::MethodNotAllowed { allow } => {
                 let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
@@ -746,6 +751,7 @@ impl Worker {
             ParkedFormat::Json => None,
             ParkedFormat::Jsonp(callback) => Some(callback),
             ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, force),
+            ParkedFormat::Pushlet(hold) => return self.answer_pushlet(key, parked, hold, force),
         };
         // Subscribers woken together by a broadcast usually share selectors and cursor: the
         // first one's reply (head included) is reused by the rest of this turn.
@@ -1095,13 +1101,21 @@ impl Worker {
             Phase::Parked(parked) => {
                 self.unwatch(key, &parked.selectors);
                 WorkerStats::sub(&self.stats().parked, 1);
-                if let ParkedFormat::Bayeux(hold) = &parked.format {
-                    self.listener_gone(hold.session, key);
+                match &parked.format {
+                    ParkedFormat::Bayeux(hold) => self.listener_gone(hold.session, key),
+                    ParkedFormat::Pushlet(hold) => self.listener_gone(hold.session, key),
+                    ParkedFormat::Json | ParkedFormat::Jsonp(_) => {}
                 }
             }
             Phase::Streaming(stream) => {
                 self.unwatch(key, &stream.selectors);
                 WorkerStats::sub(&self.stats().streaming, 1);
+                if let Framer::Pushlet { session, .. } = stream.framer {
+                    // A Pushlet stream whose client went away ends its session, as in the
+                    // original (a failed write ended the session).
+                    self.listener_gone(session, key);
+                    self.remove_session(session);
+                }
             }
             Phase::Duplex(duplex) => {
                 self.unwatch(key, &duplex.selectors);

@@ -12,8 +12,8 @@ use super::{Timer, Worker};
 use crate::hub::Selector;
 use crate::server::conn::Phase;
 use crate::server::stats::WorkerStats;
-use crate::transport::Control;
 use crate::server::timer::TimerKey;
+use crate::transport::Control;
 
 /// One owned session.
 #[derive(Debug)]
@@ -32,6 +32,7 @@ pub(super) struct SessionEntry {
 #[derive(Debug)]
 pub(super) enum SessionState {
     Bayeux(Box<crate::protocol::bayeux::Session>),
+    Pushlet(Box<crate::protocol::pushlet::Session>),
 }
 
 /// Sessions by slab key and by id.
@@ -58,10 +59,6 @@ impl Sessions {
         self.by_id.remove(&entry.id);
         Some(entry)
     }
-
-    pub fn len(&self) -> usize {
-        self.slab.len()
-    }
 }
 
 impl Worker {
@@ -82,10 +79,11 @@ impl Worker {
         if let SessionState::Bayeux(_) = entry.state {
             return self.bayeux_expiry(key);
         }
+        // A Pushlet lease runs on while a listen is open.
         if entry.listener.is_some() {
             return self.renew_session(key);
         }
-        self.remove_session(key);
+        self.pushlet_expired(key);
     }
 
     /// Removes a session; the caller has already released its listener.

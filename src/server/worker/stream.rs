@@ -1,23 +1,35 @@
-//! Streaming responses (SSE, ndjson, forever iframe, multipart): start, feed from history by
-//! cursor up to the output bound, heartbeats and the age/byte limits, clean end, overflow.
+//! Streaming responses: the native SSE, ndjson, forever-iframe and multipart transports, and
+//! Pushlet's stream mode. Start, feed from history by cursor up to the output bound,
+//! heartbeats and the age/byte limits, clean end, overflow.
 
 use std::mem;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::sessions::SessionState;
 use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{self, Framing, Version};
-use crate::hub::{Resume, Selector};
-use crate::server::conn::{OutQueue, Phase, ReplyMeta, Streaming};
+use crate::hub::{Message, Resume, Selector};
+use crate::protocol::pushlet;
+use crate::server::conn::{Framer, OutQueue, Phase, ReplyMeta, Streaming};
 use crate::server::stats::WorkerStats;
-use crate::transport::{Control, StreamKind};
+use crate::transport::{Control, StreamCtx, StreamKind};
+
+/// How a stream opens: what it sends first, how often it beats, how long it may live.
+pub(super) struct StreamSpec {
+    pub framer: Framer,
+    pub content_type: String,
+    /// Sent right after the head, before any message.
+    pub first: Vec<Bytes>,
+    pub heartbeat: Duration,
+    pub max_age: Duration,
+    pub extra_headers: &'static [(&'static str, &'static str)],
+}
 
 impl Worker {
-    /// Starts a streaming response: head, preamble, whatever history is newer than the cursor,
-    /// then frames as messages come, with heartbeats, until the client leaves or a limit ends
-    /// the stream cleanly.
+    /// Starts a native streaming transport (`transport=sse|stream|iframe|multipart`).
     pub(super) fn start_stream(
         &mut self,
         key: usize,
@@ -29,16 +41,40 @@ impl Worker {
     ) {
         let config = &self.shared.config;
         let ctx = &self.shared.stream_ctx;
+        let mut first = vec![kind.preamble(ctx, resume.after)];
+        if resume.reset {
+            first.push(kind.control(Control::Gap { oldest: None, next: resume.after }, ctx));
+        }
+        let spec = StreamSpec {
+            content_type: kind.content_type(ctx),
+            framer: Framer::Native(kind),
+            first,
+            heartbeat: config.heartbeat_interval,
+            max_age: config.stream_max_age,
+            extra_headers: &[("Cache-Control", "no-cache, no-store")],
+        };
+        self.open_stream(key, meta, spec, selectors.into_boxed_slice(), resume.after, show_gap);
+    }
+
+    /// Starts a streaming response: head, `spec.first`, whatever history is newer than
+    /// `cursor`, then frames as messages come, with heartbeats, until the client leaves or a
+    /// limit ends the stream cleanly.
+    pub(super) fn open_stream(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        spec: StreamSpec,
+        selectors: Box<[Selector]>,
+        cursor: u64,
+        show_gap: bool,
+    ) {
         let chunked = meta.version == Version::Http11;
-        let content_type = kind.content_type(ctx);
         let cors_origin = self.cors_value(meta.cors);
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("Content-Type", &content_type),
-            ("Cache-Control", "no-cache, no-store"),
-            // Tells nginx-style proxies not to buffer the stream.
-            ("X-Accel-Buffering", "no"),
-            ("X-Content-Type-Options", "nosniff"),
-        ];
+        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
+        headers.extend_from_slice(spec.extra_headers);
+        // Tells nginx-style proxies not to buffer the stream.
+        headers.push(("X-Accel-Buffering", "no"));
+        headers.push(("X-Content-Type-Options", "nosniff"));
         if let Some(origin) = &cors_origin {
             headers.push(("Access-Control-Allow-Origin", origin));
         }
@@ -48,20 +84,18 @@ impl Worker {
         http::write_head(&mut head, 200, meta.version, self.date.value(), &headers, framing, false);
         let now = Instant::now();
         let seen_head = self.shared.store.head();
+        let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
         let stream = Streaming {
-            selectors: selectors.into_boxed_slice(),
-            cursor: resume.after,
-            kind,
+            selectors,
+            cursor,
+            framer,
             chunked,
-            ends_at: now + config.stream_max_age,
-            next_heartbeat: now + config.heartbeat_interval,
+            ends_at: now + max_age,
+            next_heartbeat: now + heartbeat,
+            heartbeat,
             sent: 0,
             over_since: None,
         };
-        let mut first = vec![stream.kind.preamble(ctx, stream.cursor)];
-        if resume.reset {
-            first.push(stream.kind.control(Control::Gap { oldest: None, next: stream.cursor }, ctx));
-        }
         let selectors = stream.selectors.clone();
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.out.push(Bytes::from(head));
@@ -81,14 +115,13 @@ impl Worker {
         let bound = self.shared.config.max_pending_output;
         let max_bytes = self.shared.config.stream_max_bytes;
         let max_batch = self.shared.config.max_batch;
-        let grace = self.shared.config.heartbeat_interval;
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Streaming(stream) = &mut conn.phase else { return };
             if conn.out.len() >= bound {
                 let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= grace {
+                if now.saturating_duration_since(since) >= stream.heartbeat {
                     self.overflow(key);
                 }
                 return;
@@ -100,11 +133,18 @@ impl Worker {
             let mut parts = mem::take(&mut self.scratch_parts);
             parts.clear();
             if read.gap && show_gap {
-                parts.push(stream.kind.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
+                parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
             }
             for msg in &self.scratch_msgs {
-                stream.kind.push_message(msg, ctx, &mut parts);
                 stream.sent += msg.data.len();
+                match &mut stream.framer {
+                    Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
+                    Framer::Pushlet { session, writer } => {
+                        if let Some(event) = pushlet_data(&self.sessions.slab, *session, msg) {
+                            parts.push(Bytes::from(writer.event(&event, unix_secs())));
+                        }
+                    }
+                }
             }
             stream.cursor = match self.scratch_msgs.last() {
                 Some(last) if read.truncated => last.seq,
@@ -112,6 +152,11 @@ impl Worker {
             };
             push_chunk(&mut conn.out, &mut parts, stream.chunked);
             let (cursor, over_bytes) = (stream.cursor, stream.sent >= max_bytes);
+            if let Framer::Pushlet { session, .. } = stream.framer {
+                if let Some(SessionState::Pushlet(state)) = self.sessions.slab.get_mut(session).map(|e| &mut e.state) {
+                    state.set_cursor(cursor);
+                }
+            }
             self.scratch_parts = parts;
             self.count_deliveries();
             if over_bytes {
@@ -129,7 +174,6 @@ impl Worker {
     pub(super) fn stream_timer(&mut self, key: usize) {
         let now = Instant::now();
         let bound = self.shared.config.max_pending_output;
-        let interval = self.shared.config.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Streaming(stream) = &mut conn.phase else { return };
         if now >= stream.ends_at {
@@ -137,14 +181,14 @@ impl Worker {
             return self.end_stream(key, Control::End { next });
         }
         if now >= stream.next_heartbeat {
-            stream.next_heartbeat = now + interval;
+            stream.next_heartbeat = now + stream.heartbeat;
             if conn.out.len() >= bound {
                 let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= interval {
+                if now.saturating_duration_since(since) >= stream.heartbeat {
                     return self.overflow(key);
                 }
             } else {
-                let mut parts = vec![stream.kind.heartbeat(&self.shared.stream_ctx)];
+                let mut parts = vec![stream.framer.heartbeat(&self.shared.stream_ctx)];
                 push_chunk(&mut conn.out, &mut parts, stream.chunked);
             }
         }
@@ -164,23 +208,30 @@ impl Worker {
         if !matches!(conn.phase, Phase::Streaming(_)) {
             return;
         }
-        let Phase::Streaming(stream) = mem::replace(&mut conn.phase, Phase::Closing) else { return };
+        let Phase::Streaming(mut stream) = mem::replace(&mut conn.phase, Phase::Closing) else { return };
         let ctx = &self.shared.stream_ctx;
-        let mut parts = vec![stream.kind.control(control, ctx), stream.kind.epilogue(ctx)];
+        let mut parts = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
         push_chunk(&mut conn.out, &mut parts, stream.chunked);
         if stream.chunked {
             conn.out.push_static(http::LAST_CHUNK);
         }
         self.unwatch(key, &stream.selectors);
         WorkerStats::sub(&self.stats().streaming, 1);
+        if let Framer::Pushlet { session, .. } = stream.framer {
+            self.listener_gone(session, key);
+        }
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
     /// The client stopped reading: queue the overflow notice (it goes out if the socket takes
-    /// it now) and disconnect, so its memory stays within the bound.
+    /// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
+    /// stream overflowed is over too (the original ended a session on a failed write).
     pub(super) fn overflow(&mut self, key: usize) {
-        let next = match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Streaming(stream)) => stream.cursor,
+        let (next, session) = match self.conns.get(key).map(|c| &c.phase) {
+            Some(Phase::Streaming(stream)) => match stream.framer {
+                Framer::Pushlet { session, .. } => (stream.cursor, Some(session)),
+                Framer::Native(_) => (stream.cursor, None),
+            },
             _ => return,
         };
         WorkerStats::add(&self.stats().overflows, 1);
@@ -189,6 +240,51 @@ impl Worker {
             let _ = conn.flush();
         }
         self.close(key);
+        if let Some(session) = session {
+            self.remove_session(session);
+        }
+    }
+}
+
+impl Framer {
+    fn control(&mut self, control: Control, ctx: &StreamCtx) -> Bytes {
+        match self {
+            Framer::Native(kind) => kind.control(control, ctx),
+            Framer::Pushlet { writer, .. } => {
+                let event = match control {
+                    Control::End { .. } => pushlet::abort("the session's listen ended"),
+                    Control::Overflow { .. } => pushlet::abort("too slow: undelivered events over the bound"),
+                    Control::Gap { .. } => pushlet::error("events were lost: they fell out of history"),
+                };
+                Bytes::from(writer.event(&event, unix_secs()))
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &StreamCtx) -> Bytes {
+        match self {
+            Framer::Native(kind) => kind.heartbeat(ctx),
+            Framer::Pushlet { writer, .. } => Bytes::from(writer.event(&pushlet::hb(), unix_secs())),
+        }
+    }
+
+    fn epilogue(&mut self, ctx: &StreamCtx) -> Bytes {
+        match self {
+            Framer::Native(kind) => kind.epilogue(ctx),
+            Framer::Pushlet { writer, .. } => Bytes::from(writer.tail(None)),
+        }
+    }
+}
+
+/// The Pushlet data event of `msg` for session `key` (None: not for this session).
+pub(super) fn pushlet_data(
+    sessions: &slab::Slab<super::sessions::SessionEntry>,
+    key: usize,
+    msg: &Message,
+) -> Option<pushlet::Event> {
+    match sessions.get(key).map(|e| &e.state) {
+        Some(SessionState::Pushlet(session)) => session.data_event(msg),
+        _ => None,
     }
 }
 
@@ -209,4 +305,8 @@ pub(super) fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bo
     if chunked {
         out.push_static(http::CHUNK_END);
     }
+}
+
+pub(super) fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
