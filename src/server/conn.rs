@@ -107,6 +107,25 @@ pub struct Duplex {
     pub publishes: VecDeque<(u64, Option<Box<RawValue>>)>,
     /// The origin may publish (same origin, no origin, or in the publish allowlist).
     pub may_publish: bool,
+    /// What the frames or lines mean.
+    pub protocol: DuplexProtocol,
+}
+
+/// The protocol spoken on a duplex connection.
+#[derive(Debug)]
+pub enum DuplexProtocol {
+    /// Halley's JSON commands (`protocol::commands`).
+    Native,
+    /// Bayeux over WebSocket: each frame is a batch (a JSON array).
+    Bayeux(Box<BayeuxSocket>),
+}
+
+/// Bayeux state of a WebSocket: whose session it carries and its held connect, if any.
+#[derive(Debug, Default)]
+pub struct BayeuxSocket {
+    pub session: Option<usize>,
+    /// A `/meta/connect` waiting for events, answered by this deadline at the latest.
+    pub held: Option<(crate::protocol::bayeux::Message, Instant)>,
 }
 
 /// How a duplex connection frames what it reads and writes.

@@ -55,10 +55,19 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Handoff {
     pub(crate) sock: mio::net::TcpStream,
-    pub(crate) request: crate::http::Request,
-    pub(crate) body: Vec<u8>,
+    pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,
     pub(crate) peer_closed: bool,
+}
+
+/// What a handed-over connection brings besides its socket.
+#[derive(Debug)]
+pub(crate) enum Carry {
+    /// A complete HTTP request and its body, to dispatch on the owner.
+    Request(crate::http::Request, Vec<u8>),
+    /// A Bayeux WebSocket, taken over at a frame boundary, and the batch (the text of the
+    /// frame) that named the session.
+    BayeuxSocket(String),
 }
 
 impl std::fmt::Debug for Shared {

@@ -18,7 +18,7 @@ use super::{Answer, Timer, Worker};
 use crate::http::Request;
 use crate::hub::{HubCmd, PublishReq};
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome};
-use crate::server::conn::{BayeuxHold, Cors, Parked, ParkedFormat, Phase, ReplyMeta};
+use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta};
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 
@@ -37,6 +37,9 @@ impl Worker {
         if req.method() == crate::http::Method::Options {
             return self.bayeux_preflight(key, meta, origin.as_deref());
         }
+        if req.wants_upgrade("websocket") {
+            return self.bayeux_upgrade(key, meta, &req);
+        }
         let parsed = if req.method() == crate::http::Method::Get {
             bayeux::parse_callback_polling(req.query().unwrap_or("")).map(|(batch, cb)| (batch, Some(cb)))
         } else {
@@ -53,28 +56,7 @@ impl Worker {
                 return self.hand_off(key, owner, req, body, meta);
             }
         }
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut held: Option<(usize, bayeux::Message, u64)> = None;
-        for msg in &batch {
-            if Channel::of(&msg.channel) == Channel::Meta(Meta::Handshake) {
-                replies.push(self.bayeux_handshake(msg));
-                continue;
-            }
-            let Some(skey) = msg.client_id.as_deref().and_then(|id| self.sessions.key_of(id)) else {
-                replies.push(bayeux::unknown_client(msg));
-                continue;
-            };
-            match self.bayeux_message(skey, msg) {
-                Some(Step::Reply(reply)) => replies.push(reply),
-                Some(Step::Hold(hold_ms)) => {
-                    // One connect per client: a newer one (even in this batch) releases the older.
-                    if let Some((older, _, _)) = held.replace((skey, msg.clone(), hold_ms)) {
-                        debug_assert_eq!(older, skey);
-                    }
-                }
-                None => {}
-            }
-        }
+        let Batch { replies, held } = self.bayeux_batch(&batch);
         let Some((skey, connect, hold_ms)) = held else {
             return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
         };
@@ -168,42 +150,151 @@ impl Worker {
         }
     }
 
-    /// The reply of a held connect: the batch's other replies, the events after the cursor,
-    /// then the connect reply. Called by `answer` for `ParkedFormat::Bayeux`.
+    /// Processes a batch in order. Returns the replies so far and the connect to hold, if any
+    /// (only one per client: a newer connect, even in the same batch, replaces the older).
+    fn bayeux_batch(&mut self, batch: &[bayeux::Message]) -> Batch {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut held = None;
+        for msg in batch {
+            if Channel::of(&msg.channel) == Channel::Meta(Meta::Handshake) {
+                replies.push(self.bayeux_handshake(msg));
+                continue;
+            }
+            let Some(skey) = msg.client_id.as_deref().and_then(|id| self.sessions.key_of(id)) else {
+                replies.push(bayeux::unknown_client(msg));
+                continue;
+            };
+            match self.bayeux_message(skey, msg) {
+                Some(Step::Reply(reply)) => replies.push(reply),
+                Some(Step::Hold(hold_ms)) => held = Some((skey, msg.clone(), hold_ms)),
+                None => {}
+            }
+        }
+        Batch { replies, held }
+    }
+
+    /// The reply of a held HTTP connect. Called by `answer` for `ParkedFormat::Bayeux`.
     pub(super) fn answer_bayeux(&mut self, key: usize, parked: &Parked, hold: &BayeuxHold, force: bool) -> Answer {
+        let round =
+            self.bayeux_round(hold.session, &parked.selectors, parked.cursor, &hold.connect, &hold.replies, force);
+        let replies = match round {
+            Round::Nothing { head } => return Answer::Nothing { head },
+            Round::Replies(replies) => replies,
+        };
+        self.listener_gone(hold.session, key);
+        self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
+        Answer::Sent
+    }
+
+    /// A connect round: if there is anything to deliver after `cursor` (or `force`), the
+    /// `earlier` replies, the events, then the connect reply; the session's cursor moves on.
+    fn bayeux_round(
+        &mut self,
+        skey: usize,
+        selectors: &[crate::hub::Selector],
+        cursor: u64,
+        connect: &bayeux::Message,
+        earlier: &[Value],
+        force: bool,
+    ) -> Round {
         let store = std::sync::Arc::clone(&self.shared.store);
         self.scratch_msgs.clear();
-        let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
-        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(hold.session)
-        else {
+        let read = store.read(selectors, cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(skey) else {
             // The session went away while its connect was held (disconnect, expiry).
-            let replies = [bayeux::unknown_client(&hold.connect)];
-            self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
-            return Answer::Sent;
+            let mut replies = earlier.to_vec();
+            replies.push(bayeux::unknown_client(connect));
+            return Round::Replies(replies);
         };
         let deliveries = session.deliveries(&self.scratch_msgs, store.epoch());
         if deliveries.is_empty() && !force {
-            return Answer::Nothing { head: read.head };
+            return Round::Nothing { head: read.head };
         }
         let next = match self.scratch_msgs.last() {
             Some(last) if read.truncated => last.seq,
-            _ => read.head.max(parked.cursor),
+            _ => read.head.max(cursor),
         };
         session.set_cursor(next);
-        let connect = session.connect_reply(&hold.connect, &self.bayeux_settings);
+        let reply = session.connect_reply(connect, &self.bayeux_settings);
         session.touch(unix_ms());
-        let mut replies = hold.replies.clone();
+        let mut replies = earlier.to_vec();
         replies.extend(deliveries);
-        replies.push(connect);
-        if let Some(entry) = self.sessions.slab.get_mut(hold.session) {
-            if entry.listener == Some(key) {
-                entry.listener = None;
+        replies.push(reply);
+        self.renew_session(skey);
+        self.count_deliveries();
+        Round::Replies(replies)
+    }
+
+    /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
+    pub(super) fn bayeux_upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) {
+        if self.upgrade(key, meta, req) {
+            self.start_bayeux_socket(key);
+        }
+    }
+
+    /// One frame (a batch) on a Bayeux WebSocket. Replies go out at once; a connect is held
+    /// on the socket until events arrive or its time is up.
+    pub(super) fn bayeux_frame(&mut self, key: usize, text: &str) {
+        let batch = match bayeux::parse_batch(text.as_bytes()) {
+            Ok(batch) => batch,
+            Err(e) => {
+                let reply =
+                    serde_json::json!([{ "successful": false, "error": bayeux::error_text(400, &[], &e.reason) }]);
+                return self.ws_text(key, reply.to_string().into_bytes());
+            }
+        };
+        let client = batch.iter().find_map(|m| m.client_id.as_deref());
+        if let Some(owner) = client.and_then(|id| session_id::owner(id, self.shared.config.workers)) {
+            if owner != self.id {
+                return self.hand_off_socket(key, owner, text.to_owned());
             }
         }
-        self.renew_session(hold.session);
-        self.count_deliveries();
-        self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
-        Answer::Sent
+        let Batch { replies, held } = self.bayeux_batch(&batch);
+        if !replies.is_empty() {
+            self.ws_text(key, bayeux::encode_replies(&replies));
+        }
+        let Some((skey, connect, hold_ms)) = held else { return };
+        // This socket now listens for the session (taking over from any earlier listener).
+        let current = self.sessions.slab.get(skey).and_then(|e| e.listener);
+        if current != Some(key) {
+            self.release_listener(skey);
+        }
+        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
+        let (selectors, cursor) = (session.selectors(), session.cursor());
+        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        let old = std::mem::replace(&mut duplex.selectors, selectors.clone());
+        duplex.cursor = cursor;
+        if let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol {
+            socket.session = Some(skey);
+            socket.held = Some((connect, Instant::now() + Duration::from_millis(hold_ms)));
+        }
+        self.unwatch(key, &old);
+        let head = self.shared.store.head();
+        self.watch(key, &selectors, head);
+        if let Some(entry) = self.sessions.slab.get_mut(skey) {
+            entry.listener = Some(key);
+        }
+        self.bayeux_socket_round(key, hold_ms == 0);
+        self.arm_duplex_timer(key);
+    }
+
+    /// Answers the socket's held connect if there is anything to deliver (or `force`).
+    pub(super) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
+        let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) else { return };
+        let DuplexProtocol::Bayeux(socket) = &duplex.protocol else { return };
+        let (Some(skey), Some((connect, deadline))) = (socket.session, socket.held.as_ref()) else { return };
+        let force = force || Instant::now() >= *deadline;
+        let (selectors, cursor, connect) = (duplex.selectors.clone(), duplex.cursor, connect.clone());
+        let Round::Replies(replies) = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force) else { return };
+        if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
+            if let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
+                duplex.cursor = session.cursor();
+            }
+            if let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol {
+                socket.held = None;
+            }
+        }
+        self.ws_text(key, bayeux::encode_replies(&replies));
     }
 
     fn bayeux_respond(
@@ -246,6 +337,21 @@ impl Worker {
         }
         self.remove_session(skey);
     }
+}
+
+/// What a batch left to do: its replies, and the connect to hold (session, message, hold ms).
+struct Batch {
+    replies: Vec<Value>,
+    held: Option<(usize, bayeux::Message, u64)>,
+}
+
+/// The outcome of a connect round.
+enum Round {
+    Replies(Vec<Value>),
+    /// Nothing to deliver yet; `head` is the store head the read saw.
+    Nothing {
+        head: u64,
+    },
 }
 
 /// What one message asks of the batch.

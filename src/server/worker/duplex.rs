@@ -17,7 +17,7 @@ use crate::http::Request;
 use crate::hub::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
-use crate::server::conn::{Cors, Duplex, DuplexFraming, Phase, ReplyMeta};
+use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::transport::websocket::{self, Event, Opcode};
 use crate::transport::Control;
@@ -43,32 +43,53 @@ impl Worker {
         selectors: Vec<Selector>,
         since: Since,
     ) {
-        if req.header("origin").is_some() && meta.cors == Cors::None {
-            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+        if !self.upgrade(key, meta, req) {
+            return;
         }
-        let handshake = match websocket::check_upgrade(req) {
-            Ok(handshake) => handshake,
-            Err(e) => return self.respond_error(key, meta, e.status(), e.reason(), e.headers()),
-        };
-        let may_publish = self.origin_may_publish(req);
-        let mut head = Vec::with_capacity(160);
-        websocket::write_handshake_response(&mut head, &handshake.accept, None);
         let max = self.shared.config.ws_max_message;
         let framing = DuplexFraming::WebSocket(websocket::Decoder::new(max, max));
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.out.push(Bytes::from(head));
-        self.start_duplex(key, framing, may_publish);
+        let may_publish = self.origin_may_publish(req);
+        self.start_duplex(key, framing, may_publish, DuplexProtocol::Native);
         if !selectors.is_empty() {
             self.duplex_subscribe(key, selectors, since, None);
         }
     }
 
-    /// A connection accepted on the raw TCP listener.
-    pub(super) fn start_raw(&mut self, key: usize) {
-        self.start_duplex(key, DuplexFraming::Raw, true);
+    /// Checks a WebSocket upgrade (origin, RFC 6455 handshake) and queues the 101; false (with
+    /// the error answered) when refused.
+    pub(super) fn upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) -> bool {
+        if req.header("origin").is_some() && meta.cors == Cors::None {
+            self.respond_error(key, meta, 403, "origin not allowed", &[]);
+            return false;
+        }
+        let handshake = match websocket::check_upgrade(req) {
+            Ok(handshake) => handshake,
+            Err(e) => {
+                self.respond_error(key, meta, e.status(), e.reason(), e.headers());
+                return false;
+            }
+        };
+        let mut head = Vec::with_capacity(160);
+        websocket::write_handshake_response(&mut head, &handshake.accept, None);
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        conn.out.push(Bytes::from(head));
+        true
     }
 
-    fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool) {
+    /// A connection accepted on the raw TCP listener.
+    pub(super) fn start_raw(&mut self, key: usize) {
+        self.start_duplex(key, DuplexFraming::Raw, true, DuplexProtocol::Native);
+    }
+
+    /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
+    pub(super) fn start_bayeux_socket(&mut self, key: usize) {
+        let max = self.shared.config.ws_max_message;
+        let framing = DuplexFraming::WebSocket(websocket::Decoder::new(max, max));
+        // Bayeux publishes follow the client-publish policy; CORS does not apply to sockets.
+        self.start_duplex(key, framing, true, DuplexProtocol::Bayeux(Box::default()));
+    }
+
+    fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
         let now = Instant::now();
         let interval = self.shared.config.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
@@ -81,6 +102,7 @@ impl Worker {
             over_since: None,
             publishes: VecDeque::new(),
             may_publish,
+            protocol,
         }));
         WorkerStats::add(&self.stats().duplex, 1);
         self.set_timer(key, interval);
@@ -121,7 +143,16 @@ impl Worker {
             progressed = true;
             match step {
                 None => {}
-                Some(Step::Ws(Event::Text(text))) => self.duplex_command(key, text.as_bytes()),
+                Some(Step::Ws(Event::Text(text))) => match self.conns.get(key).map(|c| &c.phase) {
+                    Some(Phase::Duplex(duplex)) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
+                        self.bayeux_frame(key, &text);
+                        // The socket may have been handed to the session's owner.
+                        if !self.conns.contains(key) {
+                            return true;
+                        }
+                    }
+                    _ => self.duplex_command(key, text.as_bytes()),
+                },
                 Some(Step::Ws(Event::Binary(_))) => {
                     self.duplex_close(key, 1003, "binary messages are not supported; send JSON text");
                     return true;
@@ -286,6 +317,12 @@ impl Worker {
 
     /// Queues what history holds after the connection's cursor, up to the output bound.
     pub(super) fn feed_duplex(&mut self, key: usize) {
+        if let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) {
+            if let DuplexProtocol::Bayeux(_) = duplex.protocol {
+                // Bayeux delivers with the held connect's reply.
+                return self.bayeux_socket_round(key, false);
+            }
+        }
         let bound = self.shared.config.max_pending_output;
         let max_batch = self.shared.config.max_batch;
         let grace = self.shared.config.heartbeat_interval;
@@ -366,6 +403,11 @@ impl Worker {
         }
     }
 
+    /// Queues one text frame.
+    pub(super) fn ws_text(&mut self, key: usize, payload: Vec<u8>) {
+        self.ws_frame(key, Opcode::Text, &payload);
+    }
+
     fn ws_frame(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let mut frame = Vec::with_capacity(payload.len() + 10);
@@ -389,9 +431,22 @@ impl Worker {
             }
             DuplexFraming::Raw => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
         }
-        // A peer that stopped reading is also found here, not only when a message comes.
+        // A peer that stopped reading is also found here, not only when a message comes;
+        // a Bayeux connect whose hold is over is answered.
         self.feed_duplex(key);
-        self.set_timer(key, interval);
+        self.arm_duplex_timer(key);
+    }
+
+    /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
+    pub(super) fn arm_duplex_timer(&mut self, key: usize) {
+        let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) else { return };
+        let mut at = duplex.next_heartbeat;
+        if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
+            if let Some((_, deadline)) = &socket.held {
+                at = at.min(*deadline);
+            }
+        }
+        self.set_timer(key, at.saturating_duration_since(Instant::now()));
     }
 
     /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
@@ -401,6 +456,11 @@ impl Worker {
         if let DuplexFraming::WebSocket(_) = duplex.framing {
             conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
         }
+        if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
+            if let Some(session) = socket.session {
+                self.listener_gone(session, key);
+            }
+        }
         self.unwatch(key, &duplex.selectors);
         WorkerStats::sub(&self.stats().duplex, 1);
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
@@ -408,11 +468,16 @@ impl Worker {
 
     /// At shutdown: tell the client where to resume, then close (1001 "going away").
     pub(super) fn duplex_shutdown(&mut self, key: usize) {
-        let next = match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Duplex(duplex)) => duplex.cursor,
+        let (next, bayeux) = match self.conns.get(key).map(|c| &c.phase) {
+            Some(Phase::Duplex(duplex)) => (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_))),
             _ => return,
         };
-        self.duplex_reply(key, Control::End { next }.json(self.shared.store.epoch()));
+        if bayeux {
+            // A held connect is answered; the client reconnects elsewhere with its session.
+            self.bayeux_socket_round(key, true);
+        } else {
+            self.duplex_reply(key, Control::End { next }.json(self.shared.store.epoch()));
+        }
         self.duplex_close(key, 1001, "server shutting down");
     }
 }

@@ -17,13 +17,29 @@ use mio::{Interest, Token};
 use super::{Worker, FIRST_CONN};
 use crate::http::Request;
 use crate::hub::WorkerMsg;
-use crate::server::conn::{Conn, ReplyMeta};
+use crate::server::conn::{Conn, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
-use crate::server::Handoff;
+use crate::server::{Carry, Handoff};
 
 impl Worker {
     /// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
     pub(super) fn hand_off(&mut self, key: usize, owner: usize, request: Request, body: Vec<u8>, meta: ReplyMeta) {
+        self.transfer(key, owner, Carry::Request(request, body), Some(meta));
+    }
+
+    /// Hands a Bayeux WebSocket to `owner` at a frame boundary, with the batch that named the
+    /// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
+    pub(super) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
+        // The socket leaves this worker's books as a duplex connection.
+        if let Some(Phase::Duplex(_)) = self.conns.get(key).map(|c| &c.phase) {
+            WorkerStats::sub(&self.stats().duplex, 1);
+        }
+        self.transfer(key, owner, Carry::BayeuxSocket(batch), None);
+    }
+
+    /// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
+    /// an HTTP request gets 503 (`meta` says how to answer it), a socket is closed.
+    fn transfer(&mut self, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         // The slot is free at once: a stale event for this token in the current batch can only
         // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
@@ -32,7 +48,7 @@ impl Worker {
             self.timers.cancel(timer);
         }
         WorkerStats::sub(&self.stats().connections, 1);
-        let handoff = Handoff { sock: conn.sock, request, body, inbuf: conn.inbuf, peer_closed: conn.peer_closed };
+        let handoff = Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, peer_closed: conn.peer_closed };
         let Some(peer) = self.shared.peers.get(owner) else { return };
         match peer.tx.try_send(vec![WorkerMsg::Handoff(Box::new(handoff))]) {
             Ok(()) => {
@@ -46,9 +62,13 @@ impl Worker {
                 for msg in batch {
                     if let WorkerMsg::Handoff(handoff) = msg {
                         let Handoff { sock, inbuf, peer_closed, .. } = *handoff;
-                        if let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) {
-                            self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
-                            self.pump(key);
+                        match (meta, self.adopt_socket(sock, inbuf, peer_closed)) {
+                            (Some(meta), Some(key)) => {
+                                self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
+                                self.pump(key);
+                            }
+                            (None, Some(key)) => self.close(key),
+                            (_, None) => {}
                         }
                     }
                 }
@@ -58,12 +78,17 @@ impl Worker {
 
     /// Takes a connection handed over by another worker and dispatches its request here.
     pub(super) fn adopt(&mut self, handoff: Box<Handoff>) {
-        let Handoff { sock, request, body, inbuf, peer_closed } = *handoff;
+        let Handoff { sock, carry, inbuf, peer_closed } = *handoff;
         WorkerStats::add(&self.stats().handoffs_in, 1);
-        if let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) {
-            self.dispatch(key, request, body);
-            self.pump(key);
+        let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) else { return };
+        match carry {
+            Carry::Request(request, body) => self.dispatch(key, request, body),
+            Carry::BayeuxSocket(batch) => {
+                self.start_bayeux_socket(key);
+                self.bayeux_frame(key, &batch);
+            }
         }
+        self.pump(key);
     }
 
     /// Registers a handed-over socket in this worker's poll and slab.

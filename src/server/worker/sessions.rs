@@ -110,6 +110,10 @@ impl Worker {
                 self.end_stream(key, Control::End { next });
                 self.pump(key);
             }
+            Some(Phase::Duplex(_)) => {
+                self.bayeux_socket_round(key, true);
+                self.pump(key);
+            }
             _ => {}
         }
     }
@@ -121,6 +125,9 @@ impl Worker {
         let old = match self.conns.get_mut(key).map(|c| &mut c.phase) {
             Some(Phase::Parked(parked)) => std::mem::replace(&mut parked.selectors, selectors.clone()),
             Some(Phase::Streaming(stream)) => std::mem::replace(&mut stream.selectors, selectors.clone()),
+            Some(Phase::Duplex(duplex)) => {
+                std::mem::replace(&mut duplex.selectors, selectors.to_vec()).into_boxed_slice()
+            }
             _ => return,
         };
         self.unwatch(key, &old);
