@@ -77,8 +77,8 @@ impl Worker {
     }
 
     /// Takes a connection handed over by another worker and dispatches its request here.
-    pub(super) fn adopt(&mut self, handoff: Box<Handoff>) {
-        let Handoff { sock, carry, inbuf, peer_closed } = *handoff;
+    pub(super) fn adopt(&mut self, handoff: Handoff) {
+        let Handoff { sock, carry, inbuf, peer_closed } = handoff;
         WorkerStats::add(&self.stats().handoffs_in, 1);
         let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) else { return };
         match carry {

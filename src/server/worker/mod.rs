@@ -1165,7 +1165,7 @@ impl Worker {
                     }
                     WorkerMsg::Wake(selector) => selectors.push(selector),
                     WorkerMsg::WakeAll => wake_all = true,
-                    WorkerMsg::Handoff(handoff) => self.adopt(handoff),
+                    WorkerMsg::Handoff(handoff) => self.adopt(*handoff),
                     WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
                         self.publish_acked(reply, seq, time_ms, delivered);
                     }
