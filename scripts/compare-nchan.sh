@@ -19,6 +19,7 @@
 #   HOLD     seconds the idle scenario holds      [3]
 #   REPEAT   runs of each idle/broadcast scenario; the table shows medians [3]
 #   MODES    broadcast subscriber modes           [longpoll sse ws]
+#   TABLE_ONLY=1  only print the table from the reports already in OUT_DIR
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -108,6 +109,7 @@ run() {
 }
 
 echo "results in $OUT" >&2
+if [[ ${TABLE_ONLY:-0} != 1 ]]; then
 # Alternate servers inside every repeat so slow drifts (other jobs on the box) hit both.
 for r in $(seq "$REPEAT"); do
     for s in halley nchan; do
@@ -128,6 +130,7 @@ for rate in $RATES; do
         run "rate-sse-$rate-$s" "$s" --scenario rate --mode sse --rate "$rate" --duration "$DURATION"
     done
 done
+fi
 
 {
     echo "## halley-load: Halley vs nginx + Nchan vs floor"
@@ -163,11 +166,13 @@ def ratio(a, b):
     return "n/a" if a is None or b in (None, 0) else f"{a / b:.2f}x"
 
 def sustained(server):
-    """Best delivered/s of a rate step that kept up, and the server CPU per delivery there."""
+    """Best delivered/s of a loss-free rate step, and the server CPU per delivery there. The
+    generator shares the cores, so past saturation publishes run late ("behind") while every
+    message still arrives: the peak loss-free delivery rate is what the box sustains."""
     best, cpu = None, None
     for r in rates:
         rep = load(f"rate-sse-{r}-{server}")
-        if rep and get(rep, "rate", "kept_up") and not rep.get("lost"):
+        if rep and not rep.get("lost") and not get(rep, "checks", "duplicates"):
             d = get(rep, "rate", "delivered_per_s") or 0
             if best is None or d > best:
                 best, cpu = d, get(rep, "server", "cpu_us_per_delivery")
@@ -226,7 +231,7 @@ for label, base, path, has_floor in rows:
     print(f"| {label} | {fmt(h)}{spread(hv, scale)} | {fmt(n)}{spread(nv, scale)} | {ratio(h, n)} "
           f"| {fmt(f)}{spread(fv, scale)} | {ratio(h, f)} |")
 (h, hc), (n, nc) = sustained("halley"), sustained("nchan")
-print(f"| max sustained SSE deliveries/s (rates {' '.join(rates)} msgs/s) | {fmt(h)} | {fmt(n)} | {ratio(h, n)} | | |")
+print(f"| peak loss-free SSE deliveries/s (rates {' '.join(rates)} msgs/s) | {fmt(h)} | {fmt(n)} | {ratio(h, n)} | | |")
 print(f"| server CPU µs per SSE delivery at that rate | {fmt(hc)} | {fmt(nc)} | {ratio(hc, nc)} | | |")
 h, n = losses("halley"), losses("nchan")
 print(f"| lost + duplicated deliveries (all runs) | {count(h)} | {count(n)} | | | |")
