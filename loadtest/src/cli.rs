@@ -146,6 +146,12 @@ impl RunArgs {
         if self.scenario == Scenario::Floor && self.pattern == Scenario::Floor {
             return Err("--pattern must name a scenario other than floor".into());
         }
+        if self.scenario == Scenario::Floor && !matches!(self.mode, Mode::Longpoll | Mode::Sse) {
+            return Err("the floor server serves --mode longpoll and sse only".into());
+        }
+        if self.target == Target::Nchan && self.mode == Mode::Stream {
+            return Err("Nchan has no ndjson stream: use --mode longpoll, sse or ws with --target nchan".into());
+        }
         let publishing = matches!(self.effective(), Scenario::Rate | Scenario::PerUser | Scenario::Churn);
         if publishing && !(self.rate > 0.0 && self.rate <= 1_000_000.0) {
             return Err("--rate must be in (0, 1000000]".into());
@@ -207,6 +213,15 @@ mod tests {
         assert_eq!(cli.run.effective(), Scenario::Rate);
         let bad = parse(&["--scenario", "floor", "--pattern", "floor"]);
         assert!(bad.run.validate().is_err());
+        assert!(parse(&["--scenario", "floor", "--mode", "ws"]).run.validate().is_err());
+        assert_eq!(parse(&["--scenario", "floor", "--mode", "sse"]).run.validate(), Ok(()));
+    }
+
+    #[test]
+    fn modes_follow_the_target() {
+        assert_eq!(parse(&["--mode", "ws", "--target", "nchan"]).run.validate(), Ok(()));
+        assert_eq!(parse(&["--mode", "stream"]).run.validate(), Ok(()));
+        assert!(parse(&["--mode", "stream", "--target", "nchan"]).run.validate().is_err());
     }
 
     #[test]

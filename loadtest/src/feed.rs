@@ -1,10 +1,11 @@
 //! What a subscriber says and hears, per target flavour and subscriber mode, without I/O:
-//! the subscribe and publish requests, long-poll cursors, long-poll bodies and the
-//! `text/event-stream` event parser.
+//! the subscribe and publish requests, long-poll cursors, long-poll bodies, the
+//! `text/event-stream` event parser and the ndjson line splitter.
 //!
 //! Halley long-poll re-polls with `?since=<next>` from the JSON body; Nchan long-poll echoes
 //! `Last-Modified`/`Etag` back as `If-Modified-Since`/`If-None-Match`; SSE reconnects send
-//! `Last-Event-ID` (WHATWG HTML §9.2).
+//! `Last-Event-ID` (WHATWG HTML §9.2); ndjson streams and WebSocket upgrades resume with
+//! `?since=<id of the last message>`.
 
 use std::fmt;
 
@@ -13,8 +14,11 @@ use serde::Deserialize;
 use crate::http::Head;
 use crate::stamp::{Nested, Stamp};
 
-/// Longest line we accept in an event stream, in bytes.
+/// Longest line we accept in an event stream or an ndjson stream, in bytes.
 pub const MAX_SSE_LINE_BYTES: usize = 1024 * 1024;
+/// The `Sec-WebSocket-Key` every upgrade sends (RFC 6455 §4.1 asks for a random nonce; it only
+/// guards against caches replaying handshakes, which cannot happen on loopback).
+pub const WS_KEY: &str = "aGFsbGV5LWxvYWQtd3MxNg==";
 
 /// Which server's API the requests follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -26,8 +30,8 @@ pub enum Target {
     Nchan,
 }
 
-/// How a subscriber receives messages. WebSocket and chunked-stream modes slot in here when
-/// the transports land: one variant, one arm in each `match` below and in `sub.rs`.
+/// How a subscriber receives messages: one variant, one arm in each `match` below and in
+/// `sub.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -35,6 +39,10 @@ pub enum Mode {
     Longpoll,
     /// Server-Sent Events: one long response, one event per message.
     Sse,
+    /// WebSocket upgrade of the subscribe URL; one text frame per message (RFC 6455).
+    Ws,
+    /// Halley's chunked `application/x-ndjson` stream: one JSON object per line.
+    Stream,
 }
 
 /// Where a subscriber stands in the message stream, sent with its next request.
@@ -43,7 +51,7 @@ pub enum Cursor {
     /// Nothing seen yet: wait for the next message.
     #[default]
     Start,
-    /// Halley's `next` from the last long-poll body.
+    /// Halley's `next` from the last long-poll body, or the id of the last streamed message.
     Halley(String),
     /// Nchan's `Last-Modified` and `Etag` from the last long-poll response.
     Nchan { last_modified: String, etag: String },
@@ -110,6 +118,11 @@ impl Endpoint {
                 }
                 extra.push_str("Accept: text/event-stream\r\n");
             }
+            // RFC 6455 §4.1: the opening handshake.
+            Mode::Ws => extra.push_str(&format!(
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+            )),
+            Mode::Stream => query.push("transport=stream".to_owned()),
         }
         match cursor {
             Cursor::Start => {}
@@ -176,6 +189,87 @@ impl Endpoint {
             }
         }
         Ok(polled)
+    }
+}
+
+/// One line of an ndjson stream or one WebSocket text frame from Halley, as far as a
+/// subscriber cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// A message: its id (the resume cursor) and its stamp if it is one of ours.
+    Message { id: Option<String>, stamp: Option<Stamp> },
+    /// The server ends the stream; `next` is the cursor to reconnect with.
+    End { next: Option<String> },
+    /// The server dropped messages before our cursor (`{"type":"gap"}`).
+    Gap,
+    /// The server cut us for falling behind (`{"type":"overflow"}`).
+    Overflow,
+    /// Heartbeats, acknowledgements and other control objects.
+    Control,
+}
+
+/// Read one ndjson line / WebSocket text: a message object, or a control object with a `type`
+/// key (see Halley's `transport::stream` and `protocol::commands`). Nchan's WebSocket frames are
+/// the published body itself: a stamp with no `id`.
+pub fn stream_item(bytes: &[u8]) -> Result<StreamItem, FeedError> {
+    let line: StreamLine = serde_json::from_slice(bytes).map_err(|_| FeedError::BadBody)?;
+    Ok(match line.kind.as_deref() {
+        None => {
+            let stamp = match line.data {
+                Some(nested) => nested.0,
+                None => crate::stamp::parse_stamp(bytes),
+            };
+            StreamItem::Message { id: line.id, stamp }
+        }
+        Some("end") => StreamItem::End { next: line.next },
+        Some("gap") => StreamItem::Gap,
+        Some("overflow") => StreamItem::Overflow,
+        Some(_) => StreamItem::Control,
+    })
+}
+
+#[derive(Deserialize)]
+struct StreamLine {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    data: Option<Nested>,
+}
+
+/// Splits a byte stream into `\n`-terminated lines (ndjson), bounded per line.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    line: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feed decoded body bytes; `on_line` gets each complete, non-empty line without its `\n`.
+    pub fn feed(&mut self, bytes: &[u8], mut on_line: impl FnMut(&[u8])) -> Result<(), FeedError> {
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            if self.line.len() + i > MAX_SSE_LINE_BYTES {
+                return Err(FeedError::LineTooLong);
+            }
+            if self.line.is_empty() {
+                if i > 0 {
+                    on_line(&rest[..i]);
+                }
+            } else {
+                self.line.extend_from_slice(&rest[..i]);
+                on_line(&self.line);
+                self.line.clear();
+            }
+            rest = &rest[i + 1..];
+        }
+        if self.line.len() + rest.len() > MAX_SSE_LINE_BYTES {
+            return Err(FeedError::LineTooLong);
+        }
+        self.line.extend_from_slice(rest);
+        Ok(())
     }
 }
 
@@ -371,6 +465,58 @@ mod tests {
             assert_eq!(events, vec![b"{\"seq\":1,\n\"ts\":2}".to_vec(), b"x".to_vec()], "split {split}");
             assert_eq!(p.cursor(), Some(Cursor::EventId("1-2".into())));
         }
+    }
+
+    #[test]
+    fn ws_and_stream_requests_carry_the_cursor_in_the_query() {
+        let ws = endpoint(Target::Halley, Mode::Ws);
+        let req = String::from_utf8(ws.subscribe_request("t", &Cursor::Halley("3-9".into()))).expect("ascii");
+        assert!(req.starts_with("GET /sub/t?since=3-9 HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Upgrade: websocket\r\n") && req.contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(req.contains(&format!("Sec-WebSocket-Key: {WS_KEY}\r\n")));
+        let st = endpoint(Target::Halley, Mode::Stream);
+        let req = String::from_utf8(st.subscribe_request("t", &Cursor::Halley("3-9".into()))).expect("ascii");
+        assert!(req.starts_with("GET /sub/t?transport=stream&since=3-9 HTTP/1.1\r\n"), "{req}");
+    }
+
+    #[test]
+    fn stream_items_are_messages_or_control() {
+        let msg = br#"{"id":"5-2","topic":"/t","time":1,"data":{"src":1,"seq":2,"ts":3,"pad":""}}"#;
+        assert_eq!(
+            stream_item(msg),
+            Ok(StreamItem::Message { id: Some("5-2".into()), stamp: Some(Stamp { src: 1, seq: 2, ts: 3 }) })
+        );
+        assert_eq!(
+            stream_item(br#"{"id":"5-3","topic":"/t","time":1,"data":"text"}"#),
+            Ok(StreamItem::Message { id: Some("5-3".into()), stamp: None })
+        );
+        // Nchan's WebSocket frame is the published body.
+        assert_eq!(
+            stream_item(br#"{"src":0,"seq":7,"ts":9,"pad":"x"}"#),
+            Ok(StreamItem::Message { id: None, stamp: Some(Stamp { src: 0, seq: 7, ts: 9 }) })
+        );
+        assert_eq!(stream_item(br#"{"type":"end","next":"5-3"}"#), Ok(StreamItem::End { next: Some("5-3".into()) }));
+        assert_eq!(stream_item(br#"{"type":"gap","oldest":"5-1"}"#), Ok(StreamItem::Gap));
+        assert_eq!(stream_item(br#"{"type":"overflow"}"#), Ok(StreamItem::Overflow));
+        assert_eq!(stream_item(br#"{"type":"ack","op":"subscribe","topics":["/t"]}"#), Ok(StreamItem::Control));
+        assert_eq!(stream_item(br#"{"type":"heartbeat"}"#), Ok(StreamItem::Control));
+        assert_eq!(stream_item(b"{nope"), Err(FeedError::BadBody));
+    }
+
+    #[test]
+    fn lines_split_anywhere_and_are_bounded() {
+        let stream = b"{\"a\":1}\n\n{\"b\":2}\n{\"c\"";
+        for split in 0..=stream.len() {
+            let mut s = LineSplitter::default();
+            let mut lines = Vec::new();
+            for part in [&stream[..split], &stream[split..]] {
+                s.feed(part, |l| lines.push(l.to_vec())).expect("ok");
+            }
+            assert_eq!(lines, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()], "split {split}");
+        }
+        let mut s = LineSplitter::default();
+        let long = vec![b'x'; MAX_SSE_LINE_BYTES + 1];
+        assert_eq!(s.feed(&long, |_| {}), Err(FeedError::LineTooLong));
     }
 
     #[test]

@@ -20,3 +20,4 @@ pub mod run;
 pub mod stamp;
 pub mod stats;
 pub mod sub;
+pub mod ws;

@@ -18,12 +18,13 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::feed::{Cursor, Endpoint, Mode, SseParser};
-use crate::http::{ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYTES};
+use crate::feed::{stream_item, Cursor, Endpoint, LineSplitter, Mode, SseParser, StreamItem};
+use crate::http::{parse_head, ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::ipc::{emit, ChildMsg, ChildResult, Counters, Plan, Progress};
 use crate::net::{connect_from, source_addr};
 use crate::stamp::{parse_stamp, unix_ns, Checks, SeqTracker, Stamp, Verdict};
 use crate::stats::{Latency, Timeline, TICK_MS};
+use crate::ws::{client_frame, WsEvent, WsReader, PONG};
 
 /// Token of each loop's waker; connection tokens are slab key + 1.
 const WAKER: Token = Token(0);
@@ -135,7 +136,7 @@ enum Phase {
     Sending,
     /// Request sent, no response head yet: parked at the server.
     Waiting,
-    /// SSE head received; events follow.
+    /// Streaming head (SSE, ndjson) or WebSocket `101` received; messages follow.
     Streaming,
 }
 
@@ -149,6 +150,8 @@ struct Conn {
     inbuf: Vec<u8>,
     reader: ResponseReader,
     sse: SseParser,
+    lines: LineSplitter,
+    ws: WsReader,
 }
 
 /// What to do with a connection after handling its bytes.
@@ -161,6 +164,8 @@ enum Next {
     Reconnect,
     /// Close and reconnect after a backoff (error).
     Retry,
+    /// A WebSocket control reply is in `out`: flush it and keep streaming.
+    Reply,
 }
 
 /// Where deliveries and counts go, kept apart from the slab so both can be borrowed.
@@ -381,6 +386,8 @@ impl SubLoop {
                 inbuf: Vec::new(),
                 reader: ResponseReader::new(MAX_BODY_BYTES),
                 sse: SseParser::default(),
+                lines: LineSplitter::default(),
+                ws: WsReader::default(),
             };
             if self
                 .poll
@@ -432,6 +439,10 @@ impl SubLoop {
                 }
             }
         }
+        if conn.phase == Phase::Streaming && conn.written < conn.out.len() && flush(conn).is_err() {
+            self.sink.counters.server_closes += 1;
+            return Next::Reconnect;
+        }
         let mut next = Next::Send;
         while next == Next::Send {
             if conn.phase == Phase::Sending && (writable || conn.written == 0) {
@@ -456,6 +467,19 @@ impl SubLoop {
             };
             let sub = &mut self.subs[conn.sub];
             next = process(conn, sub, &mut self.sink, &self.endpoint, now_ns);
+            if next == Next::Reply {
+                // A pong: tiny, so a short write is finished on the next writable event.
+                if flush(conn).is_err() {
+                    self.sink.counters.server_closes += 1;
+                    return Next::Reconnect;
+                }
+                next = Next::Send;
+                if eof {
+                    self.sink.counters.server_closes += 1;
+                    return Next::Reconnect;
+                }
+                continue;
+            }
             if next == Next::Send {
                 // The parked request was answered; the re-poll is a new request.
                 self.sink.progress.parked -= 1;
@@ -627,6 +651,9 @@ fn read_all(conn: &mut Conn, scratch: &mut [u8]) -> io::Result<bool> {
 
 /// Handle the buffered bytes of one connection: deliveries, cursor moves, and what next.
 fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_ns: u64) -> Next {
+    if ep.mode == Mode::Ws {
+        return process_ws(conn, sub, sink, now_ns);
+    }
     loop {
         let (used, step) = match conn.reader.advance(&conn.inbuf) {
             Ok(r) => r,
@@ -671,8 +698,115 @@ fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_n
                     Step::BodyDone => return Next::Reconnect,
                 }
             }
+            Mode::Stream => {
+                if conn.phase == Phase::Waiting {
+                    match conn.reader.head() {
+                        Some(h) if h.status == 200 => conn.phase = Phase::Streaming,
+                        Some(_) => {
+                            sink.counters.http_errors += 1;
+                            return Next::Retry;
+                        }
+                        None => {}
+                    }
+                }
+                let body = conn.reader.take_body();
+                let mut bad = false;
+                let fed = conn.lines.feed(&body, |line| bad |= !stream_line(line, sub, sink, now_ns));
+                if fed.is_err() || bad {
+                    sink.counters.http_errors += 1;
+                    return Next::Retry;
+                }
+                match step {
+                    Step::NeedMore => return Next::Stay,
+                    Step::HeadDone => continue,
+                    // After `{"type":"end"}`: reconnect with its cursor.
+                    Step::BodyDone => return Next::Reconnect,
+                }
+            }
+            Mode::Ws => return Next::Retry,
         }
     }
+}
+
+/// One ndjson line or WebSocket text message: deliver it, move the cursor; false if unreadable.
+fn stream_line(line: &[u8], sub: &mut Sub, sink: &mut Sink, now_ns: u64) -> bool {
+    match stream_item(line) {
+        Ok(StreamItem::Message { id, stamp }) => {
+            if let Some(id) = id {
+                sub.cursor = Cursor::Halley(id);
+            }
+            match stamp {
+                Some(stamp) => sink.deliver(sub, stamp, now_ns),
+                None => sink.counters.foreign += 1,
+            }
+        }
+        Ok(StreamItem::End { next: Some(next) }) => sub.cursor = Cursor::Halley(next),
+        Ok(StreamItem::Gap) => sink.counters.server_gaps += 1,
+        Ok(StreamItem::Overflow) => sink.counters.server_closes += 1,
+        Ok(StreamItem::End { next: None } | StreamItem::Control) => {}
+        Err(_) => return false,
+    }
+    true
+}
+
+/// WebSocket bytes: the `101` head first, then frames. Pings are answered (RFC 6455 §5.5.2) by
+/// putting a pong in `out` and returning [`Next::Reply`]; call again afterwards for the rest.
+fn process_ws(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, now_ns: u64) -> Next {
+    if conn.phase == Phase::Waiting {
+        match parse_head(&conn.inbuf) {
+            Ok(None) => return Next::Stay,
+            Ok(Some((head, used))) => {
+                conn.inbuf.drain(..used);
+                if head.status != 101 {
+                    sink.counters.http_errors += 1;
+                    return Next::Retry;
+                }
+                conn.phase = Phase::Streaming;
+            }
+            Err(_) => {
+                sink.counters.http_errors += 1;
+                return Next::Retry;
+            }
+        }
+    }
+    let mut used_total = 0;
+    let next = loop {
+        let (event, used) = match conn.ws.next(&conn.inbuf[used_total..]) {
+            Ok(Some(e)) => e,
+            Ok(None) => break Next::Stay,
+            Err(_) => {
+                sink.counters.http_errors += 1;
+                break Next::Retry;
+            }
+        };
+        used_total += used;
+        match event {
+            WsEvent::Message(text) => {
+                if !stream_line(&text, sub, sink, now_ns) {
+                    sink.counters.http_errors += 1;
+                    break Next::Retry;
+                }
+            }
+            WsEvent::Ping(payload) => {
+                let mask = (sub.global ^ now_ns as u32).to_be_bytes();
+                let pong = client_frame(PONG, &payload, mask);
+                if conn.written < conn.out.len() {
+                    conn.out.extend_from_slice(&pong);
+                } else {
+                    conn.out = pong;
+                    conn.written = 0;
+                }
+                break Next::Reply;
+            }
+            WsEvent::Close(_) => {
+                sink.counters.server_closes += 1;
+                break Next::Reconnect;
+            }
+            WsEvent::Other => {}
+        }
+    };
+    conn.inbuf.drain(..used_total);
+    next
 }
 
 /// A complete long-poll response: deliver its messages and prepare the re-poll.
