@@ -26,6 +26,9 @@ need npm "install npm with Node.js"
 step "cargo test --workspace"
 cargo test --workspace
 
+step "load generator smoke test (200 subscribers x 20 messages in every mode, zero loss)"
+loadtest/smoke.sh
+
 step "end-to-end tests (tests/e2e: real npm clients, Debian chromium via playwright-core)"
 if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update
