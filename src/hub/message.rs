@@ -171,10 +171,16 @@ pub enum Wire {
     WsFrame,
     /// A NUL-terminated JSON line for raw TCP clients.
     RawTcp,
+    /// The SSE event as one complete HTTP/1.1 chunk (size line, event, CRLF).
+    SseChunk,
+    /// The ndjson line as one complete HTTP/1.1 chunk.
+    NdjsonChunk,
+    /// The multipart part as one complete HTTP/1.1 chunk.
+    MultipartChunk,
 }
 
 impl Wire {
-    const COUNT: usize = 5;
+    const COUNT: usize = 8;
 }
 
 impl Message {

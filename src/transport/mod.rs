@@ -22,7 +22,7 @@ pub mod websocket;
 
 use bytes::Bytes;
 
-use crate::hub::{Epoch, Message, MessageId};
+use crate::hub::{Epoch, Message, MessageId, Wire};
 
 /// Longest JSONP / iframe callback name, in bytes.
 pub const MAX_CALLBACK_LEN: usize = 64;
@@ -147,6 +147,33 @@ impl StreamKind {
             StreamKind::Multipart => multipart::epilogue(&ctx.boundary),
             StreamKind::Sse | StreamKind::Ndjson => Bytes::new(),
         }
+    }
+
+    /// The message's frame as one complete HTTP/1.1 chunk, encoded once per message and shared
+    /// by every chunked subscriber of this kind: a delivery is then a single slice with no
+    /// per-connection bytes at all. None for kinds with per-connection bytes (iframe).
+    pub fn chunk(&self, msg: &Message, ctx: &StreamCtx) -> Option<Bytes> {
+        let (wire, frame): (Wire, &dyn Fn() -> Vec<u8>) = match self {
+            StreamKind::Sse => (Wire::SseChunk, &|| sse::message(msg, ctx.epoch).to_vec()),
+            StreamKind::Ndjson => (Wire::NdjsonChunk, &|| {
+                let mut line = msg.json(ctx.epoch).to_vec();
+                line.push(b'\n');
+                line
+            }),
+            StreamKind::Multipart => (Wire::MultipartChunk, &|| multipart::part(msg, ctx).to_vec()),
+            StreamKind::Iframe { .. } => return None,
+        };
+        Some(
+            msg.encoded(wire, |_| {
+                let frame = frame();
+                let mut chunk = Vec::with_capacity(frame.len() + 12);
+                chunk.extend_from_slice(crate::http::chunk_header(frame.len()).as_ref());
+                chunk.extend_from_slice(&frame);
+                chunk.extend_from_slice(crate::http::CHUNK_END);
+                Bytes::from(chunk)
+            })
+            .clone(),
+        )
     }
 
     /// A frame that keeps proxies and the client's dead-peer detection happy.

@@ -134,10 +134,19 @@ impl Worker {
             parts.clear();
             if read.gap && show_gap {
                 parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
+                push_chunk(&mut conn.out, &mut parts, stream.chunked);
             }
             for msg in &self.scratch_msgs {
                 stream.sent += msg.data.len();
                 match &mut stream.framer {
+                    // The common case: a chunk encoded once for every subscriber of this kind.
+                    Framer::Native(kind) if stream.chunked => match kind.chunk(msg, ctx) {
+                        Some(chunk) => conn.out.push(chunk),
+                        None => {
+                            kind.push_message(msg, ctx, &mut parts);
+                            push_chunk(&mut conn.out, &mut parts, true);
+                        }
+                    },
                     Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
                     Framer::Pushlet { session, writer } => {
                         if let Some(event) = pushlet_data(&self.sessions.slab, *session, msg) {
