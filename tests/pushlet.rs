@@ -513,6 +513,22 @@ fn a_session_over_the_queue_bound_gets_an_explicit_abort_and_is_removed() {
 }
 
 #[test]
+fn a_pull_session_that_fell_out_of_history_is_told() {
+    let server = TestServer::with(|c| c.history_messages = 2);
+    let (id, mut c) = pull_listener(&server, "/short");
+    for i in 0..5 {
+        publish(server.addr, "/short", format!("m{i}").as_bytes());
+    }
+    let events = refresh(&mut c, &id);
+    assert_eq!(kinds(&events), ["refresh-ack", "error", "data", "data"], "{events:?}");
+    assert!(events[1]["p_reason"].contains("lost"));
+    assert_eq!(values(&events[2..], "p_data"), ["m3", "m4"]);
+    publish(server.addr, "/short", b"m5");
+    let events = refresh(&mut c, &id);
+    assert_eq!(kinds(&events), ["refresh-ack", "data"], "caught up: no more errors");
+}
+
+#[test]
 fn other_sessions_unicasts_do_not_count_against_the_queue_bound() {
     let server = TestServer::with(|c| c.session_queue = 3);
     // Subscribed to everything, so its selectors also see every unicast topic.

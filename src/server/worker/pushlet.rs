@@ -239,9 +239,11 @@ impl Worker {
         // move over messages that were looked at.
         let mut events: Vec<Event> = Vec::new();
         let mut next = parked.cursor;
+        let mut gap = false;
         let head = loop {
             self.scratch_msgs.clear();
             let read = store.read(&parked.selectors, next, limit, &mut self.scratch_msgs);
+            gap |= read.gap;
             events.extend(self.scratch_msgs.iter().filter_map(|m| session.data_event(m)));
             next = match self.scratch_msgs.last() {
                 Some(last) if read.truncated => last.seq,
@@ -252,7 +254,7 @@ impl Worker {
             }
         };
         let overflow = events.len() >= limit;
-        if events.is_empty() && !force {
+        if events.is_empty() && !gap && !force {
             // Nothing for this session (maybe another session's unicast); keep waiting.
             session.set_cursor(next);
             return Answer::Nothing { head };
@@ -268,6 +270,12 @@ impl Worker {
             body.extend_from_slice(&writer.tail(None));
         } else {
             body.extend_from_slice(&writer.event(&pushlet::refresh_ack(), now));
+            if gap {
+                // Said, never silent: the session fell further behind than history holds
+                // (the same event a stream gets).
+                let lost = pushlet::error("events were lost: they fell out of history");
+                body.extend_from_slice(&writer.event(&lost, now));
+            }
             if events.is_empty() {
                 body.extend_from_slice(&writer.event(&pushlet::hb(), now));
             }
