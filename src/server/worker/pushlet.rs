@@ -212,34 +212,53 @@ impl Worker {
 
     /// The reply of a refresh round: `refresh-ack`, the data events after the cursor (or an
     /// `hb` when the read timeout passed with none), then the `refresh` that schedules the next
-    /// round. A session further behind than `--session-queue` gets an `abort` and is removed.
+    /// round. A session with more than `--session-queue` undelivered events of its own gets an
+    /// `abort` and is removed; so does a refresh released by the session's `leave` (the
+    /// original's bailout sent `abort` to the listener), rather than a `refresh` that would
+    /// bring the client back to a 400.
     pub(super) fn answer_pushlet(&mut self, key: usize, parked: &Parked, hold: &PushletHold, force: bool) -> Answer {
         let store = std::sync::Arc::clone(&self.shared.store);
         let limit = self.shared.config.session_queue + 1;
-        self.scratch_msgs.clear();
-        let read = store.read(&parked.selectors, parked.cursor, limit, &mut self.scratch_msgs);
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(hold.session)
         else {
-            // The session left (or expired) while this refresh waited.
+            // The session expired (or overflowed) while this refresh waited.
             let events = [pushlet::abort("session ended")];
             self.pushlet_reply(key, parked.reply, hold.format, &events);
             return Answer::Sent;
         };
-        let overflow = self.scratch_msgs.len() >= limit;
-        let events: Vec<Event> = if overflow {
-            Vec::new()
-        } else {
-            self.scratch_msgs.iter().filter_map(|m| session.data_event(m)).collect()
-        };
-        if events.is_empty() && !overflow && !force {
-            // Nothing for this session (maybe another session's unicast); keep waiting.
-            session.set_cursor(read.head.max(parked.cursor));
-            return Answer::Nothing { head: read.head };
+        if !session.listening() {
+            // Released by `leave`: the worker removes the session right after.
+            let events = [pushlet::abort("session left")];
+            self.listener_gone(hold.session, key);
+            self.pushlet_reply(key, parked.reply, hold.format, &events);
+            return Answer::Sent;
         }
-        let next = match self.scratch_msgs.last() {
-            Some(last) if read.truncated => last.seq,
-            _ => read.head.max(parked.cursor),
+        // The selectors also match messages that are not for this session (other sessions'
+        // unicasts under a `/` subscription), so the bound counts this session's events, and
+        // reading goes on past a truncated read that held none of them: the cursor may only
+        // move over messages that were looked at.
+        let mut events: Vec<Event> = Vec::new();
+        let mut next = parked.cursor;
+        let mut gap = false;
+        let head = loop {
+            self.scratch_msgs.clear();
+            let read = store.read(&parked.selectors, next, limit, &mut self.scratch_msgs);
+            gap |= read.gap;
+            events.extend(self.scratch_msgs.iter().filter_map(|m| session.data_event(m)));
+            next = match self.scratch_msgs.last() {
+                Some(last) if read.truncated => last.seq,
+                _ => read.head.max(next),
+            };
+            if events.len() >= limit || !read.truncated {
+                break read.head;
+            }
         };
+        let overflow = events.len() >= limit;
+        if events.is_empty() && !gap && !force {
+            // Nothing for this session (maybe another session's unicast); keep waiting.
+            session.set_cursor(next);
+            return Answer::Nothing { head };
+        }
         session.set_cursor(next);
         let (id, mode) = (session.id().to_owned(), session.mode());
         let mut writer = Writer::new(hold.format);
@@ -251,6 +270,12 @@ impl Worker {
             body.extend_from_slice(&writer.tail(None));
         } else {
             body.extend_from_slice(&writer.event(&pushlet::refresh_ack(), now));
+            if gap {
+                // Said, never silent: the session fell further behind than history holds
+                // (the same event a stream gets).
+                let lost = pushlet::error("events were lost: they fell out of history");
+                body.extend_from_slice(&writer.event(&lost, now));
+            }
             if events.is_empty() {
                 body.extend_from_slice(&writer.event(&pushlet::hb(), now));
             }
