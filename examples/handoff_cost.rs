@@ -17,12 +17,7 @@ use halley::config::Config;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests: usize = std::env::args().nth(1).map_or(Ok(4000), |n| n.parse())?;
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        workers: 2,
-        pin_workers: false,
-        ..Config::default()
-    };
+    let config = Config { listen: "127.0.0.1:0".parse()?, workers: 2, pin_workers: false, ..Config::default() };
     let server = halley::server::start(config)?;
     let addr = server.local_addr();
     let join = get(addr, "/pushlet.srv?p_event=join&p_format=xml-strict")?;
@@ -50,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !reply.contains("hb-ack") {
             return Err(format!("unexpected reply: {reply}").into());
         }
-        if handoffs(&server) > before { handed.push(took) } else { local.push(took) }
+        if handoffs(&server) > before {
+            handed.push(took)
+        } else {
+            local.push(took)
+        }
     }
     server.shutdown();
     let (l, h) = (median(&mut local), median(&mut handed));
