@@ -130,11 +130,9 @@ impl Worker {
     fn bayeux_message(&mut self, skey: usize, msg: &bayeux::Message) -> Option<Step> {
         let head = self.shared.store.head();
         let entry = self.sessions.slab.get_mut(skey)?;
-        // Bayeux is the only session kind until Pushlet sessions join `SessionState`.
-        #[allow(irrefutable_let_patterns)]
-        let SessionState::Bayeux(session) = &mut entry.state else {
-            return Some(Step::Reply(bayeux::unknown_client(msg)));
-        };
+        // Bayeux is the only session kind so far; when another joins `SessionState`, its
+        // sessions answer a Bayeux message with `bayeux::unknown_client`.
+        let SessionState::Bayeux(session) = &mut entry.state;
         session.touch(unix_ms());
         match session.handle(msg, &self.bayeux_settings) {
             Outcome::Reply(reply) => Some(Step::Reply(reply)),
@@ -240,8 +238,7 @@ impl Worker {
     pub(super) fn bayeux_expiry(&mut self, skey: usize) {
         let now = unix_ms();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
-        #[allow(irrefutable_let_patterns)] // see `bayeux_message`
-        let SessionState::Bayeux(session) = &entry.state else { return };
+        let SessionState::Bayeux(session) = &entry.state; // see `bayeux_message`
         if entry.listener.is_some() || !session.expired(now) {
             let left = session.expires_at().saturating_sub(now).max(10);
             entry.timer = Some(self.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
