@@ -652,3 +652,45 @@ fn ack_extension_resends_a_lost_batch() {
     let r = post(&mut c, "/cometd", &json!([with_ack("6", resent_batch, true)]));
     assert!(events(&r).is_empty(), "{r:?}");
 }
+
+#[test]
+fn a_connect_batched_with_a_disconnect_is_answered() {
+    // Faye sends [connect (timeout 0), disconnect] when it leaves just as a connect is due; the
+    // request used to get no response at all (the session was gone when the held connect was
+    // to be parked), so Faye's disconnect never completed.
+    let server = TestServer::start();
+    let mut c = server.client();
+    for hold in [false, true] {
+        let client = handshake(&server);
+        let first = if hold { connect(&client, "1") } else { connect_now(&client, "1") };
+        let bye = json!({"id": "2", "channel": "/meta/disconnect", "clientId": client});
+        let r = post(&mut c, "/cometd", &json!([first, bye]));
+        let ids: Vec<&Value> = r.iter().map(|m| &m["id"]).collect();
+        assert_eq!(ids, [&json!("1"), &json!("2")], "hold {hold}: {r:?}");
+        assert!(r.iter().all(|m| m["successful"] == true), "hold {hold}: {r:?}");
+        server.wait_for("sessions", 0);
+        let r = post(&mut c, "/cometd", &json!([connect_now(&client, "3")]));
+        assert_eq!(r[0]["error"], "402::Unknown client", "hold {hold}");
+    }
+    assert_eq!(server.worker_total("parked"), 0);
+}
+
+#[test]
+fn two_connects_in_one_batch_both_get_replies() {
+    let server = TestServer::start();
+    let a = handshake(&server);
+    let b = handshake(&server);
+    let mut c = server.client();
+    // Same client twice: the first is answered at once, the second is the one held.
+    let r = post(&mut c, "/cometd", &json!([connect_now(&a, "1"), connect_now(&a, "2")]));
+    let ids: Vec<&Value> = r.iter().map(|m| &m["id"]).collect();
+    assert_eq!(ids, [&json!("1"), &json!("2")], "{r:?}");
+    // Two clients in one batch (no real client does this) must not lose a reply or panic;
+    // the second id may belong to the other worker, so only the first client's session is
+    // certain to be found here.
+    let r = post(&mut c, "/cometd", &json!([connect_now(&a, "3"), connect_now(&b, "4")]));
+    let mut ids: Vec<&str> = r.iter().map(|m| m["id"].as_str().unwrap_or("-")).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["3", "4"], "{r:?}");
+    assert!(r.iter().any(|m| m["id"] == "3" && m["successful"] == true), "{r:?}");
+}

@@ -64,12 +64,24 @@ impl Worker {
                 replies.push(bayeux::unknown_client(msg));
                 continue;
             };
+            // A disconnect after a connect of the same batch (Faye sends both when it leaves
+            // while a connect is due) ends that connect first: its reply comes before the
+            // disconnect's, as the session still existed when it was sent.
+            if Channel::of(&msg.channel) == Channel::Meta(Meta::Disconnect)
+                && held.as_ref().is_some_and(|h| h.0 == skey)
+            {
+                if let Some((held_skey, connect, _)) = held.take() {
+                    replies.push(self.bayeux_connect_reply(held_skey, &connect));
+                }
+            }
             match self.bayeux_message(skey, msg) {
                 Some(Step::Reply(reply)) => replies.push(reply),
                 Some(Step::Hold(hold_ms)) => {
-                    // One connect per client: a newer one (even in this batch) releases the older.
-                    if let Some((older, _, _)) = held.replace((skey, msg.clone(), hold_ms)) {
-                        debug_assert_eq!(older, skey);
+                    // One connect held per request: a newer one in the same batch answers the
+                    // older at once (a batch naming two clients is odd, but no reason to drop a
+                    // reply).
+                    if let Some((older, connect, _)) = held.replace((skey, msg.clone(), hold_ms)) {
+                        replies.push(self.bayeux_connect_reply(older, &connect));
                     }
                 }
                 None => {}
@@ -79,7 +91,12 @@ impl Worker {
             return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
         };
         self.release_listener(skey);
-        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
+        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
+            // Unreachable today (only a disconnect removes a session mid-batch, and it takes the
+            // held connect first), but a request must never be left without its reply.
+            replies.push(bayeux::unknown_client(&connect));
+            return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
+        };
         let selectors = session.selectors().into_boxed_slice();
         let cursor = session.cursor();
         let hold = BayeuxHold { session: skey, connect, replies, callback, origin };
@@ -123,6 +140,15 @@ impl Worker {
                 WorkerStats::add(&self.stats().sessions, 1);
                 reply
             }
+        }
+    }
+
+    /// The reply of a connect answered at once without events (released by a later message
+    /// of its own batch): the session's connect reply, or 402 when it is gone.
+    fn bayeux_connect_reply(&mut self, skey: usize, connect: &bayeux::Message) -> Value {
+        match self.sessions.slab.get_mut(skey).map(|e| &mut e.state) {
+            Some(SessionState::Bayeux(session)) => session.connect_reply(connect, &self.bayeux_settings),
+            None => bayeux::unknown_client(connect),
         }
     }
 
