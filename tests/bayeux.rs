@@ -694,3 +694,14 @@ fn two_connects_in_one_batch_both_get_replies() {
     assert_eq!(ids, ["3", "4"], "{r:?}");
     assert!(r.iter().any(|m| m["id"] == "3" && m["successful"] == true), "{r:?}");
 }
+
+#[test]
+fn shutdown_answers_held_connects() {
+    let mut server = TestServer::start();
+    let client = subscribed(&server, &["/s/demo"]);
+    let mut held = held_connect(&server, &client, "1", 0);
+    server.shutdown();
+    let r = replies(&mut held);
+    assert_eq!(r.last().map(|m| (m["id"].clone(), m["successful"].clone())), Some((json!("1"), json!(true))), "{r:?}");
+    assert!(held.is_closed(), "the connection closes after the last reply");
+}
