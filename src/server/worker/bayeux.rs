@@ -33,12 +33,14 @@ impl Worker {
             (Some(origin), Cors::Any | Cors::Read(_)) => Some(Box::<str>::from(origin)),
             _ => None,
         };
+        if req.wants_upgrade("websocket") {
+            // The upgrade checks the origin against the CORS decision itself.
+            return self.bayeux_upgrade(key, meta, &req);
+        }
+        // Bayeux replies carry their own CORS headers (reflected origin, credentials).
         let meta = ReplyMeta { cors: Cors::None, ..meta };
         if req.method() == crate::http::Method::Options {
             return self.bayeux_preflight(key, meta, origin.as_deref());
-        }
-        if req.wants_upgrade("websocket") {
-            return self.bayeux_upgrade(key, meta, &req);
         }
         let parsed = if req.method() == crate::http::Method::Get {
             bayeux::parse_callback_polling(req.query().unwrap_or("")).map(|(batch, cb)| (batch, Some(cb)))
@@ -61,7 +63,13 @@ impl Worker {
             return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
         };
         self.release_listener(skey);
-        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
+        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
+            // Only a disconnect removes a session mid-batch, and it answers the held connect
+            // first; still, a request is never left without its reply.
+            let mut replies = replies;
+            replies.push(bayeux::unknown_client(&connect));
+            return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
+        };
         let selectors = session.selectors().into_boxed_slice();
         let cursor = session.cursor();
         let hold = BayeuxHold { session: skey, connect, replies, callback, origin };
@@ -164,13 +172,39 @@ impl Worker {
                 replies.push(bayeux::unknown_client(msg));
                 continue;
             };
+            // A disconnect after a connect of the same batch (Faye sends both when it leaves
+            // while a connect is due) ends that connect first: its reply comes before the
+            // disconnect's, since the session still existed when it was sent.
+            if Channel::of(&msg.channel) == Channel::Meta(Meta::Disconnect)
+                && held.as_ref().is_some_and(|(held_skey, _, _)| *held_skey == skey)
+            {
+                if let Some((held_skey, connect, _)) = held.take() {
+                    replies.push(self.bayeux_connect_reply(held_skey, &connect));
+                }
+            }
             match self.bayeux_message(skey, msg) {
                 Some(Step::Reply(reply)) => replies.push(reply),
-                Some(Step::Hold(hold_ms)) => held = Some((skey, msg.clone(), hold_ms)),
+                Some(Step::Hold(hold_ms)) => {
+                    // One connect held per request: a newer one in the same batch answers the
+                    // older at once (no reply is ever dropped, even for an odd batch naming
+                    // two clients).
+                    if let Some((older, connect, _)) = held.replace((skey, msg.clone(), hold_ms)) {
+                        replies.push(self.bayeux_connect_reply(older, &connect));
+                    }
+                }
                 None => {}
             }
         }
         Batch { replies, held }
+    }
+
+    /// The reply of a connect answered at once without events (released by a later message of
+    /// its own batch): the session's connect reply, or 402 when it is gone.
+    fn bayeux_connect_reply(&mut self, skey: usize, connect: &bayeux::Message) -> Value {
+        match self.sessions.slab.get_mut(skey).map(|e| &mut e.state) {
+            Some(SessionState::Bayeux(session)) => session.connect_reply(connect, &self.bayeux_settings),
+            _ => bayeux::unknown_client(connect),
+        }
     }
 
     /// The reply of a held HTTP connect. Called by `answer` for `ParkedFormat::Bayeux`.
@@ -259,7 +293,9 @@ impl Worker {
         if current != Some(key) {
             self.release_listener(skey);
         }
-        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
+        let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
+            return self.ws_text(key, bayeux::encode_replies(&[bayeux::unknown_client(&connect)]));
+        };
         let (selectors, cursor) = (session.selectors(), session.cursor());
         let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
         let old = std::mem::replace(&mut duplex.selectors, selectors.clone());
