@@ -166,6 +166,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub session_queue: Option<usize>,
 
+    /// Pushlet and Bayeux sessions across all workers; a join or handshake over it is refused [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
     /// Seconds a Pushlet session lives without a request (renewed while a listen is open) [default: 300]
     #[arg(long, value_name = "SECONDS")]
     pub session_lease: Option<f64>,
@@ -250,6 +254,8 @@ pub struct Config {
     pub client_publish: Vec<String>,
     /// Undelivered events a Pushlet session may lag before it is aborted.
     pub session_queue: usize,
+    /// Pushlet and Bayeux sessions across all workers.
+    pub max_sessions: usize,
     /// Pushlet session lease.
     pub session_lease: Duration,
     /// Pushlet read timeout (heartbeat period of a listen).
@@ -312,6 +318,7 @@ impl Config {
             ("max-pending-output", self.max_pending_output),
             ("ws-max-message", self.ws_max_message),
             ("session-queue", self.session_queue),
+            ("max-sessions", self.max_sessions),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -419,6 +426,7 @@ impl Config {
             raw_listen: pick!(raw_listen).or(d.raw_listen),
             client_publish: pick!(client_publish).map_or(d.client_publish, clean_list),
             session_queue: pick!(session_queue).unwrap_or(d.session_queue),
+            max_sessions: pick!(max_sessions).unwrap_or(d.max_sessions),
             session_lease: seconds("session-lease", pick!(session_lease), d.session_lease)?,
             pushlet_read_timeout: seconds("pushlet-read-timeout", pick!(pushlet_read_timeout), d.pushlet_read_timeout)?,
             bayeux_timeout: seconds("bayeux-timeout", pick!(bayeux_timeout), d.bayeux_timeout)?,
@@ -466,6 +474,7 @@ impl Default for Config {
             // memory; Halley's sessions hold a cursor into shared history, so the bound is only
             // how far behind a client may fall before it is told: a few seconds of a busy topic.
             session_queue: 1000,
+            max_sessions: 1_000_000,
             session_lease: Duration::from_secs(300),
             pushlet_read_timeout: Duration::from_secs(20),
             bayeux_timeout: Duration::from_secs(20),
@@ -667,6 +676,7 @@ mod tests {
             ("raw_listen", "none".into()),
             ("client_publish", d.client_publish.join(",")),
             ("session_queue", d.session_queue.to_string()),
+            ("max_sessions", d.max_sessions.to_string()),
             ("session_lease", secs(d.session_lease)),
             ("pushlet_read_timeout", secs(d.pushlet_read_timeout)),
             ("bayeux_timeout", secs(d.bayeux_timeout)),

@@ -272,7 +272,7 @@ fn a_subscriber_that_stops_reading_is_cut_at_the_bound_and_others_are_unaffected
     let mut publisher = Client::connect(server.addr);
     let mut read_so_far = 0;
     for n in 0..TOTAL {
-        while n >= read_so_far + 500 {
+        while n >= read_so_far + 200 {
             read_so_far = seen.recv_timeout(WAIT).expect("the reader keeps reading");
         }
         let body = format!("{{\"n\":{n},\"pad\":\"{pad}\"}}");

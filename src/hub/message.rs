@@ -157,6 +157,10 @@ pub struct Message {
     wire: OnceLock<Box<[OnceLock<Bytes>; Wire::COUNT]>>,
 }
 
+/// How many times a payload is counted against history bounds: the payload, its JSON
+/// encoding and one framed wire copy (`Message::encoded`) each hold about its size.
+pub const PAYLOAD_COPIES: usize = 3;
+
 /// A wire format whose per-message encoding is cached on the message (serialize once, write
 /// many). The transports own the encoders; the message only keeps the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,10 +226,13 @@ impl Message {
         MessageId { epoch, seq: self.seq }
     }
 
-    /// What this message costs against the history bounds, in bytes: payload, topic, event and
-    /// content type plus `MESSAGE_OVERHEAD_BYTES`. The lazily built JSON encoding is not counted.
+    /// What this message costs against the history bounds, in bytes: the payload counted
+    /// [`PAYLOAD_COPIES`] times (the payload, its JSON encoding, and one framed copy for a
+    /// streaming transport, all of which live as long as the message), plus topic, event,
+    /// content type and `MESSAGE_OVERHEAD_BYTES`. So `--history-bytes` bounds real memory, not
+    /// just payloads.
     pub fn byte_cost(&self) -> usize {
-        self.data.len()
+        self.data.len().saturating_mul(PAYLOAD_COPIES)
             + self.topic.len()
             + self.event.as_deref().map_or(0, str::len)
             + self.content_type.as_deref().map_or(0, str::len)
@@ -553,8 +560,8 @@ mod tests {
     #[test]
     fn byte_cost_counts_every_part() {
         let bare = msg(b"12345", None, None);
-        assert_eq!(bare.byte_cost(), 5 + 4 + MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(bare.byte_cost(), 5 * PAYLOAD_COPIES + 4 + MESSAGE_OVERHEAD_BYTES);
         let full = msg(b"12345", Some("text/plain"), Some("ev"));
-        assert_eq!(full.byte_cost(), 5 + 4 + 10 + 2 + MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(full.byte_cost(), 5 * PAYLOAD_COPIES + 4 + 10 + 2 + MESSAGE_OVERHEAD_BYTES);
     }
 }

@@ -27,6 +27,7 @@ use crossbeam_channel::Sender;
 
 pub use self::message::{
     CursorError, Epoch, Message, MessageId, Resume, Since, Wire, EPOCH_BITS, MAX_ID_LEN, MESSAGE_OVERHEAD_BYTES,
+    PAYLOAD_COPIES,
 };
 pub use self::topic::{validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN};
 use crate::store::Store;

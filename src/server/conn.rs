@@ -50,6 +50,30 @@ pub enum Phase {
     Draining,
 }
 
+impl Phase {
+    /// The session (its key in the worker's session table) this connection listens for, if
+    /// any. Every use of a session's recorded listener checks it against this, so a stale key
+    /// can never act on another connection.
+    pub fn session(&self) -> Option<usize> {
+        match self {
+            Phase::Parked(parked) => match &parked.format {
+                ParkedFormat::Bayeux(hold) => Some(hold.session),
+                ParkedFormat::Pushlet(hold) => Some(hold.session),
+                ParkedFormat::Json | ParkedFormat::Jsonp(_) => None,
+            },
+            Phase::Streaming(stream) => match stream.framer {
+                Framer::Pushlet { session, .. } => Some(session),
+                Framer::Native(_) => None,
+            },
+            Phase::Duplex(duplex) => match &duplex.protocol {
+                DuplexProtocol::Bayeux(socket) => socket.session,
+                DuplexProtocol::Native => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// A request whose body is still arriving.
 #[derive(Debug)]
 pub struct BodyPhase {

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub stats: Box<[WorkerStats]>,
     /// Open connections across all workers, checked against `max_connections`.
     pub connections: AtomicUsize,
+    /// Pushlet and Bayeux sessions across all workers, checked against `max_sessions`.
+    pub sessions: AtomicUsize,
     pub shutdown: AtomicBool,
     /// What every streaming frame depends on besides its message (epoch, multipart boundary).
     pub stream_ctx: StreamCtx,
@@ -57,6 +59,8 @@ pub struct Handoff {
     pub(crate) sock: mio::net::TcpStream,
     pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,
+    /// Output queued but not yet written.
+    pub(crate) out: conn::OutQueue,
     pub(crate) peer_closed: bool,
 }
 
@@ -137,6 +141,7 @@ pub fn start(config: Config) -> io::Result<Server> {
         hub_stats: Arc::clone(&hub.stats),
         stats: (0..n).map(|_| WorkerStats::default()).collect(),
         connections: AtomicUsize::new(0),
+        sessions: AtomicUsize::new(0),
         shutdown: AtomicBool::new(false),
         stream_ctx,
         peers,

@@ -355,7 +355,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::MESSAGE_OVERHEAD_BYTES;
+    use crate::hub::{MESSAGE_OVERHEAD_BYTES, PAYLOAD_COPIES};
 
     fn store(limits: HistoryLimits) -> MemoryStore {
         MemoryStore::with_epoch(limits, Epoch::from_raw(99).expect("fits"))
@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(r.head, 6);
         let stats = s.stats();
         assert_eq!((stats.topics, stats.messages, stats.evicted_topic), (2, 4, 2));
-        assert_eq!(stats.bytes, 4 * (1 + 2 + MESSAGE_OVERHEAD_BYTES));
+        assert_eq!(stats.bytes, 4 * (PAYLOAD_COPIES + 2 + MESSAGE_OVERHEAD_BYTES));
         assert_eq!(s.last_seq("/a"), 6);
         assert_eq!(s.last_seq("/b"), 3);
         assert_eq!(s.last_seq("/c"), 0);
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn per_topic_byte_bound_and_oversized_message() {
-        let cost = 4 + 2 + MESSAGE_OVERHEAD_BYTES;
+        let cost = 4 * PAYLOAD_COPIES + 2 + MESSAGE_OVERHEAD_BYTES;
         let s = store(HistoryLimits { max_bytes: 2 * cost + cost / 2, ..roomy() });
         for seq in 1..=4 {
             s.append(message(seq, "/a", 0, b"abcd"), 0);
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn global_byte_bound() {
-        let cost = 1 + 2 + MESSAGE_OVERHEAD_BYTES;
+        let cost = PAYLOAD_COPIES + 2 + MESSAGE_OVERHEAD_BYTES;
         let s = store(HistoryLimits { total_bytes: 3 * cost, ..roomy() });
         publish(&s, &["/a", "/b", "/a", "/b", "/a"], 0);
         let stats = s.stats();

@@ -21,6 +21,9 @@ use crate::hub::Message;
 
 /// Most messages kept for re-sending per session: unacknowledged batches plus the open one.
 pub const MAX_UNACKED_MESSAGES: usize = 1024;
+/// Payload bytes one session may keep for re-sending. The kept messages can outlive their
+/// eviction from history, so they need a bound of their own besides the count.
+pub const MAX_UNACKED_BYTES: usize = 1 << 20;
 
 /// A session's ack-extension state.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub struct AckState {
     resend: Vec<Arc<Message>>,
     /// Messages dropped from the re-send store because of the bound.
     dropped: u64,
+    /// The bound was hit and logged once for this session (a client must not flood the log).
+    warned: bool,
 }
 
 #[derive(Debug)]
@@ -46,7 +51,14 @@ struct Batch {
 impl AckState {
     /// The state after a handshake that enabled the extension.
     pub fn new() -> AckState {
-        AckState { next_batch: 1, open: Vec::new(), unacked: VecDeque::new(), resend: Vec::new(), dropped: 0 }
+        AckState {
+            next_batch: 1,
+            open: Vec::new(),
+            unacked: VecDeque::new(),
+            resend: Vec::new(),
+            dropped: 0,
+            warned: false,
+        }
     }
 
     /// A connect arrived carrying `ext.ack` (`None`: the client sent no number, nothing is
@@ -101,10 +113,23 @@ impl AckState {
     /// of the open batch (the re-send queue is empty after `deliver`).
     fn enforce_bound(&mut self) {
         let mut excess = self.kept().saturating_sub(MAX_UNACKED_MESSAGES);
+        // Then by bytes: count how many of the oldest must go for the rest to fit.
+        let kept = self.unacked.iter().flat_map(|b| b.msgs.iter()).chain(self.open.iter());
+        let mut bytes: usize = kept.clone().skip(excess).map(|m| m.data.len()).sum();
+        for msg in kept.skip(excess) {
+            if bytes <= MAX_UNACKED_BYTES {
+                break;
+            }
+            bytes -= msg.data.len();
+            excess += 1;
+        }
         if excess == 0 {
             return;
         }
-        log::warn!("bayeux ack extension: dropping {excess} unacknowledged messages over the bound");
+        if !self.warned {
+            self.warned = true;
+            log::warn!("bayeux ack extension: a session keeps more unacknowledged messages than the bound; dropping the oldest");
+        }
         self.dropped += excess as u64;
         while excess > 0 {
             let Some(front) = self.unacked.front_mut() else { break };
@@ -138,6 +163,19 @@ mod tests {
 
     fn seqs(list: &[Arc<Message>]) -> Vec<u64> {
         list.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn kept_bytes_are_bounded_too() {
+        // Ten 256 KiB messages never acknowledged: only what fits 1 MiB is kept for re-sending.
+        let big = |seq| Arc::new(Message::new(seq, Arc::from("/a"), 0, Bytes::from(vec![0u8; 256 * 1024])));
+        let mut ack = AckState::new();
+        ack.deliver((1..=10).map(big).collect());
+        ack.close_batch();
+        assert_eq!(ack.kept(), 4, "4 x 256 KiB = the 1 MiB bound");
+        assert_eq!(ack.dropped(), 6);
+        assert!(ack.on_connect(Some(0)));
+        assert_eq!(seqs(&ack.deliver(Vec::new())), vec![7, 8, 9, 10], "the newest are kept");
     }
 
     #[test]

@@ -216,6 +216,13 @@ impl Session {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
     }
 
+    /// The held connect is over at `now_ms` (answered, or its connection went away): the
+    /// session's `maxInterval` runs from now, not from the end of the hold it was promised.
+    pub fn connect_ended(&mut self, now_ms: u64) {
+        self.touch(now_ms);
+        self.held_until_ms = self.held_until_ms.min(self.last_seen_ms);
+    }
+
     /// When the session expires if nothing more is heard (unix milliseconds): `maxInterval`
     /// after the later of the last touch and the end of the latest connect's hold.
     pub fn expires_at(&self) -> u64 {

@@ -62,7 +62,10 @@ impl Worker {
         let Some((skey, connect, hold_ms)) = held else {
             return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
         };
-        self.release_listener(skey);
+        // One connect held per client: an older one (on another connection) is superseded.
+        if let Some(listener) = self.listener_of(skey) {
+            self.supersede_connect(listener);
+        }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
             // Only a disconnect removes a session mid-batch, and it answers the held connect
             // first; still, a request is never left without its reply.
@@ -108,10 +111,12 @@ impl Worker {
                     timer: None,
                     lease,
                 };
-                let skey = self.sessions.insert(entry);
-                self.renew_session(skey);
-                WorkerStats::add(&self.stats().sessions, 1);
-                reply
+                match self.add_session(entry) {
+                    Some(_) => reply,
+                    None => {
+                        bayeux::handshake_error(msg, &bayeux::error_text(503, &[], "Too many sessions, retry later"))
+                    }
+                }
             }
         }
     }
@@ -134,7 +139,9 @@ impl Worker {
                 Some(Step::Reply(reply))
             }
             Outcome::Disconnect(reply) => {
-                self.release_listener(skey);
+                if let Some(listener) = self.listener_of(skey) {
+                    self.supersede_connect(listener);
+                }
                 self.remove_session(skey);
                 Some(Step::Reply(reply))
             }
@@ -195,7 +202,50 @@ impl Worker {
                 None => {}
             }
         }
+        // The held connect's session is found again by its client id: a later message of the
+        // batch may have removed it (and a handshake reused its slot).
+        let held = match held {
+            Some((skey, connect, hold_ms)) => {
+                let current = connect.client_id.as_deref().and_then(|id| self.sessions.key_of(id));
+                if current == Some(skey) {
+                    Some((skey, connect, hold_ms))
+                } else {
+                    replies.push(bayeux::unknown_client(&connect));
+                    None
+                }
+            }
+            None => None,
+        };
         Batch { replies, held }
+    }
+
+    /// A newer connect supersedes a held one: the older gets a plain connect reply without
+    /// events (which stay for the newer), since its client has already given up on it.
+    pub(super) fn supersede_connect(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match &mut conn.phase {
+            Phase::Parked(parked) if matches!(parked.format, ParkedFormat::Bayeux(_)) => {
+                let Phase::Parked(parked) = std::mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
+                    return;
+                };
+                let ParkedFormat::Bayeux(hold) = parked.format else { return };
+                self.unwatch(key, &parked.selectors);
+                WorkerStats::sub(&self.stats().parked, 1);
+                self.listener_gone(hold.session, key);
+                let mut replies = hold.replies;
+                replies.push(self.bayeux_connect_reply(hold.session, &hold.connect));
+                self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
+            }
+            Phase::Duplex(duplex) => {
+                let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
+                let (Some(skey), Some((connect, _))) = (socket.session, socket.held.take()) else { return };
+                self.listener_gone(skey, key);
+                let reply = self.bayeux_connect_reply(skey, &connect);
+                self.ws_text(key, bayeux::encode_replies(&[reply]));
+            }
+            _ => {}
+        }
+        self.pump(key);
     }
 
     /// The reply of a connect answered at once without events (released by a later message of
@@ -269,6 +319,9 @@ impl Worker {
     /// One frame (a batch) on a Bayeux WebSocket. Replies go out at once; a connect is held
     /// on the socket until events arrive or its time is up.
     pub(super) fn bayeux_frame(&mut self, key: usize, text: &str) {
+        if !matches!(self.conns.get(key).map(|c| &c.phase), Some(Phase::Duplex(_))) {
+            return; // closing (after a close frame nothing more may be sent)
+        }
         let batch = match bayeux::parse_batch(text.as_bytes()) {
             Ok(batch) => batch,
             Err(e) => {
@@ -288,10 +341,11 @@ impl Worker {
             self.ws_text(key, bayeux::encode_replies(&replies));
         }
         let Some((skey, connect, hold_ms)) = held else { return };
-        // This socket now listens for the session (taking over from any earlier listener).
-        let current = self.sessions.slab.get(skey).and_then(|e| e.listener);
-        if current != Some(key) {
-            self.release_listener(skey);
+        // This socket now listens for the session; a connect held before (here or on another
+        // connection) is superseded.
+        self.supersede_connect(key);
+        if let Some(listener) = self.listener_of(skey) {
+            self.supersede_connect(listener);
         }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
             return self.ws_text(key, bayeux::encode_replies(&[bayeux::unknown_client(&connect)]));
@@ -330,6 +384,8 @@ impl Worker {
                 socket.held = None;
             }
         }
+        // The session listens again with its next connect; until then it may expire.
+        self.listener_gone(skey, key);
         self.ws_text(key, bayeux::encode_replies(&replies));
     }
 
@@ -364,9 +420,10 @@ impl Worker {
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
     pub(super) fn bayeux_expiry(&mut self, skey: usize) {
         let now = unix_ms();
+        let listening = self.listener_of(skey).is_some();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
         let SessionState::Bayeux(session) = &entry.state else { return };
-        if entry.listener.is_some() || !session.expired(now) {
+        if listening || !session.expired(now) {
             let left = session.expires_at().saturating_sub(now).max(10);
             entry.timer = Some(self.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
             return;
@@ -408,6 +465,6 @@ fn cors_headers(origin: Option<&str>) -> Vec<(&str, &str)> {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

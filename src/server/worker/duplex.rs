@@ -106,6 +106,9 @@ impl Worker {
         }));
         WorkerStats::add(&self.stats().duplex, 1);
         self.set_timer(key, interval);
+        if self.shutdown_deadline.is_some() {
+            self.duplex_shutdown(key);
+        }
     }
 
     /// Decodes and handles what the client sent, one frame or line at a time.

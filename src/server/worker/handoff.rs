@@ -17,7 +17,7 @@ use mio::{Interest, Token};
 use super::{Worker, FIRST_CONN};
 use crate::http::Request;
 use crate::hub::WorkerMsg;
-use crate::server::conn::{Conn, Phase, ReplyMeta};
+use crate::server::conn::{Conn, OutQueue, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
 
@@ -30,16 +30,19 @@ impl Worker {
     /// Hands a Bayeux WebSocket to `owner` at a frame boundary, with the batch that named the
     /// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
     pub(super) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
-        // The socket leaves this worker's books as a duplex connection.
-        if let Some(Phase::Duplex(_)) = self.conns.get(key).map(|c| &c.phase) {
-            WorkerStats::sub(&self.stats().duplex, 1);
-        }
+        // A connect it holds for a session owned here is answered before it goes.
+        self.bayeux_socket_round(key, true);
         self.transfer(key, owner, Carry::BayeuxSocket(batch), None);
     }
 
     /// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
     /// an HTTP request gets 503 (`meta` says how to answer it), a socket is closed.
     fn transfer(&mut self, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
+        // Undo what the connection registered here (subscriptions, gauges, a session's
+        // listener) before its key is freed for reuse.
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let phase = std::mem::replace(&mut conn.phase, Phase::Head { started: None });
+        self.retire_phase(key, phase);
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         // The slot is free at once: a stale event for this token in the current batch can only
         // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
@@ -48,7 +51,10 @@ impl Worker {
             self.timers.cancel(timer);
         }
         WorkerStats::sub(&self.stats().connections, 1);
-        let handoff = Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, peer_closed: conn.peer_closed };
+        // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
+        // responses stay in order.
+        let handoff =
+            Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
         let Some(peer) = self.shared.peers.get(owner) else { return };
         match peer.tx.try_send(vec![WorkerMsg::Handoff(Box::new(handoff))]) {
             Ok(()) => {
@@ -61,8 +67,8 @@ impl Worker {
                 // The owner's inbox is full (or it is gone): keep the connection and say so.
                 for msg in batch {
                     if let WorkerMsg::Handoff(handoff) = msg {
-                        let Handoff { sock, inbuf, peer_closed, .. } = *handoff;
-                        match (meta, self.adopt_socket(sock, inbuf, peer_closed)) {
+                        let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
+                        match (meta, self.adopt_socket(sock, inbuf, out, peer_closed)) {
                             (Some(meta), Some(key)) => {
                                 self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
                                 self.pump(key);
@@ -78,9 +84,9 @@ impl Worker {
 
     /// Takes a connection handed over by another worker and dispatches its request here.
     pub(super) fn adopt(&mut self, handoff: Handoff) {
-        let Handoff { sock, carry, inbuf, peer_closed } = handoff;
+        let Handoff { sock, carry, inbuf, out, peer_closed } = handoff;
         WorkerStats::add(&self.stats().handoffs_in, 1);
-        let Some(key) = self.adopt_socket(sock, inbuf, peer_closed) else { return };
+        let Some(key) = self.adopt_socket(sock, inbuf, out, peer_closed) else { return };
         match carry {
             Carry::Request(request, body) => self.dispatch(key, request, body),
             Carry::BayeuxSocket(batch) => {
@@ -92,7 +98,13 @@ impl Worker {
     }
 
     /// Registers a handed-over socket in this worker's poll and slab.
-    fn adopt_socket(&mut self, mut sock: TcpStream, inbuf: Option<Vec<u8>>, peer_closed: bool) -> Option<usize> {
+    fn adopt_socket(
+        &mut self,
+        mut sock: TcpStream,
+        inbuf: Option<Vec<u8>>,
+        out: OutQueue,
+        peer_closed: bool,
+    ) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -104,6 +116,7 @@ impl Worker {
         }
         let mut conn = Conn::new(sock);
         conn.inbuf = inbuf;
+        conn.out = out;
         conn.peer_closed = peer_closed;
         // Readiness that arrived while the socket was in flight is reported by the registration.
         conn.readable = true;

@@ -1097,25 +1097,37 @@ impl Worker {
         conn.readable = false;
         conn.writable = false;
         conn.peer_closed = true;
+        let pushlet_stream = match &phase {
+            Phase::Streaming(stream) => match stream.framer {
+                Framer::Pushlet { session, .. } => Some(session),
+                Framer::Native(_) => None,
+            },
+            _ => None,
+        };
+        self.retire_phase(key, phase);
+        if let Some(session) = pushlet_stream {
+            // A Pushlet stream whose client went away ends its session, as in the original
+            // (a failed write ended the session).
+            self.remove_session(session);
+        }
+        self.closed.push(key);
+    }
+
+    /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
+    /// gauge, and its place as its session's listener. Used when a connection closes and when
+    /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
+    fn retire_phase(&mut self, key: usize, phase: Phase) {
+        if let Some(session) = phase.session() {
+            self.listener_gone(session, key);
+        }
         match phase {
             Phase::Parked(parked) => {
                 self.unwatch(key, &parked.selectors);
                 WorkerStats::sub(&self.stats().parked, 1);
-                match &parked.format {
-                    ParkedFormat::Bayeux(hold) => self.listener_gone(hold.session, key),
-                    ParkedFormat::Pushlet(hold) => self.listener_gone(hold.session, key),
-                    ParkedFormat::Json | ParkedFormat::Jsonp(_) => {}
-                }
             }
             Phase::Streaming(stream) => {
                 self.unwatch(key, &stream.selectors);
                 WorkerStats::sub(&self.stats().streaming, 1);
-                if let Framer::Pushlet { session, .. } = stream.framer {
-                    // A Pushlet stream whose client went away ends its session, as in the
-                    // original (a failed write ended the session).
-                    self.listener_gone(session, key);
-                    self.remove_session(session);
-                }
             }
             Phase::Duplex(duplex) => {
                 self.unwatch(key, &duplex.selectors);
@@ -1123,7 +1135,6 @@ impl Worker {
             }
             _ => {}
         }
-        self.closed.push(key);
     }
 
     fn free_closed(&mut self) {

@@ -38,7 +38,10 @@ impl Worker {
         let skey = if preq.command.is_join() {
             match self.pushlet_join(&preq) {
                 Some(skey) => skey,
-                None => return self.respond_error(key, meta, 500, "cannot make a session id", NO_CACHE),
+                None => {
+                    let headers = [NO_CACHE, &[("Retry-After", "5")]].concat();
+                    return self.respond_error(key, meta, 503, "too many sessions, retry later", &headers);
+                }
             }
         } else {
             let id = preq.id.as_deref().unwrap_or("");
@@ -102,8 +105,7 @@ impl Worker {
             timer: None,
             lease: self.shared.config.session_lease,
         };
-        WorkerStats::add(&self.stats().sessions, 1);
-        Some(self.sessions.insert(entry))
+        self.add_session(entry)
     }
 
     /// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.

@@ -3,6 +3,7 @@
 //! session's expiry timer. Nothing here is shared with other workers: a request for a session
 //! owned elsewhere is handed to its owner (`handoff.rs`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -62,6 +63,21 @@ impl Sessions {
 }
 
 impl Worker {
+    /// Adds a session, unless the server holds `--max-sessions` already (then None: the
+    /// caller refuses the join or handshake, so sessions cannot grow without bound).
+    pub(super) fn add_session(&mut self, entry: SessionEntry) -> Option<usize> {
+        let shared = &self.shared;
+        let taken =
+            shared.sessions.fetch_update(Relaxed, Relaxed, |n| (n < shared.config.max_sessions).then_some(n + 1));
+        if taken.is_err() {
+            return None;
+        }
+        WorkerStats::add(&self.stats().sessions, 1);
+        let key = self.sessions.insert(entry);
+        self.renew_session(key);
+        Some(key)
+    }
+
     /// (Re)arms a session's expiry `lease` from now.
     pub(super) fn renew_session(&mut self, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(key) else { return };
@@ -80,7 +96,7 @@ impl Worker {
             return self.bayeux_expiry(key);
         }
         // A Pushlet lease runs on while a listen is open.
-        if entry.listener.is_some() {
+        if self.listener_of(key).is_some() {
             return self.renew_session(key);
         }
         self.pushlet_expired(key);
@@ -93,13 +109,17 @@ impl Worker {
                 self.timers.cancel(timer);
             }
             WorkerStats::sub(&self.stats().sessions, 1);
+            self.shared.sessions.fetch_sub(1, Relaxed);
         }
     }
 
     /// Answers the session's listening connection now (a held connect, a parked refresh, an
     /// open stream ends), so a newer request or a leave/disconnect takes over.
     pub(super) fn release_listener(&mut self, skey: usize) {
-        let Some(key) = self.sessions.slab.get_mut(skey).and_then(|e| e.listener.take()) else { return };
+        let Some(key) = self.listener_of(skey) else { return };
+        if let Some(entry) = self.sessions.slab.get_mut(skey) {
+            entry.listener = None;
+        }
         match self.conns.get(key).map(|c| &c.phase) {
             Some(Phase::Parked(_)) => {
                 self.resume(key, true);
@@ -121,7 +141,7 @@ impl Worker {
     /// The session's subscriptions changed: its listening connection waits on the new
     /// selectors and re-reads history at once.
     pub(super) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
-        let Some(key) = self.sessions.slab.get(skey).and_then(|e| e.listener) else { return };
+        let Some(key) = self.listener_of(skey) else { return };
         let old = match self.conns.get_mut(key).map(|c| &mut c.phase) {
             Some(Phase::Parked(parked)) => std::mem::replace(&mut parked.selectors, selectors.clone()),
             Some(Phase::Streaming(stream)) => std::mem::replace(&mut stream.selectors, selectors.clone()),
@@ -137,12 +157,30 @@ impl Worker {
         self.pump(key);
     }
 
+    /// The connection listening for session `skey`, if it really is (its phase names the
+    /// session); a stale record is dropped.
+    pub(super) fn listener_of(&mut self, skey: usize) -> Option<usize> {
+        let key = self.sessions.slab.get(skey)?.listener?;
+        if self.conns.get(key).and_then(|c| c.phase.session()) == Some(skey) {
+            return Some(key);
+        }
+        if let Some(entry) = self.sessions.slab.get_mut(skey) {
+            entry.listener = None;
+        }
+        None
+    }
+
     /// Connection `key` stopped listening for session `skey` (closed or answered).
     pub(super) fn listener_gone(&mut self, skey: usize, key: usize) {
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            if entry.listener == Some(key) {
-                entry.listener = None;
-            }
+        let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
+        if entry.listener != Some(key) {
+            return;
+        }
+        entry.listener = None;
+        if let SessionState::Bayeux(session) = &mut entry.state {
+            // A Bayeux session expires `maxInterval` after its last connect ended.
+            session.connect_ended(super::bayeux::unix_ms());
+            self.renew_session(skey);
         }
     }
 }

@@ -104,6 +104,14 @@ impl Worker {
         self.watch(key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
         self.feed_stream(key, show_gap);
+        if self.shutdown_deadline.is_some() {
+            // Opened during shutdown (a request in progress, or handed over): what history
+            // holds has been sent; end with the cursor.
+            if let Some(Phase::Streaming(stream)) = self.conns.get(key).map(|c| &c.phase) {
+                let next = stream.cursor;
+                return self.end_stream(key, Control::End { next });
+            }
+        }
         self.arm_stream_timer(key);
     }
 
@@ -160,7 +168,9 @@ impl Worker {
                 _ => read.head.max(stream.cursor),
             };
             push_chunk(&mut conn.out, &mut parts, stream.chunked);
-            let (cursor, over_bytes) = (stream.cursor, stream.sent >= max_bytes);
+            // A Pushlet stream never ends by itself (the original clients stop on an abort).
+            let native = matches!(stream.framer, Framer::Native(_));
+            let (cursor, over_bytes) = (stream.cursor, native && stream.sent >= max_bytes);
             if let Framer::Pushlet { session, .. } = stream.framer {
                 if let Some(SessionState::Pushlet(state)) = self.sessions.slab.get_mut(session).map(|e| &mut e.state) {
                     state.set_cursor(cursor);
