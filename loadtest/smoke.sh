@@ -35,7 +35,7 @@ for _ in $(seq 20); do
 done
 [[ -n $PORT ]] || { echo "load smoke: could not start halley" >&2; exit 1; }
 
-for mode in longpoll sse ws stream; do
+for mode in longpoll sse ws stream pushlet bayeux; do
     left=$((DEADLINE - SECONDS))
     ((left > 0)) || { echo "load smoke: out of time before --mode $mode" >&2; exit 1; }
     if ! out=$(timeout "$left" "$LOAD" --addr "127.0.0.1:$PORT" --server-pid "$HPID" --no-progress \

@@ -152,6 +152,11 @@ impl RunArgs {
         if self.target == Target::Nchan && self.mode == Mode::Stream {
             return Err("Nchan has no ndjson stream: use --mode longpoll, sse or ws with --target nchan".into());
         }
+        if self.target == Target::Nchan && self.mode.is_session() {
+            return Err(
+                "Nchan speaks neither Pushlet nor Bayeux: --mode pushlet and bayeux are for --target halley".into()
+            );
+        }
         let publishing = matches!(self.effective(), Scenario::Rate | Scenario::PerUser | Scenario::Churn);
         if publishing && !(self.rate > 0.0 && self.rate <= 1_000_000.0) {
             return Err("--rate must be in (0, 1000000]".into());
@@ -222,6 +227,11 @@ mod tests {
         assert_eq!(parse(&["--mode", "ws", "--target", "nchan"]).run.validate(), Ok(()));
         assert_eq!(parse(&["--mode", "stream"]).run.validate(), Ok(()));
         assert!(parse(&["--mode", "stream", "--target", "nchan"]).run.validate().is_err());
+        for mode in ["pushlet", "bayeux"] {
+            assert_eq!(parse(&["--mode", mode]).run.validate(), Ok(()), "{mode}");
+            assert!(parse(&["--mode", mode, "--target", "nchan"]).run.validate().is_err(), "{mode}");
+            assert!(parse(&["--scenario", "floor", "--mode", mode]).run.validate().is_err(), "{mode}");
+        }
     }
 
     #[test]

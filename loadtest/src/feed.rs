@@ -5,13 +5,15 @@
 //! Halley long-poll re-polls with `?since=<next>` from the JSON body; Nchan long-poll echoes
 //! `Last-Modified`/`Etag` back as `If-Modified-Since`/`If-None-Match`; SSE reconnects send
 //! `Last-Event-ID` (WHATWG HTML §9.2); ndjson streams and WebSocket upgrades resume with
-//! `?since=<id of the last message>`.
+//! `?since=<id of the last message>`. The session protocols (Pushlet pull, Bayeux
+//! long-polling) keep the place on the server; their wire is in `session.rs`.
 
 use std::fmt;
 
 use serde::Deserialize;
 
 use crate::http::Head;
+use crate::session::{self, BayeuxState};
 use crate::stamp::{Nested, Stamp};
 
 /// Longest line we accept in an event stream or an ndjson stream, in bytes.
@@ -43,6 +45,22 @@ pub enum Mode {
     Ws,
     /// Halley's chunked `application/x-ndjson` stream: one JSON object per line.
     Stream,
+    /// Pushlet pull at `/pushlet.srv`: `join-listen`, then `refresh` rounds (xml-strict).
+    Pushlet,
+    /// Bayeux long-polling at `/cometd`: handshake, subscribe, then `/meta/connect` rounds.
+    Bayeux,
+}
+
+impl Mode {
+    /// One request per response, like `longpoll`: the modes `sub.rs` re-polls.
+    pub fn is_polling(self) -> bool {
+        matches!(self, Mode::Longpoll | Mode::Pushlet | Mode::Bayeux)
+    }
+
+    /// A session protocol: Halley only, the place in the stream kept on the server.
+    pub fn is_session(self) -> bool {
+        matches!(self, Mode::Pushlet | Mode::Bayeux)
+    }
 }
 
 /// Where a subscriber stands in the message stream, sent with its next request.
@@ -57,6 +75,10 @@ pub enum Cursor {
     Nchan { last_modified: String, etag: String },
     /// The last SSE `id:`.
     EventId(String),
+    /// A Pushlet session's `p_id`: the server keeps the place.
+    Pushlet(String),
+    /// A Bayeux session: `clientId`, subscription state and the server's advice.
+    Bayeux(BayeuxState),
 }
 
 /// The fixed part of every request: host, paths, flavour, mode.
@@ -81,6 +103,8 @@ pub enum FeedError {
     BadBody,
     /// An event-stream line longer than [`MAX_SSE_LINE_BYTES`].
     LineTooLong,
+    /// The server said no: an unexpected status, a Pushlet `nack`, an unsuccessful Bayeux reply.
+    Refused(String),
 }
 
 impl fmt::Display for FeedError {
@@ -88,6 +112,7 @@ impl fmt::Display for FeedError {
         match self {
             FeedError::BadBody => f.write_str("long-poll body is not the expected JSON"),
             FeedError::LineTooLong => f.write_str("event-stream line too long"),
+            FeedError::Refused(why) => write!(f, "refused: {why}"),
         }
     }
 }
@@ -100,13 +125,24 @@ pub struct Polled {
     pub stamps: Vec<Stamp>,
     /// Messages without a stamp of ours (someone else's traffic).
     pub foreign: u32,
-    /// The server said messages were dropped before our cursor (Halley `"gap":true`).
+    /// The server said messages were dropped before our cursor (Halley `"gap":true`, a
+    /// Pushlet `error` event).
     pub gap: bool,
+    /// The server forgot the session (Pushlet `abort` or expired id, Bayeux `402` with
+    /// `reconnect: handshake`): the cursor is back at [`Cursor::Start`].
+    pub session_lost: bool,
+    /// Wait this long before the next request (Bayeux `advice.interval`), in milliseconds.
+    pub pause_ms: u64,
 }
 
 impl Endpoint {
     /// The subscribe request for `topic` from `cursor`.
     pub fn subscribe_request(&self, topic: &str, cursor: &Cursor) -> Vec<u8> {
+        match self.mode {
+            Mode::Pushlet => return session::pushlet_request(&self.host, topic, cursor),
+            Mode::Bayeux => return session::bayeux_request(&self.host, topic, cursor, self.poll_timeout_s),
+            _ => {}
+        }
         let mut path = format!("{}/{}", self.sub_path, topic);
         let mut query = Vec::new();
         let mut extra = String::new();
@@ -123,9 +159,10 @@ impl Endpoint {
                 "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
             )),
             Mode::Stream => query.push("transport=stream".to_owned()),
+            Mode::Pushlet | Mode::Bayeux => {}
         }
         match cursor {
-            Cursor::Start => {}
+            Cursor::Start | Cursor::Pushlet(_) | Cursor::Bayeux(_) => {}
             Cursor::Halley(next) => query.push(format!("since={}", query_escape(next))),
             Cursor::Nchan { last_modified, etag } => {
                 extra.push_str(&format!("If-Modified-Since: {last_modified}\r\nIf-None-Match: {etag}\r\n"));
@@ -156,10 +193,27 @@ impl Endpoint {
         req
     }
 
+    /// Whether the request `subscribe_request` makes from `cursor` waits for messages (counts
+    /// as parked): always, except a Pushlet join or a Bayeux handshake/subscribe, after which
+    /// the subscriber is not yet sure to receive a message published now.
+    pub fn parks(&self, cursor: &Cursor) -> bool {
+        match self.mode {
+            Mode::Pushlet => matches!(cursor, Cursor::Pushlet(_)),
+            Mode::Bayeux => matches!(cursor, Cursor::Bayeux(s) if s.subscribed),
+            _ => true,
+        }
+    }
+
     /// Read one complete long-poll response, moving `cursor` forward.
     /// Non-200 answers (a Halley timeout is a 200; Nchan's are 304/408) deliver nothing and
-    /// keep the cursor.
+    /// keep the cursor. Pushlet and Bayeux replies are read by `session.rs`, every status
+    /// included.
     pub fn longpoll_response(&self, head: &Head, body: &[u8], cursor: &mut Cursor) -> Result<Polled, FeedError> {
+        match self.mode {
+            Mode::Pushlet => return session::pushlet_reply(head, body, cursor),
+            Mode::Bayeux => return session::bayeux_reply(head, body, cursor),
+            _ => {}
+        }
         let mut polled = Polled::default();
         if head.status != 200 {
             return Ok(polled);
@@ -354,7 +408,7 @@ impl SseParser {
 }
 
 /// Percent-encode a cursor for a query string (RFC 3986 §2.3: unreserved bytes pass).
-fn query_escape(s: &str) -> String {
+pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -136,6 +136,13 @@ pub struct Counters {
     pub server_gaps: u64,
     /// Messages without one of our stamps.
     pub foreign: u64,
+    /// Sessions the server forgot (Pushlet `abort`/expired id, Bayeux `402`); rejoined.
+    #[serde(default)]
+    pub sessions_lost: u64,
+    /// Requests not answered within their client-side deadline (a held Bayeux connect past
+    /// `advice.timeout` + grace); reconnected.
+    #[serde(default)]
+    pub late_replies: u64,
 }
 
 impl Counters {
@@ -149,6 +156,8 @@ impl Counters {
         self.empty_responses += o.empty_responses;
         self.server_gaps += o.server_gaps;
         self.foreign += o.foreign;
+        self.sessions_lost += o.sessions_lost;
+        self.late_replies += o.late_replies;
     }
 }
 

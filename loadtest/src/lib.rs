@@ -17,6 +17,7 @@ pub mod procfs;
 pub mod publish;
 pub mod report;
 pub mod run;
+pub mod session;
 pub mod stamp;
 pub mod stats;
 pub mod sub;

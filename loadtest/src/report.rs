@@ -182,6 +182,9 @@ impl Report {
             "  connections: {} connects, {} connect errors, {} server closes, {} churned, {} http errors, {} empty polls, {} server-flagged gaps",
             c.connects, c.connect_errors, c.server_closes, c.churned, c.http_errors, c.empty_responses, c.server_gaps
         );
+        if c.sessions_lost > 0 || c.late_replies > 0 {
+            let _ = writeln!(s, "  sessions: {} lost and rejoined, {} late replies", c.sessions_lost, c.late_replies);
+        }
         for p in &self.problems {
             let _ = writeln!(s, "  PROBLEM: {p}");
         }

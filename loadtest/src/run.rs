@@ -243,6 +243,10 @@ fn drive(
         problems.push("some children did not report results".into());
     }
     problems.extend(live.logs.iter().cloned());
+    if counters.sessions_lost > 0 {
+        problems
+            .push(format!("the server forgot {} sessions (rejoined; see the delivery check)", counters.sessions_lost));
+    }
     if counters.server_gaps > 0 {
         problems.push(format!("the server flagged {} responses with a gap (history overrun)", counters.server_gaps));
     }

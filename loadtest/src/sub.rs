@@ -22,6 +22,7 @@ use crate::feed::{stream_item, Cursor, Endpoint, LineSplitter, Mode, SseParser, 
 use crate::http::{parse_head, ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::ipc::{emit, ChildMsg, ChildResult, Counters, Plan, Progress};
 use crate::net::{connect_from, source_addr};
+use crate::session::reply_deadline_ms;
 use crate::stamp::{parse_stamp, unix_ns, Checks, SeqTracker, Stamp, Verdict};
 use crate::stats::{Latency, Timeline, TICK_MS};
 use crate::ws::{client_frame, WsEvent, WsReader, PONG};
@@ -138,6 +139,9 @@ enum Phase {
     Waiting,
     /// Streaming head (SSE, ndjson) or WebSocket `101` received; messages follow.
     Streaming,
+    /// The next request is in `out`, held back until `Conn::resume_at` (Bayeux
+    /// `advice.interval`).
+    Resting,
 }
 
 #[derive(Debug)]
@@ -152,6 +156,13 @@ struct Conn {
     sse: SseParser,
     lines: LineSplitter,
     ws: WsReader,
+    /// The request in flight waits for messages: counted in `Progress::parked` while
+    /// `Waiting` (a Pushlet join or a Bayeux handshake is not).
+    parks: bool,
+    /// Give up on the request in flight at this time (see `session::reply_deadline_ms`).
+    deadline: Option<Instant>,
+    /// When `Resting`: send the request in `out` at this time.
+    resume_at: Option<Instant>,
 }
 
 /// What to do with a connection after handling its bytes.
@@ -308,6 +319,7 @@ impl SubLoop {
                 }
             }
             if now >= next_tick {
+                self.check_timers(now, &mut done);
                 self.tick();
                 next_tick += Duration::from_millis(TICK_MS);
                 if next_tick < now {
@@ -388,6 +400,9 @@ impl SubLoop {
                 sse: SseParser::default(),
                 lines: LineSplitter::default(),
                 ws: WsReader::default(),
+                parks: false,
+                deadline: None,
+                resume_at: None,
             };
             if self
                 .poll
@@ -434,6 +449,7 @@ impl SubLoop {
                     self.sink.counters.connects += 1;
                     let sub = &self.subs[conn.sub];
                     conn.out = self.endpoint.subscribe_request(&sub.topic, &sub.cursor);
+                    conn.parks = self.endpoint.parks(&sub.cursor);
                     conn.written = 0;
                     conn.phase = Phase::Sending;
                 }
@@ -449,7 +465,11 @@ impl SubLoop {
                 match flush(conn) {
                     Ok(true) => {
                         conn.phase = Phase::Waiting;
-                        self.sink.progress.parked += 1;
+                        if conn.parks {
+                            self.sink.progress.parked += 1;
+                        }
+                        let cursor = &self.subs[conn.sub].cursor;
+                        conn.deadline = reply_deadline_ms(cursor).map(|ms| Instant::now() + Duration::from_millis(ms));
                     }
                     Ok(false) => return Next::Stay,
                     Err(_) => {
@@ -482,9 +502,17 @@ impl SubLoop {
             }
             if next == Next::Send {
                 // The parked request was answered; the re-poll is a new request.
-                self.sink.progress.parked -= 1;
-                conn.phase = Phase::Sending;
+                if conn.parks {
+                    self.sink.progress.parked -= 1;
+                }
+                conn.parks = self.endpoint.parks(&sub.cursor);
+                conn.deadline = None;
                 conn.written = 0;
+                if conn.resume_at.is_some() {
+                    conn.phase = Phase::Resting;
+                    return if eof { Next::Reconnect } else { Next::Stay };
+                }
+                conn.phase = Phase::Sending;
                 continue;
             }
             if eof && next == Next::Stay {
@@ -510,8 +538,8 @@ impl SubLoop {
             self.sink.progress.open -= 1;
             match conn.phase {
                 Phase::Connecting => self.connecting -= 1,
-                Phase::Waiting | Phase::Streaming => self.sink.progress.parked -= 1,
-                Phase::Sending => {}
+                Phase::Waiting | Phase::Streaming if conn.parks => self.sink.progress.parked -= 1,
+                Phase::Waiting | Phase::Streaming | Phase::Sending | Phase::Resting => {}
             }
             let s = conn.sub;
             self.subs[s].conn = None;
@@ -558,6 +586,32 @@ impl SubLoop {
             m.warm |= warm;
             emit(&ChildMsg::Progress { thread: self.thread, progress: p });
         }
+    }
+
+    /// Once per tick: give up on requests past their deadline (reconnect, keeping the
+    /// session) and send the requests whose rest (`advice.interval`) is over. A scan rather
+    /// than a timer queue: it is a few thousand comparisons per tick and needs no bound.
+    fn check_timers(&mut self, now: Instant, done: &mut Vec<(usize, Next)>) {
+        let mut resume = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase == Phase::Waiting && conn.deadline.is_some_and(|d| now >= d) {
+                conn.deadline = None;
+                self.sink.counters.late_replies += 1;
+                done.push((key, Next::Retry));
+            } else if conn.phase == Phase::Resting && conn.resume_at.is_some_and(|r| now >= r) {
+                conn.resume_at = None;
+                conn.phase = Phase::Sending;
+                resume.push(key);
+            }
+        }
+        let now_ns = unix_ns();
+        for key in resume {
+            let next = self.on_event(key, false, now_ns);
+            if next != Next::Stay {
+                done.push((key, next));
+            }
+        }
+        self.close_done(done);
     }
 
     fn tick(&mut self) {
@@ -664,7 +718,7 @@ fn process(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint, now_n
         };
         conn.inbuf.drain(..used);
         match ep.mode {
-            Mode::Longpoll => match step {
+            Mode::Longpoll | Mode::Pushlet | Mode::Bayeux => match step {
                 Step::NeedMore => return Next::Stay,
                 Step::HeadDone => continue,
                 Step::BodyDone => return longpoll_done(conn, sub, sink, ep, now_ns),
@@ -816,7 +870,8 @@ fn longpoll_done(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint,
     conn.reader.reset();
     let Some(head) = head else { return Next::Retry };
     sink.counters.responses += 1;
-    if !matches!(head.status, 200 | 204 | 304 | 408) {
+    // Session protocols read every status themselves (a Pushlet 400 can mean "session gone").
+    if !ep.mode.is_session() && !matches!(head.status, 200 | 204 | 304 | 408) {
         sink.counters.http_errors += 1;
         return Next::Retry;
     }
@@ -828,6 +883,10 @@ fn longpoll_done(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, ep: &Endpoint,
             if polled.gap {
                 sink.counters.server_gaps += 1;
             }
+            if polled.session_lost {
+                sink.counters.sessions_lost += 1;
+            }
+            conn.resume_at = (polled.pause_ms > 0).then(|| Instant::now() + Duration::from_millis(polled.pause_ms));
             sink.counters.foreign += u64::from(polled.foreign);
             for stamp in polled.stamps {
                 sink.deliver(sub, stamp, now_ns);
