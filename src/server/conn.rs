@@ -50,17 +50,24 @@ pub enum Phase {
     Draining,
 }
 
+impl ParkedFormat {
+    /// The session a parked request belongs to, if any.
+    pub fn session(&self) -> Option<usize> {
+        match self {
+            ParkedFormat::Bayeux(hold) => Some(hold.session),
+            ParkedFormat::Pushlet(hold) => Some(hold.session),
+            ParkedFormat::Json | ParkedFormat::Jsonp(_) => None,
+        }
+    }
+}
+
 impl Phase {
     /// The session (its key in the worker's session table) this connection listens for, if
     /// any. Every use of a session's recorded listener checks it against this, so a stale key
     /// can never act on another connection.
     pub fn session(&self) -> Option<usize> {
         match self {
-            Phase::Parked(parked) => match &parked.format {
-                ParkedFormat::Bayeux(hold) => Some(hold.session),
-                ParkedFormat::Pushlet(hold) => Some(hold.session),
-                ParkedFormat::Json | ParkedFormat::Jsonp(_) => None,
-            },
+            Phase::Parked(parked) => parked.format.session(),
             Phase::Streaming(stream) => match stream.framer {
                 Framer::Pushlet { session, .. } => Some(session),
                 Framer::Native(_) => None,

@@ -94,13 +94,6 @@ async function disconnect(cometd) {
   return call('disconnect', (cb) => cometd.disconnect(cb));
 }
 
-/** The Bayeux sessions the server holds right now (its /stats gauge). */
-async function sessions(halley) {
-  const res = await fetch(`${halley.url}/stats`, { signal: AbortSignal.timeout(REPLY_MS) });
-  const stats = await res.json();
-  return stats.workers.reduce((sum, w) => sum + w.sessions, 0);
-}
-
 describe('Bayeux with the cometd client', { timeout: 120_000 }, () => {
   let halley;
   const ready = suiteSetup(async () => {
@@ -156,10 +149,10 @@ describe('Bayeux with the cometd client', { timeout: 120_000 }, () => {
       assert.equal((await other.events.next('sentinel')).data, 'sentinel');
       assert.equal(events.pending, 0, `nothing after unsubscribe: ${JSON.stringify(events.seen)}`);
 
-      const before = await sessions(halley);
+      const before = await halley.sessions();
       const bye = await disconnect(cometd);
       assert.equal(bye.successful, true);
-      assert.equal(await sessions(halley), before - 1, 'the server dropped the session');
+      assert.equal(await halley.sessions(), before - 1, 'the server dropped the session');
     });
 
     test(`${transport}: ack extension delivers every message once, in order`, async (t) => {

@@ -91,13 +91,6 @@ async function subscribe(client, channel) {
   return { events, subscription };
 }
 
-/** The Bayeux sessions the server holds right now (its /stats gauge). */
-async function sessions(halley) {
-  const res = await fetch(`${halley.url}/stats`, { signal: AbortSignal.timeout(REPLY_MS) });
-  const stats = await res.json();
-  return stats.workers.reduce((sum, w) => sum + w.sessions, 0);
-}
-
 describe('Bayeux with the faye client', { timeout: 120_000 }, () => {
   let halley;
   const ready = suiteSetup(async () => {
@@ -144,11 +137,11 @@ describe('Bayeux with the faye client', { timeout: 120_000 }, () => {
       assert.equal(await other.events.next('sentinel'), 'sentinel');
       assert.equal(events.pending, 0, `nothing after unsubscribe: ${JSON.stringify(events.seen)}`);
 
-      const before = await sessions(halley);
+      const before = await halley.sessions();
       await settle('disconnect', client.disconnect());
       const bye = meta.seen.find((m) => m.channel === '/meta/disconnect');
       assert.equal(bye?.successful, true);
-      assert.equal(await sessions(halley), before - 1, 'the server dropped the session');
+      assert.equal(await halley.sessions(), before - 1, 'the server dropped the session');
     });
 
     test(`${transport}: a Faye publish reaches a native /sub long-poll`, async (t) => {

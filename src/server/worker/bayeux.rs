@@ -77,20 +77,7 @@ impl Worker {
         let cursor = session.cursor();
         let hold = BayeuxHold { session: skey, connect, replies, callback, origin };
         let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Bayeux(Box::new(hold)) };
-        let force = hold_ms == 0 || self.shutdown_deadline.is_some();
-        let seen_head = match self.answer(key, &parked, force, false, true) {
-            Answer::Sent => return,
-            Answer::Nothing { head } => head,
-        };
-        self.watch(key, &parked.selectors, seen_head);
-        WorkerStats::add(&self.stats().parked, 1);
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = Some(key);
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Parked(Box::new(parked));
-        }
-        self.set_timer(key, Duration::from_millis(hold_ms));
+        self.park(key, parked, hold_ms == 0, false, true, Duration::from_millis(hold_ms));
     }
 
     fn bayeux_handshake(&mut self, msg: &bayeux::Message) -> Value {

@@ -715,13 +715,26 @@ impl Worker {
             None => self.jittered(default_timeout),
         };
         let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
-        let force = poll || timeout.is_zero() || meta.head_only || self.shutdown_deadline.is_some();
-        let seen_head = match self.answer(key, &parked, force, resume.reset, show_gap) {
+        let force = poll || timeout.is_zero() || meta.head_only;
+        self.park(key, parked, force, resume.reset, show_gap, timeout);
+    }
+
+    /// Answers `parked` at once if history already has something for it (or `force`, or
+    /// shutting down); otherwise suspends the request: registered on its selectors, counted,
+    /// recorded as its session's listener (if it has one), with its timer.
+    fn park(&mut self, key: usize, parked: Parked, force: bool, epoch_gap: bool, show_gap: bool, timeout: Duration) {
+        let force = force || self.shutdown_deadline.is_some();
+        let seen_head = match self.answer(key, &parked, force, epoch_gap, show_gap) {
             Answer::Sent => return,
             Answer::Nothing { head } => head,
         };
         self.watch(key, &parked.selectors, seen_head);
         WorkerStats::add(&self.stats().parked, 1);
+        if let Some(skey) = parked.format.session() {
+            if let Some(entry) = self.sessions.slab.get_mut(skey) {
+                entry.listener = Some(key);
+            }
+        }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.phase = Phase::Parked(Box::new(parked));
         }

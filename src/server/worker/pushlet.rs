@@ -16,7 +16,7 @@ use super::{Answer, Worker};
 use crate::http::Request;
 use crate::hub::{HubCmd, PublishReq};
 use crate::protocol::pushlet::{self, Event, Format, Mode, Step, Writer};
-use crate::server::conn::{Framer, Parked, ParkedFormat, Phase, PushletHold, ReplyMeta};
+use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 
@@ -195,21 +195,8 @@ impl Worker {
         self.release_listener(skey);
         let hold = PushletHold { session: skey, format, base };
         let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
-        let force = mode == Mode::Poll || self.shutdown_deadline.is_some();
-        let seen_head = match self.answer(key, &parked, force, false, true) {
-            Answer::Sent => return,
-            Answer::Nothing { head } => head,
-        };
-        self.watch(key, &parked.selectors, seen_head);
-        WorkerStats::add(&self.stats().parked, 1);
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = Some(key);
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Parked(Box::new(parked));
-        }
         let timeout = self.shared.config.pushlet_read_timeout;
-        self.set_timer(key, timeout);
+        self.park(key, parked, mode == Mode::Poll, false, true, timeout);
     }
 
     /// The reply of a refresh round: `refresh-ack`, the data events after the cursor (or an

@@ -124,6 +124,13 @@ export class Halley {
   }
 
   /** The current cursor for `topics` (a plain poll's `next`): later messages come after it. */
+  /** The Pushlet and Bayeux sessions the server holds right now (the /stats gauge). */
+  async sessions() {
+    const res = await fetch(`${this.url}/stats`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    const stats = await res.json();
+    return stats.workers.reduce((sum, w) => sum + w.sessions, 0);
+  }
+
   async cursor(topics) {
     const res = await fetch(`${this.url}/sub${topics}?timeout=0`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const text = await res.text();
