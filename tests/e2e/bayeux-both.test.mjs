@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { Mailbox, startHalley, suiteSetup } from './lib/halley.mjs';
+import { Mailbox, startHalley, suiteSetup, stopCleanly } from './lib/halley.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /**
@@ -118,11 +118,7 @@ describe('Bayeux with cometd and faye together', { timeout: 120_000 }, () => {
   const ready = suiteSetup(async () => {
     halley = await startHalley();
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   test('one POST /pub reaches both clients', async (t) => {
     ready();

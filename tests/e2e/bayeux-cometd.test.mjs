@@ -13,7 +13,7 @@ import { CometD } from 'cometd';
 import { AckExtension } from 'cometd/AckExtension.js';
 import { adapt } from 'cometd-nodejs-client';
 
-import { Mailbox, startHalley, suiteSetup } from './lib/halley.mjs';
+import { Mailbox, startHalley, suiteSetup, stopCleanly } from './lib/halley.mjs';
 
 /**
  * The transports Halley serves Bayeux over and this suite runs every case on. Add
@@ -99,11 +99,7 @@ describe('Bayeux with the cometd client', { timeout: 120_000 }, () => {
   const ready = suiteSetup(async () => {
     halley = await startHalley();
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   for (const transport of TRANSPORTS) {
     test(`${transport}: handshake, subscribe, publish, receive, unsubscribe, disconnect`, async (t) => {

@@ -11,7 +11,7 @@ import { after, describe, test } from 'node:test';
 
 import faye from 'faye';
 
-import { Mailbox, startHalley, suiteSetup } from './lib/halley.mjs';
+import { Mailbox, startHalley, suiteSetup, stopCleanly } from './lib/halley.mjs';
 
 /**
  * The transports Halley serves Bayeux over and this suite runs every case on. Add
@@ -96,11 +96,7 @@ describe('Bayeux with the faye client', { timeout: 120_000 }, () => {
   const ready = suiteSetup(async () => {
     halley = await startHalley();
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   for (const transport of TRANSPORTS) {
     test(`${transport}: handshake, subscribe, publish, receive, unsubscribe, disconnect`, async (t) => {

@@ -7,7 +7,7 @@ import { after, describe, test } from 'node:test';
 
 import { EventSource } from 'eventsource';
 
-import { Mailbox, once, startHalley, suiteSetup } from './lib/halley.mjs';
+import { Mailbox, once, startHalley, suiteSetup, stopCleanly } from './lib/halley.mjs';
 
 const TEXT = 'hello, world';
 const MULTILINE = 'first line\nsecond line\r\nthird';
@@ -28,11 +28,7 @@ describe('SSE with the eventsource package', { timeout: 60_000 }, () => {
   const ready = suiteSetup(async () => {
     halley = await startHalley();
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   test('receives text, multi-line, unicode and JSON in order with ids and event names', async (t) => {
     ready();
@@ -72,11 +68,7 @@ describe('SSE stream recycling with the eventsource package', { timeout: 60_000 
     // Streams end (with a resume cursor) after 1 s; the client is told to come back after 0.2 s.
     halley = await startHalley(['--stream-max-age', '1', '--sse-retry', '0.2']);
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   test('the client reconnects by itself with Last-Event-ID and gets a message from the gap exactly once', async (t) => {
     ready();

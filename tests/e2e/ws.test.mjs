@@ -7,7 +7,7 @@ import { after, describe, test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { Mailbox, once, startHalley, suiteSetup } from './lib/halley.mjs';
+import { Mailbox, once, startHalley, suiteSetup, stopCleanly } from './lib/halley.mjs';
 
 /** Heartbeat interval given to the server, in seconds; pings come this often. */
 const HEARTBEAT_SECS = 0.5;
@@ -33,11 +33,7 @@ describe('WebSocket with the ws package', { timeout: 60_000 }, () => {
   const ready = suiteSetup(async () => {
     halley = await startHalley(['--heartbeat-interval', String(HEARTBEAT_SECS)]);
   });
-  after(async () => {
-    if (!halley) return;
-    const exit = await halley.stop();
-    assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
-  });
+  after(() => stopCleanly(halley));
 
   test('subscribe with an id, publish over the socket and over HTTP', async (t) => {
     ready();

@@ -2,6 +2,7 @@
 // every test needs (publish, cursor). The binary is never built here: run.sh builds it
 // first, and a missing binary is an error, not a skip.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -158,6 +159,13 @@ export class Halley {
     process.kill(this.pid, 'SIGKILL');
     return { ...(await this.exited), killed: true };
   }
+}
+
+/** Stops a suite's server and checks it shut down gracefully (exit code 0 on SIGTERM). */
+export async function stopCleanly(halley) {
+  if (!halley) return;
+  const exit = await halley.stop();
+  assert.deepEqual(exit, { code: 0, signal: null, killed: false }, 'graceful exit on SIGTERM');
 }
 
 /**
