@@ -495,8 +495,9 @@ impl Worker {
                                 }
                                 continue;
                             }
+                            // The body is complete: the request goes on with it (the phase was Body).
                             let Phase::Body(body) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
-                                unreachable!("matched above")
+                                break;
                             };
                             let BodyPhase { request, body, .. } = *body;
                             self.dispatch(key, request, body);
