@@ -1,8 +1,9 @@
 //! Wire surfaces: which protocol a request speaks, decided from its method and path.
 //!
 //! Protocols decide *what* a subscriber gets; transports (`crate::transport`) decide how the
-//! bytes travel. Only the native API exists so far; Pushlet (`/pushlet.srv`), Bayeux
-//! (`/cometd`) and raw TCP join here as their own modules.
+//! bytes travel. One module per surface, each sans-I/O (requests in, decisions and bytes out):
+//! `native` (`/pub`, `/sub`), `commands` (the JSON commands of WebSocket and raw TCP),
+//! `pushlet` (`/pushlet.srv`) and `bayeux` (`/cometd`). The worker drives them.
 
 pub mod bayeux;
 pub mod commands;
