@@ -421,7 +421,7 @@ pub(crate) fn query_escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::http::Framing;
 
@@ -436,7 +436,8 @@ mod tests {
         }
     }
 
-    fn head(status: u16) -> Head {
+    /// A bodiless keep-alive response head with `status` (shared with the session tests).
+    pub(crate) fn head(status: u16) -> Head {
         Head {
             status,
             framing: Framing::Length(0),

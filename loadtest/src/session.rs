@@ -388,7 +388,6 @@ struct Advice {
 mod tests {
     use super::*;
     use crate::feed::{Endpoint, Mode, Target};
-    use crate::http::Framing;
 
     /// A refresh reply as Halley sends it (captured from a running server), with a `pad` that
     /// needs escaping.
@@ -398,16 +397,7 @@ mod tests {
         r#"<event p_event="refresh" p_wait="5316" p_url="/pushlet.srv?p_id=000a5&amp;p_event=refresh" p_time="1795331121" /></pushlet>"#
     );
 
-    fn head(status: u16) -> Head {
-        Head {
-            status,
-            framing: Framing::Length(0),
-            keep_alive: true,
-            last_modified: None,
-            etag: None,
-            event_stream: false,
-        }
-    }
+    use crate::feed::tests::head;
 
     fn text(req: Vec<u8>) -> String {
         String::from_utf8(req).expect("ascii request")

@@ -36,7 +36,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -330,15 +330,8 @@ impl<'de> Visitor<'de> for TopicListVisitor {
         write!(f, "a list of at most {MAX_TOPICS} topic strings")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopicList, A::Error> {
-        let mut topics = Vec::new();
-        while let Some(topic) = seq.next_element::<String>()? {
-            if topics.len() == MAX_TOPICS {
-                return Err(de::Error::custom(format!("at most {MAX_TOPICS} topics per command")));
-            }
-            topics.push(topic);
-        }
-        Ok(TopicList(topics))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TopicList, A::Error> {
+        super::bounded_seq(seq, MAX_TOPICS, || format!("at most {MAX_TOPICS} topics per command")).map(TopicList)
     }
 }
 

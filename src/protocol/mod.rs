@@ -10,7 +10,30 @@ pub mod commands;
 pub mod native;
 pub mod pushlet;
 
+use serde::de::{self, Deserialize, SeqAccess};
+
 use crate::http::Method;
+
+/// Reads a JSON array element by element and refuses it as soon as it holds more than `max`
+/// elements, so a hostile list never costs more than the bound (for serde `visit_seq`).
+pub(crate) fn bounded_seq<'de, A, T>(
+    mut seq: A,
+    max: usize,
+    too_many: impl FnOnce() -> String,
+) -> Result<Vec<T>, A::Error>
+where
+    A: SeqAccess<'de>,
+    T: Deserialize<'de>,
+{
+    let mut items = Vec::new();
+    while let Some(item) = seq.next_element()? {
+        if items.len() == max {
+            return Err(de::Error::custom(too_many()));
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]

@@ -190,15 +190,11 @@ impl<'de> Visitor<'de> for BatchVisitor {
         f.write_str("a JSON array of Bayeux messages or one message object")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Message>, A::Error> {
-        let mut batch = Vec::new();
-        while let Some(ObjectOnly(msg)) = seq.next_element()? {
-            if batch.len() == MAX_BATCH_MESSAGES {
-                return Err(de::Error::custom(format!("more than {MAX_BATCH_MESSAGES} messages")));
-            }
-            batch.push(msg);
-        }
-        Ok(batch)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<Message>, A::Error> {
+        let batch: Vec<ObjectOnly> = crate::protocol::bounded_seq(seq, MAX_BATCH_MESSAGES, || {
+            format!("more than {MAX_BATCH_MESSAGES} messages")
+        })?;
+        Ok(batch.into_iter().map(|ObjectOnly(msg)| msg).collect())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<Message>, A::Error> {
