@@ -152,11 +152,9 @@ impl Hub {
         self.next_seq += 1;
         self.last_time_ms = self.last_time_ms.max(now);
         let time_ms = self.last_time_ms;
-        let prev = self.store.last_seq(&req.topic);
         let msg = Message::new(seq, req.topic, time_ms, req.data)
             .with_event(req.event)
-            .with_content_type(req.content_type)
-            .with_prev_in_topic(prev);
+            .with_content_type(req.content_type);
         let msg = Arc::new(msg);
         self.store.append(msg.clone(), time_ms);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -717,8 +715,8 @@ mod tests {
         r.sync(0);
         let mut out = Vec::new();
         r.store.read(&[Selector::parse("/fresh").expect("selector")], 0, 10, &mut out);
-        let times: Vec<(u64, u64, u64)> = out.iter().map(|m| (m.seq, m.time_ms, m.prev_in_topic)).collect();
-        assert_eq!(times, [(4, 1_061_000, 0), (6, 1_061_000, 4)]);
+        let times: Vec<(u64, u64)> = out.iter().map(|m| (m.seq, m.time_ms)).collect();
+        assert_eq!(times, [(4, 1_061_000), (6, 1_061_000)]);
     }
 
     #[test]

@@ -149,8 +149,6 @@ pub struct Message {
     /// The publisher's Content-Type, if any.
     pub content_type: Option<Box<str>>,
     pub data: Bytes,
-    /// Seq of the previous message on the same topic, 0 if none known.
-    pub prev_in_topic: u64,
     json: OnceLock<Bytes>,
     /// Encodings for the other wire formats, allocated on first use so a message that only
     /// ever goes out as JSON pays 8 bytes for them.
@@ -197,7 +195,6 @@ impl Message {
             event: None,
             content_type: None,
             data,
-            prev_in_topic: 0,
             json: OnceLock::new(),
             wire: OnceLock::new(),
         }
@@ -212,12 +209,6 @@ impl Message {
     /// Sets the content type.
     pub fn with_content_type(mut self, content_type: Option<Box<str>>) -> Message {
         self.content_type = content_type;
-        self
-    }
-
-    /// Sets the previous seq on the same topic.
-    pub fn with_prev_in_topic(mut self, prev: u64) -> Message {
-        self.prev_in_topic = prev;
         self
     }
 

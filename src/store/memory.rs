@@ -49,9 +49,11 @@ impl MemoryStore {
         MemoryStore { epoch, limits, head: AtomicU64::new(0), inner: RwLock::new(Inner::default()) }
     }
 
-    /// The configured bounds.
-    pub fn limits(&self) -> &HistoryLimits {
-        &self.limits
+    /// The seq of the newest message retained on `topic`, 0 if none (for tests).
+    #[cfg(test)]
+    pub(crate) fn last_seq(&self, topic: &str) -> u64 {
+        let inner = self.read_lock();
+        inner.topics.get(topic).and_then(|t| t.ring.back()).map_or(0, |m| m.seq)
     }
 
     // A panic while holding the lock cannot leave a half-made change we could not live with
@@ -72,11 +74,6 @@ impl Store for MemoryStore {
 
     fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
-    }
-
-    fn last_seq(&self, topic: &str) -> u64 {
-        let inner = self.read_lock();
-        inner.topics.get(topic).and_then(|t| t.ring.back()).map_or(0, |m| m.seq)
     }
 
     fn append(&self, msg: Arc<Message>, now_ms: u64) {

@@ -94,9 +94,6 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq visible to readers (Acquire load); 0 before the first append.
     fn head(&self) -> u64;
 
-    /// The seq of the newest message retained or remembered on `topic`, 0 if none. Hub only:
-    /// used to fill `Message::prev_in_topic`.
-    fn last_seq(&self, topic: &str) -> u64;
 
     /// Hub only. Appends (topic created on demand), applies per-topic and global bounds
     /// (evicting oldest), then publishes the new head. `now_ms` (unix ms) is passed in: no clock
