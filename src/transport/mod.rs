@@ -9,8 +9,9 @@
 //! - Streaming transports (`sse`, `stream`, `iframe`, `multipart`) keep the response open and
 //!   emit a frame per message, heartbeats, and control frames (`end`, `overflow`, `gap`)
 //!   described by [`Control`]. Each message's frame is encoded once per wire format and shared
-//!   by every subscriber (`Message::encoded`); per-connection bytes (an iframe's callback, the
-//!   HTTP chunk header) are small separate slices written with `writev`.
+//!   by every subscriber (`Message::encoded`), as a complete HTTP chunk for chunked responses
+//!   (`StreamKind::chunk`); the only per-connection bytes left (an iframe's callback) are
+//!   small separate slices written with `writev`.
 
 pub mod iframe;
 pub mod jsonp;
@@ -153,27 +154,28 @@ impl StreamKind {
     /// by every chunked subscriber of this kind: a delivery is then a single slice with no
     /// per-connection bytes at all. None for kinds with per-connection bytes (iframe).
     pub fn chunk(&self, msg: &Message, ctx: &StreamCtx) -> Option<Bytes> {
-        let (wire, frame): (Wire, &dyn Fn() -> Vec<u8>) = match self {
-            StreamKind::Sse => (Wire::SseChunk, &|| sse::message(msg, ctx.epoch).to_vec()),
-            StreamKind::Ndjson => (Wire::NdjsonChunk, &|| {
-                let mut line = msg.json(ctx.epoch).to_vec();
-                line.push(b'\n');
-                line
-            }),
-            StreamKind::Multipart => (Wire::MultipartChunk, &|| multipart::part(msg, ctx).to_vec()),
+        let wire = match self {
+            StreamKind::Sse => Wire::SseChunk,
+            StreamKind::Ndjson => Wire::NdjsonChunk,
+            StreamKind::Multipart => Wire::MultipartChunk,
             StreamKind::Iframe { .. } => return None,
         };
-        Some(
-            msg.encoded(wire, |_| {
-                let frame = frame();
-                let mut chunk = Vec::with_capacity(frame.len() + 12);
-                chunk.extend_from_slice(crate::http::chunk_header(frame.len()).as_ref());
-                chunk.extend_from_slice(&frame);
-                chunk.extend_from_slice(crate::http::CHUNK_END);
-                Bytes::from(chunk)
-            })
-            .clone(),
-        )
+        let chunk = msg.encoded(wire, |msg| {
+            // Only the chunk is cached: a chunked subscriber never needs the bare frame.
+            let frame = match self {
+                StreamKind::Sse => sse::encode(msg, ctx.epoch).into_bytes(),
+                StreamKind::Multipart => multipart::encode(msg, ctx),
+                StreamKind::Ndjson | StreamKind::Iframe { .. } => {
+                    let mut line = msg.json(ctx.epoch).to_vec();
+                    line.push(b'\n');
+                    line
+                }
+            };
+            let mut chunk = Vec::with_capacity(frame.len() + 12);
+            crate::http::write_chunk(&mut chunk, &frame);
+            Bytes::from(chunk)
+        });
+        Some(chunk.clone())
     }
 
     /// A frame that keeps proxies and the client's dead-peer detection happy.

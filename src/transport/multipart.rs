@@ -32,10 +32,11 @@ pub fn new_boundary() -> std::io::Result<Box<str>> {
 
 /// The message as one part, encoded once per message.
 pub fn part<'m>(msg: &'m Message, ctx: &StreamCtx) -> &'m Bytes {
-    msg.encoded(Wire::MultipartPart, |msg| encode(msg, ctx))
+    msg.encoded(Wire::MultipartPart, |msg| Bytes::from(encode(msg, ctx)))
 }
 
-fn encode(msg: &Message, ctx: &StreamCtx) -> Bytes {
+/// The part, uncached (the chunked path caches it as an HTTP chunk instead).
+pub(super) fn encode(msg: &Message, ctx: &StreamCtx) -> Vec<u8> {
     let delimiter = format!("--{}", ctx.boundary);
     let content_type = msg.content_type.as_deref().unwrap_or("application/octet-stream");
     let mut head = format!("{delimiter}\r\nContent-Type: {content_type}\r\nX-Message-Id: {}\r\n", msg.id(ctx.epoch));
@@ -55,7 +56,7 @@ fn encode(msg: &Message, ctx: &StreamCtx) -> Bytes {
         out.extend_from_slice(&msg.data);
     }
     out.extend_from_slice(b"\r\n");
-    Bytes::from(out)
+    out
 }
 
 /// A JSON part (heartbeats and control objects).

@@ -31,7 +31,8 @@ pub fn message(msg: &Message, epoch: Epoch) -> &Bytes {
     msg.encoded(Wire::Sse, |msg| Bytes::from(encode(msg, epoch)))
 }
 
-fn encode(msg: &Message, epoch: Epoch) -> String {
+/// The event, uncached (the chunked path caches it as an HTTP chunk instead).
+pub(super) fn encode(msg: &Message, epoch: Epoch) -> String {
     let mut out = String::with_capacity(msg.data.len() + 64);
     let _ = writeln!(out, "id: {}", msg.id(epoch));
     if let Some(event) = &msg.event {
