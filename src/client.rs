@@ -257,8 +257,7 @@ fn request_head(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<String, ClientError> {
-    let is_token =
-        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let is_token = |s: &str| !s.is_empty() && s.bytes().all(crate::http::is_tchar);
     if !is_token(method) {
         return Err(ClientError::InvalidRequest("method is not a token"));
     }

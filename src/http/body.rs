@@ -254,7 +254,7 @@ fn hex_value(b: u8) -> u8 {
 }
 
 /// `tchar` (RFC 9110 §5.6.2): the bytes of a token such as a field name.
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

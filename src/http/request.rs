@@ -131,14 +131,19 @@ impl Request {
         if !self.connection_upgrade {
             return false;
         }
+        self.header_elements("upgrade").any(|offered| {
+            let name = offered.split(|&b| b == b'/').next().unwrap_or(offered);
+            offered.eq_ignore_ascii_case(proto.as_bytes()) || name.eq_ignore_ascii_case(proto.as_bytes())
+        })
+    }
+
+    /// The non-empty elements of every `name` field, OWS trimmed: the list rule of RFC 9110
+    /// §5.6.1, over all the field's lines (§5.3).
+    pub fn header_elements<'r>(&'r self, name: &'r str) -> impl Iterator<Item = &'r [u8]> + 'r {
         self.fields
             .iter()
-            .filter(|f| self.bytes(f.name).eq_ignore_ascii_case(b"upgrade"))
+            .filter(move |f| self.bytes(f.name).eq_ignore_ascii_case(name.as_bytes()))
             .flat_map(|f| list_elements(self.bytes(f.value)))
-            .any(|offered| {
-                let name = offered.split(|&b| b == b'/').next().unwrap_or(offered);
-                offered.eq_ignore_ascii_case(proto.as_bytes()) || name.eq_ignore_ascii_case(proto.as_bytes())
-            })
     }
 
     fn bytes(&self, span: Span) -> &[u8] {

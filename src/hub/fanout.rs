@@ -152,9 +152,8 @@ impl Hub {
         self.next_seq += 1;
         self.last_time_ms = self.last_time_ms.max(now);
         let time_ms = self.last_time_ms;
-        let msg = Message::new(seq, req.topic, time_ms, req.data)
-            .with_event(req.event)
-            .with_content_type(req.content_type);
+        let msg =
+            Message::new(seq, req.topic, time_ms, req.data).with_event(req.event).with_content_type(req.content_type);
         let msg = Arc::new(msg);
         self.store.append(msg.clone(), time_ms);
         self.stats.published.fetch_add(1, Ordering::Relaxed);

@@ -94,7 +94,6 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq visible to readers (Acquire load); 0 before the first append.
     fn head(&self) -> u64;
 
-
     /// Hub only. Appends (topic created on demand), applies per-topic and global bounds
     /// (evicting oldest), then publishes the new head. `now_ms` (unix ms) is passed in: no clock
     /// reads inside. Seqs must increase; a message whose seq is not above the head is ignored.

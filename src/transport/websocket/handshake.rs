@@ -31,10 +31,10 @@ pub fn check_upgrade(req: &Request) -> Result<Handshake, HandshakeError> {
     if req.version() != Version::Http11 {
         return Err(HandshakeError::NotHttp11);
     }
-    if !tokens(req, "connection").any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
+    if !req.header_elements("connection").any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
         return Err(HandshakeError::NoConnectionUpgrade);
     }
-    if !tokens(req, "upgrade").any(|t| t.eq_ignore_ascii_case(b"websocket")) {
+    if !req.header_elements("upgrade").any(|t| t.eq_ignore_ascii_case(b"websocket")) {
         return Err(HandshakeError::NotWebSocket);
     }
     // §4.4: any version but 13, or none, gets 426 naming the one we speak.
@@ -46,7 +46,7 @@ pub fn check_upgrade(req: &Request) -> Result<Handshake, HandshakeError> {
     let key = std::str::from_utf8(key).ok().filter(|_| key_ok).ok_or(HandshakeError::BadKey)?;
 
     let mut protocols = Vec::new();
-    for protocol in tokens(req, "sec-websocket-protocol") {
+    for protocol in req.header_elements("sec-websocket-protocol") {
         if protocols.len() == MAX_PROTOCOLS {
             return Err(HandshakeError::TooManyProtocols);
         }
@@ -156,16 +156,6 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// The non-empty elements of every `name` field, OWS trimmed (RFC 9110 §5.6.1 list rule; a
-/// field may be split over several lines, §5.3).
-fn tokens<'r>(req: &'r Request, name: &'r str) -> impl Iterator<Item = &'r [u8]> + 'r {
-    req.headers()
-        .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
-        .flat_map(|(_, value)| value.split(|&b| b == b','))
-        .map(trim_ows)
-        .filter(|element| !element.is_empty())
-}
-
 /// The value of a header that must appear at most once.
 fn single_header<'r>(req: &'r Request, name: &str) -> Result<Option<&'r [u8]>, HandshakeError> {
     let mut values = req.headers().filter(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, v)| v);
@@ -175,19 +165,9 @@ fn single_header<'r>(req: &'r Request, name: &str) -> Result<Option<&'r [u8]>, H
     }
 }
 
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 /// RFC 9110 §5.6.2: `token = 1*tchar`.
 fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.iter().all(|&b| crate::http::is_tchar(b))
 }
 
 #[cfg(test)]
