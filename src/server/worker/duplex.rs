@@ -376,12 +376,9 @@ impl Worker {
         let Phase::Duplex(duplex) = &conn.phase else { return };
         let frame = match duplex.framing {
             DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
-                let json = m.json(epoch);
-                let header = websocket::frame_header(Opcode::Text, true, json.len());
-                let mut out = Vec::with_capacity(header.as_ref().len() + json.len());
-                out.extend_from_slice(header.as_ref());
-                out.extend_from_slice(json);
-                Bytes::from(out)
+                let mut frame = Vec::new();
+                websocket::encode_frame(&mut frame, Opcode::Text, m.json(epoch));
+                Bytes::from(frame)
             }),
             DuplexFraming::Raw => msg.encoded(Wire::RawTcp, |m| {
                 let mut out = m.json(epoch).to_vec();

@@ -14,9 +14,8 @@
 //! - Answer [`Event::Ping`] with a Pong carrying the same payload (RFC 6455 §5.5.3), answer
 //!   [`Event::Close`] with a Close (echoing the code, §5.5.1) and then stop reading; on a
 //!   [`WsError`] send `close_frame(err.close_code(), err.reason())` and close (§7.1.7).
-//! - Server frames are never masked (§5.1). A broadcast encodes each message once; only the
-//!   2..10 byte [`FrameHeader`] is per connection, so header and shared payload go out together
-//!   with `writev`.
+//! - Server frames are never masked (§5.1). A broadcast encodes each message's whole frame
+//!   once (`Wire::WsFrame`) and every subscriber's connection writes the same bytes.
 //!
 //! Extensions (`Sec-WebSocket-Extensions`, e.g. permessage-deflate) are not negotiated: the 101
 //! names none, so clients send plain frames and any RSV bit is a protocol error. `Origin` is not
