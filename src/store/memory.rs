@@ -186,6 +186,17 @@ struct TopicHistory {
     created_seq: u64,
 }
 
+impl TopicHistory {
+    /// Drops the topic's oldest message, remembering it as evicted; returns its byte cost.
+    fn pop_front(&mut self) -> Option<usize> {
+        let old = self.ring.pop_front()?;
+        let cost = old.byte_cost();
+        self.bytes -= cost;
+        self.evicted_through = old.seq;
+        Some(cost)
+    }
+}
+
 /// Why a message left the store, for the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Eviction {
@@ -213,21 +224,22 @@ impl Inner {
         self.messages += 1;
         self.bytes += cost;
 
+        let old_front = topic.ring.front().map(|m| m.seq);
         let mut evicted = false;
         while topic.ring.len() > 1 && (topic.ring.len() > limits.max_messages || topic.bytes > limits.max_bytes) {
-            let Some(old) = topic.ring.pop_front() else {
+            let Some(cost) = topic.pop_front() else {
                 break;
             };
-            let cost = old.byte_cost();
-            topic.bytes -= cost;
-            topic.evicted_through = old.seq;
             self.messages -= 1;
             self.bytes -= cost;
             self.evicted_topic += 1;
-            self.fronts.remove(&old.seq);
             evicted = true;
         }
         if evicted {
+            // Only a topic's oldest message is indexed in `fronts`.
+            if let Some(old) = old_front {
+                self.fronts.remove(&old);
+            }
             if let Some(front) = topic.ring.front() {
                 self.fronts.insert(front.seq, front.clone());
             }
@@ -267,12 +279,10 @@ impl Inner {
             return;
         };
         if topic.ring.front().map(|m| m.seq) == Some(seq) {
-            topic.ring.pop_front();
-            let cost = msg.byte_cost();
-            topic.bytes -= cost;
-            topic.evicted_through = seq;
-            self.messages -= 1;
-            self.bytes -= cost;
+            if let Some(cost) = topic.pop_front() {
+                self.messages -= 1;
+                self.bytes -= cost;
+            }
         } else {
             log::error!("history: front {seq} is not the oldest message of {}", msg.topic);
         }
