@@ -62,6 +62,7 @@ impl BodyDecoder {
     }
 
     /// Body bytes produced so far.
+    #[cfg(test)]
     pub fn decoded(&self) -> u64 {
         self.decoded
     }

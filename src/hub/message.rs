@@ -50,6 +50,7 @@ impl Epoch {
     }
 
     /// The numeric value.
+    #[cfg(test)]
     pub fn raw(self) -> u64 {
         self.0
     }

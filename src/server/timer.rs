@@ -187,6 +187,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// Length of one tick.
+    #[cfg(test)]
     pub fn tick(&self) -> Duration {
         self.tick
     }

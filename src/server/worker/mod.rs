@@ -38,7 +38,7 @@ use super::conn::{BodyPhase, Conn, Cors, Framer, OutQueue, Parked, ParkedFormat,
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
-use super::timer::TimerWheel;
+use super::timer::{self, TimerWheel};
 use super::Shared;
 use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
 use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
@@ -150,7 +150,7 @@ impl Worker {
             raw_listener,
             accept_paused: false,
             conns: Slab::new(),
-            timers: TimerWheel::new(Duration::from_millis(10), 4096, now),
+            timers: TimerWheel::new(timer::DEFAULT_TICK, timer::DEFAULT_SLOTS, now),
             pool: BufPool::new(READ_BUF, limits.max_head.max(READ_BUF) * 2, POOLED_BUFS),
             date: DateCache::new(),
             rx,

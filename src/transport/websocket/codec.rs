@@ -178,6 +178,7 @@ impl Decoder {
     }
 
     /// Whether a fragmented message is being reassembled.
+    #[cfg(test)]
     pub fn in_message(&self) -> bool {
         self.message.is_some()
     }
