@@ -4,7 +4,7 @@
 //! Everything here runs on the one hub thread, so nothing is locked; the only shared state is the
 //! store (which the hub alone writes) and the stats atomics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::mem;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,10 +15,12 @@ use super::{
     validate_topic, HubCmd, HubOptions, HubStats, Message, Pattern, PublishReq, ReplyTo, Selector, WorkerLink,
     WorkerMsg, DRAIN_MAX,
 };
+use rustc_hash::FxHashMap;
+
 use crate::store::Store;
 
 /// Most flush passes per round. Only a failed send creates more work for a pass (acks settled
-/// early), and acks never create more, so three passes always suffice.
+/// early), and acks never create more, so three passes always suffice; one more is slack.
 const MAX_FLUSH_PASSES: usize = 4;
 
 /// The hub thread's state.
@@ -32,9 +34,9 @@ pub(super) struct Hub {
     /// Timestamp of the last publish; timestamps never go back, so time order is seq order.
     last_time_ms: u64,
     /// Workers interested in each exact topic; no empty sets are kept.
-    exact: HashMap<Arc<str>, WorkerSet>,
+    exact: FxHashMap<Arc<str>, WorkerSet>,
     /// Workers interested in each pattern; no empty sets are kept.
-    patterns: HashMap<Pattern, WorkerSet>,
+    patterns: FxHashMap<Pattern, WorkerSet>,
     /// One batch per worker, filled while processing a round of commands.
     batches: Vec<Vec<WorkerMsg>>,
     /// Acks waiting for `Delivered` reports, by seq (so also by age).
@@ -70,8 +72,8 @@ impl Hub {
             stats,
             next_seq,
             last_time_ms: 0,
-            exact: HashMap::new(),
-            patterns: HashMap::new(),
+            exact: FxHashMap::default(),
+            patterns: FxHashMap::default(),
             batches,
             pending: BTreeMap::new(),
             wedged: WorkerSet::default(),
@@ -161,10 +163,12 @@ impl Hub {
         self.route(&msg.topic);
         let report = req.reply.is_some();
         let targets = mem::take(&mut self.targets);
+        let mut forwarded = 0;
         for worker in targets.iter() {
             self.queue(worker, WorkerMsg::Deliver { msg: msg.clone(), report });
-            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            forwarded += 1;
         }
+        self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         if let Some(reply) = req.reply {
             if targets.is_empty() {
                 let ack = WorkerMsg::PublishAck { reply, seq, time_ms, delivered: 0 };
@@ -338,7 +342,7 @@ impl Hub {
 }
 
 /// Adds or removes `worker` in `key`'s set, dropping the entry when it empties.
-fn update_set<K: std::hash::Hash + Eq>(map: &mut HashMap<K, WorkerSet>, key: K, worker: usize, on: bool) {
+fn update_set<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, WorkerSet>, key: K, worker: usize, on: bool) {
     if on {
         map.entry(key).or_default().insert(worker);
     } else if let Some(set) = map.get_mut(&key) {
