@@ -180,10 +180,12 @@ pub enum Wire {
     NdjsonChunk,
     /// The multipart part as one complete HTTP/1.1 chunk.
     MultipartChunk,
+    /// The Bayeux event object (`{"channel","data","id"}`), the same for every session.
+    BayeuxEvent,
 }
 
 impl Wire {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 }
 
 impl Message {

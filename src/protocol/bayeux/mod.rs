@@ -131,7 +131,45 @@ pub fn encode_replies(replies: &[Value]) -> Vec<u8> {
 /// from being sniffed as anything but script (a callback name alone is a Rosetta-Flash
 /// alphabet).
 pub fn encode_jsonp(callback: &str, replies: &[Value]) -> Vec<u8> {
-    let json = script_safe_json(&encode_replies(replies));
+    wrap_jsonp(callback, &encode_replies(replies))
+}
+
+/// One element of a reply array: a reply built for this request, or an event encoded once and
+/// shared by every subscriber it goes to ([`Session::delivery_events`]).
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Reply(Value),
+    Event(bytes::Bytes),
+}
+
+/// [`encode_replies`] for a reply that carries shared events: the pieces as one JSON array,
+/// the events' bytes spliced in as they are.
+pub fn encode_pieces(pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        64 + pieces.iter().map(|p| if let Piece::Event(e) = p { e.len() } else { 128 }).sum::<usize>(),
+    );
+    out.push(b'[');
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match piece {
+            // As in `encode_replies`, writing a Value into a Vec cannot fail.
+            Piece::Reply(reply) => drop(serde_json::to_writer(&mut out, reply)),
+            Piece::Event(event) => out.extend_from_slice(event),
+        }
+    }
+    out.push(b']');
+    out
+}
+
+/// [`encode_jsonp`] for pieces.
+pub fn encode_jsonp_pieces(callback: &str, pieces: &[Piece]) -> Vec<u8> {
+    wrap_jsonp(callback, &encode_pieces(pieces))
+}
+
+fn wrap_jsonp(callback: &str, json: &[u8]) -> Vec<u8> {
+    let json = script_safe_json(json);
     let mut out = Vec::with_capacity(json.len() + callback.len() + 8);
     out.extend_from_slice(b"/**/");
     out.extend_from_slice(callback.as_bytes());

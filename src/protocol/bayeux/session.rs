@@ -266,6 +266,18 @@ impl Session {
     /// until acknowledged. Call it before every [`Session::connect_reply`], even with no
     /// messages.
     pub fn deliveries(&mut self, msgs: &[Arc<hub::Message>], epoch: Epoch) -> Vec<Value> {
+        self.take_deliveries(msgs).iter().map(|msg| event(msg, epoch)).collect()
+    }
+
+    /// [`Session::deliveries`], each event encoded once per message (`hub::Wire::BayeuxEvent`:
+    /// an event has no per-session field) and shared by every session it goes to.
+    pub fn delivery_events(&mut self, msgs: &[Arc<hub::Message>], epoch: Epoch) -> Vec<Bytes> {
+        let encode = |msg: &hub::Message| Bytes::from(serde_json::to_vec(&event(msg, epoch)).unwrap_or_default());
+        self.take_deliveries(msgs).iter().map(|msg| msg.encoded(hub::Wire::BayeuxEvent, encode).clone()).collect()
+    }
+
+    /// Moves the cursor past `msgs` and returns those to deliver now (re-sends first).
+    fn take_deliveries(&mut self, msgs: &[Arc<hub::Message>]) -> Vec<Arc<hub::Message>> {
         let mut fresh = Vec::with_capacity(msgs.len());
         for msg in msgs {
             self.cursor = self.cursor.max(msg.seq);
@@ -273,11 +285,10 @@ impl Session {
                 fresh.push(msg.clone());
             }
         }
-        let out = match &mut self.ack {
+        match &mut self.ack {
             Some(ack) => ack.deliver(fresh),
             None => fresh,
-        };
-        out.iter().map(|msg| event(msg, epoch)).collect()
+        }
     }
 
     /// The reply to a connect being answered (after its events): successful, with the advice,

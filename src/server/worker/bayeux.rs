@@ -17,7 +17,7 @@ use super::sessions::{SessionEntry, SessionState};
 use super::{Answer, Timer, Worker};
 use crate::http::Request;
 use crate::hub::{HubCmd, PublishReq};
-use crate::protocol::bayeux::{self, Channel, Meta, Outcome};
+use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta};
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
@@ -60,7 +60,7 @@ impl Worker {
         }
         let Batch { replies, held } = self.bayeux_batch(&batch);
         let Some((skey, connect, hold_ms)) = held else {
-            return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
+            return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
         // One connect held per client: an older one (on another connection) is superseded.
         if let Some(listener) = self.listener_of(skey) {
@@ -71,7 +71,7 @@ impl Worker {
             // first; still, a request is never left without its reply.
             let mut replies = replies;
             replies.push(bayeux::unknown_client(&connect));
-            return self.bayeux_respond(key, meta, &replies, callback.as_deref(), origin.as_deref());
+            return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
         let selectors = session.selectors().into_boxed_slice();
         let cursor = session.cursor();
@@ -221,7 +221,13 @@ impl Worker {
                 self.listener_gone(hold.session, key);
                 let mut replies = hold.replies;
                 replies.push(self.bayeux_connect_reply(hold.session, &hold.connect));
-                self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
+                self.bayeux_respond(
+                    key,
+                    parked.reply,
+                    &pieces(replies),
+                    hold.callback.as_deref(),
+                    hold.origin.as_deref(),
+                );
             }
             Phase::Duplex(duplex) => {
                 let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
@@ -273,12 +279,12 @@ impl Worker {
         let read = store.read(selectors, cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
         let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(skey) else {
             // The session went away while its connect was held (disconnect, expiry).
-            let mut replies = earlier.to_vec();
-            replies.push(bayeux::unknown_client(connect));
+            let mut replies = pieces(earlier.to_vec());
+            replies.push(Piece::Reply(bayeux::unknown_client(connect)));
             return Round::Replies(replies);
         };
-        let deliveries = session.deliveries(&self.scratch_msgs, store.epoch());
-        if deliveries.is_empty() && !force {
+        let events = session.delivery_events(&self.scratch_msgs, store.epoch());
+        if events.is_empty() && !force {
             return Round::Nothing { head: read.head };
         }
         let next = match self.scratch_msgs.last() {
@@ -288,9 +294,9 @@ impl Worker {
         session.set_cursor(next);
         let reply = session.connect_reply(connect, &self.bayeux_settings);
         session.touch(unix_ms());
-        let mut replies = earlier.to_vec();
-        replies.extend(deliveries);
-        replies.push(reply);
+        let mut replies = pieces(earlier.to_vec());
+        replies.extend(events.into_iter().map(Piece::Event));
+        replies.push(Piece::Reply(reply));
         self.renew_session(skey);
         self.count_deliveries();
         Round::Replies(replies)
@@ -362,7 +368,9 @@ impl Worker {
         let (Some(skey), Some((connect, deadline))) = (socket.session, socket.held.as_ref()) else { return };
         let force = force || Instant::now() >= *deadline;
         let (selectors, cursor, connect) = (duplex.selectors.clone(), duplex.cursor, connect.clone());
-        let Round::Replies(replies) = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force) else { return };
+        let Round::Replies(replies) = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force) else {
+            return;
+        };
         if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
             if let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
                 duplex.cursor = session.cursor();
@@ -373,20 +381,20 @@ impl Worker {
         }
         // The session listens again with its next connect; until then it may expire.
         self.listener_gone(skey, key);
-        self.ws_text(key, bayeux::encode_replies(&replies));
+        self.ws_text(key, bayeux::encode_pieces(&replies));
     }
 
     fn bayeux_respond(
         &mut self,
         key: usize,
         meta: ReplyMeta,
-        replies: &[Value],
+        replies: &[Piece],
         callback: Option<&str>,
         origin: Option<&str>,
     ) {
         let (body, content_type) = match callback {
-            Some(cb) => (bayeux::encode_jsonp(cb, replies), bayeux::CONTENT_TYPE_JSONP),
-            None => (bayeux::encode_replies(replies), bayeux::CONTENT_TYPE_JSON),
+            Some(cb) => (bayeux::encode_jsonp_pieces(cb, replies), bayeux::CONTENT_TYPE_JSONP),
+            None => (bayeux::encode_pieces(replies), bayeux::CONTENT_TYPE_JSON),
         };
         let mut headers = cors_headers(origin);
         headers.push(("Cache-Control", "no-store"));
@@ -427,7 +435,7 @@ struct Batch {
 
 /// The outcome of a connect round.
 enum Round {
-    Replies(Vec<Value>),
+    Replies(Vec<Piece>),
     /// Nothing to deliver yet; `head` is the store head the read saw.
     Nothing {
         head: u64,
@@ -439,6 +447,11 @@ enum Step {
     Reply(Value),
     /// Hold the connect up to this many milliseconds.
     Hold(u64),
+}
+
+/// Replies built for this request, as pieces of a reply array.
+fn pieces(replies: Vec<Value>) -> Vec<Piece> {
+    replies.into_iter().map(Piece::Reply).collect()
 }
 
 fn cors_headers(origin: Option<&str>) -> Vec<(&str, &str)> {
