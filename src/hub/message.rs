@@ -285,7 +285,7 @@ impl Message {
 
     /// Whether the content type names JSON: `application/json` or a `+json` structured syntax
     /// suffix (RFC 6839 section 3.1), compared case-insensitively (RFC 9110 section 8.3.1).
-    fn is_json(&self) -> bool {
+    pub fn is_json(&self) -> bool {
         let Some(ct) = self.content_type.as_deref() else {
             return false;
         };

@@ -443,7 +443,9 @@ fn subject_matches(subject: &str, topic: &str) -> bool {
 /// The fields a stored message's payload contributes to a data event (see `data_event`).
 fn payload_fields(msg: &Message, ev: &mut Event) {
     const STAMPED: [&str; 7] = ["p_event", "p_id", "p_subject", "p_sid", "p_label", "p_time", "p_seq"];
-    if msg.data_is_json() {
+    // One parse: a JSON content type and data that parses as an object (per subscriber, so no
+    // separate validation pass first).
+    if msg.is_json() {
         if let Ok(object) = serde_json::from_slice::<serde_json::Map<String, Value>>(&msg.data) {
             if object.len() <= MAX_FIELDS && object.keys().all(|k| valid_name(k)) {
                 for (name, value) in object.iter().filter(|(name, _)| !STAMPED.contains(&name.as_str())) {
