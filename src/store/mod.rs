@@ -69,6 +69,18 @@ pub struct ReadResult {
     pub truncated: bool,
 }
 
+impl ReadResult {
+    /// The cursor a reader continues from after a read `after` that returned `msgs`: the last
+    /// message when the read was truncated, else the head it was bounded by (never behind
+    /// `after`). This rule is what makes resuming lose and repeat nothing.
+    pub fn next_cursor(&self, after: u64, msgs: &[Arc<Message>]) -> u64 {
+        match msgs.last() {
+            Some(last) if self.truncated => last.seq,
+            _ => self.head.max(after),
+        }
+    }
+}
+
 /// Store occupancy and eviction counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {

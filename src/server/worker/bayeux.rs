@@ -287,10 +287,7 @@ impl Worker {
         if events.is_empty() && !force {
             return Round::Nothing { head: read.head };
         }
-        let next = match self.scratch_msgs.last() {
-            Some(last) if read.truncated => last.seq,
-            _ => read.head.max(cursor),
-        };
+        let next = read.next_cursor(cursor, &self.scratch_msgs);
         session.set_cursor(next);
         let reply = session.connect_reply(connect, &self.bayeux_settings);
         session.touch(unix_ms());

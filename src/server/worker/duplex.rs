@@ -350,10 +350,7 @@ impl Worker {
             self.scratch_msgs.clear();
             let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.scratch_msgs);
             let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
-            duplex.cursor = match self.scratch_msgs.last() {
-                Some(last) if read.truncated => last.seq,
-                _ => read.head.max(duplex.cursor),
-            };
+            duplex.cursor = read.next_cursor(duplex.cursor, &self.scratch_msgs);
             if let Some(gap) = gap {
                 self.duplex_reply(key, gap.json(self.shared.store.epoch()));
             }

@@ -790,10 +790,7 @@ impl Worker {
         if self.scratch_msgs.is_empty() && !gap && !force {
             return Answer::Nothing { head: read.head };
         }
-        let next = match self.scratch_msgs.last() {
-            Some(last) if read.truncated => last.seq,
-            _ => read.head.max(parked.cursor),
-        };
+        let next = read.next_cursor(parked.cursor, &self.scratch_msgs);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
         let mut parts = mem::take(&mut self.scratch_parts);
         parts.clear();
@@ -856,10 +853,7 @@ impl Worker {
         let resume = piggyback.since.resolve(store.epoch(), store.head());
         self.scratch_msgs.clear();
         let read = store.read(&piggyback.selectors, resume.after, self.shared.config.max_batch, &mut self.scratch_msgs);
-        let next = match self.scratch_msgs.last() {
-            Some(last) if read.truncated => last.seq,
-            _ => read.head.max(resume.after),
-        };
+        let next = read.next_cursor(resume.after, &self.scratch_msgs);
         let gap = resume.reset || (read.gap && piggyback.since != Since::All);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
         let mut parts = mem::take(&mut self.scratch_parts);

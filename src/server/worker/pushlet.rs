@@ -234,10 +234,7 @@ impl Worker {
             let read = store.read(&parked.selectors, next, limit, &mut self.scratch_msgs);
             gap |= read.gap;
             events.extend(self.scratch_msgs.iter().filter_map(|m| session.data_event(m)));
-            next = match self.scratch_msgs.last() {
-                Some(last) if read.truncated => last.seq,
-                _ => read.head.max(next),
-            };
+            next = read.next_cursor(next, &self.scratch_msgs);
             if events.len() >= limit || !read.truncated {
                 break read.head;
             }

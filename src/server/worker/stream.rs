@@ -163,10 +163,7 @@ impl Worker {
                     }
                 }
             }
-            stream.cursor = match self.scratch_msgs.last() {
-                Some(last) if read.truncated => last.seq,
-                _ => read.head.max(stream.cursor),
-            };
+            stream.cursor = read.next_cursor(stream.cursor, &self.scratch_msgs);
             push_chunk(&mut conn.out, &mut parts, stream.chunked);
             // A Pushlet stream never ends by itself (the original clients stop on an abort).
             let native = matches!(stream.framer, Framer::Native(_));
