@@ -212,13 +212,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match &mut conn.phase {
             Phase::Parked(parked) if matches!(parked.format, ParkedFormat::Bayeux(_)) => {
-                let Phase::Parked(parked) = std::mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
-                    return;
-                };
+                let phase = std::mem::replace(&mut conn.phase, Phase::Head { started: None });
+                self.retire_phase(key, &phase);
+                let Phase::Parked(parked) = phase else { return };
                 let ParkedFormat::Bayeux(hold) = parked.format else { return };
-                self.unwatch(key, &parked.selectors);
-                WorkerStats::sub(&self.stats().parked, 1);
-                self.listener_gone(hold.session, key);
                 let mut replies = hold.replies;
                 replies.push(self.bayeux_connect_reply(hold.session, &hold.connect));
                 self.bayeux_respond(

@@ -449,17 +449,15 @@ impl Worker {
     /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
     pub(super) fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = std::mem::replace(&mut conn.phase, Phase::Closing) else { return };
+        let phase = std::mem::replace(&mut conn.phase, Phase::Closing);
+        let Phase::Duplex(duplex) = &phase else {
+            conn.phase = phase;
+            return;
+        };
         if let DuplexFraming::WebSocket(_) = duplex.framing {
             conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
         }
-        if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
-            if let Some(session) = socket.session {
-                self.listener_gone(session, key);
-            }
-        }
-        self.unwatch(key, &duplex.selectors);
-        WorkerStats::sub(&self.stats().duplex, 1);
+        self.retire_phase(key, &phase);
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 

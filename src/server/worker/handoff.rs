@@ -40,9 +40,14 @@ impl Worker {
     fn transfer(&mut self, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
         // Undo what the connection registered here (subscriptions, gauges, a session's
         // listener) before its key is freed for reuse.
+        // Owners are always below the worker count; looked up first so a miss cannot strand a
+        // removed, still-counted connection.
+        if owner >= self.shared.peers.len() {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else { return };
         let phase = std::mem::replace(&mut conn.phase, Phase::Head { started: None });
-        self.retire_phase(key, phase);
+        self.retire_phase(key, &phase);
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         // The slot is free at once: a stale event for this token in the current batch can only
         // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
@@ -55,7 +60,7 @@ impl Worker {
         // responses stay in order.
         let handoff =
             Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
-        let Some(peer) = self.shared.peers.get(owner) else { return };
+        let peer = &self.shared.peers[owner];
         match peer.tx.try_send(vec![WorkerMsg::Handoff(Box::new(handoff))]) {
             Ok(()) => {
                 WorkerStats::add(&self.stats().handoffs_out, 1);

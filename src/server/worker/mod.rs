@@ -888,17 +888,11 @@ impl Worker {
         if !matches!(conn.phase, Phase::Parked(_)) {
             return;
         }
-        let Phase::Parked(mut parked) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
+        let Phase::Parked(parked) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
             return;
         };
-        if self.shutdown_deadline.is_some() {
-            parked.reply.keep_alive = false;
-        }
         match self.answer(key, &parked, force, false, true) {
-            Answer::Sent => {
-                self.unwatch(key, &parked.selectors);
-                WorkerStats::sub(&self.stats().parked, 1);
-            }
+            Answer::Sent => self.retire_phase(key, &Phase::Parked(parked)),
             Answer::Nothing { .. } => {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.phase = Phase::Parked(parked);
@@ -1112,7 +1106,7 @@ impl Worker {
             },
             _ => None,
         };
-        self.retire_phase(key, phase);
+        self.retire_phase(key, &phase);
         if let Some(session) = pushlet_stream {
             // A Pushlet stream whose client went away ends its session, as in the original
             // (a failed write ended the session).
@@ -1124,7 +1118,7 @@ impl Worker {
     /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
     /// gauge, and its place as its session's listener. Used when a connection closes and when
     /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
-    fn retire_phase(&mut self, key: usize, phase: Phase) {
+    pub(super) fn retire_phase(&mut self, key: usize, phase: &Phase) {
         if let Some(session) = phase.session() {
             self.listener_gone(session, key);
         }

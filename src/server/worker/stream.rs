@@ -224,17 +224,14 @@ impl Worker {
         if !matches!(conn.phase, Phase::Streaming(_)) {
             return;
         }
-        let Phase::Streaming(mut stream) = mem::replace(&mut conn.phase, Phase::Closing) else { return };
+        let phase = mem::replace(&mut conn.phase, Phase::Closing);
+        self.retire_phase(key, &phase);
+        let (Phase::Streaming(mut stream), Some(conn)) = (phase, self.conns.get_mut(key)) else { return };
         let ctx = &self.shared.stream_ctx;
         let mut parts = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
         push_chunk(&mut conn.out, &mut parts, stream.chunked);
         if stream.chunked {
             conn.out.push_static(http::LAST_CHUNK);
-        }
-        self.unwatch(key, &stream.selectors);
-        WorkerStats::sub(&self.stats().streaming, 1);
-        if let Framer::Pushlet { session, .. } = stream.framer {
-            self.listener_gone(session, key);
         }
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
