@@ -190,3 +190,33 @@ fn raw_tcp_speaks_nul_terminated_json() {
     let n = flash.read(&mut reply).expect("read");
     assert!(String::from_utf8_lossy(&reply[..n]).contains("<cross-domain-policy>"));
 }
+
+#[test]
+fn raw_tcp_replies_wait_for_a_slow_reader_and_resume_in_order() {
+    let server = TestServer::with(|c| c.raw_listen = Some("127.0.0.1:0".parse().expect("addr")));
+    let mut sock = TcpStream::connect(server.raw_addr.expect("raw listener")).expect("connect");
+    sock.set_read_timeout(Some(WAIT)).expect("timeout");
+    // Far more error replies than the server queues for one peer before it waits for reads.
+    const LINES: usize = 20_000;
+    let commands: String = (0..LINES).map(|i| format!("{{\"op\":\"nope\",\"id\":{i}}}\n")).collect();
+    sock.write_all(commands.as_bytes()).expect("write");
+    sock.write_all(b"{\"op\":\"subscribe\",\"topics\":[\"/slow\"],\"id\":\"last\"}\n").expect("write");
+    let mut buf: Vec<u8> = Vec::new();
+    let mut replies = Vec::with_capacity(LINES + 1);
+    while replies.len() <= LINES {
+        let mut chunk = [0u8; 65536];
+        let n = sock.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed after {} replies", replies.len());
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(len) = buf[start..].iter().position(|&b| b == 0) {
+            replies.push(serde_json::from_slice::<Value>(&buf[start..start + len]).expect("JSON before NUL"));
+            start += len + 1;
+        }
+        buf.drain(..start);
+    }
+    for (i, reply) in replies[..LINES].iter().enumerate() {
+        assert_eq!((reply["type"].as_str(), reply["id"].as_u64()), (Some("error"), Some(i as u64)), "reply {i}");
+    }
+    assert_eq!((replies[LINES]["op"].as_str(), replies[LINES]["id"].as_str()), (Some("subscribe"), Some("last")));
+}

@@ -165,7 +165,8 @@ pub enum DuplexFraming {
     /// RFC 6455 frames; client frames go through the decoder.
     WebSocket(Decoder),
     /// JSON commands ended by NUL or newline; messages ended by NUL (Flash XMLSocket style).
-    Raw,
+    /// `scanned`: how much of the unconsumed input is known to hold no terminator.
+    Raw { scanned: usize },
 }
 
 /// A suspended long-poll.

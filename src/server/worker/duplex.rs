@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{Worker, CLOSE_WRITE_TIMEOUT};
+use super::{Worker, CLOSE_WRITE_TIMEOUT, OUT_HIGH_WATER};
 use crate::http::Request;
 use crate::hub::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
@@ -24,7 +24,7 @@ use crate::transport::Control;
 
 /// Publishes one duplex connection may have waiting for the hub's acknowledgement.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
-/// Longest raw TCP command line beyond the message limit (the terminator).
+/// The bytes that end a raw TCP command line.
 const RAW_TERMINATORS: &[u8] = b"\0\n";
 /// The Flash socket policy request and its answer (a permissive policy: Halley's data is
 /// governed by its own publish rules, not by the policy file).
@@ -78,7 +78,7 @@ impl Worker {
 
     /// A connection accepted on the raw TCP listener.
     pub(super) fn start_raw(&mut self, key: usize) {
-        self.start_duplex(key, DuplexFraming::Raw, true, DuplexProtocol::Native);
+        self.start_duplex(key, DuplexFraming::Raw { scanned: 0 }, true, DuplexProtocol::Native);
     }
 
     /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
@@ -111,80 +111,112 @@ impl Worker {
         }
     }
 
-    /// Decodes and handles what the client sent, one frame or line at a time.
+    /// Decodes and handles what the client sent, one frame or line at a time, until the input
+    /// runs out or the replies waiting for the peer reach the high-water mark (`pump` comes
+    /// back once it reads). Consumed input is dropped from the buffer once, at the end: shifting
+    /// a large buffer of small lines after every line would be quadratic.
     pub(super) fn process_duplex(&mut self, key: usize) -> bool {
+        let mut consumed = 0;
         let mut progressed = false;
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else { return progressed };
-            let Phase::Duplex(duplex) = &mut conn.phase else { return progressed };
-            let Some(buf) = conn.inbuf.as_mut() else { return progressed };
-            if buf.is_empty() {
-                return progressed;
-            }
-            let step = match &mut duplex.framing {
-                DuplexFraming::WebSocket(decoder) => match decoder.decode(buf) {
-                    Ok((0, None)) => return progressed,
-                    Ok((used, event)) => {
-                        buf.drain(..used);
-                        event.map(Step::Ws)
-                    }
-                    Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
-                },
-                DuplexFraming::Raw => match buf.iter().position(|b| RAW_TERMINATORS.contains(b)) {
-                    Some(end) => {
-                        let line: Vec<u8> = buf.drain(..=end).take(end).collect();
-                        Some(Step::Line(line))
-                    }
-                    None if buf.len() > self.shared.config.ws_max_message => Some(Step::LineTooLong),
-                    None if buf.as_slice() == POLICY_REQUEST => {
-                        buf.clear();
-                        Some(Step::Policy)
-                    }
-                    None => return progressed,
-                },
-            };
+        while let Some(step) = self.next_duplex_step(key, &mut consumed) {
             progressed = true;
             match step {
-                None => {}
-                Some(Step::Ws(Event::Text(text))) => match self.conns.get(key).map(|c| &c.phase) {
+                Step::Fragment => {}
+                Step::Ws(Event::Text(text)) => match self.conns.get(key).map(|c| &c.phase) {
                     Some(Phase::Duplex(duplex)) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
+                        // The frame may hand the socket, with its unread input, to the session's
+                        // owner: that input must not include this frame.
+                        self.drop_input(key, std::mem::take(&mut consumed));
                         self.bayeux_frame(key, &text);
-                        // The socket may have been handed to the session's owner.
                         if !self.conns.contains(key) {
                             return true;
                         }
                     }
                     _ => self.duplex_command(key, text.as_bytes()),
                 },
-                Some(Step::Ws(Event::Binary(_))) => {
+                Step::Ws(Event::Binary(_)) => {
                     self.duplex_close(key, 1003, "binary messages are not supported; send JSON text");
-                    return true;
+                    break;
                 }
-                Some(Step::Ws(Event::Ping(payload))) => self.ws_frame(key, Opcode::Pong, &payload),
-                Some(Step::Ws(Event::Pong(_))) => {
+                Step::Ws(Event::Ping(payload)) => self.ws_frame(key, Opcode::Pong, &payload),
+                Step::Ws(Event::Pong(_)) => {
                     if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
                         duplex.awaiting_pong = false;
                     }
                 }
-                Some(Step::Ws(Event::Close { code, .. })) => {
+                Step::Ws(Event::Close { code, .. }) => {
                     // Echo the status code, as RFC 6455 §5.5.1 asks, then close.
                     self.duplex_close(key, code.unwrap_or(1000), "");
-                    return true;
+                    break;
                 }
-                Some(Step::WsError(code, reason)) => {
+                Step::WsError(code, reason) => {
                     self.duplex_close(key, code, reason);
-                    return true;
+                    break;
                 }
-                Some(Step::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
-                Some(Step::Line(line)) if line.as_slice() == POLICY_REQUEST => self.raw_policy(key),
-                Some(Step::Line(line)) => self.duplex_command(key, &line),
-                Some(Step::Policy) => self.raw_policy(key),
-                Some(Step::LineTooLong) => {
+                Step::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+                Step::Line(line) if line.as_slice() == POLICY_REQUEST => self.raw_policy(key),
+                Step::Line(line) => self.duplex_command(key, &line),
+                Step::Policy => self.raw_policy(key),
+                Step::LineTooLong => {
                     self.duplex_reply(key, commands::error(None, "command too long"));
                     self.duplex_close(key, 1009, "command too long");
-                    return true;
+                    break;
                 }
             }
+        }
+        self.drop_input(key, consumed);
+        progressed
+    }
+
+    /// The next frame or line in the input after `consumed` bytes (advanced past it), or `None`
+    /// when there is no complete one yet or the peer must first read what it was sent.
+    fn next_duplex_step(&mut self, key: usize, consumed: &mut usize) -> Option<Step> {
+        let max_line = self.shared.config.ws_max_message;
+        let conn = self.conns.get_mut(key)?;
+        if conn.out.len() >= OUT_HIGH_WATER {
+            return None;
+        }
+        let Phase::Duplex(duplex) = &mut conn.phase else { return None };
+        let input = conn.inbuf.as_deref()?.get(*consumed..).filter(|input| !input.is_empty())?;
+        match &mut duplex.framing {
+            DuplexFraming::WebSocket(decoder) => match decoder.decode(input) {
+                Ok((0, None)) => None,
+                Ok((used, event)) => {
+                    *consumed += used;
+                    Some(event.map_or(Step::Fragment, Step::Ws))
+                }
+                Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
+            },
+            DuplexFraming::Raw { scanned } => {
+                // Resume the search where the last read left it: a long line arriving in small
+                // pieces is scanned once, not once per piece.
+                let from = (*scanned).min(input.len());
+                match input[from..].iter().position(|b| RAW_TERMINATORS.contains(b)) {
+                    Some(at) => {
+                        let end = from + at;
+                        *scanned = 0;
+                        *consumed += end + 1;
+                        Some(Step::Line(input[..end].to_vec()))
+                    }
+                    None if input.len() > max_line => Some(Step::LineTooLong),
+                    None if input == POLICY_REQUEST => {
+                        *scanned = 0;
+                        *consumed += input.len();
+                        Some(Step::Policy)
+                    }
+                    None => {
+                        *scanned = input.len();
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the first `n` bytes of the connection's input.
+    fn drop_input(&mut self, key: usize, n: usize) {
+        if let Some(buf) = self.conns.get_mut(key).and_then(|c| c.inbuf.as_mut()) {
+            buf.drain(..n.min(buf.len()));
         }
     }
 
@@ -377,7 +409,7 @@ impl Worker {
                 websocket::encode_frame(&mut frame, Opcode::Text, m.json(epoch));
                 Bytes::from(frame)
             }),
-            DuplexFraming::Raw => msg.encoded(Wire::RawTcp, |m| {
+            DuplexFraming::Raw { .. } => msg.encoded(Wire::RawTcp, |m| {
                 let mut out = m.json(epoch).to_vec();
                 out.push(0);
                 Bytes::from(out)
@@ -392,7 +424,7 @@ impl Worker {
         let Phase::Duplex(duplex) = &conn.phase else { return };
         match duplex.framing {
             DuplexFraming::WebSocket(_) => self.ws_frame(key, Opcode::Text, json.as_bytes()),
-            DuplexFraming::Raw => {
+            DuplexFraming::Raw { .. } => {
                 let mut line = json.into_bytes();
                 line.push(0);
                 conn.out.push(Bytes::from(line));
@@ -426,7 +458,7 @@ impl Worker {
                 duplex.awaiting_pong = true;
                 self.ws_frame(key, Opcode::Ping, b"");
             }
-            DuplexFraming::Raw => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
+            DuplexFraming::Raw { .. } => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
         }
         // A peer that stopped reading is also found here, not only when a message comes;
         // a Bayeux connect whose hold is over is answered.
@@ -479,6 +511,8 @@ impl Worker {
 
 /// One thing read from a duplex connection.
 enum Step {
+    /// A non-final fragment was buffered by the decoder.
+    Fragment,
     Ws(Event),
     WsError(u16, &'static str),
     Line(Vec<u8>),
