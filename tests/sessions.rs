@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use util::ws::Ws;
+use util::ws::{Frame, Ws};
 use util::{publish, Client, StreamClient, TestServer};
 
 fn handshake_ws(ws: &mut Ws) -> String {
@@ -134,4 +134,28 @@ fn a_socket_handed_to_another_worker_leaves_nothing_behind() {
     assert!(server.worker_total("handoffs_in") > 0);
     // Neither session is listened for any more, so both expire: nothing leaked.
     server.wait_for("sessions", 0);
+}
+
+#[test]
+fn held_bayeux_connects_on_a_socket_end_without_an_early_heartbeat() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.heartbeat_interval = Duration::from_secs(60);
+        c.bayeux_timeout = Duration::from_millis(100);
+    });
+    let mut ws = Ws::connect(server.addr, "/cometd");
+    let client_id = handshake_ws(&mut ws);
+    // Each held connect ends at its deadline, long before a heartbeat is due: the reply is the
+    // next frame, with no ping ahead of it (this client never answers one).
+    for round in 0..4 {
+        let id = format!("c{round}");
+        ws.send_json(json!([{"id":id,"channel":"/meta/connect","connectionType":"websocket","clientId":client_id}]));
+        match ws.frame() {
+            Some(Frame::Text(text)) => {
+                let reply: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!((&reply[0]["id"], &reply[0]["successful"]), (&json!(id), &json!(true)), "{text}");
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
 }

@@ -451,14 +451,17 @@ impl Worker {
         let interval = self.shared.config.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Duplex(duplex) = &mut conn.phase else { return };
-        duplex.next_heartbeat = now + interval;
-        match duplex.framing {
-            DuplexFraming::WebSocket(_) if duplex.awaiting_pong => return self.close(key),
-            DuplexFraming::WebSocket(_) => {
-                duplex.awaiting_pong = true;
-                self.ws_frame(key, Opcode::Ping, b"");
+        // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
+        if now >= duplex.next_heartbeat {
+            duplex.next_heartbeat = now + interval;
+            match duplex.framing {
+                DuplexFraming::WebSocket(_) if duplex.awaiting_pong => return self.close(key),
+                DuplexFraming::WebSocket(_) => {
+                    duplex.awaiting_pong = true;
+                    self.ws_frame(key, Opcode::Ping, b"");
+                }
+                DuplexFraming::Raw { .. } => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
             }
-            DuplexFraming::Raw { .. } => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
         }
         // A peer that stopped reading is also found here, not only when a message comes;
         // a Bayeux connect whose hold is over is answered.
