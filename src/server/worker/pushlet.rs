@@ -225,9 +225,10 @@ impl Worker {
         // The selectors also match messages that are not for this session (other sessions'
         // unicasts under a `/` subscription), so the bound counts this session's events, and
         // reading goes on past a truncated read that held none of them: the cursor may only
-        // move over messages that were looked at.
+        // move over messages that were looked at. A wake-up that found nothing for the session
+        // moved its cursor; the next one reads on from there, not from where the listen parked.
         let mut events: Vec<Event> = Vec::new();
-        let mut next = parked.cursor;
+        let mut next = parked.cursor.max(session.cursor());
         let mut gap = false;
         let head = loop {
             self.scratch_msgs.clear();
@@ -240,12 +241,11 @@ impl Worker {
             }
         };
         let overflow = events.len() >= limit;
+        session.set_cursor(next);
         if events.is_empty() && !gap && !force {
             // Nothing for this session (maybe another session's unicast); keep waiting.
-            session.set_cursor(next);
             return Answer::Nothing { head };
         }
-        session.set_cursor(next);
         let (id, mode) = (session.id().to_owned(), session.mode());
         let mut writer = Writer::new(hold.format);
         let now = unix_secs();
