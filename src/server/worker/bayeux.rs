@@ -357,21 +357,24 @@ impl Worker {
 
     /// Answers the socket's held connect if there is anything to deliver (or `force`).
     pub(super) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
-        let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) else { return };
-        let DuplexProtocol::Bayeux(socket) = &duplex.protocol else { return };
-        let (Some(skey), Some((connect, deadline))) = (socket.session, socket.held.as_ref()) else { return };
-        let force = force || Instant::now() >= *deadline;
-        let (selectors, cursor, connect) = (duplex.selectors.clone(), duplex.cursor, connect.clone());
-        let Round::Replies(replies) = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force) else {
+        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
+        let Some(skey) = socket.session else { return };
+        // The held connect and the selectors are lent to the round, not copied: this runs on
+        // every wake-up of the socket, most of which find nothing to send.
+        let Some((connect, deadline)) = socket.held.take() else { return };
+        let (selectors, cursor) = (std::mem::take(&mut duplex.selectors), duplex.cursor);
+        let force = force || Instant::now() >= deadline;
+        let round = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force);
+        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        duplex.selectors = selectors;
+        let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
+        let Round::Replies(replies) = round else {
+            socket.held = Some((connect, deadline));
             return;
         };
-        if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
-            if let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
-                duplex.cursor = session.cursor();
-            }
-            if let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol {
-                socket.held = None;
-            }
+        if let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
+            duplex.cursor = session.cursor();
         }
         // The session listens again with its next connect; until then it may expire.
         self.listener_gone(skey, key);
