@@ -16,11 +16,10 @@ use serde_json::Value;
 use super::sessions::{SessionEntry, SessionState};
 use super::{Answer, Timer, Worker};
 use crate::http::Request;
-use crate::hub::{HubCmd, PublishReq};
+use crate::hub::PublishReq;
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta};
 use crate::server::session_id;
-use crate::server::stats::WorkerStats;
 
 /// Headers a browser may send with a cross-origin Bayeux request (the CometD set).
 const CORS_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
@@ -133,20 +132,19 @@ impl Worker {
                 Some(Step::Reply(reply))
             }
             Outcome::Publish { reply, topic, data } => {
-                let cmd = HubCmd::Publish(PublishReq {
+                let req = PublishReq {
                     topic: topic.into(),
                     event: None,
                     content_type: Some(bayeux::PUBLISH_CONTENT_TYPE.into()),
                     data,
                     reply: None,
-                });
-                if self.shared.hub.len() >= super::HUB_PUBLISH_HIGH_WATER || self.shared.hub.try_send(cmd).is_err() {
+                };
+                if self.send_publish(req).is_err() {
                     let mut refusal = reply;
                     refusal["successful"] = Value::Bool(false);
                     refusal["error"] = Value::from(bayeux::error_text(503, &[], "Server busy, retry later"));
                     return Some(Step::Reply(refusal));
                 }
-                WorkerStats::add(&self.stats().published, 1);
                 Some(Step::Reply(reply))
             }
         }

@@ -629,22 +629,28 @@ impl Worker {
     /// connection `key`. Refused (with the reason) when the hub's queue is near full, so
     /// control messages always find room in it.
     fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, &'static str> {
-        const BUSY: &str = "server busy: publish queue full, retry later";
-        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return Err(BUSY);
-        }
-        self.next_tag += 1;
-        let tag = self.next_tag;
-        let cmd = HubCmd::Publish(PublishReq {
+        let tag = self.next_tag + 1;
+        self.send_publish(PublishReq {
             topic: publish.topic.into(),
             event: publish.event,
             content_type: publish.content_type,
             data: publish.data,
             reply: Some(ReplyTo { worker: self.id, token: key, tag }),
-        });
-        self.shared.hub.try_send(cmd).map_err(|_| BUSY)?;
-        WorkerStats::add(&self.stats().published, 1);
+        })?;
+        self.next_tag = tag;
         Ok(tag)
+    }
+
+    /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
+    /// the hub's queue is near full, so control messages always find room in it.
+    fn send_publish(&mut self, req: PublishReq) -> Result<(), &'static str> {
+        const BUSY: &str = "server busy: publish queue full, retry later";
+        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
+            return Err(BUSY);
+        }
+        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| BUSY)?;
+        WorkerStats::add(&self.stats().published, 1);
+        Ok(())
     }
 
     fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {

@@ -14,11 +14,10 @@ use super::sessions::{SessionEntry, SessionState};
 use super::stream::{unix_secs, StreamSpec};
 use super::{Answer, Worker};
 use crate::http::Request;
-use crate::hub::{HubCmd, PublishReq};
+use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Event, Format, Mode, Step, Writer};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
 use crate::server::session_id;
-use crate::server::stats::WorkerStats;
 
 /// Headers on every Pushlet reply (the original server's no-cache set).
 const NO_CACHE: &[(&str, &str)] = &[
@@ -117,17 +116,16 @@ impl Worker {
         event: Option<Box<str>>,
     ) -> Vec<Event> {
         for topic in topics {
-            let cmd = HubCmd::Publish(PublishReq {
+            let req = PublishReq {
                 topic: topic.into(),
                 event: event.clone(),
                 content_type: Some(pushlet::PUBLISH_CONTENT_TYPE.into()),
                 data: body.clone(),
                 reply: None,
-            });
-            if self.shared.hub.len() >= super::HUB_PUBLISH_HIGH_WATER || self.shared.hub.try_send(cmd).is_err() {
-                return vec![pushlet::nack("server busy: publish queue full, retry later")];
+            };
+            if let Err(reason) = self.send_publish(req) {
+                return vec![pushlet::nack(reason)];
             }
-            WorkerStats::add(&self.stats().published, 1);
         }
         reply
     }
