@@ -7,6 +7,7 @@
 //! XMLSocket clients expect. Each message's frame is encoded once per wire format and shared.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -46,8 +47,7 @@ impl Worker {
         if !self.upgrade(key, meta, req) {
             return;
         }
-        let max = self.shared.config.ws_max_message;
-        let framing = DuplexFraming::WebSocket(websocket::Decoder::new(max, max));
+        let framing = self.ws_framing();
         let may_publish = self.origin_may_publish(req);
         self.start_duplex(key, framing, may_publish, DuplexProtocol::Native);
         if !selectors.is_empty() {
@@ -83,10 +83,15 @@ impl Worker {
 
     /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
     pub(super) fn start_bayeux_socket(&mut self, key: usize) {
-        let max = self.shared.config.ws_max_message;
-        let framing = DuplexFraming::WebSocket(websocket::Decoder::new(max, max));
+        let framing = self.ws_framing();
         // Bayeux publishes follow the client-publish policy; CORS does not apply to sockets.
         self.start_duplex(key, framing, true, DuplexProtocol::Bayeux(Box::default()));
+    }
+
+    /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
+    fn ws_framing(&self) -> DuplexFraming {
+        let max = self.shared.config.ws_max_message;
+        DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
     }
 
     fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
@@ -243,8 +248,8 @@ impl Worker {
     /// `since` are sent first (the backfill), then everything flows from the one cursor.
     fn duplex_subscribe(&mut self, key: usize, selectors: Vec<Selector>, since: Since, id: Option<&RawValue>) {
         let store = &self.shared.store;
-        let resume = since.resolve(store.epoch(), store.head());
         let head = store.head();
+        let resume = since.resolve(store.epoch(), head);
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Duplex(duplex) = &mut conn.phase else { return };
         let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
@@ -284,10 +289,7 @@ impl Worker {
             let read = self.shared.store.read(selectors, after, max_batch, &mut self.scratch_msgs);
             self.scratch_msgs.retain(|m| m.seq <= upto);
             let msgs = std::mem::take(&mut self.scratch_msgs);
-            for msg in &msgs {
-                self.duplex_message(key, msg);
-            }
-            self.count_messages(&msgs);
+            self.duplex_messages(key, &msgs);
             let last = msgs.last().map(|m| m.seq);
             self.scratch_msgs = msgs;
             match last {
@@ -387,10 +389,7 @@ impl Worker {
                 self.duplex_reply(key, gap.json(self.shared.store.epoch()));
             }
             let msgs = std::mem::take(&mut self.scratch_msgs);
-            for msg in &msgs {
-                self.duplex_message(key, msg);
-            }
-            self.count_messages(&msgs);
+            self.duplex_messages(key, &msgs);
             self.scratch_msgs = msgs;
             if !read.truncated {
                 return;
@@ -398,24 +397,28 @@ impl Worker {
         }
     }
 
-    /// Queues one message in the connection's framing, encoded once per format.
-    fn duplex_message(&mut self, key: usize, msg: &Message) {
+    /// Queues `msgs` in the connection's framing (each encoded once per message and shared by
+    /// every subscriber using that framing) and counts them delivered.
+    fn duplex_messages(&mut self, key: usize, msgs: &[Arc<Message>]) {
+        self.count_messages(msgs);
         let epoch = self.shared.store.epoch();
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Duplex(duplex) = &conn.phase else { return };
-        let frame = match duplex.framing {
-            DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
-                let mut frame = Vec::new();
-                websocket::encode_frame(&mut frame, Opcode::Text, m.json(epoch));
-                Bytes::from(frame)
-            }),
-            DuplexFraming::Raw { .. } => msg.encoded(Wire::RawTcp, |m| {
-                let mut out = m.json(epoch).to_vec();
-                out.push(0);
-                Bytes::from(out)
-            }),
-        };
-        conn.out.push(frame.clone());
+        for msg in msgs {
+            let frame = match duplex.framing {
+                DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
+                    let mut frame = Vec::new();
+                    websocket::encode_frame(&mut frame, Opcode::Text, m.json(epoch));
+                    Bytes::from(frame)
+                }),
+                DuplexFraming::Raw { .. } => msg.encoded(Wire::RawTcp, |m| {
+                    let mut out = m.json(epoch).to_vec();
+                    out.push(0);
+                    Bytes::from(out)
+                }),
+            };
+            conn.out.push(frame.clone());
+        }
     }
 
     /// Queues a reply (acknowledgement, error, control) in the connection's framing.
