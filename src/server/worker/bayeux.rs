@@ -51,11 +51,9 @@ impl Worker {
             Err(e) => return self.respond_error(key, meta, e.status, &e.reason, &cors_headers(origin.as_deref())),
         };
         // The session the batch is about; one owned by another worker takes the connection.
-        let client = batch.iter().find_map(|m| m.client_id.as_deref()).map(Box::<str>::from);
-        if let Some(owner) = client.as_deref().and_then(|id| session_id::owner(id, self.shared.config.workers)) {
-            if owner != self.id {
-                return self.hand_off(key, owner, req, body, meta);
-            }
+        let client = batch.iter().find_map(|m| m.client_id.as_deref());
+        if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
+            return self.hand_off(key, owner, req, body, meta);
         }
         let Batch { replies, held } = self.bayeux_batch(&batch);
         let Some((skey, connect, hold_ms)) = held else {
@@ -316,10 +314,8 @@ impl Worker {
             }
         };
         let client = batch.iter().find_map(|m| m.client_id.as_deref());
-        if let Some(owner) = client.and_then(|id| session_id::owner(id, self.shared.config.workers)) {
-            if owner != self.id {
-                return self.hand_off_socket(key, owner, text.to_owned());
-            }
+        if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
+            return self.hand_off_socket(key, owner, text.to_owned());
         }
         let Batch { replies, held } = self.bayeux_batch(&batch);
         if !replies.is_empty() {

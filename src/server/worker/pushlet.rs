@@ -44,10 +44,8 @@ impl Worker {
             }
         } else {
             let id = preq.id.as_deref().unwrap_or("");
-            if let Some(owner) = session_id::owner(id, self.shared.config.workers) {
-                if owner != self.id {
-                    return self.hand_off(key, owner, req, body, meta);
-                }
+            if let Some(owner) = self.foreign_owner(id) {
+                return self.hand_off(key, owner, req, body, meta);
             }
             match self.sessions.key_of(id) {
                 Some(skey) => skey,

@@ -12,6 +12,7 @@ use slab::Slab;
 use super::{Timer, Worker};
 use crate::hub::Selector;
 use crate::server::conn::Phase;
+use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 use crate::server::timer::TimerKey;
 use crate::transport::Control;
@@ -111,6 +112,12 @@ impl Worker {
             WorkerStats::sub(&self.stats().sessions, 1);
             self.shared.sessions.fetch_sub(1, Relaxed);
         }
+    }
+
+    /// The worker owning session `id` (by the id's prefix) when that is not this one: the
+    /// request goes there.
+    pub(super) fn foreign_owner(&self, id: &str) -> Option<usize> {
+        session_id::owner(id, self.shared.config.workers).filter(|&owner| owner != self.id)
     }
 
     /// Answers the session's listening connection now (a held connect, a parked refresh, an
