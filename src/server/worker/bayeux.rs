@@ -8,7 +8,7 @@
 //! its reply (the batch's other replies, then the events, then the connect reply) is built
 //! when a message arrives, at its hold time, or at shutdown.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::sessions::{SessionEntry, SessionState};
 use super::{Answer, Timer, Worker};
 use crate::http::Request;
-use crate::hub::PublishReq;
+use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta};
 use crate::server::session_id;
@@ -82,7 +82,7 @@ impl Worker {
             Ok(id) => id,
             Err(_) => return bayeux::handshake_error(msg, &bayeux::error_text(500, &[], "Cannot make a client id")),
         };
-        match bayeux::Session::new(id.clone(), msg, &self.bayeux_settings, unix_ms()) {
+        match bayeux::Session::new(id.clone(), msg, &self.bayeux_settings, system_clock_ms()) {
             Err(reply) => reply,
             Ok((mut session, reply)) => {
                 // A new client hears what is published from now on.
@@ -112,7 +112,7 @@ impl Worker {
         let SessionState::Bayeux(session) = &mut entry.state else {
             return Some(Step::Reply(bayeux::unknown_client(msg)));
         };
-        session.touch(unix_ms());
+        session.touch(system_clock_ms());
         match session.handle(msg, &self.bayeux_settings) {
             Outcome::Reply(reply) => Some(Step::Reply(reply)),
             Outcome::Connect { hold_ms } => Some(Step::Hold(hold_ms)),
@@ -283,7 +283,7 @@ impl Worker {
         let next = read.next_cursor(cursor, &self.scratch_msgs);
         session.set_cursor(next);
         let reply = session.connect_reply(connect, &self.bayeux_settings);
-        session.touch(unix_ms());
+        session.touch(system_clock_ms());
         let mut replies = pieces(earlier.to_vec());
         replies.extend(events.into_iter().map(Piece::Event));
         replies.push(Piece::Reply(reply));
@@ -405,7 +405,7 @@ impl Worker {
 
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
     pub(super) fn bayeux_expiry(&mut self, skey: usize) {
-        let now = unix_ms();
+        let now = system_clock_ms();
         let listening = self.listener_of(skey).is_some();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
         let SessionState::Bayeux(session) = &entry.state else { return };
@@ -454,8 +454,4 @@ fn cors_headers(origin: Option<&str>) -> Vec<(&str, &str)> {
         ],
         None => Vec::new(),
     }
-}
-
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -319,7 +319,7 @@ impl Worker {
         if !duplex.may_publish {
             return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
         }
-        if !(self.client_publish)(&publish.topic) {
+        if !(self.bayeux_settings.may_publish)(&publish.topic) {
             let reason = "clients may not publish to this topic (--client-publish)";
             return self.duplex_reply(key, commands::error(id.as_deref(), reason));
         }

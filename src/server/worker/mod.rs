@@ -108,10 +108,9 @@ pub(crate) struct Worker {
     /// One reply shared by every subscriber woken in this turn with the same subscription and
     /// cursor (the broadcast case): one history read and one encoding instead of one each.
     reply_cache: Option<CachedReply>,
-    /// Bayeux timing advice and the client-publish policy.
+    /// Bayeux timing advice and the client-publish policy (`--client-publish`), which
+    /// Pushlet, WebSocket and raw TCP publishes follow too.
     bayeux_settings: crate::protocol::bayeux::Settings,
-    /// Which topics clients of Pushlet and WebSocket may publish to (`--client-publish`).
-    client_publish: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// The Pushlet and Bayeux sessions this worker owns.
     sessions: sessions::Sessions,
     /// True while resuming the subscribers of one hub turn (the only time the cache is used).
@@ -163,7 +162,6 @@ impl Worker {
             hub_backlog: VecDeque::new(),
             reply_cache: None,
             bayeux_settings: bayeux_settings(&shared.config),
-            client_publish: client_publish_policy(&shared.config),
             sessions: sessions::Sessions::default(),
             caching: false,
             scratch_msgs: Vec::new(),
@@ -1387,7 +1385,7 @@ fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::S
 
 /// The client-publish policy (`--client-publish`): a topic may be published by a client when
 /// one of the configured patterns matches it.
-pub(super) fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
+fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
     let allowed: Vec<Selector> = config.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
     Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
 }

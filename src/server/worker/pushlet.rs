@@ -57,7 +57,7 @@ impl Worker {
         };
         self.renew_session(skey);
         let head = self.shared.store.head();
-        let policy = &self.client_publish;
+        let policy = &self.bayeux_settings.may_publish;
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(skey) else {
             return;
         };

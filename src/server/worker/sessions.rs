@@ -186,7 +186,7 @@ impl Worker {
         entry.listener = None;
         if let SessionState::Bayeux(session) = &mut entry.state {
             // A Bayeux session expires `maxInterval` after its last connect ended.
-            session.connect_ended(super::bayeux::unix_ms());
+            session.connect_ended(crate::hub::system_clock_ms());
             self.renew_session(skey);
         }
     }
