@@ -871,13 +871,13 @@ impl Worker {
     }
 
     /// The `Access-Control-Allow-Origin` value for a CORS decision.
-    fn cors_value(&self, cors: Cors) -> Option<String> {
+    fn cors_value(&self, cors: Cors) -> Option<&str> {
         let config = &self.shared.config;
         match cors {
             Cors::None => None,
-            Cors::Any => Some("*".to_owned()),
-            Cors::Read(i) => config.cors_origins.get(usize::from(i)).cloned(),
-            Cors::Publish(i) => config.cors_publish_origins.get(usize::from(i)).cloned(),
+            Cors::Any => Some("*"),
+            Cors::Read(i) => config.cors_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Publish(i) => config.cors_publish_origins.get(usize::from(i)).map(String::as_str),
         }
     }
 
@@ -965,9 +965,8 @@ impl Worker {
         headers: &[(&str, &str)],
         body: Bytes,
     ) {
-        let mut parts = vec![body];
-        let len = parts[0].len();
-        self.respond_parts(key, meta, status, content_type, headers, &mut parts, len);
+        let head = self.response_head(meta, status, content_type, headers, body.len());
+        self.queue_response(key, meta, head, std::iter::once(body));
     }
 
     fn respond_error(&mut self, key: usize, meta: ReplyMeta, status: u16, reason: &str, headers: &[(&str, &str)]) {
@@ -1010,7 +1009,7 @@ impl Worker {
             all.push(("Content-Type", content_type));
         }
         all.extend_from_slice(headers);
-        if let Some(origin) = &origin {
+        if let Some(origin) = origin {
             all.push(("Access-Control-Allow-Origin", origin));
             if origin != "*" {
                 all.push(("Vary", "Origin"));

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::sessions::SessionState;
 use super::{Worker, CLOSE_WRITE_TIMEOUT};
-use crate::http::{self, Framing, Version};
+use crate::http::{self, Framing};
 use crate::hub::{Message, Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, OutQueue, Phase, ReplyMeta, Streaming};
@@ -68,17 +68,17 @@ impl Worker {
         cursor: u64,
         show_gap: bool,
     ) {
-        let chunked = meta.version == Version::Http11;
+        let framing = Framing::streaming(meta.version);
+        let chunked = framing == Framing::Chunked;
         let cors_origin = self.cors_value(meta.cors);
         let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
         headers.extend_from_slice(spec.extra_headers);
         // Tells nginx-style proxies not to buffer the stream.
         headers.push(("X-Accel-Buffering", "no"));
         headers.push(("X-Content-Type-Options", "nosniff"));
-        if let Some(origin) = &cors_origin {
+        if let Some(origin) = cors_origin {
             headers.push(("Access-Control-Allow-Origin", origin));
         }
-        let framing = if chunked { Framing::Chunked } else { Framing::CloseDelimited };
         let mut head = Vec::with_capacity(256);
         // The stream ends the connection (a clean end, an overflow, or the client leaving).
         http::write_head(&mut head, 200, meta.version, self.date.value(), &headers, framing, false);
