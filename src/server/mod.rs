@@ -86,7 +86,6 @@ pub struct Server {
     addr: SocketAddr,
     raw_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    wakers: Vec<Arc<Waker>>,
     workers: Vec<JoinHandle<()>>,
     hub: Option<HubHandle>,
 }
@@ -118,14 +117,12 @@ pub fn start(config: Config) -> io::Result<Server> {
     let mut links = Vec::with_capacity(n);
     let mut peers = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
-    let mut wakers = Vec::with_capacity(n);
     for _ in 0..n {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(WORKER_CHANNEL_BATCHES);
         peers.push(WorkerLink { tx: tx.clone(), waker: Arc::clone(&waker) });
-        links.push(WorkerLink { tx, waker: Arc::clone(&waker) });
-        wakers.push(waker);
+        links.push(WorkerLink { tx, waker });
         receivers.push(rx);
         polls.push(poll);
     }
@@ -171,7 +168,7 @@ pub fn start(config: Config) -> io::Result<Server> {
     if let Some(raw) = raw_addr {
         info!("halley raw TCP listener on {raw}");
     }
-    Ok(Server { addr, raw_addr, shared, wakers, workers, hub: Some(hub) })
+    Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub) })
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -212,8 +209,8 @@ impl Server {
     /// let requests in progress finish, and exit by the shutdown deadline; then the hub stops.
     pub fn shutdown(mut self) {
         self.shared.shutdown.store(true, SeqCst);
-        for waker in &self.wakers {
-            let _ = waker.wake();
+        for peer in &self.shared.peers {
+            let _ = peer.waker.wake();
         }
         for handle in self.workers.drain(..) {
             let _ = handle.join();

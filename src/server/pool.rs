@@ -46,6 +46,7 @@ impl BufPool {
     }
 
     /// Number of idle buffers currently held.
+    #[cfg(test)]
     pub fn pooled(&self) -> usize {
         self.free.len()
     }

@@ -7,7 +7,7 @@
 //! or at shutdown; in each case the answer is read from topic history by the request's cursor,
 //! so a wake-up can never lose or repeat a message.
 //!
-//! Tokens: `WAKER` and `LISTENER` are reserved; a connection's token is its slab key plus
+//! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its slab key plus
 //! `FIRST_CONN`. A closed connection's slot is freed only after the current event batch, so a
 //! stale event for it cannot reach a new connection that reused the key.
 
@@ -57,7 +57,7 @@ const READ_BUF: usize = 4096;
 /// Read buffers kept in the pool, at most.
 const POOLED_BUFS: usize = 1024;
 /// While a connection has more than this many bytes of unwritten output, its pipelined
-/// requests wait (the producer stops; see STYLE 10).
+/// requests and duplex commands wait until the peer reads (the producer stops).
 const OUT_HIGH_WATER: usize = 256 * 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
