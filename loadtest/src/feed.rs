@@ -103,6 +103,8 @@ pub enum FeedError {
     BadBody,
     /// An event-stream line longer than [`MAX_SSE_LINE_BYTES`].
     LineTooLong,
+    /// An event whose `data:` lines add up to more than [`MAX_SSE_LINE_BYTES`].
+    EventTooLong,
     /// The server said no: an unexpected status, a Pushlet `nack`, an unsuccessful Bayeux reply.
     Refused(String),
 }
@@ -112,6 +114,7 @@ impl fmt::Display for FeedError {
         match self {
             FeedError::BadBody => f.write_str("long-poll body is not the expected JSON"),
             FeedError::LineTooLong => f.write_str("event-stream line too long"),
+            FeedError::EventTooLong => f.write_str("event-stream event too long"),
             FeedError::Refused(why) => write!(f, "refused: {why}"),
         }
     }
@@ -387,6 +390,9 @@ impl SseParser {
             };
             match field {
                 b"data" => {
+                    if self.data.len() + value.len() >= MAX_SSE_LINE_BYTES {
+                        return Err(FeedError::EventTooLong);
+                    }
                     if self.has_data {
                         self.data.push(b'\n');
                     }
@@ -572,6 +578,18 @@ pub(crate) mod tests {
         let mut s = LineSplitter::default();
         let long = vec![b'x'; MAX_SSE_LINE_BYTES + 1];
         assert_eq!(s.feed(&long, |_| {}), Err(FeedError::LineTooLong));
+    }
+
+    #[test]
+    fn sse_event_data_is_bounded_across_lines() {
+        let mut s = SseParser::default();
+        let line = [b"data: ".as_slice(), &vec![b'x'; MAX_SSE_LINE_BYTES / 4], b"\n"].concat();
+        let mut events = 0;
+        for _ in 0..3 {
+            s.feed(&line, |_| events += 1).expect("under the bound");
+        }
+        assert_eq!(s.feed(&line, |_| events += 1), Err(FeedError::EventTooLong));
+        assert_eq!(events, 0);
     }
 
     #[test]
