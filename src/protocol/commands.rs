@@ -126,12 +126,8 @@ impl CommandError {
     fn new(id: Option<Box<RawValue>>, reason: impl Into<Cow<'static, str>>) -> CommandError {
         let mut reason = reason.into();
         if reason.len() > MAX_REASON_LEN {
-            let mut cut = MAX_REASON_LEN - '\u{2026}'.len_utf8();
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
             let mut short = String::with_capacity(MAX_REASON_LEN);
-            short.push_str(reason.get(..cut).unwrap_or(""));
+            short.push_str(crate::prefix_within(&reason, MAX_REASON_LEN - '\u{2026}'.len_utf8()));
             short.push('\u{2026}');
             reason = short.into();
         }

@@ -66,13 +66,8 @@ impl BayeuxError {
     /// A 400 with `reason` cut to [`MAX_REASON_LEN`] bytes at a character boundary.
     pub(crate) fn bad_request(reason: impl Into<String>) -> BayeuxError {
         let mut reason = reason.into();
-        if reason.len() > MAX_REASON_LEN {
-            let mut cut = MAX_REASON_LEN;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
+        let cut = crate::prefix_within(&reason, MAX_REASON_LEN).len();
+        reason.truncate(cut);
         BayeuxError { status: 400, reason }
     }
 }

@@ -330,13 +330,10 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
 /// boundary to fit [`MAX_CLOSE_REASON`] bytes. `code` should be one §7.4 allows on the wire
 /// (not 1005, 1006 or 1015).
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let mut end = reason.len().min(MAX_CLOSE_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut payload = Vec::with_capacity(2 + end);
+    let reason = crate::prefix_within(reason, MAX_CLOSE_REASON);
+    let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload.extend_from_slice(reason.as_bytes());
     let mut out = Vec::with_capacity(2 + payload.len());
     encode_frame(&mut out, Opcode::Close, &payload);
     out
