@@ -74,7 +74,7 @@ const ALLOW_PUBLISH: &str = "POST, PUT, OPTIONS";
 
 /// Routes a request by method and (undecoded) path.
 pub fn route(method: Method, path: &str) -> Route<'_> {
-    if path == "/pushlet.srv" || path == "/pushlet/pushlet.srv" {
+    if pushlet::PATHS.contains(&path) {
         return match method {
             Method::Get | Method::Post => Route::Pushlet,
             _ => Route::MethodNotAllowed { allow: "GET, POST" },
