@@ -7,9 +7,9 @@
 //! or at shutdown; in each case the answer is read from topic history by the request's cursor,
 //! so a wake-up can never lose or repeat a message.
 //!
-//! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its slab key plus
-//! `FIRST_CONN`. A closed connection's slot is freed only after the current event batch, so a
-//! stale event for it cannot reach a new connection that reused the key.
+//! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
+//! slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
+//! batch, so a stale event for it cannot reach a new connection that reused the key.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
