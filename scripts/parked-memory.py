@@ -10,33 +10,12 @@ Usage: scripts/parked-memory.py [--conns 10000] [--workers 2] [--binary target/r
 """
 import argparse
 import json
-import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def http_get(port, path):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return body
+from serverproc import http_get, rss_kib, start_server
 
 
 def parked(port):
@@ -54,21 +33,10 @@ def main():
     if args.conns > 19000:
         sys.exit("one process holds at most ~19,900 sockets here; use halley-load for more")
 
-    server = subprocess.Popen(
-        [args.binary, "serve", "--listen", f"127.0.0.1:{args.port}", "--workers", str(args.workers),
-         "--longpoll-timeout", "600", "--longpoll-max-timeout", "600", "--log", "warn"],
-    )
+    server = start_server(args.binary, args.port, "--workers", str(args.workers),
+                          "--longpoll-timeout", "600", "--longpoll-max-timeout", "600")
     socks = []
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                http_get(args.port, "/health")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("server did not start")
-                time.sleep(0.05)
         before = rss_kib(server.pid)
         for i in range(args.conns):
             s = socket.socket()
