@@ -866,7 +866,7 @@ impl Worker {
         parts.push(Bytes::from(head));
         len += longpoll::encode_members(&self.scratch_msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
         self.count_deliveries();
-        self.respond_parts(key, meta, 201, "application/json", &[], &mut parts, len);
+        self.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
         self.scratch_parts = parts;
     }
 
@@ -965,8 +965,8 @@ impl Worker {
         headers: &[(&str, &str)],
         body: Bytes,
     ) {
-        let head = self.response_head(meta, status, content_type, headers, body.len());
-        self.queue_response(key, meta, head, std::iter::once(body));
+        let len = body.len();
+        self.respond_parts(key, meta, status, content_type, headers, std::iter::once(body), len);
     }
 
     fn respond_error(&mut self, key: usize, meta: ReplyMeta, status: u16, reason: &str, headers: &[(&str, &str)]) {
@@ -976,8 +976,8 @@ impl Worker {
         self.respond(key, meta, status, "text/plain; charset=utf-8", headers, body);
     }
 
-    /// Queues a response whose body is `parts` (drained) of total length `len`, then moves the
-    /// connection to its next phase.
+    /// Queues a response whose body is `parts`, `len` bytes in all, then moves the connection
+    /// to its next phase.
     #[allow(clippy::too_many_arguments)]
     fn respond_parts(
         &mut self,
@@ -986,11 +986,11 @@ impl Worker {
         status: u16,
         content_type: &str,
         headers: &[(&str, &str)],
-        parts: &mut Vec<Bytes>,
+        parts: impl Iterator<Item = Bytes>,
         len: usize,
     ) {
         let head = self.response_head(meta, status, content_type, headers, len);
-        self.queue_response(key, meta, head, parts.drain(..));
+        self.queue_response(key, meta, head, parts);
     }
 
     /// The response head: status line, `Date`, the given headers, CORS, framing, keep-alive.
