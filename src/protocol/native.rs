@@ -54,14 +54,10 @@ pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publis
         return Err(BadRequest::new("missing topic: publish to /pub/<topic>"));
     }
     validate_topic(topic).map_err(|e| BadRequest::new(format!("invalid topic: {e}")))?;
+    // X-Event is taken as sent: an event name with spaces is refused, not trimmed.
     let event = match req.query_param("event") {
         Some(event) => Some(event),
-        None => match req.header("x-event") {
-            Some(raw) => {
-                Some(Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Event is not UTF-8"))?))
-            }
-            None => None,
-        },
+        None => header_str(req, "x-event", "X-Event")?.map(Cow::Borrowed),
     };
     let event = match event {
         Some(event) => Some(validate_event(&event)?.into()),
@@ -82,15 +78,17 @@ pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publis
     Ok(Publish { topic: topic.to_owned(), event, content_type, data: Bytes::from(body), piggyback })
 }
 
+/// Header `name` as text; a value that is not UTF-8 is refused (named `shown`).
+fn header_str<'r>(req: &'r Request, name: &str, shown: &str) -> Result<Option<&'r str>, BadRequest> {
+    req.header(name)
+        .map(|raw| std::str::from_utf8(raw).map_err(|_| BadRequest::new(format!("{shown} is not UTF-8"))))
+        .transpose()
+}
+
 fn parse_piggyback(req: &Request) -> Result<Option<Piggyback>, BadRequest> {
     let cursor = match req.query_param("cursor") {
         Some(cursor) => Some(cursor),
-        None => match req.header("x-cursor") {
-            Some(raw) => Some(Cow::Borrowed(
-                std::str::from_utf8(raw).map_err(|_| BadRequest::new("X-Cursor is not UTF-8"))?.trim(),
-            )),
-            None => None,
-        },
+        None => header_str(req, "x-cursor", "X-Cursor")?.map(|raw| Cow::Borrowed(raw.trim())),
     };
     let topics = req.query_param("topics");
     match (cursor, topics) {
@@ -194,11 +192,8 @@ pub fn parse_subscribe(topics: &str, req: &Request, max_timeout: Duration) -> Re
     let selectors = parse_selectors(topics)?;
     let since = match req.query_param("since") {
         Some(raw) => parse_since(&raw)?,
-        None => match req.header("last-event-id") {
-            Some(raw) => {
-                let raw = std::str::from_utf8(raw).map_err(|_| BadRequest::new("Last-Event-ID is not UTF-8"))?;
-                parse_since(raw.trim())?
-            }
+        None => match header_str(req, "last-event-id", "Last-Event-ID")? {
+            Some(raw) => parse_since(raw.trim())?,
             None => Since::Now,
         },
     };
