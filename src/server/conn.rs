@@ -26,28 +26,338 @@ use crate::transport::StreamKind;
 /// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
 const MAX_IOV: usize = 64;
 
-/// The phase of the request/response cycle. Changed only through the worker's named transitions.
-#[derive(Debug)]
+/// Where a connection is in its life, for matching: a copy of the state without its data.
+/// The data is reached through the typed accessors of [`ConnState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for a request head. `started` is when its first byte arrived (None: idle).
-    Head { started: Option<Instant> },
-    /// Reading the body of `request`.
-    Body(Box<BodyPhase>),
+    /// Keep-alive: waiting for the first byte of the next request.
+    Idle,
+    /// A request head is arriving (the header timeout runs).
+    Head,
+    /// Reading the body of a request.
+    Body,
+    /// A complete request is being handled; it leaves this phase when its answer is queued,
+    /// or when it parks, streams, upgrades or waits for the hub. Never seen between events.
+    Dispatching,
     /// A long-poll with nothing to answer yet: the Continuation, suspended.
-    Parked(Box<Parked>),
-    /// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
-    Publishing { tag: u64, reply: ReplyMeta, topic: Arc<str>, piggyback: Option<Box<Piggyback>> },
-    /// A streaming response (SSE, ndjson, iframe, multipart): open until the client leaves,
-    /// the stream's age or byte limit, an overflow, or shutdown.
-    Streaming(Box<Streaming>),
-    /// A WebSocket (after the upgrade) or raw TCP connection: JSON commands in; messages,
-    /// acknowledgements and heartbeats out.
-    Duplex(Box<Duplex>),
+    Parked,
+    /// A publish handed to the hub, waiting for its acknowledgement.
+    Publishing,
+    /// A streaming response (SSE, ndjson, iframe, multipart, Pushlet stream).
+    Streaming,
+    /// A WebSocket (after the upgrade) or raw TCP connection.
+    Duplex,
     /// The last response is queued; once written, the write side is shut down.
     Closing,
     /// Write side shut down; reading and discarding until the peer closes or the timer fires,
     /// so that unread request bytes don't turn our final response into a TCP reset.
     Draining,
+    /// Closed by us; the slot is freed after the current event batch.
+    Closed,
+}
+
+/// The state itself. Private: other modules read it through [`ConnState::phase`] and the
+/// accessors, and change it only through the transitions of [`ConnState`], each of which
+/// names the phases it leaves from.
+#[derive(Debug)]
+enum State {
+    Idle,
+    Head,
+    Body(Box<BodyPhase>),
+    Dispatching,
+    Parked(Box<Parked>),
+    Publishing(Box<Publishing>),
+    Streaming(Box<Streaming>),
+    Duplex(Box<Duplex>),
+    Closing,
+    Draining,
+    Closed,
+}
+
+/// A connection's state machine, apart from its socket so that every transition can be tested
+/// without one. Payloads (a parked request, a stream) move in and out by value: a transition
+/// that takes one out (`unpark`, `take_body`, `take_ack`, `close`) leaves a phase that does not
+/// hold it, so a stale copy can never be acted on twice.
+#[derive(Debug)]
+pub struct ConnState(State);
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState(State::Idle)
+    }
+}
+
+impl ConnState {
+    /// The phase, for matching.
+    pub fn phase(&self) -> Phase {
+        phase_of(&self.0)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.0, State::Closed)
+    }
+
+    /// Parked, streaming or duplex: a subscriber that a message can wake.
+    pub fn is_subscriber(&self) -> bool {
+        matches!(self.0, State::Parked(_) | State::Streaming(_) | State::Duplex(_))
+    }
+
+    /// The session (its key in the worker's session table) this connection listens for, if
+    /// any. Every use of a session's recorded listener checks it against this, so a stale key
+    /// can never act on another connection.
+    pub fn session(&self) -> Option<usize> {
+        session_of(&self.0)
+    }
+
+    // ---- accessors: the data of the current phase --------------------------------------------
+
+    pub fn body(&self) -> Option<&BodyPhase> {
+        match &self.0 {
+            State::Body(body) => Some(body),
+            _ => None,
+        }
+    }
+
+    pub fn body_mut(&mut self) -> Option<&mut BodyPhase> {
+        match &mut self.0 {
+            State::Body(body) => Some(body),
+            _ => None,
+        }
+    }
+
+    pub fn parked_mut(&mut self) -> Option<&mut Parked> {
+        match &mut self.0 {
+            State::Parked(parked) => Some(parked),
+            _ => None,
+        }
+    }
+
+    pub fn streaming(&self) -> Option<&Streaming> {
+        match &self.0 {
+            State::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    pub fn streaming_mut(&mut self) -> Option<&mut Streaming> {
+        match &mut self.0 {
+            State::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    pub fn duplex(&self) -> Option<&Duplex> {
+        match &self.0 {
+            State::Duplex(duplex) => Some(duplex),
+            _ => None,
+        }
+    }
+
+    pub fn duplex_mut(&mut self) -> Option<&mut Duplex> {
+        match &mut self.0 {
+            State::Duplex(duplex) => Some(duplex),
+            _ => None,
+        }
+    }
+
+    // ---- transitions -------------------------------------------------------------------------
+
+    /// Idle -> Head: the first bytes of a request arrived (the header timeout starts).
+    pub fn start_head(&mut self) {
+        self.expect(&[Phase::Idle], "start_head");
+        self.0 = State::Head;
+    }
+
+    /// Head -> Dispatching: the head is complete and there is no body to read.
+    pub fn dispatch(&mut self) {
+        self.expect(&[Phase::Head, Phase::Idle], "dispatch");
+        self.0 = State::Dispatching;
+    }
+
+    /// Head -> Body: the head is complete and announced a body.
+    pub fn read_body(&mut self, body: BodyPhase) {
+        self.expect(&[Phase::Head, Phase::Idle], "read_body");
+        self.0 = State::Body(Box::new(body));
+    }
+
+    /// Body -> Dispatching, handing over the request and its complete body.
+    pub fn take_body(&mut self) -> Option<Box<BodyPhase>> {
+        match self.take_if(Phase::Body) {
+            Some(State::Body(body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Dispatching -> Parked: nothing to answer yet.
+    pub fn park(&mut self, parked: Box<Parked>) {
+        self.expect(&[Phase::Dispatching], "park");
+        self.0 = State::Parked(parked);
+    }
+
+    /// Parked -> Dispatching: the parked request is taken out to be answered (or parked again
+    /// with `park` if it still has nothing to say).
+    pub fn unpark(&mut self) -> Option<Box<Parked>> {
+        match self.take_if(Phase::Parked) {
+            Some(State::Parked(parked)) => Some(parked),
+            _ => None,
+        }
+    }
+
+    /// Dispatching -> Publishing: the publish went to the hub.
+    pub fn await_ack(&mut self, publishing: Publishing) {
+        self.expect(&[Phase::Dispatching], "await_ack");
+        self.0 = State::Publishing(Box::new(publishing));
+    }
+
+    /// Publishing -> Dispatching, if the acknowledgement `tag` is the one this connection
+    /// waits for (`None`: whatever it waits for, e.g. on a timeout). A stale tag (the slot was
+    /// reused by another connection) changes nothing.
+    pub fn take_ack(&mut self, tag: Option<u64>) -> Option<Box<Publishing>> {
+        match &self.0 {
+            State::Publishing(p) if tag.is_none_or(|tag| p.tag == tag) => {}
+            _ => return None,
+        }
+        match self.take_if(Phase::Publishing) {
+            Some(State::Publishing(publishing)) => Some(publishing),
+            _ => None,
+        }
+    }
+
+    /// Dispatching -> Streaming: the response head is queued and the stream is open.
+    pub fn open_stream(&mut self, stream: Box<Streaming>) {
+        self.expect(&[Phase::Dispatching], "open_stream");
+        self.0 = State::Streaming(stream);
+    }
+
+    /// Dispatching (an upgraded request) or Idle (a raw TCP or handed-over socket) -> Duplex.
+    pub fn open_duplex(&mut self, duplex: Box<Duplex>) {
+        self.expect(&[Phase::Dispatching, Phase::Idle], "open_duplex");
+        self.0 = State::Duplex(duplex);
+    }
+
+    /// Dispatching -> Idle (keep-alive) or Closing: a complete response is queued.
+    pub fn answered(&mut self, keep_alive: bool) {
+        self.expect(&[Phase::Dispatching], "answered");
+        self.0 = if keep_alive { State::Idle } else { State::Closing };
+    }
+
+    /// Idle, Head, Body or Dispatching -> Closing: an error reply that ends the connection is
+    /// queued (the request broke the protocol), or the peer half-closed with output pending.
+    pub fn close_after_write(&mut self) {
+        self.expect(&[Phase::Idle, Phase::Head, Phase::Body, Phase::Dispatching], "close_after_write");
+        self.0 = State::Closing;
+    }
+
+    /// Streaming or Duplex -> Closing: the stream or socket ends after its last frame. Returns
+    /// what it held, for the caller to undo its registrations.
+    pub fn end(&mut self) -> Option<Vacated> {
+        match self.0 {
+            State::Streaming(_) | State::Duplex(_) => Some(Vacated(std::mem::replace(&mut self.0, State::Closing))),
+            _ => None,
+        }
+    }
+
+    /// Closing -> Draining: the final response is written and our side is shut down.
+    pub fn start_draining(&mut self) {
+        self.expect(&[Phase::Closing], "start_draining");
+        self.0 = State::Draining;
+    }
+
+    /// Any -> Closed. Returns what the connection held, for the caller to undo.
+    pub fn close(&mut self) -> Vacated {
+        Vacated(std::mem::replace(&mut self.0, State::Closed))
+    }
+
+    /// Takes the state out, leaving Dispatching, if it is in phase `from`; None otherwise.
+    fn take_if(&mut self, from: Phase) -> Option<State> {
+        (self.phase() == from).then(|| std::mem::replace(&mut self.0, State::Dispatching))
+    }
+
+    fn expect(&self, from: &[Phase], transition: &str) {
+        debug_assert!(from.contains(&self.phase()), "{transition} from {:?}", self.phase());
+    }
+}
+
+/// What a connection held when it left a phase that registers elsewhere (subscriptions, a
+/// session's listener, gauges): the caller undoes those with it.
+#[derive(Debug)]
+pub struct Vacated(State);
+
+impl Vacated {
+    pub fn phase(&self) -> Phase {
+        phase_of(&self.0)
+    }
+
+    pub fn session(&self) -> Option<usize> {
+        session_of(&self.0)
+    }
+
+    /// The selectors the phase was watching.
+    pub fn selectors(&self) -> &[Selector] {
+        match &self.0 {
+            State::Parked(parked) => &parked.selectors,
+            State::Streaming(stream) => &stream.selectors,
+            State::Duplex(duplex) => &duplex.selectors,
+            _ => &[],
+        }
+    }
+
+    pub fn into_parked(self) -> Option<Box<Parked>> {
+        match self.0 {
+            State::Parked(parked) => Some(parked),
+            _ => None,
+        }
+    }
+
+    pub fn into_streaming(self) -> Option<Box<Streaming>> {
+        match self.0 {
+            State::Streaming(stream) => Some(stream),
+            _ => None,
+        }
+    }
+
+    pub fn duplex(&self) -> Option<&Duplex> {
+        match &self.0 {
+            State::Duplex(duplex) => Some(duplex),
+            _ => None,
+        }
+    }
+
+    /// A parked request vacated by `unpark`, for undoing its registrations after its answer.
+    pub fn parked(parked: Box<Parked>) -> Vacated {
+        Vacated(State::Parked(parked))
+    }
+}
+
+fn phase_of(state: &State) -> Phase {
+    match state {
+        State::Idle => Phase::Idle,
+        State::Head => Phase::Head,
+        State::Body(_) => Phase::Body,
+        State::Dispatching => Phase::Dispatching,
+        State::Parked(_) => Phase::Parked,
+        State::Publishing(_) => Phase::Publishing,
+        State::Streaming(_) => Phase::Streaming,
+        State::Duplex(_) => Phase::Duplex,
+        State::Closing => Phase::Closing,
+        State::Draining => Phase::Draining,
+        State::Closed => Phase::Closed,
+    }
+}
+
+fn session_of(state: &State) -> Option<usize> {
+    match state {
+        State::Parked(parked) => parked.format.session(),
+        State::Streaming(stream) => match stream.framer {
+            Framer::Pushlet { session, .. } => Some(session),
+            Framer::Native(_) => None,
+        },
+        State::Duplex(duplex) => match &duplex.protocol {
+            DuplexProtocol::Bayeux(socket) => socket.session,
+            DuplexProtocol::Native => None,
+        },
+        _ => None,
+    }
 }
 
 impl ParkedFormat {
@@ -61,24 +371,13 @@ impl ParkedFormat {
     }
 }
 
-impl Phase {
-    /// The session (its key in the worker's session table) this connection listens for, if
-    /// any. Every use of a session's recorded listener checks it against this, so a stale key
-    /// can never act on another connection.
-    pub fn session(&self) -> Option<usize> {
-        match self {
-            Phase::Parked(parked) => parked.format.session(),
-            Phase::Streaming(stream) => match stream.framer {
-                Framer::Pushlet { session, .. } => Some(session),
-                Framer::Native(_) => None,
-            },
-            Phase::Duplex(duplex) => match &duplex.protocol {
-                DuplexProtocol::Bayeux(socket) => socket.session,
-                DuplexProtocol::Native => None,
-            },
-            _ => None,
-        }
-    }
+/// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
+#[derive(Debug)]
+pub struct Publishing {
+    pub tag: u64,
+    pub reply: ReplyMeta,
+    pub topic: Arc<str>,
+    pub piggyback: Option<Box<Piggyback>>,
 }
 
 /// A request whose body is still arriving.
@@ -244,15 +543,13 @@ pub struct Conn {
     /// Unconsumed input; `None` when there is none (the buffer went back to the pool).
     pub inbuf: Option<Vec<u8>>,
     pub out: OutQueue,
-    pub phase: Phase,
+    pub state: ConnState,
     pub timer: Option<TimerKey>,
     /// Edge-triggered readiness not yet consumed.
     pub readable: bool,
     pub writable: bool,
     /// The peer sent FIN (read returned 0).
     pub peer_closed: bool,
-    /// Closed by us; the slot is freed after the current event batch.
-    pub closed: bool,
     /// Bytes written so far, and its value when the timer was last set: a timer that fires
     /// while output is pending closes the connection only if nothing was written since.
     pub written: u64,
@@ -265,13 +562,12 @@ impl Conn {
             sock,
             inbuf: None,
             out: OutQueue::default(),
-            phase: Phase::Head { started: None },
+            state: ConnState::default(),
             timer: None,
             // Registration reports data that arrived before it; writing is worth a try at once.
             readable: false,
             writable: true,
             peer_closed: false,
-            closed: false,
             written: 0,
             timer_mark: 0,
         }
@@ -362,7 +658,187 @@ impl OutQueue {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::protocol::pushlet::Format;
+
+    fn meta() -> ReplyMeta {
+        ReplyMeta { version: Version::Http11, keep_alive: true, head_only: false, cors: Cors::None }
+    }
+
+    fn selectors(names: &[&str]) -> Vec<Selector> {
+        names.iter().map(|n| Selector::parse(n).expect("selector")).collect()
+    }
+
+    fn parked(format: ParkedFormat) -> Box<Parked> {
+        Box::new(Parked { selectors: selectors(&["/a", "/b/*"]).into(), cursor: 7, reply: meta(), format })
+    }
+
+    fn streaming() -> Box<Streaming> {
+        let now = Instant::now();
+        Box::new(Streaming {
+            selectors: selectors(&["/s"]).into(),
+            cursor: 3,
+            framer: Framer::Native(StreamKind::Sse),
+            chunked: true,
+            ends_at: now + Duration::from_secs(60),
+            next_heartbeat: now + Duration::from_secs(1),
+            heartbeat: Duration::from_secs(1),
+            sent: 0,
+            over_since: None,
+        })
+    }
+
+    fn duplex() -> Box<Duplex> {
+        Box::new(Duplex {
+            framing: DuplexFraming::Raw { scanned: 0 },
+            selectors: selectors(&["/d"]),
+            cursor: 0,
+            next_heartbeat: Instant::now(),
+            awaiting_pong: false,
+            over_since: None,
+            publishes: VecDeque::new(),
+            may_publish: true,
+            protocol: DuplexProtocol::Native,
+        })
+    }
+
+    fn dispatching() -> ConnState {
+        let mut state = ConnState::default();
+        state.start_head();
+        state.dispatch();
+        state
+    }
+
+    #[test]
+    fn a_keep_alive_request_goes_round_to_idle() {
+        let mut state = ConnState::default();
+        assert_eq!(state.phase(), Phase::Idle);
+        state.start_head();
+        assert_eq!(state.phase(), Phase::Head);
+        state.dispatch();
+        assert_eq!(state.phase(), Phase::Dispatching);
+        state.answered(true);
+        assert_eq!(state.phase(), Phase::Idle);
+        assert!(!state.is_subscriber() && !state.is_closed());
+    }
+
+    #[test]
+    fn a_last_response_closes_drains_and_closes() {
+        let mut state = dispatching();
+        state.answered(false);
+        assert_eq!(state.phase(), Phase::Closing);
+        state.start_draining();
+        assert_eq!(state.phase(), Phase::Draining);
+        let vacated = state.close();
+        assert_eq!(vacated.phase(), Phase::Draining);
+        assert!(vacated.selectors().is_empty() && vacated.session().is_none());
+        assert!(state.is_closed());
+    }
+
+    #[test]
+    fn a_body_is_read_then_handed_over_once() {
+        let mut state = ConnState::default();
+        state.start_head();
+        let head = b"POST /pub/a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
+        let parsed = crate::http::parse_head(head, &crate::http::Limits::default());
+        let Ok(crate::http::Status::Complete((request, _))) = parsed else { panic!("{parsed:?}") };
+        let decoder = BodyDecoder::new(request.body_kind());
+        state.read_body(BodyPhase { request, decoder, body: Vec::new() });
+        assert_eq!(state.phase(), Phase::Body);
+        state.body_mut().expect("body").body.extend_from_slice(b"abc");
+        let body = state.take_body().expect("the body");
+        assert_eq!(body.body, b"abc");
+        assert_eq!(state.phase(), Phase::Dispatching);
+        assert!(state.take_body().is_none(), "a body is taken once");
+        assert_eq!(state.phase(), Phase::Dispatching);
+    }
+
+    #[test]
+    fn a_parked_request_is_taken_out_by_value_and_parked_again() {
+        let mut state = dispatching();
+        state.park(parked(ParkedFormat::Json));
+        assert_eq!(state.phase(), Phase::Parked);
+        assert!(state.is_subscriber());
+        assert_eq!(state.parked_mut().map(|p| p.cursor), Some(7));
+        let taken = state.unpark().expect("parked");
+        assert_eq!(state.phase(), Phase::Dispatching);
+        assert!(state.unpark().is_none(), "nothing left to take");
+        // Nothing to answer after all: it parks again, unchanged.
+        state.park(taken);
+        assert_eq!(state.parked_mut().map(|p| p.selectors.len()), Some(2));
+    }
+
+    #[test]
+    fn a_session_listener_is_known_by_its_state() {
+        let hold = PushletHold { session: 42, format: Format::XmlStrict, base: "/pushlet.srv" };
+        let mut state = dispatching();
+        state.park(parked(ParkedFormat::Pushlet(Box::new(hold))));
+        assert_eq!(state.session(), Some(42));
+        let vacated = state.close();
+        assert_eq!(vacated.session(), Some(42));
+        assert_eq!(vacated.selectors().len(), 2);
+        assert_eq!(state.session(), None);
+    }
+
+    #[test]
+    fn an_acknowledgement_must_carry_the_awaited_tag() {
+        let mut state = dispatching();
+        state.await_ack(Publishing { tag: 5, reply: meta(), topic: "/a".into(), piggyback: None });
+        assert_eq!(state.phase(), Phase::Publishing);
+        assert!(state.take_ack(Some(4)).is_none(), "a stale tag changes nothing");
+        assert_eq!(state.phase(), Phase::Publishing);
+        assert_eq!(state.take_ack(Some(5)).map(|p| p.tag), Some(5));
+        assert_eq!(state.phase(), Phase::Dispatching);
+        state.await_ack(Publishing { tag: 6, reply: meta(), topic: "/a".into(), piggyback: None });
+        assert_eq!(state.take_ack(None).map(|p| p.tag), Some(6), "a timeout takes whatever waits");
+    }
+
+    #[test]
+    fn a_stream_ends_once_and_gives_back_what_it_held() {
+        let mut state = dispatching();
+        state.open_stream(streaming());
+        assert_eq!(state.phase(), Phase::Streaming);
+        state.streaming_mut().expect("stream").cursor = 9;
+        let vacated = state.end().expect("a stream ends");
+        assert_eq!(vacated.phase(), Phase::Streaming);
+        assert_eq!(vacated.selectors().len(), 1);
+        assert_eq!(vacated.into_streaming().map(|s| s.cursor), Some(9));
+        assert_eq!(state.phase(), Phase::Closing);
+        assert!(state.end().is_none(), "only a stream or a socket ends");
+    }
+
+    #[test]
+    fn a_raw_socket_is_duplex_from_the_start() {
+        let mut state = ConnState::default();
+        state.open_duplex(duplex());
+        assert_eq!(state.phase(), Phase::Duplex);
+        assert!(state.is_subscriber());
+        assert!(state.duplex().is_some() && state.streaming().is_none());
+        let vacated = state.end().expect("a socket ends");
+        assert_eq!(vacated.duplex().map(|d| d.selectors.len()), Some(1));
+        assert_eq!(state.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn a_broken_request_closes_after_its_error_reply() {
+        for start in [Phase::Idle, Phase::Head] {
+            let mut state = ConnState::default();
+            if start == Phase::Head {
+                state.start_head();
+            }
+            state.close_after_write();
+            assert_eq!(state.phase(), Phase::Closing);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "park from Idle")]
+    fn a_transition_from_the_wrong_phase_is_caught_in_debug_builds() {
+        ConnState::default().park(parked(ParkedFormat::Json));
+    }
 
     #[test]
     fn out_queue_advances_across_chunks() {

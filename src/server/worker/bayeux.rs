@@ -18,7 +18,7 @@ use super::{Answer, Timer, Worker};
 use crate::http::Request;
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
-use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta};
+use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
 use crate::server::session_id;
 
 /// Headers a browser may send with a cross-origin Bayeux request (the CometD set).
@@ -206,11 +206,12 @@ impl Worker {
     /// events (which stay for the newer), since its client has already given up on it.
     pub(super) fn supersede_connect(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        match &mut conn.phase {
-            Phase::Parked(parked) if matches!(parked.format, ParkedFormat::Bayeux(_)) => {
-                let phase = std::mem::replace(&mut conn.phase, Phase::Head { started: None });
-                self.retire_phase(key, &phase);
-                let Phase::Parked(parked) = phase else { return };
+        match conn.state.phase() {
+            Phase::Parked if conn.state.parked_mut().is_some_and(|p| matches!(p.format, ParkedFormat::Bayeux(_))) => {
+                let Some(parked) = conn.state.unpark() else { return };
+                let vacated = Vacated::parked(parked);
+                self.retire_phase(key, &vacated);
+                let Some(parked) = vacated.into_parked() else { return };
                 let ParkedFormat::Bayeux(hold) = parked.format else { return };
                 let mut replies = hold.replies;
                 replies.push(self.bayeux_connect_reply(hold.session, &hold.connect));
@@ -222,7 +223,8 @@ impl Worker {
                     hold.origin.as_deref(),
                 );
             }
-            Phase::Duplex(duplex) => {
+            Phase::Duplex => {
+                let Some(duplex) = conn.state.duplex_mut() else { return };
                 let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
                 let (Some(skey), Some((connect, _))) = (socket.session, socket.held.take()) else { return };
                 self.listener_gone(skey, key);
@@ -302,7 +304,7 @@ impl Worker {
     /// One frame (a batch) on a Bayeux WebSocket. Replies go out at once; a connect is held
     /// on the socket until events arrive or its time is up.
     pub(super) fn bayeux_frame(&mut self, key: usize, text: &str) {
-        if !matches!(self.conns.get(key).map(|c| &c.phase), Some(Phase::Duplex(_))) {
+        if self.conns.get(key).is_none_or(|c| c.state.phase() != Phase::Duplex) {
             return; // closing (after a close frame nothing more may be sent)
         }
         let batch = match bayeux::parse_batch(text.as_bytes()) {
@@ -332,7 +334,7 @@ impl Worker {
             return self.ws_text(key, bayeux::encode_replies(&[bayeux::unknown_client(&connect)]));
         };
         let (selectors, cursor) = (session.selectors(), session.cursor());
-        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         let old = std::mem::replace(&mut duplex.selectors, selectors.clone());
         duplex.cursor = cursor;
         if let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol {
@@ -351,7 +353,7 @@ impl Worker {
 
     /// Answers the socket's held connect if there is anything to deliver (or `force`).
     pub(super) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
-        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
         let Some(skey) = socket.session else { return };
         // The held connect and the selectors are lent to the round, not copied: this runs on
@@ -360,7 +362,7 @@ impl Worker {
         let (selectors, cursor) = (std::mem::take(&mut duplex.selectors), duplex.cursor);
         let force = force || Instant::now() >= deadline;
         let round = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force);
-        let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) else { return };
+        let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         duplex.selectors = selectors;
         let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
         let Round::Replies(replies) = round else {

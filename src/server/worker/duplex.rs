@@ -98,7 +98,7 @@ impl Worker {
         let now = Instant::now();
         let interval = self.shared.config.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.phase = Phase::Duplex(Box::new(Duplex {
+        conn.state.open_duplex(Box::new(Duplex {
             framing,
             selectors: Vec::new(),
             cursor: self.shared.store.head(),
@@ -127,8 +127,8 @@ impl Worker {
             progressed = true;
             match step {
                 Step::Fragment => {}
-                Step::Ws(Event::Text(text)) => match self.conns.get(key).map(|c| &c.phase) {
-                    Some(Phase::Duplex(duplex)) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
+                Step::Ws(Event::Text(text)) => match self.conns.get(key).and_then(|c| c.state.duplex()) {
+                    Some(duplex) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
                         // The frame may hand the socket, with its unread input, to the session's
                         // owner: that input must not include this frame.
                         self.drop_input(key, std::mem::take(&mut consumed));
@@ -145,7 +145,7 @@ impl Worker {
                 }
                 Step::Ws(Event::Ping(payload)) => self.ws_frame(key, Opcode::Pong, &payload),
                 Step::Ws(Event::Pong(_)) => {
-                    if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
+                    if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
                         duplex.awaiting_pong = false;
                     }
                 }
@@ -181,7 +181,7 @@ impl Worker {
         if conn.out.len() >= OUT_HIGH_WATER {
             return None;
         }
-        let Phase::Duplex(duplex) = &mut conn.phase else { return None };
+        let Some(duplex) = conn.state.duplex_mut() else { return None };
         let input = conn.inbuf.as_deref()?.get(*consumed..).filter(|input| !input.is_empty())?;
         match &mut duplex.framing {
             DuplexFraming::WebSocket(decoder) => match decoder.decode(input) {
@@ -251,7 +251,7 @@ impl Worker {
         let head = store.head();
         let resume = since.resolve(store.epoch(), head);
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(duplex) = conn.state.duplex_mut() else { return };
         let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
         if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
             let reason = format!("at most {MAX_SELECTORS} topics per connection");
@@ -301,7 +301,7 @@ impl Worker {
 
     fn duplex_unsubscribe(&mut self, key: usize, selectors: Option<Vec<Selector>>, id: Option<&RawValue>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(duplex) = conn.state.duplex_mut() else { return };
         let removed: Vec<Selector> = match selectors {
             None => std::mem::take(&mut duplex.selectors),
             Some(selectors) => {
@@ -315,7 +315,7 @@ impl Worker {
 
     fn duplex_publish(&mut self, key: usize, publish: Publish, id: Option<Box<RawValue>>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(duplex) = conn.state.duplex_mut() else { return };
         if !duplex.may_publish {
             return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
         }
@@ -331,7 +331,7 @@ impl Worker {
             Ok(tag) => tag,
             Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), busy)),
         };
-        if let Some(Phase::Duplex(duplex)) = self.conns.get_mut(key).map(|c| &mut c.phase) {
+        if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
             duplex.publishes.push_back((tag, id));
         }
     }
@@ -339,7 +339,7 @@ impl Worker {
     /// The hub stored a publish sent on this connection.
     pub(super) fn duplex_publish_acked(&mut self, key: usize, tag: u64, seq: u64, delivered: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(duplex) = conn.state.duplex_mut() else { return };
         let Some(pos) = duplex.publishes.iter().position(|(t, _)| *t == tag) else { return };
         let Some((_, id)) = duplex.publishes.remove(pos) else { return };
         let reply = if seq == 0 {
@@ -354,7 +354,7 @@ impl Worker {
 
     /// Queues what history holds after the connection's cursor, up to the output bound.
     pub(super) fn feed_duplex(&mut self, key: usize) {
-        if let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) {
+        if let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) {
             if let DuplexProtocol::Bayeux(_) = duplex.protocol {
                 // Bayeux delivers with the held connect's reply.
                 return self.bayeux_socket_round(key, false);
@@ -366,7 +366,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
-            let Phase::Duplex(duplex) = &mut conn.phase else { return };
+            let Some(duplex) = conn.state.duplex_mut() else { return };
             if duplex.selectors.is_empty() {
                 return;
             }
@@ -403,7 +403,7 @@ impl Worker {
         self.count_messages(msgs);
         let epoch = self.shared.store.epoch();
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &conn.phase else { return };
+        let Some(duplex) = conn.state.duplex() else { return };
         for msg in msgs {
             let frame = match duplex.framing {
                 DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
@@ -424,7 +424,7 @@ impl Worker {
     /// Queues a reply (acknowledgement, error, control) in the connection's framing.
     pub(super) fn duplex_reply(&mut self, key: usize, json: String) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &conn.phase else { return };
+        let Some(duplex) = conn.state.duplex() else { return };
         match duplex.framing {
             DuplexFraming::WebSocket(_) => self.ws_frame(key, Opcode::Text, json.as_bytes()),
             DuplexFraming::Raw { .. } => {
@@ -453,7 +453,7 @@ impl Worker {
         let now = Instant::now();
         let interval = self.shared.config.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Duplex(duplex) = &mut conn.phase else { return };
+        let Some(duplex) = conn.state.duplex_mut() else { return };
         // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
         if now >= duplex.next_heartbeat {
             duplex.next_heartbeat = now + interval;
@@ -474,7 +474,7 @@ impl Worker {
 
     /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
     pub(super) fn arm_duplex_timer(&mut self, key: usize) {
-        let Some(Phase::Duplex(duplex)) = self.conns.get(key).map(|c| &c.phase) else { return };
+        let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) else { return };
         let mut at = duplex.next_heartbeat;
         if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
             if let Some((_, deadline)) = &socket.held {
@@ -487,24 +487,21 @@ impl Worker {
     /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
     pub(super) fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let phase = std::mem::replace(&mut conn.phase, Phase::Closing);
-        let Phase::Duplex(duplex) = &phase else {
-            conn.phase = phase;
+        if conn.state.phase() != Phase::Duplex {
             return;
-        };
-        if let DuplexFraming::WebSocket(_) = duplex.framing {
+        }
+        let Some(vacated) = conn.state.end() else { return };
+        if let Some(DuplexFraming::WebSocket(_)) = vacated.duplex().map(|d| &d.framing) {
             conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
         }
-        self.retire_phase(key, &phase);
+        self.retire_phase(key, &vacated);
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
     /// At shutdown: tell the client where to resume, then close (1001 "going away").
     pub(super) fn duplex_shutdown(&mut self, key: usize) {
-        let (next, bayeux) = match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Duplex(duplex)) => (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_))),
-            _ => return,
-        };
+        let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+        let (next, bayeux) = (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_)));
         if bayeux {
             // A held connect is answered; the client reconnects elsewhere with its session.
             self.bayeux_socket_round(key, true);

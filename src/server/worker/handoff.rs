@@ -17,7 +17,7 @@ use mio::{Interest, Token};
 use super::{Worker, FIRST_CONN};
 use crate::http::Request;
 use crate::hub::WorkerMsg;
-use crate::server::conn::{Conn, OutQueue, Phase, ReplyMeta};
+use crate::server::conn::{Conn, OutQueue, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
 
@@ -46,8 +46,8 @@ impl Worker {
             return;
         }
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let phase = std::mem::replace(&mut conn.phase, Phase::Head { started: None });
-        self.retire_phase(key, &phase);
+        let vacated = conn.state.close();
+        self.retire_phase(key, &vacated);
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         // The slot is free at once: a stale event for this token in the current batch can only
         // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
@@ -75,6 +75,10 @@ impl Worker {
                         let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
                         match (meta, self.adopt_socket(sock, inbuf, out, peer_closed)) {
                             (Some(meta), Some(key)) => {
+                                // The request stays here after all: it is answered here.
+                                if let Some(conn) = self.conns.get_mut(key) {
+                                    conn.state.dispatch();
+                                }
                                 self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
                                 self.pump(key);
                             }

@@ -34,7 +34,7 @@ mod pushlet;
 mod sessions;
 mod stream;
 
-use super::conn::{BodyPhase, Conn, Cors, Framer, OutQueue, Parked, ParkedFormat, Phase, ReplyMeta};
+use super::conn::{BodyPhase, Conn, Cors, OutQueue, Parked, ParkedFormat, Phase, Publishing, ReplyMeta, Vacated};
 use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
@@ -341,7 +341,7 @@ impl Worker {
     fn pump(&mut self, key: usize) {
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
-            if conn.closed {
+            if conn.state.is_closed() {
                 return;
             }
             if let Err(e) = conn.flush() {
@@ -350,22 +350,22 @@ impl Worker {
                 return;
             }
             if conn.out.is_empty() {
-                match conn.phase {
+                match conn.state.phase() {
                     Phase::Closing => return self.start_draining(key),
                     // Shutting down: a keep-alive connection whose last reply is now written
                     // has nothing more coming.
-                    Phase::Head { started: None } if self.shutdown_deadline.is_some() && conn.buffered() == 0 => {
+                    Phase::Idle if self.shutdown_deadline.is_some() && conn.buffered() == 0 => {
                         return self.close(key);
                     }
                     _ => {}
                 }
             }
             let drained = conn.out.len() < self.shared.config.max_pending_output / 2;
-            match &conn.phase {
-                // The client caught up with what was queued: continue from the cursor.
-                Phase::Streaming(stream) if drained && stream.over_since.is_some() => self.feed_stream(key, true),
-                Phase::Duplex(duplex) if drained && duplex.over_since.is_some() => self.feed_duplex(key),
-                _ => {}
+            // The client caught up with what was queued: continue from the cursor.
+            if drained && conn.state.streaming().is_some_and(|s| s.over_since.is_some()) {
+                self.feed_stream(key, true);
+            } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
+                self.feed_duplex(key);
             }
             let read = match self.read_input(key) {
                 Ok(n) => n,
@@ -376,7 +376,7 @@ impl Worker {
                 }
             };
             let processed = self.process_input(key);
-            if self.conns.get(key).is_none_or(|c| c.closed) {
+            if self.conns.get(key).is_none_or(|c| c.state.is_closed()) {
                 return;
             }
             if self.handle_peer_close(key) {
@@ -398,16 +398,16 @@ impl Worker {
         if !conn.readable || conn.peer_closed {
             return Ok(0);
         }
-        let cap = match conn.phase {
+        let cap = match conn.state.phase() {
             // Pipelined requests behind a parked or publishing one wait; bound what we hold.
-            Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } | Phase::Streaming(_) => max_head + 1,
-            Phase::Body(_) => BODY_READ_CHUNK,
+            Phase::Idle | Phase::Head | Phase::Parked | Phase::Publishing | Phase::Streaming => max_head + 1,
+            Phase::Body => BODY_READ_CHUNK,
             // A whole client frame (or raw command line) must fit: the decoder needs it complete.
-            Phase::Duplex(_) => self.shared.config.ws_max_message + websocket::MAX_CLIENT_HEADER,
+            Phase::Duplex => self.shared.config.ws_max_message + websocket::MAX_CLIENT_HEADER,
             Phase::Draining => {
                 return drain_socket(conn);
             }
-            Phase::Closing => return Ok(0),
+            Phase::Dispatching | Phase::Closing | Phase::Closed => return Ok(0),
         };
         let mut total = 0;
         loop {
@@ -458,10 +458,10 @@ impl Worker {
             if conn.out.len() >= OUT_HIGH_WATER || conn.buffered() == 0 {
                 break;
             }
-            match &mut conn.phase {
-                Phase::Head { started } => {
-                    if started.is_none() {
-                        *started = Some(Instant::now());
+            match conn.state.phase() {
+                Phase::Idle | Phase::Head => {
+                    if conn.state.phase() == Phase::Idle {
+                        conn.state.start_head();
                         self.set_timer(key, self.shared.config.header_timeout);
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return progressed };
@@ -481,8 +481,8 @@ impl Worker {
                         }
                     }
                 }
-                Phase::Body(body) => {
-                    let Some(buf) = conn.inbuf.as_mut() else { break };
+                Phase::Body => {
+                    let (Some(body), Some(buf)) = (conn.state.body_mut(), conn.inbuf.as_mut()) else { break };
                     match body.decoder.decode(buf, &mut body.body, self.limits.max_body) {
                         Ok((used, done)) => {
                             buf.drain(..used);
@@ -493,10 +493,8 @@ impl Worker {
                                 }
                                 continue;
                             }
-                            // The body is complete: the request goes on with it (the phase was Body).
-                            let Phase::Body(body) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
-                                break;
-                            };
+                            // The body is complete: the request goes on with it.
+                            let Some(body) = conn.state.take_body() else { break };
                             let BodyPhase { request, body, .. } = *body;
                             self.dispatch(key, request, body);
                         }
@@ -507,15 +505,17 @@ impl Worker {
                         }
                     }
                 }
-                Phase::Duplex(_) => {
+                Phase::Duplex => {
                     progressed |= self.process_duplex(key);
                     break;
                 }
-                Phase::Parked(_)
-                | Phase::Publishing { .. }
-                | Phase::Streaming(_)
+                Phase::Dispatching
+                | Phase::Parked
+                | Phase::Publishing
+                | Phase::Streaming
                 | Phase::Closing
-                | Phase::Draining => break,
+                | Phase::Draining
+                | Phase::Closed => break,
             }
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -534,12 +534,12 @@ impl Worker {
         if !conn.peer_closed {
             return false;
         }
-        match conn.phase {
+        match conn.state.phase() {
             // Still answering a complete request (e.g. a publish sent with a half-close).
-            Phase::Publishing { .. } | Phase::Closing => false,
-            Phase::Head { .. } if conn.buffered() > 0 && conn.out.len() >= OUT_HIGH_WATER => false,
-            Phase::Head { .. } if !conn.out.is_empty() => {
-                conn.phase = Phase::Closing;
+            Phase::Publishing | Phase::Closing => false,
+            Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= OUT_HIGH_WATER => false,
+            Phase::Idle | Phase::Head if !conn.out.is_empty() => {
+                conn.state.close_after_write();
                 false
             }
             // Idle, half a request, a parked long-poll whose client left, or draining: done.
@@ -561,7 +561,7 @@ impl Worker {
                     conn.out.push_static(http::CONTINUE_100);
                 }
                 let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
-                conn.phase = Phase::Body(Box::new(body));
+                conn.state.read_body(body);
                 self.set_timer(key, self.shared.config.header_timeout);
             }
         }
@@ -569,7 +569,14 @@ impl Worker {
 
     // ---- requests ----------------------------------------------------------------------------
 
+    /// Answers one complete request: the connection is `Dispatching` until the handler queued
+    /// its answer, parked it, opened a stream or socket, handed it to the hub or to another
+    /// worker.
     fn dispatch(&mut self, key: usize, req: Request, body: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if matches!(conn.state.phase(), Phase::Idle | Phase::Head) {
+            conn.state.dispatch();
+        }
         let meta = ReplyMeta {
             version: req.version(),
             keep_alive: req.keep_alive() && self.shutdown_deadline.is_none(),
@@ -600,6 +607,11 @@ impl Worker {
                 self.respond_error(key, meta, 404, &reason, &[]);
             }
         }
+        // Never a request without its reply: a handler that found nothing to do (its session
+        // vanished under it) still answers.
+        if self.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
+            self.respond_error(key, meta, 500, "internal error: the request was left unanswered", &[]);
+        }
     }
 
     fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
@@ -618,7 +630,7 @@ impl Worker {
             Err(busy) => return self.respond_error(key, meta, 503, busy, &[("Retry-After", "1")]),
         };
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Publishing { tag, reply: meta, topic, piggyback };
+            conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
         }
         self.set_timer(key, PUBLISH_ACK_TIMEOUT);
     }
@@ -653,18 +665,13 @@ impl Worker {
 
     fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
         let Some(conn) = self.conns.get_mut(reply.token) else { return };
-        if let Phase::Duplex(_) = conn.phase {
+        if conn.state.phase() == Phase::Duplex {
             self.duplex_publish_acked(reply.token, reply.tag, seq, delivered);
             return self.pump(reply.token);
         }
-        let Phase::Publishing { tag, reply: meta, .. } = conn.phase else { return };
-        if tag != reply.tag {
-            return; // the publisher's connection is gone and its slot was reused
-        }
-        let Phase::Publishing { topic, piggyback, .. } = mem::replace(&mut conn.phase, Phase::Head { started: None })
-        else {
-            return;
-        };
+        // None: the publisher's connection is gone and its slot was reused.
+        let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
+        let Publishing { reply: meta, topic, piggyback, .. } = *publishing;
         if seq == 0 {
             // The hub refused it (it re-validates topics); tell the client rather than pretend.
             self.respond_error(reply.token, meta, 400, "invalid topic", &[]);
@@ -741,7 +748,7 @@ impl Worker {
             }
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.phase = Phase::Parked(Box::new(parked));
+            conn.state.park(Box::new(parked));
         }
         self.set_timer(key, timeout);
     }
@@ -884,22 +891,17 @@ impl Worker {
     /// Resumes a parked long-poll if it has something to answer (or `force`).
     fn resume(&mut self, key: usize, force: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        match conn.phase {
-            Phase::Streaming(_) => return self.feed_stream(key, true),
-            Phase::Duplex(_) => return self.feed_duplex(key),
+        match conn.state.phase() {
+            Phase::Streaming => return self.feed_stream(key, true),
+            Phase::Duplex => return self.feed_duplex(key),
             _ => {}
         }
-        if !matches!(conn.phase, Phase::Parked(_)) {
-            return;
-        }
-        let Phase::Parked(parked) = mem::replace(&mut conn.phase, Phase::Head { started: None }) else {
-            return;
-        };
+        let Some(parked) = conn.state.unpark() else { return };
         match self.answer(key, &parked, force, false, true) {
-            Answer::Sent => self.retire_phase(key, &Phase::Parked(parked)),
+            Answer::Sent => self.retire_phase(key, &Vacated::parked(parked)),
             Answer::Nothing { .. } => {
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.phase = Phase::Parked(parked);
+                    conn.state.park(parked);
                 }
             }
         }
@@ -1032,8 +1034,8 @@ impl Worker {
                 conn.out.push(part);
             }
         }
+        conn.state.answered(keep_alive);
         if keep_alive {
-            conn.phase = Phase::Head { started: None };
             let timeout = if conn.buffered() > 0 {
                 self.shared.config.header_timeout
             } else {
@@ -1041,7 +1043,6 @@ impl Worker {
             };
             self.set_timer(key, timeout);
         } else {
-            conn.phase = Phase::Closing;
             self.set_timer(key, CLOSE_WRITE_TIMEOUT);
         }
     }
@@ -1055,7 +1056,7 @@ impl Worker {
         let mut out = Vec::with_capacity(128 + reason.len());
         http::error_response(&mut out, status, reason, version, self.date.value(), &[], false);
         conn.out.push(Bytes::from(out));
-        conn.phase = Phase::Closing;
+        conn.state.close_after_write();
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
@@ -1071,7 +1072,7 @@ impl Worker {
             return;
         }
         let _ = conn.sock.shutdown(Shutdown::Write);
-        conn.phase = Phase::Draining;
+        conn.state.start_draining();
         if let Some(buf) = conn.inbuf.take() {
             self.pool.give(buf);
         }
@@ -1085,10 +1086,10 @@ impl Worker {
     /// Closes now: deregisters, drops the subscription, frees the slot after this event batch.
     fn close(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.closed {
+        if conn.state.is_closed() {
             return;
         }
-        conn.closed = true;
+        let vacated = conn.state.close();
         let _ = self.poll.registry().deregister(&mut conn.sock);
         let _ = conn.sock.shutdown(Shutdown::Both);
         if let Some(timer) = conn.timer.take() {
@@ -1098,18 +1099,12 @@ impl Worker {
             self.pool.give(buf);
         }
         conn.out = OutQueue::default();
-        let phase = mem::replace(&mut conn.phase, Phase::Draining);
         conn.readable = false;
         conn.writable = false;
         conn.peer_closed = true;
-        let pushlet_stream = match &phase {
-            Phase::Streaming(stream) => match stream.framer {
-                Framer::Pushlet { session, .. } => Some(session),
-                Framer::Native(_) => None,
-            },
-            _ => None,
-        };
-        self.retire_phase(key, &phase);
+        // A stream's session is a Pushlet stream listen's.
+        let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
+        self.retire_phase(key, &vacated);
         if let Some(session) = pushlet_stream {
             // A Pushlet stream whose client went away ends its session, as in the original
             // (a failed write ended the session).
@@ -1121,25 +1116,18 @@ impl Worker {
     /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
     /// gauge, and its place as its session's listener. Used when a connection closes and when
     /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
-    pub(super) fn retire_phase(&mut self, key: usize, phase: &Phase) {
-        if let Some(session) = phase.session() {
+    pub(super) fn retire_phase(&mut self, key: usize, vacated: &Vacated) {
+        if let Some(session) = vacated.session() {
             self.listener_gone(session, key);
         }
-        match phase {
-            Phase::Parked(parked) => {
-                self.unwatch(key, &parked.selectors);
-                WorkerStats::sub(&self.stats().parked, 1);
-            }
-            Phase::Streaming(stream) => {
-                self.unwatch(key, &stream.selectors);
-                WorkerStats::sub(&self.stats().streaming, 1);
-            }
-            Phase::Duplex(duplex) => {
-                self.unwatch(key, &duplex.selectors);
-                WorkerStats::sub(&self.stats().duplex, 1);
-            }
-            _ => {}
-        }
+        let gauge = match vacated.phase() {
+            Phase::Parked => &self.stats().parked,
+            Phase::Streaming => &self.stats().streaming,
+            Phase::Duplex => &self.stats().duplex,
+            _ => return,
+        };
+        WorkerStats::sub(gauge, 1);
+        self.unwatch(key, vacated.selectors());
     }
 
     fn free_closed(&mut self) {
@@ -1191,7 +1179,7 @@ impl Worker {
         let mut keys = mem::take(&mut self.scratch_keys);
         keys.clear();
         if wake_all {
-            let waiting = |c: &Conn| matches!(c.phase, Phase::Parked(_) | Phase::Streaming(_) | Phase::Duplex(_));
+            let waiting = |c: &Conn| c.state.is_subscriber();
             keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
         } else {
             for topic in topics.drain() {
@@ -1280,36 +1268,36 @@ impl Worker {
             };
             let Some(conn) = self.conns.get_mut(key) else { continue };
             conn.timer = None;
-            match conn.phase {
-                Phase::Head { started: Some(_) } => {
+            match conn.state.phase() {
+                Phase::Head => {
                     self.fail(key, 408, "request head not received in time", Version::Http11);
                 }
-                Phase::Body(ref body) => {
-                    let version = body.request.version();
+                Phase::Body => {
+                    let version = conn.state.body().map_or(Version::Http11, |body| body.request.version());
                     self.fail(key, 408, "request body not received in time", version);
                 }
                 // A reply still being written is not idle: allow another period while the
                 // client keeps taking bytes, close when it has taken none.
-                Phase::Head { started: None } | Phase::Closing
-                    if !conn.out.is_empty() && conn.written != conn.timer_mark =>
-                {
-                    let period = match conn.phase {
+                phase @ (Phase::Idle | Phase::Closing) if !conn.out.is_empty() && conn.written != conn.timer_mark => {
+                    let period = match phase {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
                         _ => self.shared.config.keepalive_timeout,
                     };
                     self.set_timer(key, period);
                     continue;
                 }
-                Phase::Head { started: None } | Phase::Closing | Phase::Draining => {
+                Phase::Idle | Phase::Closing | Phase::Draining | Phase::Dispatching | Phase::Closed => {
                     self.close(key);
                     continue;
                 }
-                Phase::Parked(_) => self.resume(key, true),
-                Phase::Streaming(_) => self.stream_timer(key),
-                Phase::Duplex(_) => self.duplex_timer(key),
-                Phase::Publishing { reply, .. } => {
-                    let reason = "publish not acknowledged in time; it may have been stored";
-                    self.respond_error(key, reply, 504, reason, &[]);
+                Phase::Parked => self.resume(key, true),
+                Phase::Streaming => self.stream_timer(key),
+                Phase::Duplex => self.duplex_timer(key),
+                Phase::Publishing => {
+                    if let Some(publishing) = conn.state.take_ack(None) {
+                        let reason = "publish not acknowledged in time; it may have been stored";
+                        self.respond_error(key, publishing.reply, 504, reason, &[]);
+                    }
                 }
             }
             self.pump(key);
@@ -1343,21 +1331,21 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let Some(conn) = self.conns.get(key) else { continue };
-            match conn.phase {
-                Phase::Parked(_) => {
+            match conn.state.phase() {
+                Phase::Parked => {
                     self.resume(key, true);
                     self.pump(key);
                 }
-                Phase::Streaming(ref stream) => {
-                    let next = stream.cursor;
+                Phase::Streaming => {
+                    let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
                     self.end_stream(key, Control::End { next });
                     self.pump(key);
                 }
-                Phase::Duplex(_) => {
+                Phase::Duplex => {
                     self.duplex_shutdown(key);
                     self.pump(key);
                 }
-                Phase::Head { started: None } if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
+                Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
                 _ => {}
             }
         }

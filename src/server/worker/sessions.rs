@@ -127,17 +127,18 @@ impl Worker {
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
             entry.listener = None;
         }
-        match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Parked(_)) => {
+        let Some(conn) = self.conns.get(key) else { return };
+        match conn.state.phase() {
+            Phase::Parked => {
                 self.resume(key, true);
                 self.pump(key);
             }
-            Some(Phase::Streaming(stream)) => {
-                let next = stream.cursor;
+            Phase::Streaming => {
+                let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
                 self.end_stream(key, Control::End { next });
                 self.pump(key);
             }
-            Some(Phase::Duplex(_)) => {
+            Phase::Duplex => {
                 self.bayeux_socket_round(key, true);
                 self.pump(key);
             }
@@ -149,14 +150,17 @@ impl Worker {
     /// selectors and re-reads history at once.
     pub(super) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
         let Some(key) = self.listener_of(skey) else { return };
-        let old = match self.conns.get_mut(key).map(|c| &mut c.phase) {
-            Some(Phase::Parked(parked)) => std::mem::replace(&mut parked.selectors, selectors.clone()),
-            Some(Phase::Streaming(stream)) => std::mem::replace(&mut stream.selectors, selectors.clone()),
-            Some(Phase::Duplex(duplex)) => {
-                std::mem::replace(&mut duplex.selectors, selectors.to_vec()).into_boxed_slice()
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let state = &mut conn.state;
+        let old = match state.phase() {
+            Phase::Parked => state.parked_mut().map(|p| std::mem::replace(&mut p.selectors, selectors.clone())),
+            Phase::Streaming => state.streaming_mut().map(|s| std::mem::replace(&mut s.selectors, selectors.clone())),
+            Phase::Duplex => {
+                state.duplex_mut().map(|d| std::mem::replace(&mut d.selectors, selectors.to_vec()).into_boxed_slice())
             }
-            _ => return,
+            _ => None,
         };
+        let Some(old) = old else { return };
         self.unwatch(key, &old);
         let head = self.shared.store.head();
         self.watch(key, &selectors, head);
@@ -168,7 +172,7 @@ impl Worker {
     /// session); a stale record is dropped.
     pub(super) fn listener_of(&mut self, skey: usize) -> Option<usize> {
         let key = self.sessions.slab.get(skey)?.listener?;
-        if self.conns.get(key).and_then(|c| c.phase.session()) == Some(skey) {
+        if self.conns.get(key).and_then(|c| c.state.session()) == Some(skey) {
             return Some(key);
         }
         if let Some(entry) = self.sessions.slab.get_mut(skey) {

@@ -100,14 +100,14 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.out.push(Bytes::from(head));
         push_chunk(&mut conn.out, &mut first, stream.chunked);
-        conn.phase = Phase::Streaming(Box::new(stream));
+        conn.state.open_stream(Box::new(stream));
         self.watch(key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
         self.feed_stream(key, show_gap);
         if self.shutdown_deadline.is_some() {
             // Opened during shutdown (a request in progress, or handed over): what history
             // holds has been sent; end with the cursor.
-            if let Some(Phase::Streaming(stream)) = self.conns.get(key).map(|c| &c.phase) {
+            if let Some(stream) = self.conns.get(key).and_then(|c| c.state.streaming()) {
                 let next = stream.cursor;
                 return self.end_stream(key, Control::End { next });
             }
@@ -126,7 +126,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
-            let Phase::Streaming(stream) = &mut conn.phase else { return };
+            let Some(stream) = conn.state.streaming_mut() else { return };
             if conn.out.len() >= bound {
                 let since = *stream.over_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= stream.heartbeat {
@@ -191,7 +191,7 @@ impl Worker {
         let now = Instant::now();
         let bound = self.shared.config.max_pending_output;
         let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::Streaming(stream) = &mut conn.phase else { return };
+        let Some(stream) = conn.state.streaming_mut() else { return };
         if now >= stream.ends_at {
             let next = stream.cursor;
             return self.end_stream(key, Control::End { next });
@@ -213,7 +213,7 @@ impl Worker {
 
     pub(super) fn arm_stream_timer(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
-        let Phase::Streaming(stream) = &conn.phase else { return };
+        let Some(stream) = conn.state.streaming() else { return };
         let at = stream.ends_at.min(stream.next_heartbeat);
         self.set_timer(key, at.saturating_duration_since(Instant::now()));
     }
@@ -221,12 +221,12 @@ impl Worker {
     /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
     pub(super) fn end_stream(&mut self, key: usize, control: Control) {
         let Some(conn) = self.conns.get_mut(key) else { return };
-        if !matches!(conn.phase, Phase::Streaming(_)) {
+        if conn.state.phase() != Phase::Streaming {
             return;
         }
-        let phase = mem::replace(&mut conn.phase, Phase::Closing);
-        self.retire_phase(key, &phase);
-        let (Phase::Streaming(mut stream), Some(conn)) = (phase, self.conns.get_mut(key)) else { return };
+        let Some(vacated) = conn.state.end() else { return };
+        self.retire_phase(key, &vacated);
+        let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), self.conns.get_mut(key)) else { return };
         let ctx = &self.shared.stream_ctx;
         let mut parts = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
         push_chunk(&mut conn.out, &mut parts, stream.chunked);
@@ -240,12 +240,10 @@ impl Worker {
     /// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
     /// stream overflowed is over too (the original ended a session on a failed write).
     pub(super) fn overflow(&mut self, key: usize) {
-        let (next, session) = match self.conns.get(key).map(|c| &c.phase) {
-            Some(Phase::Streaming(stream)) => match stream.framer {
-                Framer::Pushlet { session, .. } => (stream.cursor, Some(session)),
-                Framer::Native(_) => (stream.cursor, None),
-            },
-            _ => return,
+        let Some(stream) = self.conns.get(key).and_then(|c| c.state.streaming()) else { return };
+        let (next, session) = match stream.framer {
+            Framer::Pushlet { session, .. } => (stream.cursor, Some(session)),
+            Framer::Native(_) => (stream.cursor, None),
         };
         WorkerStats::add(&self.stats().overflows, 1);
         self.end_stream(key, Control::Overflow { next });
