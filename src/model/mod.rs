@@ -3,8 +3,8 @@
 //! subscription selectors (`topic`).
 //!
 //! These are plain values with no threads or channels behind them, so the store, the hub, the
-//! protocols, the transports and the server all depend on this module and on nothing of each
-//! other's to speak about messages.
+//! protocols, the transports and the server can all speak about messages through this module
+//! without depending on each other.
 
 mod cursor;
 mod message;
