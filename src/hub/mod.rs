@@ -35,8 +35,6 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a publish acknowledgement waits for workers' `Delivered` reports before it is sent
 /// with the deliveries counted so far.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Suggested capacity of a worker's channel, in batches.
-pub const WORKER_CHANNEL_BATCHES: usize = 1024;
 
 /// A message to publish.
 #[derive(Debug)]
