@@ -89,8 +89,6 @@ pub enum WorkerMsg {
     /// Batches for this worker were dropped (its channel stayed full): re-read history for
     /// every subscriber, since some wake-ups were lost. History itself lost nothing.
     WakeAll,
-    /// From another worker: a connection whose session this worker owns.
-    Handoff(Box<crate::server::Handoff>),
     /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
     PublishAck { reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize },
 }
