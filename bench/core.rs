@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use halley::http::{parse_head, Limits};
-use halley::hub::{Message, Selector};
+use halley::model::{Message, Selector};
 use halley::server::timer::{TimerWheel, DEFAULT_SLOTS, DEFAULT_TICK};
 use halley::store::{HistoryLimits, MemoryStore, Store};
 use halley::transport::websocket::{encode_frame, Opcode};

@@ -370,7 +370,7 @@ impl Config {
             format!("({}) must be at least --history-bytes ({})", self.history_total_bytes, self.history_bytes)
         })?;
         for pattern in &self.client_publish {
-            ensure(crate::hub::Selector::parse(pattern).is_ok(), "client-publish", || {
+            ensure(crate::model::Selector::parse(pattern).is_ok(), "client-publish", || {
                 format!("{pattern:?} is not a topic or pattern like /chat/**")
             })?;
         }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod model;
 pub mod protocol;
 pub mod server;
 pub mod store;

@@ -11,12 +11,10 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
-use super::{
-    validate_topic, HubCmd, HubOptions, HubStats, Message, Pattern, PublishReq, ReplyTo, Selector, WorkerLink,
-    WorkerMsg, DRAIN_MAX,
-};
+use super::{HubCmd, HubOptions, HubStats, PublishReq, ReplyTo, WorkerLink, WorkerMsg, DRAIN_MAX};
 use rustc_hash::FxHashMap;
 
+use crate::model::{validate_topic, Message, Pattern, Selector};
 use crate::store::Store;
 
 /// Most flush passes per round. Only a failed send creates more work for a pass (acks settled
@@ -493,7 +491,7 @@ mod tests {
             links.push(WorkerLink { tx, waker });
             workers.push(FakeWorker { poll, events: Events::with_capacity(8), rx, inbox: Vec::new() });
         }
-        let store = Arc::new(MemoryStore::with_epoch(limits, super::super::Epoch::truncated(5)));
+        let store = Arc::new(MemoryStore::with_epoch(limits, crate::model::Epoch::truncated(5)));
         let clock = Arc::new(AtomicU64::new(1_000_000));
         let options = HubOptions {
             cmd_capacity: 64,

@@ -1,5 +1,5 @@
 //! The hub: the one thread that sequences every publish, appends it to history and notifies the
-//! workers that care; plus the message model (`message`) and topic names (`topic`).
+//! workers that care. The messages and topics it handles are `crate::model`'s.
 //!
 //! Workers talk to the hub through one bounded `HubCmd` channel. The hub answers each worker
 //! with batches of `WorkerMsg` on that worker's own bounded channel, waking its `mio::Poll`
@@ -12,8 +12,6 @@
 //! closes the race between a worker's history read and the hub registering its interest.
 
 mod fanout;
-mod message;
-mod topic;
 
 use std::fmt;
 use std::io;
@@ -25,11 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-pub use self::message::{
-    CursorError, Epoch, Message, MessageId, Resume, Since, Wire, EPOCH_BITS, MAX_ID_LEN, MESSAGE_OVERHEAD_BYTES,
-    PAYLOAD_COPIES,
-};
-pub use self::topic::{validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN};
+use crate::model::{Message, Selector};
 use crate::store::Store;
 
 /// Commands the hub takes from one wake-up before flushing batches to the workers.
@@ -41,8 +35,6 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a publish acknowledgement waits for workers' `Delivered` reports before it is sent
 /// with the deliveries counted so far.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Suggested capacity of a worker's channel, in batches.
-pub const WORKER_CHANNEL_BATCHES: usize = 1024;
 
 /// A message to publish.
 #[derive(Debug)]
@@ -97,8 +89,6 @@ pub enum WorkerMsg {
     /// Batches for this worker were dropped (its channel stayed full): re-read history for
     /// every subscriber, since some wake-ups were lost. History itself lost nothing.
     WakeAll,
-    /// From another worker: a connection whose session this worker owns.
-    Handoff(Box<crate::server::Handoff>),
     /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
     PublishAck { reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize },
 }

@@ -22,7 +22,7 @@
 //! The server sends one JSON object per reply, of three kinds:
 //! - `{"type":"ack","op":"<op>","id":<id>,...}` when a command was carried out ([`ack`]);
 //! - `{"type":"error","id":<id>,"reason":"..."}` when it was refused ([`error`]);
-//! - messages, exactly as `crate::hub::Message::json` encodes them for every other transport
+//! - messages, exactly as `crate::model::Message::json` encodes them for every other transport
 //!   (`{"id":"<epoch>-<seq>","topic":...,"time":...,"data":...}`). They carry no `"type"`: a
 //!   client tells replies from messages by the presence of `"type"` (a message's `"id"` is its
 //!   message id, the cursor to resume from, not a request id). Keeping messages byte-identical
@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::hub::{validate_topic, Selector, Since};
+use crate::model::{validate_topic, Selector, Since};
 use crate::protocol::native::{self, Publish, MAX_SELECTORS};
 
 /// Largest command accepted, in bytes. The transport bounds what it buffers to this (its

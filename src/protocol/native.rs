@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::http::Request;
-use crate::hub::{validate_topic, Selector, Since};
+use crate::model::{validate_topic, Selector, Since};
 use crate::transport::{iframe, valid_callback, StreamKind, Transport};
 
 /// Most topics or patterns in one subscription.

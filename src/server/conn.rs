@@ -17,7 +17,7 @@ use mio::net::TcpStream;
 use serde_json::value::RawValue;
 
 use crate::http::{BodyDecoder, Request, Version};
-use crate::hub::Selector;
+use crate::model::Selector;
 use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
 use crate::transport::websocket::Decoder;

@@ -31,6 +31,8 @@ use crate::transport::{multipart, StreamCtx};
 
 /// Batches a worker's channel from the hub holds before the hub waits (then drops, see hub).
 const WORKER_CHANNEL_BATCHES: usize = 1024;
+/// Hand-offs a worker's inbox holds; a hand-off to a full inbox is answered 503 instead.
+const HANDOFF_INBOX: usize = 1024;
 /// Commands the hub's channel holds (publishes are refused at 3/4 of it; see the worker).
 const HUB_CHANNEL: usize = 64 * 1024;
 
@@ -48,8 +50,17 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     /// What every streaming frame depends on besides its message (epoch, multipart boundary).
     pub stream_ctx: StreamCtx,
-    /// Every worker's inbox, for handing a connection to the worker that owns its session.
-    pub peers: Vec<WorkerLink>,
+    /// Every worker's hand-off inbox, for handing a connection to the worker that owns its
+    /// session.
+    pub peers: Vec<Peer>,
+}
+
+/// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
+/// Separate from the hub's channel so the hub never sees a server type.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub handoffs: Sender<Box<Handoff>>,
+    pub waker: Arc<Waker>,
 }
 
 /// A connection on its way to the worker that owns its session, with the complete request
@@ -121,9 +132,10 @@ pub fn start(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(WORKER_CHANNEL_BATCHES);
-        peers.push(WorkerLink { tx: tx.clone(), waker: Arc::clone(&waker) });
+        let (handoff_tx, handoff_rx) = crossbeam_channel::bounded(HANDOFF_INBOX);
+        peers.push(Peer { handoffs: handoff_tx, waker: Arc::clone(&waker) });
         links.push(WorkerLink { tx, waker });
-        receivers.push(rx);
+        receivers.push((rx, handoff_rx));
         polls.push(poll);
     }
     let hub = hub::spawn(Arc::clone(&store), links, HUB_CHANNEL)?;
@@ -148,8 +160,8 @@ pub fn start(config: Config) -> io::Result<Server> {
     let cores = if !shared.config.pin_workers { None } else { core_affinity::get_core_ids() };
     let mut workers = Vec::with_capacity(n);
     let sockets = listeners.into_iter().zip(raw_listeners);
-    for (id, ((poll, (listener, raw)), rx)) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
-        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx)?;
+    for (id, ((poll, (listener, raw)), (rx, handoffs))) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
+        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx, handoffs)?;
         let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
         let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
             if let Some(core) = core {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::hub::Selector;
+use crate::model::Selector;
 
 /// How long a selector with no local subscriber stays registered with the hub.
 pub const LINGER: Duration = Duration::from_secs(5);

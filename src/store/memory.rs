@@ -19,7 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{HistoryLimits, ReadResult, Store, StoreStats};
-use crate::hub::{Epoch, Message, Selector};
+use crate::model::{Epoch, Message, Selector};
 
 /// History kept in process memory; lost on restart (hence the per-start epoch).
 #[derive(Debug)]
@@ -362,7 +362,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::hub::{MESSAGE_OVERHEAD_BYTES, PAYLOAD_COPIES};
+    use crate::model::{MESSAGE_OVERHEAD_BYTES, PAYLOAD_COPIES};
 
     fn store(limits: HistoryLimits) -> MemoryStore {
         MemoryStore::with_epoch(limits, Epoch::from_raw(99).expect("fits"))

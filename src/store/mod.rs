@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::memory::MemoryStore;
-use crate::hub::{Epoch, Message, Selector};
+use crate::model::{Epoch, Message, Selector};
 
 /// Default per-topic history length, in messages.
 pub const DEFAULT_MAX_MESSAGES: usize = 100;

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::hub::{Epoch, Message, Wire};
+use crate::model::{Epoch, Message, Wire};
 
 pub const CONTENT_TYPE: &str = "text/html; charset=utf-8";
 pub const HEARTBEAT: &[u8] = b"<!-- hb -->\n";

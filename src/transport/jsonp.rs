@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::iframe::script_json;
 use super::longpoll::{self, ReplyInfo};
-use crate::hub::Message;
+use crate::model::Message;
 
 pub const CONTENT_TYPE: &str = "application/javascript; charset=utf-8";
 

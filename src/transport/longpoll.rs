@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::hub::{Epoch, Message, MessageId};
+use crate::model::{Epoch, Message, MessageId};
 
 const PREFIX: &[u8] = b"\"messages\":[";
 const COMMA: &[u8] = b",";

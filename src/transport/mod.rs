@@ -23,7 +23,7 @@ pub mod websocket;
 
 use bytes::Bytes;
 
-use crate::hub::{Epoch, Message, MessageId, Wire};
+use crate::model::{Epoch, Message, MessageId, Wire};
 
 /// Longest JSONP / iframe callback name, in bytes.
 pub const MAX_CALLBACK_LEN: usize = 64;

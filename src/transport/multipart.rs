@@ -12,7 +12,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::StreamCtx;
-use crate::hub::{Message, Wire};
+use crate::model::{Message, Wire};
 
 /// `Content-Type` of the whole response.
 pub fn content_type(boundary: &str) -> String {
@@ -78,7 +78,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::hub::Epoch;
+    use crate::model::Epoch;
 
     fn ctx() -> StreamCtx {
         StreamCtx { epoch: Epoch::from_raw(1).expect("epoch"), boundary: "B0UND".into(), retry_ms: 1000 }

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::{Control, StreamCtx};
-use crate::hub::{Epoch, Message, MessageId, Wire};
+use crate::model::{Epoch, Message, MessageId, Wire};
 
 pub const CONTENT_TYPE: &str = "text/event-stream";
 pub const HEARTBEAT: &[u8] = b": hb\n\n";

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::hub::Message;
+use crate::model::Message;
 
 /// Most messages kept for re-sending per session: unacknowledged batches plus the open one.
 pub const MAX_UNACKED_MESSAGES: usize = 1024;

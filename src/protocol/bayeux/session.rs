@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::ack::AckState;
 use super::message::{ConnectionType, Message, Subscription};
 use super::{base_reply, error_reply, error_text, Channel, Meta, VERSION};
-use crate::hub::{self, validate_topic, Epoch, Selector};
+use crate::model::{self, validate_topic, Epoch, Selector};
 
 /// Most channels (exact or pattern) one session may be subscribed to.
 pub const MAX_SUBSCRIPTIONS: usize = 128;
@@ -265,19 +265,19 @@ impl Session {
     /// ack extension, un-acknowledged events are re-sent first and the whole lot is kept
     /// until acknowledged. Call it before every [`Session::connect_reply`], even with no
     /// messages.
-    pub fn deliveries(&mut self, msgs: &[Arc<hub::Message>], epoch: Epoch) -> Vec<Value> {
+    pub fn deliveries(&mut self, msgs: &[Arc<model::Message>], epoch: Epoch) -> Vec<Value> {
         self.take_deliveries(msgs).iter().map(|msg| event(msg, epoch)).collect()
     }
 
-    /// [`Session::deliveries`], each event encoded once per message (`hub::Wire::BayeuxEvent`:
+    /// [`Session::deliveries`], each event encoded once per message (`model::Wire::BayeuxEvent`:
     /// an event has no per-session field) and shared by every session it goes to.
-    pub fn delivery_events(&mut self, msgs: &[Arc<hub::Message>], epoch: Epoch) -> Vec<Bytes> {
-        let encode = |msg: &hub::Message| Bytes::from(serde_json::to_vec(&event(msg, epoch)).unwrap_or_default());
-        self.take_deliveries(msgs).iter().map(|msg| msg.encoded(hub::Wire::BayeuxEvent, encode).clone()).collect()
+    pub fn delivery_events(&mut self, msgs: &[Arc<model::Message>], epoch: Epoch) -> Vec<Bytes> {
+        let encode = |msg: &model::Message| Bytes::from(serde_json::to_vec(&event(msg, epoch)).unwrap_or_default());
+        self.take_deliveries(msgs).iter().map(|msg| msg.encoded(model::Wire::BayeuxEvent, encode).clone()).collect()
     }
 
     /// Moves the cursor past `msgs` and returns those to deliver now (re-sends first).
-    fn take_deliveries(&mut self, msgs: &[Arc<hub::Message>]) -> Vec<Arc<hub::Message>> {
+    fn take_deliveries(&mut self, msgs: &[Arc<model::Message>]) -> Vec<Arc<model::Message>> {
         let mut fresh = Vec::with_capacity(msgs.len());
         for msg in msgs {
             self.cursor = self.cursor.max(msg.seq);
@@ -420,7 +420,7 @@ impl Session {
     }
 
     /// Whether a message read from history goes to this client.
-    fn wants(&self, msg: &hub::Message) -> bool {
+    fn wants(&self, msg: &model::Message) -> bool {
         !super::is_meta(&msg.topic)
             && !super::is_service(&msg.topic)
             && self
@@ -481,7 +481,7 @@ fn subscribable(channel: &str) -> Result<Option<Selector>, String> {
 }
 
 /// One event for a subscriber (section 3.8: channel, data, id).
-fn event(msg: &hub::Message, epoch: Epoch) -> Value {
+fn event(msg: &model::Message, epoch: Epoch) -> Value {
     let mut out = serde_json::Map::new();
     out.insert("channel".into(), Value::String(msg.topic.to_string()));
     let data = if msg.data_is_json() {

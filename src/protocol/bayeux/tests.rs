@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::session::MAX_SUBSCRIPTIONS;
 use super::*;
-use crate::hub::{self, Epoch, Selector};
+use crate::model::{self, Epoch, Selector};
 
 const CLIENT: &str = "emp18w5pk2b9x0c4v7n3q6r1";
 
@@ -37,9 +37,11 @@ fn handshake(settings: &Settings, ext: &str) -> Session {
     }
 }
 
-fn stored(seq: u64, topic: &str, data: &'static [u8], json: bool) -> Arc<hub::Message> {
+fn stored(seq: u64, topic: &str, data: &'static [u8], json: bool) -> Arc<model::Message> {
     let content_type = json.then(|| Box::from(PUBLISH_CONTENT_TYPE));
-    Arc::new(hub::Message::new(seq, Arc::from(topic), 5_000, Bytes::from_static(data)).with_content_type(content_type))
+    Arc::new(
+        model::Message::new(seq, Arc::from(topic), 5_000, Bytes::from_static(data)).with_content_type(content_type),
+    )
 }
 
 fn reply_of(outcome: Outcome) -> Value {
@@ -108,7 +110,7 @@ fn spec_exchange() {
     let held = one(r#"[{"id":"4","channel":"/meta/connect","connectionType":"long-polling","clientId":"CLIENT"}]"#);
     assert_eq!(session.handle(&held, &settings), Outcome::Connect { hold_ms: 20_000 });
     let msg = Arc::new(
-        hub::Message::new(7, Arc::from(&*topic), 5_000, data).with_content_type(Some(PUBLISH_CONTENT_TYPE.into())),
+        model::Message::new(7, Arc::from(&*topic), 5_000, data).with_content_type(Some(PUBLISH_CONTENT_TYPE.into())),
     );
     let mut replies = session.deliveries(&[msg], epoch());
     replies.push(session.connect_reply(&held, &settings));
@@ -453,7 +455,7 @@ fn ack_extension_rounds() {
     assert!(matches!(session.handle(&sub, &settings), Outcome::Resubscribed(_)));
 
     // One round: connect carrying the client's last batch, events, reply with this batch.
-    let mut round = |ack: i64, timeout: Option<u64>, msgs: &[Arc<hub::Message>]| {
+    let mut round = |ack: i64, timeout: Option<u64>, msgs: &[Arc<model::Message>]| {
         let advice = timeout.map_or(String::new(), |t| format!(r#","advice":{{"timeout":{t}}}"#));
         let connect = one(&format!(
             r#"{{"channel":"/meta/connect","clientId":"CLIENT","connectionType":"long-polling","ext":{{"ack":{ack}}}{advice}}}"#

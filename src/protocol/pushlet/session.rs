@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{quote, valid_name, Command, Event, Format, Mode, Request, MAX_FIELDS};
-use crate::hub::{validate_topic, Message, Selector, MAX_TOPIC_LEN};
+use crate::model::{validate_topic, Message, Selector, MAX_TOPIC_LEN};
 
 /// Most subjects one session may be subscribed to, over all its subscriptions; also the most
 /// subjects one `publish` may name.

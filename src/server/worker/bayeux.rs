@@ -263,7 +263,7 @@ impl Worker {
     fn bayeux_round(
         &mut self,
         skey: usize,
-        selectors: &[crate::hub::Selector],
+        selectors: &[crate::model::Selector],
         cursor: u64,
         connect: &bayeux::Message,
         earlier: &[Value],

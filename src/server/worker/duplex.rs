@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{Worker, CLOSE_WRITE_TIMEOUT, OUT_HIGH_WATER};
 use crate::http::Request;
-use crate::hub::{Message, Selector, Since, Wire};
+use crate::model::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
@@ -181,7 +181,7 @@ impl Worker {
         if conn.out.len() >= OUT_HIGH_WATER {
             return None;
         }
-        let Some(duplex) = conn.state.duplex_mut() else { return None };
+        let duplex = conn.state.duplex_mut()?;
         let input = conn.inbuf.as_deref()?.get(*consumed..).filter(|input| !input.is_empty())?;
         match &mut duplex.framing {
             DuplexFraming::WebSocket(decoder) => match decoder.decode(input) {
@@ -345,7 +345,7 @@ impl Worker {
         let reply = if seq == 0 {
             commands::error(id.as_deref(), "invalid topic")
         } else {
-            let message_id = crate::hub::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
+            let message_id = crate::model::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
             let extra = [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
             commands::ack(Op::Publish, id.as_deref(), &extra)
         };

@@ -14,9 +14,8 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{Worker, FIRST_CONN};
+use super::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
 use crate::http::Request;
-use crate::hub::WorkerMsg;
 use crate::server::conn::{Conn, OutQueue, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
@@ -61,33 +60,39 @@ impl Worker {
         let handoff =
             Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
         let peer = &self.shared.peers[owner];
-        match peer.tx.try_send(vec![WorkerMsg::Handoff(Box::new(handoff))]) {
+        match peer.handoffs.try_send(Box::new(handoff)) {
             Ok(()) => {
                 WorkerStats::add(&self.stats().handoffs_out, 1);
                 if let Err(e) = peer.waker.wake() {
                     debug!("worker {}: waking worker {owner}: {e}", self.id);
                 }
             }
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+            Err(TrySendError::Full(handoff) | TrySendError::Disconnected(handoff)) => {
                 // The owner's inbox is full (or it is gone): keep the connection and say so.
-                for msg in batch {
-                    if let WorkerMsg::Handoff(handoff) = msg {
-                        let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
-                        match (meta, self.adopt_socket(sock, inbuf, out, peer_closed)) {
-                            (Some(meta), Some(key)) => {
-                                // The request stays here after all: it is answered here.
-                                if let Some(conn) = self.conns.get_mut(key) {
-                                    conn.state.dispatch();
-                                }
-                                self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
-                                self.pump(key);
-                            }
-                            (None, Some(key)) => self.close(key),
-                            (_, None) => {}
+                let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
+                match (meta, self.adopt_socket(sock, inbuf, out, peer_closed)) {
+                    (Some(meta), Some(key)) => {
+                        // The request stays here after all: it is answered here.
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.state.dispatch();
                         }
+                        self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
+                        self.pump(key);
                     }
+                    (None, Some(key)) => self.close(key),
+                    (_, None) => {}
                 }
             }
+        }
+    }
+
+    /// Adopts the connections other workers handed over, a bounded number per turn like the
+    /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
+    /// remain).
+    pub(super) fn drain_handoffs(&mut self) {
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let Ok(handoff) = self.handoffs.try_recv() else { break };
+            self.adopt(*handoff);
         }
     }
 

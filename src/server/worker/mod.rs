@@ -39,9 +39,10 @@ use super::pool::BufPool;
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
 use super::timer::{self, TimerWheel};
-use super::Shared;
+use super::{Handoff, Shared};
 use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
-use crate::hub::{HubCmd, Message, MessageId, PublishReq, ReplyTo, Selector, Since, WorkerMsg};
+use crate::hub::{HubCmd, PublishReq, ReplyTo, WorkerMsg};
+use crate::model::{Message, MessageId, Selector, Since};
 use crate::protocol::native::{self, Delivery, Piggyback};
 use crate::protocol::{self, Route};
 use crate::transport::{jsonp, longpoll, websocket, Control, Transport};
@@ -96,6 +97,8 @@ pub(crate) struct Worker {
     pool: BufPool,
     date: DateCache,
     rx: Receiver<Vec<WorkerMsg>>,
+    /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
+    handoffs: Receiver<Box<Handoff>>,
     subs: LocalSubs,
     limits: http::Limits,
     /// Closed connections whose slots are freed after the event batch.
@@ -133,6 +136,7 @@ impl Worker {
         mut listener: TcpListener,
         mut raw_listener: Option<TcpListener>,
         rx: Receiver<Vec<WorkerMsg>>,
+        handoffs: Receiver<Box<Handoff>>,
     ) -> io::Result<Worker> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if let Some(raw) = raw_listener.as_mut() {
@@ -153,6 +157,7 @@ impl Worker {
             pool: BufPool::new(READ_BUF, limits.max_head.max(READ_BUF) * 2, POOLED_BUFS),
             date: DateCache::new(),
             rx,
+            handoffs,
             subs: LocalSubs::default(),
             limits,
             closed: Vec::new(),
@@ -204,7 +209,7 @@ impl Worker {
             self.date.update(SystemTime::now());
             for event in events.iter() {
                 match event.token() {
-                    WAKER => {} // the hub's channel is drained below on every turn
+                    WAKER => {} // the hub's channel and the hand-offs are drained below on every turn
                     LISTENER | RAW_LISTENER => self.accept(),
                     Token(t) => {
                         let key = t - FIRST_CONN;
@@ -220,6 +225,7 @@ impl Worker {
                     }
                 }
             }
+            self.drain_handoffs();
             self.drain_hub();
             self.flush_hub_backlog();
             self.fire_timers();
@@ -241,8 +247,8 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.rx.is_empty() {
-            return Duration::ZERO; // batches left over from a bounded drain
+        if !self.rx.is_empty() || !self.handoffs.is_empty() {
+            return Duration::ZERO; // batches or hand-offs left over from a bounded drain
         }
         if !self.hub_backlog.is_empty() {
             return Duration::from_millis(1);
@@ -1169,7 +1175,6 @@ impl Worker {
                     }
                     WorkerMsg::Wake(selector) => selectors.push(selector),
                     WorkerMsg::WakeAll => wake_all = true,
-                    WorkerMsg::Handoff(handoff) => self.adopt(*handoff),
                     WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
                         self.publish_acked(reply, seq, time_ms, delivered);
                     }

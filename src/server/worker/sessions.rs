@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use slab::Slab;
 
 use super::{Timer, Worker};
-use crate::hub::Selector;
+use crate::model::Selector;
 use crate::server::conn::Phase;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::sessions::SessionState;
 use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{self, Framing};
-use crate::hub::{Message, Resume, Selector};
+use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, OutQueue, Phase, ReplyMeta, Streaming};
 use crate::server::stats::WorkerStats;

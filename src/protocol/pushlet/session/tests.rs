@@ -150,7 +150,7 @@ fn subscription_bounds() {
         nack_step("too many subjects (at most 32 per session)")
     );
     let long = format!("/{}", ["b"; 4].map(|_| "b".repeat(127)).join("/"));
-    assert_eq!(long.len(), crate::hub::MAX_TOPIC_LEN);
+    assert_eq!(long.len(), crate::model::MAX_TOPIC_LEN);
     let mut t = session("t");
     assert_eq!(
         t.handle(&req(&format!("p_event=subscribe&p_id=t&p_subject={long}")), &any),
@@ -305,7 +305,7 @@ fn selectors_at_the_edges() {
         assert!(matches!(&step, Step::Reply(evs) if evs[0].kind() == "nack"), "{bad}: {step:?}");
     }
     assert!(stamp(&s, "/anything/at/all").is_some());
-    let deepest = "/a".repeat(crate::hub::MAX_SEGMENTS);
+    let deepest = "/a".repeat(crate::model::MAX_SEGMENTS);
     let mut t = session("t");
     subscribed(&mut t, &format!("p_event=subscribe&p_id=t&p_subject={deepest}"));
     // Nothing can be below a topic with the most segments: the exact selector is enough.
