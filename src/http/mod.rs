@@ -12,6 +12,7 @@
 //! the connection's framing can no longer be trusted, so the caller answers and closes.
 
 mod body;
+mod reject;
 mod request;
 mod response;
 
@@ -19,6 +20,7 @@ use std::fmt;
 
 pub(crate) use body::is_tchar;
 pub use body::{BodyDecoder, MAX_CHUNK_LINE, MAX_TRAILERS};
+pub use reject::Reject;
 pub use request::{parse_head, BodyKind, Request, MAX_HEADERS};
 pub use response::{
     chunk_header, error_response, reason_phrase, write_chunk, write_head, ChunkHeader, DateCache, Framing, CHUNK_END,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
-use super::{HubCmd, HubOptions, HubStats, PublishReq, ReplyTo, WorkerLink, WorkerMsg, DRAIN_MAX};
+use super::{
+    HubCmd, HubOptions, HubStats, PublishRefused, PublishReq, Published, ReplyTo, WorkerLink, WorkerMsg, DRAIN_MAX,
+};
 use rustc_hash::FxHashMap;
 
 use crate::model::{validate_topic, Message, Pattern, Selector};
@@ -143,7 +145,7 @@ impl Hub {
             log::warn!("hub: refusing publish to invalid topic {:?}: {err}", req.topic);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = req.reply {
-                let ack = WorkerMsg::PublishAck { reply, seq: 0, time_ms: now, delivered: 0 };
+                let ack = WorkerMsg::PublishAck { reply, outcome: Err(PublishRefused::InvalidTopic) };
                 self.queue(reply.worker, ack);
             }
             return;
@@ -169,7 +171,7 @@ impl Hub {
         self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
         if let Some(reply) = req.reply {
             if targets.is_empty() {
-                let ack = WorkerMsg::PublishAck { reply, seq, time_ms, delivered: 0 };
+                let ack = WorkerMsg::PublishAck { reply, outcome: Ok(Published { seq, time_ms, delivered: 0 }) };
                 self.queue(reply.worker, ack);
             } else {
                 let deadline_ms = now.saturating_add(millis(self.options.ack_timeout));
@@ -227,7 +229,8 @@ impl Hub {
     fn settle(&mut self, seq: u64) {
         if let Some(ack) = self.pending.remove(&seq) {
             let reply = ack.reply;
-            let msg = WorkerMsg::PublishAck { reply, seq, time_ms: ack.time_ms, delivered: ack.delivered };
+            let published = Published { seq, time_ms: ack.time_ms, delivered: ack.delivered };
+            let msg = WorkerMsg::PublishAck { reply, outcome: Ok(published) };
             self.queue(reply.worker, msg);
         }
     }
@@ -550,9 +553,11 @@ mod tests {
             .collect()
     }
 
+    /// (seq, delivered, token, tag) of an ack; a refused publish shows as seq 0.
     fn ack_of(msg: &WorkerMsg) -> (u64, usize, usize, u64) {
         match msg {
-            WorkerMsg::PublishAck { reply, seq, delivered, .. } => (*seq, *delivered, reply.token, reply.tag),
+            WorkerMsg::PublishAck { reply, outcome: Ok(done) } => (done.seq, done.delivered, reply.token, reply.tag),
+            WorkerMsg::PublishAck { reply, outcome: Err(_) } => (0, 0, reply.token, reply.tag),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -721,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_topic_is_refused_with_seq_zero() {
+    fn invalid_topic_is_refused() {
         let mut r = rig(&[16], HistoryLimits::default());
         let tag = r.publish("not/a/topic", Some(0));
         let seen = r.workers[0].until_ack(tag);

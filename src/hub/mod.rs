@@ -89,8 +89,32 @@ pub enum WorkerMsg {
     /// Batches for this worker were dropped (its channel stayed full): re-read history for
     /// every subscriber, since some wake-ups were lost. History itself lost nothing.
     WakeAll,
-    /// A publish from this worker is done. `seq` 0 means it was rejected (invalid topic).
-    PublishAck { reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize },
+    /// A publish from this worker is done: stored, or refused.
+    PublishAck { reply: ReplyTo, outcome: Result<Published, PublishRefused> },
+}
+
+/// A stored publish: its sequence number and time, and how many subscribers it reached by the
+/// time every interested worker reported (or the ack timeout passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub delivered: usize,
+}
+
+/// Why the hub refused a publish that a worker had accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// The topic is not valid (workers validate first; this guards the store against a bug).
+    InvalidTopic,
+}
+
+impl From<PublishRefused> for crate::http::Reject {
+    fn from(refused: PublishRefused) -> crate::http::Reject {
+        match refused {
+            PublishRefused::InvalidTopic => crate::http::Reject::bad_request("invalid topic"),
+        }
+    }
 }
 
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.

@@ -30,6 +30,12 @@ impl BadRequest {
     }
 }
 
+impl From<BadRequest> for crate::http::Reject {
+    fn from(bad: BadRequest) -> crate::http::Reject {
+        crate::http::Reject::bad_request(bad.0)
+    }
+}
+
 /// A validated publish.
 #[derive(Debug)]
 pub struct Publish {

@@ -72,6 +72,12 @@ impl BayeuxError {
     }
 }
 
+impl From<BayeuxError> for crate::http::Reject {
+    fn from(e: BayeuxError) -> crate::http::Reject {
+        crate::http::Reject::new(e.status, e.reason)
+    }
+}
+
 impl fmt::Display for BayeuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.status, self.reason)

@@ -193,6 +193,12 @@ pub struct PushletError {
     pub reason: String,
 }
 
+impl From<PushletError> for crate::http::Reject {
+    fn from(e: PushletError) -> crate::http::Reject {
+        crate::http::Reject::new(e.status, e.reason)
+    }
+}
+
 impl PushletError {
     fn bad_request(reason: impl Into<String>) -> PushletError {
         PushletError { status: 400, reason: reason.into() }

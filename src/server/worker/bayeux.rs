@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::sessions::{SessionEntry, SessionState};
 use super::{Answer, Timer, Worker};
-use crate::http::Request;
+use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
@@ -48,7 +48,7 @@ impl Worker {
         };
         let (batch, callback) = match parsed {
             Ok(parsed) => parsed,
-            Err(e) => return self.respond_error(key, meta, e.status, &e.reason, &cors_headers(origin.as_deref())),
+            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(&cors_headers(origin.as_deref()))),
         };
         // The session the batch is about; one owned by another worker takes the connection.
         let client = batch.iter().find_map(|m| m.client_id.as_deref());
@@ -396,7 +396,7 @@ impl Worker {
 
     fn bayeux_preflight(&mut self, key: usize, meta: ReplyMeta, origin: Option<&str>) {
         let Some(origin) = origin else {
-            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+            return self.refuse(key, meta, Reject::forbidden("origin not allowed"));
         };
         let mut headers = cors_headers(Some(origin));
         headers.push(("Access-Control-Allow-Methods", "POST, GET, OPTIONS"));
@@ -447,7 +447,7 @@ fn pieces(replies: Vec<Value>) -> Vec<Piece> {
     replies.into_iter().map(Piece::Reply).collect()
 }
 
-fn cors_headers(origin: Option<&str>) -> Vec<(&str, &str)> {
+fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, &str)> {
     match origin {
         Some(origin) => vec![
             ("Access-Control-Allow-Origin", origin),

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::{Worker, CLOSE_WRITE_TIMEOUT, OUT_HIGH_WATER};
-use crate::http::Request;
+use crate::http::{Reject, Request};
+use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
@@ -59,13 +60,13 @@ impl Worker {
     /// the error answered) when refused.
     pub(super) fn upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) -> bool {
         if req.header("origin").is_some() && meta.cors == Cors::None {
-            self.respond_error(key, meta, 403, "origin not allowed", &[]);
+            self.refuse(key, meta, Reject::forbidden("origin not allowed"));
             return false;
         }
         let handshake = match websocket::check_upgrade(req) {
             Ok(handshake) => handshake,
             Err(e) => {
-                self.respond_error(key, meta, e.status(), e.reason(), e.headers());
+                self.refuse(key, meta, e.into());
                 return false;
             }
         };
@@ -329,7 +330,7 @@ impl Worker {
         }
         let tag = match self.submit_publish(key, publish) {
             Ok(tag) => tag,
-            Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), busy)),
+            Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), &busy.reason)),
         };
         if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
             duplex.publishes.push_back((tag, id));
@@ -337,17 +338,19 @@ impl Worker {
     }
 
     /// The hub stored a publish sent on this connection.
-    pub(super) fn duplex_publish_acked(&mut self, key: usize, tag: u64, seq: u64, delivered: usize) {
+    pub(super) fn duplex_publish_acked(&mut self, key: usize, tag: u64, outcome: Result<Published, PublishRefused>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex_mut() else { return };
         let Some(pos) = duplex.publishes.iter().position(|(t, _)| *t == tag) else { return };
         let Some((_, id)) = duplex.publishes.remove(pos) else { return };
-        let reply = if seq == 0 {
-            commands::error(id.as_deref(), "invalid topic")
-        } else {
-            let message_id = crate::model::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
-            let extra = [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
-            commands::ack(Op::Publish, id.as_deref(), &extra)
+        let reply = match outcome {
+            Err(refused) => commands::error(id.as_deref(), &Reject::from(refused).reason),
+            Ok(Published { seq, delivered, .. }) => {
+                let message_id = crate::model::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
+                let extra =
+                    [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
+                commands::ack(Op::Publish, id.as_deref(), &extra)
+            }
         };
         self.duplex_reply(key, reply);
     }

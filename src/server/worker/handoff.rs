@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
-use crate::http::Request;
+use crate::http::{Reject, Request};
 use crate::server::conn::{Conn, OutQueue, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
@@ -76,7 +76,7 @@ impl Worker {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.state.dispatch();
                         }
-                        self.respond_error(key, meta, 503, "server busy: session owner unreachable", &[]);
+                        self.refuse(key, meta, Reject::new(503, "server busy: session owner unreachable"));
                         self.pump(key);
                     }
                     (None, Some(key)) => self.close(key),

@@ -40,8 +40,8 @@ use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
 use super::timer::{self, TimerWheel};
 use super::{Handoff, Shared};
-use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Request, Status, Version};
-use crate::hub::{HubCmd, PublishReq, ReplyTo, WorkerMsg};
+use crate::http::{self, BodyDecoder, BodyKind, DateCache, Framing, Method, Reject, Request, Status, Version};
+use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo, WorkerMsg};
 use crate::model::{Message, MessageId, Selector, Since};
 use crate::protocol::native::{self, Delivery, Piggyback};
 use crate::protocol::{self, Route};
@@ -482,7 +482,7 @@ impl Worker {
                         }
                         Err(e) => {
                             let version = Version::Http11;
-                            self.fail(key, e.status(), e.reason(), version);
+                            self.fail(key, e.into(), version);
                             return true;
                         }
                     }
@@ -506,7 +506,7 @@ impl Worker {
                         }
                         Err(e) => {
                             let version = body.request.version();
-                            self.fail(key, e.status(), e.reason(), version);
+                            self.fail(key, e.into(), version);
                             return true;
                         }
                     }
@@ -606,34 +606,34 @@ impl Worker {
             Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
             Route::MethodNotAllowed { allow } => {
                 let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
-                self.respond_error(key, meta, 405, &reason, &[("Allow", allow)]);
+                self.refuse(key, meta, Reject::new(405, reason).with_header("Allow", allow));
             }
             Route::NotFound => {
                 let reason = format!("no such path: {}", req.path());
-                self.respond_error(key, meta, 404, &reason, &[]);
+                self.refuse(key, meta, Reject::new(404, reason));
             }
         }
         // Never a request without its reply: a handler that found nothing to do (its session
         // vanished under it) still answers.
         if self.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
-            self.respond_error(key, meta, 500, "internal error: the request was left unanswered", &[]);
+            self.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
         }
     }
 
     fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
         if req.header("origin").is_some() && !self.origin_may_publish(req) {
-            return self.respond_error(key, meta, 403, "origin not allowed to publish", &[]);
+            return self.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
         }
         let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
         let mut publish = match native::parse_publish(topic, req, body) {
             Ok(p) => p,
-            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
+            Err(bad) => return self.refuse(key, meta, bad.into()),
         };
         let piggyback = publish.piggyback.take().map(Box::new);
         let topic: Arc<str> = publish.topic.as_str().into();
         let tag = match self.submit_publish(key, publish) {
             Ok(tag) => tag,
-            Err(busy) => return self.respond_error(key, meta, 503, busy, &[("Retry-After", "1")]),
+            Err(busy) => return self.refuse(key, meta, busy),
         };
         if let Some(conn) = self.conns.get_mut(key) {
             conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
@@ -644,7 +644,7 @@ impl Worker {
     /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
     /// connection `key`. Refused (with the reason) when the hub's queue is near full, so
     /// control messages always find room in it.
-    fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, &'static str> {
+    fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, Reject> {
         let tag = self.next_tag + 1;
         self.send_publish(PublishReq {
             topic: publish.topic.into(),
@@ -659,31 +659,33 @@ impl Worker {
 
     /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
     /// the hub's queue is near full, so control messages always find room in it.
-    fn send_publish(&mut self, req: PublishReq) -> Result<(), &'static str> {
-        const BUSY: &str = "server busy: publish queue full, retry later";
+    fn send_publish(&mut self, req: PublishReq) -> Result<(), Reject> {
+        let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
         if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return Err(BUSY);
+            return Err(busy());
         }
-        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| BUSY)?;
+        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
         WorkerStats::add(&self.stats().published, 1);
         Ok(())
     }
 
-    fn publish_acked(&mut self, reply: ReplyTo, seq: u64, time_ms: u64, delivered: usize) {
+    fn publish_acked(&mut self, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
         let Some(conn) = self.conns.get_mut(reply.token) else { return };
         if conn.state.phase() == Phase::Duplex {
-            self.duplex_publish_acked(reply.token, reply.tag, seq, delivered);
+            self.duplex_publish_acked(reply.token, reply.tag, outcome);
             return self.pump(reply.token);
         }
         // None: the publisher's connection is gone and its slot was reused.
         let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
         let Publishing { reply: meta, topic, piggyback, .. } = *publishing;
-        if seq == 0 {
-            // The hub refused it (it re-validates topics); tell the client rather than pretend.
-            self.respond_error(reply.token, meta, 400, "invalid topic", &[]);
-            self.pump(reply.token);
-            return;
-        }
+        let Published { seq, time_ms, delivered } = match outcome {
+            Ok(published) => published,
+            Err(refused) => {
+                // The hub refused it (it re-validates topics); tell the client rather than pretend.
+                self.refuse(reply.token, meta, refused.into());
+                return self.pump(reply.token);
+            }
+        };
         let id = MessageId { epoch: self.shared.store.epoch(), seq };
         let ack =
             serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
@@ -705,14 +707,14 @@ impl Worker {
         let config = &self.shared.config;
         let sub = match native::parse_subscribe(topics, req, config.longpoll_max_timeout) {
             Ok(sub) => sub,
-            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
+            Err(bad) => return self.refuse(key, meta, bad.into()),
         };
         let transport = match native::select_transport(req) {
             Ok(Delivery::Http(transport)) => transport,
             Ok(Delivery::WebSocket) => {
                 return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
             }
-            Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
+            Err(bad) => return self.refuse(key, meta, bad.into()),
         };
         let store = &self.shared.store;
         let resume = sub.since.resolve(store.epoch(), store.head());
@@ -920,7 +922,7 @@ impl Worker {
         }
         let cors = self.cors_for(req, publish);
         if cors == Cors::None {
-            return self.respond_error(key, meta, 403, "origin not allowed", &[]);
+            return self.refuse(key, meta, Reject::forbidden("origin not allowed"));
         }
         let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
         let headers = [
@@ -977,11 +979,13 @@ impl Worker {
         self.respond_parts(key, meta, status, content_type, headers, std::iter::once(body), len);
     }
 
-    fn respond_error(&mut self, key: usize, meta: ReplyMeta, status: u16, reason: &str, headers: &[(&str, &str)]) {
-        let body = Bytes::from(format!("{reason}\n"));
-        // Keep the connection for client errors whose request was fully read; the request
-        // framing is intact, so the next request can follow.
-        self.respond(key, meta, status, "text/plain; charset=utf-8", headers, body);
+    /// Answers a request with a refusal: its status, headers, and the reason as a one-line
+    /// body. The connection stays open when the request allows it: the request was read whole,
+    /// so the next one can follow.
+    fn refuse(&mut self, key: usize, meta: ReplyMeta, reject: Reject) {
+        let body = Bytes::from(format!("{}\n", reject.reason));
+        let headers = reject.header_pairs();
+        self.respond(key, meta, reject.status, "text/plain; charset=utf-8", &headers, body);
     }
 
     /// Queues a response whose body is `parts`, `len` bytes in all, then moves the connection
@@ -1053,14 +1057,16 @@ impl Worker {
         }
     }
 
-    /// Answers a request that broke the protocol: error reply, then close.
-    fn fail(&mut self, key: usize, status: u16, reason: &str, version: Version) {
+    /// Answers a request that broke the protocol (its framing can no longer be trusted): the
+    /// refusal, then close.
+    fn fail(&mut self, key: usize, reject: Reject, version: Version) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if let Some(buf) = conn.inbuf.take() {
             self.pool.give(buf);
         }
-        let mut out = Vec::with_capacity(128 + reason.len());
-        http::error_response(&mut out, status, reason, version, self.date.value(), &[], false);
+        let mut out = Vec::with_capacity(128 + reject.reason.len());
+        let headers = reject.header_pairs();
+        http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
         conn.out.push(Bytes::from(out));
         conn.state.close_after_write();
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
@@ -1175,9 +1181,7 @@ impl Worker {
                     }
                     WorkerMsg::Wake(selector) => selectors.push(selector),
                     WorkerMsg::WakeAll => wake_all = true,
-                    WorkerMsg::PublishAck { reply, seq, time_ms, delivered } => {
-                        self.publish_acked(reply, seq, time_ms, delivered);
-                    }
+                    WorkerMsg::PublishAck { reply, outcome } => self.publish_acked(reply, outcome),
                 }
             }
         }
@@ -1275,11 +1279,11 @@ impl Worker {
             conn.timer = None;
             match conn.state.phase() {
                 Phase::Head => {
-                    self.fail(key, 408, "request head not received in time", Version::Http11);
+                    self.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
                 }
                 Phase::Body => {
                     let version = conn.state.body().map_or(Version::Http11, |body| body.request.version());
-                    self.fail(key, 408, "request body not received in time", version);
+                    self.fail(key, Reject::new(408, "request body not received in time"), version);
                 }
                 // A reply still being written is not idle: allow another period while the
                 // client keeps taking bytes, close when it has taken none.
@@ -1301,7 +1305,7 @@ impl Worker {
                 Phase::Publishing => {
                     if let Some(publishing) = conn.state.take_ack(None) {
                         let reason = "publish not acknowledged in time; it may have been stored";
-                        self.respond_error(key, publishing.reply, 504, reason, &[]);
+                        self.refuse(key, publishing.reply, Reject::new(504, reason));
                     }
                 }
             }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::sessions::{SessionEntry, SessionState};
 use super::stream::{unix_secs, StreamSpec};
 use super::{Answer, Worker};
-use crate::http::Request;
+use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Event, Format, Mode, Step, Writer};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
@@ -32,14 +32,14 @@ impl Worker {
         let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
         let preq = match pushlet::parse_request(req.query(), &body) {
             Ok(preq) => preq,
-            Err(e) => return self.respond_error(key, meta, e.status, &e.reason, NO_CACHE),
+            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(NO_CACHE)),
         };
         let skey = if preq.command.is_join() {
             match self.pushlet_join(&preq) {
                 Some(skey) => skey,
                 None => {
-                    let headers = [NO_CACHE, &[("Retry-After", "5")]].concat();
-                    return self.respond_error(key, meta, 503, "too many sessions, retry later", &headers);
+                    let reject = Reject::busy("too many sessions, retry later", 5);
+                    return self.refuse(key, meta, reject.with_headers(NO_CACHE));
                 }
             }
         } else {
@@ -51,7 +51,7 @@ impl Worker {
                 Some(skey) => skey,
                 None => {
                     let e = pushlet::invalid_id(id);
-                    return self.respond_error(key, meta, e.status, &e.reason, NO_CACHE);
+                    return self.refuse(key, meta, Reject::from(e).with_headers(NO_CACHE));
                 }
             }
         };
@@ -121,8 +121,8 @@ impl Worker {
                 data: body.clone(),
                 reply: None,
             };
-            if let Err(reason) = self.send_publish(req) {
-                return vec![pushlet::nack(reason)];
+            if let Err(busy) = self.send_publish(req) {
+                return vec![pushlet::nack(&busy.reason)];
             }
         }
         reply

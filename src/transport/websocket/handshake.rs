@@ -114,6 +114,12 @@ pub enum HandshakeError {
     TooManyProtocols,
 }
 
+impl From<HandshakeError> for crate::http::Reject {
+    fn from(e: HandshakeError) -> crate::http::Reject {
+        crate::http::Reject::new(e.status(), e.reason()).with_headers(e.headers())
+    }
+}
+
 impl HandshakeError {
     /// The response status code.
     pub fn status(&self) -> u16 {
