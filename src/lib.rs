@@ -5,7 +5,6 @@
 //! sequences every publish, keeps bounded topic history and fans messages out to the
 //! workers that have subscribers. See `docs/ARCHITECTURE.md`.
 
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod hub;
