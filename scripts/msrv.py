@@ -67,14 +67,16 @@ def main():
             print(f"msrv.py: {name} has no rust-version (missing `rust-version.workspace = true`?)")
             failed = True
             continue
-        needs = [(version(EDITIONS[package["edition"]]), f"edition {package['edition']}")]
-        for pkg_id in built_packages(nodes, member):
+        # Declared rust-versions first: on a tie, `max` names the first, the clearer reason.
+        needs = []
+        editions = [(version(EDITIONS[package["edition"]]), f"edition {package['edition']}")]
+        for pkg_id in sorted(built_packages(nodes, member)):
             dep = packages[pkg_id]
             label = f"{dep['name']} {dep['version']}"
-            needs.append((version(EDITIONS[dep["edition"]]), f"{label} (edition {dep['edition']})"))
+            editions.append((version(EDITIONS[dep["edition"]]), f"{label} (edition {dep['edition']})"))
             if dep.get("rust_version"):
                 needs.append((version(dep["rust_version"]), label))
-        need, why = max(needs)
+        need, why = max(needs + editions, key=lambda item: item[0])
         shown = ".".join(str(p) for p in need)
         if version(claim) < need:
             print(f"msrv.py: {name} claims rust-version {claim} but {why} needs {shown}")
