@@ -1,9 +1,10 @@
 //! A small blocking HTTP/1.1 client and the native-API helpers behind `halley pub` / `halley sub`.
+//! A module of the `halley` binary, not of the library: the server never needs it.
 //!
 //! Only what those commands need: one request per connection (`Connection: close`), plain
 //! `http://host:port` servers (no TLS), responses framed by `Content-Length`, chunked
-//! transfer coding or connection close (RFC 9112 §6.3), every read bounded by a deadline and
-//! every buffer by a documented limit.
+//! transfer coding (decoded by the library's [`BodyDecoder`], the server's own) or connection
+//! close (RFC 9112 §6.3), every read bounded by a deadline and every buffer by a documented limit.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -11,6 +12,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use halley::http::{is_tchar, BodyDecoder, BodyKind, ChunkLimits, HttpError};
 use serde_json::Value;
 
 /// Largest response head accepted, in bytes (status line, headers, and chunked trailers).
@@ -257,7 +259,7 @@ fn request_head(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<String, ClientError> {
-    let is_token = |s: &str| !s.is_empty() && s.bytes().all(crate::http::is_tchar);
+    let is_token = |s: &str| !s.is_empty() && s.bytes().all(is_tchar);
     if !is_token(method) {
         return Err(ClientError::InvalidRequest("method is not a token"));
     }
@@ -481,10 +483,10 @@ fn read_until_close(reader: &mut Reader) -> Result<Vec<u8>, ClientError> {
 }
 
 fn read_chunked(reader: &mut Reader) -> Result<Vec<u8>, ClientError> {
-    let mut decoder = ChunkedDecoder::default();
+    let mut decoder = chunked_decoder();
     let mut body = Vec::new();
     loop {
-        let consumed = decoder.decode(&reader.buf, &mut body)?;
+        let consumed = decode_chunked(&mut decoder, &reader.buf, &mut body)?;
         reader.buf.drain(..consumed);
         if decoder.is_done() {
             return Ok(body);
@@ -495,117 +497,27 @@ fn read_chunked(reader: &mut Reader) -> Result<Vec<u8>, ClientError> {
     }
 }
 
-/// Incremental decoder for the chunked transfer coding (RFC 9112 §7.1); does no I/O.
-#[derive(Debug, Default)]
-struct ChunkedDecoder {
-    state: ChunkState,
-    /// Trailer bytes seen so far, bounded by [`MAX_RESPONSE_HEAD`].
-    trailer_bytes: usize,
+/// The library's chunked decoder (the server's) with this client's limits: chunk-size lines up
+/// to [`MAX_CHUNK_LINE`], trailers up to [`MAX_RESPONSE_HEAD`].
+fn chunked_decoder() -> BodyDecoder {
+    BodyDecoder::with_limits(
+        BodyKind::Chunked,
+        ChunkLimits { max_line: MAX_CHUNK_LINE, max_trailers: MAX_RESPONSE_HEAD },
+    )
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-enum ChunkState {
-    /// Expecting a chunk-size line.
-    #[default]
-    Size,
-    /// Inside chunk data.
-    Data {
-        remaining: u64,
-    },
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-    Done,
-}
-
-impl ChunkedDecoder {
-    /// Decodes as much of `input` as is complete, appending data to `out`; returns the
-    /// number of input bytes consumed (the rest must be offered again with more appended).
-    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ClientError> {
-        let mut pos = 0;
-        loop {
-            let rest = &input[pos..];
-            match self.state {
-                ChunkState::Size => match httparse::parse_chunk_size(rest) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        pos += used;
-                        self.state = if size == 0 {
-                            ChunkState::Trailers
-                        } else {
-                            let total = (out.len() as u64).saturating_add(size);
-                            if total > MAX_RESPONSE_BODY as u64 {
-                                return Err(too_large_body());
-                            }
-                            ChunkState::Data { remaining: size }
-                        };
-                    }
-                    Ok(httparse::Status::Partial) => {
-                        if rest.len() > MAX_CHUNK_LINE {
-                            return Err(ClientError::TooLarge {
-                                what: "chunk-size line (bytes)",
-                                limit: MAX_CHUNK_LINE,
-                            });
-                        }
-                        return Ok(pos);
-                    }
-                    Err(_) => return Err(ClientError::Malformed("invalid chunk size".into())),
-                },
-                ChunkState::Data { remaining } => {
-                    if rest.is_empty() {
-                        return Ok(pos);
-                    }
-                    let take = usize::try_from(remaining).map_or(rest.len(), |r| r.min(rest.len()));
-                    out.extend_from_slice(&rest[..take]);
-                    pos += take;
-                    let left = remaining - take as u64;
-                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data { remaining: left } };
-                }
-                ChunkState::DataEnd => match line_end(rest) {
-                    Some((0, used)) => {
-                        pos += used;
-                        self.state = ChunkState::Size;
-                    }
-                    Some(_) => return Err(ClientError::Malformed("chunk data overruns its size".into())),
-                    None if rest.len() >= 2 => {
-                        return Err(ClientError::Malformed("chunk data overruns its size".into()))
-                    }
-                    None => return Ok(pos),
-                },
-                ChunkState::Trailers => match line_end(rest) {
-                    Some((len, used)) => {
-                        pos += used;
-                        self.trailer_bytes += used;
-                        if self.trailer_bytes > MAX_RESPONSE_HEAD {
-                            return Err(ClientError::TooLarge { what: "trailers (bytes)", limit: MAX_RESPONSE_HEAD });
-                        }
-                        if len == 0 {
-                            self.state = ChunkState::Done;
-                        }
-                    }
-                    None => {
-                        if self.trailer_bytes + rest.len() > MAX_RESPONSE_HEAD {
-                            return Err(ClientError::TooLarge { what: "trailers (bytes)", limit: MAX_RESPONSE_HEAD });
-                        }
-                        return Ok(pos);
-                    }
-                },
-                ChunkState::Done => return Ok(pos),
-            }
+/// Decodes as much of `input` as is complete, appending data to `out`; returns the number of
+/// input bytes consumed (the rest must be offered again with more appended). The body is
+/// bounded by [`MAX_RESPONSE_BODY`].
+fn decode_chunked(decoder: &mut BodyDecoder, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ClientError> {
+    match decoder.decode(input, out, MAX_RESPONSE_BODY) {
+        Ok((consumed, _)) => Ok(consumed),
+        Err(HttpError::BodyTooLarge) => Err(too_large_body()),
+        Err(HttpError::HeadTooLarge) => {
+            Err(ClientError::TooLarge { what: "trailers (bytes)", limit: MAX_RESPONSE_HEAD })
         }
+        Err(e) => Err(ClientError::Malformed(format!("chunked body: {}", e.reason()))),
     }
-
-    fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-}
-
-/// Finds the first line ending in `input`: (length of the line without its ending, bytes
-/// including the ending). CRLF or a bare LF both end a line (RFC 9112 §2.2).
-fn line_end(input: &[u8]) -> Option<(usize, usize)> {
-    let lf = input.iter().position(|&b| b == b'\n')?;
-    let len = if lf > 0 && input[lf - 1] == b'\r' { lf - 1 } else { lf };
-    Some((len, lf + 1))
 }
 
 /// Percent-encodes a topic for a path: keeps RFC 3986 §3.3 `pchar`s and '/', encodes the rest
@@ -743,13 +655,13 @@ mod tests {
     fn chunked_decoder_accepts_input_split_at_every_byte() {
         let wire = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n";
         for split in 0..=wire.len() {
-            let mut decoder = ChunkedDecoder::default();
+            let mut decoder = chunked_decoder();
             let mut out = Vec::new();
             let mut pending = wire[..split].to_vec();
-            let used = decoder.decode(&pending, &mut out).expect("first half");
+            let used = decode_chunked(&mut decoder, &pending, &mut out).expect("first half");
             pending.drain(..used);
             pending.extend_from_slice(&wire[split..]);
-            let used = decoder.decode(&pending, &mut out).expect("second half");
+            let used = decode_chunked(&mut decoder, &pending, &mut out).expect("second half");
             assert!(decoder.is_done(), "split at {split}");
             assert_eq!(used, pending.len());
             assert_eq!(out, b"abc0123456789abcdef");
@@ -759,10 +671,10 @@ mod tests {
     #[test]
     fn chunked_decoder_rejects_overrun_and_huge_sizes() {
         let mut out = Vec::new();
-        assert!(ChunkedDecoder::default().decode(b"3\r\nabcdef\r\n", &mut out).is_err());
-        assert!(ChunkedDecoder::default().decode(b"ffffffffffff\r\n", &mut out).is_err());
+        assert!(decode_chunked(&mut chunked_decoder(), b"3\r\nabcdef\r\n", &mut out).is_err());
+        assert!(decode_chunked(&mut chunked_decoder(), b"ffffffffffff\r\n", &mut out).is_err());
         let long_line = vec![b'1'; MAX_CHUNK_LINE + 1];
-        assert!(ChunkedDecoder::default().decode(&long_line, &mut out).is_err());
+        assert!(decode_chunked(&mut chunked_decoder(), &long_line, &mut out).is_err());
     }
 
     #[test]

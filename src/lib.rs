@@ -5,7 +5,6 @@
 //! sequences every publish, keeps bounded topic history and fans messages out to the
 //! workers that have subscribers. See `docs/ARCHITECTURE.md`.
 
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod hub;
@@ -17,7 +16,7 @@ pub mod transport;
 mod xorshift;
 
 /// The longest prefix of `s` that fits `max` bytes and ends on a character boundary (what
-/// `str::floor_char_boundary` does from Rust 1.91; the crate supports 1.80). Reasons sent to
+/// `str::floor_char_boundary` does from Rust 1.91, newer than our rust-version). Reasons sent to
 /// peers are cut with it.
 pub(crate) fn prefix_within(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);

@@ -4,14 +4,17 @@
 //! Exit codes: 0 success, 1 a request failed, 2 bad usage or configuration (clap's usage
 //! errors use 2 as well). Ctrl-C keeps its default action and ends the process at once.
 
+mod client;
+
 use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use halley::client::{self, ClientResponse, ServerAddr};
 use halley::config::{Config, ServeArgs};
+
+use crate::client::{ClientResponse, ServerAddr};
 
 /// Largest message `halley pub` reads from stdin, in bytes (the server's default
 /// `--max-body` is 1 MiB; this leaves room for servers configured higher).

@@ -2,10 +2,13 @@
 //! reading responses incrementally (`Content-Length`, `chunked`, or close-delimited bodies).
 //!
 //! The reader is fed whatever bytes the socket produced and says how far it got; incomplete
-//! input is never an error (STYLE 2). The event loops in `sub.rs` and `publish.rs` are the only
-//! code that touches sockets.
+//! input is never an error (STYLE 2). `Content-Length` and chunked bodies are decoded by the
+//! server's own decoder (`halley::http::BodyDecoder`) with this reader's limits. The event loops
+//! in `sub.rs` and `publish.rs` are the only code that touches sockets.
 
 use std::fmt;
+
+use halley::http::{BodyDecoder, BodyKind, ChunkLimits};
 
 /// Longest response head we accept, in bytes. Halley and Nchan heads are a few hundred bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -13,10 +16,9 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 32;
 /// Largest body we buffer for one long-poll response, in bytes (a batch of caught-up messages).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// Longest chunk-size line (size plus extensions, RFC 9112 §7.1.1), in bytes.
-const MAX_CHUNK_LINE_BYTES: usize = 1024;
-/// Longest trailer section we skip (RFC 9112 §7.1.2), in bytes.
-const MAX_TRAILER_BYTES: usize = 8 * 1024;
+/// Bounds on chunked framing: the longest chunk-size line (size plus extensions, RFC 9112
+/// §7.1.1) and the longest trailer section we skip (§7.1.2), in bytes.
+const CHUNK_LIMITS: ChunkLimits = ChunkLimits { max_line: 1024, max_trailers: 8 * 1024 };
 
 /// Why a response could not be read. Every variant is the peer's fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,28 +98,16 @@ pub struct ResponseReader {
 enum ReadState {
     #[default]
     Head,
-    Body(BodyDecoder),
+    Body(Body),
     Done,
 }
 
-/// Where a chunked body decoder stands (RFC 9112 §7.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Chunked {
-    /// Reading a chunk-size line; `line` holds its bytes so far.
-    Size { line: Vec<u8> },
-    /// Inside chunk data.
-    Data { remaining: usize },
-    /// Expecting the CRLF that ends chunk data; `seen` of its two bytes read.
-    DataEnd { seen: u8 },
-    /// After the last chunk: trailer lines until an empty one; `line_len` bytes of the current
-    /// line, `total` of the whole trailer section.
-    Trailer { line_len: usize, total: usize, cr: bool },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum BodyDecoder {
-    Length { remaining: usize },
-    Chunked(Chunked),
+/// How the body being read ends.
+#[derive(Debug)]
+enum Body {
+    /// `Content-Length` or chunked.
+    Framed(BodyDecoder),
+    /// At EOF.
     Close,
 }
 
@@ -135,13 +125,12 @@ impl ResponseReader {
             let Some((head, used)) = parse_head(input)? else {
                 return Ok((0, Step::NeedMore));
             };
+            let framed = |kind| ReadState::Body(Body::Framed(BodyDecoder::with_limits(kind, CHUNK_LIMITS)));
             let (state, step) = match head.framing {
                 Framing::Length(0) => (ReadState::Done, Step::BodyDone),
-                Framing::Length(len) => (ReadState::Body(BodyDecoder::Length { remaining: len }), Step::HeadDone),
-                Framing::Chunked => {
-                    (ReadState::Body(BodyDecoder::Chunked(Chunked::Size { line: Vec::new() })), Step::HeadDone)
-                }
-                Framing::Close => (ReadState::Body(BodyDecoder::Close), Step::HeadDone),
+                Framing::Length(len) => (framed(BodyKind::Length(len as u64)), Step::HeadDone),
+                Framing::Chunked => (framed(BodyKind::Chunked), Step::HeadDone),
+                Framing::Close => (ReadState::Body(Body::Close), Step::HeadDone),
             };
             self.state = state;
             self.head = Some(head);
@@ -168,7 +157,7 @@ impl ResponseReader {
     /// unfinished is truncated. Returns true when a response just completed.
     pub fn finish_eof(&mut self) -> Result<bool, HttpError> {
         match self.state {
-            ReadState::Body(BodyDecoder::Close) => {
+            ReadState::Body(Body::Close) => {
                 self.state = ReadState::Done;
                 Ok(true)
             }
@@ -269,97 +258,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     Ok(Some((head, n)))
 }
 
-impl BodyDecoder {
+impl Body {
     /// Decode from `input` into `out`; returns bytes consumed and whether the body ended.
     fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
         match self {
-            BodyDecoder::Length { remaining } => {
-                let n = input.len().min(*remaining);
-                out.extend_from_slice(&input[..n]);
-                *remaining -= n;
-                Ok((n, *remaining == 0))
-            }
-            BodyDecoder::Close => {
+            // The reader bounds what `out` holds between two `take_body` calls, not the whole
+            // body: an SSE or ndjson stream is one endless chunked body.
+            Body::Framed(decoder) => decoder.decode(input, out, usize::MAX).map_err(|e| match e {
+                halley::http::HttpError::BodyTooLarge => HttpError::TooLarge("chunk size"),
+                halley::http::HttpError::HeadTooLarge => HttpError::TooLarge("trailers"),
+                other => HttpError::Malformed(other.reason()),
+            }),
+            Body::Close => {
                 out.extend_from_slice(input);
                 Ok((input.len(), false))
             }
-            BodyDecoder::Chunked(state) => decode_chunked(state, input, out),
         }
     }
-}
-
-fn decode_chunked(state: &mut Chunked, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
-    let mut i = 0;
-    while i < input.len() {
-        match state {
-            Chunked::Size { line } => {
-                let b = input[i];
-                i += 1;
-                if b != b'\n' {
-                    if line.len() >= MAX_CHUNK_LINE_BYTES {
-                        return Err(HttpError::TooLarge("chunk size line"));
-                    }
-                    line.push(b);
-                    continue;
-                }
-                let size = chunk_size(line)?;
-                *state = if size == 0 {
-                    Chunked::Trailer { line_len: 0, total: 0, cr: false }
-                } else {
-                    Chunked::Data { remaining: size }
-                };
-            }
-            Chunked::Data { remaining } => {
-                let n = (input.len() - i).min(*remaining);
-                out.extend_from_slice(&input[i..i + n]);
-                i += n;
-                *remaining -= n;
-                if *remaining == 0 {
-                    *state = Chunked::DataEnd { seen: 0 };
-                }
-            }
-            Chunked::DataEnd { seen } => {
-                let expected = if *seen == 0 { b'\r' } else { b'\n' };
-                if input[i] != expected {
-                    return Err(HttpError::Malformed("chunk data not followed by CRLF"));
-                }
-                i += 1;
-                *seen += 1;
-                if *seen == 2 {
-                    *state = Chunked::Size { line: Vec::new() };
-                }
-            }
-            Chunked::Trailer { line_len, total, cr } => {
-                let b = input[i];
-                i += 1;
-                *total += 1;
-                if *total > MAX_TRAILER_BYTES {
-                    return Err(HttpError::TooLarge("trailers"));
-                }
-                match b {
-                    b'\n' if *line_len == 0 => return Ok((i, true)),
-                    b'\n' => {
-                        *line_len = 0;
-                        *cr = false;
-                    }
-                    b'\r' if *line_len == 0 && !*cr => *cr = true,
-                    _ => *line_len += 1,
-                }
-            }
-        }
-    }
-    Ok((i, false))
-}
-
-/// The hex size at the start of a chunk-size line (extensions after `;` are ignored).
-fn chunk_size(line: &[u8]) -> Result<usize, HttpError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let hex = line.split(|&b| b == b';').next().unwrap_or(&[]);
-    let hex = std::str::from_utf8(hex).map_err(|_| HttpError::Malformed("chunk size"))?.trim();
-    if hex.is_empty() || hex.len() > 15 {
-        return Err(HttpError::Malformed("chunk size"));
-    }
-    usize::from_str_radix(hex, 16).map_err(|_| HttpError::Malformed("chunk size"))
 }
 
 #[cfg(test)]

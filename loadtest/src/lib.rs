@@ -21,4 +21,3 @@ pub mod session;
 pub mod stamp;
 pub mod stats;
 pub mod sub;
-pub mod ws;

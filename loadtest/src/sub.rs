@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use halley::transport::websocket::{encode_masked_frame, ClientRole, Decoder as WsDecoder, Event as WsEvent, Opcode};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -25,7 +26,6 @@ use crate::net::{connect_from, source_addr};
 use crate::session::reply_deadline_ms;
 use crate::stamp::{parse_stamp, unix_ns, Checks, SeqTracker, Stamp, Verdict};
 use crate::stats::{Latency, Timeline, TICK_MS};
-use crate::ws::{client_frame, WsEvent, WsReader, PONG};
 
 /// Token of each loop's waker; connection tokens are slab key + 1.
 const WAKER: Token = Token(0);
@@ -33,6 +33,8 @@ const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
 /// Most bytes buffered unparsed on one connection.
 const MAX_INBUF: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
+/// Largest WebSocket frame and message (all fragments together) a subscriber accepts, in bytes.
+const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Consecutive failures (connect errors, bad responses) after which a subscriber is given up.
 const MAX_FAILURES: u32 = 20;
 /// Backoff after the first failure; doubles per failure up to [`MAX_BACKOFF`].
@@ -155,7 +157,8 @@ struct Conn {
     reader: ResponseReader,
     sse: SseParser,
     lines: LineSplitter,
-    ws: WsReader,
+    /// The client end of the server's WebSocket codec (unmasked frames in).
+    ws: WsDecoder<ClientRole>,
     /// The request in flight waits for messages: counted in `Progress::parked` while
     /// `Waiting` (a Pushlet join or a Bayeux handshake is not).
     parks: bool,
@@ -399,7 +402,7 @@ impl SubLoop {
                 reader: ResponseReader::new(MAX_BODY_BYTES),
                 sse: SseParser::default(),
                 lines: LineSplitter::default(),
-                ws: WsReader::default(),
+                ws: WsDecoder::client(MAX_WS_MESSAGE_BYTES, MAX_WS_MESSAGE_BYTES),
                 parks: false,
                 deadline: None,
                 resume_at: None,
@@ -825,38 +828,37 @@ fn process_ws(conn: &mut Conn, sub: &mut Sub, sink: &mut Sink, now_ns: u64) -> N
     }
     let mut used_total = 0;
     let next = loop {
-        let (event, used) = match conn.ws.next(&conn.inbuf[used_total..]) {
-            Ok(Some(e)) => e,
-            Ok(None) => break Next::Stay,
+        let (used, event) = match conn.ws.decode(&conn.inbuf[used_total..]) {
+            Ok((0, _)) => break Next::Stay,
+            Ok(decoded) => decoded,
             Err(_) => {
                 sink.counters.http_errors += 1;
                 break Next::Retry;
             }
         };
         used_total += used;
-        match event {
-            WsEvent::Message(text) => {
-                if !stream_line(&text, sub, sink, now_ns) {
-                    sink.counters.http_errors += 1;
-                    break Next::Retry;
-                }
-            }
-            WsEvent::Ping(payload) => {
-                let mask = (sub.global ^ now_ns as u32).to_be_bytes();
-                let pong = client_frame(PONG, &payload, mask);
-                if conn.written < conn.out.len() {
-                    conn.out.extend_from_slice(&pong);
-                } else {
-                    conn.out = pong;
+        let message = match event {
+            Some(WsEvent::Text(text)) => text.into_bytes(),
+            Some(WsEvent::Binary(data)) => data,
+            Some(WsEvent::Ping(payload)) => {
+                if conn.written >= conn.out.len() {
+                    conn.out.clear();
                     conn.written = 0;
                 }
+                let mask = (sub.global ^ now_ns as u32).to_be_bytes();
+                encode_masked_frame(&mut conn.out, Opcode::Pong, &payload, mask);
                 break Next::Reply;
             }
-            WsEvent::Close(_) => {
+            Some(WsEvent::Close { .. }) => {
                 sink.counters.server_closes += 1;
                 break Next::Reconnect;
             }
-            WsEvent::Other => {}
+            // A pong, or a fragment of a message still arriving.
+            Some(WsEvent::Pong(_)) | None => continue,
+        };
+        if !stream_line(&message, sub, sink, now_ns) {
+            sink.counters.http_errors += 1;
+            break Next::Retry;
         }
     };
     conn.inbuf.drain(..used_total);

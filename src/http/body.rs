@@ -1,5 +1,9 @@
-//! Incremental request-body decoding (RFC 9112 §6, §7.1): `Content-Length` and chunked bodies,
+//! Incremental message-body decoding (RFC 9112 §6, §7.1): `Content-Length` and chunked bodies,
 //! fed whatever bytes have arrived, never reading past the end of the body.
+//!
+//! The one chunked decoder of the workspace: the server decodes request bodies with it, the
+//! `halley pub`/`sub` client and halley-load decode response bodies with it (each with its own
+//! [`ChunkLimits`]; a close-delimited response body needs no decoder).
 
 use super::{BodyKind, HttpError};
 
@@ -10,7 +14,24 @@ pub const MAX_CHUNK_LINE: usize = 1024;
 /// Largest trailer section after the last chunk, in bytes (including its final CRLF).
 pub const MAX_TRAILERS: usize = 8 * 1024;
 
-/// Incremental request-body decoder (RFC 9112 §6, §7.1). Sans-I/O.
+/// Bounds on the framing of a chunked body, which is scanned but never buffered. The body
+/// itself is bounded by the `max_body` given to each [`BodyDecoder::decode`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// Longest chunk-size line (size and extensions, not the CRLF), in bytes.
+    pub max_line: usize,
+    /// Largest trailer section (including its final CRLF), in bytes.
+    pub max_trailers: usize,
+}
+
+impl Default for ChunkLimits {
+    /// The server's request limits: [`MAX_CHUNK_LINE`] and [`MAX_TRAILERS`].
+    fn default() -> Self {
+        ChunkLimits { max_line: MAX_CHUNK_LINE, max_trailers: MAX_TRAILERS }
+    }
+}
+
+/// Incremental body decoder (RFC 9112 §6, §7.1). Sans-I/O.
 ///
 /// A struct around a private state enum rather than a public enum, so that the parser's
 /// intermediate states cannot be built or matched by callers; [`BodyDecoder::is_done`] tells
@@ -20,24 +41,33 @@ pub struct BodyDecoder {
     state: State,
     /// Body bytes produced so far, checked against `max_body`.
     decoded: u64,
+    limits: ChunkLimits,
 }
 
 impl BodyDecoder {
-    /// A decoder for a body framed as `kind` (from [`super::Request::body_kind`]).
+    /// A decoder for a body framed as `kind` (from [`super::Request::body_kind`]), with the
+    /// server's [`ChunkLimits`].
     pub fn new(kind: BodyKind) -> BodyDecoder {
+        BodyDecoder::with_limits(kind, ChunkLimits::default())
+    }
+
+    /// A decoder for a body framed as `kind` whose chunked framing is bounded by `limits`.
+    pub fn with_limits(kind: BodyKind, limits: ChunkLimits) -> BodyDecoder {
         let state = match kind {
             BodyKind::None | BodyKind::Length(0) => State::Done,
             BodyKind::Length(remaining) => State::Length { remaining },
             BodyKind::Chunked => State::Chunked(Chunk::Size { size: 0, digits: 0, line: 0 }),
         };
-        BodyDecoder { state, decoded: 0 }
+        BodyDecoder { state, decoded: 0, limits }
     }
 
     /// Consumes bytes from `input`, appends body bytes to `out`. Returns how many input bytes were
     /// consumed and whether the body is complete. Never consumes bytes past the end of the body
-    /// (they belong to the next pipelined request). Errors: body over `max_body` -> BodyTooLarge,
+    /// (they belong to the next pipelined message). Errors: body over `max_body` -> BodyTooLarge,
     /// bad chunk syntax -> Malformed. Chunk extensions ignored; trailers parsed and discarded,
-    /// bounded (trailer section over 8 KiB -> HeadTooLarge). Chunk-size line over 1 KiB -> Malformed.
+    /// bounded (trailer section over `max_trailers` -> HeadTooLarge). Chunk-size line over
+    /// `max_line` -> Malformed. `max_body` counts every byte since the start of the body; a
+    /// caller streaming an endless body passes `usize::MAX` and bounds what it keeps itself.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result<(usize, bool), HttpError> {
         let max_body = u64::try_from(max_body).unwrap_or(u64::MAX);
         match self.state {
@@ -85,7 +115,7 @@ impl BodyDecoder {
             }
             let Some(&byte) = rest.first() else { break };
             pos += 1;
-            self.state = chunk.step(byte, self.decoded, max_body)?;
+            self.state = chunk.step(byte, self.decoded, max_body, &self.limits)?;
         }
         Ok((pos, self.is_done()))
     }
@@ -145,7 +175,9 @@ enum Chunk {
 
 impl Chunk {
     /// Advances the framing by one byte; `Data` is handled in bulk by the caller.
-    fn step(self, b: u8, decoded: u64, max_body: u64) -> Result<State, HttpError> {
+    fn step(self, b: u8, decoded: u64, max_body: u64, limits: &ChunkLimits) -> Result<State, HttpError> {
+        let grow = |line| grow_line(line, limits.max_line);
+        let trailer = |total| grow_trailer(total, limits.max_trailers);
         const BAD_SIZE: HttpError = HttpError::Malformed("invalid chunk size line");
         const BAD_TRAILER: HttpError = HttpError::Malformed("invalid chunk trailer");
         let next = match self {
@@ -227,9 +259,9 @@ fn take(remaining: u64, input: &[u8], out: &mut Vec<u8>) -> usize {
     n
 }
 
-/// Counts one more byte of a chunk-size line.
-fn grow(line: usize) -> Result<usize, HttpError> {
-    if line >= MAX_CHUNK_LINE {
+/// Counts one more byte of a chunk-size line of at most `max_line` bytes.
+fn grow_line(line: usize, max_line: usize) -> Result<usize, HttpError> {
+    if line >= max_line {
         Err(HttpError::Malformed("chunk size line too long"))
     } else {
         Ok(line + 1)
@@ -237,9 +269,9 @@ fn grow(line: usize) -> Result<usize, HttpError> {
 }
 
 /// Counts one more trailer byte. The final CRLF (2 bytes) is budgeted up front so the whole
-/// section stays within [`MAX_TRAILERS`].
-fn trailer(total: usize) -> Result<usize, HttpError> {
-    if total + 1 + 2 > MAX_TRAILERS {
+/// section stays within `max_trailers`.
+fn grow_trailer(total: usize, max_trailers: usize) -> Result<usize, HttpError> {
+    if total.saturating_add(1 + 2) > max_trailers {
         Err(HttpError::HeadTooLarge)
     } else {
         Ok(total + 1)
@@ -254,8 +286,8 @@ fn hex_value(b: u8) -> u8 {
     }
 }
 
-/// `tchar` (RFC 9110 §5.6.2): the bytes of a token such as a field name.
-pub(crate) fn is_tchar(b: u8) -> bool {
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a token such as a field name or a method.
+pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
@@ -377,6 +409,19 @@ mod tests {
         // Many small trailer lines count together.
         let input = format!("0\r\n{}\r\n", "T: v\r\n".repeat(MAX_TRAILERS / 6 + 1));
         assert_eq!(feed(BodyKind::Chunked, input.as_bytes(), 64, 16), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn chunk_limits_are_the_callers() {
+        let limits = ChunkLimits { max_line: 4, max_trailers: 12 };
+        let decode = |input: &[u8]| {
+            let mut out = Vec::new();
+            BodyDecoder::with_limits(BodyKind::Chunked, limits).decode(input, &mut out, usize::MAX).map(|r| (r, out))
+        };
+        assert_eq!(decode(b"1;ab\r\nx\r\n0\r\nX: 12345\r\n\r\n"), Ok(((24, true), b"x".to_vec())));
+        assert_eq!(decode(b"1;abc\r\n"), Err(HttpError::Malformed("chunk size line too long")));
+        assert_eq!(decode(b"0\r\nX: 123456\r\n\r\n"), Err(HttpError::HeadTooLarge));
+        assert_eq!(ChunkLimits::default(), ChunkLimits { max_line: MAX_CHUNK_LINE, max_trailers: MAX_TRAILERS });
     }
 
     #[test]

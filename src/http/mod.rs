@@ -18,8 +18,7 @@ mod response;
 
 use std::fmt;
 
-pub(crate) use body::is_tchar;
-pub use body::{BodyDecoder, MAX_CHUNK_LINE, MAX_TRAILERS};
+pub use body::{is_tchar, BodyDecoder, ChunkLimits, MAX_CHUNK_LINE, MAX_TRAILERS};
 pub use reject::Reject;
 pub use request::{parse_head, BodyKind, Request, MAX_HEADERS};
 pub use response::{

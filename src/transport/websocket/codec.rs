@@ -1,11 +1,19 @@
-//! The WebSocket frame codec (RFC 6455 §5): a [`Decoder`] for client frames that enforces every
-//! framing rule a server must, and the encoders for server frames.
+//! The WebSocket frame codec (RFC 6455 §5): a [`Decoder`] that enforces every framing rule of the
+//! receiving end, and the encoders for the frames each end sends.
 //!
-//! The decoder is small on purpose: an idle WebSocket costs its two limits and one pointer. The
-//! assembly buffer of a fragmented message exists only while such a message is in progress,
-//! and a frame's payload is copied (and unmasked) only once the whole frame has arrived.
+//! The two ends differ only in masking (§5.1, §5.3): a client masks every frame it sends and a
+//! server masks none, and each end fails the connection on a frame masked the wrong way. The
+//! server decodes with a [`Decoder`] (its [`ServerRole`]) and writes with [`frame_header`] /
+//! [`encode_frame`] / [`close_frame`]; a client (halley-load) decodes with a
+//! `Decoder<ClientRole>` from [`Decoder::client`] and writes with [`encode_masked_frame`].
+//!
+//! The decoder is small on purpose: an idle WebSocket costs its two limits and one pointer (the
+//! role is a type parameter, not a field). The assembly buffer of a fragmented message exists
+//! only while such a message is in progress, and a frame's payload is copied (and unmasked)
+//! only once the whole frame has arrived.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 /// Longest client frame header, in bytes: 2 fixed, 8 extended length, 4 masking key (§5.2).
 pub const MAX_CLIENT_HEADER: usize = 14;
@@ -77,8 +85,10 @@ pub enum Event {
 /// Why the connection must be failed (§7.1.7): each maps to the close code to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WsError {
-    /// A client frame without the mask bit (§5.1): 1002.
+    /// A client frame without the mask bit, at a server (§5.1): 1002.
     Unmasked,
+    /// A server frame with the mask bit, at a client (§5.1): 1002.
+    Masked,
     /// An RSV bit set with no extension negotiated (§5.2): 1002.
     ReservedBits,
     /// An opcode RFC 6455 reserves (§5.2): 1002.
@@ -118,6 +128,7 @@ impl WsError {
     pub fn reason(&self) -> &'static str {
         match self {
             WsError::Unmasked => "client frames must be masked",
+            WsError::Masked => "server frames must not be masked",
             WsError::ReservedBits => "reserved bits set without a negotiated extension",
             WsError::UnknownOpcode(_) => "unknown opcode",
             WsError::FragmentedControl => "control frames must not be fragmented",
@@ -141,24 +152,65 @@ impl fmt::Display for WsError {
 
 impl std::error::Error for WsError {}
 
-/// Decodes client frames into [`Event`]s, one frame per call.
+/// Which end of a connection a [`Decoder`] works for; only [`ServerRole`] and [`ClientRole`]
+/// implement it.
+pub trait Role: fmt::Debug + sealed::Sealed {
+    /// Whether the frames arriving at this end are masked (those a client sends, §5.3).
+    const RECEIVES_MASKED: bool;
+}
+
+/// The server end: decodes masked client frames, refuses unmasked ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRole {}
+
+/// The client end: decodes unmasked server frames, refuses masked ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {}
+
+impl Role for ServerRole {
+    const RECEIVES_MASKED: bool = true;
+}
+
+impl Role for ClientRole {
+    const RECEIVES_MASKED: bool = false;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ServerRole {}
+    impl Sealed for super::ClientRole {}
+}
+
+/// Decodes the peer's frames into [`Event`]s, one frame per call: a server's client frames by
+/// default, a client's server frames as `Decoder<ClientRole>`.
 #[derive(Debug)]
-pub struct Decoder {
+pub struct Decoder<R: Role = ServerRole> {
     /// Largest data frame payload accepted, in bytes.
     max_frame: usize,
     /// Largest (reassembled) message accepted, in bytes.
     max_message: usize,
     /// The fragmented message in progress; boxed so an idle decoder stays one pointer wide.
     message: Option<Box<Assembly>>,
+    role: PhantomData<R>,
 }
 
 impl Decoder {
-    /// A decoder that refuses data frames over `max_frame` bytes and messages over
+    /// A server's decoder that refuses data frames over `max_frame` bytes and messages over
     /// `max_message` bytes (both with 1009). Control frames are bounded by §5.5 (125 bytes).
     pub fn new(max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { max_frame, max_message, message: None }
+        Decoder { max_frame, max_message, message: None, role: PhantomData }
     }
+}
 
+impl Decoder<ClientRole> {
+    /// A client's decoder, for the server's unmasked frames, with the same limits as
+    /// [`Decoder::new`].
+    pub fn client(max_frame: usize, max_message: usize) -> Decoder<ClientRole> {
+        Decoder { max_frame, max_message, message: None, role: PhantomData }
+    }
+}
+
+impl<R: Role> Decoder<R> {
     /// Consumes at most one frame from the start of `input`.
     ///
     /// Returns the bytes consumed and the event the frame completed. `(0, None)`: the frame is
@@ -188,8 +240,8 @@ impl Decoder {
         self.message.as_ref().map_or(0, |m| m.data.len())
     }
 
-    /// Reads and checks a frame header. `None` until the whole header (with its masking key)
-    /// is there; an error as soon as the bytes seen so far break a rule.
+    /// Reads and checks a frame header. `None` until the whole header (with its masking key, if
+    /// the role expects one) is there; an error as soon as the bytes seen so far break a rule.
     fn parse_head(&self, input: &[u8]) -> Result<Option<FrameHead>, WsError> {
         let Some(&b0) = input.first() else {
             return Ok(None);
@@ -210,8 +262,9 @@ impl Decoder {
         let Some(&b1) = input.get(1) else {
             return Ok(None);
         };
-        if b1 & 0x80 == 0 {
-            return Err(WsError::Unmasked);
+        let masked = b1 & 0x80 != 0;
+        if masked != R::RECEIVES_MASKED {
+            return Err(if masked { WsError::Masked } else { WsError::Unmasked });
         }
         let (len, mask_at) = match b1 & 0x7F {
             126 | 127 if opcode.is_control() => return Err(WsError::ControlTooLong),
@@ -239,10 +292,13 @@ impl Decoder {
                 return Err(WsError::MessageTooLarge);
             }
         }
+        if !R::RECEIVES_MASKED {
+            return Ok(Some(FrameHead { fin, opcode, mask: None, header_len: mask_at, payload_len }));
+        }
         let Some(mask) = input.get(mask_at..mask_at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
             return Ok(None);
         };
-        Ok(Some(FrameHead { fin, opcode, mask, header_len: mask_at + 4, payload_len }))
+        Ok(Some(FrameHead { fin, opcode, mask: Some(mask), header_len: mask_at + 4, payload_len }))
     }
 
     /// Acts on one complete, checked frame.
@@ -266,7 +322,7 @@ impl Decoder {
                 let Some(message) = self.message.as_mut() else {
                     return Err(WsError::UnexpectedContinuation);
                 };
-                unmask_into(&mut message.data, payload, head.mask);
+                apply_mask(&mut message.data, payload, head.mask);
                 message.check_utf8()?;
                 if !head.fin {
                     return Ok(None);
@@ -319,11 +375,35 @@ pub fn frame_header(opcode: Opcode, fin: bool, len: usize) -> FrameHeader {
 /// [`MAX_CONTROL_PAYLOAD`] bytes so the frame is always valid; a Pong echoing a decoded Ping
 /// never needs cutting.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
-    let payload = if opcode.is_control() { &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)] } else { payload };
+    let payload = within_control_limit(opcode, payload);
     let header = frame_header(opcode, true, payload.len());
     out.reserve(header.as_ref().len() + payload.len());
     out.extend_from_slice(header.as_ref());
     out.extend_from_slice(payload);
+}
+
+/// Appends one unfragmented client frame masked with `key` (§5.3: a client masks every frame,
+/// with a fresh key the server cannot predict; the caller picks it). Control payloads are cut
+/// as by [`encode_frame`].
+pub fn encode_masked_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
+    let payload = within_control_limit(opcode, payload);
+    let header = frame_header(opcode, true, payload.len());
+    let header = header.as_ref();
+    out.reserve(header.len() + key.len() + payload.len());
+    out.push(header[0]);
+    out.push(header[1] | 0x80); // the MASK bit (§5.2)
+    out.extend_from_slice(&header[2..]);
+    out.extend_from_slice(&key);
+    apply_mask(out, payload, Some(key));
+}
+
+/// `payload`, cut to [`MAX_CONTROL_PAYLOAD`] bytes for a control frame (§5.5).
+fn within_control_limit(opcode: Opcode, payload: &[u8]) -> &[u8] {
+    if opcode.is_control() {
+        &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]
+    } else {
+        payload
+    }
 }
 
 /// A complete Close frame with `code` and `reason` (§5.5.1), the reason cut at a character
@@ -344,7 +424,8 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 struct FrameHead {
     fin: bool,
     opcode: Opcode,
-    mask: [u8; 4],
+    /// The masking key; only client frames have one (§5.3).
+    mask: Option<[u8; 4]>,
     /// Bytes before the payload, masking key included.
     header_len: usize,
     payload_len: usize,
@@ -408,15 +489,20 @@ fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// The payload with the client's mask removed (§5.3).
-fn unmasked(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+/// The payload with the client's mask, if any, removed (§5.3).
+fn unmasked(payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len());
-    unmask_into(&mut out, payload, mask);
+    apply_mask(&mut out, payload, mask);
     out
 }
 
-/// Appends `payload` unmasked: octet i is XORed with `mask[i % 4]` (§5.3).
-fn unmask_into(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
+/// Appends `payload` XORed with `mask` (octet i with `mask[i % 4]`, §5.3), which masks and
+/// unmasks alike; without a mask, appends it as is.
+fn apply_mask(out: &mut Vec<u8>, payload: &[u8], mask: Option<[u8; 4]>) {
+    let Some(mask) = mask else {
+        out.extend_from_slice(payload);
+        return;
+    };
     out.reserve(payload.len());
     let mut chunks = payload.chunks_exact(4);
     let word = u32::from_ne_bytes(mask);

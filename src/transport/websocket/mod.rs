@@ -17,6 +17,9 @@
 //! - Server frames are never masked (§5.1). A broadcast encodes each message's whole frame
 //!   once (`Wire::WsFrame`) and every subscriber's connection writes the same bytes.
 //!
+//! The client end uses the same codec (halley-load does): [`Decoder::client`] reads the server's
+//! unmasked frames and [`encode_masked_frame`] writes the masked frames a client must send.
+//!
 //! Extensions (`Sec-WebSocket-Extensions`, e.g. permessage-deflate) are not negotiated: the 101
 //! names none, so clients send plain frames and any RSV bit is a protocol error. `Origin` is not
 //! checked here; an origin policy, if any, belongs to the caller.
@@ -25,8 +28,8 @@ mod codec;
 mod handshake;
 
 pub use codec::{
-    close_frame, encode_frame, frame_header, Decoder, Event, FrameHeader, Opcode, WsError, MAX_CLIENT_HEADER,
-    MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER,
+    close_frame, encode_frame, encode_masked_frame, frame_header, ClientRole, Decoder, Event, FrameHeader, Opcode,
+    Role, ServerRole, WsError, MAX_CLIENT_HEADER, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER,
 };
 pub use handshake::{
     accept_key, check_upgrade, write_handshake_response, Handshake, HandshakeError, MAX_PROTOCOLS, WEBSOCKET_GUID,

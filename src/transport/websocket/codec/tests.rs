@@ -36,7 +36,7 @@ fn decoder() -> Decoder {
 }
 
 /// Decodes `input` completely, frame by frame, collecting the events.
-fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> Result<Vec<Event>, WsError> {
+fn decode_all<R: Role>(dec: &mut Decoder<R>, mut input: &[u8]) -> Result<Vec<Event>, WsError> {
     let mut events = Vec::new();
     loop {
         let (n, event) = dec.decode(input)?;
@@ -375,6 +375,102 @@ fn close_frame_cuts_the_reason_at_a_char_boundary() {
 #[test]
 fn idle_decoder_is_small() {
     assert!(std::mem::size_of::<Decoder>() <= 3 * std::mem::size_of::<usize>());
+}
+
+// The client end (RFC 6455 §5.1, §5.3): server frames in, masked frames out.
+
+fn client_decoder() -> Decoder<ClientRole> {
+    Decoder::client(1 << 20, 1 << 20)
+}
+
+/// An unfragmented server frame, as [`encode_frame`] writes it.
+fn server(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(&mut out, opcode, payload);
+    out
+}
+
+#[test]
+fn client_decodes_unmasked_server_frames() {
+    let mut stream = server(Opcode::Text, b"{\"type\":\"ack\"}");
+    stream.extend(server(Opcode::Binary, &[7u8; 300]));
+    stream.extend(server(Opcode::Text, &[b'a'; 70_000]));
+    stream.extend(server(Opcode::Ping, b"hb"));
+    stream.extend(server(Opcode::Pong, b""));
+    stream.extend(close_frame(1001, "going away"));
+    assert_eq!(
+        decode_all(&mut client_decoder(), &stream),
+        Ok(vec![
+            Event::Text("{\"type\":\"ack\"}".into()),
+            Event::Binary(vec![7u8; 300]),
+            Event::Text("a".repeat(70_000)),
+            Event::Ping(b"hb".to_vec()),
+            Event::Pong(Vec::new()),
+            Event::Close { code: Some(1001), reason: "going away".into() },
+        ])
+    );
+    // RFC 6455 §5.7: the unmasked fragmented "Hello", with a Ping between the fragments.
+    let mut stream = vec![0x01, 0x03, 0x48, 0x65, 0x6c];
+    stream.extend(server(Opcode::Ping, b""));
+    stream.extend([0x80, 0x02, 0x6c, 0x6f]);
+    assert_eq!(
+        decode_all(&mut client_decoder(), &stream),
+        Ok(vec![Event::Ping(Vec::new()), Event::Text("Hello".into())])
+    );
+}
+
+#[test]
+fn client_truncation_points_are_incomplete() {
+    for frame in [server(Opcode::Text, b"Hello"), server(Opcode::Binary, &[1u8; 300]), close_frame(1000, "")] {
+        let mut dec = client_decoder();
+        for cut in 0..frame.len() {
+            assert_eq!(dec.decode(&frame[..cut]), Ok((0, None)), "cut at {cut} of {}", frame.len());
+        }
+        assert!(matches!(dec.decode(&frame), Ok((n, Some(_))) if n == frame.len()));
+    }
+}
+
+#[test]
+fn client_refuses_masked_frames_and_keeps_every_other_rule() {
+    let err = client_decoder().decode(&client(true, Opcode::Text, b"Hello")).expect_err("must fail");
+    assert_eq!((err, err.close_code()), (WsError::Masked, 1002));
+    assert_eq!(client_decoder().decode(&[0x81, 0x80]), Err(WsError::Masked), "refused from the second byte");
+    assert_eq!(client_decoder().decode(&[0xc1, 0x00]), Err(WsError::ReservedBits));
+    assert_eq!(client_decoder().decode(&[0x83, 0x00]), Err(WsError::UnknownOpcode(3)));
+    assert_eq!(client_decoder().decode(&[0x80, 0x00]), Err(WsError::UnexpectedContinuation));
+    assert_eq!(client_decoder().decode(&server(Opcode::Text, b"\xff")), Err(WsError::InvalidUtf8));
+    assert_eq!(
+        client_decoder().decode(&server(Opcode::Close, &[0x03])),
+        Err(WsError::BadClose("close payload of one byte"))
+    );
+    let mut dec = Decoder::client(10, 16);
+    assert_eq!(dec.decode(&server(Opcode::Binary, &[0u8; 11])[..2]), Err(WsError::FrameTooLarge));
+    let mut dec = Decoder::client(100, 16);
+    assert_eq!(dec.decode(&server(Opcode::Text, &[b'x'; 17])[..2]), Err(WsError::MessageTooLarge));
+}
+
+#[test]
+fn masked_encoder_matches_the_rfc_and_round_trips() {
+    // RFC 6455 §5.7: a single-frame masked text message.
+    let mut out = Vec::new();
+    encode_masked_frame(&mut out, Opcode::Text, b"Hello", MASK);
+    assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    for len in [0, 125, 126, 65535, 65536] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
+        let mut out = Vec::new();
+        encode_masked_frame(&mut out, Opcode::Binary, &payload, MASK);
+        assert_eq!(out, client(true, Opcode::Binary, &payload), "len {len}");
+        assert_eq!(decoder().decode(&out), Ok((out.len(), Some(Event::Binary(payload)))), "len {len}");
+    }
+    let mut out = Vec::new();
+    encode_masked_frame(&mut out, Opcode::Pong, &[9u8; 200], [1, 2, 3, 4]);
+    assert_eq!(out.len(), 2 + 4 + MAX_CONTROL_PAYLOAD);
+    assert_eq!(decoder().decode(&out), Ok((out.len(), Some(Event::Pong(vec![9u8; MAX_CONTROL_PAYLOAD])))));
+}
+
+#[test]
+fn client_decoder_is_as_small() {
+    assert_eq!(std::mem::size_of::<Decoder<ClientRole>>(), std::mem::size_of::<Decoder>());
 }
 
 /// Random bytes and mutated valid streams, fed in random pieces: never a panic, never more
