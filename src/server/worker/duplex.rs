@@ -90,13 +90,13 @@ impl Worker {
 
     /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
     fn ws_framing(&self) -> DuplexFraming {
-        let max = self.shared.config.ws_max_message;
+        let max = self.shared.config.streams.ws_max_message;
         DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
     }
 
     fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
         let now = Instant::now();
-        let interval = self.shared.config.heartbeat_interval;
+        let interval = self.shared.config.streams.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.phase = Phase::Duplex(Box::new(Duplex {
             framing,
@@ -176,7 +176,7 @@ impl Worker {
     /// The next frame or line in the input after `consumed` bytes (advanced past it), or `None`
     /// when there is no complete one yet or the peer must first read what it was sent.
     fn next_duplex_step(&mut self, key: usize, consumed: &mut usize) -> Option<Step> {
-        let max_line = self.shared.config.ws_max_message;
+        let max_line = self.shared.config.streams.ws_max_message;
         let conn = self.conns.get_mut(key)?;
         if conn.out.len() >= OUT_HIGH_WATER {
             return None;
@@ -283,7 +283,7 @@ impl Worker {
 
     /// Sends the messages on `selectors` with `after < seq <= upto`.
     fn duplex_backfill(&mut self, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
-        let max_batch = self.shared.config.max_batch;
+        let max_batch = self.shared.config.longpoll.max_batch;
         loop {
             self.scratch_msgs.clear();
             let read = self.shared.store.read(selectors, after, max_batch, &mut self.scratch_msgs);
@@ -360,9 +360,9 @@ impl Worker {
                 return self.bayeux_socket_round(key, false);
             }
         }
-        let bound = self.shared.config.max_pending_output;
-        let max_batch = self.shared.config.max_batch;
-        let grace = self.shared.config.heartbeat_interval;
+        let bound = self.shared.config.network.max_pending_output;
+        let max_batch = self.shared.config.longpoll.max_batch;
+        let grace = self.shared.config.streams.heartbeat_interval;
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
@@ -451,7 +451,7 @@ impl Worker {
     /// is gone), or a heartbeat line on raw TCP.
     pub(super) fn duplex_timer(&mut self, key: usize) {
         let now = Instant::now();
-        let interval = self.shared.config.heartbeat_interval;
+        let interval = self.shared.config.streams.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Phase::Duplex(duplex) = &mut conn.phase else { return };
         // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.

@@ -139,8 +139,7 @@ impl Worker {
             poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
-        let config = &shared.config;
-        let limits = http::Limits { max_head: config.max_head, max_uri: config.max_uri, max_body: config.max_body };
+        let limits = shared.config.http;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Ok(Worker {
             id,
@@ -277,7 +276,7 @@ impl Worker {
         loop {
             let listener = if raw { self.raw_listener.as_ref() } else { self.listener.as_ref() };
             let Some(listener) = listener else { return true };
-            if self.shared.connections.load(Relaxed) >= self.shared.config.max_connections {
+            if self.shared.connections.load(Relaxed) >= self.shared.config.network.max_connections {
                 self.pause_accept("connection limit reached");
                 return false;
             }
@@ -331,7 +330,7 @@ impl Worker {
             self.start_raw(key);
         } else {
             // A fresh connection must send its head within the header timeout.
-            self.set_timer(key, self.shared.config.header_timeout);
+            self.set_timer(key, self.shared.config.timeouts.header);
         }
     }
 
@@ -360,7 +359,7 @@ impl Worker {
                     _ => {}
                 }
             }
-            let drained = conn.out.len() < self.shared.config.max_pending_output / 2;
+            let drained = conn.out.len() < self.shared.config.network.max_pending_output / 2;
             match &conn.phase {
                 // The client caught up with what was queued: continue from the cursor.
                 Phase::Streaming(stream) if drained && stream.over_since.is_some() => self.feed_stream(key, true),
@@ -403,7 +402,7 @@ impl Worker {
             Phase::Head { .. } | Phase::Parked(_) | Phase::Publishing { .. } | Phase::Streaming(_) => max_head + 1,
             Phase::Body(_) => BODY_READ_CHUNK,
             // A whole client frame (or raw command line) must fit: the decoder needs it complete.
-            Phase::Duplex(_) => self.shared.config.ws_max_message + websocket::MAX_CLIENT_HEADER,
+            Phase::Duplex(_) => self.shared.config.streams.ws_max_message + websocket::MAX_CLIENT_HEADER,
             Phase::Draining => {
                 return drain_socket(conn);
             }
@@ -462,7 +461,7 @@ impl Worker {
                 Phase::Head { started } => {
                     if started.is_none() {
                         *started = Some(Instant::now());
-                        self.set_timer(key, self.shared.config.header_timeout);
+                        self.set_timer(key, self.shared.config.timeouts.header);
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return progressed };
                     let Some(buf) = conn.inbuf.as_mut() else { break };
@@ -562,7 +561,7 @@ impl Worker {
                 }
                 let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
                 conn.phase = Phase::Body(Box::new(body));
-                self.set_timer(key, self.shared.config.header_timeout);
+                self.set_timer(key, self.shared.config.timeouts.header);
             }
         }
     }
@@ -690,7 +689,7 @@ impl Worker {
 
     fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
         let config = &self.shared.config;
-        let sub = match native::parse_subscribe(topics, req, config.longpoll_max_timeout) {
+        let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
             Ok(sub) => sub,
             Err(bad) => return self.respond_error(key, meta, 400, &bad.0, &[]),
         };
@@ -705,7 +704,7 @@ impl Worker {
         let resume = sub.since.resolve(store.epoch(), store.head());
         // A client asking for everything gets everything there is; no gap to report.
         let show_gap = sub.since != Since::All;
-        let default_timeout = config.longpoll_timeout;
+        let default_timeout = config.longpoll.timeout;
         let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
             Transport::Stream(kind) if !meta.head_only => {
@@ -789,7 +788,8 @@ impl Worker {
         }
         self.scratch_msgs.clear();
         let store = &self.shared.store;
-        let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let read =
+            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
         let gap = epoch_gap || (show_gap && read.gap);
         if self.scratch_msgs.is_empty() && !gap && !force {
             return Answer::Nothing { head: read.head };
@@ -856,7 +856,12 @@ impl Worker {
         let store = Arc::clone(&self.shared.store);
         let resume = piggyback.since.resolve(store.epoch(), store.head());
         self.scratch_msgs.clear();
-        let read = store.read(&piggyback.selectors, resume.after, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let read = store.read(
+            &piggyback.selectors,
+            resume.after,
+            self.shared.config.longpoll.max_batch,
+            &mut self.scratch_msgs,
+        );
         let next = read.next_cursor(resume.after, &self.scratch_msgs);
         let gap = resume.reset || (read.gap && piggyback.since != Since::All);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
@@ -876,8 +881,8 @@ impl Worker {
         match cors {
             Cors::None => None,
             Cors::Any => Some("*"),
-            Cors::Read(i) => config.cors_origins.get(usize::from(i)).map(String::as_str),
-            Cors::Publish(i) => config.cors_publish_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Read(i) => config.access.cors_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Publish(i) => config.access.cors_publish_origins.get(usize::from(i)).map(String::as_str),
         }
     }
 
@@ -931,7 +936,7 @@ impl Worker {
     fn cors_for(&self, req: &Request, publish: bool) -> Cors {
         let Some(origin) = req.header_str("origin") else { return Cors::None };
         let config = &self.shared.config;
-        let list = if publish { &config.cors_publish_origins } else { &config.cors_origins };
+        let list = if publish { &config.access.cors_publish_origins } else { &config.access.cors_origins };
         let mut found = Cors::None;
         for (i, allowed) in list.iter().enumerate() {
             if allowed == "*" {
@@ -1035,9 +1040,9 @@ impl Worker {
         if keep_alive {
             conn.phase = Phase::Head { started: None };
             let timeout = if conn.buffered() > 0 {
-                self.shared.config.header_timeout
+                self.shared.config.timeouts.header
             } else {
-                self.shared.config.keepalive_timeout
+                self.shared.config.timeouts.keepalive
             };
             self.set_timer(key, timeout);
         } else {
@@ -1295,7 +1300,7 @@ impl Worker {
                 {
                     let period = match conn.phase {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
-                        _ => self.shared.config.keepalive_timeout,
+                        _ => self.shared.config.timeouts.keepalive,
                     };
                     self.set_timer(key, period);
                     continue;
@@ -1336,7 +1341,7 @@ impl Worker {
     /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
-        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
+        self.shutdown_deadline = Some(now + self.shared.config.timeouts.shutdown);
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -1375,9 +1380,9 @@ impl Worker {
 fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::Settings {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     crate::protocol::bayeux::Settings {
-        timeout_ms: millis(config.bayeux_timeout),
+        timeout_ms: millis(config.sessions.bayeux_timeout),
         interval_ms: 0,
-        max_interval_ms: millis(config.bayeux_max_interval),
+        max_interval_ms: millis(config.sessions.bayeux_max_interval),
         may_publish: client_publish_policy(config),
     }
 }
@@ -1385,7 +1390,7 @@ fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::S
 /// The client-publish policy (`--client-publish`): a topic may be published by a client when
 /// one of the configured patterns matches it.
 fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
-    let allowed: Vec<Selector> = config.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
+    let allowed: Vec<Selector> = config.access.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
     Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
 }
 
