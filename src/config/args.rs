@@ -98,7 +98,7 @@ pub struct NetworkArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Unsent output a connection may hold; a streaming subscriber over it is sent an overflow notice and closed [default: 262144]
+    /// Unsent output a connection may hold: its pipelined requests and commands wait above it, and a streaming subscriber over it is sent an overflow notice and closed [default: 262144]
     #[arg(long, value_name = "BYTES")]
     pub max_pending_output: Option<usize>,
 }

@@ -74,8 +74,24 @@ pub struct Network {
     pub backlog: u32,
     /// Open connections across all workers.
     pub max_connections: usize,
-    /// Unsent output bound per connection, bytes.
+    /// Unsent output bound per connection, bytes: the one knob behind both output marks below.
     pub max_pending_output: usize,
+}
+
+impl Network {
+    /// Unsent output, in bytes, at or above which a connection's producers stop: its pipelined
+    /// requests and duplex commands wait unread, and no more history is fed to its stream (a
+    /// subscriber that stays there a heartbeat interval is cut). It is the bound itself: a
+    /// connection over its bound gets no new work of any kind.
+    pub fn out_high_water(&self) -> usize {
+        self.max_pending_output
+    }
+
+    /// Unsent output, in bytes, below which a paused stream or duplex subscriber is fed again:
+    /// half the bound, so feeding resumes in large steps rather than once per written packet.
+    pub fn out_low_water(&self) -> usize {
+        self.max_pending_output / 2
+    }
 }
 
 /// Connection and shutdown deadlines.

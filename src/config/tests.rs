@@ -412,6 +412,17 @@ fn error_message_names_the_table() {
     assert!(text.starts_with("invalid --workers (`workers` in the config file): "), "{text}");
 }
 
+/// The output marks derive from `--max-pending-output`; the defaults are the 256 KiB (and half of
+/// it) the worker used as constants before they became one knob.
+#[test]
+fn output_marks_follow_the_one_bound() {
+    let network = Network::default();
+    assert_eq!(network.out_high_water(), 256 * 1024);
+    assert_eq!(network.out_low_water(), 128 * 1024);
+    let small = Network { max_pending_output: 64 * 1024, ..Network::default() };
+    assert_eq!((small.out_high_water(), small.out_low_water()), (64 * 1024, 32 * 1024));
+}
+
 /// The example file in README.md is valid and means what it says.
 #[test]
 fn readme_example_file_is_valid() {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{Worker, CLOSE_WRITE_TIMEOUT, OUT_HIGH_WATER};
+use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::Request;
 use crate::hub::{Message, Selector, Since, Wire};
 use crate::protocol::commands::{self, Command, Op};
@@ -177,8 +177,9 @@ impl Worker {
     /// when there is no complete one yet or the peer must first read what it was sent.
     fn next_duplex_step(&mut self, key: usize, consumed: &mut usize) -> Option<Step> {
         let max_line = self.shared.config.streams.ws_max_message;
+        let high_water = self.shared.config.network.out_high_water();
         let conn = self.conns.get_mut(key)?;
-        if conn.out.len() >= OUT_HIGH_WATER {
+        if conn.out.len() >= high_water {
             return None;
         }
         let Phase::Duplex(duplex) = &mut conn.phase else { return None };

@@ -56,9 +56,6 @@ const FIRST_CONN: usize = 3;
 const READ_BUF: usize = 4096;
 /// Read buffers kept in the pool, at most.
 const POOLED_BUFS: usize = 1024;
-/// While a connection has more than this many bytes of unwritten output, its pipelined
-/// requests and duplex commands wait until the peer reads (the producer stops).
-const OUT_HIGH_WATER: usize = 256 * 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
 /// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
@@ -359,7 +356,7 @@ impl Worker {
                     _ => {}
                 }
             }
-            let drained = conn.out.len() < self.shared.config.network.max_pending_output / 2;
+            let drained = conn.out.len() < self.shared.config.network.out_low_water();
             match &conn.phase {
                 // The client caught up with what was queued: continue from the cursor.
                 Phase::Streaming(stream) if drained && stream.over_since.is_some() => self.feed_stream(key, true),
@@ -451,10 +448,11 @@ impl Worker {
     /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
     /// Returns true if anything was consumed.
     fn process_input(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
         let mut progressed = false;
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return progressed };
-            if conn.out.len() >= OUT_HIGH_WATER || conn.buffered() == 0 {
+            if conn.out.len() >= high_water || conn.buffered() == 0 {
                 break;
             }
             match &mut conn.phase {
@@ -529,6 +527,7 @@ impl Worker {
 
     /// The peer sent FIN. Returns true if the connection was closed (or is closing).
     fn handle_peer_close(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
         let Some(conn) = self.conns.get_mut(key) else { return true };
         if !conn.peer_closed {
             return false;
@@ -536,7 +535,7 @@ impl Worker {
         match conn.phase {
             // Still answering a complete request (e.g. a publish sent with a half-close).
             Phase::Publishing { .. } | Phase::Closing => false,
-            Phase::Head { .. } if conn.buffered() > 0 && conn.out.len() >= OUT_HIGH_WATER => false,
+            Phase::Head { .. } if conn.buffered() > 0 && conn.out.len() >= high_water => false,
             Phase::Head { .. } if !conn.out.is_empty() => {
                 conn.phase = Phase::Closing;
                 false
