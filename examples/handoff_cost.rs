@@ -17,7 +17,8 @@ use halley::config::Config;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests: usize = std::env::args().nth(1).map_or(Ok(4000), |n| n.parse())?;
-    let config = Config { listen: "127.0.0.1:0".parse()?, workers: 2, pin_workers: false, ..Config::default() };
+    let mut config = Config { workers: 2, pin_workers: false, ..Config::default() };
+    config.network.listen = "127.0.0.1:0".parse()?;
     let server = halley::server::start(config)?;
     let addr = server.local_addr();
     let join = get(addr, "/pushlet.srv?p_event=join&p_format=xml-strict")?;

@@ -283,7 +283,7 @@ fn held_connect_is_answered_by_a_bayeux_publish_and_by_post_pub() {
 
 #[test]
 fn held_connect_is_answered_by_its_timeout() {
-    let server = TestServer::with(|c| c.bayeux_timeout = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.sessions.bayeux_timeout = Duration::from_millis(300));
     let client = handshake(&server);
     let mut c = server.client();
     let started = Instant::now();
@@ -479,7 +479,7 @@ fn service_echo_is_a_remote_call_and_never_broadcast() {
 
 #[test]
 fn a_session_expires_after_max_interval_without_a_connect() {
-    let server = TestServer::with(|c| c.bayeux_max_interval = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.sessions.bayeux_max_interval = Duration::from_millis(300));
     let client = handshake(&server);
     assert_eq!(server.worker_total("sessions"), 1);
     server.wait_for("sessions", 0);
@@ -492,8 +492,8 @@ fn a_session_expires_after_max_interval_without_a_connect() {
 #[test]
 fn a_held_connect_keeps_the_session_alive() {
     let server = TestServer::with(|c| {
-        c.bayeux_max_interval = Duration::from_millis(200);
-        c.bayeux_timeout = Duration::from_millis(600);
+        c.sessions.bayeux_max_interval = Duration::from_millis(200);
+        c.sessions.bayeux_timeout = Duration::from_millis(600);
     });
     let client = handshake(&server);
     let mut c = server.client();

@@ -118,9 +118,9 @@ fn expect_error(server: &TestServer, request: &[u8], status: u16) -> util::Respo
 #[test]
 fn limits_and_malformed_requests_get_clear_errors() {
     let server = TestServer::with(|c| {
-        c.max_head = 1024;
-        c.max_uri = 256;
-        c.max_body = 100;
+        c.http.max_head = 1024;
+        c.http.max_uri = 256;
+        c.http.max_body = 100;
     });
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(300));
     expect_error(&server, long_uri.as_bytes(), 414);
@@ -166,7 +166,7 @@ fn wrong_method_gets_405_with_allow_and_unknown_path_404() {
 
 #[test]
 fn slow_head_times_out_with_408() {
-    let server = TestServer::with(|c| c.header_timeout = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.timeouts.header = Duration::from_millis(300));
     let mut c = server.client();
     c.send(b"GET /health HTTP/1.1\r\nHo");
     let r = c.response();
@@ -176,7 +176,7 @@ fn slow_head_times_out_with_408() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
-    let server = TestServer::with(|c| c.keepalive_timeout = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.timeouts.keepalive = Duration::from_millis(300));
     let mut c = server.client();
     assert_eq!(c.get("/health").status, 200);
     // No request follows; the server closes without a response.
@@ -185,7 +185,7 @@ fn idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn cors_preflight_and_allowlists() {
-    let server = TestServer::with(|c| c.cors_publish_origins = vec!["https://app.example".into()]);
+    let server = TestServer::with(|c| c.access.cors_publish_origins = vec!["https://app.example".into()]);
     let mut c = server.client();
     c.send(b"OPTIONS /sub/a HTTP/1.1\r\nHost: t\r\nOrigin: https://any.example\r\nAccess-Control-Request-Method: GET\r\n\r\n");
     let r = c.response();

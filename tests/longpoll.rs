@@ -143,7 +143,7 @@ fn bad_subscriptions_get_400_with_a_reason() {
 
 #[test]
 fn fallen_out_of_history_is_reported_as_a_gap() {
-    let server = TestServer::with(|c| c.history_messages = 3);
+    let server = TestServer::with(|c| c.history.max_messages = 3);
     let start = cursor(server.addr, "/g");
     for i in 0..6 {
         publish(server.addr, "/g", format!("{i}").as_bytes());
@@ -175,7 +175,7 @@ fn a_cursor_from_another_epoch_gets_everything_and_a_gap() {
 fn fifty_repolling_clients_see_a_thousand_messages_once_and_in_order() {
     const CLIENTS: usize = 50;
     const MESSAGES: usize = 1000;
-    let server = TestServer::with(|c| c.history_messages = MESSAGES);
+    let server = TestServer::with(|c| c.history.max_messages = MESSAGES);
     let addr = server.addr;
     let start = cursor(addr, "/load");
     let subscribers: Vec<_> = (0..CLIENTS)
@@ -261,7 +261,7 @@ fn shutdown_answers_parked_clients_with_their_cursor() {
 #[test]
 fn accepting_pauses_at_the_connection_limit_and_resumes() {
     let server = TestServer::with(|c| {
-        c.max_connections = 4;
+        c.network.max_connections = 4;
         c.workers = 1;
     });
     let mut held: Vec<Client> = (0..4).map(|_| server.client()).collect();
@@ -331,8 +331,8 @@ fn one_broadcast_reaches_differently_shaped_subscribers_each_in_its_own_form() {
 #[test]
 fn shutdown_does_not_wait_for_a_keep_alive_connection_that_was_still_being_written() {
     let mut server = TestServer::with(|c| {
-        c.shutdown_timeout = Duration::from_secs(8);
-        c.max_batch = 1000;
+        c.timeouts.shutdown = Duration::from_secs(8);
+        c.longpoll.max_batch = 1000;
     });
     let chunk = vec![b'z'; 64 * 1024];
     for _ in 0..32 {

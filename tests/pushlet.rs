@@ -102,7 +102,7 @@ fn pull_rounds_in_each_format_match_the_spec() {
 #[test]
 fn poll_rounds_answer_at_once_in_each_format() {
     // A long read timeout: a poll must not wait for it.
-    let server = TestServer::with(|c| c.pushlet_read_timeout = Duration::from_secs(30));
+    let server = TestServer::with(|c| c.sessions.pushlet_read_timeout = Duration::from_secs(30));
     for format in FORMATS {
         let mut c = server.client();
         let r = c.get(&format!("/pushlet.srv?p_event=join-listen&p_format={format}&p_mode=poll&p_subject=/poll"));
@@ -376,7 +376,7 @@ fn one_copy_per_session_when_several_subscriptions_match() {
 
 #[test]
 fn idle_stream_gets_an_hb_after_each_read_timeout() {
-    let server = TestServer::with(|c| c.pushlet_read_timeout = Duration::from_millis(200));
+    let server = TestServer::with(|c| c.sessions.pushlet_read_timeout = Duration::from_millis(200));
     let id = join(server.addr, "xml");
     let mut s = StreamClient::open(server.addr, &get_request(&format!("p_event=listen&p_id={id}&p_subject=/quiet")));
     read_events(&mut s, "xml", 2);
@@ -390,7 +390,7 @@ fn idle_stream_gets_an_hb_after_each_read_timeout() {
 
 #[test]
 fn idle_pull_refresh_is_answered_with_hb_after_the_read_timeout() {
-    let server = TestServer::with(|c| c.pushlet_read_timeout = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.sessions.pushlet_read_timeout = Duration::from_millis(300));
     for format in FORMATS {
         let mut c = server.client();
         let r = c.get(&format!("/pushlet.srv?p_event=join-listen&p_format={format}&p_mode=pull&p_subject=/silent"));
@@ -476,7 +476,7 @@ fn subscribe_on_a_control_connection_flows_into_the_open_stream() {
 
 #[test]
 fn an_expired_lease_removes_the_session() {
-    let server = TestServer::with(|c| c.session_lease = Duration::from_millis(200));
+    let server = TestServer::with(|c| c.sessions.lease = Duration::from_millis(200));
     let id = join(server.addr, "xml");
     let kept = join(server.addr, "xml");
     assert_eq!(server.worker_total("sessions"), 2);
@@ -491,7 +491,7 @@ fn an_expired_lease_removes_the_session() {
 
 #[test]
 fn a_session_over_the_queue_bound_gets_an_explicit_abort_and_is_removed() {
-    let server = TestServer::with(|c| c.session_queue = 3);
+    let server = TestServer::with(|c| c.sessions.queue = 3);
     let (id, mut c) = pull_listener(&server, "/flood");
     // At the bound: everything is delivered.
     for i in 0..3 {
@@ -514,7 +514,7 @@ fn a_session_over_the_queue_bound_gets_an_explicit_abort_and_is_removed() {
 
 #[test]
 fn a_pull_session_that_fell_out_of_history_is_told() {
-    let server = TestServer::with(|c| c.history_messages = 2);
+    let server = TestServer::with(|c| c.history.max_messages = 2);
     let (id, mut c) = pull_listener(&server, "/short");
     for i in 0..5 {
         publish(server.addr, "/short", format!("m{i}").as_bytes());
@@ -530,7 +530,7 @@ fn a_pull_session_that_fell_out_of_history_is_told() {
 
 #[test]
 fn other_sessions_unicasts_do_not_count_against_the_queue_bound() {
-    let server = TestServer::with(|c| c.session_queue = 3);
+    let server = TestServer::with(|c| c.sessions.queue = 3);
     // Subscribed to everything, so its selectors also see every unicast topic.
     let (id, mut c) = pull_listener(&server, "/");
     let target = join(server.addr, "xml");
@@ -590,7 +590,7 @@ fn a_session_works_when_its_connections_arrive_on_different_workers() {
 
 #[test]
 fn client_publishing_can_be_turned_off() {
-    let server = TestServer::with(|c| c.client_publish = Vec::new());
+    let server = TestServer::with(|c| c.access.client_publish = Vec::new());
     let id = join(server.addr, "xml");
     let reply = pushlet(server.addr, &format!("p_event=publish&p_id={id}&p_subject=/any&x=1"));
     assert_eq!(kinds(&reply.events), ["nack"]);
@@ -601,7 +601,7 @@ fn client_publishing_can_be_turned_off() {
 
 #[test]
 fn client_publishing_can_be_limited_to_patterns() {
-    let server = TestServer::with(|c| c.client_publish = vec!["/chat/**".to_owned()]);
+    let server = TestServer::with(|c| c.access.client_publish = vec!["/chat/**".to_owned()]);
     let (id, mut c) = pull_listener(&server, "/chat");
     let ok = pushlet(server.addr, &format!("p_event=publish&p_id={id}&p_subject=/chat/room&msg=yes"));
     assert_eq!(kinds(&ok.events), ["publish-ack"]);

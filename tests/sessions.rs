@@ -33,7 +33,7 @@ fn frame_ids(ws: &mut Ws) -> Vec<Value> {
 fn a_bayeux_socket_that_dies_without_a_close_frame_lets_its_session_expire_and_touches_no_one_else() {
     let server = TestServer::with(|c| {
         c.workers = 1;
-        c.bayeux_max_interval = Duration::from_millis(300);
+        c.sessions.bayeux_max_interval = Duration::from_millis(300);
     });
     let mut ws = Ws::connect(server.addr, "/cometd");
     let client_id = handshake_ws(&mut ws);
@@ -116,7 +116,7 @@ fn a_pipelined_response_survives_the_hand_off_of_its_connection() {
 
 #[test]
 fn a_socket_handed_to_another_worker_leaves_nothing_behind() {
-    let server = TestServer::with(|c| c.bayeux_max_interval = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.sessions.bayeux_max_interval = Duration::from_millis(300));
     let mut ws = Ws::connect(server.addr, "/cometd");
     let s1 = handshake_ws(&mut ws);
     ws.send_json(json!([{"id":"c1","channel":"/meta/connect","connectionType":"websocket","clientId":s1}]));
@@ -140,8 +140,8 @@ fn a_socket_handed_to_another_worker_leaves_nothing_behind() {
 fn held_bayeux_connects_on_a_socket_end_without_an_early_heartbeat() {
     let server = TestServer::with(|c| {
         c.workers = 1;
-        c.heartbeat_interval = Duration::from_secs(60);
-        c.bayeux_timeout = Duration::from_millis(100);
+        c.streams.heartbeat_interval = Duration::from_secs(60);
+        c.sessions.bayeux_timeout = Duration::from_millis(100);
     });
     let mut ws = Ws::connect(server.addr, "/cometd");
     let client_id = handshake_ws(&mut ws);

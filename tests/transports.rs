@@ -51,7 +51,7 @@ fn sse_events(body: &str) -> Vec<(Option<String>, Option<String>, String)> {
 
 #[test]
 fn sse_carries_every_payload_and_resumes_from_last_event_id() {
-    let server = TestServer::with(|c| c.heartbeat_interval = Duration::from_millis(200));
+    let server = TestServer::with(|c| c.streams.heartbeat_interval = Duration::from_millis(200));
     let mut sse =
         StreamClient::open(server.addr, "GET /sub/sse HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
     assert_eq!(sse.head.status, 200);
@@ -93,7 +93,7 @@ fn sse_stream_start_sets_the_last_event_id_to_its_cursor() {
 
 #[test]
 fn ndjson_stream_recycles_with_a_cursor_and_resumes_without_loss() {
-    let server = TestServer::with(|c| c.stream_max_age = Duration::from_millis(400));
+    let server = TestServer::with(|c| c.streams.max_age = Duration::from_millis(400));
     let mut stream =
         StreamClient::open(server.addr, "GET /sub/nd?transport=stream&since=all HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(stream.head.header("content-type"), Some("application/x-ndjson"));
@@ -126,7 +126,7 @@ fn ndjson_stream_recycles_with_a_cursor_and_resumes_without_loss() {
 
 #[test]
 fn http_1_0_stream_is_close_delimited() {
-    let server = TestServer::with(|c| c.stream_max_age = Duration::from_millis(300));
+    let server = TestServer::with(|c| c.streams.max_age = Duration::from_millis(300));
     publish(server.addr, "/old", b"hello 1.0");
     let mut stream = StreamClient::open(server.addr, "GET /sub/old?transport=stream&since=all HTTP/1.0\r\n\r\n");
     assert_eq!(stream.head.header("transfer-encoding"), None);
@@ -137,7 +137,7 @@ fn http_1_0_stream_is_close_delimited() {
 
 #[test]
 fn forever_iframe_pads_escapes_and_calls_the_callback() {
-    let server = TestServer::with(|c| c.heartbeat_interval = Duration::from_millis(200));
+    let server = TestServer::with(|c| c.streams.heartbeat_interval = Duration::from_millis(200));
     let mut frame = StreamClient::open(
         server.addr,
         "GET /sub/frame?transport=iframe&callback=app.onMsg HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -236,12 +236,12 @@ fn piggyback_returns_news_in_the_publish_reply() {
 fn a_subscriber_that_stops_reading_is_cut_at_the_bound_and_others_are_unaffected() {
     const TOTAL: usize = 10_000;
     let server = TestServer::with(|c| {
-        c.max_pending_output = 64 * 1024;
+        c.network.max_pending_output = 64 * 1024;
         // A subscriber is cut after a whole heartbeat interval over the bound; long enough that a
         // busy test machine never makes the reading subscriber look stuck.
-        c.heartbeat_interval = Duration::from_secs(2);
-        c.history_messages = 1000;
-        c.history_bytes = 8 * 1024 * 1024;
+        c.streams.heartbeat_interval = Duration::from_secs(2);
+        c.history.max_messages = 1000;
+        c.history.max_bytes = 8 * 1024 * 1024;
     });
     // One subscriber never reads; another reads everything, continuously.
     let stuck = StreamClient::open(server.addr, "GET /sub/flood?transport=stream HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -71,7 +71,7 @@ fn sub_url_upgrade_resumes_from_a_cursor_and_backfills_new_topics() {
 
 #[test]
 fn protocol_errors_close_with_the_right_code() {
-    let server = TestServer::with(|c| c.ws_max_message = 1024);
+    let server = TestServer::with(|c| c.streams.ws_max_message = 1024);
     // Unmasked client frame: 1002.
     let mut ws = Ws::connect(server.addr, "/ws");
     ws.send_frame(0x81, b"{}", false);
@@ -143,7 +143,7 @@ fn bad_handshakes_are_refused_with_a_reason() {
 
 #[test]
 fn heartbeat_pings_and_dead_peers_are_dropped() {
-    let server = TestServer::with(|c| c.heartbeat_interval = Duration::from_millis(200));
+    let server = TestServer::with(|c| c.streams.heartbeat_interval = Duration::from_millis(200));
     let mut ws = Ws::connect(server.addr, "/ws");
     assert!(matches!(ws.frame(), Some(Frame::Ping(_))), "a ping arrives");
     server.wait_for("duplex", 1);
@@ -153,7 +153,7 @@ fn heartbeat_pings_and_dead_peers_are_dropped() {
 
 #[test]
 fn raw_tcp_speaks_nul_terminated_json() {
-    let server = TestServer::with(|c| c.raw_listen = Some("127.0.0.1:0".parse().expect("addr")));
+    let server = TestServer::with(|c| c.network.raw_listen = Some("127.0.0.1:0".parse().expect("addr")));
     let raw_addr = server.raw_addr.expect("raw listener");
     let mut sock = TcpStream::connect(raw_addr).expect("connect");
     sock.set_read_timeout(Some(WAIT)).expect("timeout");
@@ -193,7 +193,7 @@ fn raw_tcp_speaks_nul_terminated_json() {
 
 #[test]
 fn raw_tcp_replies_wait_for_a_slow_reader_and_resume_in_order() {
-    let server = TestServer::with(|c| c.raw_listen = Some("127.0.0.1:0".parse().expect("addr")));
+    let server = TestServer::with(|c| c.network.raw_listen = Some("127.0.0.1:0".parse().expect("addr")));
     let mut sock = TcpStream::connect(server.raw_addr.expect("raw listener")).expect("connect");
     sock.set_read_timeout(Some(WAIT)).expect("timeout");
     // Far more error replies than the server queues for one peer before it waits for reads.

@@ -27,6 +27,9 @@ pub use response::{
 };
 
 /// Size limits applied while parsing a request. Every field is in bytes.
+///
+/// This is also the `[http]` section of the server's `Config`, and its `Default` is where the
+/// `--max-head`, `--max-uri` and `--max-body` defaults are defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request head (request line, header fields and the empty line that ends them,

@@ -26,7 +26,7 @@ use mio::{Poll, Waker};
 pub use self::stats::WorkerStats;
 use crate::config::Config;
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
-use crate::store::{HistoryLimits, MemoryStore, Store};
+use crate::store::{MemoryStore, Store};
 use crate::transport::{multipart, StreamCtx};
 
 /// Batches a worker's channel from the hub holds before the hub waits (then drops, see hub).
@@ -105,24 +105,17 @@ pub struct Server {
 pub fn start(config: Config) -> io::Result<Server> {
     config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let n = config.workers;
-    let listeners = listener::bind_all(config.listen, n, config.backlog)?;
+    let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
     let addr = listeners[0].local_addr()?;
-    let (raw_listeners, raw_addr) = match config.raw_listen {
+    let (raw_listeners, raw_addr) = match config.network.raw_listen {
         Some(raw) => {
-            let raw = listener::bind_all(raw, n, config.backlog)?;
+            let raw = listener::bind_all(raw, n, config.network.backlog)?;
             let addr = raw[0].local_addr()?;
             (raw.into_iter().map(Some).collect(), Some(addr))
         }
         None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
     };
-    let limits = HistoryLimits {
-        max_messages: config.history_messages,
-        max_bytes: config.history_bytes,
-        max_age: config.history_age,
-        total_messages: config.history_total_messages,
-        total_bytes: config.history_total_bytes,
-    };
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(limits));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
 
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
@@ -142,7 +135,7 @@ pub fn start(config: Config) -> io::Result<Server> {
     let stream_ctx = StreamCtx {
         epoch: store.epoch(),
         boundary: multipart::new_boundary()?,
-        retry_ms: u64::try_from(config.sse_retry.as_millis()).unwrap_or(u64::MAX),
+        retry_ms: u64::try_from(config.streams.sse_retry.as_millis()).unwrap_or(u64::MAX),
     };
     let shared = Arc::new(Shared {
         store,

@@ -14,18 +14,21 @@ use std::time::Duration;
 pub use self::memory::MemoryStore;
 use crate::model::{Epoch, Message, Selector};
 
-/// Default per-topic history length, in messages.
+// The defaults of the `--history-*` options: the server's configuration takes its `[history]`
+// section from `HistoryLimits::default`, so these are the only place they are written.
+
+/// Default per-topic history length, in messages (`--history-messages`).
 pub const DEFAULT_MAX_MESSAGES: usize = 100;
-/// Default per-topic history size, in bytes (`Message::byte_cost`).
+/// Default per-topic history size, in bytes (`Message::byte_cost`; `--history-bytes`).
 pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
-/// Default age after which a message is dropped from history.
+/// Default age after which a message is dropped from history (`--history-age`).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Default history length over all topics, in messages.
+/// Default history length over all topics, in messages (`--history-total-messages`).
 pub const DEFAULT_TOTAL_MESSAGES: usize = 1_000_000;
-/// Default history size over all topics, in bytes.
+/// Default history size over all topics, in bytes (`--history-total-bytes`).
 pub const DEFAULT_TOTAL_BYTES: usize = 256 << 20;
 
-/// History bounds. Hitting one evicts the oldest messages (of the topic, or of all topics); the
+/// History bounds, also the `[history]` section of the server's configuration. Hitting one evicts the oldest messages (of the topic, or of all topics); the
 /// newest message of a topic is kept by the per-topic bounds and the newest message overall by
 /// the global ones, so a publish is always readable at least until the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,12 +27,8 @@ impl TestServer {
 
     /// Starts with the test defaults (2 workers, unpinned, port 0) changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            workers: 2,
-            pin_workers: false,
-            ..Config::default()
-        };
+        let mut config = Config { workers: 2, pin_workers: false, ..Config::default() };
+        config.network.listen = "127.0.0.1:0".parse().expect("addr");
         tweak(&mut config);
         let server = server::start(config).expect("server starts");
         let addr = server.local_addr();

@@ -271,7 +271,7 @@ impl Worker {
     ) -> Round {
         let store = std::sync::Arc::clone(&self.shared.store);
         self.scratch_msgs.clear();
-        let read = store.read(selectors, cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let read = store.read(selectors, cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
         let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(skey) else {
             // The session went away while its connect was held (disconnect, expiry).
             let mut replies = pieces(earlier.to_vec());

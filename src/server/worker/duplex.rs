@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{Worker, CLOSE_WRITE_TIMEOUT, OUT_HIGH_WATER};
+use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since, Wire};
@@ -91,13 +91,13 @@ impl Worker {
 
     /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
     fn ws_framing(&self) -> DuplexFraming {
-        let max = self.shared.config.ws_max_message;
+        let max = self.shared.config.streams.ws_max_message;
         DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
     }
 
     fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
         let now = Instant::now();
-        let interval = self.shared.config.heartbeat_interval;
+        let interval = self.shared.config.streams.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.state.open_duplex(Box::new(Duplex {
             framing,
@@ -177,9 +177,10 @@ impl Worker {
     /// The next frame or line in the input after `consumed` bytes (advanced past it), or `None`
     /// when there is no complete one yet or the peer must first read what it was sent.
     fn next_duplex_step(&mut self, key: usize, consumed: &mut usize) -> Option<Step> {
-        let max_line = self.shared.config.ws_max_message;
+        let max_line = self.shared.config.streams.ws_max_message;
+        let high_water = self.shared.config.network.out_high_water();
         let conn = self.conns.get_mut(key)?;
-        if conn.out.len() >= OUT_HIGH_WATER {
+        if conn.out.len() >= high_water {
             return None;
         }
         let duplex = conn.state.duplex_mut()?;
@@ -284,7 +285,7 @@ impl Worker {
 
     /// Sends the messages on `selectors` with `after < seq <= upto`.
     fn duplex_backfill(&mut self, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
-        let max_batch = self.shared.config.max_batch;
+        let max_batch = self.shared.config.longpoll.max_batch;
         loop {
             self.scratch_msgs.clear();
             let read = self.shared.store.read(selectors, after, max_batch, &mut self.scratch_msgs);
@@ -363,9 +364,9 @@ impl Worker {
                 return self.bayeux_socket_round(key, false);
             }
         }
-        let bound = self.shared.config.max_pending_output;
-        let max_batch = self.shared.config.max_batch;
-        let grace = self.shared.config.heartbeat_interval;
+        let bound = self.shared.config.network.max_pending_output;
+        let max_batch = self.shared.config.longpoll.max_batch;
+        let grace = self.shared.config.streams.heartbeat_interval;
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
@@ -454,7 +455,7 @@ impl Worker {
     /// is gone), or a heartbeat line on raw TCP.
     pub(super) fn duplex_timer(&mut self, key: usize) {
         let now = Instant::now();
-        let interval = self.shared.config.heartbeat_interval;
+        let interval = self.shared.config.streams.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex_mut() else { return };
         // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.

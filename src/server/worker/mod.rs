@@ -57,9 +57,6 @@ const FIRST_CONN: usize = 3;
 const READ_BUF: usize = 4096;
 /// Read buffers kept in the pool, at most.
 const POOLED_BUFS: usize = 1024;
-/// While a connection has more than this many bytes of unwritten output, its pipelined
-/// requests and duplex commands wait until the peer reads (the producer stops).
-const OUT_HIGH_WATER: usize = 256 * 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
 /// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
@@ -143,8 +140,7 @@ impl Worker {
             poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
-        let config = &shared.config;
-        let limits = http::Limits { max_head: config.max_head, max_uri: config.max_uri, max_body: config.max_body };
+        let limits = shared.config.http;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Ok(Worker {
             id,
@@ -283,7 +279,7 @@ impl Worker {
         loop {
             let listener = if raw { self.raw_listener.as_ref() } else { self.listener.as_ref() };
             let Some(listener) = listener else { return true };
-            if self.shared.connections.load(Relaxed) >= self.shared.config.max_connections {
+            if self.shared.connections.load(Relaxed) >= self.shared.config.network.max_connections {
                 self.pause_accept("connection limit reached");
                 return false;
             }
@@ -337,7 +333,7 @@ impl Worker {
             self.start_raw(key);
         } else {
             // A fresh connection must send its head within the header timeout.
-            self.set_timer(key, self.shared.config.header_timeout);
+            self.set_timer(key, self.shared.config.timeouts.header);
         }
     }
 
@@ -366,7 +362,7 @@ impl Worker {
                     _ => {}
                 }
             }
-            let drained = conn.out.len() < self.shared.config.max_pending_output / 2;
+            let drained = conn.out.len() < self.shared.config.network.out_low_water();
             // The client caught up with what was queued: continue from the cursor.
             if drained && conn.state.streaming().is_some_and(|s| s.over_since.is_some()) {
                 self.feed_stream(key, true);
@@ -409,7 +405,7 @@ impl Worker {
             Phase::Idle | Phase::Head | Phase::Parked | Phase::Publishing | Phase::Streaming => max_head + 1,
             Phase::Body => BODY_READ_CHUNK,
             // A whole client frame (or raw command line) must fit: the decoder needs it complete.
-            Phase::Duplex => self.shared.config.ws_max_message + websocket::MAX_CLIENT_HEADER,
+            Phase::Duplex => self.shared.config.streams.ws_max_message + websocket::MAX_CLIENT_HEADER,
             Phase::Draining => {
                 return drain_socket(conn);
             }
@@ -458,17 +454,18 @@ impl Worker {
     /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
     /// Returns true if anything was consumed.
     fn process_input(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
         let mut progressed = false;
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return progressed };
-            if conn.out.len() >= OUT_HIGH_WATER || conn.buffered() == 0 {
+            if conn.out.len() >= high_water || conn.buffered() == 0 {
                 break;
             }
             match conn.state.phase() {
                 Phase::Idle | Phase::Head => {
                     if conn.state.phase() == Phase::Idle {
                         conn.state.start_head();
-                        self.set_timer(key, self.shared.config.header_timeout);
+                        self.set_timer(key, self.shared.config.timeouts.header);
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return progressed };
                     let Some(buf) = conn.inbuf.as_mut() else { break };
@@ -536,6 +533,7 @@ impl Worker {
 
     /// The peer sent FIN. Returns true if the connection was closed (or is closing).
     fn handle_peer_close(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
         let Some(conn) = self.conns.get_mut(key) else { return true };
         if !conn.peer_closed {
             return false;
@@ -543,7 +541,7 @@ impl Worker {
         match conn.state.phase() {
             // Still answering a complete request (e.g. a publish sent with a half-close).
             Phase::Publishing | Phase::Closing => false,
-            Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= OUT_HIGH_WATER => false,
+            Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= high_water => false,
             Phase::Idle | Phase::Head if !conn.out.is_empty() => {
                 conn.state.close_after_write();
                 false
@@ -568,7 +566,7 @@ impl Worker {
                 }
                 let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
                 conn.state.read_body(body);
-                self.set_timer(key, self.shared.config.header_timeout);
+                self.set_timer(key, self.shared.config.timeouts.header);
             }
         }
     }
@@ -705,7 +703,7 @@ impl Worker {
 
     fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
         let config = &self.shared.config;
-        let sub = match native::parse_subscribe(topics, req, config.longpoll_max_timeout) {
+        let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
             Ok(sub) => sub,
             Err(bad) => return self.refuse(key, meta, bad.into()),
         };
@@ -720,7 +718,7 @@ impl Worker {
         let resume = sub.since.resolve(store.epoch(), store.head());
         // A client asking for everything gets everything there is; no gap to report.
         let show_gap = sub.since != Since::All;
-        let default_timeout = config.longpoll_timeout;
+        let default_timeout = config.longpoll.timeout;
         let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
             Transport::Stream(kind) if !meta.head_only => {
@@ -804,7 +802,8 @@ impl Worker {
         }
         self.scratch_msgs.clear();
         let store = &self.shared.store;
-        let read = store.read(&parked.selectors, parked.cursor, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let read =
+            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
         let gap = epoch_gap || (show_gap && read.gap);
         if self.scratch_msgs.is_empty() && !gap && !force {
             return Answer::Nothing { head: read.head };
@@ -871,7 +870,12 @@ impl Worker {
         let store = Arc::clone(&self.shared.store);
         let resume = piggyback.since.resolve(store.epoch(), store.head());
         self.scratch_msgs.clear();
-        let read = store.read(&piggyback.selectors, resume.after, self.shared.config.max_batch, &mut self.scratch_msgs);
+        let read = store.read(
+            &piggyback.selectors,
+            resume.after,
+            self.shared.config.longpoll.max_batch,
+            &mut self.scratch_msgs,
+        );
         let next = read.next_cursor(resume.after, &self.scratch_msgs);
         let gap = resume.reset || (read.gap && piggyback.since != Since::All);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
@@ -891,8 +895,8 @@ impl Worker {
         match cors {
             Cors::None => None,
             Cors::Any => Some("*"),
-            Cors::Read(i) => config.cors_origins.get(usize::from(i)).map(String::as_str),
-            Cors::Publish(i) => config.cors_publish_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Read(i) => config.access.cors_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Publish(i) => config.access.cors_publish_origins.get(usize::from(i)).map(String::as_str),
         }
     }
 
@@ -941,7 +945,7 @@ impl Worker {
     fn cors_for(&self, req: &Request, publish: bool) -> Cors {
         let Some(origin) = req.header_str("origin") else { return Cors::None };
         let config = &self.shared.config;
-        let list = if publish { &config.cors_publish_origins } else { &config.cors_origins };
+        let list = if publish { &config.access.cors_publish_origins } else { &config.access.cors_origins };
         let mut found = Cors::None;
         for (i, allowed) in list.iter().enumerate() {
             if allowed == "*" {
@@ -1047,9 +1051,9 @@ impl Worker {
         conn.state.answered(keep_alive);
         if keep_alive {
             let timeout = if conn.buffered() > 0 {
-                self.shared.config.header_timeout
+                self.shared.config.timeouts.header
             } else {
-                self.shared.config.keepalive_timeout
+                self.shared.config.timeouts.keepalive
             };
             self.set_timer(key, timeout);
         } else {
@@ -1290,7 +1294,7 @@ impl Worker {
                 phase @ (Phase::Idle | Phase::Closing) if !conn.out.is_empty() && conn.written != conn.timer_mark => {
                     let period = match phase {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
-                        _ => self.shared.config.keepalive_timeout,
+                        _ => self.shared.config.timeouts.keepalive,
                     };
                     self.set_timer(key, period);
                     continue;
@@ -1333,7 +1337,7 @@ impl Worker {
     /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
-        self.shutdown_deadline = Some(now + self.shared.config.shutdown_timeout);
+        self.shutdown_deadline = Some(now + self.shared.config.timeouts.shutdown);
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -1372,9 +1376,9 @@ impl Worker {
 fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::Settings {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     crate::protocol::bayeux::Settings {
-        timeout_ms: millis(config.bayeux_timeout),
+        timeout_ms: millis(config.sessions.bayeux_timeout),
         interval_ms: 0,
-        max_interval_ms: millis(config.bayeux_max_interval),
+        max_interval_ms: millis(config.sessions.bayeux_max_interval),
         may_publish: client_publish_policy(config),
     }
 }
@@ -1382,7 +1386,7 @@ fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::S
 /// The client-publish policy (`--client-publish`): a topic may be published by a client when
 /// one of the configured patterns matches it.
 fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
-    let allowed: Vec<Selector> = config.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
+    let allowed: Vec<Selector> = config.access.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
     Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
 }
 

@@ -100,7 +100,7 @@ impl Worker {
             state: SessionState::Pushlet(Box::new(session)),
             listener: None,
             timer: None,
-            lease: self.shared.config.session_lease,
+            lease: self.shared.config.sessions.lease,
         };
         self.add_session(entry)
     }
@@ -170,7 +170,7 @@ impl Worker {
             framer: Framer::Pushlet { session: skey, writer },
             content_type: pushlet::content_type(format).to_owned(),
             first: vec![Bytes::from(first)],
-            heartbeat: self.shared.config.pushlet_read_timeout,
+            heartbeat: self.shared.config.sessions.pushlet_read_timeout,
             // A Pushlet stream never ends by itself.
             max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
             extra_headers: NO_CACHE,
@@ -191,7 +191,7 @@ impl Worker {
         self.release_listener(skey);
         let hold = PushletHold { session: skey, format, base };
         let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
-        let timeout = self.shared.config.pushlet_read_timeout;
+        let timeout = self.shared.config.sessions.pushlet_read_timeout;
         self.park(key, parked, mode == Mode::Poll, false, true, timeout);
     }
 
@@ -203,7 +203,7 @@ impl Worker {
     /// bring the client back to a 400.
     pub(super) fn answer_pushlet(&mut self, key: usize, parked: &Parked, hold: &PushletHold, force: bool) -> Answer {
         let store = std::sync::Arc::clone(&self.shared.store);
-        let limit = self.shared.config.session_queue + 1;
+        let limit = self.shared.config.sessions.queue + 1;
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(hold.session)
         else {
             // The session expired (or overflowed) while this refresh waited.

@@ -68,8 +68,9 @@ impl Worker {
     /// caller refuses the join or handshake, so sessions cannot grow without bound).
     pub(super) fn add_session(&mut self, entry: SessionEntry) -> Option<usize> {
         let shared = &self.shared;
-        let taken =
-            shared.sessions.fetch_update(Relaxed, Relaxed, |n| (n < shared.config.max_sessions).then_some(n + 1));
+        let taken = shared
+            .sessions
+            .fetch_update(Relaxed, Relaxed, |n| (n < shared.config.sessions.max_sessions).then_some(n + 1));
         if taken.is_err() {
             return None;
         }

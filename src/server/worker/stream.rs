@@ -49,8 +49,8 @@ impl Worker {
             content_type: kind.content_type(ctx),
             framer: Framer::Native(kind),
             first,
-            heartbeat: config.heartbeat_interval,
-            max_age: config.stream_max_age,
+            heartbeat: config.streams.heartbeat_interval,
+            max_age: config.streams.max_age,
             extra_headers: &[("Cache-Control", "no-cache, no-store")],
         };
         self.open_stream(key, meta, spec, selectors.into_boxed_slice(), resume.after, show_gap);
@@ -120,9 +120,9 @@ impl Worker {
     /// the bound for a heartbeat interval is told so and disconnected.
     pub(super) fn feed_stream(&mut self, key: usize, mut show_gap: bool) {
         let store = Arc::clone(&self.shared.store);
-        let bound = self.shared.config.max_pending_output;
-        let max_bytes = self.shared.config.stream_max_bytes;
-        let max_batch = self.shared.config.max_batch;
+        let bound = self.shared.config.network.max_pending_output;
+        let max_bytes = self.shared.config.streams.max_bytes;
+        let max_batch = self.shared.config.longpoll.max_batch;
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
@@ -189,7 +189,7 @@ impl Worker {
     /// Heartbeat and age limit of a stream (one timer per connection: the earlier of the two).
     pub(super) fn stream_timer(&mut self, key: usize) {
         let now = Instant::now();
-        let bound = self.shared.config.max_pending_output;
+        let bound = self.shared.config.network.max_pending_output;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(stream) = conn.state.streaming_mut() else { return };
         if now >= stream.ends_at {

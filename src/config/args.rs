@@ -1,0 +1,258 @@
+//! The unresolved options of `halley serve`: one declaration per option that is both its
+//! command-line flag (clap) and its config-file key (serde).
+//!
+//! [`ServeArgs`] holds the few process-wide options (top-level keys in the file) and one struct
+//! per section, each a TOML table of the same name (`[http]`, `[history]`, ...) and a heading in
+//! `--help`. Every field is an `Option` so that "not given" is visible and flags can be laid
+//! over the file; the defaults live with the resolved types in the parent module. A flag keeps
+//! the name it always had (`--history-messages`); its key in the file is the field name inside
+//! its table (`[history] max_messages`). The clap id of every option is its flag with '_' for
+//! '-', which is also its key in the older flat file form (see `file.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `halley serve` options, as flags and as keys of the `--config` TOML file.
+///
+/// Each help text states the option's default; a unit test checks them against
+/// [`Config::default`](super::Config::default).
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(about = None, long_about = None)] // the doc above is for rustdoc, not for `--help`
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these options, in the table named by each heading; flags override it
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Worker threads (one event loop each) [default: number of cores]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Don't pin worker threads to cores (`--no-pin=false` undoes the file's setting) [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        hide_possible_values = true
+    )]
+    pub no_pin: Option<bool>,
+
+    /// Log filter in env_logger syntax; RUST_LOG overrides it [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub network: NetworkArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub timeouts: TimeoutArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub longpoll: LongpollArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub history: HistoryArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub streams: StreamArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub sessions: SessionArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub access: AccessArgs,
+}
+
+/// `[network]`: listeners and per-connection bounds.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Listeners and connections ([network])")]
+#[serde(deny_unknown_fields)]
+pub struct NetworkArgs {
+    /// Address of the HTTP listeners [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address of the optional raw TCP listener (NUL-terminated JSON commands) [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub raw_listen: Option<SocketAddr>,
+
+    /// Listen backlog per worker [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u32>,
+
+    /// Open connections across all workers; accepting pauses at it [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Unsent output a connection may hold: its pipelined requests and commands wait above it, and a streaming subscriber over it is sent an overflow notice and closed [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub max_pending_output: Option<usize>,
+}
+
+/// `[http]`: request size limits.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "HTTP request limits ([http])")]
+#[serde(deny_unknown_fields)]
+pub struct HttpArgs {
+    /// Request head limit in bytes, answered with 431 [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub max_head: Option<usize>,
+
+    /// Request-target limit in bytes, answered with 414 [default: 8192]
+    #[arg(long, value_name = "BYTES")]
+    pub max_uri: Option<usize>,
+
+    /// Request body limit in bytes, answered with 413 [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body: Option<usize>,
+}
+
+/// `[timeouts]`: connection and shutdown deadlines.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Timeouts ([timeouts])")]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutArgs {
+    /// The request head must arrive within this many seconds, else 408 [default: 10]
+    #[arg(id = "header_timeout", long = "header-timeout", value_name = "SECONDS")]
+    pub header: Option<f64>,
+
+    /// Idle keep-alive connections are closed after this many seconds [default: 60]
+    #[arg(id = "keepalive_timeout", long = "keepalive-timeout", value_name = "SECONDS")]
+    pub keepalive: Option<f64>,
+
+    /// Seconds a graceful shutdown may take before connections are cut; 0 = at once [default: 5]
+    #[arg(id = "shutdown_timeout", long = "shutdown-timeout", value_name = "SECONDS")]
+    pub shutdown: Option<f64>,
+}
+
+/// `[longpoll]`: long-poll holds and reply size.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Long-poll ([longpoll])")]
+#[serde(deny_unknown_fields)]
+pub struct LongpollArgs {
+    /// Default long-poll hold in seconds, jittered by ±10% [default: 30]
+    #[arg(id = "longpoll_timeout", long = "longpoll-timeout", value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+
+    /// Upper bound in seconds for a client's `?timeout=` [default: 120]
+    #[arg(id = "longpoll_max_timeout", long = "longpoll-max-timeout", value_name = "SECONDS")]
+    pub max_timeout: Option<f64>,
+
+    /// Most messages in one long-poll reply [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_batch: Option<usize>,
+}
+
+/// `[history]`: what the store keeps for replay.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "History ([history])")]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    /// Messages kept per topic for replay [default: 100]
+    #[arg(id = "history_messages", long = "history-messages", value_name = "N")]
+    pub max_messages: Option<usize>,
+
+    /// Bytes kept per topic for replay [default: 1048576]
+    #[arg(id = "history_bytes", long = "history-bytes", value_name = "BYTES")]
+    pub max_bytes: Option<usize>,
+
+    /// Seconds a message stays in history [default: 3600]
+    #[arg(id = "history_age", long = "history-age", value_name = "SECONDS")]
+    pub max_age: Option<f64>,
+
+    /// Messages kept in history across all topics [default: 1000000]
+    #[arg(id = "history_total_messages", long = "history-total-messages", value_name = "N")]
+    pub total_messages: Option<usize>,
+
+    /// Bytes kept in history across all topics [default: 268435456]
+    #[arg(id = "history_total_bytes", long = "history-total-bytes", value_name = "BYTES")]
+    pub total_bytes: Option<usize>,
+}
+
+/// `[streams]`: streaming transports and WebSocket.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Streaming transports and WebSocket ([streams])")]
+#[serde(deny_unknown_fields)]
+pub struct StreamArgs {
+    /// Seconds between heartbeats on streaming transports (SSE, stream, iframe, multipart, WebSocket) [default: 15]
+    #[arg(long, value_name = "SECONDS")]
+    pub heartbeat_interval: Option<f64>,
+
+    /// A streaming response ends cleanly (with a resume cursor) after this many seconds [default: 3600]
+    #[arg(id = "stream_max_age", long = "stream-max-age", value_name = "SECONDS")]
+    pub max_age: Option<f64>,
+
+    /// A streaming response ends cleanly (with a resume cursor) after this many message bytes [default: 67108864]
+    #[arg(id = "stream_max_bytes", long = "stream-max-bytes", value_name = "BYTES")]
+    pub max_bytes: Option<usize>,
+
+    /// Reconnect delay in seconds suggested to SSE clients (`retry:`) [default: 2]
+    #[arg(long, value_name = "SECONDS")]
+    pub sse_retry: Option<f64>,
+
+    /// Largest WebSocket message (and frame) accepted from a client, in bytes; larger closes with 1009 [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub ws_max_message: Option<usize>,
+}
+
+/// `[sessions]`: the session protocols, Pushlet and Bayeux.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Pushlet and Bayeux sessions ([sessions])")]
+#[serde(deny_unknown_fields)]
+pub struct SessionArgs {
+    /// Pushlet and Bayeux sessions across all workers; a join or handshake over it is refused [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Undelivered events a Pushlet session may fall behind before it gets an abort and is removed [default: 1000]
+    #[arg(id = "session_queue", long = "session-queue", value_name = "N")]
+    pub queue: Option<usize>,
+
+    /// Seconds a Pushlet session lives without a request (renewed while a listen is open) [default: 300]
+    #[arg(id = "session_lease", long = "session-lease", value_name = "SECONDS")]
+    pub lease: Option<f64>,
+
+    /// Seconds a Pushlet pull refresh or stream waits before a heartbeat event [default: 20]
+    #[arg(long, value_name = "SECONDS")]
+    pub pushlet_read_timeout: Option<f64>,
+
+    /// Seconds a Bayeux /meta/connect is held (advice.timeout) [default: 20]
+    #[arg(long, value_name = "SECONDS")]
+    pub bayeux_timeout: Option<f64>,
+
+    /// Seconds a Bayeux session lives without a connect (maxInterval) [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub bayeux_max_interval: Option<f64>,
+}
+
+/// `[access]`: who may read and publish: CORS origins and the client-publish policy.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Origins and publishing ([access])")]
+#[serde(deny_unknown_fields)]
+pub struct AccessArgs {
+    /// Origins allowed to read (GET) cross-origin, comma-separated; "*" = any [default: *]
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+
+    /// Origins allowed to publish cross-origin, comma-separated; "" = none [default: none]
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub cors_publish_origins: Option<Vec<String>>,
+
+    /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    pub client_publish: Option<Vec<String>>,
+}
