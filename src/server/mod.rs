@@ -5,15 +5,22 @@
 //! `halley serve` does: start, wait for SIGINT/SIGTERM, shut down gracefully.
 
 mod conn;
+mod delivery;
+mod dispatch;
+mod duplex;
+mod event_loop;
+mod io;
 mod listener;
 pub mod pool;
+mod publish;
+mod respond;
 pub mod session_id;
+mod sessions;
 mod stats;
+mod stream;
 mod subs;
 pub mod timer;
-mod worker;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -102,8 +109,8 @@ pub struct Server {
 }
 
 /// Binds the listeners and starts the hub and the workers.
-pub fn start(config: Config) -> io::Result<Server> {
-    config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+pub fn start(config: Config) -> std::io::Result<Server> {
+    config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let n = config.workers;
     let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
     let addr = listeners[0].local_addr()?;
@@ -123,7 +130,7 @@ pub fn start(config: Config) -> io::Result<Server> {
     let mut receivers = Vec::with_capacity(n);
     for _ in 0..n {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
+        let waker = Arc::new(Waker::new(poll.registry(), event_loop::WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(WORKER_CHANNEL_BATCHES);
         let (handoff_tx, handoff_rx) = crossbeam_channel::bounded(HANDOFF_INBOX);
         peers.push(Peer { handoffs: handoff_tx, waker: Arc::clone(&waker) });
@@ -154,7 +161,7 @@ pub fn start(config: Config) -> io::Result<Server> {
     let mut workers = Vec::with_capacity(n);
     let sockets = listeners.into_iter().zip(raw_listeners);
     for (id, ((poll, (listener, raw)), (rx, handoffs))) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
-        let worker = worker::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx, handoffs)?;
+        let worker = event_loop::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx, handoffs)?;
         let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
         let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
             if let Some(core) = core {
@@ -178,7 +185,7 @@ pub fn start(config: Config) -> io::Result<Server> {
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
 /// exits at once.
-pub fn run(config: Config) -> io::Result<()> {
+pub fn run(config: Config) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let server = start(config)?;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
 use super::sessions::SessionState;
-use super::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
@@ -211,7 +211,7 @@ impl Worker {
         self.arm_stream_timer(key);
     }
 
-    pub(super) fn arm_stream_timer(&mut self, key: usize) {
+    fn arm_stream_timer(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
         let Some(stream) = conn.state.streaming() else { return };
         let at = stream.ends_at.min(stream.next_heartbeat);
@@ -288,7 +288,7 @@ impl Framer {
 }
 
 /// The Pushlet data event of `msg` for session `key` (None: not for this session).
-pub(super) fn pushlet_data(
+fn pushlet_data(
     sessions: &slab::Slab<super::sessions::SessionEntry>,
     key: usize,
     msg: &Message,
@@ -301,7 +301,7 @@ pub(super) fn pushlet_data(
 
 /// Queues `parts` (drained) as one piece of a streaming body: one HTTP chunk when `chunked`
 /// (the chunk header is the only per-connection allocation), raw otherwise.
-pub(super) fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bool) {
+fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bool) {
     let len: usize = parts.iter().map(Bytes::len).sum();
     if len == 0 {
         parts.clear();

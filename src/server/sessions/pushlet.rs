@@ -10,14 +10,15 @@
 
 use bytes::Bytes;
 
-use super::sessions::{SessionEntry, SessionState};
-use super::stream::{unix_secs, StreamSpec};
-use super::{Answer, Worker};
+use super::{SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Event, Format, Mode, Step, Writer};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
+use crate::server::delivery::Answer;
+use crate::server::event_loop::Worker;
 use crate::server::session_id;
+use crate::server::stream::{unix_secs, StreamSpec};
 
 /// Headers on every Pushlet reply (the original server's no-cache set).
 const NO_CACHE: &[(&str, &str)] = &[
@@ -28,7 +29,7 @@ const NO_CACHE: &[(&str, &str)] = &[
 
 impl Worker {
     /// A request on a Pushlet path.
-    pub(super) fn pushlet(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
+    pub(in crate::server) fn pushlet(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
         let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
         let preq = match pushlet::parse_request(req.query(), &body) {
             Ok(preq) => preq,
@@ -201,7 +202,13 @@ impl Worker {
     /// `abort` and is removed; so does a refresh released by the session's `leave` (the
     /// original's bailout sent `abort` to the listener), rather than a `refresh` that would
     /// bring the client back to a 400.
-    pub(super) fn answer_pushlet(&mut self, key: usize, parked: &Parked, hold: &PushletHold, force: bool) -> Answer {
+    pub(in crate::server) fn answer_pushlet(
+        &mut self,
+        key: usize,
+        parked: &Parked,
+        hold: &PushletHold,
+        force: bool,
+    ) -> Answer {
         let store = std::sync::Arc::clone(&self.shared.store);
         let limit = self.shared.config.sessions.queue + 1;
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(hold.session)
@@ -284,7 +291,7 @@ impl Worker {
     }
 
     /// The lease ran out with no listen open: the session goes.
-    pub(super) fn pushlet_expired(&mut self, skey: usize) {
+    pub(in crate::server) fn pushlet_expired(&mut self, skey: usize) {
         self.remove_session(skey);
     }
 }

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
-use super::{Timer, Worker};
+mod bayeux;
+mod handoff;
+mod pushlet;
+
+use super::event_loop::{Timer, Worker};
 use crate::model::Selector;
 use crate::server::conn::Phase;
 use crate::server::session_id;
@@ -19,7 +23,7 @@ use crate::transport::Control;
 
 /// One owned session.
 #[derive(Debug)]
-pub(super) struct SessionEntry {
+pub(in crate::server) struct SessionEntry {
     pub id: Box<str>,
     pub state: SessionState,
     /// The connection listening for this session right now, if any.
@@ -32,14 +36,14 @@ pub(super) struct SessionEntry {
 
 /// The protocol state of a session.
 #[derive(Debug)]
-pub(super) enum SessionState {
+pub(in crate::server) enum SessionState {
     Bayeux(Box<crate::protocol::bayeux::Session>),
     Pushlet(Box<crate::protocol::pushlet::Session>),
 }
 
 /// Sessions by slab key and by id.
 #[derive(Debug, Default)]
-pub(super) struct Sessions {
+pub(in crate::server) struct Sessions {
     pub slab: Slab<SessionEntry>,
     by_id: FxHashMap<Box<str>, usize>,
 }
@@ -66,7 +70,7 @@ impl Sessions {
 impl Worker {
     /// Adds a session, unless the server holds `--max-sessions` already (then None: the
     /// caller refuses the join or handshake, so sessions cannot grow without bound).
-    pub(super) fn add_session(&mut self, entry: SessionEntry) -> Option<usize> {
+    pub(in crate::server) fn add_session(&mut self, entry: SessionEntry) -> Option<usize> {
         let shared = &self.shared;
         let taken = shared
             .sessions
@@ -81,7 +85,7 @@ impl Worker {
     }
 
     /// (Re)arms a session's expiry `lease` from now.
-    pub(super) fn renew_session(&mut self, key: usize) {
+    pub(in crate::server) fn renew_session(&mut self, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(key) else { return };
         if let Some(timer) = entry.timer.take() {
             self.timers.cancel(timer);
@@ -91,7 +95,7 @@ impl Worker {
 
     /// A session's lease ran out: while a connection listens the lease runs on, otherwise the
     /// session and everything it holds go.
-    pub(super) fn session_timer(&mut self, key: usize) {
+    pub(in crate::server) fn session_timer(&mut self, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(key) else { return };
         entry.timer = None;
         if let SessionState::Bayeux(_) = entry.state {
@@ -105,7 +109,7 @@ impl Worker {
     }
 
     /// Removes a session; the caller has already released its listener.
-    pub(super) fn remove_session(&mut self, key: usize) {
+    pub(in crate::server) fn remove_session(&mut self, key: usize) {
         if let Some(mut entry) = self.sessions.remove(key) {
             if let Some(timer) = entry.timer.take() {
                 self.timers.cancel(timer);
@@ -117,13 +121,13 @@ impl Worker {
 
     /// The worker owning session `id` (by the id's prefix) when that is not this one: the
     /// request goes there.
-    pub(super) fn foreign_owner(&self, id: &str) -> Option<usize> {
+    pub(in crate::server) fn foreign_owner(&self, id: &str) -> Option<usize> {
         session_id::owner(id, self.shared.config.workers).filter(|&owner| owner != self.id)
     }
 
     /// Answers the session's listening connection now (a held connect, a parked refresh, an
     /// open stream ends), so a newer request or a leave/disconnect takes over.
-    pub(super) fn release_listener(&mut self, skey: usize) {
+    pub(in crate::server) fn release_listener(&mut self, skey: usize) {
         let Some(key) = self.listener_of(skey) else { return };
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
             entry.listener = None;
@@ -149,7 +153,7 @@ impl Worker {
 
     /// The session's subscriptions changed: its listening connection waits on the new
     /// selectors and re-reads history at once.
-    pub(super) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
+    pub(in crate::server) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
         let Some(key) = self.listener_of(skey) else { return };
         let Some(conn) = self.conns.get_mut(key) else { return };
         let state = &mut conn.state;
@@ -171,7 +175,7 @@ impl Worker {
 
     /// The connection listening for session `skey`, if it really is (its phase names the
     /// session); a stale record is dropped.
-    pub(super) fn listener_of(&mut self, skey: usize) -> Option<usize> {
+    pub(in crate::server) fn listener_of(&mut self, skey: usize) -> Option<usize> {
         let key = self.sessions.slab.get(skey)?.listener?;
         if self.conns.get(key).and_then(|c| c.state.session()) == Some(skey) {
             return Some(key);
@@ -183,7 +187,7 @@ impl Worker {
     }
 
     /// Connection `key` stopped listening for session `skey` (closed or answered).
-    pub(super) fn listener_gone(&mut self, skey: usize, key: usize) {
+    pub(in crate::server) fn listener_gone(&mut self, skey: usize, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
         if entry.listener != Some(key) {
             return;

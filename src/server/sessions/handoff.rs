@@ -14,21 +14,28 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
 use crate::http::{Reject, Request};
 use crate::server::conn::{Conn, OutQueue, ReplyMeta};
+use crate::server::event_loop::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
 
 impl Worker {
     /// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
-    pub(super) fn hand_off(&mut self, key: usize, owner: usize, request: Request, body: Vec<u8>, meta: ReplyMeta) {
+    pub(in crate::server) fn hand_off(
+        &mut self,
+        key: usize,
+        owner: usize,
+        request: Request,
+        body: Vec<u8>,
+        meta: ReplyMeta,
+    ) {
         self.transfer(key, owner, Carry::Request(request, body), Some(meta));
     }
 
     /// Hands a Bayeux WebSocket to `owner` at a frame boundary, with the batch that named the
     /// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
-    pub(super) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
+    pub(in crate::server) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
         // A connect it holds for a session owned here is answered before it goes.
         self.bayeux_socket_round(key, true);
         self.transfer(key, owner, Carry::BayeuxSocket(batch), None);
@@ -89,7 +96,7 @@ impl Worker {
     /// Adopts the connections other workers handed over, a bounded number per turn like the
     /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
     /// remain).
-    pub(super) fn drain_handoffs(&mut self) {
+    pub(in crate::server) fn drain_handoffs(&mut self) {
         for _ in 0..MAX_BATCHES_PER_TURN {
             let Ok(handoff) = self.handoffs.try_recv() else { break };
             self.adopt(*handoff);
@@ -97,7 +104,7 @@ impl Worker {
     }
 
     /// Takes a connection handed over by another worker and dispatches its request here.
-    pub(super) fn adopt(&mut self, handoff: Handoff) {
+    pub(in crate::server) fn adopt(&mut self, handoff: Handoff) {
         let Handoff { sock, carry, inbuf, out, peer_closed } = handoff;
         WorkerStats::add(&self.stats().handoffs_in, 1);
         let Some(key) = self.adopt_socket(sock, inbuf, out, peer_closed) else { return };

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{Worker, CLOSE_WRITE_TIMEOUT};
+use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since, Wire};
@@ -426,7 +426,7 @@ impl Worker {
     }
 
     /// Queues a reply (acknowledgement, error, control) in the connection's framing.
-    pub(super) fn duplex_reply(&mut self, key: usize, json: String) {
+    fn duplex_reply(&mut self, key: usize, json: String) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex() else { return };
         match duplex.framing {
@@ -489,7 +489,7 @@ impl Worker {
     }
 
     /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
-    pub(super) fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
+    fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         if conn.state.phase() != Phase::Duplex {
             return;

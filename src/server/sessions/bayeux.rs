@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::sessions::{SessionEntry, SessionState};
-use super::{Answer, Timer, Worker};
+use super::{SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
+use crate::server::delivery::Answer;
+use crate::server::event_loop::{Timer, Worker};
 use crate::server::session_id;
 
 /// Headers a browser may send with a cross-origin Bayeux request (the CometD set).
@@ -26,7 +27,7 @@ const CORS_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Reque
 
 impl Worker {
     /// A request on a Bayeux path.
-    pub(super) fn bayeux(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
+    pub(in crate::server) fn bayeux(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
         // Bayeux clients send credentials, so an allowed origin is reflected, never `*`.
         let origin = match (req.header_str("origin"), meta.cors) {
             (Some(origin), Cors::Any | Cors::Read(_)) => Some(Box::<str>::from(origin)),
@@ -204,7 +205,7 @@ impl Worker {
 
     /// A newer connect supersedes a held one: the older gets a plain connect reply without
     /// events (which stay for the newer), since its client has already given up on it.
-    pub(super) fn supersede_connect(&mut self, key: usize) {
+    fn supersede_connect(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.state.phase() {
             Phase::Parked if conn.state.parked_mut().is_some_and(|p| matches!(p.format, ParkedFormat::Bayeux(_))) => {
@@ -246,7 +247,13 @@ impl Worker {
     }
 
     /// The reply of a held HTTP connect. Called by `answer` for `ParkedFormat::Bayeux`.
-    pub(super) fn answer_bayeux(&mut self, key: usize, parked: &Parked, hold: &BayeuxHold, force: bool) -> Answer {
+    pub(in crate::server) fn answer_bayeux(
+        &mut self,
+        key: usize,
+        parked: &Parked,
+        hold: &BayeuxHold,
+        force: bool,
+    ) -> Answer {
         let round =
             self.bayeux_round(hold.session, &parked.selectors, parked.cursor, &hold.connect, &hold.replies, force);
         let replies = match round {
@@ -295,7 +302,7 @@ impl Worker {
     }
 
     /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
-    pub(super) fn bayeux_upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) {
+    fn bayeux_upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) {
         if self.upgrade(key, meta, req) {
             self.start_bayeux_socket(key);
         }
@@ -303,7 +310,7 @@ impl Worker {
 
     /// One frame (a batch) on a Bayeux WebSocket. Replies go out at once; a connect is held
     /// on the socket until events arrive or its time is up.
-    pub(super) fn bayeux_frame(&mut self, key: usize, text: &str) {
+    pub(in crate::server) fn bayeux_frame(&mut self, key: usize, text: &str) {
         if self.conns.get(key).is_none_or(|c| c.state.phase() != Phase::Duplex) {
             return; // closing (after a close frame nothing more may be sent)
         }
@@ -352,7 +359,7 @@ impl Worker {
     }
 
     /// Answers the socket's held connect if there is anything to deliver (or `force`).
-    pub(super) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
+    pub(in crate::server) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
         let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
         let Some(skey) = socket.session else { return };
@@ -406,7 +413,7 @@ impl Worker {
     }
 
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
-    pub(super) fn bayeux_expiry(&mut self, skey: usize) {
+    pub(in crate::server) fn bayeux_expiry(&mut self, skey: usize) {
         let now = system_clock_ms();
         let listening = self.listener_of(skey).is_some();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };

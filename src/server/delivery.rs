@@ -1,0 +1,260 @@
+//! Delivery to parked long-polls: subscribing (park, or answer at once), the local
+//! subscription index (`watch`/`unwatch`, telling the hub about selectors new to this worker),
+//! resuming a parked request when the hub forwards a message or its timer fires, and the
+//! reply cache that lets every subscriber woken by one broadcast share one history read and
+//! one encoding.
+
+use std::mem;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::conn::{Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
+use super::event_loop::*;
+use super::stats::WorkerStats;
+use super::subs::InterestChange;
+use crate::http::Request;
+use crate::hub::HubCmd;
+use crate::model::{Message, Selector, Since};
+use crate::protocol::native::{self, Delivery};
+use crate::transport::{jsonp, longpoll, Transport};
+
+impl Worker {
+    pub(super) fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
+        let config = &self.shared.config;
+        let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
+            Ok(sub) => sub,
+            Err(bad) => return self.refuse(key, meta, bad.into()),
+        };
+        let transport = match native::select_transport(req) {
+            Ok(Delivery::Http(transport)) => transport,
+            Ok(Delivery::WebSocket) => {
+                return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
+            }
+            Err(bad) => return self.refuse(key, meta, bad.into()),
+        };
+        let store = &self.shared.store;
+        let resume = sub.since.resolve(store.epoch(), store.head());
+        // A client asking for everything gets everything there is; no gap to report.
+        let show_gap = sub.since != Since::All;
+        let default_timeout = config.longpoll.timeout;
+        let (format, poll) = match transport {
+            // HEAD gets the headers of a poll; a stream has no length to describe.
+            Transport::Stream(kind) if !meta.head_only => {
+                return self.start_stream(key, meta, kind, sub.selectors, resume, show_gap);
+            }
+            Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
+            Transport::LongPoll => (ParkedFormat::Json, false),
+            Transport::Jsonp { callback } => (ParkedFormat::Jsonp(callback), false),
+        };
+        let timeout = match sub.timeout {
+            Some(timeout) => timeout,
+            None => self.jittered(default_timeout),
+        };
+        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
+        let force = poll || timeout.is_zero() || meta.head_only;
+        self.park(key, parked, force, resume.reset, show_gap, timeout);
+    }
+
+    /// Answers `parked` at once if history already has something for it (or `force`, or
+    /// shutting down); otherwise suspends the request: registered on its selectors, counted,
+    /// recorded as its session's listener (if it has one), with its timer.
+    pub(super) fn park(
+        &mut self,
+        key: usize,
+        parked: Parked,
+        force: bool,
+        epoch_gap: bool,
+        show_gap: bool,
+        timeout: Duration,
+    ) {
+        let force = force || self.shutdown_deadline.is_some();
+        let seen_head = match self.answer(key, &parked, force, epoch_gap, show_gap) {
+            Answer::Sent => return,
+            Answer::Nothing { head } => head,
+        };
+        self.watch(key, &parked.selectors, seen_head);
+        WorkerStats::add(&self.stats().parked, 1);
+        if let Some(skey) = parked.format.session() {
+            if let Some(entry) = self.sessions.slab.get_mut(skey) {
+                entry.listener = Some(key);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.state.park(Box::new(parked));
+        }
+        self.set_timer(key, timeout);
+    }
+
+    /// Registers `key` on its selectors, telling the hub about selectors new to this worker.
+    pub(super) fn watch(&mut self, key: usize, selectors: &[Selector], seen_head: u64) {
+        for selector in selectors {
+            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
+                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
+            }
+        }
+    }
+
+    pub(super) fn unwatch(&mut self, key: usize, selectors: &[Selector]) {
+        let now = Instant::now();
+        for selector in selectors {
+            self.subs.remove(selector, key, now);
+        }
+    }
+
+    /// Reads history after the subscription's cursor and answers if there is anything to say
+    /// (messages, or a gap), or unconditionally when `force` (timeout, poll, shutdown).
+    pub(super) fn answer(
+        &mut self,
+        key: usize,
+        parked: &Parked,
+        force: bool,
+        epoch_gap: bool,
+        show_gap: bool,
+    ) -> Answer {
+        let jsonp = match &parked.format {
+            ParkedFormat::Json => None,
+            ParkedFormat::Jsonp(callback) => Some(callback),
+            ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, force),
+            ParkedFormat::Pushlet(hold) => return self.answer_pushlet(key, parked, hold, force),
+        };
+        // Subscribers woken together by a broadcast usually share selectors and cursor: the
+        // first one's reply (head included) is reused by the rest of this turn.
+        let cacheable = self.caching && !force && !epoch_gap && show_gap;
+        if cacheable {
+            if let Some(cached) = self.reply_cache.take() {
+                let hit = cached.fits(parked);
+                if hit {
+                    self.count_messages(&cached.msgs);
+                    self.queue_response(key, parked.reply, cached.parts[0].clone(), cached.parts[1..].iter().cloned());
+                }
+                self.reply_cache = Some(cached);
+                if hit {
+                    return Answer::Sent;
+                }
+            }
+        }
+        self.scratch_msgs.clear();
+        let store = &self.shared.store;
+        let read =
+            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
+        let gap = epoch_gap || (show_gap && read.gap);
+        if self.scratch_msgs.is_empty() && !gap && !force {
+            return Answer::Nothing { head: read.head };
+        }
+        let next = read.next_cursor(parked.cursor, &self.scratch_msgs);
+        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+        let mut parts = mem::take(&mut self.scratch_parts);
+        parts.clear();
+        let head = match jsonp {
+            None => {
+                let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
+                let headers = [("Cache-Control", "no-store")];
+                self.response_head(parked.reply, 200, "application/json", &headers, len)
+            }
+            Some(callback) => {
+                let len = jsonp::encode(callback, &self.scratch_msgs, &info, &mut parts);
+                let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
+                self.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
+            }
+        };
+        let msgs = mem::take(&mut self.scratch_msgs);
+        self.count_messages(&msgs);
+        if cacheable {
+            let mut all = Vec::with_capacity(parts.len() + 1);
+            all.push(head.clone());
+            all.extend(parts.iter().cloned());
+            self.reply_cache = Some(CachedReply {
+                selectors: parked.selectors.clone(),
+                cursor: parked.cursor,
+                jsonp: jsonp.cloned(),
+                meta: parked.reply,
+                parts: all,
+                msgs: msgs.clone(),
+            });
+        }
+        self.scratch_msgs = msgs;
+        self.queue_response(key, parked.reply, head, parts.drain(..));
+        self.scratch_parts = parts;
+        Answer::Sent
+    }
+
+    /// Counts the messages in `scratch_msgs` as delivered.
+    pub(super) fn count_deliveries(&mut self) {
+        let msgs = mem::take(&mut self.scratch_msgs);
+        self.count_messages(&msgs);
+        self.scratch_msgs = msgs;
+    }
+
+    /// Counts `msgs` as delivered to one subscriber: stats, and the per-message counts for
+    /// publishers waiting on an acknowledgement.
+    pub(super) fn count_messages(&mut self, msgs: &[Arc<Message>]) {
+        if !self.reports.is_empty() {
+            for msg in msgs {
+                if let Some(count) = self.reports.get_mut(&msg.seq) {
+                    *count += 1;
+                }
+            }
+        }
+        WorkerStats::add(&self.stats().delivered, msgs.len() as u64);
+    }
+
+    /// Resumes a parked long-poll if it has something to answer (or `force`).
+    pub(super) fn resume(&mut self, key: usize, force: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.state.phase() {
+            Phase::Streaming => return self.feed_stream(key, true),
+            Phase::Duplex => return self.feed_duplex(key),
+            _ => {}
+        }
+        let Some(parked) = conn.state.unpark() else { return };
+        match self.answer(key, &parked, force, false, true) {
+            Answer::Sent => self.retire_phase(key, &Vacated::parked(parked)),
+            Answer::Nothing { .. } => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.state.park(parked);
+                }
+            }
+        }
+    }
+
+    /// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
+    /// come back in the same millisecond.
+    fn jittered(&mut self, base: Duration) -> Duration {
+        base.mul_f64(0.9 + 0.2 * self.rng.unit())
+    }
+}
+
+/// A long-poll reply shared by the subscribers of one hub turn; see `Worker::answer`.
+pub(super) struct CachedReply {
+    selectors: Box<[Selector]>,
+    cursor: u64,
+    jsonp: Option<Box<str>>,
+    meta: ReplyMeta,
+    /// The response head, then the body slices.
+    parts: Vec<Bytes>,
+    msgs: Vec<Arc<Message>>,
+}
+
+impl CachedReply {
+    fn fits(&self, parked: &Parked) -> bool {
+        self.cursor == parked.cursor
+            && self.meta == parked.reply
+            && match (&self.jsonp, &parked.format) {
+                (None, ParkedFormat::Json) => true,
+                (Some(a), ParkedFormat::Jsonp(b)) => a == b,
+                _ => false,
+            }
+            && self.selectors == parked.selectors
+    }
+}
+
+/// The result of trying to answer a subscription.
+pub(super) enum Answer {
+    Sent,
+    /// Nothing to say yet; `head` is the store head the read saw.
+    Nothing {
+        head: u64,
+    },
+}

@@ -1,0 +1,545 @@
+//! The worker's event loop: one thread pinned to one core, one `mio::Poll`, one `SO_REUSEPORT`
+//! listener, and a slab of every connection it accepted. This is the only code that touches
+//! `mio` (apart from registering a handed-over socket): poll, the reserved tokens, accepting,
+//! the inbox from the hub and from other workers, timers, and freeing closed slots.
+//!
+//! One turn of the loop, in order (`Worker::run`):
+//! 1. poll for readiness, with the next timer deadline as the timeout;
+//! 2. for each event: accept on a listener token, or `pump` the connection (`io.rs`);
+//! 3. adopt connections handed over by other workers (`sessions/handoff.rs`);
+//! 4. drain the hub's batches: acknowledgements, then wake the subscribers of every topic that
+//!    got a message (`delivery.rs`);
+//! 5. retry hub messages that found its channel full (`publish.rs`);
+//! 6. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
+//! 7. housekeeping every 250 ms (interest linger, paused accept);
+//! 8. free the slots of connections closed during this turn.
+//!
+//! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
+//! slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
+//! batch (step 8), so a stale event for it cannot reach a new connection that reused the key.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use log::{debug, error, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustc_hash::{FxHashMap, FxHashSet};
+use slab::Slab;
+
+use super::conn::{Conn, Phase};
+use super::delivery::CachedReply;
+use super::pool::BufPool;
+use super::sessions::{self};
+use super::stats::WorkerStats;
+use super::subs::{InterestChange, LocalSubs};
+use super::timer::{self, TimerWheel};
+use super::{Handoff, Shared};
+use crate::http::{self, DateCache, Reject, Version};
+use crate::hub::{HubCmd, WorkerMsg};
+use crate::model::{Message, Selector};
+use crate::transport::Control;
+use crate::xorshift::XorShift;
+
+pub(crate) const WAKER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const RAW_LISTENER: Token = Token(2);
+pub(super) const FIRST_CONN: usize = 3;
+
+/// Initial capacity of a pooled read buffer, in bytes.
+pub(super) const READ_BUF: usize = 4096;
+/// Read buffers kept in the pool, at most.
+const POOLED_BUFS: usize = 1024;
+/// Bytes of body read per decode step, so a large body never sits twice in memory.
+pub(super) const BODY_READ_CHUNK: usize = 64 * 1024;
+/// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
+/// the hub's own settling of overdue acks (`hub::ACK_TIMEOUT` plus its expiry tick), so the
+/// hub answers first whenever it stored the message.
+pub(super) const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// After the final response of a closing connection, how long to drain its input.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the last response of a closing connection may take to be written.
+pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Housekeeping period (interest linger sweep, paused-accept retry).
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Hub commands queued above which a publish is refused with 503 rather than queued.
+pub(super) const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+/// Batches taken from the hub's channel per loop turn.
+pub(super) const MAX_BATCHES_PER_TURN: usize = 64;
+/// Hub commands held locally while the hub's channel is full.
+pub(super) const MAX_HUB_BACKLOG: usize = 64 * 1024;
+/// Consecutive accept errors tolerated in one readiness round before backing off.
+const ACCEPT_ERROR_BURST: u32 = 64;
+
+/// Everything one worker owns.
+pub(crate) struct Worker {
+    pub(super) id: usize,
+    pub(super) shared: Arc<Shared>,
+    pub(super) poll: Poll,
+    pub(super) listener: Option<TcpListener>,
+    /// The optional raw TCP listener (`--raw-listen`).
+    pub(super) raw_listener: Option<TcpListener>,
+    /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
+    /// whenever one of our connections closes.
+    pub(super) accept_paused: bool,
+    pub(super) conns: Slab<Conn>,
+    pub(super) timers: TimerWheel<Timer>,
+    pub(super) pool: BufPool,
+    pub(super) date: DateCache,
+    pub(super) rx: Receiver<Vec<WorkerMsg>>,
+    /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
+    pub(super) handoffs: Receiver<Box<Handoff>>,
+    pub(super) subs: LocalSubs,
+    pub(super) limits: http::Limits,
+    /// Closed connections whose slots are freed after the event batch.
+    pub(super) closed: Vec<usize>,
+    pub(super) scratch_keys: Vec<usize>,
+    pub(super) scratch_timers: Vec<Timer>,
+    pub(super) scratch_topics: FxHashSet<Arc<str>>,
+    /// Control messages for the hub that found its channel full (bounded, retried each turn).
+    pub(super) hub_backlog: VecDeque<HubCmd>,
+    /// One reply shared by every subscriber woken in this turn with the same subscription and
+    /// cursor (the broadcast case): one history read and one encoding instead of one each.
+    pub(super) reply_cache: Option<CachedReply>,
+    /// Bayeux timing advice and the client-publish policy (`--client-publish`), which
+    /// Pushlet, WebSocket and raw TCP publishes follow too.
+    pub(super) bayeux_settings: crate::protocol::bayeux::Settings,
+    /// The Pushlet and Bayeux sessions this worker owns.
+    pub(super) sessions: sessions::Sessions,
+    /// True while resuming the subscribers of one hub turn (the only time the cache is used).
+    pub(super) caching: bool,
+    pub(super) scratch_msgs: Vec<Arc<Message>>,
+    pub(super) scratch_parts: Vec<Bytes>,
+    /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
+    pub(super) reports: FxHashMap<u64, usize>,
+    pub(super) next_tag: u64,
+    pub(super) rng: XorShift,
+    pub(super) next_housekeeping: Instant,
+    pub(super) shutdown_deadline: Option<Instant>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        mut listener: TcpListener,
+        mut raw_listener: Option<TcpListener>,
+        rx: Receiver<Vec<WorkerMsg>>,
+        handoffs: Receiver<Box<Handoff>>,
+    ) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(raw) = raw_listener.as_mut() {
+            poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
+        }
+        let now = Instant::now();
+        let limits = shared.config.http;
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Ok(Worker {
+            id,
+            poll,
+            listener: Some(listener),
+            raw_listener,
+            accept_paused: false,
+            conns: Slab::new(),
+            timers: TimerWheel::new(timer::DEFAULT_TICK, timer::DEFAULT_SLOTS, now),
+            pool: BufPool::new(READ_BUF, limits.max_head.max(READ_BUF) * 2, POOLED_BUFS),
+            date: DateCache::new(),
+            rx,
+            handoffs,
+            subs: LocalSubs::default(),
+            limits,
+            closed: Vec::new(),
+            scratch_keys: Vec::new(),
+            scratch_timers: Vec::new(),
+            scratch_topics: FxHashSet::default(),
+            hub_backlog: VecDeque::new(),
+            reply_cache: None,
+            bayeux_settings: bayeux_settings(&shared.config),
+            sessions: sessions::Sessions::default(),
+            caching: false,
+            scratch_msgs: Vec::new(),
+            scratch_parts: Vec::new(),
+            reports: FxHashMap::default(),
+            next_tag: 0,
+            rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
+            next_housekeeping: now + HOUSEKEEPING,
+            shutdown_deadline: None,
+            shared,
+        })
+    }
+
+    pub(super) fn stats(&self) -> &WorkerStats {
+        &self.shared.stats[self.id]
+    }
+
+    /// The event loop. Returns when shutdown is complete.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        self.date.update(SystemTime::now());
+        loop {
+            let now = Instant::now();
+            if self.shutdown_deadline.is_none() && self.shared.shutdown.load(SeqCst) {
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("worker {}: poll failed: {e}", self.id);
+                break;
+            }
+            self.date.update(SystemTime::now());
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {} // the hub's channel and the hand-offs are drained below on every turn
+                    LISTENER | RAW_LISTENER => self.accept(),
+                    Token(t) => {
+                        let key = t - FIRST_CONN;
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                conn.readable = true;
+                            }
+                            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                                conn.writable = true;
+                            }
+                            self.pump(key);
+                        }
+                    }
+                }
+            }
+            self.drain_handoffs();
+            self.drain_hub();
+            self.flush_hub_backlog();
+            self.fire_timers();
+            let now = Instant::now();
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+            }
+            self.free_closed();
+        }
+        let remaining = self.conns.len();
+        if remaining > 0 {
+            warn!("worker {}: shutdown deadline passed with {remaining} connections open; closing them", self.id);
+        }
+        for (_, conn) in self.conns.iter_mut() {
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+        WorkerStats::sub(&self.stats().connections, remaining as u64);
+        self.shared.connections.fetch_sub(remaining, Relaxed);
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.rx.is_empty() || !self.handoffs.is_empty() {
+            return Duration::ZERO; // batches or hand-offs left over from a bounded drain
+        }
+        if !self.hub_backlog.is_empty() {
+            return Duration::from_millis(1);
+        }
+        let mut until = self.next_housekeeping;
+        if let Some(deadline) = self.timers.next_deadline() {
+            until = until.min(deadline);
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            until = until.min(deadline);
+        }
+        until.saturating_duration_since(now)
+    }
+
+    /// Accepts until the listener would block (mio is edge-triggered), the connection limit is
+    /// reached, or the process is out of file descriptors; in the last two cases accepting
+    /// pauses instead of spinning, and resumes when connections close.
+    pub(super) fn accept(&mut self) {
+        self.accept_paused = false;
+        for raw in [false, true] {
+            if !self.accept_from(raw) {
+                return;
+            }
+        }
+    }
+
+    /// Accepts from one listener; false when accepting paused.
+    fn accept_from(&mut self, raw: bool) -> bool {
+        let mut errors = 0;
+        loop {
+            let listener = if raw { self.raw_listener.as_ref() } else { self.listener.as_ref() };
+            let Some(listener) = listener else { return true };
+            if self.shared.connections.load(Relaxed) >= self.shared.config.network.max_connections {
+                self.pause_accept("connection limit reached");
+                return false;
+            }
+            match listener.accept() {
+                Ok((sock, _peer)) => self.add_conn(sock, raw),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.pause_accept("out of file descriptors or memory");
+                    return false;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one connection, not the listener.
+                    debug!("worker {}: accept: {e}", self.id);
+                    errors += 1;
+                    if errors >= ACCEPT_ERROR_BURST {
+                        self.pause_accept("repeated accept errors");
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn pause_accept(&mut self, why: &str) {
+        if !self.accept_paused {
+            self.accept_paused = true;
+            WorkerStats::add(&self.stats().accept_pauses, 1);
+            warn!("worker {}: pausing accept: {why}", self.id);
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream, raw: bool) {
+        if let Err(e) = sock.set_nodelay(true) {
+            debug!("worker {}: TCP_NODELAY: {e}", self.id);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        // Registered once for both directions, edge-triggered: an idle socket causes no wake-ups
+        // and we never re-register as the connection changes phase.
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key + FIRST_CONN), interest) {
+            warn!("worker {}: register: {e}", self.id);
+            return;
+        }
+        entry.insert(Conn::new(sock));
+        self.shared.connections.fetch_add(1, Relaxed);
+        WorkerStats::add(&self.stats().connections, 1);
+        WorkerStats::add(&self.stats().accepted, 1);
+        if raw {
+            self.start_raw(key);
+        } else {
+            // A fresh connection must send its head within the header timeout.
+            self.set_timer(key, self.shared.config.timeouts.header);
+        }
+    }
+
+    fn free_closed(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        let n = self.closed.len();
+        for key in self.closed.drain(..) {
+            self.conns.try_remove(key);
+        }
+        self.shared.connections.fetch_sub(n, Relaxed);
+        WorkerStats::sub(&self.stats().connections, n as u64);
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    /// Processes everything the hub sent: acknowledgements, then forwarded messages and wakes,
+    /// resuming each affected parked connection once per batch.
+    fn drain_hub(&mut self) {
+        let mut topics = mem::take(&mut self.scratch_topics);
+        let mut selectors = Vec::new();
+        let mut wake_all = false;
+        // A bounded number of batches per turn, so a publish storm cannot starve socket I/O;
+        // the poll timeout is zero while batches remain (`poll_timeout`).
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let Ok(batch) = self.rx.try_recv() else { break };
+            for msg in batch {
+                match msg {
+                    WorkerMsg::Deliver { msg, report } => {
+                        if report {
+                            self.reports.insert(msg.seq, 0);
+                        }
+                        // Matching once per distinct topic keeps the work per turn at
+                        // O(topics + subscribers), not O(messages x subscribers).
+                        topics.insert(Arc::clone(&msg.topic));
+                    }
+                    WorkerMsg::Wake(selector) => selectors.push(selector),
+                    WorkerMsg::WakeAll => wake_all = true,
+                    WorkerMsg::PublishAck { reply, outcome } => self.publish_acked(reply, outcome),
+                }
+            }
+        }
+        let mut keys = mem::take(&mut self.scratch_keys);
+        keys.clear();
+        if wake_all {
+            let waiting = |c: &Conn| c.state.is_subscriber();
+            keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
+        } else {
+            for topic in topics.drain() {
+                self.subs.matching(&topic, &mut keys);
+            }
+            for selector in &selectors {
+                self.subs.on_selector(selector, &mut keys);
+            }
+        }
+        topics.clear();
+        self.scratch_topics = topics;
+        keys.sort_unstable();
+        keys.dedup();
+        self.caching = true;
+        for &key in &keys {
+            self.resume(key, false);
+            self.pump(key);
+        }
+        self.caching = false;
+        self.scratch_keys = keys;
+        // A cached reply described history as it was in this turn; the next turn reads anew.
+        self.reply_cache = None;
+        let reports: Vec<(u64, usize)> = self.reports.drain().collect();
+        for (seq, count) in reports {
+            self.tell_hub(HubCmd::Delivered { worker: self.id, seq, count });
+        }
+    }
+
+    pub(super) fn set_timer(&mut self, key: usize, after: Duration) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let Some(old) = conn.timer.take() {
+            self.timers.cancel(old);
+        }
+        conn.timer_mark = conn.written;
+        conn.timer = Some(self.timers.insert(Instant::now() + after, Timer::Conn(key)));
+    }
+
+    fn fire_timers(&mut self) {
+        let mut expired = mem::take(&mut self.scratch_timers);
+        expired.clear();
+        self.timers.expire(Instant::now(), &mut expired);
+        for &timer in &expired {
+            let key = match timer {
+                Timer::Conn(key) => key,
+                Timer::Session(key) => {
+                    self.session_timer(key);
+                    continue;
+                }
+            };
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.timer = None;
+            match conn.state.phase() {
+                Phase::Head => {
+                    self.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
+                }
+                Phase::Body => {
+                    let version = conn.state.body().map_or(Version::Http11, |body| body.request.version());
+                    self.fail(key, Reject::new(408, "request body not received in time"), version);
+                }
+                // A reply still being written is not idle: allow another period while the
+                // client keeps taking bytes, close when it has taken none.
+                phase @ (Phase::Idle | Phase::Closing) if !conn.out.is_empty() && conn.written != conn.timer_mark => {
+                    let period = match phase {
+                        Phase::Closing => CLOSE_WRITE_TIMEOUT,
+                        _ => self.shared.config.timeouts.keepalive,
+                    };
+                    self.set_timer(key, period);
+                    continue;
+                }
+                Phase::Idle | Phase::Closing | Phase::Draining | Phase::Dispatching | Phase::Closed => {
+                    self.close(key);
+                    continue;
+                }
+                Phase::Parked => self.resume(key, true),
+                Phase::Streaming => self.stream_timer(key),
+                Phase::Duplex => self.duplex_timer(key),
+                Phase::Publishing => {
+                    if let Some(publishing) = conn.state.take_ack(None) {
+                        let reason = "publish not acknowledged in time; it may have been stored";
+                        self.refuse(key, publishing.reply, Reject::new(504, reason));
+                    }
+                }
+            }
+            self.pump(key);
+        }
+        self.scratch_timers = expired;
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING;
+        let mut changes = Vec::new();
+        self.subs.sweep(now, &mut changes);
+        for change in changes {
+            if let InterestChange::Off(selector) = change {
+                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });
+            }
+        }
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
+    /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown_deadline = Some(now + self.shared.config.timeouts.shutdown);
+        for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get(key) else { continue };
+            match conn.state.phase() {
+                Phase::Parked => {
+                    self.resume(key, true);
+                    self.pump(key);
+                }
+                Phase::Streaming => {
+                    let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
+                    self.end_stream(key, Control::End { next });
+                    self.pump(key);
+                }
+                Phase::Duplex => {
+                    self.duplex_shutdown(key);
+                    self.pump(key);
+                }
+                Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
+                _ => {}
+            }
+        }
+        self.free_closed();
+    }
+}
+
+/// Bayeux settings from the configuration.
+pub(super) fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::Settings {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    crate::protocol::bayeux::Settings {
+        timeout_ms: millis(config.sessions.bayeux_timeout),
+        interval_ms: 0,
+        max_interval_ms: millis(config.sessions.bayeux_max_interval),
+        may_publish: client_publish_policy(config),
+    }
+}
+
+/// The client-publish policy (`--client-publish`): a topic may be published by a client when
+/// one of the configured patterns matches it.
+fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
+    let allowed: Vec<Selector> = config.access.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
+    Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
+}
+
+/// What a timer in the wheel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The connection's one timer (its meaning depends on its phase).
+    Conn(usize),
+    /// A session's lease (Pushlet) or expiry after its last connect (Bayeux).
+    Session(usize),
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}

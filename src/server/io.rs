@@ -1,0 +1,353 @@
+//! Driving one connection: `pump` makes all the progress it can (write, read, parse,
+//! dispatch), reading into a pooled buffer up to the bound of the connection's phase, and
+//! closing (drain, then close) when the exchange is over.
+//!
+//! mio is edge-triggered: readiness is a hint that is consumed by reading or writing until
+//! `WouldBlock`, and a half that stopped early for a bound keeps its flag and resumes without
+//! waiting for a new event (STYLE 7, 10).
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+
+use log::debug;
+use slab::Slab;
+
+use super::conn::{BodyPhase, Conn, OutQueue, Phase, Vacated};
+use super::event_loop::*;
+use super::stats::WorkerStats;
+use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
+use crate::transport::websocket;
+
+impl Worker {
+    /// Makes all the progress a connection can make now: write, read, parse, dispatch.
+    pub(super) fn pump(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.state.is_closed() {
+                return;
+            }
+            if let Err(e) = conn.flush() {
+                debug!("worker {}: write: {e}", self.id);
+                self.close(key);
+                return;
+            }
+            if conn.out.is_empty() {
+                match conn.state.phase() {
+                    Phase::Closing => return self.start_draining(key),
+                    // Shutting down: a keep-alive connection whose last reply is now written
+                    // has nothing more coming.
+                    Phase::Idle if self.shutdown_deadline.is_some() && conn.buffered() == 0 => {
+                        return self.close(key);
+                    }
+                    _ => {}
+                }
+            }
+            let drained = conn.out.len() < self.shared.config.network.out_low_water();
+            // The client caught up with what was queued: continue from the cursor.
+            if drained && conn.state.streaming().is_some_and(|s| s.over_since.is_some()) {
+                self.feed_stream(key, true);
+            } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
+                self.feed_duplex(key);
+            }
+            let read = match self.read_input(key) {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("worker {}: read: {e}", self.id);
+                    self.close(key);
+                    return;
+                }
+            };
+            let processed = self.process_input(key);
+            if self.conns.get(key).is_none_or(|c| c.state.is_closed()) {
+                return;
+            }
+            if self.handle_peer_close(key) {
+                return;
+            }
+            let Some(conn) = self.conns.get(key) else { return };
+            let can_write = conn.writable && !conn.out.is_empty();
+            if read == 0 && !processed && !can_write {
+                return;
+            }
+        }
+    }
+
+    /// Reads what the socket has, into the connection's pooled buffer, up to the phase's bound.
+    /// Returns the number of bytes read.
+    fn read_input(&mut self, key: usize) -> io::Result<usize> {
+        let max_head = self.limits.max_head;
+        let Some(conn) = self.conns.get_mut(key) else { return Ok(0) };
+        if !conn.readable || conn.peer_closed {
+            return Ok(0);
+        }
+        let cap = match conn.state.phase() {
+            // Pipelined requests behind a parked or publishing one wait; bound what we hold.
+            Phase::Idle | Phase::Head | Phase::Parked | Phase::Publishing | Phase::Streaming => max_head + 1,
+            Phase::Body => BODY_READ_CHUNK,
+            // A whole client frame (or raw command line) must fit: the decoder needs it complete.
+            Phase::Duplex => self.shared.config.streams.ws_max_message + websocket::MAX_CLIENT_HEADER,
+            Phase::Draining => {
+                return drain_socket(conn);
+            }
+            Phase::Dispatching | Phase::Closing | Phase::Closed => return Ok(0),
+        };
+        let mut total = 0;
+        loop {
+            let buf = conn.inbuf.get_or_insert_with(|| self.pool.take());
+            let len = buf.len();
+            if len >= cap {
+                break; // keep `readable`: we resume when the buffer drains
+            }
+            // Read into the spare capacity, growing by READ_BUF steps up to the cap.
+            let chunk = (cap - len).min(READ_BUF.max(buf.capacity() - len));
+            buf.resize(len + chunk, 0);
+            match conn.sock.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    conn.peer_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(len);
+                    conn.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+        if conn.buffered() == 0 {
+            if let Some(buf) = conn.inbuf.take() {
+                self.pool.give(buf);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
+    /// Returns true if anything was consumed.
+    fn process_input(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
+        let mut progressed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return progressed };
+            if conn.out.len() >= high_water || conn.buffered() == 0 {
+                break;
+            }
+            match conn.state.phase() {
+                Phase::Idle | Phase::Head => {
+                    if conn.state.phase() == Phase::Idle {
+                        conn.state.start_head();
+                        self.set_timer(key, self.shared.config.timeouts.header);
+                    }
+                    let Some(conn) = self.conns.get_mut(key) else { return progressed };
+                    let Some(buf) = conn.inbuf.as_mut() else { break };
+                    match http::parse_head(buf, &self.limits) {
+                        Ok(Status::Partial) => break,
+                        Ok(Status::Complete((request, used))) => {
+                            buf.drain(..used);
+                            progressed = true;
+                            WorkerStats::add(&self.stats().requests, 1);
+                            self.begin_request(key, request);
+                        }
+                        Err(e) => {
+                            let version = Version::Http11;
+                            self.fail(key, e.into(), version);
+                            return true;
+                        }
+                    }
+                }
+                Phase::Body => {
+                    let (Some(body), Some(buf)) = (conn.state.body_mut(), conn.inbuf.as_mut()) else { break };
+                    match body.decoder.decode(buf, &mut body.body, self.limits.max_body) {
+                        Ok((used, done)) => {
+                            buf.drain(..used);
+                            progressed |= used > 0;
+                            if !done {
+                                if used == 0 {
+                                    break;
+                                }
+                                continue;
+                            }
+                            // The body is complete: the request goes on with it.
+                            let Some(body) = conn.state.take_body() else { break };
+                            let BodyPhase { request, body, .. } = *body;
+                            self.dispatch(key, request, body);
+                        }
+                        Err(e) => {
+                            let version = body.request.version();
+                            self.fail(key, e.into(), version);
+                            return true;
+                        }
+                    }
+                }
+                Phase::Duplex => {
+                    progressed |= self.process_duplex(key);
+                    break;
+                }
+                Phase::Dispatching
+                | Phase::Parked
+                | Phase::Publishing
+                | Phase::Streaming
+                | Phase::Closing
+                | Phase::Draining
+                | Phase::Closed => break,
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.buffered() == 0 {
+                if let Some(buf) = conn.inbuf.take() {
+                    self.pool.give(buf);
+                }
+            }
+        }
+        progressed
+    }
+
+    /// The peer sent FIN. Returns true if the connection was closed (or is closing).
+    fn handle_peer_close(&mut self, key: usize) -> bool {
+        let high_water = self.shared.config.network.out_high_water();
+        let Some(conn) = self.conns.get_mut(key) else { return true };
+        if !conn.peer_closed {
+            return false;
+        }
+        match conn.state.phase() {
+            // Still answering a complete request (e.g. a publish sent with a half-close).
+            Phase::Publishing | Phase::Closing => false,
+            Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= high_water => false,
+            Phase::Idle | Phase::Head if !conn.out.is_empty() => {
+                conn.state.close_after_write();
+                false
+            }
+            // Idle, half a request, a parked long-poll whose client left, or draining: done.
+            _ => {
+                self.close(key);
+                true
+            }
+        }
+    }
+
+    fn begin_request(&mut self, key: usize, request: Request) {
+        match request.body_kind() {
+            // An empty body (`Content-Length: 0`) is complete already: no Body phase, no 100.
+            BodyKind::None | BodyKind::Length(0) => self.dispatch(key, request, Vec::new()),
+            kind => {
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                if request.expects_continue() && conn.buffered() == 0 {
+                    // RFC 9110 §10.1.1: tell the client to go ahead and send the body.
+                    conn.out.push_static(http::CONTINUE_100);
+                }
+                let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
+                conn.state.read_body(body);
+                self.set_timer(key, self.shared.config.timeouts.header);
+            }
+        }
+    }
+
+    /// The final response is written: shut down our side and discard input until the peer
+    /// closes, so unread input can't make the kernel answer with a reset that destroys the
+    /// response in flight (RFC 9112 §9.6).
+    pub(super) fn start_draining(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.peer_closed || self.shutdown_deadline.is_some() {
+            self.close(key);
+            return;
+        }
+        let _ = conn.sock.shutdown(Shutdown::Write);
+        conn.state.start_draining();
+        if let Some(buf) = conn.inbuf.take() {
+            self.pool.give(buf);
+        }
+        self.set_timer(key, DRAIN_TIMEOUT);
+        // Input may already be waiting.
+        if conn_readable(&self.conns, key) {
+            self.pump(key);
+        }
+    }
+
+    /// Closes now: deregisters, drops the subscription, frees the slot after this event batch.
+    pub(super) fn close(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.state.is_closed() {
+            return;
+        }
+        let vacated = conn.state.close();
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        let _ = conn.sock.shutdown(Shutdown::Both);
+        if let Some(timer) = conn.timer.take() {
+            self.timers.cancel(timer);
+        }
+        if let Some(buf) = conn.inbuf.take() {
+            self.pool.give(buf);
+        }
+        conn.out = OutQueue::default();
+        conn.readable = false;
+        conn.writable = false;
+        conn.peer_closed = true;
+        // A stream's session is a Pushlet stream listen's.
+        let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
+        self.retire_phase(key, &vacated);
+        if let Some(session) = pushlet_stream {
+            // A Pushlet stream whose client went away ends its session, as in the original
+            // (a failed write ended the session).
+            self.remove_session(session);
+        }
+        self.closed.push(key);
+    }
+
+    /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
+    /// gauge, and its place as its session's listener. Used when a connection closes and when
+    /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
+    pub(super) fn retire_phase(&mut self, key: usize, vacated: &Vacated) {
+        if let Some(session) = vacated.session() {
+            self.listener_gone(session, key);
+        }
+        let gauge = match vacated.phase() {
+            Phase::Parked => &self.stats().parked,
+            Phase::Streaming => &self.stats().streaming,
+            Phase::Duplex => &self.stats().duplex,
+            _ => return,
+        };
+        WorkerStats::sub(gauge, 1);
+        self.unwatch(key, vacated.selectors());
+    }
+}
+
+fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {
+    conns.get(key).is_some_and(|c| c.readable)
+}
+
+/// Reads and discards input on a draining connection. Returns bytes read.
+fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match conn.sock.read(&mut sink) {
+            Ok(0) => {
+                conn.peer_closed = true;
+                return Ok(total);
+            }
+            Ok(n) => {
+                total += n;
+                if total > 1 << 20 {
+                    // A peer that keeps sending after our final response gets closed.
+                    conn.peer_closed = true;
+                    return Ok(total);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.readable = false;
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

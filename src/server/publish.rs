@@ -1,0 +1,164 @@
+//! Publishing: a native `POST /pub` (and the WebSocket, Bayeux and Pushlet publishes, which
+//! come through `send_publish`), its hand-off to the hub, the acknowledgement that comes back
+//! (`201` with the message id and how many subscribers it reached), and a piggybacking
+//! publish's long-poll reply. Also the worker's side of the hub channel for control messages:
+//! never blocking, with a bounded backlog when the channel is full.
+
+use std::mem;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log::{debug, error};
+
+use super::conn::{Phase, Publishing, ReplyMeta};
+use super::event_loop::*;
+use super::stats::WorkerStats;
+use crate::http::{Reject, Request};
+use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo};
+use crate::model::{MessageId, Since};
+use crate::protocol::native::{self, Piggyback};
+use crate::transport::longpoll;
+
+impl Worker {
+    pub(super) fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
+        if req.header("origin").is_some() && !self.origin_may_publish(req) {
+            return self.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
+        }
+        let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
+        let mut publish = match native::parse_publish(topic, req, body) {
+            Ok(p) => p,
+            Err(bad) => return self.refuse(key, meta, bad.into()),
+        };
+        let piggyback = publish.piggyback.take().map(Box::new);
+        let topic: Arc<str> = publish.topic.as_str().into();
+        let tag = match self.submit_publish(key, publish) {
+            Ok(tag) => tag,
+            Err(busy) => return self.refuse(key, meta, busy),
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
+        }
+        self.set_timer(key, PUBLISH_ACK_TIMEOUT);
+    }
+
+    /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
+    /// connection `key`. Refused (with the reason) when the hub's queue is near full, so
+    /// control messages always find room in it.
+    pub(super) fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, Reject> {
+        let tag = self.next_tag + 1;
+        self.send_publish(PublishReq {
+            topic: publish.topic.into(),
+            event: publish.event,
+            content_type: publish.content_type,
+            data: publish.data,
+            reply: Some(ReplyTo { worker: self.id, token: key, tag }),
+        })?;
+        self.next_tag = tag;
+        Ok(tag)
+    }
+
+    /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
+    /// the hub's queue is near full, so control messages always find room in it.
+    pub(super) fn send_publish(&mut self, req: PublishReq) -> Result<(), Reject> {
+        let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
+        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
+            return Err(busy());
+        }
+        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
+        WorkerStats::add(&self.stats().published, 1);
+        Ok(())
+    }
+
+    pub(super) fn publish_acked(&mut self, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
+        let Some(conn) = self.conns.get_mut(reply.token) else { return };
+        if conn.state.phase() == Phase::Duplex {
+            self.duplex_publish_acked(reply.token, reply.tag, outcome);
+            return self.pump(reply.token);
+        }
+        // None: the publisher's connection is gone and its slot was reused.
+        let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
+        let Publishing { reply: meta, topic, piggyback, .. } = *publishing;
+        let Published { seq, time_ms, delivered } = match outcome {
+            Ok(published) => published,
+            Err(refused) => {
+                // The hub refused it (it re-validates topics); tell the client rather than pretend.
+                self.refuse(reply.token, meta, refused.into());
+                return self.pump(reply.token);
+            }
+        };
+        let id = MessageId { epoch: self.shared.store.epoch(), seq };
+        let ack =
+            serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
+        let mut body = serde_json::to_vec(&ack).unwrap_or_default();
+        match piggyback {
+            None => self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body)),
+            Some(piggyback) => {
+                // Same object, plus what is new on the publisher's topics: drop the closing
+                // brace and append the long-poll members.
+                body.pop();
+                body.push(b',');
+                self.respond_piggyback(reply.token, meta, body, &piggyback);
+            }
+        }
+        self.pump(reply.token);
+    }
+
+    /// The rest of a piggybacking publish reply: what is new on the publisher's topics.
+    fn respond_piggyback(&mut self, key: usize, meta: ReplyMeta, head: Vec<u8>, piggyback: &Piggyback) {
+        let store = Arc::clone(&self.shared.store);
+        let resume = piggyback.since.resolve(store.epoch(), store.head());
+        self.scratch_msgs.clear();
+        let read = store.read(
+            &piggyback.selectors,
+            resume.after,
+            self.shared.config.longpoll.max_batch,
+            &mut self.scratch_msgs,
+        );
+        let next = read.next_cursor(resume.after, &self.scratch_msgs);
+        let gap = resume.reset || (read.gap && piggyback.since != Since::All);
+        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+        let mut parts = mem::take(&mut self.scratch_parts);
+        parts.clear();
+        let mut len = head.len();
+        parts.push(Bytes::from(head));
+        len += longpoll::encode_members(&self.scratch_msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
+        self.count_deliveries();
+        self.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
+        self.scratch_parts = parts;
+    }
+
+    /// Sends a control message (interest, delivery report) to the hub without blocking: if
+    /// the hub's channel is full, the message waits in a bounded local queue that is retried
+    /// every turn, in order.
+    pub(super) fn tell_hub(&mut self, cmd: HubCmd) {
+        if self.hub_backlog.is_empty() {
+            match self.shared.hub.try_send(cmd) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(cmd)) => self.hub_backlog.push_back(cmd),
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.id),
+            }
+        } else if self.hub_backlog.len() < MAX_HUB_BACKLOG {
+            self.hub_backlog.push_back(cmd);
+        } else {
+            // Only a wedged hub gets here. A lost report is settled by the hub's ack timeout; a
+            // lost interest costs wake-ups until the subscriber's timeout, not messages.
+            error!("worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one", self.id);
+        }
+    }
+
+    pub(super) fn flush_hub_backlog(&mut self) {
+        while let Some(cmd) = self.hub_backlog.pop_front() {
+            match self.shared.hub.try_send(cmd) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(cmd)) => {
+                    self.hub_backlog.push_front(cmd);
+                    return;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.hub_backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
