@@ -7,6 +7,9 @@
 //! history, a `pull` refresh is a parked request answered with what history holds after the
 //! cursor (or an `hb` after the read timeout), a `poll` refresh answers at once. `leave`,
 //! `subscribe` and `unsubscribe` on a control connection act on the open listen immediately.
+//!
+//! What each reply carries and in which order is the core's (`protocol::pushlet::round`); this
+//! file reads history and the session table, calls it, and queues what comes back.
 
 use bytes::Bytes;
 
