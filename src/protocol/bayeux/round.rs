@@ -43,9 +43,8 @@ pub enum ConnectRound {
 
 /// Answers `connect` for `session` (`None`: it no longer exists) if history has events for it
 /// or `force`; `earlier` are the replies of the connect's own batch not yet sent. The messages
-/// go through `Session::delivery_events` on every round, even one that keeps waiting: the
-/// session's cursor passes messages it does not want, so the next wake-up does not read them
-/// again.
+/// go through `Session::delivery_events` on every round, even one that keeps waiting (a round
+/// waits only when that found nothing to send, re-sends included).
 pub fn connect_round(
     session: Option<&mut Session>,
     history: History<'_>,
