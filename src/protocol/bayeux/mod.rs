@@ -12,11 +12,15 @@
 //! - [`message`]: one message as a client sends it, and the batch parsers.
 //! - [`session`]: a handshaken client: subscriptions, cursor, expiry, replies.
 //! - [`ack`]: the ack extension's batch numbering and re-send queue.
+//! - [`batch`]: a request's batch in order against the session table ([`run_batch`]).
+//! - [`round`]: answering a held connect ([`connect_round`]), HTTP bodies and header sets.
 //!
 //! Replies are `serde_json::Value`s; [`encode_replies`] and [`encode_jsonp`] make the HTTP body.
 
 pub mod ack;
+pub mod batch;
 pub mod message;
+pub mod round;
 pub mod session;
 
 #[cfg(test)]
@@ -26,7 +30,11 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
+pub use self::batch::{run_batch, Batch, Held, Host};
 pub use self::message::{parse_batch, parse_callback_polling, ConnectionType, Message, Subscription};
+pub use self::round::{
+    connect_round, cors_headers, frame_error, http_body, preflight_headers, reply_headers, ConnectRound, History,
+};
 pub use self::session::{Outcome, Session, Settings};
 use crate::transport::script_safe_json;
 

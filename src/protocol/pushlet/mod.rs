@@ -4,16 +4,22 @@
 //! This module owns the request side: turning a query string and an optional `<event .../>`
 //! POST body into a validated [`Request`], and the [`Event`] model (ordered name/value fields)
 //! that both requests and replies are made of. `session` holds one session's state and the
-//! protocol rules (what each `p_event` does), `wire` frames events in the three wire formats.
+//! protocol rules (what each `p_event` does), `round` the order of what a reply, a listen and a
+//! refresh round send, `wire` frames events in the three wire formats.
 //! None of it does I/O or reads a clock: the worker passes bytes and `now` in and writes what
 //! comes out, so every rule is unit-tested here.
 
+mod round;
 mod session;
 mod wire;
 mod xml;
 
 use std::fmt;
 
+pub use self::round::{
+    answer_refresh, listen, refresh_wait, reply, Backlog, Done, Listen, Listener, Refresh, BUSY, ENDED, LEFT, LOST,
+    NO_CACHE,
+};
 pub use self::session::{
     abort, error, hb, join_ack, nack, refresh_ack, refresh_event, Session, Step, MAX_LABEL_LEN, MAX_SUBJECTS,
     POLL_WAIT_MS, PUBLISH_CONTENT_TYPE, PULL_WAIT_MS, UNICAST_PREFIX,

@@ -2,10 +2,12 @@
 //! `callback-polling` (GET `message=` + `jsonp=`), on `/cometd` and the paths the `cometd`
 //! client derives from it.
 //!
-//! A batch is processed in order against the client's session. Sessions live on the worker
-//! that created them (the id says which), so a batch for a session owned elsewhere is handed to
-//! its owner first. A `/meta/connect` with nothing to deliver is held like a parked long-poll:
-//! its reply (the batch's other replies, then the events, then the connect reply) is built
+//! The rules are the sans-I/O core's (`protocol::bayeux`): `run_batch` processes a batch in
+//! order, `connect_round` builds a held connect's reply, `round` has the bodies and header
+//! sets. This file is the worker's side: sessions live on the worker that created them (the id
+//! says which), so a batch for a session owned elsewhere is handed to its owner first; the
+//! worker lends its session table, the hub and its connections to the batch (`BatchHost`);
+//! and a `/meta/connect` with nothing to deliver is held like a parked long-poll, answered
 //! when a message arrives, at its hold time, or at shutdown.
 
 use std::time::{Duration, Instant};
@@ -16,14 +18,11 @@ use serde_json::Value;
 use super::{SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
-use crate::protocol::bayeux::{self, Channel, Meta, Outcome, Piece};
+use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
 use crate::server::delivery::Answer;
 use crate::server::event_loop::{Timer, Worker};
 use crate::server::session_id;
-
-/// Headers a browser may send with a cross-origin Bayeux request (the CometD set).
-const CORS_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
 
 impl Worker {
     /// A request on a Bayeux path.
@@ -49,15 +48,18 @@ impl Worker {
         };
         let (batch, callback) = match parsed {
             Ok(parsed) => parsed,
-            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(&cors_headers(origin.as_deref()))),
+            Err(e) => {
+                let headers = bayeux::cors_headers(origin.as_deref());
+                return self.refuse(key, meta, Reject::from(e).with_headers(&headers));
+            }
         };
         // The session the batch is about; one owned by another worker takes the connection.
         let client = batch.iter().find_map(|m| m.client_id.as_deref());
         if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
             return self.hand_off(key, owner, req, body, meta);
         }
-        let Batch { replies, held } = self.bayeux_batch(&batch);
-        let Some((skey, connect, hold_ms)) = held else {
+        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self }, &batch);
+        let Some(Held { session: skey, connect, hold_ms }) = held else {
             return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
         // One connect held per client: an older one (on another connection) is superseded.
@@ -104,103 +106,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// Applies one non-handshake message to session `skey`.
-    fn bayeux_message(&mut self, skey: usize, msg: &bayeux::Message) -> Option<Step> {
-        let head = self.shared.store.head();
-        let entry = self.sessions.slab.get_mut(skey)?;
-        let SessionState::Bayeux(session) = &mut entry.state else {
-            return Some(Step::Reply(bayeux::unknown_client(msg)));
-        };
-        session.touch(system_clock_ms());
-        match session.handle(msg, &self.bayeux_settings) {
-            Outcome::Reply(reply) => Some(Step::Reply(reply)),
-            Outcome::Connect { hold_ms } => Some(Step::Hold(hold_ms)),
-            Outcome::Resubscribed(reply) => {
-                session.pin_new_subscriptions(head);
-                let selectors = session.selectors().into_boxed_slice();
-                self.rewatch_listener(skey, selectors);
-                Some(Step::Reply(reply))
-            }
-            Outcome::Disconnect(reply) => {
-                if let Some(listener) = self.listener_of(skey) {
-                    self.supersede_connect(listener);
-                }
-                self.remove_session(skey);
-                Some(Step::Reply(reply))
-            }
-            Outcome::Publish { reply, topic, data } => {
-                let req = PublishReq {
-                    topic: topic.into(),
-                    event: None,
-                    content_type: Some(bayeux::PUBLISH_CONTENT_TYPE.into()),
-                    data,
-                    reply: None,
-                };
-                if self.send_publish(req).is_err() {
-                    let mut refusal = reply;
-                    refusal["successful"] = Value::Bool(false);
-                    refusal["error"] = Value::from(bayeux::error_text(503, &[], "Server busy, retry later"));
-                    return Some(Step::Reply(refusal));
-                }
-                Some(Step::Reply(reply))
-            }
-        }
-    }
-
-    /// Processes a batch in order. Returns the replies so far and the connect to hold, if any
-    /// (only one per client: a newer connect, even in the same batch, replaces the older).
-    fn bayeux_batch(&mut self, batch: &[bayeux::Message]) -> Batch {
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut held = None;
-        for msg in batch {
-            if Channel::of(&msg.channel) == Channel::Meta(Meta::Handshake) {
-                replies.push(self.bayeux_handshake(msg));
-                continue;
-            }
-            let Some(skey) = msg.client_id.as_deref().and_then(|id| self.sessions.key_of(id)) else {
-                replies.push(bayeux::unknown_client(msg));
-                continue;
-            };
-            // A disconnect after a connect of the same batch (Faye sends both when it leaves
-            // while a connect is due) ends that connect first: its reply comes before the
-            // disconnect's, since the session still existed when it was sent.
-            if Channel::of(&msg.channel) == Channel::Meta(Meta::Disconnect)
-                && held.as_ref().is_some_and(|(held_skey, _, _)| *held_skey == skey)
-            {
-                if let Some((held_skey, connect, _)) = held.take() {
-                    replies.push(self.bayeux_connect_reply(held_skey, &connect));
-                }
-            }
-            match self.bayeux_message(skey, msg) {
-                Some(Step::Reply(reply)) => replies.push(reply),
-                Some(Step::Hold(hold_ms)) => {
-                    // One connect held per request: a newer one in the same batch answers the
-                    // older at once (no reply is ever dropped, even for an odd batch naming
-                    // two clients).
-                    if let Some((older, connect, _)) = held.replace((skey, msg.clone(), hold_ms)) {
-                        replies.push(self.bayeux_connect_reply(older, &connect));
-                    }
-                }
-                None => {}
-            }
-        }
-        // The held connect's session is found again by its client id: a later message of the
-        // batch may have removed it (and a handshake reused its slot).
-        let held = match held {
-            Some((skey, connect, hold_ms)) => {
-                let current = connect.client_id.as_deref().and_then(|id| self.sessions.key_of(id));
-                if current == Some(skey) {
-                    Some((skey, connect, hold_ms))
-                } else {
-                    replies.push(bayeux::unknown_client(&connect));
-                    None
-                }
-            }
-            None => None,
-        };
-        Batch { replies, held }
     }
 
     /// A newer connect supersedes a held one: the older gets a plain connect reply without
@@ -265,8 +170,8 @@ impl Worker {
         Answer::Sent
     }
 
-    /// A connect round: if there is anything to deliver after `cursor` (or `force`), the
-    /// `earlier` replies, the events, then the connect reply; the session's cursor moves on.
+    /// A connect round (`bayeux::connect_round` says what it carries): reads history after
+    /// `cursor` and, when the round is answered, renews the session and counts the deliveries.
     fn bayeux_round(
         &mut self,
         skey: usize,
@@ -279,26 +184,26 @@ impl Worker {
         let store = std::sync::Arc::clone(&self.shared.store);
         self.scratch_msgs.clear();
         let read = store.read(selectors, cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
-        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = self.sessions.slab.get_mut(skey) else {
-            // The session went away while its connect was held (disconnect, expiry).
-            let mut replies = pieces(earlier.to_vec());
-            replies.push(Piece::Reply(bayeux::unknown_client(connect)));
-            return Round::Replies(replies);
+        let history = History {
+            msgs: &self.scratch_msgs,
+            epoch: store.epoch(),
+            next: read.next_cursor(cursor, &self.scratch_msgs),
         };
-        let events = session.delivery_events(&self.scratch_msgs, store.epoch());
-        if events.is_empty() && !force {
-            return Round::Nothing { head: read.head };
+        let session = match self.sessions.slab.get_mut(skey) {
+            Some(SessionEntry { state: SessionState::Bayeux(session), .. }) => Some(&mut **session),
+            _ => None,
+        };
+        let round =
+            bayeux::connect_round(session, history, connect, earlier, force, &self.bayeux_settings, system_clock_ms());
+        match round {
+            ConnectRound::Wait => Round::Nothing { head: read.head },
+            ConnectRound::Unknown(replies) => Round::Replies(replies),
+            ConnectRound::Delivered(replies) => {
+                self.renew_session(skey);
+                self.count_deliveries();
+                Round::Replies(replies)
+            }
         }
-        let next = read.next_cursor(cursor, &self.scratch_msgs);
-        session.set_cursor(next);
-        let reply = session.connect_reply(connect, &self.bayeux_settings);
-        session.touch(system_clock_ms());
-        let mut replies = pieces(earlier.to_vec());
-        replies.extend(events.into_iter().map(Piece::Event));
-        replies.push(Piece::Reply(reply));
-        self.renew_session(skey);
-        self.count_deliveries();
-        Round::Replies(replies)
     }
 
     /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
@@ -316,21 +221,17 @@ impl Worker {
         }
         let batch = match bayeux::parse_batch(text.as_bytes()) {
             Ok(batch) => batch,
-            Err(e) => {
-                let reply =
-                    serde_json::json!([{ "successful": false, "error": bayeux::error_text(400, &[], &e.reason) }]);
-                return self.ws_text(key, reply.to_string().into_bytes());
-            }
+            Err(e) => return self.ws_text(key, bayeux::frame_error(&e)),
         };
         let client = batch.iter().find_map(|m| m.client_id.as_deref());
         if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
             return self.hand_off_socket(key, owner, text.to_owned());
         }
-        let Batch { replies, held } = self.bayeux_batch(&batch);
+        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self }, &batch);
         if !replies.is_empty() {
             self.ws_text(key, bayeux::encode_replies(&replies));
         }
-        let Some((skey, connect, hold_ms)) = held else { return };
+        let Some(Held { session: skey, connect, hold_ms }) = held else { return };
         // This socket now listens for the session; a connect held before (here or on another
         // connection) is superseded.
         self.supersede_connect(key);
@@ -392,24 +293,15 @@ impl Worker {
         callback: Option<&str>,
         origin: Option<&str>,
     ) {
-        let (body, content_type) = match callback {
-            Some(cb) => (bayeux::encode_jsonp_pieces(cb, replies), bayeux::CONTENT_TYPE_JSONP),
-            None => (bayeux::encode_pieces(replies), bayeux::CONTENT_TYPE_JSON),
-        };
-        let mut headers = cors_headers(origin);
-        headers.push(("Cache-Control", "no-store"));
-        self.respond(key, meta, 200, content_type, &headers, Bytes::from(body));
+        let (body, content_type) = bayeux::http_body(replies, callback);
+        self.respond(key, meta, 200, content_type, &bayeux::reply_headers(origin), Bytes::from(body));
     }
 
     fn bayeux_preflight(&mut self, key: usize, meta: ReplyMeta, origin: Option<&str>) {
         let Some(origin) = origin else {
             return self.refuse(key, meta, Reject::forbidden("origin not allowed"));
         };
-        let mut headers = cors_headers(Some(origin));
-        headers.push(("Access-Control-Allow-Methods", "POST, GET, OPTIONS"));
-        headers.push(("Access-Control-Allow-Headers", CORS_HEADERS));
-        headers.push(("Access-Control-Max-Age", "600"));
-        self.respond(key, meta, 204, "", &headers, Bytes::new());
+        self.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
     }
 
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
@@ -427,13 +319,7 @@ impl Worker {
     }
 }
 
-/// What a batch left to do: its replies, and the connect to hold (session, message, hold ms).
-struct Batch {
-    replies: Vec<Value>,
-    held: Option<(usize, bayeux::Message, u64)>,
-}
-
-/// The outcome of a connect round.
+/// The outcome of a connect round, for the worker.
 enum Round {
     Replies(Vec<Piece>),
     /// Nothing to deliver yet; `head` is the store head the read saw.
@@ -442,25 +328,69 @@ enum Round {
     },
 }
 
-/// What one message asks of the batch.
-enum Step {
-    Reply(Value),
-    /// Hold the connect up to this many milliseconds.
-    Hold(u64),
-}
-
 /// Replies built for this request, as pieces of a reply array.
 fn pieces(replies: Vec<Value>) -> Vec<Piece> {
     replies.into_iter().map(Piece::Reply).collect()
 }
 
-fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, &str)> {
-    match origin {
-        Some(origin) => vec![
-            ("Access-Control-Allow-Origin", origin),
-            ("Access-Control-Allow-Credentials", "true"),
-            ("Vary", "Origin"),
-        ],
-        None => Vec::new(),
+/// The worker's session table, the hub and the listening connections, lent to
+/// `bayeux::run_batch` for one batch.
+struct BatchHost<'w> {
+    worker: &'w mut Worker,
+}
+
+impl bayeux::Host for BatchHost<'_> {
+    fn handshake(&mut self, msg: &bayeux::Message) -> Value {
+        self.worker.bayeux_handshake(msg)
+    }
+
+    fn find(&self, client_id: &str) -> Option<usize> {
+        self.worker.sessions.key_of(client_id)
+    }
+
+    fn handle(&mut self, key: usize, msg: &bayeux::Message) -> Option<Outcome> {
+        let worker = &mut *self.worker;
+        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = worker.sessions.slab.get_mut(key) else {
+            return None;
+        };
+        session.touch(system_clock_ms());
+        Some(session.handle(msg, &worker.bayeux_settings))
+    }
+
+    fn publish(&mut self, topic: Box<str>, data: Bytes) -> bool {
+        let req = PublishReq {
+            topic: topic.into(),
+            event: None,
+            content_type: Some(bayeux::PUBLISH_CONTENT_TYPE.into()),
+            data,
+            reply: None,
+        };
+        self.worker.send_publish(req).is_ok()
+    }
+
+    fn resubscribed(&mut self, key: usize) {
+        let worker = &mut *self.worker;
+        let head = worker.shared.store.head();
+        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = worker.sessions.slab.get_mut(key) else {
+            return;
+        };
+        session.pin_new_subscriptions(head);
+        let selectors = session.selectors().into_boxed_slice();
+        worker.rewatch_listener(key, selectors);
+    }
+
+    fn disconnect(&mut self, key: usize) {
+        if let Some(listener) = self.worker.listener_of(key) {
+            self.worker.supersede_connect(listener);
+        }
+        self.worker.remove_session(key);
+    }
+
+    fn connect_reply(&mut self, key: usize, connect: &bayeux::Message) -> Option<Value> {
+        let worker = &mut *self.worker;
+        match worker.sessions.slab.get_mut(key).map(|e| &mut e.state) {
+            Some(SessionState::Bayeux(session)) => Some(session.connect_reply(connect, &worker.bayeux_settings)),
+            _ => None,
+        }
     }
 }

@@ -7,25 +7,21 @@
 //! history, a `pull` refresh is a parked request answered with what history holds after the
 //! cursor (or an `hb` after the read timeout), a `poll` refresh answers at once. `leave`,
 //! `subscribe` and `unsubscribe` on a control connection act on the open listen immediately.
+//!
+//! What each reply carries and in which order is the core's (`protocol::pushlet::round`); this
+//! file reads history and the session table, calls it, and queues what comes back.
 
 use bytes::Bytes;
 
 use super::{SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
-use crate::protocol::pushlet::{self, Event, Format, Mode, Step, Writer};
+use crate::protocol::pushlet::{self, Backlog, Done, Event, Format, Listen, Listener, Mode, Refresh, Step};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
 use crate::server::delivery::Answer;
 use crate::server::event_loop::Worker;
 use crate::server::session_id;
 use crate::server::stream::{unix_secs, StreamSpec};
-
-/// Headers on every Pushlet reply (the original server's no-cache set).
-const NO_CACHE: &[(&str, &str)] = &[
-    ("Cache-Control", "no-store, no-cache, must-revalidate"),
-    ("Pragma", "no-cache"),
-    ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
-];
 
 impl Worker {
     /// A request on a Pushlet path.
@@ -33,14 +29,17 @@ impl Worker {
         let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
         let preq = match pushlet::parse_request(req.query(), &body) {
             Ok(preq) => preq,
-            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(NO_CACHE)),
+            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
         };
         let skey = if preq.command.is_join() {
             match self.pushlet_join(&preq) {
                 Some(skey) => skey,
                 None => {
-                    let reject = Reject::busy("too many sessions, retry later", 5);
-                    return self.refuse(key, meta, reject.with_headers(NO_CACHE));
+                    return self.refuse(
+                        key,
+                        meta,
+                        Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
+                    )
                 }
             }
         } else {
@@ -52,7 +51,7 @@ impl Worker {
                 Some(skey) => skey,
                 None => {
                     let e = pushlet::invalid_id(id);
-                    return self.refuse(key, meta, Reject::from(e).with_headers(NO_CACHE));
+                    return self.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE));
                 }
             }
         };
@@ -131,42 +130,27 @@ impl Worker {
 
     /// A complete reply of `events` in `format`.
     fn pushlet_reply(&mut self, key: usize, meta: ReplyMeta, format: Format, events: &[Event]) {
-        let mut writer = Writer::new(format);
-        let now = unix_secs();
-        let mut body = writer.head();
-        for event in events {
-            body.extend_from_slice(&writer.event(event, now));
-        }
-        body.extend_from_slice(&writer.tail(None));
-        self.respond(key, meta, 200, pushlet::content_type(format), NO_CACHE, Bytes::from(body));
+        self.pushlet_send(key, meta, format, pushlet::reply(format, events, unix_secs()));
     }
 
-    /// `listen` / `join-listen`: the ack, then delivery in the session's mode.
+    /// Queues a Pushlet reply `body` in `format`.
+    fn pushlet_send(&mut self, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
+        self.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
+    }
+
+    /// `listen` / `join-listen`: the ack, then delivery in the session's mode
+    /// (`pushlet::listen`): one reply for pull and poll, an open stream for stream.
     fn pushlet_listen(&mut self, key: usize, meta: ReplyMeta, skey: usize, base: &'static str, ack: Vec<Event>) {
         let Some(SessionState::Pushlet(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
-        let (format, mode, cursor) = (session.format(), session.mode(), session.cursor());
-        let (id, selectors) = (session.id().to_owned(), session.selectors().into_boxed_slice());
-        if mode != Mode::Stream {
-            // Pull and poll: the ack and the first `refresh`, then the client comes back.
-            let mut writer = Writer::new(format);
-            let now = unix_secs();
-            let mut body = writer.head();
-            for event in &ack {
-                body.extend_from_slice(&writer.event(event, now));
-            }
-            body.extend_from_slice(&writer.end_round(&id, base, self.refresh_wait(mode), now));
-            return self.respond(key, meta, 200, pushlet::content_type(format), NO_CACHE, Bytes::from(body));
-        }
+        let (format, cursor, selectors) = (session.format(), session.cursor(), session.selectors().into_boxed_slice());
+        let rng = &mut self.rng;
+        let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
+        let (writer, first) = match pushlet::listen(session, &ack, base, wait_ms, unix_secs()) {
+            Listen::Round(body) => return self.pushlet_send(key, meta, format, body),
+            Listen::Stream { writer, first } => (writer, first),
+        };
         // Stream: one open listen per session; a newer one takes over.
         self.release_listener(skey);
-        let mut writer = Writer::new(format);
-        let now = unix_secs();
-        let mut first = writer.head();
-        for event in &ack {
-            first.extend_from_slice(&writer.event(event, now));
-        }
-        // The original sends an immediate heartbeat after the ack.
-        first.extend_from_slice(&writer.event(&pushlet::hb(), now));
         let spec = StreamSpec {
             framer: Framer::Pushlet { session: skey, writer },
             content_type: pushlet::content_type(format).to_owned(),
@@ -174,7 +158,7 @@ impl Worker {
             heartbeat: self.shared.config.sessions.pushlet_read_timeout,
             // A Pushlet stream never ends by itself.
             max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
-            extra_headers: NO_CACHE,
+            extra_headers: &pushlet::NO_CACHE,
         };
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
             entry.listener = Some(key);
@@ -196,12 +180,8 @@ impl Worker {
         self.park(key, parked, mode == Mode::Poll, false, true, timeout);
     }
 
-    /// The reply of a refresh round: `refresh-ack`, the data events after the cursor (or an
-    /// `hb` when the read timeout passed with none), then the `refresh` that schedules the next
-    /// round. A session with more than `--session-queue` undelivered events of its own gets an
-    /// `abort` and is removed; so does a refresh released by the session's `leave` (the
-    /// original's bailout sent `abort` to the listener), rather than a `refresh` that would
-    /// bring the client back to a 400.
+    /// The reply of a waiting refresh round (`pushlet::answer_refresh` says what it carries):
+    /// this reads history after the session's cursor into a `Backlog` and acts on the answer.
     pub(in crate::server) fn answer_pushlet(
         &mut self,
         key: usize,
@@ -210,84 +190,50 @@ impl Worker {
         force: bool,
     ) -> Answer {
         let store = std::sync::Arc::clone(&self.shared.store);
-        let limit = self.shared.config.sessions.queue + 1;
-        let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(hold.session)
-        else {
-            // The session expired (or overflowed) while this refresh waited.
-            let events = [pushlet::abort("session ended")];
-            self.pushlet_reply(key, parked.reply, hold.format, &events);
-            return Answer::Sent;
-        };
-        if !session.listening() {
+        let mut head = 0;
+        let listener = match self.sessions.slab.get_mut(hold.session) {
+            Some(SessionEntry { state: SessionState::Pushlet(session), .. }) if session.listening() => {
+                // The cursor may only move over messages that were looked at. A wake-up that
+                // found nothing for the session moved its cursor; the next one reads on from
+                // there, not from where the listen parked.
+                let mut backlog = Backlog::new(self.shared.config.sessions.queue);
+                let mut next = parked.cursor.max(session.cursor());
+                head = loop {
+                    self.scratch_msgs.clear();
+                    let read = store.read(&parked.selectors, next, backlog.read_limit(), &mut self.scratch_msgs);
+                    let read_on = backlog.take(session, &self.scratch_msgs, read.gap, read.truncated);
+                    next = read.next_cursor(next, &self.scratch_msgs);
+                    if !read_on {
+                        break read.head;
+                    }
+                };
+                session.set_cursor(next);
+                Listener::Live { session, backlog }
+            }
             // Released by `leave`: the worker removes the session right after.
-            let events = [pushlet::abort("session left")];
-            self.listener_gone(hold.session, key);
-            self.pushlet_reply(key, parked.reply, hold.format, &events);
-            return Answer::Sent;
-        }
-        // The selectors also match messages that are not for this session (other sessions'
-        // unicasts under a `/` subscription), so the bound counts this session's events, and
-        // reading goes on past a truncated read that held none of them: the cursor may only
-        // move over messages that were looked at. A wake-up that found nothing for the session
-        // moved its cursor; the next one reads on from there, not from where the listen parked.
-        let mut events: Vec<Event> = Vec::new();
-        let mut next = parked.cursor.max(session.cursor());
-        let mut gap = false;
-        let head = loop {
-            self.scratch_msgs.clear();
-            let read = store.read(&parked.selectors, next, limit, &mut self.scratch_msgs);
-            gap |= read.gap;
-            events.extend(self.scratch_msgs.iter().filter_map(|m| session.data_event(m)));
-            next = read.next_cursor(next, &self.scratch_msgs);
-            if events.len() >= limit || !read.truncated {
-                break read.head;
-            }
+            Some(SessionEntry { state: SessionState::Pushlet(_), .. }) => Listener::Left,
+            _ => Listener::Ended,
         };
-        let overflow = events.len() >= limit;
-        session.set_cursor(next);
-        if events.is_empty() && !gap && !force {
-            // Nothing for this session (maybe another session's unicast); keep waiting.
-            return Answer::Nothing { head };
-        }
-        let (id, mode) = (session.id().to_owned(), session.mode());
-        let mut writer = Writer::new(hold.format);
-        let now = unix_secs();
-        let mut body = writer.head();
-        if overflow {
-            let reason = format!("more than {} undelivered events: session removed", limit - 1);
-            body.extend_from_slice(&writer.event(&pushlet::abort(&reason), now));
-            body.extend_from_slice(&writer.tail(None));
-        } else {
-            body.extend_from_slice(&writer.event(&pushlet::refresh_ack(), now));
-            if gap {
-                // Said, never silent: the session fell further behind than history holds
-                // (the same event a stream gets).
-                let lost = pushlet::error("events were lost: they fell out of history");
-                body.extend_from_slice(&writer.event(&lost, now));
+        let rng = &mut self.rng;
+        let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
+        let answer = pushlet::answer_refresh(listener, hold.format, hold.base, force, wait_ms, unix_secs());
+        let (body, done) = match answer {
+            Refresh::Wait => return Answer::Nothing { head },
+            Refresh::Reply { body, done } => (body, done),
+        };
+        match done {
+            Done::Ended => {}
+            Done::Left => self.listener_gone(hold.session, key),
+            Done::Delivered | Done::Overflowed => {
+                self.listener_gone(hold.session, key);
+                if done == Done::Overflowed {
+                    self.remove_session(hold.session);
+                }
+                self.count_deliveries();
             }
-            if events.is_empty() {
-                body.extend_from_slice(&writer.event(&pushlet::hb(), now));
-            }
-            for event in &events {
-                body.extend_from_slice(&writer.event(event, now));
-            }
-            body.extend_from_slice(&writer.end_round(&id, hold.base, self.refresh_wait(mode), now));
         }
-        self.listener_gone(hold.session, key);
-        if overflow {
-            self.remove_session(hold.session);
-        }
-        self.count_deliveries();
-        let content_type = pushlet::content_type(hold.format);
-        self.respond(key, parked.reply, 200, content_type, NO_CACHE, Bytes::from(body));
+        self.pushlet_send(key, parked.reply, hold.format, body);
         Answer::Sent
-    }
-
-    /// A randomized `p_wait` for the mode (the spec's pull 2-6 s, poll 6-10 s).
-    fn refresh_wait(&mut self, mode: Mode) -> u64 {
-        let range = if mode == Mode::Poll { pushlet::POLL_WAIT_MS } else { pushlet::PULL_WAIT_MS };
-        let span = range.end() - range.start();
-        range.start() + (self.rng.unit() * span as f64) as u64
     }
 
     /// The lease ran out with no listen open: the session goes.
