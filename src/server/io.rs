@@ -6,13 +6,15 @@
 //! `WouldBlock`, and a half that stopped early for a bound keeps its flag and resumes without
 //! waiting for a new event (STYLE 7, 10).
 
-use std::io::{self, Read};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
+use bytes::{Buf, Bytes};
 use log::debug;
 use slab::Slab;
 
-use super::conn::{BodyPhase, Conn, OutQueue, Phase, Vacated};
+use super::conn::{BodyPhase, Conn, Phase, Vacated};
 use super::event_loop::*;
 use super::stats::WorkerStats;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
@@ -349,5 +351,109 @@ fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
+const MAX_IOV: usize = 64;
+
+impl Conn {
+    /// Writes as much queued output as the socket takes. `Ok(())` also when it would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.writable && !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.out.fill_slices(&mut slices);
+            match self.sock.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    self.out.advance(written);
+                    self.written += written as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Output waiting to be written: a queue of byte strings, shared (`Bytes` from a message's
+/// one-time encoding) or owned (a response head). Written with `writev`, so the per-connection
+/// head and the shared body go out in one system call without being copied together.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    pub fn push_static(&mut self, bytes: &'static [u8]) {
+        self.push(Bytes::from_static(bytes));
+    }
+
+    /// Total unwritten bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.len -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front_mut() else { break };
+            if written >= front.len() {
+                written -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
+            // A large reply grew the ring; don't let an idle connection keep it.
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_queue_advances_across_chunks() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::new());
+        q.push(Bytes::from_static(b"defg"));
+        assert_eq!(q.len(), 7);
+        q.advance(4);
+        assert_eq!(q.len(), 3);
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = q.fill_slices(&mut slices);
+        assert_eq!(n, 1);
+        assert_eq!(&*slices[0], b"efg");
+        q.advance(3);
+        assert!(q.is_empty());
     }
 }

@@ -11,7 +11,7 @@ mod duplex;
 mod event_loop;
 mod io;
 mod listener;
-pub mod pool;
+mod pool;
 mod publish;
 mod respond;
 pub mod session_id;
@@ -78,7 +78,7 @@ pub struct Handoff {
     pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,
     /// Output queued but not yet written.
-    pub(crate) out: conn::OutQueue,
+    pub(crate) out: io::OutQueue,
     pub(crate) peer_closed: bool,
 }
 

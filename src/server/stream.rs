@@ -13,7 +13,8 @@ use super::sessions::SessionState;
 use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
-use crate::server::conn::{Framer, OutQueue, Phase, ReplyMeta, Streaming};
+use crate::server::conn::{Framer, Phase, ReplyMeta, Streaming};
+use crate::server::io::OutQueue;
 use crate::server::stats::WorkerStats;
 use crate::transport::{Control, StreamCtx, StreamKind};
 

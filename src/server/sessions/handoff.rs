@@ -15,8 +15,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::http::{Reject, Request};
-use crate::server::conn::{Conn, OutQueue, ReplyMeta};
+use crate::server::conn::{Conn, ReplyMeta};
 use crate::server::event_loop::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
+use crate::server::io::OutQueue;
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
 

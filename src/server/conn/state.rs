@@ -1,30 +1,18 @@
-//! One client connection: its socket, what it has read but not yet consumed, what it still has
-//! to write, and which phase of the request/response cycle it is in.
+//! A connection's state machine: the phases of the request/response cycle, and the named
+//! transitions between them. Pure data, no socket, so every transition is unit-tested here.
 //!
-//! The read and write halves are kept apart. `inbuf` exists only while unconsumed bytes exist
-//! (it comes from the worker's pool and goes back to it), so a parked long-poll holds a socket,
-//! a phase with its subscription, and nothing else. Readiness is tracked here in user space
-//! (mio is edge-triggered): a half that stopped early for a bound keeps its flag and resumes
-//! without waiting for a new event.
+//! ```text
+//!  Idle ─start_head─► Head ─dispatch─► Dispatching ─answered(keep-alive)─► Idle
+//!                      │                  │   ├─answered(close)─► Closing ─start_draining─► Draining
+//!                      └─read_body─► Body ┘   ├─park─► Parked ─unpark─► Dispatching
+//!                         (take_body)         ├─await_ack─► Publishing ─take_ack─► Dispatching
+//!                                             ├─open_stream─► Streaming ─end─► Closing
+//!  Idle (raw TCP, handed-over socket) ──open_duplex──► Duplex ─end─► Closing
+//!  any ─close─► Closed (the slot is freed after the event batch)
+//! ```
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
-use std::sync::Arc;
-use std::time::Instant;
-
-use bytes::{Buf, Bytes};
-use mio::net::TcpStream;
-use serde_json::value::RawValue;
-
-use crate::http::{BodyDecoder, Request, Version};
+use super::{BodyPhase, Duplex, DuplexProtocol, Framer, Parked, Publishing, Streaming};
 use crate::model::Selector;
-use crate::protocol::native::Piggyback;
-use crate::server::timer::TimerKey;
-use crate::transport::websocket::Decoder;
-use crate::transport::StreamKind;
-
-/// Most slices handed to one `writev` call (well under Linux's IOV_MAX of 1024).
-const MAX_IOV: usize = 64;
 
 /// Where a connection is in its life, for matching: a copy of the state without its data.
 /// The data is reached through the typed accessors of [`ConnState`].
@@ -360,308 +348,18 @@ fn session_of(state: &State) -> Option<usize> {
     }
 }
 
-impl ParkedFormat {
-    /// The session a parked request belongs to, if any.
-    pub fn session(&self) -> Option<usize> {
-        match self {
-            ParkedFormat::Bayeux(hold) => Some(hold.session),
-            ParkedFormat::Pushlet(hold) => Some(hold.session),
-            ParkedFormat::Json | ParkedFormat::Jsonp(_) => None,
-        }
-    }
-}
-
-/// A publish handed to the hub, waiting for its acknowledgement (`tag` matches it).
-#[derive(Debug)]
-pub struct Publishing {
-    pub tag: u64,
-    pub reply: ReplyMeta,
-    pub topic: Arc<str>,
-    pub piggyback: Option<Box<Piggyback>>,
-}
-
-/// A request whose body is still arriving.
-#[derive(Debug)]
-pub struct BodyPhase {
-    pub request: Request,
-    pub decoder: BodyDecoder,
-    pub body: Vec<u8>,
-}
-
-/// What a response needs to know about the request it answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyMeta {
-    pub version: Version,
-    pub keep_alive: bool,
-    pub head_only: bool,
-    /// Which `Access-Control-Allow-Origin` value to send, if any.
-    pub cors: Cors,
-}
-
-/// The CORS answer chosen for a request (an index keeps the parked state small).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cors {
-    /// No `Origin` header, or origin not allowed: no CORS headers.
-    None,
-    /// `Access-Control-Allow-Origin: *`.
-    Any,
-    /// Reflect the origin with this index in `cors_origins`.
-    Read(u16),
-    /// Reflect the origin with this index in `cors_publish_origins`.
-    Publish(u16),
-}
-
-/// How a stream frames what it sends.
-#[derive(Debug)]
-pub enum Framer {
-    /// A native transport: each message's frame is encoded once and shared.
-    Native(StreamKind),
-    /// Pushlet's stream mode: data events are per session (they carry its `p_id`, `p_sid`),
-    /// written by the session's own writer (which numbers them, `p_seq`).
-    Pushlet { session: usize, writer: crate::protocol::pushlet::Writer },
-}
-
-/// A WebSocket or raw TCP connection.
-#[derive(Debug)]
-pub struct Duplex {
-    pub framing: DuplexFraming,
-    pub selectors: Vec<Selector>,
-    /// Everything on `selectors` up to this sequence number has been queued.
-    pub cursor: u64,
-    pub next_heartbeat: Instant,
-    /// A WebSocket ping is unanswered (the peer is presumed dead at the next heartbeat).
-    pub awaiting_pong: bool,
-    /// Since when unsent output has been at the bound.
-    pub over_since: Option<Instant>,
-    /// Publishes handed to the hub and not yet acknowledged: the tag and the client's `id`.
-    pub publishes: VecDeque<(u64, Option<Box<RawValue>>)>,
-    /// The origin may publish (same origin, no origin, or in the publish allowlist).
-    pub may_publish: bool,
-    /// What the frames or lines mean.
-    pub protocol: DuplexProtocol,
-}
-
-/// The protocol spoken on a duplex connection.
-#[derive(Debug)]
-pub enum DuplexProtocol {
-    /// Halley's JSON commands (`protocol::commands`).
-    Native,
-    /// Bayeux over WebSocket: each frame is a batch (a JSON array).
-    Bayeux(Box<BayeuxSocket>),
-}
-
-/// Bayeux state of a WebSocket: whose session it carries and its held connect, if any.
-#[derive(Debug, Default)]
-pub struct BayeuxSocket {
-    pub session: Option<usize>,
-    /// A `/meta/connect` waiting for events, answered by this deadline at the latest.
-    pub held: Option<(crate::protocol::bayeux::Message, Instant)>,
-}
-
-/// How a duplex connection frames what it reads and writes.
-#[derive(Debug)]
-pub enum DuplexFraming {
-    /// RFC 6455 frames; client frames go through the decoder.
-    WebSocket(Decoder),
-    /// JSON commands ended by NUL or newline; messages ended by NUL (Flash XMLSocket style).
-    /// `scanned`: how much of the unconsumed input is known to hold no terminator.
-    Raw { scanned: usize },
-}
-
-/// A suspended long-poll.
-#[derive(Debug)]
-pub struct Parked {
-    pub selectors: Box<[Selector]>,
-    /// Everything on `selectors` up to this sequence number has been delivered.
-    pub cursor: u64,
-    pub reply: ReplyMeta,
-    /// What the reply looks like.
-    pub format: ParkedFormat,
-}
-
-/// The reply a parked request gets: the protocol decides the body, the long-poll machinery
-/// decides when.
-#[derive(Debug)]
-pub enum ParkedFormat {
-    /// The native JSON long-poll reply.
-    Json,
-    /// The native reply wrapped for JSONP, with this callback.
-    Jsonp(Box<str>),
-    /// A held Bayeux `/meta/connect`.
-    Bayeux(Box<BayeuxHold>),
-    /// A Pushlet pull/poll `refresh` round.
-    Pushlet(Box<PushletHold>),
-}
-
-/// A parked Pushlet refresh.
-#[derive(Debug)]
-pub struct PushletHold {
-    pub session: usize,
-    pub format: crate::protocol::pushlet::Format,
-    /// The path the request came in on (`/pushlet.srv` or `/pushlet/pushlet.srv`), for `p_url`.
-    pub base: &'static str,
-}
-
-/// A held Bayeux connect: whose it is and what its reply carries besides the events.
-#[derive(Debug)]
-pub struct BayeuxHold {
-    /// The session's key in the worker's session table.
-    pub session: usize,
-    pub connect: crate::protocol::bayeux::Message,
-    /// Replies to the batch's other messages, sent with the connect reply.
-    pub replies: Vec<serde_json::Value>,
-    /// `Some(jsonp)` for callback-polling.
-    pub callback: Option<Box<str>>,
-    /// The allowed `Origin` to reflect (Bayeux requests carry credentials).
-    pub origin: Option<Box<str>>,
-}
-
-/// An open streaming response.
-#[derive(Debug)]
-pub struct Streaming {
-    pub selectors: Box<[Selector]>,
-    /// Everything on `selectors` up to this sequence number has been queued.
-    pub cursor: u64,
-    pub framer: Framer,
-    /// HTTP/1.1 chunked framing; false for HTTP/1.0, whose stream ends at close.
-    pub chunked: bool,
-    /// When the stream ends cleanly (`--stream-max-age`).
-    pub ends_at: Instant,
-    pub next_heartbeat: Instant,
-    /// The heartbeat period (and the grace a client gets over the output bound).
-    pub heartbeat: std::time::Duration,
-    /// Message bytes queued so far (`--stream-max-bytes`).
-    pub sent: usize,
-    /// Since when unsent output has been at the bound (the client is not reading).
-    pub over_since: Option<Instant>,
-}
-
-/// One connection in the worker's slab.
-#[derive(Debug)]
-pub struct Conn {
-    pub sock: TcpStream,
-    /// Unconsumed input; `None` when there is none (the buffer went back to the pool).
-    pub inbuf: Option<Vec<u8>>,
-    pub out: OutQueue,
-    pub state: ConnState,
-    pub timer: Option<TimerKey>,
-    /// Edge-triggered readiness not yet consumed.
-    pub readable: bool,
-    pub writable: bool,
-    /// The peer sent FIN (read returned 0).
-    pub peer_closed: bool,
-    /// Bytes written so far, and its value when the timer was last set: a timer that fires
-    /// while output is pending closes the connection only if nothing was written since.
-    pub written: u64,
-    pub timer_mark: u64,
-}
-
-impl Conn {
-    pub fn new(sock: TcpStream) -> Conn {
-        Conn {
-            sock,
-            inbuf: None,
-            out: OutQueue::default(),
-            state: ConnState::default(),
-            timer: None,
-            // Registration reports data that arrived before it; writing is worth a try at once.
-            readable: false,
-            writable: true,
-            peer_closed: false,
-            written: 0,
-            timer_mark: 0,
-        }
-    }
-
-    /// Bytes waiting in `inbuf`.
-    pub fn buffered(&self) -> usize {
-        self.inbuf.as_ref().map_or(0, Vec::len)
-    }
-
-    /// Writes as much queued output as the socket takes. `Ok(())` also when it would block.
-    pub fn flush(&mut self) -> io::Result<()> {
-        while self.writable && !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.out.fill_slices(&mut slices);
-            match self.sock.write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    self.out.advance(written);
-                    self.written += written as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Output waiting to be written: a queue of byte strings, shared (`Bytes` from a message's
-/// one-time encoding) or owned (a response head). Written with `writev`, so the per-connection
-/// head and the shared body go out in one system call without being copied together.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    len: usize,
-}
-
-impl OutQueue {
-    pub fn push(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.len += bytes.len();
-            self.chunks.push_back(bytes);
-        }
-    }
-
-    pub fn push_static(&mut self, bytes: &'static [u8]) {
-        self.push(Bytes::from_static(bytes));
-    }
-
-    /// Total unwritten bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
-            *slot = IoSlice::new(chunk);
-            n += 1;
-        }
-        n
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        self.len -= written;
-        while written > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
-            if written >= front.len() {
-                written -= front.len();
-                self.chunks.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
-            // A large reply grew the ring; don't let an idle connection keep it.
-            self.chunks = VecDeque::new();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::http::BodyDecoder;
+    use crate::http::Version;
     use crate::protocol::pushlet::Format;
+    use crate::server::conn::{Cors, DuplexFraming, ParkedFormat, PushletHold, ReplyMeta};
+    use crate::transport::StreamKind;
+    use std::collections::VecDeque;
+    use std::time::Instant;
 
     fn meta() -> ReplyMeta {
         ReplyMeta { version: Version::Http11, keep_alive: true, head_only: false, cors: Cors::None }
@@ -838,22 +536,5 @@ mod tests {
     #[should_panic(expected = "park from Idle")]
     fn a_transition_from_the_wrong_phase_is_caught_in_debug_builds() {
         ConnState::default().park(parked(ParkedFormat::Json));
-    }
-
-    #[test]
-    fn out_queue_advances_across_chunks() {
-        let mut q = OutQueue::default();
-        q.push(Bytes::from_static(b"abc"));
-        q.push(Bytes::new());
-        q.push(Bytes::from_static(b"defg"));
-        assert_eq!(q.len(), 7);
-        q.advance(4);
-        assert_eq!(q.len(), 3);
-        let mut slices = [IoSlice::new(&[]); 4];
-        let n = q.fill_slices(&mut slices);
-        assert_eq!(n, 1);
-        assert_eq!(&*slices[0], b"efg");
-        q.advance(3);
-        assert!(q.is_empty());
     }
 }
