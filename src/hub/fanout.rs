@@ -523,7 +523,7 @@ mod tests {
         fn publish(&mut self, topic: &str, reply_to: Option<usize>) -> u64 {
             let tag = self.next_tag;
             self.next_tag += 1;
-            let reply = reply_to.map(|worker| ReplyTo { worker, token: 100 + worker, tag });
+            let reply = reply_to.map(|worker| ReplyTo { worker, conn: 100 + worker, tag });
             self.send(HubCmd::Publish(PublishReq {
                 topic: Arc::from(topic),
                 event: None,
@@ -556,8 +556,8 @@ mod tests {
     /// (seq, delivered, token, tag) of an ack; a refused publish shows as seq 0.
     fn ack_of(msg: &WorkerMsg) -> (u64, usize, usize, u64) {
         match msg {
-            WorkerMsg::PublishAck { reply, outcome: Ok(done) } => (done.seq, done.delivered, reply.token, reply.tag),
-            WorkerMsg::PublishAck { reply, outcome: Err(_) } => (0, 0, reply.token, reply.tag),
+            WorkerMsg::PublishAck { reply, outcome: Ok(done) } => (done.seq, done.delivered, reply.conn, reply.tag),
+            WorkerMsg::PublishAck { reply, outcome: Err(_) } => (0, 0, reply.conn, reply.tag),
             other => panic!("expected an ack, got {other:?}"),
         }
     }

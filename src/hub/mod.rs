@@ -52,8 +52,9 @@ pub struct PublishReq {
 #[derive(Clone, Copy, Debug)]
 pub struct ReplyTo {
     pub worker: usize,
-    pub token: usize,
-    /// Opaque to the hub; lets the worker tell a reply for a reused token from a fresh one.
+    /// The connection's key in that worker's slab (opaque to the hub).
+    pub conn: usize,
+    /// Opaque to the hub; lets the worker tell a reply for a reused slab key from a fresh one.
     pub tag: u64,
 }
 

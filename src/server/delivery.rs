@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::conn::{Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
-use super::event_loop::*;
+use super::event_loop::Worker;
 use super::stats::WorkerStats;
 use super::subs::InterestChange;
 use crate::http::Request;
@@ -36,13 +36,18 @@ impl Worker {
         };
         let store = &self.shared.store;
         let resume = sub.since.resolve(store.epoch(), store.head());
-        // A client asking for everything gets everything there is; no gap to report.
-        let show_gap = sub.since != Since::All;
+        let gaps = match (resume.reset, sub.since) {
+            // The cursor names another epoch (a restart): what it missed is unknown.
+            (true, _) => Gaps::Reset,
+            // A client asking for everything gets everything there is; no gap to report.
+            (false, Since::All) => Gaps::Hide,
+            (false, _) => Gaps::Report,
+        };
         let default_timeout = config.longpoll.timeout;
         let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
             Transport::Stream(kind) if !meta.head_only => {
-                return self.start_stream(key, meta, kind, sub.selectors, resume, show_gap);
+                return self.start_stream(key, meta, kind, sub.selectors, resume, gaps);
             }
             Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
             Transport::LongPoll => (ParkedFormat::Json, false),
@@ -53,24 +58,16 @@ impl Worker {
             None => self.jittered(default_timeout),
         };
         let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
-        let force = poll || timeout.is_zero() || meta.head_only;
-        self.park(key, parked, force, resume.reset, show_gap, timeout);
+        let when = if poll || timeout.is_zero() || meta.head_only { When::Now } else { When::IfAny };
+        self.park(key, parked, when, gaps, timeout);
     }
 
-    /// Answers `parked` at once if history already has something for it (or `force`, or
+    /// Answers `parked` at once if history already has something for it (or `When::Now`, or
     /// shutting down); otherwise suspends the request: registered on its selectors, counted,
-    /// recorded as its session's listener (if it has one), with its timer.
-    pub(super) fn park(
-        &mut self,
-        key: usize,
-        parked: Parked,
-        force: bool,
-        epoch_gap: bool,
-        show_gap: bool,
-        timeout: Duration,
-    ) {
-        let force = force || self.shutdown_deadline.is_some();
-        let seen_head = match self.answer(key, &parked, force, epoch_gap, show_gap) {
+    /// recorded as its session's listening connection (if it has one), with its timer.
+    pub(super) fn park(&mut self, key: usize, parked: Parked, when: When, gaps: Gaps, timeout: Duration) {
+        let when = if self.shutdown_deadline.is_some() { When::Now } else { when };
+        let seen_head = match self.answer(key, &parked, when, gaps) {
             Answer::Sent => return,
             Answer::Nothing { head } => head,
         };
@@ -78,7 +75,7 @@ impl Worker {
         WorkerStats::add(&self.stats().parked, 1);
         if let Some(skey) = parked.format.session() {
             if let Some(entry) = self.sessions.slab.get_mut(skey) {
-                entry.listener = Some(key);
+                entry.listening = Some(key);
             }
         }
         if let Some(conn) = self.conns.get_mut(key) {
@@ -104,24 +101,17 @@ impl Worker {
     }
 
     /// Reads history after the subscription's cursor and answers if there is anything to say
-    /// (messages, or a gap), or unconditionally when `force` (timeout, poll, shutdown).
-    pub(super) fn answer(
-        &mut self,
-        key: usize,
-        parked: &Parked,
-        force: bool,
-        epoch_gap: bool,
-        show_gap: bool,
-    ) -> Answer {
+    /// (messages, or a gap), or unconditionally with `When::Now` (timeout, poll, shutdown).
+    pub(super) fn answer(&mut self, key: usize, parked: &Parked, when: When, gaps: Gaps) -> Answer {
         let jsonp = match &parked.format {
             ParkedFormat::Json => None,
             ParkedFormat::Jsonp(callback) => Some(callback),
-            ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, force),
-            ParkedFormat::Pushlet(hold) => return self.answer_pushlet(key, parked, hold, force),
+            ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, when),
+            ParkedFormat::Pushlet(hold) => return self.answer_pushlet(key, parked, hold, when),
         };
         // Subscribers woken together by a broadcast usually share selectors and cursor: the
         // first one's reply (head included) is reused by the rest of this turn.
-        let cacheable = self.caching && !force && !epoch_gap && show_gap;
+        let cacheable = self.caching && when == When::IfAny && gaps == Gaps::Report;
         if cacheable {
             if let Some(cached) = self.reply_cache.take() {
                 let hit = cached.fits(parked);
@@ -139,8 +129,8 @@ impl Worker {
         let store = &self.shared.store;
         let read =
             store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
-        let gap = epoch_gap || (show_gap && read.gap);
-        if self.scratch_msgs.is_empty() && !gap && !force {
+        let gap = gaps.reported(read.gap);
+        if self.scratch_msgs.is_empty() && !gap && when == When::IfAny {
             return Answer::Nothing { head: read.head };
         }
         let next = read.next_cursor(parked.cursor, &self.scratch_msgs);
@@ -201,15 +191,15 @@ impl Worker {
     }
 
     /// Resumes a parked long-poll if it has something to answer (or `force`).
-    pub(super) fn resume(&mut self, key: usize, force: bool) {
+    pub(super) fn resume(&mut self, key: usize, when: When) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.state.phase() {
-            Phase::Streaming => return self.feed_stream(key, true),
+            Phase::Streaming => return self.feed_stream(key, Gaps::Report),
             Phase::Duplex => return self.feed_duplex(key),
             _ => {}
         }
         let Some(parked) = conn.state.unpark() else { return };
-        match self.answer(key, &parked, force, false, true) {
+        match self.answer(key, &parked, when, Gaps::Report) {
             Answer::Sent => self.retire_phase(key, &Vacated::parked(parked)),
             Answer::Nothing { .. } => {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -257,4 +247,36 @@ pub(super) enum Answer {
     Nothing {
         head: u64,
     },
+}
+
+/// When a subscription is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    /// Only if history has something to say (messages, or a gap); otherwise it waits.
+    IfAny,
+    /// Now, even with nothing to say: a poll, a timeout, shutdown, a listen released by a
+    /// newer one.
+    Now,
+}
+
+/// Which gaps in history a reply reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gaps {
+    /// Messages after the cursor that history no longer holds (the usual case).
+    Report,
+    /// None: the client asked for everything there is (`since=all`).
+    Hide,
+    /// The cursor is from another epoch (the server restarted): a gap whatever history holds.
+    Reset,
+}
+
+impl Gaps {
+    /// Whether a reply reports a gap, given whether the history read found one.
+    pub(super) fn reported(self, read_gap: bool) -> bool {
+        match self {
+            Gaps::Report => read_gap,
+            Gaps::Hide => false,
+            Gaps::Reset => true,
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::conn::{Cors, Phase, ReplyMeta};
-use super::event_loop::*;
+use super::event_loop::Worker;
 use crate::http::{Method, Reject, Request};
 use crate::model::Since;
 use crate::protocol::{self, Route};

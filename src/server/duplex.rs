@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::delivery::When;
 use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
@@ -321,7 +322,7 @@ impl Worker {
         if !duplex.may_publish {
             return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
         }
-        if !(self.bayeux_settings.may_publish)(&publish.topic) {
+        if !self.client_publish.allows(&publish.topic) {
             let reason = "clients may not publish to this topic (--client-publish)";
             return self.duplex_reply(key, commands::error(id.as_deref(), reason));
         }
@@ -361,7 +362,7 @@ impl Worker {
         if let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) {
             if let DuplexProtocol::Bayeux(_) = duplex.protocol {
                 // Bayeux delivers with the held connect's reply.
-                return self.bayeux_socket_round(key, false);
+                return self.bayeux_socket_round(key, When::IfAny);
             }
         }
         let bound = self.shared.config.network.max_pending_output;
@@ -508,7 +509,7 @@ impl Worker {
         let (next, bayeux) = (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_)));
         if bayeux {
             // A held connect is answered; the client reconnects elsewhere with its session.
-            self.bayeux_socket_round(key, true);
+            self.bayeux_socket_round(key, When::Now);
         } else {
             self.duplex_reply(key, Control::End { next }.json(self.shared.store.epoch()));
         }

@@ -35,7 +35,9 @@ use slab::Slab;
 
 use super::conn::{Conn, Phase};
 use super::delivery::CachedReply;
+use super::delivery::When;
 use super::pool::BufPool;
+use super::publish::ClientPublish;
 use super::sessions::{self};
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
@@ -43,7 +45,7 @@ use super::timer::{self, TimerWheel};
 use super::{Handoff, Shared};
 use crate::http::{self, DateCache, Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
-use crate::model::{Message, Selector};
+use crate::model::Message;
 use crate::transport::Control;
 use crate::xorshift::XorShift;
 
@@ -107,9 +109,10 @@ pub(crate) struct Worker {
     /// One reply shared by every subscriber woken in this turn with the same subscription and
     /// cursor (the broadcast case): one history read and one encoding instead of one each.
     pub(super) reply_cache: Option<CachedReply>,
-    /// Bayeux timing advice and the client-publish policy (`--client-publish`), which
-    /// Pushlet, WebSocket and raw TCP publishes follow too.
+    /// Bayeux timing advice (and the client-publish policy, for Bayeux publishes).
     pub(super) bayeux_settings: crate::protocol::bayeux::Settings,
+    /// Which topics WebSocket, raw TCP, Bayeux and Pushlet clients may publish to.
+    pub(super) client_publish: ClientPublish,
     /// The Pushlet and Bayeux sessions this worker owns.
     pub(super) sessions: sessions::Sessions,
     /// True while resuming the subscribers of one hub turn (the only time the cache is used).
@@ -141,6 +144,7 @@ impl Worker {
         let now = Instant::now();
         let limits = shared.config.http;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let client_publish = ClientPublish::from_config(&shared.config);
         Ok(Worker {
             id,
             poll,
@@ -161,7 +165,8 @@ impl Worker {
             scratch_topics: FxHashSet::default(),
             hub_backlog: VecDeque::new(),
             reply_cache: None,
-            bayeux_settings: bayeux_settings(&shared.config),
+            bayeux_settings: bayeux_settings(&shared.config, &client_publish),
+            client_publish,
             sessions: sessions::Sessions::default(),
             caching: false,
             scratch_msgs: Vec::new(),
@@ -263,25 +268,28 @@ impl Worker {
     /// pauses instead of spinning, and resumes when connections close.
     pub(super) fn accept(&mut self) {
         self.accept_paused = false;
-        for raw in [false, true] {
-            if !self.accept_from(raw) {
+        for door in [Door::Http, Door::Raw] {
+            if !self.accept_from(door) {
                 return;
             }
         }
     }
 
     /// Accepts from one listener; false when accepting paused.
-    fn accept_from(&mut self, raw: bool) -> bool {
+    fn accept_from(&mut self, door: Door) -> bool {
         let mut errors = 0;
         loop {
-            let listener = if raw { self.raw_listener.as_ref() } else { self.listener.as_ref() };
+            let listener = match door {
+                Door::Http => self.listener.as_ref(),
+                Door::Raw => self.raw_listener.as_ref(),
+            };
             let Some(listener) = listener else { return true };
             if self.shared.connections.load(Relaxed) >= self.shared.config.network.max_connections {
                 self.pause_accept("connection limit reached");
                 return false;
             }
             match listener.accept() {
-                Ok((sock, _peer)) => self.add_conn(sock, raw),
+                Ok((sock, _peer)) => self.add_conn(sock, door),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -309,7 +317,7 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, raw: bool) {
+    fn add_conn(&mut self, mut sock: TcpStream, door: Door) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!("worker {}: TCP_NODELAY: {e}", self.id);
         }
@@ -326,11 +334,10 @@ impl Worker {
         self.shared.connections.fetch_add(1, Relaxed);
         WorkerStats::add(&self.stats().connections, 1);
         WorkerStats::add(&self.stats().accepted, 1);
-        if raw {
-            self.start_raw(key);
-        } else {
+        match door {
+            Door::Raw => self.start_raw(key),
             // A fresh connection must send its head within the header timeout.
-            self.set_timer(key, self.shared.config.timeouts.header);
+            Door::Http => self.set_timer(key, self.shared.config.timeouts.header),
         }
     }
 
@@ -394,7 +401,7 @@ impl Worker {
         keys.dedup();
         self.caching = true;
         for &key in &keys {
-            self.resume(key, false);
+            self.resume(key, When::IfAny);
             self.pump(key);
         }
         self.caching = false;
@@ -452,7 +459,7 @@ impl Worker {
                     self.close(key);
                     continue;
                 }
-                Phase::Parked => self.resume(key, true),
+                Phase::Parked => self.resume(key, When::Now),
                 Phase::Streaming => self.stream_timer(key),
                 Phase::Duplex => self.duplex_timer(key),
                 Phase::Publishing => {
@@ -493,7 +500,7 @@ impl Worker {
             let Some(conn) = self.conns.get(key) else { continue };
             match conn.state.phase() {
                 Phase::Parked => {
-                    self.resume(key, true);
+                    self.resume(key, When::Now);
                     self.pump(key);
                 }
                 Phase::Streaming => {
@@ -513,22 +520,25 @@ impl Worker {
     }
 }
 
-/// Bayeux settings from the configuration.
-pub(super) fn bayeux_settings(config: &crate::config::Config) -> crate::protocol::bayeux::Settings {
+/// Bayeux settings from the configuration; Bayeux publishes follow the client-publish policy.
+fn bayeux_settings(config: &crate::config::Config, policy: &ClientPublish) -> crate::protocol::bayeux::Settings {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let policy = policy.clone();
     crate::protocol::bayeux::Settings {
         timeout_ms: millis(config.sessions.bayeux_timeout),
         interval_ms: 0,
         max_interval_ms: millis(config.sessions.bayeux_max_interval),
-        may_publish: client_publish_policy(config),
+        may_publish: Box::new(move |topic| policy.allows(topic)),
     }
 }
 
-/// The client-publish policy (`--client-publish`): a topic may be published by a client when
-/// one of the configured patterns matches it.
-fn client_publish_policy(config: &crate::config::Config) -> Box<dyn Fn(&str) -> bool + Send + Sync> {
-    let allowed: Vec<Selector> = config.access.client_publish.iter().filter_map(|p| Selector::parse(p).ok()).collect();
-    Box::new(move |topic| allowed.iter().any(|s| s.matches(topic)))
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// The HTTP listener (`--listen`).
+    Http,
+    /// The raw TCP listener (`--raw-listen`): JSON commands, no HTTP.
+    Raw,
 }
 
 /// What a timer in the wheel is for.

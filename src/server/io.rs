@@ -15,7 +15,8 @@ use log::debug;
 use slab::Slab;
 
 use super::conn::{BodyPhase, Conn, Phase, Vacated};
-use super::event_loop::*;
+use super::delivery::Gaps;
+use super::event_loop::{Worker, BODY_READ_CHUNK, DRAIN_TIMEOUT, READ_BUF};
 use super::stats::WorkerStats;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
 use crate::transport::websocket;
@@ -47,7 +48,7 @@ impl Worker {
             let drained = conn.out.len() < self.shared.config.network.out_low_water();
             // The client caught up with what was queued: continue from the cursor.
             if drained && conn.state.streaming().is_some_and(|s| s.over_since.is_some()) {
-                self.feed_stream(key, true);
+                self.feed_stream(key, Gaps::Report);
             } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
                 self.feed_duplex(key);
             }
@@ -305,11 +306,11 @@ impl Worker {
     }
 
     /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
-    /// gauge, and its place as its session's listener. Used when a connection closes and when
+    /// gauge, and its place as its session's listening connection. Used when a connection closes and when
     /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
     pub(super) fn retire_phase(&mut self, key: usize, vacated: &Vacated) {
         if let Some(session) = vacated.session() {
-            self.listener_gone(session, key);
+            self.listening_ended(session, key);
         }
         let gauge = match vacated.phase() {
             Phase::Parked => &self.stats().parked,

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use log::{debug, error};
 
 use super::conn::{Phase, Publishing, ReplyMeta};
-use super::event_loop::*;
+use super::event_loop::{Worker, HUB_PUBLISH_HIGH_WATER, MAX_HUB_BACKLOG, PUBLISH_ACK_TIMEOUT};
 use super::stats::WorkerStats;
 use crate::http::{Reject, Request};
 use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo};
-use crate::model::{MessageId, Since};
+use crate::model::{MessageId, Selector, Since};
 use crate::protocol::native::{self, Piggyback};
 use crate::transport::longpoll;
 
@@ -51,7 +51,7 @@ impl Worker {
             event: publish.event,
             content_type: publish.content_type,
             data: publish.data,
-            reply: Some(ReplyTo { worker: self.id, token: key, tag }),
+            reply: Some(ReplyTo { worker: self.id, conn: key, tag }),
         })?;
         self.next_tag = tag;
         Ok(tag)
@@ -70,10 +70,10 @@ impl Worker {
     }
 
     pub(super) fn publish_acked(&mut self, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
-        let Some(conn) = self.conns.get_mut(reply.token) else { return };
+        let Some(conn) = self.conns.get_mut(reply.conn) else { return };
         if conn.state.phase() == Phase::Duplex {
-            self.duplex_publish_acked(reply.token, reply.tag, outcome);
-            return self.pump(reply.token);
+            self.duplex_publish_acked(reply.conn, reply.tag, outcome);
+            return self.pump(reply.conn);
         }
         // None: the publisher's connection is gone and its slot was reused.
         let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
@@ -82,8 +82,8 @@ impl Worker {
             Ok(published) => published,
             Err(refused) => {
                 // The hub refused it (it re-validates topics); tell the client rather than pretend.
-                self.refuse(reply.token, meta, refused.into());
-                return self.pump(reply.token);
+                self.refuse(reply.conn, meta, refused.into());
+                return self.pump(reply.conn);
             }
         };
         let id = MessageId { epoch: self.shared.store.epoch(), seq };
@@ -91,16 +91,16 @@ impl Worker {
             serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
         let mut body = serde_json::to_vec(&ack).unwrap_or_default();
         match piggyback {
-            None => self.respond(reply.token, meta, 201, "application/json", &[], Bytes::from(body)),
+            None => self.respond(reply.conn, meta, 201, "application/json", &[], Bytes::from(body)),
             Some(piggyback) => {
                 // Same object, plus what is new on the publisher's topics: drop the closing
                 // brace and append the long-poll members.
                 body.pop();
                 body.push(b',');
-                self.respond_piggyback(reply.token, meta, body, &piggyback);
+                self.respond_piggyback(reply.conn, meta, body, &piggyback);
             }
         }
-        self.pump(reply.token);
+        self.pump(reply.conn);
     }
 
     /// The rest of a piggybacking publish reply: what is new on the publisher's topics.
@@ -160,5 +160,23 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// The client-publish policy (`--client-publish`): which topics clients may publish to over
+/// WebSocket, raw TCP, Bayeux and Pushlet. A topic is allowed when one of the configured
+/// patterns matches it. `POST /pub` is the application's way in and is not limited by it.
+#[derive(Debug, Clone)]
+pub(super) struct ClientPublish(Arc<[Selector]>);
+
+impl ClientPublish {
+    pub(super) fn from_config(config: &crate::config::Config) -> ClientPublish {
+        // Validated with the configuration, so nothing is dropped here.
+        let patterns = config.access.client_publish.iter().filter_map(|p| Selector::parse(p).ok());
+        ClientPublish(patterns.collect())
+    }
+
+    pub(super) fn allows(&self, topic: &str) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(topic))
     }
 }

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::conn::ReplyMeta;
-use super::event_loop::*;
+use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
 use crate::http::{self, Framing, Reject, Version};
 
 impl Worker {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::delivery::Gaps;
 use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
 use super::sessions::SessionState;
 use crate::http::{self, Framing};
@@ -38,7 +39,7 @@ impl Worker {
         kind: StreamKind,
         selectors: Vec<Selector>,
         resume: Resume,
-        show_gap: bool,
+        gaps: Gaps,
     ) {
         let config = &self.shared.config;
         let ctx = &self.shared.stream_ctx;
@@ -54,7 +55,7 @@ impl Worker {
             max_age: config.streams.max_age,
             extra_headers: &[("Cache-Control", "no-cache, no-store")],
         };
-        self.open_stream(key, meta, spec, selectors.into_boxed_slice(), resume.after, show_gap);
+        self.open_stream(key, meta, spec, selectors.into_boxed_slice(), resume.after, gaps);
     }
 
     /// Starts a streaming response: head, `spec.first`, whatever history is newer than
@@ -67,7 +68,7 @@ impl Worker {
         spec: StreamSpec,
         selectors: Box<[Selector]>,
         cursor: u64,
-        show_gap: bool,
+        gaps: Gaps,
     ) {
         let framing = Framing::streaming(meta.version);
         let chunked = framing == Framing::Chunked;
@@ -104,7 +105,7 @@ impl Worker {
         conn.state.open_stream(Box::new(stream));
         self.watch(key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
-        self.feed_stream(key, show_gap);
+        self.feed_stream(key, gaps);
         if self.shutdown_deadline.is_some() {
             // Opened during shutdown (a request in progress, or handed over): what history
             // holds has been sent; end with the cursor.
@@ -119,7 +120,7 @@ impl Worker {
     /// Queues what history holds after the stream's cursor, up to the output bound. A client
     /// that does not read stops the feeding (its cursor waits in history); one that stays over
     /// the bound for a heartbeat interval is told so and disconnected.
-    pub(super) fn feed_stream(&mut self, key: usize, mut show_gap: bool) {
+    pub(super) fn feed_stream(&mut self, key: usize, mut gaps: Gaps) {
         let store = Arc::clone(&self.shared.store);
         let bound = self.shared.config.network.max_pending_output;
         let max_bytes = self.shared.config.streams.max_bytes;
@@ -141,7 +142,7 @@ impl Worker {
             let ctx = &self.shared.stream_ctx;
             let mut parts = mem::take(&mut self.scratch_parts);
             parts.clear();
-            if read.gap && show_gap {
+            if gaps.reported(read.gap) {
                 parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
                 push_chunk(&mut conn.out, &mut parts, stream.chunked);
             }
@@ -183,7 +184,7 @@ impl Worker {
             if !read.truncated {
                 return;
             }
-            show_gap = true;
+            gaps = Gaps::Report;
         }
     }
 

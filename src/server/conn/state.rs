@@ -91,7 +91,7 @@ impl ConnState {
     }
 
     /// The session (its key in the worker's session table) this connection listens for, if
-    /// any. Every use of a session's recorded listener checks it against this, so a stale key
+    /// any. Every use of a session's listening connection checks it against this, so a stale key
     /// can never act on another connection.
     pub fn session(&self) -> Option<usize> {
         session_of(&self.0)
@@ -267,7 +267,7 @@ impl ConnState {
 }
 
 /// What a connection held when it left a phase that registers elsewhere (subscriptions, a
-/// session's listener, gauges): the caller undoes those with it.
+/// session's listening connection, gauges): the caller undoes those with it.
 #[derive(Debug)]
 pub struct Vacated(State);
 
@@ -469,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_listener_is_known_by_its_state() {
+    fn a_sessions_listening_connection_is_known_by_its_state() {
         let hold = PushletHold { session: 42, format: Format::XmlStrict, base: "/pushlet.srv" };
         let mut state = dispatching();
         state.park(parked(ParkedFormat::Pushlet(Box::new(hold))));

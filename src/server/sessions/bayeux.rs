@@ -20,7 +20,7 @@ use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
-use crate::server::delivery::Answer;
+use crate::server::delivery::{Answer, Gaps, When};
 use crate::server::event_loop::{Timer, Worker};
 use crate::server::session_id;
 
@@ -63,7 +63,7 @@ impl Worker {
             return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
         // One connect held per client: an older one (on another connection) is superseded.
-        if let Some(listener) = self.listener_of(skey) {
+        if let Some(listener) = self.listening_conn(skey) {
             self.supersede_connect(listener);
         }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
@@ -77,7 +77,8 @@ impl Worker {
         let cursor = session.cursor();
         let hold = BayeuxHold { session: skey, connect, replies, callback, origin };
         let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Bayeux(Box::new(hold)) };
-        self.park(key, parked, hold_ms == 0, false, true, Duration::from_millis(hold_ms));
+        let when = if hold_ms == 0 { When::Now } else { When::IfAny };
+        self.park(key, parked, when, Gaps::Report, Duration::from_millis(hold_ms));
     }
 
     fn bayeux_handshake(&mut self, msg: &bayeux::Message) -> Value {
@@ -94,7 +95,7 @@ impl Worker {
                 let entry = SessionEntry {
                     id,
                     state: SessionState::Bayeux(Box::new(session)),
-                    listener: None,
+                    listening: None,
                     timer: None,
                     lease,
                 };
@@ -133,7 +134,7 @@ impl Worker {
                 let Some(duplex) = conn.state.duplex_mut() else { return };
                 let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
                 let (Some(skey), Some((connect, _))) = (socket.session, socket.held.take()) else { return };
-                self.listener_gone(skey, key);
+                self.listening_ended(skey, key);
                 let reply = self.bayeux_connect_reply(skey, &connect);
                 self.ws_text(key, bayeux::encode_replies(&[reply]));
             }
@@ -157,15 +158,15 @@ impl Worker {
         key: usize,
         parked: &Parked,
         hold: &BayeuxHold,
-        force: bool,
+        when: When,
     ) -> Answer {
         let round =
-            self.bayeux_round(hold.session, &parked.selectors, parked.cursor, &hold.connect, &hold.replies, force);
+            self.bayeux_round(hold.session, &parked.selectors, parked.cursor, &hold.connect, &hold.replies, when);
         let replies = match round {
             Round::Nothing { head } => return Answer::Nothing { head },
             Round::Replies(replies) => replies,
         };
-        self.listener_gone(hold.session, key);
+        self.listening_ended(hold.session, key);
         self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
         Answer::Sent
     }
@@ -179,7 +180,7 @@ impl Worker {
         cursor: u64,
         connect: &bayeux::Message,
         earlier: &[Value],
-        force: bool,
+        when: When,
     ) -> Round {
         let store = std::sync::Arc::clone(&self.shared.store);
         self.scratch_msgs.clear();
@@ -193,6 +194,7 @@ impl Worker {
             Some(SessionEntry { state: SessionState::Bayeux(session), .. }) => Some(&mut **session),
             _ => None,
         };
+        let force = when == When::Now;
         let round =
             bayeux::connect_round(session, history, connect, earlier, force, &self.bayeux_settings, system_clock_ms());
         match round {
@@ -235,7 +237,7 @@ impl Worker {
         // This socket now listens for the session; a connect held before (here or on another
         // connection) is superseded.
         self.supersede_connect(key);
-        if let Some(listener) = self.listener_of(skey) {
+        if let Some(listener) = self.listening_conn(skey) {
             self.supersede_connect(listener);
         }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
@@ -253,14 +255,14 @@ impl Worker {
         let head = self.shared.store.head();
         self.watch(key, &selectors, head);
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = Some(key);
+            entry.listening = Some(key);
         }
-        self.bayeux_socket_round(key, hold_ms == 0);
+        self.bayeux_socket_round(key, if hold_ms == 0 { When::Now } else { When::IfAny });
         self.arm_duplex_timer(key);
     }
 
-    /// Answers the socket's held connect if there is anything to deliver (or `force`).
-    pub(in crate::server) fn bayeux_socket_round(&mut self, key: usize, force: bool) {
+    /// Answers the socket's held connect if there is anything to deliver (or `When::Now`).
+    pub(in crate::server) fn bayeux_socket_round(&mut self, key: usize, when: When) {
         let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
         let Some(skey) = socket.session else { return };
@@ -268,8 +270,8 @@ impl Worker {
         // every wake-up of the socket, most of which find nothing to send.
         let Some((connect, deadline)) = socket.held.take() else { return };
         let (selectors, cursor) = (std::mem::take(&mut duplex.selectors), duplex.cursor);
-        let force = force || Instant::now() >= deadline;
-        let round = self.bayeux_round(skey, &selectors, cursor, &connect, &[], force);
+        let when = if Instant::now() >= deadline { When::Now } else { when };
+        let round = self.bayeux_round(skey, &selectors, cursor, &connect, &[], when);
         let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
         duplex.selectors = selectors;
         let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
@@ -281,7 +283,7 @@ impl Worker {
             duplex.cursor = session.cursor();
         }
         // The session listens again with its next connect; until then it may expire.
-        self.listener_gone(skey, key);
+        self.listening_ended(skey, key);
         self.ws_text(key, bayeux::encode_pieces(&replies));
     }
 
@@ -307,7 +309,7 @@ impl Worker {
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
     pub(in crate::server) fn bayeux_expiry(&mut self, skey: usize) {
         let now = system_clock_ms();
-        let listening = self.listener_of(skey).is_some();
+        let listening = self.listening_conn(skey).is_some();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
         let SessionState::Bayeux(session) = &entry.state else { return };
         if listening || !session.expired(now) {
@@ -376,11 +378,11 @@ impl bayeux::Host for BatchHost<'_> {
         };
         session.pin_new_subscriptions(head);
         let selectors = session.selectors().into_boxed_slice();
-        worker.rewatch_listener(key, selectors);
+        worker.rewatch_listening(key, selectors);
     }
 
     fn disconnect(&mut self, key: usize) {
-        if let Some(listener) = self.worker.listener_of(key) {
+        if let Some(listener) = self.worker.listening_conn(key) {
             self.worker.supersede_connect(listener);
         }
         self.worker.remove_session(key);

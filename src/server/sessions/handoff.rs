@@ -16,6 +16,7 @@ use mio::{Interest, Token};
 
 use crate::http::{Reject, Request};
 use crate::server::conn::{Conn, ReplyMeta};
+use crate::server::delivery::When;
 use crate::server::event_loop::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
 use crate::server::io::OutQueue;
 use crate::server::stats::WorkerStats;
@@ -38,7 +39,7 @@ impl Worker {
     /// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
     pub(in crate::server) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
         // A connect it holds for a session owned here is answered before it goes.
-        self.bayeux_socket_round(key, true);
+        self.bayeux_socket_round(key, When::Now);
         self.transfer(key, owner, Carry::BayeuxSocket(batch), None);
     }
 
@@ -46,7 +47,7 @@ impl Worker {
     /// an HTTP request gets 503 (`meta` says how to answer it), a socket is closed.
     fn transfer(&mut self, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
         // Undo what the connection registered here (subscriptions, gauges, a session's
-        // listener) before its key is freed for reuse.
+        // listening connection) before its key is freed for reuse.
         // Owners are always below the worker count; looked up first so a miss cannot strand a
         // removed, still-counted connection.
         if owner >= self.shared.peers.len() {

@@ -16,6 +16,7 @@ mod pushlet;
 use super::event_loop::{Timer, Worker};
 use crate::model::Selector;
 use crate::server::conn::Phase;
+use crate::server::delivery::When;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 use crate::server::timer::TimerKey;
@@ -27,7 +28,7 @@ pub(in crate::server) struct SessionEntry {
     pub id: Box<str>,
     pub state: SessionState,
     /// The connection listening for this session right now, if any.
-    pub listener: Option<usize>,
+    pub listening: Option<usize>,
     pub timer: Option<TimerKey>,
     /// How long the session lives without a request (renewed by each one, and while a
     /// connection listens).
@@ -102,13 +103,13 @@ impl Worker {
             return self.bayeux_expiry(key);
         }
         // A Pushlet lease runs on while a listen is open.
-        if self.listener_of(key).is_some() {
+        if self.listening_conn(key).is_some() {
             return self.renew_session(key);
         }
         self.pushlet_expired(key);
     }
 
-    /// Removes a session; the caller has already released its listener.
+    /// Removes a session; the caller has already released its listening connection.
     pub(in crate::server) fn remove_session(&mut self, key: usize) {
         if let Some(mut entry) = self.sessions.remove(key) {
             if let Some(timer) = entry.timer.take() {
@@ -127,15 +128,15 @@ impl Worker {
 
     /// Answers the session's listening connection now (a held connect, a parked refresh, an
     /// open stream ends), so a newer request or a leave/disconnect takes over.
-    pub(in crate::server) fn release_listener(&mut self, skey: usize) {
-        let Some(key) = self.listener_of(skey) else { return };
+    pub(in crate::server) fn release_listening(&mut self, skey: usize) {
+        let Some(key) = self.listening_conn(skey) else { return };
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = None;
+            entry.listening = None;
         }
         let Some(conn) = self.conns.get(key) else { return };
         match conn.state.phase() {
             Phase::Parked => {
-                self.resume(key, true);
+                self.resume(key, When::Now);
                 self.pump(key);
             }
             Phase::Streaming => {
@@ -144,7 +145,7 @@ impl Worker {
                 self.pump(key);
             }
             Phase::Duplex => {
-                self.bayeux_socket_round(key, true);
+                self.bayeux_socket_round(key, When::Now);
                 self.pump(key);
             }
             _ => {}
@@ -153,8 +154,8 @@ impl Worker {
 
     /// The session's subscriptions changed: its listening connection waits on the new
     /// selectors and re-reads history at once.
-    pub(in crate::server) fn rewatch_listener(&mut self, skey: usize, selectors: Box<[Selector]>) {
-        let Some(key) = self.listener_of(skey) else { return };
+    pub(in crate::server) fn rewatch_listening(&mut self, skey: usize, selectors: Box<[Selector]>) {
+        let Some(key) = self.listening_conn(skey) else { return };
         let Some(conn) = self.conns.get_mut(key) else { return };
         let state = &mut conn.state;
         let old = match state.phase() {
@@ -169,30 +170,30 @@ impl Worker {
         self.unwatch(key, &old);
         let head = self.shared.store.head();
         self.watch(key, &selectors, head);
-        self.resume(key, false);
+        self.resume(key, When::IfAny);
         self.pump(key);
     }
 
     /// The connection listening for session `skey`, if it really is (its phase names the
     /// session); a stale record is dropped.
-    pub(in crate::server) fn listener_of(&mut self, skey: usize) -> Option<usize> {
-        let key = self.sessions.slab.get(skey)?.listener?;
+    pub(in crate::server) fn listening_conn(&mut self, skey: usize) -> Option<usize> {
+        let key = self.sessions.slab.get(skey)?.listening?;
         if self.conns.get(key).and_then(|c| c.state.session()) == Some(skey) {
             return Some(key);
         }
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = None;
+            entry.listening = None;
         }
         None
     }
 
     /// Connection `key` stopped listening for session `skey` (closed or answered).
-    pub(in crate::server) fn listener_gone(&mut self, skey: usize, key: usize) {
+    pub(in crate::server) fn listening_ended(&mut self, skey: usize, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
-        if entry.listener != Some(key) {
+        if entry.listening != Some(key) {
             return;
         }
-        entry.listener = None;
+        entry.listening = None;
         if let SessionState::Bayeux(session) = &mut entry.state {
             // A Bayeux session expires `maxInterval` after its last connect ended.
             session.connect_ended(crate::hub::system_clock_ms());

@@ -18,7 +18,7 @@ use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Backlog, Done, Event, Format, Listen, Listener, Mode, Refresh, Step};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
-use crate::server::delivery::Answer;
+use crate::server::delivery::{Answer, Gaps, When};
 use crate::server::event_loop::Worker;
 use crate::server::session_id;
 use crate::server::stream::{unix_secs, StreamSpec};
@@ -57,12 +57,12 @@ impl Worker {
         };
         self.renew_session(skey);
         let head = self.shared.store.head();
-        let policy = &self.bayeux_settings.may_publish;
+        let policy = self.client_publish.clone();
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(skey) else {
             return;
         };
         let was_listening = session.listening();
-        let step = session.handle(&preq, policy.as_ref());
+        let step = session.handle(&preq, &|topic| policy.allows(topic));
         if !was_listening && session.listening() {
             // Events reach a session only from its listen on.
             session.set_cursor(head);
@@ -77,7 +77,7 @@ impl Worker {
             Step::Listen { ack } => self.pushlet_listen(key, meta, skey, base, ack),
             Step::Refresh => self.pushlet_refresh(key, meta, skey, base),
             Step::Leave(events) => {
-                self.release_listener(skey);
+                self.release_listening(skey);
                 self.remove_session(skey);
                 self.pushlet_reply(key, meta, format, &events);
             }
@@ -85,7 +85,7 @@ impl Worker {
                 self.pushlet_reply(key, meta, format, &events);
                 if let Some(SessionState::Pushlet(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
                     let selectors = session.selectors().into_boxed_slice();
-                    self.rewatch_listener(skey, selectors);
+                    self.rewatch_listening(skey, selectors);
                 }
             }
         }
@@ -98,7 +98,7 @@ impl Worker {
         let entry = SessionEntry {
             id,
             state: SessionState::Pushlet(Box::new(session)),
-            listener: None,
+            listening: None,
             timer: None,
             lease: self.shared.config.sessions.lease,
         };
@@ -150,7 +150,7 @@ impl Worker {
             Listen::Stream { writer, first } => (writer, first),
         };
         // Stream: one open listen per session; a newer one takes over.
-        self.release_listener(skey);
+        self.release_listening(skey);
         let spec = StreamSpec {
             framer: Framer::Pushlet { session: skey, writer },
             content_type: pushlet::content_type(format).to_owned(),
@@ -161,9 +161,9 @@ impl Worker {
             extra_headers: &pushlet::NO_CACHE,
         };
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listener = Some(key);
+            entry.listening = Some(key);
         }
-        self.open_stream(key, meta, spec, selectors, cursor, true);
+        self.open_stream(key, meta, spec, selectors, cursor, Gaps::Report);
     }
 
     /// `refresh`: a pull round parks until events (or the read timeout); a poll round
@@ -173,11 +173,12 @@ impl Worker {
         let (format, mode, cursor) = (session.format(), session.mode(), session.cursor());
         let selectors = session.selectors().into_boxed_slice();
         // One waiting refresh per session: a newer one answers the older.
-        self.release_listener(skey);
+        self.release_listening(skey);
         let hold = PushletHold { session: skey, format, base };
         let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
         let timeout = self.shared.config.sessions.pushlet_read_timeout;
-        self.park(key, parked, mode == Mode::Poll, false, true, timeout);
+        let when = if mode == Mode::Poll { When::Now } else { When::IfAny };
+        self.park(key, parked, when, Gaps::Report, timeout);
     }
 
     /// The reply of a waiting refresh round (`pushlet::answer_refresh` says what it carries):
@@ -187,7 +188,7 @@ impl Worker {
         key: usize,
         parked: &Parked,
         hold: &PushletHold,
-        force: bool,
+        when: When,
     ) -> Answer {
         let store = std::sync::Arc::clone(&self.shared.store);
         let mut head = 0;
@@ -216,16 +217,16 @@ impl Worker {
         };
         let rng = &mut self.rng;
         let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
-        let answer = pushlet::answer_refresh(listener, hold.format, hold.base, force, wait_ms, unix_secs());
+        let answer = pushlet::answer_refresh(listener, hold.format, hold.base, when == When::Now, wait_ms, unix_secs());
         let (body, done) = match answer {
             Refresh::Wait => return Answer::Nothing { head },
             Refresh::Reply { body, done } => (body, done),
         };
         match done {
             Done::Ended => {}
-            Done::Left => self.listener_gone(hold.session, key),
+            Done::Left => self.listening_ended(hold.session, key),
             Done::Delivered | Done::Overflowed => {
-                self.listener_gone(hold.session, key);
+                self.listening_ended(hold.session, key);
                 if done == Done::Overflowed {
                     self.remove_session(hold.session);
                 }
