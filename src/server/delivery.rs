@@ -18,7 +18,7 @@ use crate::http::Request;
 use crate::hub::HubCmd;
 use crate::model::{Message, Selector, Since};
 use crate::protocol::native::{self, Delivery};
-use crate::transport::{jsonp, longpoll, Transport};
+use crate::transport::{jsonp, longpoll, Control, Transport};
 
 impl Worker {
     pub(super) fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
@@ -188,6 +188,22 @@ impl Worker {
             }
         }
         WorkerStats::add(&self.stats().delivered, msgs.len() as u64);
+    }
+
+    /// Answers a subscriber now instead of when a message comes (shutdown, or its session's
+    /// listen released by a newer request): a parked request gets its reply with the cursor,
+    /// a stream ends with its resume cursor. Sockets end their own way (the callers know how).
+    pub(super) fn answer_now(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        match conn.state.phase() {
+            Phase::Parked => self.resume(key, When::Now),
+            Phase::Streaming => {
+                let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
+                self.end_stream(key, Control::End { next });
+            }
+            _ => return,
+        }
+        self.pump(key);
     }
 
     /// Resumes a parked long-poll if it has something to answer (or `force`).

@@ -46,7 +46,6 @@ use super::{Handoff, Shared};
 use crate::http::{self, DateCache, Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
 use crate::model::Message;
-use crate::transport::Control;
 use crate::xorshift::XorShift;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -499,15 +498,7 @@ impl Worker {
         for key in keys {
             let Some(conn) = self.conns.get(key) else { continue };
             match conn.state.phase() {
-                Phase::Parked => {
-                    self.resume(key, When::Now);
-                    self.pump(key);
-                }
-                Phase::Streaming => {
-                    let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
-                    self.end_stream(key, Control::End { next });
-                    self.pump(key);
-                }
+                Phase::Parked | Phase::Streaming => self.answer_now(key),
                 Phase::Duplex => {
                     self.duplex_shutdown(key);
                     self.pump(key);

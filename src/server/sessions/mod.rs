@@ -20,7 +20,6 @@ use crate::server::delivery::When;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 use crate::server::timer::TimerKey;
-use crate::transport::Control;
 
 /// One owned session.
 #[derive(Debug)]
@@ -135,15 +134,7 @@ impl Worker {
         }
         let Some(conn) = self.conns.get(key) else { return };
         match conn.state.phase() {
-            Phase::Parked => {
-                self.resume(key, When::Now);
-                self.pump(key);
-            }
-            Phase::Streaming => {
-                let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
-                self.end_stream(key, Control::End { next });
-                self.pump(key);
-            }
+            Phase::Parked | Phase::Streaming => self.answer_now(key),
             Phase::Duplex => {
                 self.bayeux_socket_round(key, When::Now);
                 self.pump(key);
