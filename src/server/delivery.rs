@@ -25,14 +25,14 @@ impl Worker {
         let config = &self.shared.config;
         let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
             Ok(sub) => sub,
-            Err(bad) => return self.refuse(key, meta, bad.into()),
+            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
         };
         let transport = match native::select_transport(req) {
             Ok(Delivery::Http(transport)) => transport,
             Ok(Delivery::WebSocket) => {
                 return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
             }
-            Err(bad) => return self.refuse(key, meta, bad.into()),
+            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
         };
         let store = &self.shared.store;
         let resume = sub.since.resolve(store.epoch(), store.head());
@@ -81,7 +81,7 @@ impl Worker {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.state.park(Box::new(parked));
         }
-        self.set_timer(key, timeout);
+        self.conns.set_timer(key, timeout);
     }
 
     /// Registers `key` on its selectors, telling the hub about selectors new to this worker.
@@ -117,7 +117,12 @@ impl Worker {
                 let hit = cached.fits(parked);
                 if hit {
                     self.count_messages(&cached.msgs);
-                    self.queue_response(key, parked.reply, cached.parts[0].clone(), cached.parts[1..].iter().cloned());
+                    self.conns.queue_response(
+                        key,
+                        parked.reply,
+                        cached.parts[0].clone(),
+                        cached.parts[1..].iter().cloned(),
+                    );
                 }
                 self.reply_cache = Some(cached);
                 if hit {
@@ -141,12 +146,12 @@ impl Worker {
             None => {
                 let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store")];
-                self.response_head(parked.reply, 200, "application/json", &headers, len)
+                self.conns.response_head(parked.reply, 200, "application/json", &headers, len)
             }
             Some(callback) => {
                 let len = jsonp::encode(callback, &self.scratch_msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
-                self.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
+                self.conns.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
             }
         };
         let msgs = mem::take(&mut self.scratch_msgs);
@@ -165,7 +170,7 @@ impl Worker {
             });
         }
         self.scratch_msgs = msgs;
-        self.queue_response(key, parked.reply, head, parts.drain(..));
+        self.conns.queue_response(key, parked.reply, head, parts.drain(..));
         self.scratch_parts = parts;
         Answer::Sent
     }

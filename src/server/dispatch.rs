@@ -27,12 +27,12 @@ impl Worker {
         };
         match protocol::route(req.method(), req.path()) {
             Route::Health => {
-                self.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
+                self.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
             }
             Route::Stats => {
                 let stats = super::stats_json(&self.shared);
                 let body = serde_json::to_vec(&stats).unwrap_or_default();
-                self.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
+                self.conns.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
             }
             Route::Publish { topic } => self.publish(key, meta, topic, &req, body),
             Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
@@ -42,28 +42,28 @@ impl Worker {
             Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
             Route::MethodNotAllowed { allow } => {
                 let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
-                self.refuse(key, meta, Reject::new(405, reason).with_header("Allow", allow));
+                self.conns.refuse(key, meta, Reject::new(405, reason).with_header("Allow", allow));
             }
             Route::NotFound => {
                 let reason = format!("no such path: {}", req.path());
-                self.refuse(key, meta, Reject::new(404, reason));
+                self.conns.refuse(key, meta, Reject::new(404, reason));
             }
         }
         // Never a request without its reply: a handler that found nothing to do (its session
         // vanished under it) still answers.
         if self.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
-            self.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
+            self.conns.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
         }
     }
 
     fn preflight(&mut self, key: usize, meta: ReplyMeta, req: &Request, publish: bool, allow: &'static str) {
         if req.header("origin").is_none() {
             // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
-            return self.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
+            return self.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
         }
         let cors = self.cors_for(req, publish);
         if cors == Cors::None {
-            return self.refuse(key, meta, Reject::forbidden("origin not allowed"));
+            return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
         }
         let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
         let headers = [
@@ -74,7 +74,7 @@ impl Worker {
             ),
             ("Access-Control-Max-Age", "600"),
         ];
-        self.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
+        self.conns.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
     }
 
     pub(super) fn cors_for(&self, req: &Request, publish: bool) -> Cors {
@@ -96,17 +96,6 @@ impl Worker {
             return Cors::None;
         }
         found
-    }
-
-    /// The `Access-Control-Allow-Origin` value for a CORS decision.
-    pub(super) fn cors_value(&self, cors: Cors) -> Option<&str> {
-        let config = &self.shared.config;
-        match cors {
-            Cors::None => None,
-            Cors::Any => Some("*"),
-            Cors::Read(i) => config.access.cors_origins.get(usize::from(i)).map(String::as_str),
-            Cors::Publish(i) => config.access.cors_publish_origins.get(usize::from(i)).map(String::as_str),
-        }
     }
 
     pub(super) fn origin_may_publish(&self, req: &Request) -> bool {

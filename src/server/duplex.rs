@@ -13,8 +13,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::conns::CLOSE_WRITE_TIMEOUT;
 use super::delivery::When;
-use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
+use super::event_loop::Worker;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since, Wire};
@@ -61,13 +62,13 @@ impl Worker {
     /// the error answered) when refused.
     pub(super) fn upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) -> bool {
         if req.header("origin").is_some() && meta.cors == Cors::None {
-            self.refuse(key, meta, Reject::forbidden("origin not allowed"));
+            self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
             return false;
         }
         let handshake = match websocket::check_upgrade(req) {
             Ok(handshake) => handshake,
             Err(e) => {
-                self.refuse(key, meta, e.into());
+                self.conns.refuse(key, meta, e.into());
                 return false;
             }
         };
@@ -112,7 +113,7 @@ impl Worker {
             protocol,
         }));
         WorkerStats::add(&self.stats().duplex, 1);
-        self.set_timer(key, interval);
+        self.conns.set_timer(key, interval);
         if self.shutdown_deadline.is_some() {
             self.duplex_shutdown(key);
         }
@@ -486,7 +487,7 @@ impl Worker {
                 at = at.min(*deadline);
             }
         }
-        self.set_timer(key, at.saturating_duration_since(Instant::now()));
+        self.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
     }
 
     /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
@@ -500,7 +501,7 @@ impl Worker {
             conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
         }
         self.retire_phase(key, &vacated);
-        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        self.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
     /// At shutdown: tell the client where to resume, then close (1001 "going away").

@@ -31,19 +31,17 @@ use log::{debug, error, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustc_hash::{FxHashMap, FxHashSet};
-use slab::Slab;
 
 use super::conn::{Conn, Phase};
+use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::delivery::CachedReply;
 use super::delivery::When;
-use super::pool::BufPool;
 use super::publish::ClientPublish;
 use super::sessions::{self};
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
-use super::timer::{self, TimerWheel};
 use super::{Handoff, Shared};
-use crate::http::{self, DateCache, Reject, Version};
+use crate::http::{self, Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
 use crate::model::Message;
 use crate::xorshift::XorShift;
@@ -53,20 +51,10 @@ const LISTENER: Token = Token(1);
 const RAW_LISTENER: Token = Token(2);
 pub(super) const FIRST_CONN: usize = 3;
 
-/// Initial capacity of a pooled read buffer, in bytes.
-pub(super) const READ_BUF: usize = 4096;
-/// Read buffers kept in the pool, at most.
-const POOLED_BUFS: usize = 1024;
-/// Bytes of body read per decode step, so a large body never sits twice in memory.
-pub(super) const BODY_READ_CHUNK: usize = 64 * 1024;
 /// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
 /// the hub's own settling of overdue acks (`hub::ACK_TIMEOUT` plus its expiry tick), so the
 /// hub answers first whenever it stored the message.
 pub(super) const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
-/// After the final response of a closing connection, how long to drain its input.
-pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the last response of a closing connection may take to be written.
-pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Housekeeping period (interest linger sweep, paused-accept retry).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// Hub commands queued above which a publish is refused with 503 rather than queued.
@@ -89,17 +77,13 @@ pub(crate) struct Worker {
     /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
     /// whenever one of our connections closes.
     pub(super) accept_paused: bool,
-    pub(super) conns: Slab<Conn>,
-    pub(super) timers: TimerWheel<Timer>,
-    pub(super) pool: BufPool,
-    pub(super) date: DateCache,
+    /// Every connection, their timers and read buffers (`conns.rs`).
+    pub(super) conns: Conns,
     pub(super) rx: Receiver<Vec<WorkerMsg>>,
     /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
     pub(super) handoffs: Receiver<Box<Handoff>>,
     pub(super) subs: LocalSubs,
     pub(super) limits: http::Limits,
-    /// Closed connections whose slots are freed after the event batch.
-    pub(super) closed: Vec<usize>,
     pub(super) scratch_keys: Vec<usize>,
     pub(super) scratch_timers: Vec<Timer>,
     pub(super) scratch_topics: FxHashSet<Arc<str>>,
@@ -150,15 +134,11 @@ impl Worker {
             listener: Some(listener),
             raw_listener,
             accept_paused: false,
-            conns: Slab::new(),
-            timers: TimerWheel::new(timer::DEFAULT_TICK, timer::DEFAULT_SLOTS, now),
-            pool: BufPool::new(READ_BUF, limits.max_head.max(READ_BUF) * 2, POOLED_BUFS),
-            date: DateCache::new(),
+            conns: Conns::new(Arc::clone(&shared), now),
             rx,
             handoffs,
             subs: LocalSubs::default(),
             limits,
-            closed: Vec::new(),
             scratch_keys: Vec::new(),
             scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
@@ -186,7 +166,7 @@ impl Worker {
     /// The event loop. Returns when shutdown is complete.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        self.date.update(SystemTime::now());
+        self.conns.date.update(SystemTime::now());
         loop {
             let now = Instant::now();
             if self.shutdown_deadline.is_none() && self.shared.shutdown.load(SeqCst) {
@@ -205,7 +185,7 @@ impl Worker {
                 error!("worker {}: poll failed: {e}", self.id);
                 break;
             }
-            self.date.update(SystemTime::now());
+            self.conns.date.update(SystemTime::now());
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // the hub's channel and the hand-offs are drained below on every turn
@@ -253,7 +233,7 @@ impl Worker {
             return Duration::from_millis(1);
         }
         let mut until = self.next_housekeeping;
-        if let Some(deadline) = self.timers.next_deadline() {
+        if let Some(deadline) = self.conns.timers.next_deadline() {
             until = until.min(deadline);
         }
         if let Some(deadline) = self.shutdown_deadline {
@@ -336,17 +316,14 @@ impl Worker {
         match door {
             Door::Raw => self.start_raw(key),
             // A fresh connection must send its head within the header timeout.
-            Door::Http => self.set_timer(key, self.shared.config.timeouts.header),
+            Door::Http => self.conns.set_timer(key, self.shared.config.timeouts.header),
         }
     }
 
     fn free_closed(&mut self) {
-        if self.closed.is_empty() {
+        let n = self.conns.free_closed();
+        if n == 0 {
             return;
-        }
-        let n = self.closed.len();
-        for key in self.closed.drain(..) {
-            self.conns.try_remove(key);
         }
         self.shared.connections.fetch_sub(n, Relaxed);
         WorkerStats::sub(&self.stats().connections, n as u64);
@@ -413,19 +390,10 @@ impl Worker {
         }
     }
 
-    pub(super) fn set_timer(&mut self, key: usize, after: Duration) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if let Some(old) = conn.timer.take() {
-            self.timers.cancel(old);
-        }
-        conn.timer_mark = conn.written;
-        conn.timer = Some(self.timers.insert(Instant::now() + after, Timer::Conn(key)));
-    }
-
     fn fire_timers(&mut self) {
         let mut expired = mem::take(&mut self.scratch_timers);
         expired.clear();
-        self.timers.expire(Instant::now(), &mut expired);
+        self.conns.timers.expire(Instant::now(), &mut expired);
         for &timer in &expired {
             let key = match timer {
                 Timer::Conn(key) => key,
@@ -438,11 +406,11 @@ impl Worker {
             conn.timer = None;
             match conn.state.phase() {
                 Phase::Head => {
-                    self.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
+                    self.conns.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
                 }
                 Phase::Body => {
                     let version = conn.state.body().map_or(Version::Http11, |body| body.request.version());
-                    self.fail(key, Reject::new(408, "request body not received in time"), version);
+                    self.conns.fail(key, Reject::new(408, "request body not received in time"), version);
                 }
                 // A reply still being written is not idle: allow another period while the
                 // client keeps taking bytes, close when it has taken none.
@@ -451,7 +419,7 @@ impl Worker {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
                         _ => self.shared.config.timeouts.keepalive,
                     };
-                    self.set_timer(key, period);
+                    self.conns.set_timer(key, period);
                     continue;
                 }
                 Phase::Idle | Phase::Closing | Phase::Draining | Phase::Dispatching | Phase::Closed => {
@@ -464,7 +432,7 @@ impl Worker {
                 Phase::Publishing => {
                     if let Some(publishing) = conn.state.take_ack(None) {
                         let reason = "publish not acknowledged in time; it may have been stored";
-                        self.refuse(key, publishing.reply, Reject::new(504, reason));
+                        self.conns.refuse(key, publishing.reply, Reject::new(504, reason));
                     }
                 }
             }
@@ -491,10 +459,11 @@ impl Worker {
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutdown_deadline = Some(now + self.shared.config.timeouts.shutdown);
+        self.conns.begin_shutdown();
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        let keys: Vec<usize> = self.conns.keys().collect();
         for key in keys {
             let Some(conn) = self.conns.get(key) else { continue };
             match conn.state.phase() {

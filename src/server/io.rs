@@ -7,19 +7,16 @@
 //! waiting for a new event (STYLE 7, 10).
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes};
 use log::debug;
-use slab::Slab;
 
 use super::conn::{BodyPhase, Conn, Phase, Vacated};
 use super::delivery::Gaps;
-use super::event_loop::{Worker, BODY_READ_CHUNK, DRAIN_TIMEOUT, READ_BUF};
+use super::event_loop::Worker;
 use super::stats::WorkerStats;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
-use crate::transport::websocket;
 
 impl Worker {
     /// Makes all the progress a connection can make now: write, read, parse, dispatch.
@@ -52,7 +49,7 @@ impl Worker {
             } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
                 self.feed_duplex(key);
             }
-            let read = match self.read_input(key) {
+            let read = match self.conns.read_input(key) {
                 Ok(n) => n,
                 Err(e) => {
                     debug!("worker {}: read: {e}", self.id);
@@ -75,65 +72,6 @@ impl Worker {
         }
     }
 
-    /// Reads what the socket has, into the connection's pooled buffer, up to the phase's bound.
-    /// Returns the number of bytes read.
-    fn read_input(&mut self, key: usize) -> io::Result<usize> {
-        let max_head = self.limits.max_head;
-        let Some(conn) = self.conns.get_mut(key) else { return Ok(0) };
-        if !conn.readable || conn.peer_closed {
-            return Ok(0);
-        }
-        let cap = match conn.state.phase() {
-            // Pipelined requests behind a parked or publishing one wait; bound what we hold.
-            Phase::Idle | Phase::Head | Phase::Parked | Phase::Publishing | Phase::Streaming => max_head + 1,
-            Phase::Body => BODY_READ_CHUNK,
-            // A whole client frame (or raw command line) must fit: the decoder needs it complete.
-            Phase::Duplex => self.shared.config.streams.ws_max_message + websocket::MAX_CLIENT_HEADER,
-            Phase::Draining => {
-                return drain_socket(conn);
-            }
-            Phase::Dispatching | Phase::Closing | Phase::Closed => return Ok(0),
-        };
-        let mut total = 0;
-        loop {
-            let buf = conn.inbuf.get_or_insert_with(|| self.pool.take());
-            let len = buf.len();
-            if len >= cap {
-                break; // keep `readable`: we resume when the buffer drains
-            }
-            // Read into the spare capacity, growing by READ_BUF steps up to the cap.
-            let chunk = (cap - len).min(READ_BUF.max(buf.capacity() - len));
-            buf.resize(len + chunk, 0);
-            match conn.sock.read(&mut buf[len..]) {
-                Ok(0) => {
-                    buf.truncate(len);
-                    conn.peer_closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    buf.truncate(len + n);
-                    total += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(len);
-                    conn.readable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
-                Err(e) => {
-                    buf.truncate(len);
-                    return Err(e);
-                }
-            }
-        }
-        if conn.buffered() == 0 {
-            if let Some(buf) = conn.inbuf.take() {
-                self.pool.give(buf);
-            }
-        }
-        Ok(total)
-    }
-
     /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
     /// Returns true if anything was consumed.
     fn process_input(&mut self, key: usize) -> bool {
@@ -148,7 +86,7 @@ impl Worker {
                 Phase::Idle | Phase::Head => {
                     if conn.state.phase() == Phase::Idle {
                         conn.state.start_head();
-                        self.set_timer(key, self.shared.config.timeouts.header);
+                        self.conns.set_timer(key, self.shared.config.timeouts.header);
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return progressed };
                     let Some(buf) = conn.inbuf.as_mut() else { break };
@@ -162,7 +100,7 @@ impl Worker {
                         }
                         Err(e) => {
                             let version = Version::Http11;
-                            self.fail(key, e.into(), version);
+                            self.conns.fail(key, e.into(), version);
                             return true;
                         }
                     }
@@ -186,7 +124,7 @@ impl Worker {
                         }
                         Err(e) => {
                             let version = body.request.version();
-                            self.fail(key, e.into(), version);
+                            self.conns.fail(key, e.into(), version);
                             return true;
                         }
                     }
@@ -204,13 +142,7 @@ impl Worker {
                 | Phase::Closed => break,
             }
         }
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.buffered() == 0 {
-                if let Some(buf) = conn.inbuf.take() {
-                    self.pool.give(buf);
-                }
-            }
-        }
+        self.conns.release_input(key);
         progressed
     }
 
@@ -249,51 +181,26 @@ impl Worker {
                 }
                 let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
                 conn.state.read_body(body);
-                self.set_timer(key, self.shared.config.timeouts.header);
+                self.conns.set_timer(key, self.shared.config.timeouts.header);
             }
         }
     }
 
-    /// The final response is written: shut down our side and discard input until the peer
-    /// closes, so unread input can't make the kernel answer with a reset that destroys the
-    /// response in flight (RFC 9112 §9.6).
+    /// The final response is written: our side shuts down and input is discarded until the
+    /// peer closes (`Conns::start_draining`), or the connection closes now.
     pub(super) fn start_draining(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.peer_closed || self.shutdown_deadline.is_some() {
-            self.close(key);
-            return;
+        if !self.conns.start_draining(key) {
+            return self.close(key);
         }
-        let _ = conn.sock.shutdown(Shutdown::Write);
-        conn.state.start_draining();
-        if let Some(buf) = conn.inbuf.take() {
-            self.pool.give(buf);
-        }
-        self.set_timer(key, DRAIN_TIMEOUT);
         // Input may already be waiting.
-        if conn_readable(&self.conns, key) {
+        if self.conns.get(key).is_some_and(|c| c.readable) {
             self.pump(key);
         }
     }
 
-    /// Closes now: deregisters, drops the subscription, frees the slot after this event batch.
+    /// Closes now (`Conns::close`) and undoes what the connection's phase registered here.
     pub(super) fn close(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.state.is_closed() {
-            return;
-        }
-        let vacated = conn.state.close();
-        let _ = self.poll.registry().deregister(&mut conn.sock);
-        let _ = conn.sock.shutdown(Shutdown::Both);
-        if let Some(timer) = conn.timer.take() {
-            self.timers.cancel(timer);
-        }
-        if let Some(buf) = conn.inbuf.take() {
-            self.pool.give(buf);
-        }
-        conn.out = OutQueue::default();
-        conn.readable = false;
-        conn.writable = false;
-        conn.peer_closed = true;
+        let Some(vacated) = self.conns.close(key, self.poll.registry()) else { return };
         // A stream's session is a Pushlet stream listen's.
         let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
         self.retire_phase(key, &vacated);
@@ -302,7 +209,6 @@ impl Worker {
             // (a failed write ended the session).
             self.remove_session(session);
         }
-        self.closed.push(key);
     }
 
     /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
@@ -320,38 +226,6 @@ impl Worker {
         };
         WorkerStats::sub(gauge, 1);
         self.unwatch(key, vacated.selectors());
-    }
-}
-
-fn conn_readable(conns: &Slab<Conn>, key: usize) -> bool {
-    conns.get(key).is_some_and(|c| c.readable)
-}
-
-/// Reads and discards input on a draining connection. Returns bytes read.
-fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
-    let mut sink = [0u8; 4096];
-    let mut total = 0;
-    loop {
-        match conn.sock.read(&mut sink) {
-            Ok(0) => {
-                conn.peer_closed = true;
-                return Ok(total);
-            }
-            Ok(n) => {
-                total += n;
-                if total > 1 << 20 {
-                    // A peer that keeps sending after our final response gets closed.
-                    conn.peer_closed = true;
-                    return Ok(total);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                conn.readable = false;
-                return Ok(total);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! `halley serve` does: start, wait for SIGINT/SIGTERM, shut down gracefully.
 
 mod conn;
+mod conns;
 mod delivery;
 mod dispatch;
 mod duplex;
@@ -13,7 +14,6 @@ mod io;
 mod listener;
 mod pool;
 mod publish;
-mod respond;
 pub mod session_id;
 mod sessions;
 mod stats;

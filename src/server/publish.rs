@@ -22,23 +22,23 @@ use crate::transport::longpoll;
 impl Worker {
     pub(super) fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
         if req.header("origin").is_some() && !self.origin_may_publish(req) {
-            return self.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
+            return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
         }
         let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
         let mut publish = match native::parse_publish(topic, req, body) {
             Ok(p) => p,
-            Err(bad) => return self.refuse(key, meta, bad.into()),
+            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
         };
         let piggyback = publish.piggyback.take().map(Box::new);
         let topic: Arc<str> = publish.topic.as_str().into();
         let tag = match self.submit_publish(key, publish) {
             Ok(tag) => tag,
-            Err(busy) => return self.refuse(key, meta, busy),
+            Err(busy) => return self.conns.refuse(key, meta, busy),
         };
         if let Some(conn) = self.conns.get_mut(key) {
             conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
         }
-        self.set_timer(key, PUBLISH_ACK_TIMEOUT);
+        self.conns.set_timer(key, PUBLISH_ACK_TIMEOUT);
     }
 
     /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
@@ -82,7 +82,7 @@ impl Worker {
             Ok(published) => published,
             Err(refused) => {
                 // The hub refused it (it re-validates topics); tell the client rather than pretend.
-                self.refuse(reply.conn, meta, refused.into());
+                self.conns.refuse(reply.conn, meta, refused.into());
                 return self.pump(reply.conn);
             }
         };
@@ -91,7 +91,7 @@ impl Worker {
             serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
         let mut body = serde_json::to_vec(&ack).unwrap_or_default();
         match piggyback {
-            None => self.respond(reply.conn, meta, 201, "application/json", &[], Bytes::from(body)),
+            None => self.conns.respond(reply.conn, meta, 201, "application/json", &[], Bytes::from(body)),
             Some(piggyback) => {
                 // Same object, plus what is new on the publisher's topics: drop the closing
                 // brace and append the long-poll members.
@@ -123,7 +123,7 @@ impl Worker {
         parts.push(Bytes::from(head));
         len += longpoll::encode_members(&self.scratch_msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
         self.count_deliveries();
-        self.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
+        self.conns.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
         self.scratch_parts = parts;
     }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::conns::CLOSE_WRITE_TIMEOUT;
 use super::delivery::Gaps;
-use super::event_loop::{Worker, CLOSE_WRITE_TIMEOUT};
+use super::event_loop::Worker;
 use super::sessions::SessionState;
 use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
@@ -72,7 +73,7 @@ impl Worker {
     ) {
         let framing = Framing::streaming(meta.version);
         let chunked = framing == Framing::Chunked;
-        let cors_origin = self.cors_value(meta.cors);
+        let cors_origin = self.conns.cors_value(meta.cors);
         let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
         headers.extend_from_slice(spec.extra_headers);
         // Tells nginx-style proxies not to buffer the stream.
@@ -83,7 +84,7 @@ impl Worker {
         }
         let mut head = Vec::with_capacity(256);
         // The stream ends the connection (a clean end, an overflow, or the client leaving).
-        http::write_head(&mut head, 200, meta.version, self.date.value(), &headers, framing, false);
+        http::write_head(&mut head, 200, meta.version, self.conns.date.value(), &headers, framing, false);
         let now = Instant::now();
         let seen_head = self.shared.store.head();
         let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
@@ -217,7 +218,7 @@ impl Worker {
         let Some(conn) = self.conns.get(key) else { return };
         let Some(stream) = conn.state.streaming() else { return };
         let at = stream.ends_at.min(stream.next_heartbeat);
-        self.set_timer(key, at.saturating_duration_since(Instant::now()));
+        self.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
     }
 
     /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
@@ -235,7 +236,7 @@ impl Worker {
         if stream.chunked {
             conn.out.push_static(http::LAST_CHUNK);
         }
-        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        self.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
     /// The client stopped reading: queue the overflow notice (it goes out if the socket takes

@@ -50,7 +50,7 @@ impl Worker {
             Ok(parsed) => parsed,
             Err(e) => {
                 let headers = bayeux::cors_headers(origin.as_deref());
-                return self.refuse(key, meta, Reject::from(e).with_headers(&headers));
+                return self.conns.refuse(key, meta, Reject::from(e).with_headers(&headers));
             }
         };
         // The session the batch is about; one owned by another worker takes the connection.
@@ -296,14 +296,14 @@ impl Worker {
         origin: Option<&str>,
     ) {
         let (body, content_type) = bayeux::http_body(replies, callback);
-        self.respond(key, meta, 200, content_type, &bayeux::reply_headers(origin), Bytes::from(body));
+        self.conns.respond(key, meta, 200, content_type, &bayeux::reply_headers(origin), Bytes::from(body));
     }
 
     fn bayeux_preflight(&mut self, key: usize, meta: ReplyMeta, origin: Option<&str>) {
         let Some(origin) = origin else {
-            return self.refuse(key, meta, Reject::forbidden("origin not allowed"));
+            return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
         };
-        self.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
+        self.conns.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
     }
 
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
@@ -314,7 +314,8 @@ impl Worker {
         let SessionState::Bayeux(session) = &entry.state else { return };
         if listening || !session.expired(now) {
             let left = session.expires_at().saturating_sub(now).max(10);
-            entry.timer = Some(self.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
+            entry.timer =
+                Some(self.conns.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
             return;
         }
         self.remove_session(skey);

@@ -56,13 +56,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let vacated = conn.state.close();
         self.retire_phase(key, &vacated);
-        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let Some(mut conn) = self.conns.take(key) else { return };
         // The slot is free at once: a stale event for this token in the current batch can only
         // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
         let _ = self.poll.registry().deregister(&mut conn.sock);
-        if let Some(timer) = conn.timer.take() {
-            self.timers.cancel(timer);
-        }
         WorkerStats::sub(&self.stats().connections, 1);
         // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
         // responses stay in order.
@@ -85,7 +82,7 @@ impl Worker {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.state.dispatch();
                         }
-                        self.refuse(key, meta, Reject::new(503, "server busy: session owner unreachable"));
+                        self.conns.refuse(key, meta, Reject::new(503, "server busy: session owner unreachable"));
                         self.pump(key);
                     }
                     (None, Some(key)) => self.close(key),

@@ -88,9 +88,9 @@ impl Worker {
     pub(in crate::server) fn renew_session(&mut self, key: usize) {
         let Some(entry) = self.sessions.slab.get_mut(key) else { return };
         if let Some(timer) = entry.timer.take() {
-            self.timers.cancel(timer);
+            self.conns.timers.cancel(timer);
         }
-        entry.timer = Some(self.timers.insert(Instant::now() + entry.lease, Timer::Session(key)));
+        entry.timer = Some(self.conns.timers.insert(Instant::now() + entry.lease, Timer::Session(key)));
     }
 
     /// A session's lease ran out: while a connection listens the lease runs on, otherwise the
@@ -112,7 +112,7 @@ impl Worker {
     pub(in crate::server) fn remove_session(&mut self, key: usize) {
         if let Some(mut entry) = self.sessions.remove(key) {
             if let Some(timer) = entry.timer.take() {
-                self.timers.cancel(timer);
+                self.conns.timers.cancel(timer);
             }
             WorkerStats::sub(&self.stats().sessions, 1);
             self.shared.sessions.fetch_sub(1, Relaxed);

@@ -29,13 +29,13 @@ impl Worker {
         let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
         let preq = match pushlet::parse_request(req.query(), &body) {
             Ok(preq) => preq,
-            Err(e) => return self.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
+            Err(e) => return self.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
         };
         let skey = if preq.command.is_join() {
             match self.pushlet_join(&preq) {
                 Some(skey) => skey,
                 None => {
-                    return self.refuse(
+                    return self.conns.refuse(
                         key,
                         meta,
                         Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
@@ -51,7 +51,7 @@ impl Worker {
                 Some(skey) => skey,
                 None => {
                     let e = pushlet::invalid_id(id);
-                    return self.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE));
+                    return self.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE));
                 }
             }
         };
@@ -135,7 +135,7 @@ impl Worker {
 
     /// Queues a Pushlet reply `body` in `format`.
     fn pushlet_send(&mut self, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
-        self.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
+        self.conns.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
     }
 
     /// `listen` / `join-listen`: the ack, then delivery in the session's mode

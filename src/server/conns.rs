@@ -1,0 +1,410 @@
+//! The connection table: every connection this worker holds, their timers, the read-buffer
+//! pool, and the slots to free after the current event batch. Everything that happens to one
+//! connection's bytes without knowing what the request means goes through here: reading into
+//! a pooled buffer up to the phase's bound, queueing a response (its head, its body as shared
+//! slices, the keep-alive or closing transition), refusing, failing, and closing.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use super::conn::{Conn, Cors, Phase, ReplyMeta, Vacated};
+use super::event_loop::Timer;
+use super::io::OutQueue;
+use super::pool::BufPool;
+use super::timer::{self, TimerWheel};
+use super::Shared;
+use crate::http::{self, DateCache, Framing, Reject, Version};
+use crate::transport::websocket;
+
+/// Initial capacity of a pooled read buffer, in bytes.
+const READ_BUF: usize = 4096;
+/// Read buffers kept in the pool, at most.
+const POOLED_BUFS: usize = 1024;
+/// Bytes of body read per decode step, so a large body never sits twice in memory.
+const BODY_READ_CHUNK: usize = 64 * 1024;
+/// How long the last response of a closing connection may take to be written.
+pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the final response of a closing connection, how long to drain its input.
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes a draining connection may still send before it is closed.
+const MAX_DRAIN: usize = 1 << 20;
+
+/// Every connection of one worker, by slab key.
+pub(super) struct Conns {
+    slab: Slab<Conn>,
+    /// Connection timers (one per connection) and session leases share one wheel.
+    pub(super) timers: TimerWheel<Timer>,
+    pool: BufPool,
+    /// Closed connections whose slots are freed after the event batch.
+    closed: Vec<usize>,
+    pub(super) date: DateCache,
+    shared: Arc<Shared>,
+    /// Set at shutdown: no response keeps its connection alive any more.
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for Conns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conns").field("open", &self.slab.len()).field("closed", &self.closed.len()).finish()
+    }
+}
+
+impl Conns {
+    pub(super) fn new(shared: Arc<Shared>, now: Instant) -> Conns {
+        let max_head = shared.config.http.max_head;
+        Conns {
+            slab: Slab::new(),
+            timers: TimerWheel::new(timer::DEFAULT_TICK, timer::DEFAULT_SLOTS, now),
+            pool: BufPool::new(READ_BUF, max_head.max(READ_BUF) * 2, POOLED_BUFS),
+            closed: Vec::new(),
+            date: DateCache::new(),
+            shared,
+            shutting_down: false,
+        }
+    }
+
+    // ---- the table -----------------------------------------------------------------------------
+
+    pub(super) fn get(&self, key: usize) -> Option<&Conn> {
+        self.slab.get(key)
+    }
+
+    pub(super) fn get_mut(&mut self, key: usize) -> Option<&mut Conn> {
+        self.slab.get_mut(key)
+    }
+
+    pub(super) fn contains(&self, key: usize) -> bool {
+        self.slab.contains(key)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// The keys of every connection, in slab order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().map(|(key, _)| key)
+    }
+
+    pub(super) fn iter(&self) -> slab::Iter<'_, Conn> {
+        self.slab.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> slab::IterMut<'_, Conn> {
+        self.slab.iter_mut()
+    }
+
+    /// The key the next inserted connection gets, and a place to insert it (so the socket can
+    /// be registered under its token before the connection exists).
+    pub(super) fn vacant_entry(&mut self) -> slab::VacantEntry<'_, Conn> {
+        self.slab.vacant_entry()
+    }
+
+    /// Removes a connection at once (a hand-off: the socket lives on in another worker).
+    pub(super) fn take(&mut self, key: usize) -> Option<Conn> {
+        let mut conn = self.slab.try_remove(key)?;
+        if let Some(timer) = conn.timer.take() {
+            self.timers.cancel(timer);
+        }
+        Some(conn)
+    }
+
+    /// From now on no response keeps its connection alive.
+    pub(super) fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    // ---- timers ------------------------------------------------------------------------------
+
+    /// (Re)arms the connection's one timer; what it means depends on the phase.
+    pub(super) fn set_timer(&mut self, key: usize, after: Duration) {
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if let Some(old) = conn.timer.take() {
+            self.timers.cancel(old);
+        }
+        conn.timer_mark = conn.written;
+        conn.timer = Some(self.timers.insert(Instant::now() + after, Timer::Conn(key)));
+    }
+
+    // ---- input -------------------------------------------------------------------------------
+
+    /// Reads what the socket has, into the connection's pooled buffer, up to the phase's bound.
+    /// Returns the number of bytes read.
+    pub(super) fn read_input(&mut self, key: usize) -> io::Result<usize> {
+        let config = &self.shared.config;
+        let Some(conn) = self.slab.get_mut(key) else { return Ok(0) };
+        if !conn.readable || conn.peer_closed {
+            return Ok(0);
+        }
+        let cap = match conn.state.phase() {
+            // Pipelined requests behind a parked or publishing one wait; bound what we hold.
+            Phase::Idle | Phase::Head | Phase::Parked | Phase::Publishing | Phase::Streaming => {
+                config.http.max_head + 1
+            }
+            Phase::Body => BODY_READ_CHUNK,
+            // A whole client frame (or raw command line) must fit: the decoder needs it complete.
+            Phase::Duplex => config.streams.ws_max_message + websocket::MAX_CLIENT_HEADER,
+            Phase::Draining => return drain_socket(conn),
+            Phase::Dispatching | Phase::Closing | Phase::Closed => return Ok(0),
+        };
+        let mut total = 0;
+        loop {
+            let buf = conn.inbuf.get_or_insert_with(|| self.pool.take());
+            let len = buf.len();
+            if len >= cap {
+                break; // keep `readable`: we resume when the buffer drains
+            }
+            // Read into the spare capacity, growing by READ_BUF steps up to the cap.
+            let chunk = (cap - len).min(READ_BUF.max(buf.capacity() - len));
+            buf.resize(len + chunk, 0);
+            match conn.sock.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    conn.peer_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(len);
+                    conn.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(len),
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        }
+        self.release_input(key);
+        Ok(total)
+    }
+
+    /// Gives an emptied read buffer back to the pool: a connection that waits holds none.
+    pub(super) fn release_input(&mut self, key: usize) {
+        if let Some(conn) = self.slab.get_mut(key) {
+            if conn.buffered() == 0 {
+                if let Some(buf) = conn.inbuf.take() {
+                    self.pool.give(buf);
+                }
+            }
+        }
+    }
+
+    /// Drops the connection's unread input (its requests will not be answered).
+    fn discard_input(&mut self, key: usize) {
+        if let Some(buf) = self.slab.get_mut(key).and_then(|conn| conn.inbuf.take()) {
+            self.pool.give(buf);
+        }
+    }
+
+    // ---- responses ---------------------------------------------------------------------------
+
+    pub(super) fn respond(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) {
+        let len = body.len();
+        self.respond_parts(key, meta, status, content_type, headers, std::iter::once(body), len);
+    }
+
+    /// Answers a request with a refusal: its status, headers, and the reason as a one-line
+    /// body. The connection stays open when the request allows it: the request was read whole,
+    /// so the next one can follow.
+    pub(super) fn refuse(&mut self, key: usize, meta: ReplyMeta, reject: Reject) {
+        let body = Bytes::from(format!("{}\n", reject.reason));
+        let headers = reject.header_pairs();
+        self.respond(key, meta, reject.status, "text/plain; charset=utf-8", &headers, body);
+    }
+
+    /// Queues a response whose body is `parts`, `len` bytes in all, then moves the connection
+    /// to its next phase.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn respond_parts(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        parts: impl Iterator<Item = Bytes>,
+        len: usize,
+    ) {
+        let head = self.response_head(meta, status, content_type, headers, len);
+        self.queue_response(key, meta, head, parts);
+    }
+
+    /// The response head: status line, `Date`, the given headers, CORS, framing, keep-alive.
+    pub(super) fn response_head(
+        &self,
+        meta: ReplyMeta,
+        status: u16,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        len: usize,
+    ) -> Bytes {
+        let keep_alive = meta.keep_alive && !self.shutting_down;
+        let origin = self.cors_value(meta.cors);
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
+        if !content_type.is_empty() {
+            all.push(("Content-Type", content_type));
+        }
+        all.extend_from_slice(headers);
+        if let Some(origin) = origin {
+            all.push(("Access-Control-Allow-Origin", origin));
+            if origin != "*" {
+                all.push(("Vary", "Origin"));
+            }
+        }
+        let framing = if status == 204 { Framing::None } else { Framing::Length(len) };
+        let mut head = Vec::with_capacity(256);
+        http::write_head(&mut head, status, meta.version, self.date.value(), &all, framing, keep_alive);
+        Bytes::from(head)
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a CORS decision.
+    pub(super) fn cors_value(&self, cors: Cors) -> Option<&str> {
+        let access = &self.shared.config.access;
+        match cors {
+            Cors::None => None,
+            Cors::Any => Some("*"),
+            Cors::Read(i) => access.cors_origins.get(usize::from(i)).map(String::as_str),
+            Cors::Publish(i) => access.cors_publish_origins.get(usize::from(i)).map(String::as_str),
+        }
+    }
+
+    /// Queues a response (head, then the body unless the request was HEAD) and moves the
+    /// connection on: back to reading the next request, or to closing.
+    pub(super) fn queue_response(
+        &mut self,
+        key: usize,
+        meta: ReplyMeta,
+        head: Bytes,
+        body: impl Iterator<Item = Bytes>,
+    ) {
+        let keep_alive = meta.keep_alive && !self.shutting_down;
+        let (header, keepalive) = (self.shared.config.timeouts.header, self.shared.config.timeouts.keepalive);
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        conn.out.push(head);
+        if !meta.head_only {
+            for part in body {
+                conn.out.push(part);
+            }
+        }
+        conn.state.answered(keep_alive);
+        let timeout = match (keep_alive, conn.buffered() > 0) {
+            (false, _) => CLOSE_WRITE_TIMEOUT,
+            (true, true) => header,
+            (true, false) => keepalive,
+        };
+        self.set_timer(key, timeout);
+    }
+
+    /// Answers a request that broke the protocol (its framing can no longer be trusted): the
+    /// refusal, then close.
+    pub(super) fn fail(&mut self, key: usize, reject: Reject, version: Version) {
+        self.discard_input(key);
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        let mut out = Vec::with_capacity(128 + reject.reason.len());
+        let headers = reject.header_pairs();
+        http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
+        conn.out.push(Bytes::from(out));
+        conn.state.close_after_write();
+        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    }
+
+    // ---- closing -----------------------------------------------------------------------------
+
+    /// The final response is written: shuts down our side, to discard input until the peer
+    /// closes, so unread input can't make the kernel answer with a reset that destroys the
+    /// response in flight (RFC 9112 §9.6). Returns false when the connection should rather
+    /// close now (the peer is gone, or the server is shutting down).
+    pub(super) fn start_draining(&mut self, key: usize) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else { return false };
+        if conn.peer_closed || self.shutting_down {
+            return false;
+        }
+        let _ = conn.sock.shutdown(Shutdown::Write);
+        conn.state.start_draining();
+        self.discard_input(key);
+        self.set_timer(key, DRAIN_TIMEOUT);
+        true
+    }
+
+    /// Closes now: deregisters the socket, shuts it down, drops its buffers and its timer. The
+    /// slot is freed after this event batch. Returns what the connection's phase held, for the
+    /// caller to undo its registrations (None: already closed).
+    pub(super) fn close(&mut self, key: usize, registry: &mio::Registry) -> Option<Vacated> {
+        let conn = self.slab.get_mut(key)?;
+        if conn.state.is_closed() {
+            return None;
+        }
+        let vacated = conn.state.close();
+        let _ = registry.deregister(&mut conn.sock);
+        let _ = conn.sock.shutdown(Shutdown::Both);
+        conn.out = OutQueue::default();
+        conn.readable = false;
+        conn.writable = false;
+        conn.peer_closed = true;
+        if let Some(timer) = conn.timer.take() {
+            self.timers.cancel(timer);
+        }
+        self.discard_input(key);
+        self.closed.push(key);
+        Some(vacated)
+    }
+
+    /// Frees the slots of the connections closed during this event batch; returns how many.
+    pub(super) fn free_closed(&mut self) -> usize {
+        let n = self.closed.len();
+        for key in self.closed.drain(..) {
+            self.slab.try_remove(key);
+        }
+        n
+    }
+}
+
+/// Reads and discards input on a draining connection. Returns bytes read.
+fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
+    let mut sink = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match conn.sock.read(&mut sink) {
+            Ok(0) => {
+                conn.peer_closed = true;
+                return Ok(total);
+            }
+            Ok(n) => {
+                total += n;
+                if total > MAX_DRAIN {
+                    // A peer that keeps sending after our final response gets closed.
+                    conn.peer_closed = true;
+                    return Ok(total);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.readable = false;
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
