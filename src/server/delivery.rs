@@ -88,7 +88,7 @@ impl Worker {
     pub(super) fn watch(&mut self, key: usize, selectors: &[Selector], seen_head: u64) {
         for selector in selectors {
             if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
-                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
+                self.hub.tell(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
             }
         }
     }

@@ -331,7 +331,7 @@ impl Worker {
             let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
             return self.duplex_reply(key, commands::error(id.as_deref(), &reason));
         }
-        let tag = match self.submit_publish(key, publish) {
+        let tag = match self.hub.submit(key, publish) {
             Ok(tag) => tag,
             Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), &busy.reason)),
         };

@@ -18,7 +18,6 @@
 //! slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
 //! batch (step 8), so a stale event for it cannot reach a new connection that reused the key.
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -36,7 +35,7 @@ use super::conn::{Conn, Phase};
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::delivery::CachedReply;
 use super::delivery::When;
-use super::publish::ClientPublish;
+use super::publish::{ClientPublish, HubLink};
 use super::sessions::{self};
 use super::stats::WorkerStats;
 use super::subs::{InterestChange, LocalSubs};
@@ -51,18 +50,10 @@ const LISTENER: Token = Token(1);
 const RAW_LISTENER: Token = Token(2);
 pub(super) const FIRST_CONN: usize = 3;
 
-/// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
-/// the hub's own settling of overdue acks (`hub::ACK_TIMEOUT` plus its expiry tick), so the
-/// hub answers first whenever it stored the message.
-pub(super) const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Housekeeping period (interest linger sweep, paused-accept retry).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
-/// Hub commands queued above which a publish is refused with 503 rather than queued.
-pub(super) const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
 /// Batches taken from the hub's channel per loop turn.
 pub(super) const MAX_BATCHES_PER_TURN: usize = 64;
-/// Hub commands held locally while the hub's channel is full.
-pub(super) const MAX_HUB_BACKLOG: usize = 64 * 1024;
 /// Consecutive accept errors tolerated in one readiness round before backing off.
 const ACCEPT_ERROR_BURST: u32 = 64;
 
@@ -87,8 +78,8 @@ pub(crate) struct Worker {
     pub(super) scratch_keys: Vec<usize>,
     pub(super) scratch_timers: Vec<Timer>,
     pub(super) scratch_topics: FxHashSet<Arc<str>>,
-    /// Control messages for the hub that found its channel full (bounded, retried each turn).
-    pub(super) hub_backlog: VecDeque<HubCmd>,
+    /// The worker's side of the hub's channel (`publish.rs`).
+    pub(super) hub: HubLink,
     /// One reply shared by every subscriber woken in this turn with the same subscription and
     /// cursor (the broadcast case): one history read and one encoding instead of one each.
     pub(super) reply_cache: Option<CachedReply>,
@@ -104,7 +95,6 @@ pub(crate) struct Worker {
     pub(super) scratch_parts: Vec<Bytes>,
     /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
     pub(super) reports: FxHashMap<u64, usize>,
-    pub(super) next_tag: u64,
     pub(super) rng: XorShift,
     pub(super) next_housekeeping: Instant,
     pub(super) shutdown_deadline: Option<Instant>,
@@ -142,7 +132,7 @@ impl Worker {
             scratch_keys: Vec::new(),
             scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
-            hub_backlog: VecDeque::new(),
+            hub: HubLink::new(id, Arc::clone(&shared)),
             reply_cache: None,
             bayeux_settings: bayeux_settings(&shared.config, &client_publish),
             client_publish,
@@ -151,7 +141,6 @@ impl Worker {
             scratch_msgs: Vec::new(),
             scratch_parts: Vec::new(),
             reports: FxHashMap::default(),
-            next_tag: 0,
             rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
             shutdown_deadline: None,
@@ -206,7 +195,7 @@ impl Worker {
             }
             self.drain_handoffs();
             self.drain_hub();
-            self.flush_hub_backlog();
+            self.hub.flush();
             self.fire_timers();
             let now = Instant::now();
             if now >= self.next_housekeeping {
@@ -229,7 +218,7 @@ impl Worker {
         if !self.rx.is_empty() || !self.handoffs.is_empty() {
             return Duration::ZERO; // batches or hand-offs left over from a bounded drain
         }
-        if !self.hub_backlog.is_empty() {
+        if self.hub.is_backlogged() {
             return Duration::from_millis(1);
         }
         let mut until = self.next_housekeeping;
@@ -386,7 +375,7 @@ impl Worker {
         self.reply_cache = None;
         let reports: Vec<(u64, usize)> = self.reports.drain().collect();
         for (seq, count) in reports {
-            self.tell_hub(HubCmd::Delivered { worker: self.id, seq, count });
+            self.hub.tell(HubCmd::Delivered { worker: self.id, seq, count });
         }
     }
 
@@ -447,7 +436,7 @@ impl Worker {
         self.subs.sweep(now, &mut changes);
         for change in changes {
             if let InterestChange::Off(selector) = change {
-                self.tell_hub(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });
+                self.hub.tell(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });
             }
         }
         if self.accept_paused {

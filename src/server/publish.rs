@@ -4,20 +4,34 @@
 //! publish's long-poll reply. Also the worker's side of the hub channel for control messages:
 //! never blocking, with a bounded backlog when the channel is full.
 
+use std::collections::VecDeque;
 use std::mem;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, error};
 
 use super::conn::{Phase, Publishing, ReplyMeta};
-use super::event_loop::{Worker, HUB_PUBLISH_HIGH_WATER, MAX_HUB_BACKLOG, PUBLISH_ACK_TIMEOUT};
+use super::event_loop::Worker;
 use super::stats::WorkerStats;
+use super::Shared;
 use crate::http::{Reject, Request};
 use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo};
 use crate::model::{MessageId, Selector, Since};
 use crate::protocol::native::{self, Piggyback};
 use crate::transport::longpoll;
+
+/// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
+/// the hub's own settling of overdue acks (`hub::ACK_TIMEOUT` plus its expiry tick), so the
+/// hub answers first whenever it stored the message.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// Hub commands queued above which a publish is refused with 503 rather than queued, so
+/// control messages always find room in the hub's channel.
+const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+/// Hub commands held locally while the hub's channel is full.
+const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
 impl Worker {
     pub(super) fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
@@ -31,7 +45,7 @@ impl Worker {
         };
         let piggyback = publish.piggyback.take().map(Box::new);
         let topic: Arc<str> = publish.topic.as_str().into();
-        let tag = match self.submit_publish(key, publish) {
+        let tag = match self.hub.submit(key, publish) {
             Ok(tag) => tag,
             Err(busy) => return self.conns.refuse(key, meta, busy),
         };
@@ -39,34 +53,6 @@ impl Worker {
             conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
         }
         self.conns.set_timer(key, PUBLISH_ACK_TIMEOUT);
-    }
-
-    /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
-    /// connection `key`. Refused (with the reason) when the hub's queue is near full, so
-    /// control messages always find room in it.
-    pub(super) fn submit_publish(&mut self, key: usize, publish: native::Publish) -> Result<u64, Reject> {
-        let tag = self.next_tag + 1;
-        self.send_publish(PublishReq {
-            topic: publish.topic.into(),
-            event: publish.event,
-            content_type: publish.content_type,
-            data: publish.data,
-            reply: Some(ReplyTo { worker: self.id, conn: key, tag }),
-        })?;
-        self.next_tag = tag;
-        Ok(tag)
-    }
-
-    /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
-    /// the hub's queue is near full, so control messages always find room in it.
-    pub(super) fn send_publish(&mut self, req: PublishReq) -> Result<(), Reject> {
-        let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
-        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
-            return Err(busy());
-        }
-        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
-        WorkerStats::add(&self.stats().published, 1);
-        Ok(())
     }
 
     pub(super) fn publish_acked(&mut self, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
@@ -126,41 +112,6 @@ impl Worker {
         self.conns.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
         self.scratch_parts = parts;
     }
-
-    /// Sends a control message (interest, delivery report) to the hub without blocking: if
-    /// the hub's channel is full, the message waits in a bounded local queue that is retried
-    /// every turn, in order.
-    pub(super) fn tell_hub(&mut self, cmd: HubCmd) {
-        if self.hub_backlog.is_empty() {
-            match self.shared.hub.try_send(cmd) {
-                Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(cmd)) => self.hub_backlog.push_back(cmd),
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.id),
-            }
-        } else if self.hub_backlog.len() < MAX_HUB_BACKLOG {
-            self.hub_backlog.push_back(cmd);
-        } else {
-            // Only a wedged hub gets here. A lost report is settled by the hub's ack timeout; a
-            // lost interest costs wake-ups until the subscriber's timeout, not messages.
-            error!("worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one", self.id);
-        }
-    }
-
-    pub(super) fn flush_hub_backlog(&mut self) {
-        while let Some(cmd) = self.hub_backlog.pop_front() {
-            match self.shared.hub.try_send(cmd) {
-                Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(cmd)) => {
-                    self.hub_backlog.push_front(cmd);
-                    return;
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                    self.hub_backlog.clear();
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// The client-publish policy (`--client-publish`): which topics clients may publish to over
@@ -178,5 +129,91 @@ impl ClientPublish {
 
     pub(super) fn allows(&self, topic: &str) -> bool {
         self.0.iter().any(|pattern| pattern.matches(topic))
+    }
+}
+
+/// The worker's side of the hub's channel. Publishes are refused when the channel is near full
+/// (the client is told to retry); control messages (interest, delivery reports) never block
+/// either: when the channel is full they wait in a bounded local queue, retried every turn in
+/// order.
+#[derive(Debug)]
+pub(super) struct HubLink {
+    worker: usize,
+    tx: Sender<HubCmd>,
+    shared: Arc<Shared>,
+    backlog: VecDeque<HubCmd>,
+    next_tag: u64,
+}
+
+impl HubLink {
+    pub(super) fn new(worker: usize, shared: Arc<Shared>) -> HubLink {
+        HubLink { worker, tx: shared.hub.clone(), shared, backlog: VecDeque::new(), next_tag: 0 }
+    }
+
+    /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
+    /// connection `conn`. Refused (with the reason) when the hub's queue is near full.
+    pub(super) fn submit(&mut self, conn: usize, publish: native::Publish) -> Result<u64, Reject> {
+        let tag = self.next_tag + 1;
+        self.publish(PublishReq {
+            topic: publish.topic.into(),
+            event: publish.event,
+            content_type: publish.content_type,
+            data: publish.data,
+            reply: Some(ReplyTo { worker: self.worker, conn, tag }),
+        })?;
+        self.next_tag = tag;
+        Ok(tag)
+    }
+
+    /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
+    /// the hub's queue is near full, so control messages always find room in it.
+    pub(super) fn publish(&mut self, req: PublishReq) -> Result<(), Reject> {
+        let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
+        if self.tx.len() >= HUB_PUBLISH_HIGH_WATER {
+            return Err(busy());
+        }
+        self.tx.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
+        WorkerStats::add(&self.shared.stats[self.worker].published, 1);
+        Ok(())
+    }
+
+    /// Sends a control message (interest, delivery report) without blocking: if the channel is
+    /// full, it waits in the bounded backlog.
+    pub(super) fn tell(&mut self, cmd: HubCmd) {
+        if self.backlog.is_empty() {
+            match self.tx.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
+                Err(TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.worker),
+            }
+        } else if self.backlog.len() < MAX_HUB_BACKLOG {
+            self.backlog.push_back(cmd);
+        } else {
+            // Only a wedged hub gets here. A lost report is settled by the hub's ack timeout; a
+            // lost interest costs wake-ups until the subscriber's timeout, not messages.
+            error!("worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one", self.worker);
+        }
+    }
+
+    /// Retries the backlog, in order, until the channel is full again.
+    pub(super) fn flush(&mut self) {
+        while let Some(cmd) = self.backlog.pop_front() {
+            match self.tx.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) => {
+                    self.backlog.push_front(cmd);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Control messages are waiting for room in the hub's channel.
+    pub(super) fn is_backlogged(&self) -> bool {
+        !self.backlog.is_empty()
     }
 }

@@ -368,7 +368,7 @@ impl bayeux::Host for BatchHost<'_> {
             data,
             reply: None,
         };
-        self.worker.send_publish(req).is_ok()
+        self.worker.hub.publish(req).is_ok()
     }
 
     fn resubscribed(&mut self, key: usize) {

@@ -121,7 +121,7 @@ impl Worker {
                 data: body.clone(),
                 reply: None,
             };
-            if let Err(busy) = self.send_publish(req) {
+            if let Err(busy) = self.hub.publish(req) {
                 return vec![pushlet::nack(&busy.reason)];
             }
         }
