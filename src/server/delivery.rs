@@ -9,15 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 
 use super::conn::{Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
+use super::conns::Conns;
 use super::event_loop::Worker;
+use super::publish::HubLink;
 use super::stats::WorkerStats;
-use super::subs::InterestChange;
+use super::subs::{InterestChange, LocalSubs};
+use super::Shared;
 use crate::http::Request;
 use crate::hub::HubCmd;
 use crate::model::{Message, Selector, Since};
-use crate::protocol::native::{self, Delivery};
+use crate::protocol::native;
 use crate::transport::{jsonp, longpoll, Control, Transport};
 
 impl Worker {
@@ -28,8 +32,8 @@ impl Worker {
             Err(bad) => return self.conns.refuse(key, meta, bad.into()),
         };
         let transport = match native::select_transport(req) {
-            Ok(Delivery::Http(transport)) => transport,
-            Ok(Delivery::WebSocket) => {
+            Ok(native::Delivery::Http(transport)) => transport,
+            Ok(native::Delivery::WebSocket) => {
                 return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
             }
             Err(bad) => return self.conns.refuse(key, meta, bad.into()),
@@ -71,7 +75,7 @@ impl Worker {
             Answer::Sent => return,
             Answer::Nothing { head } => head,
         };
-        self.watch(key, &parked.selectors, seen_head);
+        self.delivery.watch(&mut self.hub, key, &parked.selectors, seen_head);
         WorkerStats::add(&self.stats().parked, 1);
         if let Some(skey) = parked.format.session() {
             if let Some(entry) = self.sessions.slab.get_mut(skey) {
@@ -82,22 +86,6 @@ impl Worker {
             conn.state.park(Box::new(parked));
         }
         self.conns.set_timer(key, timeout);
-    }
-
-    /// Registers `key` on its selectors, telling the hub about selectors new to this worker.
-    pub(super) fn watch(&mut self, key: usize, selectors: &[Selector], seen_head: u64) {
-        for selector in selectors {
-            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
-                self.hub.tell(HubCmd::Interest { worker: self.id, selector, on: true, seen_head });
-            }
-        }
-    }
-
-    pub(super) fn unwatch(&mut self, key: usize, selectors: &[Selector]) {
-        let now = Instant::now();
-        for selector in selectors {
-            self.subs.remove(selector, key, now);
-        }
     }
 
     /// Reads history after the subscription's cursor and answers if there is anything to say
@@ -111,88 +99,39 @@ impl Worker {
         };
         // Subscribers woken together by a broadcast usually share selectors and cursor: the
         // first one's reply (head included) is reused by the rest of this turn.
-        let cacheable = self.caching && when == When::IfAny && gaps == Gaps::Report;
-        if cacheable {
-            if let Some(cached) = self.reply_cache.take() {
-                let hit = cached.fits(parked);
-                if hit {
-                    self.count_messages(&cached.msgs);
-                    self.conns.queue_response(
-                        key,
-                        parked.reply,
-                        cached.parts[0].clone(),
-                        cached.parts[1..].iter().cloned(),
-                    );
-                }
-                self.reply_cache = Some(cached);
-                if hit {
-                    return Answer::Sent;
-                }
-            }
+        if self.delivery.answer_from_cache(&mut self.conns, key, parked, when, gaps) {
+            return Answer::Sent;
         }
-        self.scratch_msgs.clear();
+        let delivery = &mut self.delivery;
+        delivery.msgs.clear();
         let store = &self.shared.store;
         let read =
-            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
+            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut delivery.msgs);
         let gap = gaps.reported(read.gap);
-        if self.scratch_msgs.is_empty() && !gap && when == When::IfAny {
+        if delivery.msgs.is_empty() && !gap && when == When::IfAny {
             return Answer::Nothing { head: read.head };
         }
-        let next = read.next_cursor(parked.cursor, &self.scratch_msgs);
+        let next = read.next_cursor(parked.cursor, &delivery.msgs);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
-        let mut parts = mem::take(&mut self.scratch_parts);
+        let mut parts = mem::take(&mut delivery.parts);
         parts.clear();
         let head = match jsonp {
             None => {
-                let len = longpoll::encode(&self.scratch_msgs, &info, &mut parts);
+                let len = longpoll::encode(&delivery.msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store")];
                 self.conns.response_head(parked.reply, 200, "application/json", &headers, len)
             }
             Some(callback) => {
-                let len = jsonp::encode(callback, &self.scratch_msgs, &info, &mut parts);
+                let len = jsonp::encode(callback, &delivery.msgs, &info, &mut parts);
                 let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
                 self.conns.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
             }
         };
-        let msgs = mem::take(&mut self.scratch_msgs);
-        self.count_messages(&msgs);
-        if cacheable {
-            let mut all = Vec::with_capacity(parts.len() + 1);
-            all.push(head.clone());
-            all.extend(parts.iter().cloned());
-            self.reply_cache = Some(CachedReply {
-                selectors: parked.selectors.clone(),
-                cursor: parked.cursor,
-                jsonp: jsonp.cloned(),
-                meta: parked.reply,
-                parts: all,
-                msgs: msgs.clone(),
-            });
-        }
-        self.scratch_msgs = msgs;
+        delivery.count_read();
+        delivery.remember(parked, when, gaps, &head, &parts);
         self.conns.queue_response(key, parked.reply, head, parts.drain(..));
-        self.scratch_parts = parts;
+        self.delivery.parts = parts;
         Answer::Sent
-    }
-
-    /// Counts the messages in `scratch_msgs` as delivered.
-    pub(super) fn count_deliveries(&mut self) {
-        let msgs = mem::take(&mut self.scratch_msgs);
-        self.count_messages(&msgs);
-        self.scratch_msgs = msgs;
-    }
-
-    /// Counts `msgs` as delivered to one subscriber: stats, and the per-message counts for
-    /// publishers waiting on an acknowledgement.
-    pub(super) fn count_messages(&mut self, msgs: &[Arc<Message>]) {
-        if !self.reports.is_empty() {
-            for msg in msgs {
-                if let Some(count) = self.reports.get_mut(&msg.seq) {
-                    *count += 1;
-                }
-            }
-        }
-        WorkerStats::add(&self.stats().delivered, msgs.len() as u64);
     }
 
     /// Answers a subscriber now instead of when a message comes (shutdown, or its session's
@@ -299,5 +238,148 @@ impl Gaps {
             Gaps::Hide => false,
             Gaps::Reset => true,
         }
+    }
+}
+
+/// What the worker knows about its subscribers beyond their connections: which connection
+/// waits on which selector (the local index, whose changes the hub hears about), the
+/// deliveries to count for publishers waiting on an acknowledgement, the reply shared by the
+/// subscribers one broadcast woke, and the buffers every history read reuses.
+pub(super) struct Delivery {
+    pub(super) subs: LocalSubs,
+    /// The reply of this hub turn's first subscriber, for the others with the same
+    /// subscription and cursor (the broadcast case): one history read and one encoding.
+    cache: Option<CachedReply>,
+    /// True while resuming the subscribers of one hub turn (the only time the cache is used).
+    caching: bool,
+    /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
+    reports: FxHashMap<u64, usize>,
+    /// What the last history read returned (reused by every read).
+    pub(super) msgs: Vec<Arc<Message>>,
+    /// The slices of a reply being built (reused by every reply).
+    pub(super) parts: Vec<Bytes>,
+    worker: usize,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").field("reports", &self.reports.len()).field("caching", &self.caching).finish()
+    }
+}
+
+impl Delivery {
+    pub(super) fn new(worker: usize, shared: Arc<Shared>) -> Delivery {
+        Delivery {
+            subs: LocalSubs::default(),
+            cache: None,
+            caching: false,
+            reports: FxHashMap::default(),
+            msgs: Vec::new(),
+            parts: Vec::new(),
+            worker,
+            shared,
+        }
+    }
+
+    /// Registers `key` on its selectors, telling the hub about selectors new to this worker.
+    pub(super) fn watch(&mut self, hub: &mut HubLink, key: usize, selectors: &[Selector], seen_head: u64) {
+        for selector in selectors {
+            if let Some(InterestChange::On(selector)) = self.subs.add(selector, key) {
+                hub.tell(HubCmd::Interest { worker: self.worker, selector, on: true, seen_head });
+            }
+        }
+    }
+
+    /// Takes `key` off its selectors (a selector with no subscriber left lingers; see `subs`).
+    pub(super) fn unwatch(&mut self, key: usize, selectors: &[Selector]) {
+        let now = Instant::now();
+        for selector in selectors {
+            self.subs.remove(selector, key, now);
+        }
+    }
+
+    /// A publisher waits for the count of subscribers message `seq` reaches on this worker.
+    pub(super) fn expect_report(&mut self, seq: u64) {
+        self.reports.insert(seq, 0);
+    }
+
+    /// Counts the messages of the last history read (`msgs`) as delivered to one subscriber.
+    pub(super) fn count_read(&mut self) {
+        let msgs = mem::take(&mut self.msgs);
+        self.count(&msgs);
+        self.msgs = msgs;
+    }
+
+    /// Counts `msgs` as delivered to one subscriber: stats, and the per-message counts for
+    /// publishers waiting on an acknowledgement.
+    pub(super) fn count(&mut self, msgs: &[Arc<Message>]) {
+        if !self.reports.is_empty() {
+            for msg in msgs {
+                if let Some(count) = self.reports.get_mut(&msg.seq) {
+                    *count += 1;
+                }
+            }
+        }
+        WorkerStats::add(&self.shared.stats[self.worker].delivered, msgs.len() as u64);
+    }
+
+    /// The subscribers of one hub turn are being resumed: replies may be shared among them.
+    pub(super) fn begin_turn(&mut self) {
+        self.caching = true;
+    }
+
+    /// The turn is over: the cached reply described history as it was in this turn (the next
+    /// turn reads anew), and each publisher's deliveries here are reported to the hub.
+    pub(super) fn end_turn(&mut self, hub: &mut HubLink) {
+        self.caching = false;
+        self.cache = None;
+        for (seq, count) in self.reports.drain() {
+            hub.tell(HubCmd::Delivered { worker: self.worker, seq, count });
+        }
+    }
+
+    /// Whether a reply may come from, or go into, the cache.
+    fn may_cache(&self, when: When, gaps: Gaps) -> bool {
+        self.caching && when == When::IfAny && gaps == Gaps::Report
+    }
+
+    /// Answers `key` with this turn's cached reply if it fits `parked` (same selectors, cursor,
+    /// format and reply metadata); true when it did.
+    fn answer_from_cache(&mut self, conns: &mut Conns, key: usize, parked: &Parked, when: When, gaps: Gaps) -> bool {
+        if !self.may_cache(when, gaps) {
+            return false;
+        }
+        let Some(cached) = self.cache.take() else { return false };
+        let hit = cached.fits(parked);
+        if hit {
+            self.count(&cached.msgs);
+            conns.queue_response(key, parked.reply, cached.parts[0].clone(), cached.parts[1..].iter().cloned());
+        }
+        self.cache = Some(cached);
+        hit
+    }
+
+    /// Keeps the reply just built for `parked` (its head, its body slices, and the messages of
+    /// the last read) for the rest of this turn, when it may be shared.
+    fn remember(&mut self, parked: &Parked, when: When, gaps: Gaps, head: &Bytes, parts: &[Bytes]) {
+        if !self.may_cache(when, gaps) {
+            return;
+        }
+        let jsonp = match &parked.format {
+            ParkedFormat::Jsonp(callback) => Some(callback.clone()),
+            _ => None,
+        };
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(head.clone());
+        all.extend(parts.iter().cloned());
+        self.cache = Some(CachedReply {
+            selectors: parked.selectors.clone(),
+            cursor: parked.cursor,
+            jsonp,
+            meta: parked.reply,
+            parts: all,
+            msgs: self.msgs.clone(),
+        });
     }
 }

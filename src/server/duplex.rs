@@ -281,7 +281,7 @@ impl Worker {
         if resume.after < backfill_to {
             self.duplex_backfill(key, &fresh, resume.after, backfill_to);
         }
-        self.watch(key, &fresh, head);
+        self.delivery.watch(&mut self.hub, key, &fresh, head);
         self.feed_duplex(key);
     }
 
@@ -289,13 +289,13 @@ impl Worker {
     fn duplex_backfill(&mut self, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
         let max_batch = self.shared.config.longpoll.max_batch;
         loop {
-            self.scratch_msgs.clear();
-            let read = self.shared.store.read(selectors, after, max_batch, &mut self.scratch_msgs);
-            self.scratch_msgs.retain(|m| m.seq <= upto);
-            let msgs = std::mem::take(&mut self.scratch_msgs);
+            self.delivery.msgs.clear();
+            let read = self.shared.store.read(selectors, after, max_batch, &mut self.delivery.msgs);
+            self.delivery.msgs.retain(|m| m.seq <= upto);
+            let msgs = std::mem::take(&mut self.delivery.msgs);
             self.duplex_messages(key, &msgs);
             let last = msgs.last().map(|m| m.seq);
-            self.scratch_msgs = msgs;
+            self.delivery.msgs = msgs;
             match last {
                 Some(seq) if read.truncated && seq < upto => after = seq,
                 _ => return,
@@ -313,7 +313,7 @@ impl Worker {
                 selectors
             }
         };
-        self.unwatch(key, &removed);
+        self.delivery.unwatch(key, &removed);
         self.duplex_reply(key, commands::ack(Op::Unsubscribe, id, &[]));
     }
 
@@ -387,16 +387,16 @@ impl Worker {
                 return;
             }
             duplex.over_since = None;
-            self.scratch_msgs.clear();
-            let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.scratch_msgs);
+            self.delivery.msgs.clear();
+            let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.delivery.msgs);
             let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
-            duplex.cursor = read.next_cursor(duplex.cursor, &self.scratch_msgs);
+            duplex.cursor = read.next_cursor(duplex.cursor, &self.delivery.msgs);
             if let Some(gap) = gap {
                 self.duplex_reply(key, gap.json(self.shared.store.epoch()));
             }
-            let msgs = std::mem::take(&mut self.scratch_msgs);
+            let msgs = std::mem::take(&mut self.delivery.msgs);
             self.duplex_messages(key, &msgs);
-            self.scratch_msgs = msgs;
+            self.delivery.msgs = msgs;
             if !read.truncated {
                 return;
             }
@@ -406,7 +406,7 @@ impl Worker {
     /// Queues `msgs` in the connection's framing (each encoded once per message and shared by
     /// every subscriber using that framing) and counts them delivered.
     fn duplex_messages(&mut self, key: usize, msgs: &[Arc<Message>]) {
-        self.count_messages(msgs);
+        self.delivery.count(msgs);
         let epoch = self.shared.store.epoch();
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex() else { return };

@@ -24,25 +24,22 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use log::{debug, error, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::conn::{Conn, Phase};
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
-use super::delivery::CachedReply;
-use super::delivery::When;
+use super::delivery::{Delivery, When};
 use super::publish::{ClientPublish, HubLink};
 use super::sessions::{self};
 use super::stats::WorkerStats;
-use super::subs::{InterestChange, LocalSubs};
+use super::subs::InterestChange;
 use super::{Handoff, Shared};
 use crate::http::{self, Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
-use crate::model::Message;
 use crate::xorshift::XorShift;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -73,28 +70,20 @@ pub(crate) struct Worker {
     pub(super) rx: Receiver<Vec<WorkerMsg>>,
     /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
     pub(super) handoffs: Receiver<Box<Handoff>>,
-    pub(super) subs: LocalSubs,
     pub(super) limits: http::Limits,
     pub(super) scratch_keys: Vec<usize>,
     pub(super) scratch_timers: Vec<Timer>,
     pub(super) scratch_topics: FxHashSet<Arc<str>>,
     /// The worker's side of the hub's channel (`publish.rs`).
     pub(super) hub: HubLink,
-    /// One reply shared by every subscriber woken in this turn with the same subscription and
-    /// cursor (the broadcast case): one history read and one encoding instead of one each.
-    pub(super) reply_cache: Option<CachedReply>,
     /// Bayeux timing advice (and the client-publish policy, for Bayeux publishes).
     pub(super) bayeux_settings: crate::protocol::bayeux::Settings,
     /// Which topics WebSocket, raw TCP, Bayeux and Pushlet clients may publish to.
     pub(super) client_publish: ClientPublish,
     /// The Pushlet and Bayeux sessions this worker owns.
     pub(super) sessions: sessions::Sessions,
-    /// True while resuming the subscribers of one hub turn (the only time the cache is used).
-    pub(super) caching: bool,
-    pub(super) scratch_msgs: Vec<Arc<Message>>,
-    pub(super) scratch_parts: Vec<Bytes>,
-    /// Deliveries to count for publishers waiting on an acknowledgement, by message seq.
-    pub(super) reports: FxHashMap<u64, usize>,
+    /// The local subscription index, delivery counts, the reply cache (`delivery.rs`).
+    pub(super) delivery: Delivery,
     pub(super) rng: XorShift,
     pub(super) next_housekeeping: Instant,
     pub(super) shutdown_deadline: Option<Instant>,
@@ -127,20 +116,15 @@ impl Worker {
             conns: Conns::new(Arc::clone(&shared), now),
             rx,
             handoffs,
-            subs: LocalSubs::default(),
             limits,
             scratch_keys: Vec::new(),
             scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
             hub: HubLink::new(id, Arc::clone(&shared)),
-            reply_cache: None,
+            delivery: Delivery::new(id, Arc::clone(&shared)),
             bayeux_settings: bayeux_settings(&shared.config, &client_publish),
             client_publish,
             sessions: sessions::Sessions::default(),
-            caching: false,
-            scratch_msgs: Vec::new(),
-            scratch_parts: Vec::new(),
-            reports: FxHashMap::default(),
             rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
             shutdown_deadline: None,
@@ -335,7 +319,7 @@ impl Worker {
                 match msg {
                     WorkerMsg::Deliver { msg, report } => {
                         if report {
-                            self.reports.insert(msg.seq, 0);
+                            self.delivery.expect_report(msg.seq);
                         }
                         // Matching once per distinct topic keeps the work per turn at
                         // O(topics + subscribers), not O(messages x subscribers).
@@ -354,29 +338,23 @@ impl Worker {
             keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
         } else {
             for topic in topics.drain() {
-                self.subs.matching(&topic, &mut keys);
+                self.delivery.subs.matching(&topic, &mut keys);
             }
             for selector in &selectors {
-                self.subs.on_selector(selector, &mut keys);
+                self.delivery.subs.on_selector(selector, &mut keys);
             }
         }
         topics.clear();
         self.scratch_topics = topics;
         keys.sort_unstable();
         keys.dedup();
-        self.caching = true;
+        self.delivery.begin_turn();
         for &key in &keys {
             self.resume(key, When::IfAny);
             self.pump(key);
         }
-        self.caching = false;
         self.scratch_keys = keys;
-        // A cached reply described history as it was in this turn; the next turn reads anew.
-        self.reply_cache = None;
-        let reports: Vec<(u64, usize)> = self.reports.drain().collect();
-        for (seq, count) in reports {
-            self.hub.tell(HubCmd::Delivered { worker: self.id, seq, count });
-        }
+        self.delivery.end_turn(&mut self.hub);
     }
 
     fn fire_timers(&mut self) {
@@ -433,7 +411,7 @@ impl Worker {
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
         let mut changes = Vec::new();
-        self.subs.sweep(now, &mut changes);
+        self.delivery.subs.sweep(now, &mut changes);
         for change in changes {
             if let InterestChange::Off(selector) = change {
                 self.hub.tell(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });

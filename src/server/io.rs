@@ -225,7 +225,7 @@ impl Worker {
             _ => return,
         };
         WorkerStats::sub(gauge, 1);
-        self.unwatch(key, vacated.selectors());
+        self.delivery.unwatch(key, vacated.selectors());
     }
 }
 

@@ -93,24 +93,24 @@ impl Worker {
     fn respond_piggyback(&mut self, key: usize, meta: ReplyMeta, head: Vec<u8>, piggyback: &Piggyback) {
         let store = Arc::clone(&self.shared.store);
         let resume = piggyback.since.resolve(store.epoch(), store.head());
-        self.scratch_msgs.clear();
+        self.delivery.msgs.clear();
         let read = store.read(
             &piggyback.selectors,
             resume.after,
             self.shared.config.longpoll.max_batch,
-            &mut self.scratch_msgs,
+            &mut self.delivery.msgs,
         );
-        let next = read.next_cursor(resume.after, &self.scratch_msgs);
+        let next = read.next_cursor(resume.after, &self.delivery.msgs);
         let gap = resume.reset || (read.gap && piggyback.since != Since::All);
         let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
-        let mut parts = mem::take(&mut self.scratch_parts);
+        let mut parts = mem::take(&mut self.delivery.parts);
         parts.clear();
         let mut len = head.len();
         parts.push(Bytes::from(head));
-        len += longpoll::encode_members(&self.scratch_msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
-        self.count_deliveries();
+        len += longpoll::encode_members(&self.delivery.msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
+        self.delivery.count_read();
         self.conns.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
-        self.scratch_parts = parts;
+        self.delivery.parts = parts;
     }
 }
 

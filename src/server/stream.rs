@@ -104,7 +104,7 @@ impl Worker {
         conn.out.push(Bytes::from(head));
         push_chunk(&mut conn.out, &mut first, stream.chunked);
         conn.state.open_stream(Box::new(stream));
-        self.watch(key, &selectors, seen_head);
+        self.delivery.watch(&mut self.hub, key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
         self.feed_stream(key, gaps);
         if self.shutdown_deadline.is_some() {
@@ -138,16 +138,16 @@ impl Worker {
                 return;
             }
             stream.over_since = None;
-            self.scratch_msgs.clear();
-            let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.scratch_msgs);
+            self.delivery.msgs.clear();
+            let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.delivery.msgs);
             let ctx = &self.shared.stream_ctx;
-            let mut parts = mem::take(&mut self.scratch_parts);
+            let mut parts = mem::take(&mut self.delivery.parts);
             parts.clear();
             if gaps.reported(read.gap) {
                 parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
                 push_chunk(&mut conn.out, &mut parts, stream.chunked);
             }
-            for msg in &self.scratch_msgs {
+            for msg in &self.delivery.msgs {
                 stream.sent += msg.data.len();
                 match &mut stream.framer {
                     // The common case: a chunk encoded once for every subscriber of this kind.
@@ -166,7 +166,7 @@ impl Worker {
                     }
                 }
             }
-            stream.cursor = read.next_cursor(stream.cursor, &self.scratch_msgs);
+            stream.cursor = read.next_cursor(stream.cursor, &self.delivery.msgs);
             push_chunk(&mut conn.out, &mut parts, stream.chunked);
             // A Pushlet stream never ends by itself (the original clients stop on an abort).
             let native = matches!(stream.framer, Framer::Native(_));
@@ -176,8 +176,8 @@ impl Worker {
                     state.set_cursor(cursor);
                 }
             }
-            self.scratch_parts = parts;
-            self.count_deliveries();
+            self.delivery.parts = parts;
+            self.delivery.count_read();
             if over_bytes {
                 self.end_stream(key, Control::End { next: cursor });
                 return;

@@ -183,12 +183,12 @@ impl Worker {
         when: When,
     ) -> Round {
         let store = std::sync::Arc::clone(&self.shared.store);
-        self.scratch_msgs.clear();
-        let read = store.read(selectors, cursor, self.shared.config.longpoll.max_batch, &mut self.scratch_msgs);
+        self.delivery.msgs.clear();
+        let read = store.read(selectors, cursor, self.shared.config.longpoll.max_batch, &mut self.delivery.msgs);
         let history = History {
-            msgs: &self.scratch_msgs,
+            msgs: &self.delivery.msgs,
             epoch: store.epoch(),
-            next: read.next_cursor(cursor, &self.scratch_msgs),
+            next: read.next_cursor(cursor, &self.delivery.msgs),
         };
         let session = match self.sessions.slab.get_mut(skey) {
             Some(SessionEntry { state: SessionState::Bayeux(session), .. }) => Some(&mut **session),
@@ -202,7 +202,7 @@ impl Worker {
             ConnectRound::Unknown(replies) => Round::Replies(replies),
             ConnectRound::Delivered(replies) => {
                 self.renew_session(skey);
-                self.count_deliveries();
+                self.delivery.count_read();
                 Round::Replies(replies)
             }
         }
@@ -251,9 +251,9 @@ impl Worker {
             socket.session = Some(skey);
             socket.held = Some((connect, Instant::now() + Duration::from_millis(hold_ms)));
         }
-        self.unwatch(key, &old);
+        self.delivery.unwatch(key, &old);
         let head = self.shared.store.head();
-        self.watch(key, &selectors, head);
+        self.delivery.watch(&mut self.hub, key, &selectors, head);
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
             entry.listening = Some(key);
         }

@@ -158,9 +158,9 @@ impl Worker {
             _ => None,
         };
         let Some(old) = old else { return };
-        self.unwatch(key, &old);
+        self.delivery.unwatch(key, &old);
         let head = self.shared.store.head();
-        self.watch(key, &selectors, head);
+        self.delivery.watch(&mut self.hub, key, &selectors, head);
         self.resume(key, When::IfAny);
         self.pump(key);
     }

@@ -200,10 +200,10 @@ impl Worker {
                 let mut backlog = Backlog::new(self.shared.config.sessions.queue);
                 let mut next = parked.cursor.max(session.cursor());
                 head = loop {
-                    self.scratch_msgs.clear();
-                    let read = store.read(&parked.selectors, next, backlog.read_limit(), &mut self.scratch_msgs);
-                    let read_on = backlog.take(session, &self.scratch_msgs, read.gap, read.truncated);
-                    next = read.next_cursor(next, &self.scratch_msgs);
+                    self.delivery.msgs.clear();
+                    let read = store.read(&parked.selectors, next, backlog.read_limit(), &mut self.delivery.msgs);
+                    let read_on = backlog.take(session, &self.delivery.msgs, read.gap, read.truncated);
+                    next = read.next_cursor(next, &self.delivery.msgs);
                     if !read_on {
                         break read.head;
                     }
@@ -230,7 +230,7 @@ impl Worker {
                 if done == Done::Overflowed {
                     self.remove_session(hold.session);
                 }
-                self.count_deliveries();
+                self.delivery.count_read();
             }
         }
         self.pushlet_send(key, parked.reply, hold.format, body);
