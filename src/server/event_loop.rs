@@ -1,22 +1,27 @@
 //! The worker's event loop: one thread pinned to one core, one `mio::Poll`, one `SO_REUSEPORT`
-//! listener, and a slab of every connection it accepted. This is the only code that touches
-//! `mio` (apart from registering a handed-over socket): poll, the reserved tokens, accepting,
-//! the inbox from the hub and from other workers, timers, and freeing closed slots.
+//! listener, and the connections it accepted (`Conns`). The poll, its reserved tokens,
+//! accepting, the inboxes from the hub and from other workers, timers and freeing closed slots
+//! are here; elsewhere a socket is only registered (`sessions/handoff.rs`, adopting a
+//! handed-over socket) or deregistered (`Conns::close`, and a hand-off).
 //!
 //! One turn of the loop, in order (`Worker::run`):
-//! 1. poll for readiness, with the next timer deadline as the timeout;
-//! 2. for each event: accept on a listener token, or `pump` the connection (`io.rs`);
-//! 3. adopt connections handed over by other workers (`sessions/handoff.rs`);
-//! 4. drain the hub's batches: acknowledgements, then wake the subscribers of every topic that
-//!    got a message (`delivery.rs`);
-//! 5. retry hub messages that found its channel full (`publish.rs`);
-//! 6. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
-//! 7. housekeeping every 250 ms (interest linger, paused accept);
-//! 8. free the slots of connections closed during this turn.
+//! 0. at the top: start a graceful shutdown when asked; leave once every connection is gone or
+//!    the shutdown deadline has passed;
+//! 1. poll for readiness, with the next deadline as the timeout (zero while inboxes hold work
+//!    a bounded drain left behind);
+//! 2. refresh the cached `Date` header value;
+//! 3. for each event: accept on a listener token, or `pump` the connection (`io.rs`);
+//! 4. adopt connections handed over by other workers (`sessions/handoff.rs`);
+//! 5. drain the hub's batches: acknowledgements, then wake the subscribers of every topic that
+//!    got a message (`delivery.rs`), then report deliveries for publish acks;
+//! 6. retry hub messages that found its channel full (`publish.rs`, `HubLink::flush`);
+//! 7. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
+//! 8. housekeeping every 250 ms (interest linger, paused accept);
+//! 9. free the slots of connections closed during this turn.
 //!
 //! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
 //! slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
-//! batch (step 8), so a stale event for it cannot reach a new connection that reused the key.
+//! batch (step 9), so a stale event for it cannot reach a new connection that reused the key.
 
 use std::io;
 use std::mem;
