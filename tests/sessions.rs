@@ -159,3 +159,20 @@ fn held_bayeux_connects_on_a_socket_end_without_an_early_heartbeat() {
         }
     }
 }
+
+#[test]
+fn a_pushlet_request_naming_a_bayeux_client_is_an_invalid_id() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let id = handshake_http(&mut c);
+    for event in ["refresh", "hb", "leave"] {
+        let r = server.client().get(&format!("/pushlet.srv?p_event={event}&p_id={id}"));
+        assert_eq!(r.status, 400, "{event}: {}", r.text());
+        assert!(r.text().contains(&format!("Invalid or expired id: {id}")), "{event}: {:?}", r.text());
+    }
+    // The Bayeux session is untouched and still answers its own client.
+    let connect = json!([{"id":"2","channel":"/meta/connect","clientId":id,"connectionType":"long-polling",
+        "advice":{"timeout":0}}]);
+    let reply = c.post("/cometd", connect.to_string().as_bytes()).json();
+    assert_eq!(reply[0]["successful"], true, "{reply}");
+}

@@ -83,6 +83,19 @@ fn sse_carries_every_payload_and_resumes_from_last_event_id() {
 }
 
 #[test]
+fn a_stream_resumed_from_another_epoch_is_told_of_the_gap_once() {
+    let server = TestServer::start();
+    // An id from an epoch this server never had: what the client missed is unknown.
+    let request = "GET /sub/reset HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nLast-Event-ID: zzzzzzz-5\r\n\r\n";
+    let mut sse = StreamClient::open(server.addr, request);
+    server.wait_for("streaming", 1);
+    let id = publish(server.addr, "/reset", b"after")["id"].as_str().expect("id").to_owned();
+    sse.read_until(|b| String::from_utf8_lossy(b).contains(&format!("id: {id}\n")));
+    let gaps = sse_events(&sse.text()).iter().filter(|e| e.1.as_deref() == Some("gap")).count();
+    assert_eq!(gaps, 1, "{}", sse.text());
+}
+
+#[test]
 fn sse_stream_start_sets_the_last_event_id_to_its_cursor() {
     let server = TestServer::start();
     let start = cursor(server.addr, "/sse2");

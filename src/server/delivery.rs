@@ -51,6 +51,9 @@ impl Worker {
         let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
             Transport::Stream(kind) if !meta.head_only => {
+                // A reset cursor is told once, in the stream's first frames (`start_stream`);
+                // the feed then reports only gaps it finds in history.
+                let gaps = if gaps == Gaps::Reset { Gaps::Report } else { gaps };
                 return self.start_stream(key, meta, kind, sub.selectors, resume, gaps);
             }
             Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
@@ -70,7 +73,7 @@ impl Worker {
     /// shutting down); otherwise suspends the request: registered on its selectors, counted,
     /// recorded as its session's listening connection (if it has one), with its timer.
     pub(super) fn park(&mut self, key: usize, parked: Parked, when: When, gaps: Gaps, timeout: Duration) {
-        let when = if self.shutdown_deadline.is_some() { When::Now } else { when };
+        let when = if self.conns.is_shutting_down() { When::Now } else { when };
         let seen_head = match self.answer(key, &parked, when, gaps) {
             Answer::Sent => return,
             Answer::Nothing { head } => head,
@@ -150,7 +153,7 @@ impl Worker {
         self.pump(key);
     }
 
-    /// Resumes a parked long-poll if it has something to answer (or `force`).
+    /// Resumes a parked long-poll if it has something to answer (or `When::Now`).
     pub(super) fn resume(&mut self, key: usize, when: When) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         match conn.state.phase() {

@@ -58,7 +58,7 @@ impl Worker {
         if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
             return self.hand_off(key, owner, req, body, meta);
         }
-        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self }, &batch);
+        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self, head: 0 }, &batch);
         let Some(Held { session: skey, connect, hold_ms }) = held else {
             return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
@@ -229,7 +229,7 @@ impl Worker {
         if let Some(owner) = client.and_then(|id| self.foreign_owner(id)) {
             return self.hand_off_socket(key, owner, text.to_owned());
         }
-        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self }, &batch);
+        let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { worker: self, head: 0 }, &batch);
         if !replies.is_empty() {
             self.ws_text(key, bayeux::encode_replies(&replies));
         }
@@ -340,6 +340,9 @@ fn pieces(replies: Vec<Value>) -> Vec<Piece> {
 /// `bayeux::run_batch` for one batch.
 struct BatchHost<'w> {
     worker: &'w mut Worker,
+    /// The store head read just before the message being handled: a subscription it adds
+    /// starts there, so a message sequenced while it was handled is not missed.
+    head: u64,
 }
 
 impl bayeux::Host for BatchHost<'_> {
@@ -357,6 +360,7 @@ impl bayeux::Host for BatchHost<'_> {
             return None;
         };
         session.touch(system_clock_ms());
+        self.head = worker.shared.store.head();
         Some(session.handle(msg, &worker.bayeux_settings))
     }
 
@@ -373,11 +377,10 @@ impl bayeux::Host for BatchHost<'_> {
 
     fn resubscribed(&mut self, key: usize) {
         let worker = &mut *self.worker;
-        let head = worker.shared.store.head();
         let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = worker.sessions.slab.get_mut(key) else {
             return;
         };
-        session.pin_new_subscriptions(head);
+        session.pin_new_subscriptions(self.head);
         let selectors = session.selectors().into_boxed_slice();
         worker.rewatch_listening(key, selectors);
     }

@@ -47,7 +47,9 @@ impl Worker {
             if let Some(owner) = self.foreign_owner(id) {
                 return self.hand_off(key, owner, req, body, meta);
             }
-            match self.sessions.key_of(id) {
+            // A Bayeux client id is no Pushlet session, whatever it looks like.
+            let pushlet = |skey: &usize| matches!(self.sessions.slab.get(*skey), Some(e) if matches!(e.state, SessionState::Pushlet(_)));
+            match self.sessions.key_of(id).filter(pushlet) {
                 Some(skey) => skey,
                 None => {
                     let e = pushlet::invalid_id(id);
