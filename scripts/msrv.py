@@ -20,6 +20,15 @@ import sys
 EDITIONS = {"2015": "1.0", "2018": "1.31", "2021": "1.56", "2024": "1.85"}
 
 
+def edition_version(package):
+    """The Rust version a package's edition needs; an edition this script does not know is an
+    error that says so (add it to EDITIONS)."""
+    edition = package["edition"]
+    if edition not in EDITIONS:
+        sys.exit(f"msrv.py: {package['name']} uses edition {edition}, unknown to this script; add it to EDITIONS")
+    return version(EDITIONS[edition])
+
+
 def version(text):
     """'1.85' or '1.85.0' as a comparable (major, minor, patch) tuple."""
     parts = [int(p) for p in text.split(".")]
@@ -69,11 +78,11 @@ def main():
             continue
         # Declared rust-versions first: on a tie, `max` names the first, the clearer reason.
         needs = []
-        editions = [(version(EDITIONS[package["edition"]]), f"edition {package['edition']}")]
+        editions = [(edition_version(package), f"edition {package['edition']}")]
         for pkg_id in sorted(built_packages(nodes, member)):
             dep = packages[pkg_id]
             label = f"{dep['name']} {dep['version']}"
-            editions.append((version(EDITIONS[dep["edition"]]), f"{label} (edition {dep['edition']})"))
+            editions.append((edition_version(dep), f"{label} (edition {dep['edition']})"))
             if dep.get("rust_version"):
                 needs.append((version(dep["rust_version"]), label))
         need, why = max(needs + editions, key=lambda item: item[0])

@@ -110,14 +110,6 @@ pub enum PublishRefused {
     InvalidTopic,
 }
 
-impl From<PublishRefused> for crate::http::Reject {
-    fn from(refused: PublishRefused) -> crate::http::Reject {
-        match refused {
-            PublishRefused::InvalidTopic => crate::http::Reject::bad_request("invalid topic"),
-        }
-    }
-}
-
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.
 #[derive(Debug)]
 pub struct WorkerLink {

@@ -123,6 +123,11 @@ impl Conns {
         self.shutting_down = true;
     }
 
+    /// The worker is shutting down (the one place that says so).
+    pub(super) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
     // ---- timers ------------------------------------------------------------------------------
 
     /// (Re)arms the connection's one timer; what it means depends on the phase.

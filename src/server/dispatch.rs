@@ -21,7 +21,7 @@ impl Worker {
         }
         let meta = ReplyMeta {
             version: req.version(),
-            keep_alive: req.keep_alive() && self.shutdown_deadline.is_none(),
+            keep_alive: req.keep_alive() && !self.conns.is_shutting_down(),
             head_only: req.method() == Method::Head,
             cors: self.cors_for(&req, false),
         };

@@ -114,7 +114,7 @@ impl Worker {
         }));
         WorkerStats::add(&self.stats().duplex, 1);
         self.conns.set_timer(key, interval);
-        if self.shutdown_deadline.is_some() {
+        if self.conns.is_shutting_down() {
             self.duplex_shutdown(key);
         }
     }

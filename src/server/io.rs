@@ -22,6 +22,7 @@ use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
 impl Worker {
     /// Makes all the progress a connection can make now: write, read, parse, dispatch.
     pub(super) fn pump(&mut self, key: usize) {
+        let shutting_down = self.conns.is_shutting_down();
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             if conn.state.is_closed() {
@@ -37,7 +38,7 @@ impl Worker {
                     Phase::Closing => return self.start_draining(key),
                     // Shutting down: a keep-alive connection whose last reply is now written
                     // has nothing more coming.
-                    Phase::Idle if self.shutdown_deadline.is_some() && conn.buffered() == 0 => {
+                    Phase::Idle if shutting_down && conn.buffered() == 0 => {
                         return self.close(key);
                     }
                     _ => {}

@@ -73,7 +73,7 @@ pub(crate) struct Peer {
 /// A connection on its way to the worker that owns its session, with the complete request
 /// that needs the session, its body, and any bytes already read after it (pipelining).
 #[derive(Debug)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     pub(crate) sock: mio::net::TcpStream,
     pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,

@@ -132,6 +132,15 @@ impl ClientPublish {
     }
 }
 
+/// What a client is told when the hub refused its publish.
+impl From<PublishRefused> for Reject {
+    fn from(refused: PublishRefused) -> Reject {
+        match refused {
+            PublishRefused::InvalidTopic => Reject::bad_request("invalid topic"),
+        }
+    }
+}
+
 /// The worker's side of the hub's channel. Publishes are refused when the channel is near full
 /// (the client is told to retry); control messages (interest, delivery reports) never block
 /// either: when the channel is full they wait in a bounded local queue, retried every turn in

@@ -107,7 +107,7 @@ impl Worker {
         self.delivery.watch(&mut self.hub, key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
         self.feed_stream(key, gaps);
-        if self.shutdown_deadline.is_some() {
+        if self.conns.is_shutting_down() {
             // Opened during shutdown (a request in progress, or handed over): what history
             // holds has been sent; end with the cursor.
             if let Some(stream) = self.conns.get(key).and_then(|c| c.state.streaming()) {

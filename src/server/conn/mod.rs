@@ -6,7 +6,6 @@
 //! a phase with its subscription, and nothing else. Readiness is tracked here in user space
 //! (mio is edge-triggered): a half that stopped early for a bound keeps its flag and resumes
 //! without waiting for a new event.
-
 //!
 //! The state machine is in `state.rs`; this file holds the connection and the data each phase
 //! carries (a parked request, a stream, a socket). Socket I/O is in `../io.rs`.
