@@ -64,21 +64,21 @@ pub(crate) struct Worker {
     pub(super) id: usize,
     pub(super) shared: Arc<Shared>,
     pub(super) poll: Poll,
-    pub(super) listener: Option<TcpListener>,
+    listener: Option<TcpListener>,
     /// The optional raw TCP listener (`--raw-listen`).
-    pub(super) raw_listener: Option<TcpListener>,
+    raw_listener: Option<TcpListener>,
     /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
     /// whenever one of our connections closes.
-    pub(super) accept_paused: bool,
+    accept_paused: bool,
     /// Every connection, their timers and read buffers (`conns.rs`).
     pub(super) conns: Conns,
-    pub(super) rx: Receiver<Vec<WorkerMsg>>,
+    rx: Receiver<Vec<WorkerMsg>>,
     /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
     pub(super) handoffs: Receiver<Box<Handoff>>,
     pub(super) limits: http::Limits,
-    pub(super) scratch_keys: Vec<usize>,
-    pub(super) scratch_timers: Vec<Timer>,
-    pub(super) scratch_topics: FxHashSet<Arc<str>>,
+    scratch_keys: Vec<usize>,
+    scratch_timers: Vec<Timer>,
+    scratch_topics: FxHashSet<Arc<str>>,
     /// The worker's side of the hub's channel (`publish.rs`).
     pub(super) hub: HubLink,
     /// Bayeux timing advice (and the client-publish policy, for Bayeux publishes).
@@ -90,8 +90,8 @@ pub(crate) struct Worker {
     /// The local subscription index, delivery counts, the reply cache (`delivery.rs`).
     pub(super) delivery: Delivery,
     pub(super) rng: XorShift,
-    pub(super) next_housekeeping: Instant,
-    pub(super) shutdown_deadline: Option<Instant>,
+    next_housekeeping: Instant,
+    shutdown_deadline: Option<Instant>,
 }
 
 impl Worker {

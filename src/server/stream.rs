@@ -268,7 +268,7 @@ impl Framer {
                 let event = match control {
                     Control::End { .. } => pushlet::abort("the session's listen ended"),
                     Control::Overflow { .. } => pushlet::abort("too slow: undelivered events over the bound"),
-                    Control::Gap { .. } => pushlet::error("events were lost: they fell out of history"),
+                    Control::Gap { .. } => pushlet::error(pushlet::LOST),
                 };
                 Bytes::from(writer.event(&event, unix_secs()))
             }
