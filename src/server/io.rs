@@ -46,7 +46,7 @@ impl Worker {
             }
             let drained = conn.out.len() < self.shared.config.network.out_low_water();
             // The client caught up with what was queued: continue from the cursor.
-            if drained && conn.state.streaming().is_some_and(|s| s.over_since.is_some()) {
+            if drained && conn.state.streaming().is_some_and(|s| s.life.is_behind()) {
                 self.feed_stream(key, Gaps::Report);
             } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
                 self.feed_duplex(key);
@@ -228,6 +228,12 @@ impl Worker {
         };
         WorkerStats::sub(gauge, 1);
         self.delivery.unwatch(key, vacated.selectors());
+    }
+}
+
+impl crate::transport::streaming::Sink for OutQueue {
+    fn push(&mut self, bytes: Bytes) {
+        OutQueue::push(self, bytes);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Streaming responses: the native SSE, ndjson, forever-iframe and multipart transports, and
-//! Pushlet's stream mode. Start, feed from history by cursor up to the output bound,
-//! heartbeats and the age/byte limits, clean end, overflow.
+//! Pushlet's stream mode. The server's side: open (head, first frames, registration), feed
+//! from history by cursor, act on the timer, end, overflow. What is due when (the output
+//! bound, heartbeats, the age and byte limits) and how the body is framed on the wire is the
+//! transport's (`transport::streaming::StreamLife`).
 
 use std::mem;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, Phase, ReplyMeta, Streaming};
-use crate::server::io::OutQueue;
 use crate::server::stats::WorkerStats;
+use crate::transport::streaming::{Due, Pace, StreamLife};
 use crate::transport::{Control, StreamCtx, StreamKind};
 
 /// How a stream opens: what it sends first, how often it beats, how long it may live.
@@ -72,7 +74,6 @@ impl Worker {
         gaps: Gaps,
     ) {
         let framing = Framing::streaming(meta.version);
-        let chunked = framing == Framing::Chunked;
         let cors_origin = self.conns.cors_value(meta.cors);
         let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
         headers.extend_from_slice(spec.extra_headers);
@@ -88,21 +89,12 @@ impl Worker {
         let now = Instant::now();
         let seen_head = self.shared.store.head();
         let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
-        let stream = Streaming {
-            selectors,
-            cursor,
-            framer,
-            chunked,
-            ends_at: now + max_age,
-            next_heartbeat: now + heartbeat,
-            heartbeat,
-            sent: 0,
-            over_since: None,
-        };
+        let life = StreamLife::new(framing == Framing::Chunked, now, heartbeat, max_age);
+        let stream = Streaming { selectors, cursor, framer, life };
         let selectors = stream.selectors.clone();
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.out.push(Bytes::from(head));
-        push_chunk(&mut conn.out, &mut first, stream.chunked);
+        stream.life.push(&mut conn.out, &mut first);
         conn.state.open_stream(Box::new(stream));
         self.delivery.watch(&mut self.hub, key, &selectors, seen_head);
         WorkerStats::add(&self.stats().streaming, 1);
@@ -130,14 +122,12 @@ impl Worker {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Some(stream) = conn.state.streaming_mut() else { return };
-            if conn.out.len() >= bound {
-                let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= stream.heartbeat {
-                    self.overflow(key);
-                }
-                return;
+            match stream.life.pace(conn.out.len(), bound, now) {
+                Pace::Room => {}
+                // The client is not reading: its cursor waits in history.
+                Pace::Behind => return,
+                Pace::Overflow => return self.overflow(key),
             }
-            stream.over_since = None;
             self.delivery.msgs.clear();
             let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.delivery.msgs);
             let ctx = &self.shared.stream_ctx;
@@ -145,17 +135,17 @@ impl Worker {
             parts.clear();
             if gaps.reported(read.gap) {
                 parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
-                push_chunk(&mut conn.out, &mut parts, stream.chunked);
+                stream.life.push(&mut conn.out, &mut parts);
             }
             for msg in &self.delivery.msgs {
-                stream.sent += msg.data.len();
+                stream.life.add_sent(msg.data.len());
                 match &mut stream.framer {
                     // The common case: a chunk encoded once for every subscriber of this kind.
-                    Framer::Native(kind) if stream.chunked => match kind.chunk(msg, ctx) {
+                    Framer::Native(kind) if stream.life.chunked() => match kind.chunk(msg, ctx) {
                         Some(chunk) => conn.out.push(chunk),
                         None => {
                             kind.push_message(msg, ctx, &mut parts);
-                            push_chunk(&mut conn.out, &mut parts, true);
+                            stream.life.push(&mut conn.out, &mut parts);
                         }
                     },
                     Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
@@ -167,10 +157,10 @@ impl Worker {
                 }
             }
             stream.cursor = read.next_cursor(stream.cursor, &self.delivery.msgs);
-            push_chunk(&mut conn.out, &mut parts, stream.chunked);
+            stream.life.push(&mut conn.out, &mut parts);
             // A Pushlet stream never ends by itself (the original clients stop on an abort).
             let native = matches!(stream.framer, Framer::Native(_));
-            let (cursor, over_bytes) = (stream.cursor, native && stream.sent >= max_bytes);
+            let (cursor, over_bytes) = (stream.cursor, native && stream.life.sent_at_least(max_bytes));
             if let Framer::Pushlet { session, .. } = stream.framer {
                 if let Some(SessionState::Pushlet(state)) = self.sessions.slab.get_mut(session).map(|e| &mut e.state) {
                     state.set_cursor(cursor);
@@ -195,21 +185,17 @@ impl Worker {
         let bound = self.shared.config.network.max_pending_output;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(stream) = conn.state.streaming_mut() else { return };
-        if now >= stream.ends_at {
-            let next = stream.cursor;
-            return self.end_stream(key, Control::End { next });
-        }
-        if now >= stream.next_heartbeat {
-            stream.next_heartbeat = now + stream.heartbeat;
-            if conn.out.len() >= bound {
-                let since = *stream.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= stream.heartbeat {
-                    return self.overflow(key);
-                }
-            } else {
-                let mut parts = vec![stream.framer.heartbeat(&self.shared.stream_ctx)];
-                push_chunk(&mut conn.out, &mut parts, stream.chunked);
+        match stream.life.due(now, conn.out.len(), bound) {
+            Due::End => {
+                let next = stream.cursor;
+                return self.end_stream(key, Control::End { next });
             }
+            Due::Overflow => return self.overflow(key),
+            Due::Heartbeat => {
+                let mut parts = vec![stream.framer.heartbeat(&self.shared.stream_ctx)];
+                stream.life.push(&mut conn.out, &mut parts);
+            }
+            Due::Nothing => {}
         }
         self.arm_stream_timer(key);
     }
@@ -217,7 +203,7 @@ impl Worker {
     fn arm_stream_timer(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else { return };
         let Some(stream) = conn.state.streaming() else { return };
-        let at = stream.ends_at.min(stream.next_heartbeat);
+        let at = stream.life.deadline();
         self.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
     }
 
@@ -231,11 +217,8 @@ impl Worker {
         self.retire_phase(key, &vacated);
         let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), self.conns.get_mut(key)) else { return };
         let ctx = &self.shared.stream_ctx;
-        let mut parts = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
-        push_chunk(&mut conn.out, &mut parts, stream.chunked);
-        if stream.chunked {
-            conn.out.push_static(http::LAST_CHUNK);
-        }
+        let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
+        stream.life.finish(&mut conn.out, &mut last);
         self.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
 
@@ -299,25 +282,6 @@ fn pushlet_data(
     match sessions.get(key).map(|e| &e.state) {
         Some(SessionState::Pushlet(session)) => session.data_event(msg),
         _ => None,
-    }
-}
-
-/// Queues `parts` (drained) as one piece of a streaming body: one HTTP chunk when `chunked`
-/// (the chunk header is the only per-connection allocation), raw otherwise.
-fn push_chunk(out: &mut OutQueue, parts: &mut Vec<Bytes>, chunked: bool) {
-    let len: usize = parts.iter().map(Bytes::len).sum();
-    if len == 0 {
-        parts.clear();
-        return;
-    }
-    if chunked {
-        out.push(Bytes::copy_from_slice(http::chunk_header(len).as_ref()));
-    }
-    for part in parts.drain(..) {
-        out.push(part);
-    }
-    if chunked {
-        out.push_static(http::CHUNK_END);
     }
 }
 

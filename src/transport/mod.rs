@@ -19,6 +19,7 @@ pub mod longpoll;
 pub mod multipart;
 pub mod sse;
 pub mod stream;
+pub mod streaming;
 pub mod websocket;
 
 use bytes::Bytes;

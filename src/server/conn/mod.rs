@@ -25,6 +25,7 @@ use crate::http::{BodyDecoder, Request, Version};
 use crate::model::Selector;
 use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
+use crate::transport::streaming::StreamLife;
 use crate::transport::websocket::Decoder;
 use crate::transport::StreamKind;
 
@@ -191,17 +192,8 @@ pub struct Streaming {
     /// Everything on `selectors` up to this sequence number has been queued.
     pub cursor: u64,
     pub framer: Framer,
-    /// HTTP/1.1 chunked framing; false for HTTP/1.0, whose stream ends at close.
-    pub chunked: bool,
-    /// When the stream ends cleanly (`--stream-max-age`).
-    pub ends_at: Instant,
-    pub next_heartbeat: Instant,
-    /// The heartbeat period (and the grace a client gets over the output bound).
-    pub heartbeat: std::time::Duration,
-    /// Message bytes queued so far (`--stream-max-bytes`).
-    pub sent: usize,
-    /// Since when unsent output has been at the bound (the client is not reading).
-    pub over_since: Option<Instant>,
+    /// Framing on the wire, heartbeats, the age and byte limits, the output bound.
+    pub life: StreamLife,
 }
 
 /// One connection in the worker's slab.

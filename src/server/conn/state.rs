@@ -367,6 +367,7 @@ mod tests {
     use crate::http::Version;
     use crate::protocol::pushlet::Format;
     use crate::server::conn::{Cors, DuplexFraming, ParkedFormat, PushletHold, ReplyMeta};
+    use crate::transport::streaming::StreamLife;
     use crate::transport::StreamKind;
     use std::collections::VecDeque;
     use std::time::Instant;
@@ -389,12 +390,7 @@ mod tests {
             selectors: selectors(&["/s"]).into(),
             cursor: 3,
             framer: Framer::Native(StreamKind::Sse),
-            chunked: true,
-            ends_at: now + Duration::from_secs(60),
-            next_heartbeat: now + Duration::from_secs(1),
-            heartbeat: Duration::from_secs(1),
-            sent: 0,
-            over_since: None,
+            life: StreamLife::new(true, now, Duration::from_secs(1), Duration::from_secs(60)),
         })
     }
 
