@@ -2,9 +2,10 @@
 //! (`subscribe`, `unsubscribe`, `publish`, `ping`; see `protocol::commands`) and messages,
 //! acknowledgements and heartbeats from the server.
 //!
-//! Both are fed from history by cursor like every other transport. The WebSocket frames its
-//! messages as text frames; raw TCP ends each JSON object with a NUL byte, as Flash
-//! XMLSocket clients expect. Each message's frame is encoded once per wire format and shared.
+//! Both are fed from history by cursor like every other transport. The wire formats are the
+//! transports' (`transport::websocket`: RFC 6455 frames, a message as one text frame;
+//! `transport::raw`: NUL- or newline-ended command lines, a message as its JSON and a NUL);
+//! each message's frame is encoded once per wire format and shared.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,24 +19,17 @@ use super::delivery::When;
 use super::event_loop::Worker;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
-use crate::model::{Message, Selector, Since, Wire};
+use crate::model::{Message, Selector, Since};
 use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
+use crate::transport::raw::{self, Line, RawLines};
 use crate::transport::websocket::{self, Event, Opcode};
 use crate::transport::Control;
 
 /// Publishes one duplex connection may have waiting for the hub's acknowledgement.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
-/// The bytes that end a raw TCP command line.
-const RAW_TERMINATORS: &[u8] = b"\0\n";
-/// The Flash socket policy request and its answer (a permissive policy: Halley's data is
-/// governed by its own publish rules, not by the policy file).
-const POLICY_REQUEST: &[u8] = b"<policy-file-request/>";
-const POLICY: &[u8] =
-    b"<?xml version=\"1.0\"?><cross-domain-policy><allow-access-from domain=\"*\" to-ports=\"*\"/></cross-domain-policy>\0";
-
 impl Worker {
     /// Upgrades an HTTP request to a WebSocket (RFC 6455 §4.2), subscribed to `selectors`
     /// from `since` when any are given (`/sub/<topics>`), or to nothing yet (`/ws`).
@@ -81,7 +75,7 @@ impl Worker {
 
     /// A connection accepted on the raw TCP listener.
     pub(super) fn start_raw(&mut self, key: usize) {
-        self.start_duplex(key, DuplexFraming::Raw { scanned: 0 }, true, DuplexProtocol::Native);
+        self.start_duplex(key, DuplexFraming::Raw(RawLines::default()), true, DuplexProtocol::Native);
     }
 
     /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
@@ -161,11 +155,10 @@ impl Worker {
                     self.duplex_close(key, code, reason);
                     break;
                 }
-                Step::Line(line) if line.iter().all(u8::is_ascii_whitespace) => {}
-                Step::Line(line) if line.as_slice() == POLICY_REQUEST => self.raw_policy(key),
-                Step::Line(line) => self.duplex_command(key, &line),
-                Step::Policy => self.raw_policy(key),
-                Step::LineTooLong => {
+                Step::Raw(Line::Command(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+                Step::Raw(Line::Command(line)) => self.duplex_command(key, &line),
+                Step::Raw(Line::Policy) => self.raw_policy(key),
+                Step::Raw(Line::TooLong) => {
                     self.duplex_reply(key, commands::error(None, "command too long"));
                     self.duplex_close(key, 1009, "command too long");
                     break;
@@ -196,28 +189,10 @@ impl Worker {
                 }
                 Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
             },
-            DuplexFraming::Raw { scanned } => {
-                // Resume the search where the last read left it: a long line arriving in small
-                // pieces is scanned once, not once per piece.
-                let from = (*scanned).min(input.len());
-                match input[from..].iter().position(|b| RAW_TERMINATORS.contains(b)) {
-                    Some(at) => {
-                        let end = from + at;
-                        *scanned = 0;
-                        *consumed += end + 1;
-                        Some(Step::Line(input[..end].to_vec()))
-                    }
-                    None if input.len() > max_line => Some(Step::LineTooLong),
-                    None if input == POLICY_REQUEST => {
-                        *scanned = 0;
-                        *consumed += input.len();
-                        Some(Step::Policy)
-                    }
-                    None => {
-                        *scanned = input.len();
-                        None
-                    }
-                }
+            DuplexFraming::Raw(lines) => {
+                let (line, used) = lines.next(input, max_line)?;
+                *consumed += used;
+                Some(Step::Raw(line))
             }
         }
     }
@@ -231,7 +206,7 @@ impl Worker {
 
     fn raw_policy(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            conn.out.push_static(POLICY);
+            conn.out.push_static(raw::POLICY);
         }
     }
 
@@ -412,18 +387,10 @@ impl Worker {
         let Some(duplex) = conn.state.duplex() else { return };
         for msg in msgs {
             let frame = match duplex.framing {
-                DuplexFraming::WebSocket(_) => msg.encoded(Wire::WsFrame, |m| {
-                    let mut frame = Vec::new();
-                    websocket::encode_frame(&mut frame, Opcode::Text, m.json(epoch));
-                    Bytes::from(frame)
-                }),
-                DuplexFraming::Raw { .. } => msg.encoded(Wire::RawTcp, |m| {
-                    let mut out = m.json(epoch).to_vec();
-                    out.push(0);
-                    Bytes::from(out)
-                }),
+                DuplexFraming::WebSocket(_) => websocket::message(msg, epoch),
+                DuplexFraming::Raw(_) => raw::message(msg, epoch),
             };
-            conn.out.push(frame.clone());
+            conn.out.push(frame);
         }
     }
 
@@ -433,11 +400,7 @@ impl Worker {
         let Some(duplex) = conn.state.duplex() else { return };
         match duplex.framing {
             DuplexFraming::WebSocket(_) => self.ws_frame(key, Opcode::Text, json.as_bytes()),
-            DuplexFraming::Raw { .. } => {
-                let mut line = json.into_bytes();
-                line.push(0);
-                conn.out.push(Bytes::from(line));
-            }
+            DuplexFraming::Raw(_) => conn.out.push(raw::reply(json)),
         }
     }
 
@@ -469,7 +432,7 @@ impl Worker {
                     duplex.awaiting_pong = true;
                     self.ws_frame(key, Opcode::Ping, b"");
                 }
-                DuplexFraming::Raw { .. } => conn.out.push_static(b"{\"type\":\"heartbeat\"}\0"),
+                DuplexFraming::Raw(_) => conn.out.push_static(raw::HEARTBEAT),
             }
         }
         // A peer that stopped reading is also found here, not only when a message comes;
@@ -524,7 +487,5 @@ enum Step {
     Fragment,
     Ws(Event),
     WsError(u16, &'static str),
-    Line(Vec<u8>),
-    LineTooLong,
-    Policy,
+    Raw(Line),
 }

@@ -17,6 +17,7 @@ pub mod iframe;
 pub mod jsonp;
 pub mod longpoll;
 pub mod multipart;
+pub mod raw;
 pub mod sse;
 pub mod stream;
 pub mod streaming;

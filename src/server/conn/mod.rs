@@ -25,6 +25,7 @@ use crate::http::{BodyDecoder, Request, Version};
 use crate::model::Selector;
 use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
+use crate::transport::raw::RawLines;
 use crate::transport::streaming::StreamLife;
 use crate::transport::websocket::Decoder;
 use crate::transport::StreamKind;
@@ -132,9 +133,8 @@ pub struct BayeuxSocket {
 pub enum DuplexFraming {
     /// RFC 6455 frames; client frames go through the decoder.
     WebSocket(Decoder),
-    /// JSON commands ended by NUL or newline; messages ended by NUL (Flash XMLSocket style).
-    /// `scanned`: how much of the unconsumed input is known to hold no terminator.
-    Raw { scanned: usize },
+    /// Raw TCP (`transport::raw`): JSON commands ended by NUL or newline; messages ended by NUL.
+    Raw(RawLines),
 }
 
 /// A suspended long-poll.

@@ -367,6 +367,7 @@ mod tests {
     use crate::http::Version;
     use crate::protocol::pushlet::Format;
     use crate::server::conn::{Cors, DuplexFraming, ParkedFormat, PushletHold, ReplyMeta};
+    use crate::transport::raw::RawLines;
     use crate::transport::streaming::StreamLife;
     use crate::transport::StreamKind;
     use std::collections::VecDeque;
@@ -396,7 +397,7 @@ mod tests {
 
     fn duplex() -> Box<Duplex> {
         Box::new(Duplex {
-            framing: DuplexFraming::Raw { scanned: 0 },
+            framing: DuplexFraming::Raw(RawLines::default()),
             selectors: selectors(&["/d"]),
             cursor: 0,
             next_heartbeat: Instant::now(),

@@ -34,3 +34,18 @@ pub use codec::{
 pub use handshake::{
     accept_key, check_upgrade, write_handshake_response, Handshake, HandshakeError, MAX_PROTOCOLS, WEBSOCKET_GUID,
 };
+
+use bytes::Bytes;
+
+use crate::model::{Epoch, Message, Wire};
+
+/// A message as one text frame (its JSON), encoded once per message and shared by every
+/// WebSocket subscriber.
+pub fn message(msg: &Message, epoch: Epoch) -> Bytes {
+    msg.encoded(Wire::WsFrame, |m| {
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, Opcode::Text, m.json(epoch));
+        Bytes::from(frame)
+    })
+    .clone()
+}
