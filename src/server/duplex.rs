@@ -190,7 +190,7 @@ impl Worker {
                 Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
             },
             DuplexFraming::Raw(lines) => {
-                let (line, used) = lines.next(input, max_line)?;
+                let (line, used) = lines.next_line(input, max_line)?;
                 *consumed += used;
                 Some(Step::Raw(line))
             }

@@ -11,7 +11,11 @@
 //!   described by [`Control`]. Each message's frame is encoded once per wire format and shared
 //!   by every subscriber (`Message::encoded`), as a complete HTTP chunk for chunked responses
 //!   (`StreamKind::chunk`); the only per-connection bytes left (an iframe's callback) are
-//!   small separate slices written with `writev`.
+//!   small separate slices written with `writev`. What they share besides their framing (chunk
+//!   framing on the wire, heartbeats, the age and byte limits, the output bound and overflow)
+//!   is `streaming::StreamLife`.
+//! - Socket transports: `websocket` (RFC 6455) and `raw` (raw TCP lines, Flash `XMLSocket`)
+//!   carry JSON commands in and messages out on one connection.
 
 pub mod iframe;
 pub mod jsonp;

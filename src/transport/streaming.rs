@@ -230,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn the_feed_and_the_timer_share_one_grace() {
+        let t0 = Instant::now();
+        let mut life = StreamLife::new(true, t0, BEAT, AGE);
+        // Behind since a wake-up at t0: the timer one interval later finds the grace over.
+        assert_eq!(life.pace(100, 100, t0), Pace::Behind);
+        assert_eq!(life.due(t0 + BEAT, 100, 100), Due::Overflow);
+    }
+
+    #[test]
+    fn the_timer_moves_the_next_beat_on_while_the_client_is_behind_and_never_clears_the_grace() {
+        let t0 = Instant::now();
+        let mut life = StreamLife::new(true, t0, BEAT, AGE);
+        assert_eq!(life.due(t0 + BEAT, 100, 100), Due::Nothing);
+        assert_eq!(life.deadline(), t0 + BEAT * 2);
+        assert!(life.is_behind());
+        // Below the bound at the next beat: a heartbeat, and only a wake-up clears the grace.
+        assert_eq!(life.due(t0 + BEAT * 2, 0, 100), Due::Heartbeat);
+        assert!(life.is_behind());
+        assert_eq!(life.pace(0, 100, t0 + BEAT * 2), Pace::Room);
+        assert!(!life.is_behind());
+    }
+
+    #[test]
     fn the_byte_limit_counts_message_bytes() {
         let mut life = StreamLife::new(true, Instant::now(), BEAT, AGE);
         life.add_sent(60);

@@ -15,7 +15,8 @@
 //!   [`Event::Close`] with a Close (echoing the code, §5.5.1) and then stop reading; on a
 //!   [`WsError`] send `close_frame(err.close_code(), err.reason())` and close (§7.1.7).
 //! - Server frames are never masked (§5.1). A broadcast encodes each message's whole frame
-//!   once (`Wire::WsFrame`) and every subscriber's connection writes the same bytes.
+//!   once ([`message`], cached as `Wire::WsFrame`) and every subscriber's connection writes the
+//!   same bytes.
 //!
 //! The client end uses the same codec (halley-load does): [`Decoder::client`] reads the server's
 //! unmasked frames and [`encode_masked_frame`] writes the masked frames a client must send.
@@ -27,6 +28,10 @@
 mod codec;
 mod handshake;
 
+use bytes::Bytes;
+
+use crate::model::{Epoch, Message, Wire};
+
 pub use codec::{
     close_frame, encode_frame, encode_masked_frame, frame_header, ClientRole, Decoder, Event, FrameHeader, Opcode,
     Role, ServerRole, WsError, MAX_CLIENT_HEADER, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER,
@@ -34,10 +39,6 @@ pub use codec::{
 pub use handshake::{
     accept_key, check_upgrade, write_handshake_response, Handshake, HandshakeError, MAX_PROTOCOLS, WEBSOCKET_GUID,
 };
-
-use bytes::Bytes;
-
-use crate::model::{Epoch, Message, Wire};
 
 /// A message as one text frame (its JSON), encoded once per message and shared by every
 /// WebSocket subscriber.
