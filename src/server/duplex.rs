@@ -25,6 +25,8 @@ use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
 use crate::transport::raw::{self, Line, RawLines};
+use crate::transport::socket::{Beat, SocketLife};
+use crate::transport::streaming::Pace;
 use crate::transport::websocket::{self, Event, Opcode};
 use crate::transport::Control;
 
@@ -99,9 +101,7 @@ impl Worker {
             framing,
             selectors: Vec::new(),
             cursor: self.shared.store.head(),
-            next_heartbeat: now + interval,
-            awaiting_pong: false,
-            over_since: None,
+            life: SocketLife::new(now, interval),
             publishes: VecDeque::new(),
             may_publish,
             protocol,
@@ -143,7 +143,7 @@ impl Worker {
                 Step::Ws(Event::Ping(payload)) => self.ws_frame(key, Opcode::Pong, &payload),
                 Step::Ws(Event::Pong(_)) => {
                     if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
-                        duplex.awaiting_pong = false;
+                        duplex.life.pong();
                     }
                 }
                 Step::Ws(Event::Close { code, .. }) => {
@@ -343,7 +343,6 @@ impl Worker {
         }
         let bound = self.shared.config.network.max_pending_output;
         let max_batch = self.shared.config.longpoll.max_batch;
-        let grace = self.shared.config.streams.heartbeat_interval;
         loop {
             let now = Instant::now();
             let Some(conn) = self.conns.get_mut(key) else { return };
@@ -351,17 +350,17 @@ impl Worker {
             if duplex.selectors.is_empty() {
                 return;
             }
-            if conn.out.len() >= bound {
-                let since = *duplex.over_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= grace {
+            match duplex.life.pace(conn.out.len(), bound, now) {
+                Pace::Room => {}
+                // The peer is not reading: its cursor waits in history.
+                Pace::Behind => return,
+                Pace::Overflow => {
                     let next = duplex.cursor;
                     WorkerStats::add(&self.stats().overflows, 1);
                     self.duplex_reply(key, Control::Overflow { next }.json(self.shared.store.epoch()));
-                    self.duplex_close(key, 1008, "client too slow: unsent output over the bound");
+                    return self.duplex_close(key, 1008, "client too slow: unsent output over the bound");
                 }
-                return;
             }
-            duplex.over_since = None;
             self.delivery.msgs.clear();
             let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.delivery.msgs);
             let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
@@ -420,20 +419,15 @@ impl Worker {
     /// is gone), or a heartbeat line on raw TCP.
     pub(super) fn duplex_timer(&mut self, key: usize) {
         let now = Instant::now();
-        let interval = self.shared.config.streams.heartbeat_interval;
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex_mut() else { return };
         // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
-        if now >= duplex.next_heartbeat {
-            duplex.next_heartbeat = now + interval;
-            match duplex.framing {
-                DuplexFraming::WebSocket(_) if duplex.awaiting_pong => return self.close(key),
-                DuplexFraming::WebSocket(_) => {
-                    duplex.awaiting_pong = true;
-                    self.ws_frame(key, Opcode::Ping, b"");
-                }
-                DuplexFraming::Raw(_) => conn.out.push_static(raw::HEARTBEAT),
-            }
+        let pings = matches!(duplex.framing, DuplexFraming::WebSocket(_));
+        match duplex.life.beat(now, pings) {
+            Beat::Nothing => {}
+            Beat::Ping => self.ws_frame(key, Opcode::Ping, b""),
+            Beat::Line => conn.out.push_static(raw::HEARTBEAT),
+            Beat::Dead => return self.close(key),
         }
         // A peer that stopped reading is also found here, not only when a message comes;
         // a Bayeux connect whose hold is over is answered.
@@ -444,7 +438,7 @@ impl Worker {
     /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
     pub(super) fn arm_duplex_timer(&mut self, key: usize) {
         let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) else { return };
-        let mut at = duplex.next_heartbeat;
+        let mut at = duplex.life.next_heartbeat();
         if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
             if let Some((_, deadline)) = &socket.held {
                 at = at.min(*deadline);

@@ -48,7 +48,7 @@ impl Worker {
             // The client caught up with what was queued: continue from the cursor.
             if drained && conn.state.streaming().is_some_and(|s| s.life.is_behind()) {
                 self.feed_stream(key, Gaps::Report);
-            } else if drained && conn.state.duplex().is_some_and(|d| d.over_since.is_some()) {
+            } else if drained && conn.state.duplex().is_some_and(|d| d.life.is_behind()) {
                 self.feed_duplex(key);
             }
             let read = match self.conns.read_input(key) {

@@ -15,13 +15,15 @@
 //!   framing on the wire, heartbeats, the age and byte limits, the output bound and overflow)
 //!   is `streaming::StreamLife`.
 //! - Socket transports: `websocket` (RFC 6455) and `raw` (raw TCP lines, Flash `XMLSocket`)
-//!   carry JSON commands in and messages out on one connection.
+//!   carry JSON commands in and messages out on one connection; `socket::SocketLife` is what
+//!   they share (heartbeats that find dead peers, the output bound and overflow).
 
 pub mod iframe;
 pub mod jsonp;
 pub mod longpoll;
 pub mod multipart;
 pub mod raw;
+pub mod socket;
 pub mod sse;
 pub mod stream;
 pub mod streaming;

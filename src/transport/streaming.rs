@@ -31,8 +31,40 @@ pub struct StreamLife {
     heartbeat: Duration,
     /// Message bytes queued so far (`--stream-max-bytes`).
     sent: usize,
-    /// Since when unsent output has been at the bound (the client is not reading).
+    bound: OutputBound,
+}
+
+/// The output bound, seen from a subscriber that may stop reading: since when its unsent
+/// output has been at the bound. Streams and sockets share it.
+#[derive(Debug, Default)]
+pub struct OutputBound {
     behind_since: Option<Instant>,
+}
+
+impl OutputBound {
+    /// With `queued` bytes of unsent output against `bound`: room, behind (the grace runs from
+    /// the first time it was seen at the bound), or overflow once behind for `grace`.
+    pub fn pace(&mut self, queued: usize, bound: usize, now: Instant, grace: Duration) -> Pace {
+        if queued < bound {
+            self.behind_since = None;
+            return Pace::Room;
+        }
+        if self.behind_for(now) >= grace {
+            Pace::Overflow
+        } else {
+            Pace::Behind
+        }
+    }
+
+    pub fn is_behind(&self) -> bool {
+        self.behind_since.is_some()
+    }
+
+    /// How long the subscriber has been at the bound, starting the count now if it was not.
+    fn behind_for(&mut self, now: Instant) -> Duration {
+        let since = *self.behind_since.get_or_insert(now);
+        now.saturating_duration_since(since)
+    }
 }
 
 /// Whether more may be queued on a wake-up.
@@ -67,7 +99,7 @@ impl StreamLife {
             next_heartbeat: now + heartbeat,
             heartbeat,
             sent: 0,
-            behind_since: None,
+            bound: OutputBound::default(),
         }
     }
 
@@ -77,20 +109,13 @@ impl StreamLife {
 
     /// The client has output waiting at the bound (feeding resumes once it drains).
     pub fn is_behind(&self) -> bool {
-        self.behind_since.is_some()
+        self.bound.is_behind()
     }
 
     /// On a wake-up, with `queued` bytes of unsent output against `bound`: may more be queued?
+    /// The grace over the bound is one heartbeat interval.
     pub fn pace(&mut self, queued: usize, bound: usize, now: Instant) -> Pace {
-        if queued < bound {
-            self.behind_since = None;
-            return Pace::Room;
-        }
-        if self.behind_for(now) >= self.heartbeat {
-            Pace::Overflow
-        } else {
-            Pace::Behind
-        }
+        self.bound.pace(queued, bound, now, self.heartbeat)
     }
 
     /// When the stream's timer fires (at `deadline`).
@@ -106,7 +131,7 @@ impl StreamLife {
             return Due::Heartbeat;
         }
         // No heartbeat on top of output the client is not reading.
-        if self.behind_for(now) >= self.heartbeat {
+        if self.bound.behind_for(now) >= self.heartbeat {
             Due::Overflow
         } else {
             Due::Nothing
@@ -154,11 +179,6 @@ impl StreamLife {
         if self.chunked {
             out.push(Bytes::from_static(http::LAST_CHUNK));
         }
-    }
-
-    fn behind_for(&mut self, now: Instant) -> Duration {
-        let since = *self.behind_since.get_or_insert(now);
-        now.saturating_duration_since(since)
     }
 }
 

@@ -26,6 +26,7 @@ use crate::model::Selector;
 use crate::protocol::native::Piggyback;
 use crate::server::timer::TimerKey;
 use crate::transport::raw::RawLines;
+use crate::transport::socket::SocketLife;
 use crate::transport::streaming::StreamLife;
 use crate::transport::websocket::Decoder;
 use crate::transport::StreamKind;
@@ -98,11 +99,8 @@ pub struct Duplex {
     pub selectors: Vec<Selector>,
     /// Everything on `selectors` up to this sequence number has been queued.
     pub cursor: u64,
-    pub next_heartbeat: Instant,
-    /// A WebSocket ping is unanswered (the peer is presumed dead at the next heartbeat).
-    pub awaiting_pong: bool,
-    /// Since when unsent output has been at the bound.
-    pub over_since: Option<Instant>,
+    /// Heartbeats (and pongs), the output bound and overflow.
+    pub life: SocketLife,
     /// Publishes handed to the hub and not yet acknowledged: the tag and the client's `id`.
     pub publishes: VecDeque<(u64, Option<Box<RawValue>>)>,
     /// The origin may publish (same origin, no origin, or in the publish allowlist).

@@ -368,6 +368,7 @@ mod tests {
     use crate::protocol::pushlet::Format;
     use crate::server::conn::{Cors, DuplexFraming, ParkedFormat, PushletHold, ReplyMeta};
     use crate::transport::raw::RawLines;
+    use crate::transport::socket::SocketLife;
     use crate::transport::streaming::StreamLife;
     use crate::transport::StreamKind;
     use std::collections::VecDeque;
@@ -400,9 +401,7 @@ mod tests {
             framing: DuplexFraming::Raw(RawLines::default()),
             selectors: selectors(&["/d"]),
             cursor: 0,
-            next_heartbeat: Instant::now(),
-            awaiting_pong: false,
-            over_since: None,
+            life: SocketLife::new(Instant::now(), Duration::from_secs(1)),
             publishes: VecDeque::new(),
             may_publish: true,
             protocol: DuplexProtocol::Native,
