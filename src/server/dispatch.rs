@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::conn::{Cors, Phase, ReplyMeta};
 use super::event_loop::Worker;
+use crate::config::Access;
 use crate::http::{Method, Reject, Request};
 use crate::model::Since;
 use crate::protocol::{self, Route};
@@ -23,7 +24,7 @@ impl Worker {
             version: req.version(),
             keep_alive: req.keep_alive() && !self.conns.is_shutting_down(),
             head_only: req.method() == Method::Head,
-            cors: self.cors_for(&req, false),
+            cors: cors_for(&self.shared.config.access, &req, false),
         };
         match protocol::route(req.method(), req.path()) {
             Route::Health => {
@@ -61,7 +62,7 @@ impl Worker {
             // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
             return self.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
         }
-        let cors = self.cors_for(req, publish);
+        let cors = cors_for(&self.shared.config.access, req, publish);
         if cors == Cors::None {
             return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
         }
@@ -76,32 +77,34 @@ impl Worker {
         ];
         self.conns.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
     }
+}
 
-    pub(super) fn cors_for(&self, req: &Request, publish: bool) -> Cors {
-        let Some(origin) = req.header_str("origin") else { return Cors::None };
-        let config = &self.shared.config;
-        let list = if publish { &config.access.cors_publish_origins } else { &config.access.cors_origins };
-        let mut found = Cors::None;
-        for (i, allowed) in list.iter().enumerate() {
-            if allowed == "*" {
-                return Cors::Any;
-            }
-            if allowed.eq_ignore_ascii_case(origin) && found == Cors::None {
-                let index = u16::try_from(i).unwrap_or(u16::MAX);
-                found = if publish { Cors::Publish(index) } else { Cors::Read(index) };
-            }
+/// The CORS decision for a request: which `Access-Control-Allow-Origin` it gets (an index into
+/// the configured lists keeps the parked state small), for reading (`--cors-origins`) or for
+/// publishing (`--cors-publish-origins`). No `Origin` header, or an origin not listed: none.
+/// A same-origin page needs no CORS headers (the browser reads the reply anyway), so it gets
+/// none either, and may still publish (`may_publish`).
+pub(super) fn cors_for(access: &Access, req: &Request, publish: bool) -> Cors {
+    let Some(origin) = req.header_str("origin") else { return Cors::None };
+    let list = if publish { &access.cors_publish_origins } else { &access.cors_origins };
+    let mut found = Cors::None;
+    for (i, allowed) in list.iter().enumerate() {
+        if allowed == "*" {
+            return Cors::Any;
         }
-        if found == Cors::None && publish && same_origin(req, origin) {
-            // Same-origin pages need no CORS headers; the browser reads the reply anyway.
-            return Cors::None;
+        if allowed.eq_ignore_ascii_case(origin) && found == Cors::None {
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            found = if publish { Cors::Publish(index) } else { Cors::Read(index) };
         }
-        found
     }
+    found
+}
 
-    pub(super) fn origin_may_publish(&self, req: &Request) -> bool {
-        let Some(origin) = req.header_str("origin") else { return true };
-        same_origin(req, origin) || self.cors_for(req, true) != Cors::None
-    }
+/// Whether the request's origin may publish: no `Origin` (not a browser page), the same origin,
+/// or an origin in the publish allowlist.
+pub(super) fn may_publish(access: &Access, req: &Request) -> bool {
+    let Some(origin) = req.header_str("origin") else { return true };
+    same_origin(req, origin) || cors_for(access, req, true) != Cors::None
 }
 
 /// True when the `Origin` header names the host the request was sent to (`Host`), which a
@@ -110,4 +113,46 @@ fn same_origin(req: &Request, origin: &str) -> bool {
     let Some(host) = req.header_str("host") else { return false };
     let without_scheme = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     without_scheme.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{parse_head, Limits, Status};
+
+    fn request(headers: &str) -> Request {
+        let head = format!("GET /sub/a HTTP/1.1\r\nHost: halley.test\r\n{headers}\r\n");
+        match parse_head(head.as_bytes(), &Limits::default()) {
+            Ok(Status::Complete((req, _))) => req,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn lists(read: &[&str], publish: &[&str]) -> Access {
+        let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+        Access { cors_origins: list(read), cors_publish_origins: list(publish), client_publish: Vec::new() }
+    }
+
+    #[test]
+    fn a_listed_origin_is_reflected_by_its_index_and_a_star_allows_any() {
+        let access = lists(&["https://a.test", "https://b.test"], &["https://b.test"]);
+        let from_b = request("Origin: https://B.test\r\n");
+        assert_eq!(cors_for(&access, &from_b, false), Cors::Read(1));
+        assert_eq!(cors_for(&access, &from_b, true), Cors::Publish(0));
+        let from_c = request("Origin: https://c.test\r\n");
+        assert_eq!(cors_for(&access, &from_c, false), Cors::None);
+        assert_eq!(cors_for(&lists(&["*"], &[]), &from_c, false), Cors::Any);
+        assert_eq!(cors_for(&access, &request(""), false), Cors::None, "no Origin, no CORS");
+    }
+
+    #[test]
+    fn publishing_needs_no_origin_the_same_origin_or_the_allowlist() {
+        let access = lists(&["*"], &["https://pub.test"]);
+        assert!(may_publish(&access, &request("")));
+        assert!(may_publish(&access, &request("Origin: http://halley.test\r\n")));
+        assert!(may_publish(&access, &request("Origin: https://pub.test\r\n")));
+        assert!(!may_publish(&access, &request("Origin: https://evil.test\r\n")), "reading is not publishing");
+        // A same-origin page needs no CORS header to read its publish reply.
+        assert_eq!(cors_for(&access, &request("Origin: http://halley.test\r\n"), true), Cors::None);
+    }
 }

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use super::conns::CLOSE_WRITE_TIMEOUT;
 use super::delivery::When;
+use super::dispatch;
 use super::event_loop::Worker;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
@@ -47,7 +48,7 @@ impl Worker {
             return;
         }
         let framing = self.ws_framing();
-        let may_publish = self.origin_may_publish(req);
+        let may_publish = dispatch::may_publish(&self.shared.config.access, req);
         self.start_duplex(key, framing, may_publish, DuplexProtocol::Native);
         if !selectors.is_empty() {
             self.duplex_subscribe(key, selectors, since, None);

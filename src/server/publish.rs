@@ -14,6 +14,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::{debug, error};
 
 use super::conn::{Phase, Publishing, ReplyMeta};
+use super::dispatch;
 use super::event_loop::Worker;
 use super::stats::WorkerStats;
 use super::Shared;
@@ -35,10 +36,10 @@ const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
 impl Worker {
     pub(super) fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
-        if req.header("origin").is_some() && !self.origin_may_publish(req) {
+        if req.header("origin").is_some() && !dispatch::may_publish(&self.shared.config.access, req) {
             return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
         }
-        let meta = ReplyMeta { cors: self.cors_for(req, true), ..meta };
+        let meta = ReplyMeta { cors: dispatch::cors_for(&self.shared.config.access, req, true), ..meta };
         let mut publish = match native::parse_publish(topic, req, body) {
             Ok(p) => p,
             Err(bad) => return self.conns.refuse(key, meta, bad.into()),
