@@ -129,7 +129,7 @@ impl Worker {
             delivery: Delivery::new(id, Arc::clone(&shared)),
             bayeux_settings: bayeux_settings(&shared.config, &client_publish),
             client_publish,
-            sessions: sessions::Sessions::default(),
+            sessions: sessions::Sessions::new(id, Arc::clone(&shared)),
             rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
             shutdown_deadline: None,

@@ -209,7 +209,7 @@ impl Worker {
         if let Some(session) = pushlet_stream {
             // A Pushlet stream whose client went away ends its session, as in the original
             // (a failed write ended the session).
-            self.remove_session(session);
+            self.sessions.remove(session, &mut self.conns.timers);
         }
     }
 
@@ -218,7 +218,7 @@ impl Worker {
     /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
     pub(super) fn retire_phase(&mut self, key: usize, vacated: &Vacated) {
         if let Some(session) = vacated.session() {
-            self.listening_ended(session, key);
+            self.sessions.listening_ended(session, key, &mut self.conns.timers);
         }
         let gauge = match vacated.phase() {
             Phase::Parked => &self.stats().parked,

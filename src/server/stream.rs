@@ -238,7 +238,7 @@ impl Worker {
         }
         self.close(key);
         if let Some(session) = session {
-            self.remove_session(session);
+            self.sessions.remove(session, &mut self.conns.timers);
         }
     }
 }

@@ -63,7 +63,7 @@ impl Worker {
             return self.bayeux_respond(key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
         };
         // One connect held per client: an older one (on another connection) is superseded.
-        if let Some(listener) = self.listening_conn(skey) {
+        if let Some(listener) = self.sessions.listening_conn(skey, &self.conns) {
             self.supersede_connect(listener);
         }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
@@ -99,7 +99,7 @@ impl Worker {
                     timer: None,
                     lease,
                 };
-                match self.add_session(entry) {
+                match self.sessions.add(entry, &mut self.conns.timers) {
                     Some(_) => reply,
                     None => {
                         bayeux::handshake_error(msg, &bayeux::error_text(503, &[], "Too many sessions, retry later"))
@@ -134,7 +134,7 @@ impl Worker {
                 let Some(duplex) = conn.state.duplex_mut() else { return };
                 let DuplexProtocol::Bayeux(socket) = &mut duplex.protocol else { return };
                 let (Some(skey), Some((connect, _))) = (socket.session, socket.held.take()) else { return };
-                self.listening_ended(skey, key);
+                self.sessions.listening_ended(skey, key, &mut self.conns.timers);
                 let reply = self.bayeux_connect_reply(skey, &connect);
                 self.ws_text(key, bayeux::encode_replies(&[reply]));
             }
@@ -166,7 +166,7 @@ impl Worker {
             Round::Nothing { head } => return Answer::Nothing { head },
             Round::Replies(replies) => replies,
         };
-        self.listening_ended(hold.session, key);
+        self.sessions.listening_ended(hold.session, key, &mut self.conns.timers);
         self.bayeux_respond(key, parked.reply, &replies, hold.callback.as_deref(), hold.origin.as_deref());
         Answer::Sent
     }
@@ -201,7 +201,7 @@ impl Worker {
             ConnectRound::Wait => Round::Nothing { head: read.head },
             ConnectRound::Unknown(replies) => Round::Replies(replies),
             ConnectRound::Delivered(replies) => {
-                self.renew_session(skey);
+                self.sessions.renew(skey, &mut self.conns.timers);
                 self.delivery.count_read();
                 Round::Replies(replies)
             }
@@ -237,7 +237,7 @@ impl Worker {
         // This socket now listens for the session; a connect held before (here or on another
         // connection) is superseded.
         self.supersede_connect(key);
-        if let Some(listener) = self.listening_conn(skey) {
+        if let Some(listener) = self.sessions.listening_conn(skey, &self.conns) {
             self.supersede_connect(listener);
         }
         let Some(SessionState::Bayeux(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else {
@@ -283,7 +283,7 @@ impl Worker {
             duplex.cursor = session.cursor();
         }
         // The session listens again with its next connect; until then it may expire.
-        self.listening_ended(skey, key);
+        self.sessions.listening_ended(skey, key, &mut self.conns.timers);
         self.ws_text(key, bayeux::encode_pieces(&replies));
     }
 
@@ -309,7 +309,7 @@ impl Worker {
     /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
     pub(in crate::server) fn bayeux_expiry(&mut self, skey: usize) {
         let now = system_clock_ms();
-        let listening = self.listening_conn(skey).is_some();
+        let listening = self.sessions.listening_conn(skey, &self.conns).is_some();
         let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
         let SessionState::Bayeux(session) = &entry.state else { return };
         if listening || !session.expired(now) {
@@ -318,7 +318,7 @@ impl Worker {
                 Some(self.conns.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
             return;
         }
-        self.remove_session(skey);
+        self.sessions.remove(skey, &mut self.conns.timers);
     }
 }
 
@@ -386,10 +386,10 @@ impl bayeux::Host for BatchHost<'_> {
     }
 
     fn disconnect(&mut self, key: usize) {
-        if let Some(listener) = self.worker.listening_conn(key) {
+        if let Some(listener) = self.worker.sessions.listening_conn(key, &self.worker.conns) {
             self.worker.supersede_connect(listener);
         }
-        self.worker.remove_session(key);
+        self.worker.sessions.remove(key, &mut self.worker.conns.timers);
     }
 
     fn connect_reply(&mut self, key: usize, connect: &bayeux::Message) -> Option<Value> {

@@ -4,6 +4,7 @@
 //! owned elsewhere is handed to its owner (`handoff.rs`).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -13,7 +14,10 @@ mod bayeux;
 mod handoff;
 mod pushlet;
 
+use super::conns::Conns;
 use super::event_loop::{Timer, Worker};
+use super::timer::TimerWheel;
+use super::Shared;
 use crate::model::Selector;
 use crate::server::conn::Phase;
 use crate::server::delivery::When;
@@ -41,36 +45,33 @@ pub(in crate::server) enum SessionState {
     Pushlet(Box<crate::protocol::pushlet::Session>),
 }
 
-/// Sessions by slab key and by id.
-#[derive(Debug, Default)]
+/// The sessions this worker owns, by slab key and by id, with their leases in the worker's
+/// timing wheel and their count in the server-wide `--max-sessions` bound.
 pub(in crate::server) struct Sessions {
     pub slab: Slab<SessionEntry>,
     by_id: FxHashMap<Box<str>, usize>,
+    worker: usize,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("owned", &self.slab.len()).finish()
+    }
 }
 
 impl Sessions {
-    pub fn insert(&mut self, entry: SessionEntry) -> usize {
-        let id = entry.id.clone();
-        let key = self.slab.insert(entry);
-        self.by_id.insert(id, key);
-        key
+    pub fn new(worker: usize, shared: Arc<Shared>) -> Sessions {
+        Sessions { slab: Slab::new(), by_id: FxHashMap::default(), worker, shared }
     }
 
     pub fn key_of(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()
     }
 
-    pub fn remove(&mut self, key: usize) -> Option<SessionEntry> {
-        let entry = self.slab.try_remove(key)?;
-        self.by_id.remove(&entry.id);
-        Some(entry)
-    }
-}
-
-impl Worker {
     /// Adds a session, unless the server holds `--max-sessions` already (then None: the
     /// caller refuses the join or handshake, so sessions cannot grow without bound).
-    pub(in crate::server) fn add_session(&mut self, entry: SessionEntry) -> Option<usize> {
+    pub fn add(&mut self, entry: SessionEntry, timers: &mut TimerWheel<Timer>) -> Option<usize> {
         let shared = &self.shared;
         let taken = shared
             .sessions
@@ -78,21 +79,62 @@ impl Worker {
         if taken.is_err() {
             return None;
         }
-        WorkerStats::add(&self.stats().sessions, 1);
-        let key = self.sessions.insert(entry);
-        self.renew_session(key);
+        WorkerStats::add(&shared.stats[self.worker].sessions, 1);
+        let id = entry.id.clone();
+        let key = self.slab.insert(entry);
+        self.by_id.insert(id, key);
+        self.renew(key, timers);
         Some(key)
     }
 
     /// (Re)arms a session's expiry `lease` from now.
-    pub(in crate::server) fn renew_session(&mut self, key: usize) {
-        let Some(entry) = self.sessions.slab.get_mut(key) else { return };
+    pub fn renew(&mut self, key: usize, timers: &mut TimerWheel<Timer>) {
+        let Some(entry) = self.slab.get_mut(key) else { return };
         if let Some(timer) = entry.timer.take() {
-            self.conns.timers.cancel(timer);
+            timers.cancel(timer);
         }
-        entry.timer = Some(self.conns.timers.insert(Instant::now() + entry.lease, Timer::Session(key)));
+        entry.timer = Some(timers.insert(Instant::now() + entry.lease, Timer::Session(key)));
     }
 
+    /// Removes a session; the caller has already released its listening connection.
+    pub fn remove(&mut self, key: usize, timers: &mut TimerWheel<Timer>) {
+        let Some(mut entry) = self.slab.try_remove(key) else { return };
+        self.by_id.remove(&entry.id);
+        if let Some(timer) = entry.timer.take() {
+            timers.cancel(timer);
+        }
+        WorkerStats::sub(&self.shared.stats[self.worker].sessions, 1);
+        self.shared.sessions.fetch_sub(1, Relaxed);
+    }
+
+    /// The connection listening for session `skey`, if it really is (its phase names the
+    /// session); a stale record is dropped.
+    pub fn listening_conn(&mut self, skey: usize, conns: &Conns) -> Option<usize> {
+        let entry = self.slab.get_mut(skey)?;
+        let key = entry.listening?;
+        if conns.get(key).and_then(|c| c.state.session()) == Some(skey) {
+            return Some(key);
+        }
+        entry.listening = None;
+        None
+    }
+
+    /// Connection `key` stopped listening for session `skey` (closed or answered).
+    pub fn listening_ended(&mut self, skey: usize, key: usize, timers: &mut TimerWheel<Timer>) {
+        let Some(entry) = self.slab.get_mut(skey) else { return };
+        if entry.listening != Some(key) {
+            return;
+        }
+        entry.listening = None;
+        if let SessionState::Bayeux(session) = &mut entry.state {
+            // A Bayeux session expires `maxInterval` after its last connect ended.
+            session.connect_ended(crate::hub::system_clock_ms());
+            self.renew(skey, timers);
+        }
+    }
+}
+
+impl Worker {
     /// A session's lease ran out: while a connection listens the lease runs on, otherwise the
     /// session and everything it holds go.
     pub(in crate::server) fn session_timer(&mut self, key: usize) {
@@ -101,22 +143,11 @@ impl Worker {
         if let SessionState::Bayeux(_) = entry.state {
             return self.bayeux_expiry(key);
         }
-        // A Pushlet lease runs on while a listen is open.
-        if self.listening_conn(key).is_some() {
-            return self.renew_session(key);
+        // A Pushlet lease runs on while a listen is open; without one the session goes.
+        if self.sessions.listening_conn(key, &self.conns).is_some() {
+            return self.sessions.renew(key, &mut self.conns.timers);
         }
-        self.pushlet_expired(key);
-    }
-
-    /// Removes a session; the caller has already released its listening connection.
-    pub(in crate::server) fn remove_session(&mut self, key: usize) {
-        if let Some(mut entry) = self.sessions.remove(key) {
-            if let Some(timer) = entry.timer.take() {
-                self.conns.timers.cancel(timer);
-            }
-            WorkerStats::sub(&self.stats().sessions, 1);
-            self.shared.sessions.fetch_sub(1, Relaxed);
-        }
+        self.sessions.remove(key, &mut self.conns.timers);
     }
 
     /// The worker owning session `id` (by the id's prefix) when that is not this one: the
@@ -128,7 +159,7 @@ impl Worker {
     /// Answers the session's listening connection now (a held connect, a parked refresh, an
     /// open stream ends), so a newer request or a leave/disconnect takes over.
     pub(in crate::server) fn release_listening(&mut self, skey: usize) {
-        let Some(key) = self.listening_conn(skey) else { return };
+        let Some(key) = self.sessions.listening_conn(skey, &self.conns) else { return };
         if let Some(entry) = self.sessions.slab.get_mut(skey) {
             entry.listening = None;
         }
@@ -146,7 +177,7 @@ impl Worker {
     /// The session's subscriptions changed: its listening connection waits on the new
     /// selectors and re-reads history at once.
     pub(in crate::server) fn rewatch_listening(&mut self, skey: usize, selectors: Box<[Selector]>) {
-        let Some(key) = self.listening_conn(skey) else { return };
+        let Some(key) = self.sessions.listening_conn(skey, &self.conns) else { return };
         let Some(conn) = self.conns.get_mut(key) else { return };
         let state = &mut conn.state;
         let old = match state.phase() {
@@ -163,32 +194,5 @@ impl Worker {
         self.delivery.watch(&mut self.hub, key, &selectors, head);
         self.resume(key, When::IfAny);
         self.pump(key);
-    }
-
-    /// The connection listening for session `skey`, if it really is (its phase names the
-    /// session); a stale record is dropped.
-    pub(in crate::server) fn listening_conn(&mut self, skey: usize) -> Option<usize> {
-        let key = self.sessions.slab.get(skey)?.listening?;
-        if self.conns.get(key).and_then(|c| c.state.session()) == Some(skey) {
-            return Some(key);
-        }
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listening = None;
-        }
-        None
-    }
-
-    /// Connection `key` stopped listening for session `skey` (closed or answered).
-    pub(in crate::server) fn listening_ended(&mut self, skey: usize, key: usize) {
-        let Some(entry) = self.sessions.slab.get_mut(skey) else { return };
-        if entry.listening != Some(key) {
-            return;
-        }
-        entry.listening = None;
-        if let SessionState::Bayeux(session) = &mut entry.state {
-            // A Bayeux session expires `maxInterval` after its last connect ended.
-            session.connect_ended(crate::hub::system_clock_ms());
-            self.renew_session(skey);
-        }
     }
 }

@@ -57,7 +57,7 @@ impl Worker {
                 }
             }
         };
-        self.renew_session(skey);
+        self.sessions.renew(skey, &mut self.conns.timers);
         let head = self.shared.store.head();
         let policy = self.client_publish.clone();
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(skey) else {
@@ -80,7 +80,7 @@ impl Worker {
             Step::Refresh => self.pushlet_refresh(key, meta, skey, base),
             Step::Leave(events) => {
                 self.release_listening(skey);
-                self.remove_session(skey);
+                self.sessions.remove(skey, &mut self.conns.timers);
                 self.pushlet_reply(key, meta, format, &events);
             }
             Step::Resubscribed(events) => {
@@ -104,7 +104,7 @@ impl Worker {
             timer: None,
             lease: self.shared.config.sessions.lease,
         };
-        self.add_session(entry)
+        self.sessions.add(entry, &mut self.conns.timers)
     }
 
     /// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.
@@ -226,21 +226,16 @@ impl Worker {
         };
         match done {
             Done::Ended => {}
-            Done::Left => self.listening_ended(hold.session, key),
+            Done::Left => self.sessions.listening_ended(hold.session, key, &mut self.conns.timers),
             Done::Delivered | Done::Overflowed => {
-                self.listening_ended(hold.session, key);
+                self.sessions.listening_ended(hold.session, key, &mut self.conns.timers);
                 if done == Done::Overflowed {
-                    self.remove_session(hold.session);
+                    self.sessions.remove(hold.session, &mut self.conns.timers);
                 }
                 self.delivery.count_read();
             }
         }
         self.pushlet_send(key, parked.reply, hold.format, body);
         Answer::Sent
-    }
-
-    /// The lease ran out with no listen open: the session goes.
-    pub(in crate::server) fn pushlet_expired(&mut self, skey: usize) {
-        self.remove_session(skey);
     }
 }
