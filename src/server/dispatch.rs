@@ -82,8 +82,8 @@ impl Worker {
 /// The CORS decision for a request: which `Access-Control-Allow-Origin` it gets (an index into
 /// the configured lists keeps the parked state small), for reading (`--cors-origins`) or for
 /// publishing (`--cors-publish-origins`). No `Origin` header, or an origin not listed: none.
-/// A same-origin page needs no CORS headers (the browser reads the reply anyway), so it gets
-/// none either, and may still publish (`may_publish`).
+/// A same-origin page that is not listed gets none too (it needs none: the browser reads the
+/// reply anyway), and may still publish (`may_publish`).
 pub(super) fn cors_for(access: &Access, req: &Request, publish: bool) -> Cors {
     let Some(origin) = req.header_str("origin") else { return Cors::None };
     let list = if publish { &access.cors_publish_origins } else { &access.cors_origins };

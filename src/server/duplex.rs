@@ -25,9 +25,9 @@ use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
+use crate::transport::bound::Pace;
 use crate::transport::raw::{self, Line, RawLines};
 use crate::transport::socket::{Beat, SocketLife};
-use crate::transport::streaming::Pace;
 use crate::transport::websocket::{self, Event, Opcode};
 use crate::transport::Control;
 

@@ -18,6 +18,7 @@
 //!   carry JSON commands in and messages out on one connection; `socket::SocketLife` is what
 //!   they share (heartbeats that find dead peers, the output bound and overflow).
 
+pub mod bound;
 pub mod iframe;
 pub mod jsonp;
 pub mod longpoll;

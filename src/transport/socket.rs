@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::streaming::{OutputBound, Pace};
+use super::bound::{OutputBound, Pace};
 
 /// A socket's heartbeat schedule and output bound.
 #[derive(Debug)]
