@@ -81,7 +81,11 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
 
 /// The file key of the option whose flag is `--{flag}`.
 pub(super) fn file_key(flag: &str) -> Option<FileKey> {
-    let flat = flag.replace('-', "_");
+    by_flat(&flag.replace('-', "_"))
+}
+
+/// The file key of the option whose key in the older flat form is `flat`.
+fn by_flat(flat: &str) -> Option<FileKey> {
     FILE_KEYS.iter().copied().find(|k| k.flat == flat)
 }
 
@@ -137,7 +141,7 @@ pub(super) fn parse_toml(text: &str, path: &Path) -> Result<ServeArgs, ConfigErr
 /// The table a top-level key of the older flat form belongs in (`None` for keys that are at
 /// the top in both forms, for tables and for unknown keys).
 fn flat_table(key: &str) -> Option<FileKey> {
-    FILE_KEYS.iter().copied().find(|k| k.flat == key && k.table.is_some())
+    by_flat(key).filter(|k| k.table.is_some())
 }
 
 /// Puts a top-level entry where the documented form has it, merging a table into one that is

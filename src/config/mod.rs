@@ -5,7 +5,8 @@
 //! key. Precedence: a flag beats the file, the file beats the default. Every default exists
 //! once: in the `Default` impl of its section here, or, for the sections that are another
 //! module's own type, in that module ([`http::Limits`], [`HistoryLimits`] with the store's
-//! constants, the Bayeux advice constants). The file's two forms are handled in `file.rs`.
+//! constants, the Bayeux advice constants). The file's two forms are handled in `file.rs`,
+//! whose `FILE_KEYS` names each option's table; a unit test keeps it in step with `args.rs`.
 
 mod args;
 mod file;

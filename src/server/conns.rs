@@ -44,8 +44,9 @@ pub(super) struct Conns {
     closed: Vec<usize>,
     pub(super) date: DateCache,
     shared: Arc<Shared>,
-    /// Set at shutdown: no response keeps its connection alive any more.
-    shutting_down: bool,
+    /// Set at shutdown, to when the worker stops waiting for its connections: from then on no
+    /// response keeps its connection alive.
+    shutdown_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Conns {
@@ -64,7 +65,7 @@ impl Conns {
             closed: Vec::new(),
             date: DateCache::new(),
             shared,
-            shutting_down: false,
+            shutdown_deadline: None,
         }
     }
 
@@ -118,14 +119,20 @@ impl Conns {
         Some(conn)
     }
 
-    /// From now on no response keeps its connection alive.
-    pub(super) fn begin_shutdown(&mut self) {
-        self.shutting_down = true;
+    /// From now on no response keeps its connection alive; the worker stops waiting for its
+    /// connections at `deadline`.
+    pub(super) fn begin_shutdown(&mut self, deadline: Instant) {
+        self.shutdown_deadline = Some(deadline);
     }
 
     /// The worker is shutting down (the one place that says so).
     pub(super) fn is_shutting_down(&self) -> bool {
-        self.shutting_down
+        self.shutdown_deadline.is_some()
+    }
+
+    /// When a shutting-down worker stops waiting for its connections.
+    pub(super) fn shutdown_deadline(&self) -> Option<Instant> {
+        self.shutdown_deadline
     }
 
     // ---- timers ------------------------------------------------------------------------------
@@ -265,7 +272,7 @@ impl Conns {
         headers: &[(&str, &str)],
         len: usize,
     ) -> Bytes {
-        let keep_alive = meta.keep_alive && !self.shutting_down;
+        let keep_alive = meta.keep_alive && !self.is_shutting_down();
         let origin = self.cors_value(meta.cors);
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 3);
         if !content_type.is_empty() {
@@ -304,7 +311,7 @@ impl Conns {
         head: Bytes,
         body: impl Iterator<Item = Bytes>,
     ) {
-        let keep_alive = meta.keep_alive && !self.shutting_down;
+        let keep_alive = meta.keep_alive && !self.is_shutting_down();
         let (header, keepalive) = (self.shared.config.timeouts.header, self.shared.config.timeouts.keepalive);
         let Some(conn) = self.slab.get_mut(key) else { return };
         conn.out.push(head);
@@ -343,7 +350,7 @@ impl Conns {
     /// close now (the peer is gone, or the server is shutting down).
     pub(super) fn start_draining(&mut self, key: usize) -> bool {
         let Some(conn) = self.slab.get_mut(key) else { return false };
-        if conn.peer_closed || self.shutting_down {
+        if conn.peer_closed || self.shutdown_deadline.is_some() {
             return false;
         }
         let _ = conn.sock.shutdown(Shutdown::Write);

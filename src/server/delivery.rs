@@ -40,21 +40,15 @@ impl Worker {
         };
         let store = &self.shared.store;
         let resume = sub.since.resolve(store.epoch(), store.head());
-        let gaps = match (resume.reset, sub.since) {
-            // The cursor names another epoch (a restart): what it missed is unknown.
-            (true, _) => Gaps::Reset,
-            // A client asking for everything gets everything there is; no gap to report.
-            (false, Since::All) => Gaps::Hide,
-            (false, _) => Gaps::Report,
-        };
+        // A client asking for everything gets everything there is; no gap to report.
+        let history_gaps = if sub.since == Since::All { Gaps::Hide } else { Gaps::Report };
         let default_timeout = config.longpoll.timeout;
         let (format, poll) = match transport {
             // HEAD gets the headers of a poll; a stream has no length to describe.
+            // A reset cursor is told once, in the stream's first frames (`start_stream`); the
+            // feed then reports only gaps it finds in history.
             Transport::Stream(kind) if !meta.head_only => {
-                // A reset cursor is told once, in the stream's first frames (`start_stream`);
-                // the feed then reports only gaps it finds in history.
-                let gaps = if gaps == Gaps::Reset { Gaps::Report } else { gaps };
-                return self.start_stream(key, meta, kind, sub.selectors, resume, gaps);
+                return self.start_stream(key, meta, kind, sub.selectors, resume, history_gaps);
             }
             Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
             Transport::LongPoll => (ParkedFormat::Json, false),
@@ -66,6 +60,8 @@ impl Worker {
         };
         let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
         let when = if poll || timeout.is_zero() || meta.head_only { When::Now } else { When::IfAny };
+        // The cursor names another epoch (a restart): what it missed is unknown.
+        let gaps = if resume.reset { Gaps::Reset } else { history_gaps };
         self.park(key, parked, when, gaps, timeout);
     }
 
@@ -81,9 +77,7 @@ impl Worker {
         self.delivery.watch(&mut self.hub, key, &parked.selectors, seen_head);
         WorkerStats::add(&self.stats().parked, 1);
         if let Some(skey) = parked.format.session() {
-            if let Some(entry) = self.sessions.slab.get_mut(skey) {
-                entry.listening = Some(key);
-            }
+            self.sessions.listen(skey, key);
         }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.state.park(Box::new(parked));

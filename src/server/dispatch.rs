@@ -26,7 +26,8 @@ impl Worker {
             head_only: req.method() == Method::Head,
             cors: cors_for(&self.shared.config.access, &req, false),
         };
-        match protocol::route(req.method(), req.path()) {
+        let method = req.method();
+        match protocol::route(method, req.path()) {
             Route::Health => {
                 self.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
             }
@@ -50,9 +51,12 @@ impl Worker {
                 self.conns.refuse(key, meta, Reject::new(404, reason));
             }
         }
-        // Never a request without its reply: a handler that found nothing to do (its session
-        // vanished under it) still answers.
+        // Never a request without its reply. Every handler answers, parks, streams, upgrades or
+        // hands the request on; one that did not is a bug (debug builds stop here), and in a
+        // release build the client still gets an answer instead of a hung request.
         if self.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
+            debug_assert!(false, "a {method:?} request was left unanswered by its handler");
+            log::error!("worker {}: a {method:?} request was left unanswered by its handler", self.id);
             self.conns.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
         }
     }

@@ -43,7 +43,7 @@ use super::sessions::{self};
 use super::stats::WorkerStats;
 use super::subs::InterestChange;
 use super::{Handoff, Shared};
-use crate::http::{self, Reject, Version};
+use crate::http::{Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
 use crate::xorshift::XorShift;
 
@@ -75,7 +75,6 @@ pub(crate) struct Worker {
     rx: Receiver<Vec<WorkerMsg>>,
     /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
     pub(super) handoffs: Receiver<Box<Handoff>>,
-    pub(super) limits: http::Limits,
     scratch_keys: Vec<usize>,
     scratch_timers: Vec<Timer>,
     scratch_topics: FxHashSet<Arc<str>>,
@@ -91,7 +90,6 @@ pub(crate) struct Worker {
     pub(super) delivery: Delivery,
     pub(super) rng: XorShift,
     next_housekeeping: Instant,
-    shutdown_deadline: Option<Instant>,
 }
 
 impl Worker {
@@ -109,7 +107,6 @@ impl Worker {
             poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
-        let limits = shared.config.http;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let client_publish = ClientPublish::from_config(&shared.config);
         Ok(Worker {
@@ -121,7 +118,6 @@ impl Worker {
             conns: Conns::new(Arc::clone(&shared), now),
             rx,
             handoffs,
-            limits,
             scratch_keys: Vec::new(),
             scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
@@ -132,7 +128,6 @@ impl Worker {
             sessions: sessions::Sessions::new(id, Arc::clone(&shared)),
             rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
-            shutdown_deadline: None,
             shared,
         })
     }
@@ -147,10 +142,10 @@ impl Worker {
         self.conns.date.update(SystemTime::now());
         loop {
             let now = Instant::now();
-            if self.shutdown_deadline.is_none() && self.shared.shutdown.load(SeqCst) {
+            if !self.conns.is_shutting_down() && self.shared.shutdown.load(SeqCst) {
                 self.begin_shutdown(now);
             }
-            if let Some(deadline) = self.shutdown_deadline {
+            if let Some(deadline) = self.conns.shutdown_deadline() {
                 if self.conns.is_empty() || now >= deadline {
                     break;
                 }
@@ -214,7 +209,7 @@ impl Worker {
         if let Some(deadline) = self.conns.timers.next_deadline() {
             until = until.min(deadline);
         }
-        if let Some(deadline) = self.shutdown_deadline {
+        if let Some(deadline) = self.conns.shutdown_deadline() {
             until = until.min(deadline);
         }
         until.saturating_duration_since(now)
@@ -430,8 +425,7 @@ impl Worker {
     /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
-        self.shutdown_deadline = Some(now + self.shared.config.timeouts.shutdown);
-        self.conns.begin_shutdown();
+        self.conns.begin_shutdown(now + self.shared.config.timeouts.shutdown);
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

@@ -92,7 +92,7 @@ impl Worker {
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return progressed };
                     let Some(buf) = conn.inbuf.as_mut() else { break };
-                    match http::parse_head(buf, &self.limits) {
+                    match http::parse_head(buf, &self.shared.config.http) {
                         Ok(Status::Partial) => break,
                         Ok(Status::Complete((request, used))) => {
                             buf.drain(..used);
@@ -109,7 +109,7 @@ impl Worker {
                 }
                 Phase::Body => {
                     let (Some(body), Some(buf)) = (conn.state.body_mut(), conn.inbuf.as_mut()) else { break };
-                    match body.decoder.decode(buf, &mut body.body, self.limits.max_body) {
+                    match body.decoder.decode(buf, &mut body.body, self.shared.config.http.max_body) {
                         Ok((used, done)) => {
                             buf.drain(..used);
                             progressed |= used > 0;

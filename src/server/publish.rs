@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use log::{debug, error};
 
 use super::conn::{Phase, Publishing, ReplyMeta};
@@ -149,7 +149,7 @@ impl From<PublishRefused> for Reject {
 #[derive(Debug)]
 pub(super) struct HubLink {
     worker: usize,
-    tx: Sender<HubCmd>,
+    /// The hub's channel is `shared.hub`; `shared` also holds this worker's counters.
     shared: Arc<Shared>,
     backlog: VecDeque<HubCmd>,
     next_tag: u64,
@@ -157,7 +157,7 @@ pub(super) struct HubLink {
 
 impl HubLink {
     pub(super) fn new(worker: usize, shared: Arc<Shared>) -> HubLink {
-        HubLink { worker, tx: shared.hub.clone(), shared, backlog: VecDeque::new(), next_tag: 0 }
+        HubLink { worker, shared, backlog: VecDeque::new(), next_tag: 0 }
     }
 
     /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
@@ -179,10 +179,10 @@ impl HubLink {
     /// the hub's queue is near full, so control messages always find room in it.
     pub(super) fn publish(&mut self, req: PublishReq) -> Result<(), Reject> {
         let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
-        if self.tx.len() >= HUB_PUBLISH_HIGH_WATER {
+        if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
             return Err(busy());
         }
-        self.tx.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
+        self.shared.hub.try_send(HubCmd::Publish(req)).map_err(|_| busy())?;
         WorkerStats::add(&self.shared.stats[self.worker].published, 1);
         Ok(())
     }
@@ -191,7 +191,7 @@ impl HubLink {
     /// full, it waits in the bounded backlog.
     pub(super) fn tell(&mut self, cmd: HubCmd) {
         if self.backlog.is_empty() {
-            match self.tx.try_send(cmd) {
+            match self.shared.hub.try_send(cmd) {
                 Ok(()) => {}
                 Err(TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
                 Err(TrySendError::Disconnected(_)) => debug!("worker {}: hub is gone", self.worker),
@@ -208,7 +208,7 @@ impl HubLink {
     /// Retries the backlog, in order, until the channel is full again.
     pub(super) fn flush(&mut self) {
         while let Some(cmd) = self.backlog.pop_front() {
-            match self.tx.try_send(cmd) {
+            match self.shared.hub.try_send(cmd) {
                 Ok(()) => {}
                 Err(TrySendError::Full(cmd)) => {
                     self.backlog.push_front(cmd);

@@ -19,7 +19,8 @@ use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, Phase, ReplyMeta, Streaming};
 use crate::server::stats::WorkerStats;
-use crate::transport::streaming::{Due, Pace, StreamLife};
+use crate::transport::bound::Pace;
+use crate::transport::streaming::{Due, StreamLife};
 use crate::transport::{Control, StreamCtx, StreamKind};
 
 /// How a stream opens: what it sends first, how often it beats, how long it may live.
@@ -226,11 +227,10 @@ impl Worker {
     /// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
     /// stream overflowed is over too (the original ended a session on a failed write).
     pub(super) fn overflow(&mut self, key: usize) {
-        let Some(stream) = self.conns.get(key).and_then(|c| c.state.streaming()) else { return };
-        let (next, session) = match stream.framer {
-            Framer::Pushlet { session, .. } => (stream.cursor, Some(session)),
-            Framer::Native(_) => (stream.cursor, None),
-        };
+        let Some(conn) = self.conns.get(key) else { return };
+        let Some(stream) = conn.state.streaming() else { return };
+        // A stream's session is a Pushlet stream listen's.
+        let (next, session) = (stream.cursor, conn.state.session());
         WorkerStats::add(&self.stats().overflows, 1);
         self.end_stream(key, Control::Overflow { next });
         if let Some(conn) = self.conns.get_mut(key) {

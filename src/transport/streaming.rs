@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::bound::OutputBound;
-pub use super::bound::Pace;
+use super::bound::{OutputBound, Pace};
 use crate::http;
 
 /// Where the bytes of a stream go (the connection's output queue).

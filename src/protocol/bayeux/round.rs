@@ -17,7 +17,7 @@ use super::{
 use crate::model::{self, Epoch};
 
 /// The request headers a browser may send cross-origin to a Bayeux path (the CometD set).
-pub const CORS_ALLOW_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
+const CORS_ALLOW_HEADERS: &str = "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
 
 /// What history held for a round: the messages after the session's cursor for its selectors
 /// (seq order), the store's epoch, and the cursor after this read.

@@ -17,8 +17,7 @@ mod xml;
 use std::fmt;
 
 pub use self::round::{
-    answer_refresh, listen, refresh_wait, reply, Backlog, Done, Listen, Listener, Refresh, BUSY, ENDED, LEFT, LOST,
-    NO_CACHE,
+    answer_refresh, listen, refresh_wait, reply, Backlog, Done, Listen, Listener, Refresh, BUSY, LOST, NO_CACHE,
 };
 pub use self::session::{
     abort, error, hb, join_ack, nack, refresh_ack, refresh_event, Session, Step, MAX_LABEL_LEN, MAX_SUBJECTS,

@@ -32,10 +32,10 @@ pub const BUSY: [(&str, &str); 4] = [NO_CACHE[0], NO_CACHE[1], NO_CACHE[2], ("Re
 
 /// The reason of the `abort` a refresh gets when its session expired (or overflowed) while it
 /// waited.
-pub const ENDED: &str = "session ended";
+pub(super) const ENDED: &str = "session ended";
 /// The reason of the `abort` a refresh gets when its session's `leave` released it (the
 /// original's bailout sent `abort` to the listener).
-pub const LEFT: &str = "session left";
+pub(super) const LEFT: &str = "session left";
 /// What a refresh round's `error` event says when history no longer holds every event after
 /// the session's cursor (the same event a stream gets).
 pub const LOST: &str = "events were lost: they fell out of history";
@@ -50,13 +50,19 @@ pub fn refresh_wait(mode: Mode, unit: f64) -> u64 {
 
 /// A complete reply of `events` in `format` (no round end: the answer to a control request).
 pub fn reply(format: Format, events: &[Event], now_unix_secs: u64) -> Vec<u8> {
+    let (mut writer, mut body) = start(format, events, now_unix_secs);
+    body.extend_from_slice(&writer.tail(None));
+    body
+}
+
+/// A body in `format` that begins with `events`, and the writer that goes on numbering them.
+fn start(format: Format, events: &[Event], now_unix_secs: u64) -> (Writer, Vec<u8>) {
     let mut writer = Writer::new(format);
     let mut body = writer.head();
     for event in events {
         body.extend_from_slice(&writer.event(event, now_unix_secs));
     }
-    body.extend_from_slice(&writer.tail(None));
-    body
+    (writer, body)
 }
 
 /// How a `listen` / `join-listen` goes on, in the session's mode.
@@ -80,12 +86,8 @@ pub fn listen(
     wait_ms: impl FnOnce(Mode) -> u64,
     now_unix_secs: u64,
 ) -> Listen {
-    let (format, mode) = (session.format(), session.mode());
-    let mut writer = Writer::new(format);
-    let mut body = writer.head();
-    for event in ack {
-        body.extend_from_slice(&writer.event(event, now_unix_secs));
-    }
+    let mode = session.mode();
+    let (mut writer, mut body) = start(session.format(), ack, now_unix_secs);
     if mode != Mode::Stream {
         body.extend_from_slice(&writer.end_round(session.id(), base_path, wait_ms(mode), now_unix_secs));
         return Listen::Round(body);
@@ -196,9 +198,7 @@ pub fn answer_refresh(
         let reason = format!("more than {} undelivered events: session removed", backlog.limit - 1);
         return Refresh::Reply { body: reply(format, &[abort(&reason)], now_unix_secs), done: Done::Overflowed };
     }
-    let mut writer = Writer::new(format);
-    let mut body = writer.head();
-    body.extend_from_slice(&writer.event(&refresh_ack(), now_unix_secs));
+    let (mut writer, mut body) = start(format, &[refresh_ack()], now_unix_secs);
     if backlog.gap {
         // Said, never silent: the session fell further behind than history holds.
         body.extend_from_slice(&writer.event(&error(LOST), now_unix_secs));

@@ -254,9 +254,7 @@ impl Worker {
         self.delivery.unwatch(key, &old);
         let head = self.shared.store.head();
         self.delivery.watch(&mut self.hub, key, &selectors, head);
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listening = Some(key);
-        }
+        self.sessions.listen(skey, key);
         self.bayeux_socket_round(key, if hold_ms == 0 { When::Now } else { When::IfAny });
         self.arm_duplex_timer(key);
     }

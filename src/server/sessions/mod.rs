@@ -69,6 +69,21 @@ impl Sessions {
         self.by_id.get(id).copied()
     }
 
+    /// The key of Pushlet session `id` (a Bayeux client id is no Pushlet session, whatever it
+    /// looks like).
+    pub fn pushlet_key(&self, id: &str) -> Option<usize> {
+        let key = self.key_of(id)?;
+        matches!(self.slab.get(key)?.state, SessionState::Pushlet(_)).then_some(key)
+    }
+
+    /// Connection `key` now listens for session `skey` (a parked round, a held connect, an open
+    /// stream or socket); `listening_conn` checks the record before it is used.
+    pub fn listen(&mut self, skey: usize, key: usize) {
+        if let Some(entry) = self.slab.get_mut(skey) {
+            entry.listening = Some(key);
+        }
+    }
+
     /// Adds a session, unless the server holds `--max-sessions` already (then None: the
     /// caller refuses the join or handshake, so sessions cannot grow without bound).
     pub fn add(&mut self, entry: SessionEntry, timers: &mut TimerWheel<Timer>) -> Option<usize> {

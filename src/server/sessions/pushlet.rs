@@ -47,9 +47,7 @@ impl Worker {
             if let Some(owner) = self.foreign_owner(id) {
                 return self.hand_off(key, owner, req, body, meta);
             }
-            // A Bayeux client id is no Pushlet session, whatever it looks like.
-            let pushlet = |skey: &usize| matches!(self.sessions.slab.get(*skey), Some(e) if matches!(e.state, SessionState::Pushlet(_)));
-            match self.sessions.key_of(id).filter(pushlet) {
+            match self.sessions.pushlet_key(id) {
                 Some(skey) => skey,
                 None => {
                     let e = pushlet::invalid_id(id);
@@ -59,7 +57,7 @@ impl Worker {
         };
         self.sessions.renew(skey, &mut self.conns.timers);
         let head = self.shared.store.head();
-        let policy = self.client_publish.clone();
+        let policy = &self.client_publish;
         let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(skey) else {
             return;
         };
@@ -162,9 +160,7 @@ impl Worker {
             max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
             extra_headers: &pushlet::NO_CACHE,
         };
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listening = Some(key);
-        }
+        self.sessions.listen(skey, key);
         self.open_stream(key, meta, spec, selectors, cursor, Gaps::Report);
     }
 
