@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
 use slab::Slab;
 
 use super::conn::{Conn, Cors, Phase, ReplyMeta, Vacated};
-use super::event_loop::Timer;
+use super::event_loop::{Timer, FIRST_CONN};
 use super::io::OutQueue;
 use super::pool::BufPool;
 use super::timer::{self, TimerWheel};
@@ -44,6 +46,9 @@ pub(super) struct Conns {
     closed: Vec<usize>,
     pub(super) date: DateCache,
     shared: Arc<Shared>,
+    /// The worker's poll registry (a handle to the same epoll instance), for sockets that
+    /// leave the poll (closed, handed over) or join it (adopted from another worker).
+    registry: mio::Registry,
     /// Set at shutdown, to when the worker stops waiting for its connections: from then on no
     /// response keeps its connection alive.
     shutdown_deadline: Option<Instant>,
@@ -56,7 +61,7 @@ impl std::fmt::Debug for Conns {
 }
 
 impl Conns {
-    pub(super) fn new(shared: Arc<Shared>, now: Instant) -> Conns {
+    pub(super) fn new(shared: Arc<Shared>, registry: mio::Registry, now: Instant) -> Conns {
         let max_head = shared.config.http.max_head;
         Conns {
             slab: Slab::new(),
@@ -65,8 +70,14 @@ impl Conns {
             closed: Vec::new(),
             date: DateCache::new(),
             shared,
+            registry,
             shutdown_deadline: None,
         }
+    }
+
+    /// The worker's poll registry.
+    pub(super) fn registry(&self) -> &mio::Registry {
+        &self.registry
     }
 
     // ---- the table -----------------------------------------------------------------------------
@@ -106,8 +117,16 @@ impl Conns {
 
     /// The key the next inserted connection gets, and a place to insert it (so the socket can
     /// be registered under its token before the connection exists).
-    pub(super) fn vacant_entry(&mut self) -> slab::VacantEntry<'_, Conn> {
-        self.slab.vacant_entry()
+    /// Registers `sock` with the poll, for both directions, edge-triggered (an idle socket
+    /// causes no wake-ups, and it is never re-registered as the connection changes phase), and
+    /// adds its connection. Returns the new key.
+    pub(super) fn add(&mut self, mut sock: TcpStream) -> io::Result<usize> {
+        let entry = self.slab.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry.register(&mut sock, Token(key + FIRST_CONN), interest)?;
+        entry.insert(Conn::new(sock));
+        Ok(key)
     }
 
     /// Removes a connection at once (a hand-off: the socket lives on in another worker).
@@ -363,13 +382,13 @@ impl Conns {
     /// Closes now: deregisters the socket, shuts it down, drops its buffers and its timer. The
     /// slot is freed after this event batch. Returns what the connection's phase held, for the
     /// caller to undo its registrations (None: already closed).
-    pub(super) fn close(&mut self, key: usize, registry: &mio::Registry) -> Option<Vacated> {
+    pub(super) fn close(&mut self, key: usize) -> Option<Vacated> {
         let conn = self.slab.get_mut(key)?;
         if conn.state.is_closed() {
             return None;
         }
         let vacated = conn.state.close();
-        let _ = registry.deregister(&mut conn.sock);
+        let _ = self.registry.deregister(&mut conn.sock);
         let _ = conn.sock.shutdown(Shutdown::Both);
         conn.out = OutQueue::default();
         conn.readable = false;

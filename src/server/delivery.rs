@@ -13,9 +13,14 @@ use rustc_hash::FxHashMap;
 
 use super::conn::{Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
 use super::conns::Conns;
-use super::event_loop::Worker;
+use super::core::Core;
+use super::duplex;
+use super::io;
 use super::publish::HubLink;
+use super::sessions::bayeux as bayeux_session;
+use super::sessions::pushlet as pushlet_session;
 use super::stats::WorkerStats;
+use super::stream;
 use super::subs::{InterestChange, LocalSubs};
 use super::Shared;
 use crate::http::Request;
@@ -24,156 +29,153 @@ use crate::model::{Message, Selector, Since};
 use crate::protocol::native;
 use crate::transport::{jsonp, longpoll, Control, Transport};
 
-impl Worker {
-    pub(super) fn subscribe(&mut self, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
-        let config = &self.shared.config;
-        let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
-            Ok(sub) => sub,
-            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
-        };
-        let transport = match native::select_transport(req) {
-            Ok(native::Delivery::Http(transport)) => transport,
-            Ok(native::Delivery::WebSocket) => {
-                return self.upgrade_websocket(key, meta, req, sub.selectors, sub.since);
-            }
-            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
-        };
-        let store = &self.shared.store;
-        let resume = sub.since.resolve(store.epoch(), store.head());
-        // A client asking for everything gets everything there is; no gap to report.
-        let history_gaps = if sub.since == Since::All { Gaps::Hide } else { Gaps::Report };
-        let default_timeout = config.longpoll.timeout;
-        let (format, poll) = match transport {
-            // HEAD gets the headers of a poll; a stream has no length to describe.
-            // A reset cursor is told once, in the stream's first frames (`start_stream`); the
-            // feed then reports only gaps it finds in history.
-            Transport::Stream(kind) if !meta.head_only => {
-                return self.start_stream(key, meta, kind, sub.selectors, resume, history_gaps);
-            }
-            Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
-            Transport::LongPoll => (ParkedFormat::Json, false),
-            Transport::Jsonp { callback } => (ParkedFormat::Jsonp(callback), false),
-        };
-        let timeout = match sub.timeout {
-            Some(timeout) => timeout,
-            None => self.jittered(default_timeout),
-        };
-        let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
-        let when = if poll || timeout.is_zero() || meta.head_only { When::Now } else { When::IfAny };
-        // The cursor names another epoch (a restart): what it missed is unknown.
-        let gaps = if resume.reset { Gaps::Reset } else { history_gaps };
-        self.park(key, parked, when, gaps, timeout);
-    }
+pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
+    let config = &core.shared.config;
+    let sub = match native::parse_subscribe(topics, req, config.longpoll.max_timeout) {
+        Ok(sub) => sub,
+        Err(bad) => return core.conns.refuse(key, meta, bad.into()),
+    };
+    let transport = match native::select_transport(req) {
+        Ok(native::Delivery::Http(transport)) => transport,
+        Ok(native::Delivery::WebSocket) => {
+            return duplex::upgrade_websocket(core, key, meta, req, sub.selectors, sub.since);
+        }
+        Err(bad) => return core.conns.refuse(key, meta, bad.into()),
+    };
+    let store = &core.shared.store;
+    let resume = sub.since.resolve(store.epoch(), store.head());
+    // A client asking for everything gets everything there is; no gap to report.
+    let history_gaps = if sub.since == Since::All { Gaps::Hide } else { Gaps::Report };
+    let default_timeout = config.longpoll.timeout;
+    let (format, poll) = match transport {
+        // HEAD gets the headers of a poll; a stream has no length to describe.
+        // A reset cursor is told once, in the stream's first frames (`stream::start`); the
+        // feed then reports only gaps it finds in history.
+        Transport::Stream(kind) if !meta.head_only => {
+            return stream::start(core, key, meta, kind, sub.selectors, resume, history_gaps);
+        }
+        Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
+        Transport::LongPoll => (ParkedFormat::Json, false),
+        Transport::Jsonp { callback } => (ParkedFormat::Jsonp(callback), false),
+    };
+    let timeout = match sub.timeout {
+        Some(timeout) => timeout,
+        None => jittered(core, default_timeout),
+    };
+    let parked = Parked { selectors: sub.selectors.into_boxed_slice(), cursor: resume.after, reply: meta, format };
+    let when = if poll || timeout.is_zero() || meta.head_only { When::Now } else { When::IfAny };
+    // The cursor names another epoch (a restart): what it missed is unknown.
+    let gaps = if resume.reset { Gaps::Reset } else { history_gaps };
+    park(core, key, parked, when, gaps, timeout);
+}
 
-    /// Answers `parked` at once if history already has something for it (or `When::Now`, or
-    /// shutting down); otherwise suspends the request: registered on its selectors, counted,
-    /// recorded as its session's listening connection (if it has one), with its timer.
-    pub(super) fn park(&mut self, key: usize, parked: Parked, when: When, gaps: Gaps, timeout: Duration) {
-        let when = if self.conns.is_shutting_down() { When::Now } else { when };
-        let seen_head = match self.answer(key, &parked, when, gaps) {
-            Answer::Sent => return,
-            Answer::Nothing { head } => head,
-        };
-        self.delivery.watch(&mut self.hub, key, &parked.selectors, seen_head);
-        WorkerStats::add(&self.stats().parked, 1);
-        if let Some(skey) = parked.format.session() {
-            self.sessions.listen(skey, key);
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.state.park(Box::new(parked));
-        }
-        self.conns.set_timer(key, timeout);
+/// Answers `parked` at once if history already has something for it (or `When::Now`, or
+/// shutting down); otherwise suspends the request: registered on its selectors, counted,
+/// recorded as its session's listening connection (if it has one), with its timer.
+pub(super) fn park(core: &mut Core, key: usize, parked: Parked, when: When, gaps: Gaps, timeout: Duration) {
+    let when = if core.conns.is_shutting_down() { When::Now } else { when };
+    let seen_head = match answer(core, key, &parked, when, gaps) {
+        Answer::Sent => return,
+        Answer::Nothing { head } => head,
+    };
+    core.delivery.watch(&mut core.hub, key, &parked.selectors, seen_head);
+    WorkerStats::add(&core.stats().parked, 1);
+    if let Some(skey) = parked.format.session() {
+        core.sessions.listen(skey, key);
     }
-
-    /// Reads history after the subscription's cursor and answers if there is anything to say
-    /// (messages, or a gap), or unconditionally with `When::Now` (timeout, poll, shutdown).
-    pub(super) fn answer(&mut self, key: usize, parked: &Parked, when: When, gaps: Gaps) -> Answer {
-        let jsonp = match &parked.format {
-            ParkedFormat::Json => None,
-            ParkedFormat::Jsonp(callback) => Some(callback),
-            ParkedFormat::Bayeux(hold) => return self.answer_bayeux(key, parked, hold, when),
-            ParkedFormat::Pushlet(hold) => return self.answer_pushlet(key, parked, hold, when),
-        };
-        // Subscribers woken together by a broadcast usually share selectors and cursor: the
-        // first one's reply (head included) is reused by the rest of this turn.
-        if self.delivery.answer_from_cache(&mut self.conns, key, parked, when, gaps) {
-            return Answer::Sent;
-        }
-        let delivery = &mut self.delivery;
-        delivery.msgs.clear();
-        let store = &self.shared.store;
-        let read =
-            store.read(&parked.selectors, parked.cursor, self.shared.config.longpoll.max_batch, &mut delivery.msgs);
-        let gap = gaps.reported(read.gap);
-        if delivery.msgs.is_empty() && !gap && when == When::IfAny {
-            return Answer::Nothing { head: read.head };
-        }
-        let next = read.next_cursor(parked.cursor, &delivery.msgs);
-        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
-        let mut parts = mem::take(&mut delivery.parts);
-        parts.clear();
-        let head = match jsonp {
-            None => {
-                let len = longpoll::encode(&delivery.msgs, &info, &mut parts);
-                let headers = [("Cache-Control", "no-store")];
-                self.conns.response_head(parked.reply, 200, "application/json", &headers, len)
-            }
-            Some(callback) => {
-                let len = jsonp::encode(callback, &delivery.msgs, &info, &mut parts);
-                let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
-                self.conns.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
-            }
-        };
-        delivery.count_read();
-        delivery.remember(parked, when, gaps, &head, &parts);
-        self.conns.queue_response(key, parked.reply, head, parts.drain(..));
-        self.delivery.parts = parts;
-        Answer::Sent
+    if let Some(conn) = core.conns.get_mut(key) {
+        conn.state.park(Box::new(parked));
     }
+    core.conns.set_timer(key, timeout);
+}
 
-    /// Answers a subscriber now instead of when a message comes (shutdown, or its session's
-    /// listen released by a newer request): a parked request gets its reply with the cursor,
-    /// a stream ends with its resume cursor. Sockets end their own way (the callers know how).
-    pub(super) fn answer_now(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        match conn.state.phase() {
-            Phase::Parked => self.resume(key, When::Now),
-            Phase::Streaming => {
-                let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
-                self.end_stream(key, Control::End { next });
-            }
-            _ => return,
-        }
-        self.pump(key);
+/// Reads history after the subscription's cursor and answers if there is anything to say
+/// (messages, or a gap), or unconditionally with `When::Now` (timeout, poll, shutdown).
+pub(super) fn answer(core: &mut Core, key: usize, parked: &Parked, when: When, gaps: Gaps) -> Answer {
+    let jsonp = match &parked.format {
+        ParkedFormat::Json => None,
+        ParkedFormat::Jsonp(callback) => Some(callback),
+        ParkedFormat::Bayeux(hold) => return bayeux_session::answer(core, key, parked, hold, when),
+        ParkedFormat::Pushlet(hold) => return pushlet_session::answer(core, key, parked, hold, when),
+    };
+    // Subscribers woken together by a broadcast usually share selectors and cursor: the
+    // first one's reply (head included) is reused by the rest of this turn.
+    if core.delivery.answer_from_cache(&mut core.conns, key, parked, when, gaps) {
+        return Answer::Sent;
     }
-
-    /// Resumes a parked long-poll if it has something to answer (or `When::Now`).
-    pub(super) fn resume(&mut self, key: usize, when: When) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        match conn.state.phase() {
-            Phase::Streaming => return self.feed_stream(key, Gaps::Report),
-            Phase::Duplex => return self.feed_duplex(key),
-            _ => {}
+    let delivery = &mut core.delivery;
+    delivery.msgs.clear();
+    let store = &core.shared.store;
+    let read = store.read(&parked.selectors, parked.cursor, core.shared.config.longpoll.max_batch, &mut delivery.msgs);
+    let gap = gaps.reported(read.gap);
+    if delivery.msgs.is_empty() && !gap && when == When::IfAny {
+        return Answer::Nothing { head: read.head };
+    }
+    let next = read.next_cursor(parked.cursor, &delivery.msgs);
+    let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+    let mut parts = mem::take(&mut delivery.parts);
+    parts.clear();
+    let head = match jsonp {
+        None => {
+            let len = longpoll::encode(&delivery.msgs, &info, &mut parts);
+            let headers = [("Cache-Control", "no-store")];
+            core.conns.response_head(parked.reply, 200, "application/json", &headers, len)
         }
-        let Some(parked) = conn.state.unpark() else { return };
-        match self.answer(key, &parked, when, Gaps::Report) {
-            Answer::Sent => self.retire_phase(key, &Vacated::parked(parked)),
-            Answer::Nothing { .. } => {
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.state.park(parked);
-                }
+        Some(callback) => {
+            let len = jsonp::encode(callback, &delivery.msgs, &info, &mut parts);
+            let headers = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")];
+            core.conns.response_head(parked.reply, 200, jsonp::CONTENT_TYPE, &headers, len)
+        }
+    };
+    delivery.count_read();
+    delivery.remember(parked, when, gaps, &head, &parts);
+    core.conns.queue_response(key, parked.reply, head, parts.drain(..));
+    core.delivery.parts = parts;
+    Answer::Sent
+}
+
+/// Answers a subscriber now instead of when a message comes (shutdown, or its session's
+/// listen released by a newer request): a parked request gets its reply with the cursor,
+/// a stream ends with its resume cursor. Sockets end their own way (the callers know how).
+pub(super) fn answer_now(core: &mut Core, key: usize) {
+    let Some(conn) = core.conns.get(key) else { return };
+    match conn.state.phase() {
+        Phase::Parked => resume(core, key, When::Now),
+        Phase::Streaming => {
+            let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
+            stream::end(core, key, Control::End { next });
+        }
+        _ => return,
+    }
+    io::pump(core, key);
+}
+
+/// Resumes a parked long-poll if it has something to answer (or `When::Now`).
+pub(super) fn resume(core: &mut Core, key: usize, when: When) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    match conn.state.phase() {
+        Phase::Streaming => return stream::feed(core, key, Gaps::Report),
+        Phase::Duplex => return duplex::feed(core, key),
+        _ => {}
+    }
+    let Some(parked) = conn.state.unpark() else { return };
+    match answer(core, key, &parked, when, Gaps::Report) {
+        Answer::Sent => io::retire_phase(core, key, &Vacated::parked(parked)),
+        Answer::Nothing { .. } => {
+            if let Some(conn) = core.conns.get_mut(key) {
+                conn.state.park(parked);
             }
         }
-    }
-
-    /// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
-    /// come back in the same millisecond.
-    fn jittered(&mut self, base: Duration) -> Duration {
-        base.mul_f64(0.9 + 0.2 * self.rng.unit())
     }
 }
 
-/// A long-poll reply shared by the subscribers of one hub turn; see `Worker::answer`.
+/// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
+/// come back in the same millisecond.
+fn jittered(core: &mut Core, base: Duration) -> Duration {
+    base.mul_f64(0.9 + 0.2 * core.rng.unit())
+}
+
+/// A long-poll reply shared by the subscribers of one hub turn; see `answer`.
 pub(super) struct CachedReply {
     selectors: Box<[Selector]>,
     cursor: u64,

@@ -5,82 +5,85 @@
 use bytes::Bytes;
 
 use super::conn::{Cors, Phase, ReplyMeta};
-use super::event_loop::Worker;
+use super::core::Core;
+use super::delivery;
+use super::duplex;
+use super::publish;
+use super::sessions::bayeux as bayeux_session;
+use super::sessions::pushlet as pushlet_session;
 use crate::config::Access;
 use crate::http::{Method, Reject, Request};
 use crate::model::Since;
 use crate::protocol::{self, Route};
 
-impl Worker {
-    /// Answers one complete request: the connection is `Dispatching` until the handler queued
-    /// its answer, parked it, opened a stream or socket, handed it to the hub or to another
-    /// worker.
-    pub(super) fn dispatch(&mut self, key: usize, req: Request, body: Vec<u8>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if matches!(conn.state.phase(), Phase::Idle | Phase::Head) {
-            conn.state.dispatch();
+/// Answers one complete request: the connection is `Dispatching` until the handler queued
+/// its answer, parked it, opened a stream or socket, handed it to the hub or to another
+/// worker.
+pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    if matches!(conn.state.phase(), Phase::Idle | Phase::Head) {
+        conn.state.dispatch();
+    }
+    let meta = ReplyMeta {
+        version: req.version(),
+        keep_alive: req.keep_alive() && !core.conns.is_shutting_down(),
+        head_only: req.method() == Method::Head,
+        cors: cors_for(&core.shared.config.access, &req, false),
+    };
+    let method = req.method();
+    match protocol::route(method, req.path()) {
+        Route::Health => {
+            core.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
         }
-        let meta = ReplyMeta {
-            version: req.version(),
-            keep_alive: req.keep_alive() && !self.conns.is_shutting_down(),
-            head_only: req.method() == Method::Head,
-            cors: cors_for(&self.shared.config.access, &req, false),
-        };
-        let method = req.method();
-        match protocol::route(method, req.path()) {
-            Route::Health => {
-                self.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
-            }
-            Route::Stats => {
-                let stats = super::stats_json(&self.shared);
-                let body = serde_json::to_vec(&stats).unwrap_or_default();
-                self.conns.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
-            }
-            Route::Publish { topic } => self.publish(key, meta, topic, &req, body),
-            Route::Subscribe { topics } => self.subscribe(key, meta, topics, &req),
-            Route::WebSocket => self.upgrade_websocket(key, meta, &req, Vec::new(), Since::Now),
-            Route::Bayeux => self.bayeux(key, meta, req, body),
-            Route::Pushlet => self.pushlet(key, meta, req, body),
-            Route::Preflight { publish, allow } => self.preflight(key, meta, &req, publish, allow),
-            Route::MethodNotAllowed { allow } => {
-                let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
-                self.conns.refuse(key, meta, Reject::new(405, reason).with_header("Allow", allow));
-            }
-            Route::NotFound => {
-                let reason = format!("no such path: {}", req.path());
-                self.conns.refuse(key, meta, Reject::new(404, reason));
-            }
+        Route::Stats => {
+            let stats = super::stats_json(&core.shared);
+            let body = serde_json::to_vec(&stats).unwrap_or_default();
+            core.conns.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
         }
-        // Never a request without its reply. Every handler answers, parks, streams, upgrades or
-        // hands the request on; one that did not is a bug (debug builds stop here), and in a
-        // release build the client still gets an answer instead of a hung request.
-        if self.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
-            debug_assert!(false, "a {method:?} request was left unanswered by its handler");
-            log::error!("worker {}: a {method:?} request was left unanswered by its handler", self.id);
-            self.conns.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
+        Route::Publish { topic } => publish::publish(core, key, meta, topic, &req, body),
+        Route::Subscribe { topics } => delivery::subscribe(core, key, meta, topics, &req),
+        Route::WebSocket => duplex::upgrade_websocket(core, key, meta, &req, Vec::new(), Since::Now),
+        Route::Bayeux => bayeux_session::handle(core, key, meta, req, body),
+        Route::Pushlet => pushlet_session::handle(core, key, meta, req, body),
+        Route::Preflight { publish, allow } => preflight(core, key, meta, &req, publish, allow),
+        Route::MethodNotAllowed { allow } => {
+            let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());
+            core.conns.refuse(key, meta, Reject::new(405, reason).with_header("Allow", allow));
+        }
+        Route::NotFound => {
+            let reason = format!("no such path: {}", req.path());
+            core.conns.refuse(key, meta, Reject::new(404, reason));
         }
     }
+    // Never a request without its reply. Every handler answers, parks, streams, upgrades or
+    // hands the request on; one that did not is a bug (debug builds stop here), and in a
+    // release build the client still gets an answer instead of a hung request.
+    if core.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
+        debug_assert!(false, "a {method:?} request was left unanswered by its handler");
+        log::error!("worker {}: a {method:?} request was left unanswered by its handler", core.id);
+        core.conns.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
+    }
+}
 
-    fn preflight(&mut self, key: usize, meta: ReplyMeta, req: &Request, publish: bool, allow: &'static str) {
-        if req.header("origin").is_none() {
-            // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
-            return self.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
-        }
-        let cors = cors_for(&self.shared.config.access, req, publish);
-        if cors == Cors::None {
-            return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
-        }
-        let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
-        let headers = [
-            ("Access-Control-Allow-Methods", methods),
-            (
-                "Access-Control-Allow-Headers",
-                "Content-Type, Last-Event-ID, X-Event, X-Cursor, Cache-Control, X-Requested-With",
-            ),
-            ("Access-Control-Max-Age", "600"),
-        ];
-        self.conns.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
+fn preflight(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request, publish: bool, allow: &'static str) {
+    if req.header("origin").is_none() {
+        // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
+        return core.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
     }
+    let cors = cors_for(&core.shared.config.access, req, publish);
+    if cors == Cors::None {
+        return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
+    }
+    let methods = if publish { "POST, PUT" } else { "GET, HEAD" };
+    let headers = [
+        ("Access-Control-Allow-Methods", methods),
+        (
+            "Access-Control-Allow-Headers",
+            "Content-Type, Last-Event-ID, X-Event, X-Cursor, Cache-Control, X-Requested-With",
+        ),
+        ("Access-Control-Max-Age", "600"),
+    ];
+    core.conns.respond(key, ReplyMeta { cors, ..meta }, 204, "", &headers, Bytes::new());
 }
 
 /// The CORS decision for a request: which `Access-Control-Allow-Origin` it gets (an index into

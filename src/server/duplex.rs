@@ -15,9 +15,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::conns::CLOSE_WRITE_TIMEOUT;
+use super::core::Core;
 use super::delivery::When;
 use super::dispatch;
-use super::event_loop::Worker;
+use super::io;
+use super::sessions::bayeux as bayeux_session;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since};
@@ -33,447 +35,444 @@ use crate::transport::Control;
 
 /// Publishes one duplex connection may have waiting for the hub's acknowledgement.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 64;
-impl Worker {
-    /// Upgrades an HTTP request to a WebSocket (RFC 6455 §4.2), subscribed to `selectors`
-    /// from `since` when any are given (`/sub/<topics>`), or to nothing yet (`/ws`).
-    pub(super) fn upgrade_websocket(
-        &mut self,
-        key: usize,
-        meta: ReplyMeta,
-        req: &Request,
-        selectors: Vec<Selector>,
-        since: Since,
-    ) {
-        if !self.upgrade(key, meta, req) {
-            return;
-        }
-        let framing = self.ws_framing();
-        let may_publish = dispatch::may_publish(&self.shared.config.access, req);
-        self.start_duplex(key, framing, may_publish, DuplexProtocol::Native);
-        if !selectors.is_empty() {
-            self.duplex_subscribe(key, selectors, since, None);
-        }
+/// Upgrades an HTTP request to a WebSocket (RFC 6455 §4.2), subscribed to `selectors`
+/// from `since` when any are given (`/sub/<topics>`), or to nothing yet (`/ws`).
+pub(super) fn upgrade_websocket(
+    core: &mut Core,
+    key: usize,
+    meta: ReplyMeta,
+    req: &Request,
+    selectors: Vec<Selector>,
+    since: Since,
+) {
+    if !upgrade(core, key, meta, req) {
+        return;
     }
+    let framing = ws_framing(core);
+    let may_publish = dispatch::may_publish(&core.shared.config.access, req);
+    start(core, key, framing, may_publish, DuplexProtocol::Native);
+    if !selectors.is_empty() {
+        subscribe(core, key, selectors, since, None);
+    }
+}
 
-    /// Checks a WebSocket upgrade (origin, RFC 6455 handshake) and queues the 101; false (with
-    /// the error answered) when refused.
-    pub(super) fn upgrade(&mut self, key: usize, meta: ReplyMeta, req: &Request) -> bool {
-        if req.header("origin").is_some() && meta.cors == Cors::None {
-            self.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
+/// Checks a WebSocket upgrade (origin, RFC 6455 handshake) and queues the 101; false (with
+/// the error answered) when refused.
+pub(super) fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) -> bool {
+    if req.header("origin").is_some() && meta.cors == Cors::None {
+        core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
+        return false;
+    }
+    let handshake = match websocket::check_upgrade(req) {
+        Ok(handshake) => handshake,
+        Err(e) => {
+            core.conns.refuse(key, meta, e.into());
             return false;
         }
-        let handshake = match websocket::check_upgrade(req) {
-            Ok(handshake) => handshake,
-            Err(e) => {
-                self.conns.refuse(key, meta, e.into());
-                return false;
-            }
-        };
-        let mut head = Vec::with_capacity(160);
-        websocket::write_handshake_response(&mut head, &handshake.accept, None);
-        let Some(conn) = self.conns.get_mut(key) else { return false };
-        conn.out.push(Bytes::from(head));
-        true
-    }
+    };
+    let mut head = Vec::with_capacity(160);
+    websocket::write_handshake_response(&mut head, &handshake.accept, None);
+    let Some(conn) = core.conns.get_mut(key) else { return false };
+    conn.out.push(Bytes::from(head));
+    true
+}
 
-    /// A connection accepted on the raw TCP listener.
-    pub(super) fn start_raw(&mut self, key: usize) {
-        self.start_duplex(key, DuplexFraming::Raw(RawLines::default()), true, DuplexProtocol::Native);
-    }
+/// A connection accepted on the raw TCP listener.
+pub(super) fn start_raw(core: &mut Core, key: usize) {
+    start(core, key, DuplexFraming::Raw(RawLines::default()), true, DuplexProtocol::Native);
+}
 
-    /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
-    pub(super) fn start_bayeux_socket(&mut self, key: usize) {
-        let framing = self.ws_framing();
-        // Bayeux publishes follow the client-publish policy; CORS does not apply to sockets.
-        self.start_duplex(key, framing, true, DuplexProtocol::Bayeux(Box::default()));
-    }
+/// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
+pub(super) fn start_bayeux_socket(core: &mut Core, key: usize) {
+    let framing = ws_framing(core);
+    // Bayeux publishes follow the client-publish policy; CORS does not apply to sockets.
+    start(core, key, framing, true, DuplexProtocol::Bayeux(Box::default()));
+}
 
-    /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
-    fn ws_framing(&self) -> DuplexFraming {
-        let max = self.shared.config.streams.ws_max_message;
-        DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
-    }
+/// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
+fn ws_framing(core: &Core) -> DuplexFraming {
+    let max = core.shared.config.streams.ws_max_message;
+    DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
+}
 
-    fn start_duplex(&mut self, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
-        let now = Instant::now();
-        let interval = self.shared.config.streams.heartbeat_interval;
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.state.open_duplex(Box::new(Duplex {
-            framing,
-            selectors: Vec::new(),
-            cursor: self.shared.store.head(),
-            life: SocketLife::new(now, interval),
-            publishes: VecDeque::new(),
-            may_publish,
-            protocol,
-        }));
-        WorkerStats::add(&self.stats().duplex, 1);
-        self.conns.set_timer(key, interval);
-        if self.conns.is_shutting_down() {
-            self.duplex_shutdown(key);
-        }
+fn start(core: &mut Core, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
+    let now = Instant::now();
+    let interval = core.shared.config.streams.heartbeat_interval;
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    conn.state.open_duplex(Box::new(Duplex {
+        framing,
+        selectors: Vec::new(),
+        cursor: core.shared.store.head(),
+        life: SocketLife::new(now, interval),
+        publishes: VecDeque::new(),
+        may_publish,
+        protocol,
+    }));
+    WorkerStats::add(&core.stats().duplex, 1);
+    core.conns.set_timer(key, interval);
+    if core.conns.is_shutting_down() {
+        shutdown(core, key);
     }
+}
 
-    /// Decodes and handles what the client sent, one frame or line at a time, until the input
-    /// runs out or the replies waiting for the peer reach the high-water mark (`pump` comes
-    /// back once it reads). Consumed input is dropped from the buffer once, at the end: shifting
-    /// a large buffer of small lines after every line would be quadratic.
-    pub(super) fn process_duplex(&mut self, key: usize) -> bool {
-        let mut consumed = 0;
-        let mut progressed = false;
-        while let Some(step) = self.next_duplex_step(key, &mut consumed) {
-            progressed = true;
-            match step {
-                Step::Fragment => {}
-                Step::Ws(Event::Text(text)) => match self.conns.get(key).and_then(|c| c.state.duplex()) {
-                    Some(duplex) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
-                        // The frame may hand the socket, with its unread input, to the session's
-                        // owner: that input must not include this frame.
-                        self.drop_input(key, std::mem::take(&mut consumed));
-                        self.bayeux_frame(key, &text);
-                        if !self.conns.contains(key) {
-                            return true;
-                        }
-                    }
-                    _ => self.duplex_command(key, text.as_bytes()),
-                },
-                Step::Ws(Event::Binary(_)) => {
-                    self.duplex_close(key, 1003, "binary messages are not supported; send JSON text");
-                    break;
-                }
-                Step::Ws(Event::Ping(payload)) => self.ws_frame(key, Opcode::Pong, &payload),
-                Step::Ws(Event::Pong(_)) => {
-                    if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
-                        duplex.life.pong();
+/// Decodes and handles what the client sent, one frame or line at a time, until the input
+/// runs out or the replies waiting for the peer reach the high-water mark (`pump` comes
+/// back once it reads). Consumed input is dropped from the buffer once, at the end: shifting
+/// a large buffer of small lines after every line would be quadratic.
+pub(super) fn process_input(core: &mut Core, key: usize) -> bool {
+    let mut consumed = 0;
+    let mut progressed = false;
+    while let Some(step) = next_step(core, key, &mut consumed) {
+        progressed = true;
+        match step {
+            Step::Fragment => {}
+            Step::Ws(Event::Text(text)) => match core.conns.get(key).and_then(|c| c.state.duplex()) {
+                Some(duplex) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
+                    // The frame may hand the socket, with its unread input, to the session's
+                    // owner: that input must not include this frame.
+                    drop_input(core, key, std::mem::take(&mut consumed));
+                    bayeux_session::frame(core, key, &text);
+                    if !core.conns.contains(key) {
+                        return true;
                     }
                 }
-                Step::Ws(Event::Close { code, .. }) => {
-                    // Echo the status code, as RFC 6455 §5.5.1 asks, then close.
-                    self.duplex_close(key, code.unwrap_or(1000), "");
-                    break;
-                }
-                Step::WsError(code, reason) => {
-                    self.duplex_close(key, code, reason);
-                    break;
-                }
-                Step::Raw(Line::Command(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
-                Step::Raw(Line::Command(line)) => self.duplex_command(key, &line),
-                Step::Raw(Line::Policy) => self.raw_policy(key),
-                Step::Raw(Line::TooLong) => {
-                    self.duplex_reply(key, commands::error(None, "command too long"));
-                    self.duplex_close(key, 1009, "command too long");
-                    break;
-                }
-            }
-        }
-        self.drop_input(key, consumed);
-        progressed
-    }
-
-    /// The next frame or line in the input after `consumed` bytes (advanced past it), or `None`
-    /// when there is no complete one yet or the peer must first read what it was sent.
-    fn next_duplex_step(&mut self, key: usize, consumed: &mut usize) -> Option<Step> {
-        let max_line = self.shared.config.streams.ws_max_message;
-        let high_water = self.shared.config.network.out_high_water();
-        let conn = self.conns.get_mut(key)?;
-        if conn.out.len() >= high_water {
-            return None;
-        }
-        let duplex = conn.state.duplex_mut()?;
-        let input = conn.inbuf.as_deref()?.get(*consumed..).filter(|input| !input.is_empty())?;
-        match &mut duplex.framing {
-            DuplexFraming::WebSocket(decoder) => match decoder.decode(input) {
-                Ok((0, None)) => None,
-                Ok((used, event)) => {
-                    *consumed += used;
-                    Some(event.map_or(Step::Fragment, Step::Ws))
-                }
-                Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
+                _ => command(core, key, text.as_bytes()),
             },
-            DuplexFraming::Raw(lines) => {
-                let (line, used) = lines.next_line(input, max_line)?;
-                *consumed += used;
-                Some(Step::Raw(line))
+            Step::Ws(Event::Binary(_)) => {
+                close(core, key, 1003, "binary messages are not supported; send JSON text");
+                break;
             }
-        }
-    }
-
-    /// Drops the first `n` bytes of the connection's input.
-    fn drop_input(&mut self, key: usize, n: usize) {
-        if let Some(buf) = self.conns.get_mut(key).and_then(|c| c.inbuf.as_mut()) {
-            buf.drain(..n.min(buf.len()));
-        }
-    }
-
-    fn raw_policy(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.out.push_static(raw::POLICY);
-        }
-    }
-
-    fn duplex_command(&mut self, key: usize, text: &[u8]) {
-        let command = match commands::parse_command(text) {
-            Ok(command) => command,
-            Err(e) => return self.duplex_reply(key, e.reply()),
-        };
-        match command {
-            Command::Subscribe { selectors, since, id } => self.duplex_subscribe(key, selectors, since, id.as_deref()),
-            Command::Unsubscribe { selectors, id } => self.duplex_unsubscribe(key, selectors, id.as_deref()),
-            Command::Publish { publish, id } => self.duplex_publish(key, publish, id),
-            Command::Ping { id } => self.duplex_reply(key, commands::ack(Op::Ping, id.as_deref(), &[])),
-        }
-    }
-
-    /// Adds selectors. Messages on them up to the connection's cursor that are newer than
-    /// `since` are sent first (the backfill), then everything flows from the one cursor.
-    fn duplex_subscribe(&mut self, key: usize, selectors: Vec<Selector>, since: Since, id: Option<&RawValue>) {
-        let store = &self.shared.store;
-        let head = store.head();
-        let resume = since.resolve(store.epoch(), head);
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex_mut() else { return };
-        let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
-        if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
-            let reason = format!("at most {MAX_SELECTORS} topics per connection");
-            return self.duplex_reply(key, commands::error(id, &reason));
-        }
-        // The first subscription sets the cursor, and the feed below delivers from it. A later
-        // one joins a cursor that may be ahead of `since`: its topics' messages up to that
-        // cursor are sent first (the backfill), the feed covers the rest.
-        let backfill_to = if duplex.selectors.is_empty() {
-            duplex.cursor = resume.after;
-            0
-        } else {
-            duplex.cursor
-        };
-        duplex.selectors.extend(fresh.iter().cloned());
-        let names: Vec<&str> = fresh.iter().map(Selector::as_str).collect();
-        let ack = commands::ack(Op::Subscribe, id, &[("topics", serde_json::json!(names))]);
-        self.duplex_reply(key, ack);
-        if resume.reset {
-            let next = resume.after;
-            self.duplex_reply(key, Control::Gap { oldest: None, next }.json(self.shared.store.epoch()));
-        }
-        if resume.after < backfill_to {
-            self.duplex_backfill(key, &fresh, resume.after, backfill_to);
-        }
-        self.delivery.watch(&mut self.hub, key, &fresh, head);
-        self.feed_duplex(key);
-    }
-
-    /// Sends the messages on `selectors` with `after < seq <= upto`.
-    fn duplex_backfill(&mut self, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
-        let max_batch = self.shared.config.longpoll.max_batch;
-        loop {
-            self.delivery.msgs.clear();
-            let read = self.shared.store.read(selectors, after, max_batch, &mut self.delivery.msgs);
-            self.delivery.msgs.retain(|m| m.seq <= upto);
-            let msgs = std::mem::take(&mut self.delivery.msgs);
-            self.duplex_messages(key, &msgs);
-            let last = msgs.last().map(|m| m.seq);
-            self.delivery.msgs = msgs;
-            match last {
-                Some(seq) if read.truncated && seq < upto => after = seq,
-                _ => return,
-            }
-        }
-    }
-
-    fn duplex_unsubscribe(&mut self, key: usize, selectors: Option<Vec<Selector>>, id: Option<&RawValue>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex_mut() else { return };
-        let removed: Vec<Selector> = match selectors {
-            None => std::mem::take(&mut duplex.selectors),
-            Some(selectors) => {
-                duplex.selectors.retain(|s| !selectors.contains(s));
-                selectors
-            }
-        };
-        self.delivery.unwatch(key, &removed);
-        self.duplex_reply(key, commands::ack(Op::Unsubscribe, id, &[]));
-    }
-
-    fn duplex_publish(&mut self, key: usize, publish: Publish, id: Option<Box<RawValue>>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex_mut() else { return };
-        if !duplex.may_publish {
-            return self.duplex_reply(key, commands::error(id.as_deref(), "origin not allowed to publish"));
-        }
-        if !self.client_publish.allows(&publish.topic) {
-            let reason = "clients may not publish to this topic (--client-publish)";
-            return self.duplex_reply(key, commands::error(id.as_deref(), reason));
-        }
-        if duplex.publishes.len() >= MAX_PUBLISHES_IN_FLIGHT {
-            let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
-            return self.duplex_reply(key, commands::error(id.as_deref(), &reason));
-        }
-        let tag = match self.hub.submit(key, publish) {
-            Ok(tag) => tag,
-            Err(busy) => return self.duplex_reply(key, commands::error(id.as_deref(), &busy.reason)),
-        };
-        if let Some(duplex) = self.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
-            duplex.publishes.push_back((tag, id));
-        }
-    }
-
-    /// The hub stored a publish sent on this connection.
-    pub(super) fn duplex_publish_acked(&mut self, key: usize, tag: u64, outcome: Result<Published, PublishRefused>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex_mut() else { return };
-        let Some(pos) = duplex.publishes.iter().position(|(t, _)| *t == tag) else { return };
-        let Some((_, id)) = duplex.publishes.remove(pos) else { return };
-        let reply = match outcome {
-            Err(refused) => commands::error(id.as_deref(), &Reject::from(refused).reason),
-            Ok(Published { seq, delivered, .. }) => {
-                let message_id = crate::model::MessageId { epoch: self.shared.store.epoch(), seq }.to_string();
-                let extra =
-                    [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
-                commands::ack(Op::Publish, id.as_deref(), &extra)
-            }
-        };
-        self.duplex_reply(key, reply);
-    }
-
-    /// Queues what history holds after the connection's cursor, up to the output bound.
-    pub(super) fn feed_duplex(&mut self, key: usize) {
-        if let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) {
-            if let DuplexProtocol::Bayeux(_) = duplex.protocol {
-                // Bayeux delivers with the held connect's reply.
-                return self.bayeux_socket_round(key, When::IfAny);
-            }
-        }
-        let bound = self.shared.config.network.max_pending_output;
-        let max_batch = self.shared.config.longpoll.max_batch;
-        loop {
-            let now = Instant::now();
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let Some(duplex) = conn.state.duplex_mut() else { return };
-            if duplex.selectors.is_empty() {
-                return;
-            }
-            match duplex.life.pace(conn.out.len(), bound, now) {
-                Pace::Room => {}
-                // The peer is not reading: its cursor waits in history.
-                Pace::Behind => return,
-                Pace::Overflow => {
-                    let next = duplex.cursor;
-                    WorkerStats::add(&self.stats().overflows, 1);
-                    self.duplex_reply(key, Control::Overflow { next }.json(self.shared.store.epoch()));
-                    return self.duplex_close(key, 1008, "client too slow: unsent output over the bound");
+            Step::Ws(Event::Ping(payload)) => ws_frame(core, key, Opcode::Pong, &payload),
+            Step::Ws(Event::Pong(_)) => {
+                if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
+                    duplex.life.pong();
                 }
             }
-            self.delivery.msgs.clear();
-            let read = self.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut self.delivery.msgs);
-            let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
-            duplex.cursor = read.next_cursor(duplex.cursor, &self.delivery.msgs);
-            if let Some(gap) = gap {
-                self.duplex_reply(key, gap.json(self.shared.store.epoch()));
+            Step::Ws(Event::Close { code, .. }) => {
+                // Echo the status code, as RFC 6455 §5.5.1 asks, then close.
+                close(core, key, code.unwrap_or(1000), "");
+                break;
             }
-            let msgs = std::mem::take(&mut self.delivery.msgs);
-            self.duplex_messages(key, &msgs);
-            self.delivery.msgs = msgs;
-            if !read.truncated {
-                return;
+            Step::WsError(code, reason) => {
+                close(core, key, code, reason);
+                break;
+            }
+            Step::Raw(Line::Command(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Step::Raw(Line::Command(line)) => command(core, key, &line),
+            Step::Raw(Line::Policy) => raw_policy(core, key),
+            Step::Raw(Line::TooLong) => {
+                send(core, key, commands::error(None, "command too long"));
+                close(core, key, 1009, "command too long");
+                break;
             }
         }
     }
+    drop_input(core, key, consumed);
+    progressed
+}
 
-    /// Queues `msgs` in the connection's framing (each encoded once per message and shared by
-    /// every subscriber using that framing) and counts them delivered.
-    fn duplex_messages(&mut self, key: usize, msgs: &[Arc<Message>]) {
-        self.delivery.count(msgs);
-        let epoch = self.shared.store.epoch();
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex() else { return };
-        for msg in msgs {
-            let frame = match duplex.framing {
-                DuplexFraming::WebSocket(_) => websocket::message(msg, epoch),
-                DuplexFraming::Raw(_) => raw::message(msg, epoch),
-            };
-            conn.out.push(frame);
+/// The next frame or line in the input after `consumed` bytes (advanced past it), or `None`
+/// when there is no complete one yet or the peer must first read what it was sent.
+fn next_step(core: &mut Core, key: usize, consumed: &mut usize) -> Option<Step> {
+    let max_line = core.shared.config.streams.ws_max_message;
+    let high_water = core.shared.config.network.out_high_water();
+    let conn = core.conns.get_mut(key)?;
+    if conn.out.len() >= high_water {
+        return None;
+    }
+    let duplex = conn.state.duplex_mut()?;
+    let input = conn.inbuf.as_deref()?.get(*consumed..).filter(|input| !input.is_empty())?;
+    match &mut duplex.framing {
+        DuplexFraming::WebSocket(decoder) => match decoder.decode(input) {
+            Ok((0, None)) => None,
+            Ok((used, event)) => {
+                *consumed += used;
+                Some(event.map_or(Step::Fragment, Step::Ws))
+            }
+            Err(e) => Some(Step::WsError(e.close_code(), e.reason())),
+        },
+        DuplexFraming::Raw(lines) => {
+            let (line, used) = lines.next_line(input, max_line)?;
+            *consumed += used;
+            Some(Step::Raw(line))
         }
     }
+}
 
-    /// Queues a reply (acknowledgement, error, control) in the connection's framing.
-    fn duplex_reply(&mut self, key: usize, json: String) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(duplex) = conn.state.duplex() else { return };
-        match duplex.framing {
-            DuplexFraming::WebSocket(_) => self.ws_frame(key, Opcode::Text, json.as_bytes()),
-            DuplexFraming::Raw(_) => conn.out.push(raw::reply(json)),
+/// Drops the first `n` bytes of the connection's input.
+fn drop_input(core: &mut Core, key: usize, n: usize) {
+    if let Some(buf) = core.conns.get_mut(key).and_then(|c| c.inbuf.as_mut()) {
+        buf.drain(..n.min(buf.len()));
+    }
+}
+
+fn raw_policy(core: &mut Core, key: usize) {
+    if let Some(conn) = core.conns.get_mut(key) {
+        conn.out.push_static(raw::POLICY);
+    }
+}
+
+fn command(core: &mut Core, key: usize, text: &[u8]) {
+    let command = match commands::parse_command(text) {
+        Ok(command) => command,
+        Err(e) => return send(core, key, e.reply()),
+    };
+    match command {
+        Command::Subscribe { selectors, since, id } => subscribe(core, key, selectors, since, id.as_deref()),
+        Command::Unsubscribe { selectors, id } => unsubscribe(core, key, selectors, id.as_deref()),
+        Command::Publish { publish, id } => publish_command(core, key, publish, id),
+        Command::Ping { id } => send(core, key, commands::ack(Op::Ping, id.as_deref(), &[])),
+    }
+}
+
+/// Adds selectors. Messages on them up to the connection's cursor that are newer than
+/// `since` are sent first (the backfill), then everything flows from the one cursor.
+fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since, id: Option<&RawValue>) {
+    let store = &core.shared.store;
+    let head = store.head();
+    let resume = since.resolve(store.epoch(), head);
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex_mut() else { return };
+    let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
+    if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
+        let reason = format!("at most {MAX_SELECTORS} topics per connection");
+        return send(core, key, commands::error(id, &reason));
+    }
+    // The first subscription sets the cursor, and the feed below delivers from it. A later
+    // one joins a cursor that may be ahead of `since`: its topics' messages up to that
+    // cursor are sent first (the backfill), the feed covers the rest.
+    let backfill_to = if duplex.selectors.is_empty() {
+        duplex.cursor = resume.after;
+        0
+    } else {
+        duplex.cursor
+    };
+    duplex.selectors.extend(fresh.iter().cloned());
+    let names: Vec<&str> = fresh.iter().map(Selector::as_str).collect();
+    let ack = commands::ack(Op::Subscribe, id, &[("topics", serde_json::json!(names))]);
+    send(core, key, ack);
+    if resume.reset {
+        let next = resume.after;
+        send(core, key, Control::Gap { oldest: None, next }.json(core.shared.store.epoch()));
+    }
+    if resume.after < backfill_to {
+        backfill(core, key, &fresh, resume.after, backfill_to);
+    }
+    core.delivery.watch(&mut core.hub, key, &fresh, head);
+    feed(core, key);
+}
+
+/// Sends the messages on `selectors` with `after < seq <= upto`.
+fn backfill(core: &mut Core, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
+    let max_batch = core.shared.config.longpoll.max_batch;
+    loop {
+        core.delivery.msgs.clear();
+        let read = core.shared.store.read(selectors, after, max_batch, &mut core.delivery.msgs);
+        core.delivery.msgs.retain(|m| m.seq <= upto);
+        let msgs = std::mem::take(&mut core.delivery.msgs);
+        messages(core, key, &msgs);
+        let last = msgs.last().map(|m| m.seq);
+        core.delivery.msgs = msgs;
+        match last {
+            Some(seq) if read.truncated && seq < upto => after = seq,
+            _ => return,
         }
     }
+}
 
-    /// Queues one text frame.
-    pub(super) fn ws_text(&mut self, key: usize, payload: Vec<u8>) {
-        self.ws_frame(key, Opcode::Text, &payload);
+fn unsubscribe(core: &mut Core, key: usize, selectors: Option<Vec<Selector>>, id: Option<&RawValue>) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex_mut() else { return };
+    let removed: Vec<Selector> = match selectors {
+        None => std::mem::take(&mut duplex.selectors),
+        Some(selectors) => {
+            duplex.selectors.retain(|s| !selectors.contains(s));
+            selectors
+        }
+    };
+    core.delivery.unwatch(key, &removed);
+    send(core, key, commands::ack(Op::Unsubscribe, id, &[]));
+}
+
+fn publish_command(core: &mut Core, key: usize, publish: Publish, id: Option<Box<RawValue>>) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex_mut() else { return };
+    if !duplex.may_publish {
+        return send(core, key, commands::error(id.as_deref(), "origin not allowed to publish"));
     }
-
-    fn ws_frame(&mut self, key: usize, opcode: Opcode, payload: &[u8]) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let mut frame = Vec::with_capacity(payload.len() + 10);
-        websocket::encode_frame(&mut frame, opcode, payload);
-        conn.out.push(Bytes::from(frame));
+    if !core.client_publish.allows(&publish.topic) {
+        let reason = "clients may not publish to this topic (--client-publish)";
+        return send(core, key, commands::error(id.as_deref(), reason));
     }
+    if duplex.publishes.len() >= MAX_PUBLISHES_IN_FLIGHT {
+        let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
+        return send(core, key, commands::error(id.as_deref(), &reason));
+    }
+    let tag = match core.hub.submit(key, publish) {
+        Ok(tag) => tag,
+        Err(busy) => return send(core, key, commands::error(id.as_deref(), &busy.reason)),
+    };
+    if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
+        duplex.publishes.push_back((tag, id));
+    }
+}
 
-    /// Heartbeat: a WebSocket ping (a ping still unanswered from the last one means the peer
-    /// is gone), or a heartbeat line on raw TCP.
-    pub(super) fn duplex_timer(&mut self, key: usize) {
+/// The hub stored a publish sent on this connection.
+pub(super) fn publish_acked(core: &mut Core, key: usize, tag: u64, outcome: Result<Published, PublishRefused>) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex_mut() else { return };
+    let Some(pos) = duplex.publishes.iter().position(|(t, _)| *t == tag) else { return };
+    let Some((_, id)) = duplex.publishes.remove(pos) else { return };
+    let reply = match outcome {
+        Err(refused) => commands::error(id.as_deref(), &Reject::from(refused).reason),
+        Ok(Published { seq, delivered, .. }) => {
+            let message_id = crate::model::MessageId { epoch: core.shared.store.epoch(), seq }.to_string();
+            let extra = [("message_id", serde_json::json!(message_id)), ("delivered", serde_json::json!(delivered))];
+            commands::ack(Op::Publish, id.as_deref(), &extra)
+        }
+    };
+    send(core, key, reply);
+}
+
+/// Queues what history holds after the connection's cursor, up to the output bound.
+pub(super) fn feed(core: &mut Core, key: usize) {
+    if let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) {
+        if let DuplexProtocol::Bayeux(_) = duplex.protocol {
+            // Bayeux delivers with the held connect's reply.
+            return bayeux_session::socket_round(core, key, When::IfAny);
+        }
+    }
+    let bound = core.shared.config.network.max_pending_output;
+    let max_batch = core.shared.config.longpoll.max_batch;
+    loop {
         let now = Instant::now();
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = core.conns.get_mut(key) else { return };
         let Some(duplex) = conn.state.duplex_mut() else { return };
-        // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
-        let pings = matches!(duplex.framing, DuplexFraming::WebSocket(_));
-        match duplex.life.beat(now, pings) {
-            Beat::Nothing => {}
-            Beat::Ping => self.ws_frame(key, Opcode::Ping, b""),
-            Beat::Line => conn.out.push_static(raw::HEARTBEAT),
-            Beat::Dead => return self.close(key),
-        }
-        // A peer that stopped reading is also found here, not only when a message comes;
-        // a Bayeux connect whose hold is over is answered.
-        self.feed_duplex(key);
-        self.arm_duplex_timer(key);
-    }
-
-    /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
-    pub(super) fn arm_duplex_timer(&mut self, key: usize) {
-        let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) else { return };
-        let mut at = duplex.life.next_heartbeat();
-        if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
-            if let Some((_, deadline)) = &socket.held {
-                at = at.min(*deadline);
-            }
-        }
-        self.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
-    }
-
-    /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
-    fn duplex_close(&mut self, key: usize, code: u16, reason: &str) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.state.phase() != Phase::Duplex {
+        if duplex.selectors.is_empty() {
             return;
         }
-        let Some(vacated) = conn.state.end() else { return };
-        if let Some(DuplexFraming::WebSocket(_)) = vacated.duplex().map(|d| &d.framing) {
-            conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
+        match duplex.life.pace(conn.out.len(), bound, now) {
+            Pace::Room => {}
+            // The peer is not reading: its cursor waits in history.
+            Pace::Behind => return,
+            Pace::Overflow => {
+                let next = duplex.cursor;
+                WorkerStats::add(&core.stats().overflows, 1);
+                send(core, key, Control::Overflow { next }.json(core.shared.store.epoch()));
+                return close(core, key, 1008, "client too slow: unsent output over the bound");
+            }
         }
-        self.retire_phase(key, &vacated);
-        self.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        core.delivery.msgs.clear();
+        let read = core.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut core.delivery.msgs);
+        let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
+        duplex.cursor = read.next_cursor(duplex.cursor, &core.delivery.msgs);
+        if let Some(gap) = gap {
+            send(core, key, gap.json(core.shared.store.epoch()));
+        }
+        let msgs = std::mem::take(&mut core.delivery.msgs);
+        messages(core, key, &msgs);
+        core.delivery.msgs = msgs;
+        if !read.truncated {
+            return;
+        }
     }
+}
 
-    /// At shutdown: tell the client where to resume, then close (1001 "going away").
-    pub(super) fn duplex_shutdown(&mut self, key: usize) {
-        let Some(duplex) = self.conns.get(key).and_then(|c| c.state.duplex()) else { return };
-        let (next, bayeux) = (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_)));
-        if bayeux {
-            // A held connect is answered; the client reconnects elsewhere with its session.
-            self.bayeux_socket_round(key, When::Now);
-        } else {
-            self.duplex_reply(key, Control::End { next }.json(self.shared.store.epoch()));
-        }
-        self.duplex_close(key, 1001, "server shutting down");
+/// Queues `msgs` in the connection's framing (each encoded once per message and shared by
+/// every subscriber using that framing) and counts them delivered.
+fn messages(core: &mut Core, key: usize, msgs: &[Arc<Message>]) {
+    core.delivery.count(msgs);
+    let epoch = core.shared.store.epoch();
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex() else { return };
+    for msg in msgs {
+        let frame = match duplex.framing {
+            DuplexFraming::WebSocket(_) => websocket::message(msg, epoch),
+            DuplexFraming::Raw(_) => raw::message(msg, epoch),
+        };
+        conn.out.push(frame);
     }
+}
+
+/// Queues a reply (acknowledgement, error, control) in the connection's framing.
+fn send(core: &mut Core, key: usize, json: String) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex() else { return };
+    match duplex.framing {
+        DuplexFraming::WebSocket(_) => ws_frame(core, key, Opcode::Text, json.as_bytes()),
+        DuplexFraming::Raw(_) => conn.out.push(raw::reply(json)),
+    }
+}
+
+/// Queues one text frame.
+pub(super) fn ws_text(core: &mut Core, key: usize, payload: Vec<u8>) {
+    ws_frame(core, key, Opcode::Text, &payload);
+}
+
+fn ws_frame(core: &mut Core, key: usize, opcode: Opcode, payload: &[u8]) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    websocket::encode_frame(&mut frame, opcode, payload);
+    conn.out.push(Bytes::from(frame));
+}
+
+/// Heartbeat: a WebSocket ping (a ping still unanswered from the last one means the peer
+/// is gone), or a heartbeat line on raw TCP.
+pub(super) fn on_timer(core: &mut Core, key: usize) {
+    let now = Instant::now();
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(duplex) = conn.state.duplex_mut() else { return };
+    // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
+    let pings = matches!(duplex.framing, DuplexFraming::WebSocket(_));
+    match duplex.life.beat(now, pings) {
+        Beat::Nothing => {}
+        Beat::Ping => ws_frame(core, key, Opcode::Ping, b""),
+        Beat::Line => conn.out.push_static(raw::HEARTBEAT),
+        Beat::Dead => return io::close(core, key),
+    }
+    // A peer that stopped reading is also found here, not only when a message comes;
+    // a Bayeux connect whose hold is over is answered.
+    feed(core, key);
+    arm_timer(core, key);
+}
+
+/// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
+pub(super) fn arm_timer(core: &mut Core, key: usize) {
+    let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+    let mut at = duplex.life.next_heartbeat();
+    if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
+        if let Some((_, deadline)) = &socket.held {
+            at = at.min(*deadline);
+        }
+    }
+    core.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
+}
+
+/// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
+fn close(core: &mut Core, key: usize, code: u16, reason: &str) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    if conn.state.phase() != Phase::Duplex {
+        return;
+    }
+    let Some(vacated) = conn.state.end() else { return };
+    if let Some(DuplexFraming::WebSocket(_)) = vacated.duplex().map(|d| &d.framing) {
+        conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
+    }
+    io::retire_phase(core, key, &vacated);
+    core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+}
+
+/// At shutdown: tell the client where to resume, then close (1001 "going away").
+pub(super) fn shutdown(core: &mut Core, key: usize) {
+    let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+    let (next, bayeux) = (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_)));
+    if bayeux {
+        // A held connect is answered; the client reconnects elsewhere with its session.
+        bayeux_session::socket_round(core, key, When::Now);
+    } else {
+        send(core, key, Control::End { next }.json(core.shared.store.epoch()));
+    }
+    close(core, key, 1001, "server shutting down");
 }
 
 /// One thing read from a duplex connection.

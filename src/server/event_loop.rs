@@ -27,7 +27,7 @@ use std::io;
 use std::mem;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, warn};
@@ -37,15 +37,15 @@ use rustc_hash::FxHashSet;
 
 use super::conn::{Conn, Phase};
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
-use super::delivery::{Delivery, When};
-use super::publish::{ClientPublish, HubLink};
-use super::sessions::{self};
+use super::core::Core;
+use super::delivery::{self, When};
+use super::io::{close, pump};
+use super::sessions::{self, handoff};
 use super::stats::WorkerStats;
 use super::subs::InterestChange;
-use super::{Handoff, Shared};
+use super::{duplex, publish, stream, Handoff, Shared};
 use crate::http::{Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
-use crate::xorshift::XorShift;
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -59,37 +59,25 @@ pub(super) const MAX_BATCHES_PER_TURN: usize = 64;
 /// Consecutive accept errors tolerated in one readiness round before backing off.
 const ACCEPT_ERROR_BURST: u32 = 64;
 
-/// Everything one worker owns.
+/// One worker: the event loop and what it drives. The loop's own parts (the poll, the
+/// listeners, the inboxes) are here; the connections and everything the handlers work with
+/// are `core` (`core.rs`).
 pub(crate) struct Worker {
-    pub(super) id: usize,
-    pub(super) shared: Arc<Shared>,
-    pub(super) poll: Poll,
+    poll: Poll,
     listener: Option<TcpListener>,
     /// The optional raw TCP listener (`--raw-listen`).
     raw_listener: Option<TcpListener>,
     /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
     /// whenever one of our connections closes.
     accept_paused: bool,
-    /// Every connection, their timers and read buffers (`conns.rs`).
-    pub(super) conns: Conns,
     rx: Receiver<Vec<WorkerMsg>>,
     /// Connections other workers hand over (`handoff.rs`), drained on the same wake-up as `rx`.
-    pub(super) handoffs: Receiver<Box<Handoff>>,
+    handoffs: Receiver<Box<Handoff>>,
     scratch_keys: Vec<usize>,
     scratch_timers: Vec<Timer>,
     scratch_topics: FxHashSet<Arc<str>>,
-    /// The worker's side of the hub's channel (`publish.rs`).
-    pub(super) hub: HubLink,
-    /// Bayeux timing advice (and the client-publish policy, for Bayeux publishes).
-    pub(super) bayeux_settings: crate::protocol::bayeux::Settings,
-    /// Which topics WebSocket, raw TCP, Bayeux and Pushlet clients may publish to.
-    pub(super) client_publish: ClientPublish,
-    /// The Pushlet and Bayeux sessions this worker owns.
-    pub(super) sessions: sessions::Sessions,
-    /// The local subscription index, delivery counts, the reply cache (`delivery.rs`).
-    pub(super) delivery: Delivery,
-    pub(super) rng: XorShift,
     next_housekeeping: Instant,
+    core: Core,
 }
 
 impl Worker {
@@ -107,46 +95,33 @@ impl Worker {
             poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        let client_publish = ClientPublish::from_config(&shared.config);
+        let conns = Conns::new(Arc::clone(&shared), poll.registry().try_clone()?, now);
         Ok(Worker {
-            id,
             poll,
             listener: Some(listener),
             raw_listener,
             accept_paused: false,
-            conns: Conns::new(Arc::clone(&shared), now),
             rx,
             handoffs,
             scratch_keys: Vec::new(),
             scratch_timers: Vec::new(),
             scratch_topics: FxHashSet::default(),
-            hub: HubLink::new(id, Arc::clone(&shared)),
-            delivery: Delivery::new(id, Arc::clone(&shared)),
-            bayeux_settings: bayeux_settings(&shared.config, &client_publish),
-            client_publish,
-            sessions: sessions::Sessions::new(id, Arc::clone(&shared)),
-            rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
             next_housekeeping: now + HOUSEKEEPING,
-            shared,
+            core: Core::new(id, shared, conns),
         })
-    }
-
-    pub(super) fn stats(&self) -> &WorkerStats {
-        &self.shared.stats[self.id]
     }
 
     /// The event loop. Returns when shutdown is complete.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        self.conns.date.update(SystemTime::now());
+        self.core.conns.date.update(SystemTime::now());
         loop {
             let now = Instant::now();
-            if !self.conns.is_shutting_down() && self.shared.shutdown.load(SeqCst) {
+            if !self.core.conns.is_shutting_down() && self.core.shared.shutdown.load(SeqCst) {
                 self.begin_shutdown(now);
             }
-            if let Some(deadline) = self.conns.shutdown_deadline() {
-                if self.conns.is_empty() || now >= deadline {
+            if let Some(deadline) = self.core.conns.shutdown_deadline() {
+                if self.core.conns.is_empty() || now >= deadline {
                     break;
                 }
             }
@@ -155,31 +130,31 @@ impl Worker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                error!("worker {}: poll failed: {e}", self.id);
+                error!("worker {}: poll failed: {e}", self.core.id);
                 break;
             }
-            self.conns.date.update(SystemTime::now());
+            self.core.conns.date.update(SystemTime::now());
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // the hub's channel and the hand-offs are drained below on every turn
                     LISTENER | RAW_LISTENER => self.accept(),
                     Token(t) => {
                         let key = t - FIRST_CONN;
-                        if let Some(conn) = self.conns.get_mut(key) {
+                        if let Some(conn) = self.core.conns.get_mut(key) {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 conn.readable = true;
                             }
                             if event.is_writable() || event.is_write_closed() || event.is_error() {
                                 conn.writable = true;
                             }
-                            self.pump(key);
+                            pump(&mut self.core, key);
                         }
                     }
                 }
             }
             self.drain_handoffs();
             self.drain_hub();
-            self.hub.flush();
+            self.core.hub.flush();
             self.fire_timers();
             let now = Instant::now();
             if now >= self.next_housekeeping {
@@ -187,29 +162,29 @@ impl Worker {
             }
             self.free_closed();
         }
-        let remaining = self.conns.len();
+        let remaining = self.core.conns.len();
         if remaining > 0 {
-            warn!("worker {}: shutdown deadline passed with {remaining} connections open; closing them", self.id);
+            warn!("worker {}: shutdown deadline passed with {remaining} connections open; closing them", self.core.id);
         }
-        for (_, conn) in self.conns.iter_mut() {
+        for (_, conn) in self.core.conns.iter_mut() {
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
-        WorkerStats::sub(&self.stats().connections, remaining as u64);
-        self.shared.connections.fetch_sub(remaining, Relaxed);
+        WorkerStats::sub(&self.core.stats().connections, remaining as u64);
+        self.core.shared.connections.fetch_sub(remaining, Relaxed);
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
         if !self.rx.is_empty() || !self.handoffs.is_empty() {
             return Duration::ZERO; // batches or hand-offs left over from a bounded drain
         }
-        if self.hub.is_backlogged() {
+        if self.core.hub.is_backlogged() {
             return Duration::from_millis(1);
         }
         let mut until = self.next_housekeeping;
-        if let Some(deadline) = self.conns.timers.next_deadline() {
+        if let Some(deadline) = self.core.conns.timers.next_deadline() {
             until = until.min(deadline);
         }
-        if let Some(deadline) = self.conns.shutdown_deadline() {
+        if let Some(deadline) = self.core.conns.shutdown_deadline() {
             until = until.min(deadline);
         }
         until.saturating_duration_since(now)
@@ -236,7 +211,7 @@ impl Worker {
                 Door::Raw => self.raw_listener.as_ref(),
             };
             let Some(listener) = listener else { return true };
-            if self.shared.connections.load(Relaxed) >= self.shared.config.network.max_connections {
+            if self.core.shared.connections.load(Relaxed) >= self.core.shared.config.network.max_connections {
                 self.pause_accept("connection limit reached");
                 return false;
             }
@@ -250,7 +225,7 @@ impl Worker {
                 }
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection, not the listener.
-                    debug!("worker {}: accept: {e}", self.id);
+                    debug!("worker {}: accept: {e}", self.core.id);
                     errors += 1;
                     if errors >= ACCEPT_ERROR_BURST {
                         self.pause_accept("repeated accept errors");
@@ -264,42 +239,36 @@ impl Worker {
     fn pause_accept(&mut self, why: &str) {
         if !self.accept_paused {
             self.accept_paused = true;
-            WorkerStats::add(&self.stats().accept_pauses, 1);
-            warn!("worker {}: pausing accept: {why}", self.id);
+            WorkerStats::add(&self.core.stats().accept_pauses, 1);
+            warn!("worker {}: pausing accept: {why}", self.core.id);
         }
     }
 
-    fn add_conn(&mut self, mut sock: TcpStream, door: Door) {
+    fn add_conn(&mut self, sock: TcpStream, door: Door) {
         if let Err(e) = sock.set_nodelay(true) {
-            debug!("worker {}: TCP_NODELAY: {e}", self.id);
+            debug!("worker {}: TCP_NODELAY: {e}", self.core.id);
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        // Registered once for both directions, edge-triggered: an idle socket causes no wake-ups
-        // and we never re-register as the connection changes phase.
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(key + FIRST_CONN), interest) {
-            warn!("worker {}: register: {e}", self.id);
-            return;
-        }
-        entry.insert(Conn::new(sock));
-        self.shared.connections.fetch_add(1, Relaxed);
-        WorkerStats::add(&self.stats().connections, 1);
-        WorkerStats::add(&self.stats().accepted, 1);
+        let key = match self.core.conns.add(sock) {
+            Ok(key) => key,
+            Err(e) => return warn!("worker {}: register: {e}", self.core.id),
+        };
+        self.core.shared.connections.fetch_add(1, Relaxed);
+        WorkerStats::add(&self.core.stats().connections, 1);
+        WorkerStats::add(&self.core.stats().accepted, 1);
         match door {
-            Door::Raw => self.start_raw(key),
+            Door::Raw => duplex::start_raw(&mut self.core, key),
             // A fresh connection must send its head within the header timeout.
-            Door::Http => self.conns.set_timer(key, self.shared.config.timeouts.header),
+            Door::Http => self.core.conns.set_timer(key, self.core.shared.config.timeouts.header),
         }
     }
 
     fn free_closed(&mut self) {
-        let n = self.conns.free_closed();
+        let n = self.core.conns.free_closed();
         if n == 0 {
             return;
         }
-        self.shared.connections.fetch_sub(n, Relaxed);
-        WorkerStats::sub(&self.stats().connections, n as u64);
+        self.core.shared.connections.fetch_sub(n, Relaxed);
+        WorkerStats::sub(&self.core.stats().connections, n as u64);
         if self.accept_paused {
             self.accept();
         }
@@ -319,7 +288,7 @@ impl Worker {
                 match msg {
                     WorkerMsg::Deliver { msg, report } => {
                         if report {
-                            self.delivery.expect_report(msg.seq);
+                            self.core.delivery.expect_report(msg.seq);
                         }
                         // Matching once per distinct topic keeps the work per turn at
                         // O(topics + subscribers), not O(messages x subscribers).
@@ -327,7 +296,7 @@ impl Worker {
                     }
                     WorkerMsg::Wake(selector) => selectors.push(selector),
                     WorkerMsg::WakeAll => wake_all = true,
-                    WorkerMsg::PublishAck { reply, outcome } => self.publish_acked(reply, outcome),
+                    WorkerMsg::PublishAck { reply, outcome } => publish::acked(&mut self.core, reply, outcome),
                 }
             }
         }
@@ -335,86 +304,96 @@ impl Worker {
         keys.clear();
         if wake_all {
             let waiting = |c: &Conn| c.state.is_subscriber();
-            keys.extend(self.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
+            keys.extend(self.core.conns.iter().filter(|(_, c)| waiting(c)).map(|(key, _)| key));
         } else {
             for topic in topics.drain() {
-                self.delivery.subs.matching(&topic, &mut keys);
+                self.core.delivery.subs.matching(&topic, &mut keys);
             }
             for selector in &selectors {
-                self.delivery.subs.on_selector(selector, &mut keys);
+                self.core.delivery.subs.on_selector(selector, &mut keys);
             }
         }
         topics.clear();
         self.scratch_topics = topics;
         keys.sort_unstable();
         keys.dedup();
-        self.delivery.begin_turn();
+        self.core.delivery.begin_turn();
         for &key in &keys {
-            self.resume(key, When::IfAny);
-            self.pump(key);
+            delivery::resume(&mut self.core, key, When::IfAny);
+            pump(&mut self.core, key);
         }
         self.scratch_keys = keys;
-        self.delivery.end_turn(&mut self.hub);
+        self.core.delivery.end_turn(&mut self.core.hub);
     }
 
     fn fire_timers(&mut self) {
         let mut expired = mem::take(&mut self.scratch_timers);
         expired.clear();
-        self.conns.timers.expire(Instant::now(), &mut expired);
+        self.core.conns.timers.expire(Instant::now(), &mut expired);
         for &timer in &expired {
             let key = match timer {
                 Timer::Conn(key) => key,
                 Timer::Session(key) => {
-                    self.session_timer(key);
+                    sessions::on_timer(&mut self.core, key);
                     continue;
                 }
             };
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.core.conns.get_mut(key) else { continue };
             conn.timer = None;
             match conn.state.phase() {
                 Phase::Head => {
-                    self.conns.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
+                    self.core.conns.fail(key, Reject::new(408, "request head not received in time"), Version::Http11);
                 }
                 Phase::Body => {
                     let version = conn.state.body().map_or(Version::Http11, |body| body.request.version());
-                    self.conns.fail(key, Reject::new(408, "request body not received in time"), version);
+                    self.core.conns.fail(key, Reject::new(408, "request body not received in time"), version);
                 }
                 // A reply still being written is not idle: allow another period while the
                 // client keeps taking bytes, close when it has taken none.
                 phase @ (Phase::Idle | Phase::Closing) if !conn.out.is_empty() && conn.written != conn.timer_mark => {
                     let period = match phase {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
-                        _ => self.shared.config.timeouts.keepalive,
+                        _ => self.core.shared.config.timeouts.keepalive,
                     };
-                    self.conns.set_timer(key, period);
+                    self.core.conns.set_timer(key, period);
                     continue;
                 }
                 Phase::Idle | Phase::Closing | Phase::Draining | Phase::Dispatching | Phase::Closed => {
-                    self.close(key);
+                    close(&mut self.core, key);
                     continue;
                 }
-                Phase::Parked => self.resume(key, When::Now),
-                Phase::Streaming => self.stream_timer(key),
-                Phase::Duplex => self.duplex_timer(key),
+                Phase::Parked => delivery::resume(&mut self.core, key, When::Now),
+                Phase::Streaming => stream::on_timer(&mut self.core, key),
+                Phase::Duplex => duplex::on_timer(&mut self.core, key),
                 Phase::Publishing => {
                     if let Some(publishing) = conn.state.take_ack(None) {
                         let reason = "publish not acknowledged in time; it may have been stored";
-                        self.conns.refuse(key, publishing.reply, Reject::new(504, reason));
+                        self.core.conns.refuse(key, publishing.reply, Reject::new(504, reason));
                     }
                 }
             }
-            self.pump(key);
+            pump(&mut self.core, key);
         }
         self.scratch_timers = expired;
+    }
+
+    /// Adopts the connections other workers handed over, a bounded number per turn like the
+    /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
+    /// remain).
+    fn drain_handoffs(&mut self) {
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let Ok(handoff) = self.handoffs.try_recv() else { break };
+            handoff::adopt(&mut self.core, *handoff);
+        }
     }
 
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
         let mut changes = Vec::new();
-        self.delivery.subs.sweep(now, &mut changes);
+        self.core.delivery.subs.sweep(now, &mut changes);
         for change in changes {
             if let InterestChange::Off(selector) = change {
-                self.hub.tell(HubCmd::Interest { worker: self.id, selector, on: false, seen_head: 0 });
+                self.core.hub.tell(HubCmd::Interest { worker: self.core.id, selector, on: false, seen_head: 0 });
             }
         }
         if self.accept_paused {
@@ -425,36 +404,24 @@ impl Worker {
     /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
     /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
-        self.conns.begin_shutdown(now + self.shared.config.timeouts.shutdown);
+        self.core.conns.begin_shutdown(now + self.core.shared.config.timeouts.shutdown);
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.conns.keys().collect();
+        let keys: Vec<usize> = self.core.conns.keys().collect();
         for key in keys {
-            let Some(conn) = self.conns.get(key) else { continue };
+            let Some(conn) = self.core.conns.get(key) else { continue };
             match conn.state.phase() {
-                Phase::Parked | Phase::Streaming => self.answer_now(key),
+                Phase::Parked | Phase::Streaming => delivery::answer_now(&mut self.core, key),
                 Phase::Duplex => {
-                    self.duplex_shutdown(key);
-                    self.pump(key);
+                    duplex::shutdown(&mut self.core, key);
+                    pump(&mut self.core, key);
                 }
-                Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => self.close(key),
+                Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => close(&mut self.core, key),
                 _ => {}
             }
         }
         self.free_closed();
-    }
-}
-
-/// Bayeux settings from the configuration; Bayeux publishes follow the client-publish policy.
-fn bayeux_settings(config: &crate::config::Config, policy: &ClientPublish) -> crate::protocol::bayeux::Settings {
-    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let policy = policy.clone();
-    crate::protocol::bayeux::Settings {
-        timeout_ms: millis(config.sessions.bayeux_timeout),
-        interval_ms: 0,
-        max_interval_ms: millis(config.sessions.bayeux_max_interval),
-        may_publish: Box::new(move |topic| policy.allows(topic)),
     }
 }
 

@@ -14,221 +14,222 @@ use bytes::{Buf, Bytes};
 use log::debug;
 
 use super::conn::{BodyPhase, Conn, Phase, Vacated};
+use super::core::Core;
 use super::delivery::Gaps;
-use super::event_loop::Worker;
+use super::dispatch;
+use super::duplex;
 use super::stats::WorkerStats;
+use super::stream;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
 
-impl Worker {
-    /// Makes all the progress a connection can make now: write, read, parse, dispatch.
-    pub(super) fn pump(&mut self, key: usize) {
-        let shutting_down = self.conns.is_shutting_down();
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            if conn.state.is_closed() {
-                return;
-            }
-            if let Err(e) = conn.flush() {
-                debug!("worker {}: write: {e}", self.id);
-                self.close(key);
-                return;
-            }
-            if conn.out.is_empty() {
-                match conn.state.phase() {
-                    Phase::Closing => return self.start_draining(key),
-                    // Shutting down: a keep-alive connection whose last reply is now written
-                    // has nothing more coming.
-                    Phase::Idle if shutting_down && conn.buffered() == 0 => {
-                        return self.close(key);
-                    }
-                    _ => {}
-                }
-            }
-            let drained = conn.out.len() < self.shared.config.network.out_low_water();
-            // The client caught up with what was queued: continue from the cursor.
-            if drained && conn.state.streaming().is_some_and(|s| s.life.is_behind()) {
-                self.feed_stream(key, Gaps::Report);
-            } else if drained && conn.state.duplex().is_some_and(|d| d.life.is_behind()) {
-                self.feed_duplex(key);
-            }
-            let read = match self.conns.read_input(key) {
-                Ok(n) => n,
-                Err(e) => {
-                    debug!("worker {}: read: {e}", self.id);
-                    self.close(key);
-                    return;
-                }
-            };
-            let processed = self.process_input(key);
-            if self.conns.get(key).is_none_or(|c| c.state.is_closed()) {
-                return;
-            }
-            if self.handle_peer_close(key) {
-                return;
-            }
-            let Some(conn) = self.conns.get(key) else { return };
-            let can_write = conn.writable && !conn.out.is_empty();
-            if read == 0 && !processed && !can_write {
-                return;
-            }
+/// Makes all the progress a connection can make now: write, read, parse, dispatch.
+pub(super) fn pump(core: &mut Core, key: usize) {
+    let shutting_down = core.conns.is_shutting_down();
+    loop {
+        let Some(conn) = core.conns.get_mut(key) else { return };
+        if conn.state.is_closed() {
+            return;
         }
-    }
-
-    /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
-    /// Returns true if anything was consumed.
-    fn process_input(&mut self, key: usize) -> bool {
-        let high_water = self.shared.config.network.out_high_water();
-        let mut progressed = false;
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else { return progressed };
-            if conn.out.len() >= high_water || conn.buffered() == 0 {
-                break;
-            }
+        if let Err(e) = conn.flush() {
+            debug!("worker {}: write: {e}", core.id);
+            close(core, key);
+            return;
+        }
+        if conn.out.is_empty() {
             match conn.state.phase() {
-                Phase::Idle | Phase::Head => {
-                    if conn.state.phase() == Phase::Idle {
-                        conn.state.start_head();
-                        self.conns.set_timer(key, self.shared.config.timeouts.header);
-                    }
-                    let Some(conn) = self.conns.get_mut(key) else { return progressed };
-                    let Some(buf) = conn.inbuf.as_mut() else { break };
-                    match http::parse_head(buf, &self.shared.config.http) {
-                        Ok(Status::Partial) => break,
-                        Ok(Status::Complete((request, used))) => {
-                            buf.drain(..used);
-                            progressed = true;
-                            WorkerStats::add(&self.stats().requests, 1);
-                            self.begin_request(key, request);
-                        }
-                        Err(e) => {
-                            let version = Version::Http11;
-                            self.conns.fail(key, e.into(), version);
-                            return true;
-                        }
-                    }
+                Phase::Closing => return start_draining(core, key),
+                // Shutting down: a keep-alive connection whose last reply is now written
+                // has nothing more coming.
+                Phase::Idle if shutting_down && conn.buffered() == 0 => {
+                    return close(core, key);
                 }
-                Phase::Body => {
-                    let (Some(body), Some(buf)) = (conn.state.body_mut(), conn.inbuf.as_mut()) else { break };
-                    match body.decoder.decode(buf, &mut body.body, self.shared.config.http.max_body) {
-                        Ok((used, done)) => {
-                            buf.drain(..used);
-                            progressed |= used > 0;
-                            if !done {
-                                if used == 0 {
-                                    break;
-                                }
-                                continue;
-                            }
-                            // The body is complete: the request goes on with it.
-                            let Some(body) = conn.state.take_body() else { break };
-                            let BodyPhase { request, body, .. } = *body;
-                            self.dispatch(key, request, body);
-                        }
-                        Err(e) => {
-                            let version = body.request.version();
-                            self.conns.fail(key, e.into(), version);
-                            return true;
-                        }
-                    }
-                }
-                Phase::Duplex => {
-                    progressed |= self.process_duplex(key);
-                    break;
-                }
-                Phase::Dispatching
-                | Phase::Parked
-                | Phase::Publishing
-                | Phase::Streaming
-                | Phase::Closing
-                | Phase::Draining
-                | Phase::Closed => break,
+                _ => {}
             }
         }
-        self.conns.release_input(key);
-        progressed
+        let drained = conn.out.len() < core.shared.config.network.out_low_water();
+        // The client caught up with what was queued: continue from the cursor.
+        if drained && conn.state.streaming().is_some_and(|s| s.life.is_behind()) {
+            stream::feed(core, key, Gaps::Report);
+        } else if drained && conn.state.duplex().is_some_and(|d| d.life.is_behind()) {
+            duplex::feed(core, key);
+        }
+        let read = match core.conns.read_input(key) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!("worker {}: read: {e}", core.id);
+                close(core, key);
+                return;
+            }
+        };
+        let processed = process_input(core, key);
+        if core.conns.get(key).is_none_or(|c| c.state.is_closed()) {
+            return;
+        }
+        if handle_peer_close(core, key) {
+            return;
+        }
+        let Some(conn) = core.conns.get(key) else { return };
+        let can_write = conn.writable && !conn.out.is_empty();
+        if read == 0 && !processed && !can_write {
+            return;
+        }
     }
+}
 
-    /// The peer sent FIN. Returns true if the connection was closed (or is closing).
-    fn handle_peer_close(&mut self, key: usize) -> bool {
-        let high_water = self.shared.config.network.out_high_water();
-        let Some(conn) = self.conns.get_mut(key) else { return true };
-        if !conn.peer_closed {
-            return false;
+/// Parses and dispatches buffered requests, one at a time and in order (pipelining).
+/// Returns true if anything was consumed.
+fn process_input(core: &mut Core, key: usize) -> bool {
+    let high_water = core.shared.config.network.out_high_water();
+    let mut progressed = false;
+    loop {
+        let Some(conn) = core.conns.get_mut(key) else { return progressed };
+        if conn.out.len() >= high_water || conn.buffered() == 0 {
+            break;
         }
         match conn.state.phase() {
-            // Still answering a complete request (e.g. a publish sent with a half-close).
-            Phase::Publishing | Phase::Closing => false,
-            Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= high_water => false,
-            Phase::Idle | Phase::Head if !conn.out.is_empty() => {
-                conn.state.close_after_write();
-                false
-            }
-            // Idle, half a request, a parked long-poll whose client left, or draining: done.
-            _ => {
-                self.close(key);
-                true
-            }
-        }
-    }
-
-    fn begin_request(&mut self, key: usize, request: Request) {
-        match request.body_kind() {
-            // An empty body (`Content-Length: 0`) is complete already: no Body phase, no 100.
-            BodyKind::None | BodyKind::Length(0) => self.dispatch(key, request, Vec::new()),
-            kind => {
-                let Some(conn) = self.conns.get_mut(key) else { return };
-                if request.expects_continue() && conn.buffered() == 0 {
-                    // RFC 9110 §10.1.1: tell the client to go ahead and send the body.
-                    conn.out.push_static(http::CONTINUE_100);
+            Phase::Idle | Phase::Head => {
+                if conn.state.phase() == Phase::Idle {
+                    conn.state.start_head();
+                    core.conns.set_timer(key, core.shared.config.timeouts.header);
                 }
-                let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
-                conn.state.read_body(body);
-                self.conns.set_timer(key, self.shared.config.timeouts.header);
+                let Some(conn) = core.conns.get_mut(key) else { return progressed };
+                let Some(buf) = conn.inbuf.as_mut() else { break };
+                match http::parse_head(buf, &core.shared.config.http) {
+                    Ok(Status::Partial) => break,
+                    Ok(Status::Complete((request, used))) => {
+                        buf.drain(..used);
+                        progressed = true;
+                        WorkerStats::add(&core.stats().requests, 1);
+                        begin_request(core, key, request);
+                    }
+                    Err(e) => {
+                        let version = Version::Http11;
+                        core.conns.fail(key, e.into(), version);
+                        return true;
+                    }
+                }
             }
+            Phase::Body => {
+                let (Some(body), Some(buf)) = (conn.state.body_mut(), conn.inbuf.as_mut()) else { break };
+                match body.decoder.decode(buf, &mut body.body, core.shared.config.http.max_body) {
+                    Ok((used, done)) => {
+                        buf.drain(..used);
+                        progressed |= used > 0;
+                        if !done {
+                            if used == 0 {
+                                break;
+                            }
+                            continue;
+                        }
+                        // The body is complete: the request goes on with it.
+                        let Some(body) = conn.state.take_body() else { break };
+                        let BodyPhase { request, body, .. } = *body;
+                        dispatch::dispatch(core, key, request, body);
+                    }
+                    Err(e) => {
+                        let version = body.request.version();
+                        core.conns.fail(key, e.into(), version);
+                        return true;
+                    }
+                }
+            }
+            Phase::Duplex => {
+                progressed |= duplex::process_input(core, key);
+                break;
+            }
+            Phase::Dispatching
+            | Phase::Parked
+            | Phase::Publishing
+            | Phase::Streaming
+            | Phase::Closing
+            | Phase::Draining
+            | Phase::Closed => break,
         }
     }
+    core.conns.release_input(key);
+    progressed
+}
 
-    /// The final response is written: our side shuts down and input is discarded until the
-    /// peer closes (`Conns::start_draining`), or the connection closes now.
-    pub(super) fn start_draining(&mut self, key: usize) {
-        if !self.conns.start_draining(key) {
-            return self.close(key);
+/// The peer sent FIN. Returns true if the connection was closed (or is closing).
+fn handle_peer_close(core: &mut Core, key: usize) -> bool {
+    let high_water = core.shared.config.network.out_high_water();
+    let Some(conn) = core.conns.get_mut(key) else { return true };
+    if !conn.peer_closed {
+        return false;
+    }
+    match conn.state.phase() {
+        // Still answering a complete request (e.g. a publish sent with a half-close).
+        Phase::Publishing | Phase::Closing => false,
+        Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= high_water => false,
+        Phase::Idle | Phase::Head if !conn.out.is_empty() => {
+            conn.state.close_after_write();
+            false
         }
-        // Input may already be waiting.
-        if self.conns.get(key).is_some_and(|c| c.readable) {
-            self.pump(key);
+        // Idle, half a request, a parked long-poll whose client left, or draining: done.
+        _ => {
+            close(core, key);
+            true
         }
     }
+}
 
-    /// Closes now (`Conns::close`) and undoes what the connection's phase registered here.
-    pub(super) fn close(&mut self, key: usize) {
-        let Some(vacated) = self.conns.close(key, self.poll.registry()) else { return };
-        // A stream's session is a Pushlet stream listen's.
-        let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
-        self.retire_phase(key, &vacated);
-        if let Some(session) = pushlet_stream {
-            // A Pushlet stream whose client went away ends its session, as in the original
-            // (a failed write ended the session).
-            self.sessions.remove(session, &mut self.conns.timers);
+fn begin_request(core: &mut Core, key: usize, request: Request) {
+    match request.body_kind() {
+        // An empty body (`Content-Length: 0`) is complete already: no Body phase, no 100.
+        BodyKind::None | BodyKind::Length(0) => dispatch::dispatch(core, key, request, Vec::new()),
+        kind => {
+            let Some(conn) = core.conns.get_mut(key) else { return };
+            if request.expects_continue() && conn.buffered() == 0 {
+                // RFC 9110 §10.1.1: tell the client to go ahead and send the body.
+                conn.out.push_static(http::CONTINUE_100);
+            }
+            let body = BodyPhase { request, decoder: BodyDecoder::new(kind), body: Vec::new() };
+            conn.state.read_body(body);
+            core.conns.set_timer(key, core.shared.config.timeouts.header);
         }
     }
+}
 
-    /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
-    /// gauge, and its place as its session's listening connection. Used when a connection closes and when
-    /// it is handed to another worker, so nothing here keeps a key that is about to be reused.
-    pub(super) fn retire_phase(&mut self, key: usize, vacated: &Vacated) {
-        if let Some(session) = vacated.session() {
-            self.sessions.listening_ended(session, key, &mut self.conns.timers);
-        }
-        let gauge = match vacated.phase() {
-            Phase::Parked => &self.stats().parked,
-            Phase::Streaming => &self.stats().streaming,
-            Phase::Duplex => &self.stats().duplex,
-            _ => return,
-        };
-        WorkerStats::sub(gauge, 1);
-        self.delivery.unwatch(key, vacated.selectors());
+/// The final response is written: our side shuts down and input is discarded until the
+/// peer closes (`Conns::start_draining`), or the connection closes now.
+pub(super) fn start_draining(core: &mut Core, key: usize) {
+    if !core.conns.start_draining(key) {
+        return close(core, key);
     }
+    // Input may already be waiting.
+    if core.conns.get(key).is_some_and(|c| c.readable) {
+        pump(core, key);
+    }
+}
+
+/// Closes now (`Conns::close`) and undoes what the connection's phase registered here.
+pub(super) fn close(core: &mut Core, key: usize) {
+    let Some(vacated) = core.conns.close(key) else { return };
+    // A stream's session is a Pushlet stream listen's.
+    let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
+    retire_phase(core, key, &vacated);
+    if let Some(session) = pushlet_stream {
+        // A Pushlet stream whose client went away ends its session, as in the original
+        // (a failed write ended the session).
+        core.sessions.remove(session, &mut core.conns.timers);
+    }
+}
+
+/// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
+/// gauge, and its place as its session's listening connection. Used when a connection closes and when
+/// it is handed to another worker, so nothing here keeps a key that is about to be reused.
+pub(super) fn retire_phase(core: &mut Core, key: usize, vacated: &Vacated) {
+    if let Some(session) = vacated.session() {
+        core.sessions.listening_ended(session, key, &mut core.conns.timers);
+    }
+    let gauge = match vacated.phase() {
+        Phase::Parked => &core.stats().parked,
+        Phase::Streaming => &core.stats().streaming,
+        Phase::Duplex => &core.stats().duplex,
+        _ => return,
+    };
+    WorkerStats::sub(gauge, 1);
+    core.delivery.unwatch(key, vacated.selectors());
 }
 
 impl crate::transport::streaming::Sink for OutQueue {

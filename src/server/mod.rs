@@ -6,6 +6,7 @@
 
 mod conn;
 mod conns;
+mod core;
 mod delivery;
 mod dispatch;
 mod duplex;

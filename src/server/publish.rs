@@ -14,8 +14,10 @@ use crossbeam_channel::TrySendError;
 use log::{debug, error};
 
 use super::conn::{Phase, Publishing, ReplyMeta};
+use super::core::Core;
 use super::dispatch;
-use super::event_loop::Worker;
+use super::duplex;
+use super::io;
 use super::stats::WorkerStats;
 use super::Shared;
 use crate::http::{Reject, Request};
@@ -34,85 +36,78 @@ const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
 /// Hub commands held locally while the hub's channel is full.
 const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
-impl Worker {
-    pub(super) fn publish(&mut self, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
-        if req.header("origin").is_some() && !dispatch::may_publish(&self.shared.config.access, req) {
-            return self.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
-        }
-        let meta = ReplyMeta { cors: dispatch::cors_for(&self.shared.config.access, req, true), ..meta };
-        let mut publish = match native::parse_publish(topic, req, body) {
-            Ok(p) => p,
-            Err(bad) => return self.conns.refuse(key, meta, bad.into()),
-        };
-        let piggyback = publish.piggyback.take().map(Box::new);
-        let topic: Arc<str> = publish.topic.as_str().into();
-        let tag = match self.hub.submit(key, publish) {
-            Ok(tag) => tag,
-            Err(busy) => return self.conns.refuse(key, meta, busy),
-        };
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
-        }
-        self.conns.set_timer(key, PUBLISH_ACK_TIMEOUT);
+pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
+    if req.header("origin").is_some() && !dispatch::may_publish(&core.shared.config.access, req) {
+        return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
     }
+    let meta = ReplyMeta { cors: dispatch::cors_for(&core.shared.config.access, req, true), ..meta };
+    let mut publish = match native::parse_publish(topic, req, body) {
+        Ok(p) => p,
+        Err(bad) => return core.conns.refuse(key, meta, bad.into()),
+    };
+    let piggyback = publish.piggyback.take().map(Box::new);
+    let topic: Arc<str> = publish.topic.as_str().into();
+    let tag = match core.hub.submit(key, publish) {
+        Ok(tag) => tag,
+        Err(busy) => return core.conns.refuse(key, meta, busy),
+    };
+    if let Some(conn) = core.conns.get_mut(key) {
+        conn.state.await_ack(Publishing { tag, reply: meta, topic, piggyback });
+    }
+    core.conns.set_timer(key, PUBLISH_ACK_TIMEOUT);
+}
 
-    pub(super) fn publish_acked(&mut self, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
-        let Some(conn) = self.conns.get_mut(reply.conn) else { return };
-        if conn.state.phase() == Phase::Duplex {
-            self.duplex_publish_acked(reply.conn, reply.tag, outcome);
-            return self.pump(reply.conn);
-        }
-        // None: the publisher's connection is gone and its slot was reused.
-        let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
-        let Publishing { reply: meta, topic, piggyback, .. } = *publishing;
-        let Published { seq, time_ms, delivered } = match outcome {
-            Ok(published) => published,
-            Err(refused) => {
-                // The hub refused it (it re-validates topics); tell the client rather than pretend.
-                self.conns.refuse(reply.conn, meta, refused.into());
-                return self.pump(reply.conn);
-            }
-        };
-        let id = MessageId { epoch: self.shared.store.epoch(), seq };
-        let ack =
-            serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
-        let mut body = serde_json::to_vec(&ack).unwrap_or_default();
-        match piggyback {
-            None => self.conns.respond(reply.conn, meta, 201, "application/json", &[], Bytes::from(body)),
-            Some(piggyback) => {
-                // Same object, plus what is new on the publisher's topics: drop the closing
-                // brace and append the long-poll members.
-                body.pop();
-                body.push(b',');
-                self.respond_piggyback(reply.conn, meta, body, &piggyback);
-            }
-        }
-        self.pump(reply.conn);
+pub(super) fn acked(core: &mut Core, reply: ReplyTo, outcome: Result<Published, PublishRefused>) {
+    let Some(conn) = core.conns.get_mut(reply.conn) else { return };
+    if conn.state.phase() == Phase::Duplex {
+        duplex::publish_acked(core, reply.conn, reply.tag, outcome);
+        return io::pump(core, reply.conn);
     }
+    // None: the publisher's connection is gone and its slot was reused.
+    let Some(publishing) = conn.state.take_ack(Some(reply.tag)) else { return };
+    let Publishing { reply: meta, topic, piggyback, .. } = *publishing;
+    let Published { seq, time_ms, delivered } = match outcome {
+        Ok(published) => published,
+        Err(refused) => {
+            // The hub refused it (it re-validates topics); tell the client rather than pretend.
+            core.conns.refuse(reply.conn, meta, refused.into());
+            return io::pump(core, reply.conn);
+        }
+    };
+    let id = MessageId { epoch: core.shared.store.epoch(), seq };
+    let ack = serde_json::json!({ "id": id.to_string(), "topic": &*topic, "time": time_ms, "delivered": delivered });
+    let mut body = serde_json::to_vec(&ack).unwrap_or_default();
+    match piggyback {
+        None => core.conns.respond(reply.conn, meta, 201, "application/json", &[], Bytes::from(body)),
+        Some(piggyback) => {
+            // Same object, plus what is new on the publisher's topics: drop the closing
+            // brace and append the long-poll members.
+            body.pop();
+            body.push(b',');
+            respond_piggyback(core, reply.conn, meta, body, &piggyback);
+        }
+    }
+    io::pump(core, reply.conn);
+}
 
-    /// The rest of a piggybacking publish reply: what is new on the publisher's topics.
-    fn respond_piggyback(&mut self, key: usize, meta: ReplyMeta, head: Vec<u8>, piggyback: &Piggyback) {
-        let store = Arc::clone(&self.shared.store);
-        let resume = piggyback.since.resolve(store.epoch(), store.head());
-        self.delivery.msgs.clear();
-        let read = store.read(
-            &piggyback.selectors,
-            resume.after,
-            self.shared.config.longpoll.max_batch,
-            &mut self.delivery.msgs,
-        );
-        let next = read.next_cursor(resume.after, &self.delivery.msgs);
-        let gap = resume.reset || (read.gap && piggyback.since != Since::All);
-        let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
-        let mut parts = mem::take(&mut self.delivery.parts);
-        parts.clear();
-        let mut len = head.len();
-        parts.push(Bytes::from(head));
-        len += longpoll::encode_members(&self.delivery.msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
-        self.delivery.count_read();
-        self.conns.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
-        self.delivery.parts = parts;
-    }
+/// The rest of a piggybacking publish reply: what is new on the publisher's topics.
+fn respond_piggyback(core: &mut Core, key: usize, meta: ReplyMeta, head: Vec<u8>, piggyback: &Piggyback) {
+    let store = Arc::clone(&core.shared.store);
+    let resume = piggyback.since.resolve(store.epoch(), store.head());
+    core.delivery.msgs.clear();
+    let read =
+        store.read(&piggyback.selectors, resume.after, core.shared.config.longpoll.max_batch, &mut core.delivery.msgs);
+    let next = read.next_cursor(resume.after, &core.delivery.msgs);
+    let gap = resume.reset || (read.gap && piggyback.since != Since::All);
+    let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
+    let mut parts = mem::take(&mut core.delivery.parts);
+    parts.clear();
+    let mut len = head.len();
+    parts.push(Bytes::from(head));
+    len += longpoll::encode_members(&core.delivery.msgs, &info, &mut parts, |msg| msg.json(info.epoch).clone());
+    core.delivery.count_read();
+    core.conns.respond_parts(key, meta, 201, "application/json", &[], parts.drain(..), len);
+    core.delivery.parts = parts;
 }
 
 /// The client-publish policy (`--client-publish`): which topics clients may publish to over

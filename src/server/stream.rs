@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::conns::CLOSE_WRITE_TIMEOUT;
+use super::core::Core;
 use super::delivery::Gaps;
-use super::event_loop::Worker;
+use super::io;
 use super::sessions::SessionState;
 use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
@@ -34,212 +35,210 @@ pub(super) struct StreamSpec {
     pub extra_headers: &'static [(&'static str, &'static str)],
 }
 
-impl Worker {
-    /// Starts a native streaming transport (`transport=sse|stream|iframe|multipart`).
-    pub(super) fn start_stream(
-        &mut self,
-        key: usize,
-        meta: ReplyMeta,
-        kind: StreamKind,
-        selectors: Vec<Selector>,
-        resume: Resume,
-        gaps: Gaps,
-    ) {
-        let config = &self.shared.config;
-        let ctx = &self.shared.stream_ctx;
-        let mut first = vec![kind.preamble(ctx, resume.after)];
-        if resume.reset {
-            first.push(kind.control(Control::Gap { oldest: None, next: resume.after }, ctx));
-        }
-        let spec = StreamSpec {
-            content_type: kind.content_type(ctx),
-            framer: Framer::Native(kind),
-            first,
-            heartbeat: config.streams.heartbeat_interval,
-            max_age: config.streams.max_age,
-            extra_headers: &[("Cache-Control", "no-cache, no-store")],
-        };
-        self.open_stream(key, meta, spec, selectors.into_boxed_slice(), resume.after, gaps);
+/// Starts a native streaming transport (`transport=sse|stream|iframe|multipart`).
+pub(super) fn start(
+    core: &mut Core,
+    key: usize,
+    meta: ReplyMeta,
+    kind: StreamKind,
+    selectors: Vec<Selector>,
+    resume: Resume,
+    gaps: Gaps,
+) {
+    let config = &core.shared.config;
+    let ctx = &core.shared.stream_ctx;
+    let mut first = vec![kind.preamble(ctx, resume.after)];
+    if resume.reset {
+        first.push(kind.control(Control::Gap { oldest: None, next: resume.after }, ctx));
     }
+    let spec = StreamSpec {
+        content_type: kind.content_type(ctx),
+        framer: Framer::Native(kind),
+        first,
+        heartbeat: config.streams.heartbeat_interval,
+        max_age: config.streams.max_age,
+        extra_headers: &[("Cache-Control", "no-cache, no-store")],
+    };
+    open(core, key, meta, spec, selectors.into_boxed_slice(), resume.after, gaps);
+}
 
-    /// Starts a streaming response: head, `spec.first`, whatever history is newer than
-    /// `cursor`, then frames as messages come, with heartbeats, until the client leaves or a
-    /// limit ends the stream cleanly.
-    pub(super) fn open_stream(
-        &mut self,
-        key: usize,
-        meta: ReplyMeta,
-        spec: StreamSpec,
-        selectors: Box<[Selector]>,
-        cursor: u64,
-        gaps: Gaps,
-    ) {
-        let framing = Framing::streaming(meta.version);
-        let cors_origin = self.conns.cors_value(meta.cors);
-        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
-        headers.extend_from_slice(spec.extra_headers);
-        // Tells nginx-style proxies not to buffer the stream.
-        headers.push(("X-Accel-Buffering", "no"));
-        headers.push(("X-Content-Type-Options", "nosniff"));
-        if let Some(origin) = cors_origin {
-            headers.push(("Access-Control-Allow-Origin", origin));
+/// Starts a streaming response: head, `spec.first`, whatever history is newer than
+/// `cursor`, then frames as messages come, with heartbeats, until the client leaves or a
+/// limit ends the stream cleanly.
+pub(super) fn open(
+    core: &mut Core,
+    key: usize,
+    meta: ReplyMeta,
+    spec: StreamSpec,
+    selectors: Box<[Selector]>,
+    cursor: u64,
+    gaps: Gaps,
+) {
+    let framing = Framing::streaming(meta.version);
+    let cors_origin = core.conns.cors_value(meta.cors);
+    let mut headers: Vec<(&str, &str)> = vec![("Content-Type", &spec.content_type)];
+    headers.extend_from_slice(spec.extra_headers);
+    // Tells nginx-style proxies not to buffer the stream.
+    headers.push(("X-Accel-Buffering", "no"));
+    headers.push(("X-Content-Type-Options", "nosniff"));
+    if let Some(origin) = cors_origin {
+        headers.push(("Access-Control-Allow-Origin", origin));
+    }
+    let mut head = Vec::with_capacity(256);
+    // The stream ends the connection (a clean end, an overflow, or the client leaving).
+    http::write_head(&mut head, 200, meta.version, core.conns.date.value(), &headers, framing, false);
+    let now = Instant::now();
+    let seen_head = core.shared.store.head();
+    let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
+    let life = StreamLife::new(framing == Framing::Chunked, now, heartbeat, max_age);
+    let stream = Streaming { selectors, cursor, framer, life };
+    let selectors = stream.selectors.clone();
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    conn.out.push(Bytes::from(head));
+    stream.life.push(&mut conn.out, &mut first);
+    conn.state.open_stream(Box::new(stream));
+    core.delivery.watch(&mut core.hub, key, &selectors, seen_head);
+    WorkerStats::add(&core.stats().streaming, 1);
+    feed(core, key, gaps);
+    if core.conns.is_shutting_down() {
+        // Opened during shutdown (a request in progress, or handed over): what history
+        // holds has been sent; end with the cursor.
+        if let Some(stream) = core.conns.get(key).and_then(|c| c.state.streaming()) {
+            let next = stream.cursor;
+            return end(core, key, Control::End { next });
         }
-        let mut head = Vec::with_capacity(256);
-        // The stream ends the connection (a clean end, an overflow, or the client leaving).
-        http::write_head(&mut head, 200, meta.version, self.conns.date.value(), &headers, framing, false);
+    }
+    arm_timer(core, key);
+}
+
+/// Queues what history holds after the stream's cursor, up to the output bound. A client
+/// that does not read stops the feeding (its cursor waits in history); one that stays over
+/// the bound for a heartbeat interval is told so and disconnected.
+pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
+    let store = Arc::clone(&core.shared.store);
+    let bound = core.shared.config.network.max_pending_output;
+    let max_bytes = core.shared.config.streams.max_bytes;
+    let max_batch = core.shared.config.longpoll.max_batch;
+    loop {
         let now = Instant::now();
-        let seen_head = self.shared.store.head();
-        let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
-        let life = StreamLife::new(framing == Framing::Chunked, now, heartbeat, max_age);
-        let stream = Streaming { selectors, cursor, framer, life };
-        let selectors = stream.selectors.clone();
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        conn.out.push(Bytes::from(head));
-        stream.life.push(&mut conn.out, &mut first);
-        conn.state.open_stream(Box::new(stream));
-        self.delivery.watch(&mut self.hub, key, &selectors, seen_head);
-        WorkerStats::add(&self.stats().streaming, 1);
-        self.feed_stream(key, gaps);
-        if self.conns.is_shutting_down() {
-            // Opened during shutdown (a request in progress, or handed over): what history
-            // holds has been sent; end with the cursor.
-            if let Some(stream) = self.conns.get(key).and_then(|c| c.state.streaming()) {
-                let next = stream.cursor;
-                return self.end_stream(key, Control::End { next });
-            }
+        let Some(conn) = core.conns.get_mut(key) else { return };
+        let Some(stream) = conn.state.streaming_mut() else { return };
+        match stream.life.pace(conn.out.len(), bound, now) {
+            Pace::Room => {}
+            // The client is not reading: its cursor waits in history.
+            Pace::Behind => return,
+            Pace::Overflow => return overflow(core, key),
         }
-        self.arm_stream_timer(key);
-    }
-
-    /// Queues what history holds after the stream's cursor, up to the output bound. A client
-    /// that does not read stops the feeding (its cursor waits in history); one that stays over
-    /// the bound for a heartbeat interval is told so and disconnected.
-    pub(super) fn feed_stream(&mut self, key: usize, mut gaps: Gaps) {
-        let store = Arc::clone(&self.shared.store);
-        let bound = self.shared.config.network.max_pending_output;
-        let max_bytes = self.shared.config.streams.max_bytes;
-        let max_batch = self.shared.config.longpoll.max_batch;
-        loop {
-            let now = Instant::now();
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let Some(stream) = conn.state.streaming_mut() else { return };
-            match stream.life.pace(conn.out.len(), bound, now) {
-                Pace::Room => {}
-                // The client is not reading: its cursor waits in history.
-                Pace::Behind => return,
-                Pace::Overflow => return self.overflow(key),
-            }
-            self.delivery.msgs.clear();
-            let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut self.delivery.msgs);
-            let ctx = &self.shared.stream_ctx;
-            let mut parts = mem::take(&mut self.delivery.parts);
-            parts.clear();
-            if gaps.reported(read.gap) {
-                parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
-                stream.life.push(&mut conn.out, &mut parts);
-            }
-            for msg in &self.delivery.msgs {
-                stream.life.add_sent(msg.data.len());
-                match &mut stream.framer {
-                    // The common case: a chunk encoded once for every subscriber of this kind.
-                    Framer::Native(kind) if stream.life.chunked() => match kind.chunk(msg, ctx) {
-                        Some(chunk) => conn.out.push(chunk),
-                        None => {
-                            kind.push_message(msg, ctx, &mut parts);
-                            stream.life.push(&mut conn.out, &mut parts);
-                        }
-                    },
-                    Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
-                    Framer::Pushlet { session, writer } => {
-                        if let Some(event) = pushlet_data(&self.sessions.slab, *session, msg) {
-                            parts.push(Bytes::from(writer.event(&event, unix_secs())));
-                        }
+        core.delivery.msgs.clear();
+        let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut core.delivery.msgs);
+        let ctx = &core.shared.stream_ctx;
+        let mut parts = mem::take(&mut core.delivery.parts);
+        parts.clear();
+        if gaps.reported(read.gap) {
+            parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
+            stream.life.push(&mut conn.out, &mut parts);
+        }
+        for msg in &core.delivery.msgs {
+            stream.life.add_sent(msg.data.len());
+            match &mut stream.framer {
+                // The common case: a chunk encoded once for every subscriber of this kind.
+                Framer::Native(kind) if stream.life.chunked() => match kind.chunk(msg, ctx) {
+                    Some(chunk) => conn.out.push(chunk),
+                    None => {
+                        kind.push_message(msg, ctx, &mut parts);
+                        stream.life.push(&mut conn.out, &mut parts);
+                    }
+                },
+                Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
+                Framer::Pushlet { session, writer } => {
+                    if let Some(event) = pushlet_data(&core.sessions.slab, *session, msg) {
+                        parts.push(Bytes::from(writer.event(&event, unix_secs())));
                     }
                 }
             }
-            stream.cursor = read.next_cursor(stream.cursor, &self.delivery.msgs);
-            stream.life.push(&mut conn.out, &mut parts);
-            // A Pushlet stream never ends by itself (the original clients stop on an abort).
-            let native = matches!(stream.framer, Framer::Native(_));
-            let (cursor, over_bytes) = (stream.cursor, native && stream.life.sent_at_least(max_bytes));
-            if let Framer::Pushlet { session, .. } = stream.framer {
-                if let Some(SessionState::Pushlet(state)) = self.sessions.slab.get_mut(session).map(|e| &mut e.state) {
-                    state.set_cursor(cursor);
-                }
-            }
-            self.delivery.parts = parts;
-            self.delivery.count_read();
-            if over_bytes {
-                self.end_stream(key, Control::End { next: cursor });
-                return;
-            }
-            if !read.truncated {
-                return;
-            }
-            gaps = Gaps::Report;
         }
-    }
-
-    /// Heartbeat and age limit of a stream (one timer per connection: the earlier of the two).
-    pub(super) fn stream_timer(&mut self, key: usize) {
-        let now = Instant::now();
-        let bound = self.shared.config.network.max_pending_output;
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Some(stream) = conn.state.streaming_mut() else { return };
-        match stream.life.due(now, conn.out.len(), bound) {
-            Due::End => {
-                let next = stream.cursor;
-                return self.end_stream(key, Control::End { next });
+        stream.cursor = read.next_cursor(stream.cursor, &core.delivery.msgs);
+        stream.life.push(&mut conn.out, &mut parts);
+        // A Pushlet stream never ends by itself (the original clients stop on an abort).
+        let native = matches!(stream.framer, Framer::Native(_));
+        let (cursor, over_bytes) = (stream.cursor, native && stream.life.sent_at_least(max_bytes));
+        if let Framer::Pushlet { session, .. } = stream.framer {
+            if let Some(SessionState::Pushlet(state)) = core.sessions.slab.get_mut(session).map(|e| &mut e.state) {
+                state.set_cursor(cursor);
             }
-            Due::Overflow => return self.overflow(key),
-            Due::Heartbeat => {
-                let mut parts = vec![stream.framer.heartbeat(&self.shared.stream_ctx)];
-                stream.life.push(&mut conn.out, &mut parts);
-            }
-            Due::Nothing => {}
         }
-        self.arm_stream_timer(key);
-    }
-
-    fn arm_stream_timer(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let Some(stream) = conn.state.streaming() else { return };
-        let at = stream.life.deadline();
-        self.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
-    }
-
-    /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
-    pub(super) fn end_stream(&mut self, key: usize, control: Control) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.state.phase() != Phase::Streaming {
+        core.delivery.parts = parts;
+        core.delivery.count_read();
+        if over_bytes {
+            end(core, key, Control::End { next: cursor });
             return;
         }
-        let Some(vacated) = conn.state.end() else { return };
-        self.retire_phase(key, &vacated);
-        let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), self.conns.get_mut(key)) else { return };
-        let ctx = &self.shared.stream_ctx;
-        let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
-        stream.life.finish(&mut conn.out, &mut last);
-        self.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        if !read.truncated {
+            return;
+        }
+        gaps = Gaps::Report;
     }
+}
 
-    /// The client stopped reading: queue the overflow notice (it goes out if the socket takes
-    /// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
-    /// stream overflowed is over too (the original ended a session on a failed write).
-    pub(super) fn overflow(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let Some(stream) = conn.state.streaming() else { return };
-        // A stream's session is a Pushlet stream listen's.
-        let (next, session) = (stream.cursor, conn.state.session());
-        WorkerStats::add(&self.stats().overflows, 1);
-        self.end_stream(key, Control::Overflow { next });
-        if let Some(conn) = self.conns.get_mut(key) {
-            let _ = conn.flush();
+/// Heartbeat and age limit of a stream (one timer per connection: the earlier of the two).
+pub(super) fn on_timer(core: &mut Core, key: usize) {
+    let now = Instant::now();
+    let bound = core.shared.config.network.max_pending_output;
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let Some(stream) = conn.state.streaming_mut() else { return };
+    match stream.life.due(now, conn.out.len(), bound) {
+        Due::End => {
+            let next = stream.cursor;
+            return end(core, key, Control::End { next });
         }
-        self.close(key);
-        if let Some(session) = session {
-            self.sessions.remove(session, &mut self.conns.timers);
+        Due::Overflow => return overflow(core, key),
+        Due::Heartbeat => {
+            let mut parts = vec![stream.framer.heartbeat(&core.shared.stream_ctx)];
+            stream.life.push(&mut conn.out, &mut parts);
         }
+        Due::Nothing => {}
+    }
+    arm_timer(core, key);
+}
+
+fn arm_timer(core: &mut Core, key: usize) {
+    let Some(conn) = core.conns.get(key) else { return };
+    let Some(stream) = conn.state.streaming() else { return };
+    let at = stream.life.deadline();
+    core.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
+}
+
+/// Ends a stream cleanly with a control frame (the resume cursor) and closes.
+pub(super) fn end(core: &mut Core, key: usize, control: Control) {
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    if conn.state.phase() != Phase::Streaming {
+        return;
+    }
+    let Some(vacated) = conn.state.end() else { return };
+    io::retire_phase(core, key, &vacated);
+    let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), core.conns.get_mut(key)) else { return };
+    let ctx = &core.shared.stream_ctx;
+    let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
+    stream.life.finish(&mut conn.out, &mut last);
+    core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+}
+
+/// The client stopped reading: queue the overflow notice (it goes out if the socket takes
+/// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
+/// stream overflowed is over too (the original ended a session on a failed write).
+pub(super) fn overflow(core: &mut Core, key: usize) {
+    let Some(conn) = core.conns.get(key) else { return };
+    let Some(stream) = conn.state.streaming() else { return };
+    // A stream's session is a Pushlet stream listen's.
+    let (next, session) = (stream.cursor, conn.state.session());
+    WorkerStats::add(&core.stats().overflows, 1);
+    end(core, key, Control::Overflow { next });
+    if let Some(conn) = core.conns.get_mut(key) {
+        let _ = conn.flush();
+    }
+    io::close(core, key);
+    if let Some(session) = session {
+        core.sessions.remove(session, &mut core.conns.timers);
     }
 }
 

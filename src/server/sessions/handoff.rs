@@ -12,136 +12,125 @@ use std::sync::atomic::Ordering::Relaxed;
 use crossbeam_channel::TrySendError;
 use log::debug;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use crate::http::{Reject, Request};
-use crate::server::conn::{Conn, ReplyMeta};
+use crate::server::conn::ReplyMeta;
+use crate::server::core::Core;
 use crate::server::delivery::When;
-use crate::server::event_loop::{Worker, FIRST_CONN, MAX_BATCHES_PER_TURN};
+use crate::server::dispatch;
+use crate::server::duplex;
+use crate::server::io;
 use crate::server::io::OutQueue;
+use crate::server::sessions::bayeux as bayeux_session;
 use crate::server::stats::WorkerStats;
 use crate::server::{Carry, Handoff};
 
-impl Worker {
-    /// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
-    pub(in crate::server) fn hand_off(
-        &mut self,
-        key: usize,
-        owner: usize,
-        request: Request,
-        body: Vec<u8>,
-        meta: ReplyMeta,
-    ) {
-        self.transfer(key, owner, Carry::Request(request, body), Some(meta));
-    }
+/// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
+pub(in crate::server) fn hand_off(
+    core: &mut Core,
+    key: usize,
+    owner: usize,
+    request: Request,
+    body: Vec<u8>,
+    meta: ReplyMeta,
+) {
+    transfer(core, key, owner, Carry::Request(request, body), Some(meta));
+}
 
-    /// Hands a Bayeux WebSocket to `owner` at a frame boundary, with the batch that named the
-    /// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
-    pub(in crate::server) fn hand_off_socket(&mut self, key: usize, owner: usize, batch: String) {
-        // A connect it holds for a session owned here is answered before it goes.
-        self.bayeux_socket_round(key, When::Now);
-        self.transfer(key, owner, Carry::BayeuxSocket(batch), None);
-    }
+/// Hands a Bayeux WebSocket to `owner` at a frame boundary, with the batch that named the
+/// session (a Faye client handshakes over HTTP, then opens its WebSocket anywhere).
+pub(in crate::server) fn hand_off_socket(core: &mut Core, key: usize, owner: usize, batch: String) {
+    // A connect it holds for a session owned here is answered before it goes.
+    bayeux_session::socket_round(core, key, When::Now);
+    transfer(core, key, owner, Carry::BayeuxSocket(batch), None);
+}
 
-    /// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
-    /// an HTTP request gets 503 (`meta` says how to answer it), a socket is closed.
-    fn transfer(&mut self, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
-        // Undo what the connection registered here (subscriptions, gauges, a session's
-        // listening connection) before its key is freed for reuse.
-        // Owners are always below the worker count; looked up first so a miss cannot strand a
-        // removed, still-counted connection.
-        if owner >= self.shared.peers.len() {
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let vacated = conn.state.close();
-        self.retire_phase(key, &vacated);
-        let Some(mut conn) = self.conns.take(key) else { return };
-        // The slot is free at once: a stale event for this token in the current batch can only
-        // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
-        let _ = self.poll.registry().deregister(&mut conn.sock);
-        WorkerStats::sub(&self.stats().connections, 1);
-        // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
-        // responses stay in order.
-        let handoff =
-            Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
-        let peer = &self.shared.peers[owner];
-        match peer.handoffs.try_send(Box::new(handoff)) {
-            Ok(()) => {
-                WorkerStats::add(&self.stats().handoffs_out, 1);
-                if let Err(e) = peer.waker.wake() {
-                    debug!("worker {}: waking worker {owner}: {e}", self.id);
-                }
+/// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
+/// an HTTP request gets 503 (`meta` says how to answer it), a socket is closed.
+fn transfer(core: &mut Core, key: usize, owner: usize, carry: Carry, meta: Option<ReplyMeta>) {
+    // Undo what the connection registered here (subscriptions, gauges, a session's
+    // listening connection) before its key is freed for reuse.
+    // Owners are always below the worker count; looked up first so a miss cannot strand a
+    // removed, still-counted connection.
+    if owner >= core.shared.peers.len() {
+        return;
+    }
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let vacated = conn.state.close();
+    io::retire_phase(core, key, &vacated);
+    let Some(mut conn) = core.conns.take(key) else { return };
+    // The slot is free at once: a stale event for this token in the current batch can only
+    // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
+    let _ = core.conns.registry().deregister(&mut conn.sock);
+    WorkerStats::sub(&core.stats().connections, 1);
+    // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
+    // responses stay in order.
+    let handoff = Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
+    let peer = &core.shared.peers[owner];
+    match peer.handoffs.try_send(Box::new(handoff)) {
+        Ok(()) => {
+            WorkerStats::add(&core.stats().handoffs_out, 1);
+            if let Err(e) = peer.waker.wake() {
+                debug!("worker {}: waking worker {owner}: {e}", core.id);
             }
-            Err(TrySendError::Full(handoff) | TrySendError::Disconnected(handoff)) => {
-                // The owner's inbox is full (or it is gone): keep the connection and say so.
-                let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
-                match (meta, self.adopt_socket(sock, inbuf, out, peer_closed)) {
-                    (Some(meta), Some(key)) => {
-                        // The request stays here after all: it is answered here.
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            conn.state.dispatch();
-                        }
-                        self.conns.refuse(key, meta, Reject::new(503, "server busy: session owner unreachable"));
-                        self.pump(key);
+        }
+        Err(TrySendError::Full(handoff) | TrySendError::Disconnected(handoff)) => {
+            // The owner's inbox is full (or it is gone): keep the connection and say so.
+            let Handoff { sock, inbuf, out, peer_closed, .. } = *handoff;
+            match (meta, adopt_socket(core, sock, inbuf, out, peer_closed)) {
+                (Some(meta), Some(key)) => {
+                    // The request stays here after all: it is answered here.
+                    if let Some(conn) = core.conns.get_mut(key) {
+                        conn.state.dispatch();
                     }
-                    (None, Some(key)) => self.close(key),
-                    (_, None) => {}
+                    core.conns.refuse(key, meta, Reject::new(503, "server busy: session owner unreachable"));
+                    io::pump(core, key);
                 }
+                (None, Some(key)) => io::close(core, key),
+                (_, None) => {}
             }
         }
     }
+}
 
-    /// Adopts the connections other workers handed over, a bounded number per turn like the
-    /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
-    /// remain).
-    pub(in crate::server) fn drain_handoffs(&mut self) {
-        for _ in 0..MAX_BATCHES_PER_TURN {
-            let Ok(handoff) = self.handoffs.try_recv() else { break };
-            self.adopt(*handoff);
+/// Takes a connection handed over by another worker and dispatches its request here.
+pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
+    let Handoff { sock, carry, inbuf, out, peer_closed } = handoff;
+    WorkerStats::add(&core.stats().handoffs_in, 1);
+    let Some(key) = adopt_socket(core, sock, inbuf, out, peer_closed) else { return };
+    match carry {
+        Carry::Request(request, body) => dispatch::dispatch(core, key, request, body),
+        Carry::BayeuxSocket(batch) => {
+            duplex::start_bayeux_socket(core, key);
+            bayeux_session::frame(core, key, &batch);
         }
     }
+    io::pump(core, key);
+}
 
-    /// Takes a connection handed over by another worker and dispatches its request here.
-    pub(in crate::server) fn adopt(&mut self, handoff: Handoff) {
-        let Handoff { sock, carry, inbuf, out, peer_closed } = handoff;
-        WorkerStats::add(&self.stats().handoffs_in, 1);
-        let Some(key) = self.adopt_socket(sock, inbuf, out, peer_closed) else { return };
-        match carry {
-            Carry::Request(request, body) => self.dispatch(key, request, body),
-            Carry::BayeuxSocket(batch) => {
-                self.start_bayeux_socket(key);
-                self.bayeux_frame(key, &batch);
-            }
-        }
-        self.pump(key);
-    }
-
-    /// Registers a handed-over socket in this worker's poll and slab.
-    fn adopt_socket(
-        &mut self,
-        mut sock: TcpStream,
-        inbuf: Option<Vec<u8>>,
-        out: OutQueue,
-        peer_closed: bool,
-    ) -> Option<usize> {
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(key + FIRST_CONN), interest) {
-            debug!("worker {}: register a handed-over connection: {e}", self.id);
+/// Registers a handed-over socket in this worker's poll and slab.
+fn adopt_socket(
+    core: &mut Core,
+    sock: TcpStream,
+    inbuf: Option<Vec<u8>>,
+    out: OutQueue,
+    peer_closed: bool,
+) -> Option<usize> {
+    let key = match core.conns.add(sock) {
+        Ok(key) => key,
+        Err(e) => {
+            debug!("worker {}: register a handed-over connection: {e}", core.id);
             // The socket closes here; the connection it counted against is gone.
-            self.shared.connections.fetch_sub(1, Relaxed);
+            core.shared.connections.fetch_sub(1, Relaxed);
             return None;
         }
-        let mut conn = Conn::new(sock);
-        conn.inbuf = inbuf;
-        conn.out = out;
-        conn.peer_closed = peer_closed;
-        // Readiness that arrived while the socket was in flight is reported by the registration.
-        conn.readable = true;
-        entry.insert(conn);
-        WorkerStats::add(&self.stats().connections, 1);
-        Some(key)
-    }
+    };
+    let conn = core.conns.get_mut(key)?;
+    conn.inbuf = inbuf;
+    conn.out = out;
+    conn.peer_closed = peer_closed;
+    // Readiness that arrived while the socket was in flight is reported by the registration.
+    conn.readable = true;
+    WorkerStats::add(&core.stats().connections, 1);
+    Some(key)
 }

@@ -7,15 +7,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::server::core::Core;
+use crate::server::delivery;
+use crate::server::io;
+use crate::server::sessions::bayeux as bayeux_session;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
-mod bayeux;
-mod handoff;
-mod pushlet;
+pub(super) mod bayeux;
+pub(super) mod handoff;
+pub(super) mod pushlet;
 
 use super::conns::Conns;
-use super::event_loop::{Timer, Worker};
+use super::event_loop::Timer;
 use super::timer::TimerWheel;
 use super::Shared;
 use crate::model::Selector;
@@ -149,65 +153,63 @@ impl Sessions {
     }
 }
 
-impl Worker {
-    /// A session's lease ran out: while a connection listens the lease runs on, otherwise the
-    /// session and everything it holds go.
-    pub(in crate::server) fn session_timer(&mut self, key: usize) {
-        let Some(entry) = self.sessions.slab.get_mut(key) else { return };
-        entry.timer = None;
-        if let SessionState::Bayeux(_) = entry.state {
-            return self.bayeux_expiry(key);
-        }
-        // A Pushlet lease runs on while a listen is open; without one the session goes.
-        if self.sessions.listening_conn(key, &self.conns).is_some() {
-            return self.sessions.renew(key, &mut self.conns.timers);
-        }
-        self.sessions.remove(key, &mut self.conns.timers);
+/// A session's lease ran out: while a connection listens the lease runs on, otherwise the
+/// session and everything it holds go.
+pub(in crate::server) fn on_timer(core: &mut Core, key: usize) {
+    let Some(entry) = core.sessions.slab.get_mut(key) else { return };
+    entry.timer = None;
+    if let SessionState::Bayeux(_) = entry.state {
+        return bayeux_session::expiry(core, key);
     }
+    // A Pushlet lease runs on while a listen is open; without one the session goes.
+    if core.sessions.listening_conn(key, &core.conns).is_some() {
+        return core.sessions.renew(key, &mut core.conns.timers);
+    }
+    core.sessions.remove(key, &mut core.conns.timers);
+}
 
-    /// The worker owning session `id` (by the id's prefix) when that is not this one: the
-    /// request goes there.
-    pub(in crate::server) fn foreign_owner(&self, id: &str) -> Option<usize> {
-        session_id::owner(id, self.shared.config.workers).filter(|&owner| owner != self.id)
-    }
+/// The worker owning session `id` (by the id's prefix) when that is not this one: the
+/// request goes there.
+pub(in crate::server) fn foreign_owner(core: &Core, id: &str) -> Option<usize> {
+    session_id::owner(id, core.shared.config.workers).filter(|&owner| owner != core.id)
+}
 
-    /// Answers the session's listening connection now (a held connect, a parked refresh, an
-    /// open stream ends), so a newer request or a leave/disconnect takes over.
-    pub(in crate::server) fn release_listening(&mut self, skey: usize) {
-        let Some(key) = self.sessions.listening_conn(skey, &self.conns) else { return };
-        if let Some(entry) = self.sessions.slab.get_mut(skey) {
-            entry.listening = None;
-        }
-        let Some(conn) = self.conns.get(key) else { return };
-        match conn.state.phase() {
-            Phase::Parked | Phase::Streaming => self.answer_now(key),
-            Phase::Duplex => {
-                self.bayeux_socket_round(key, When::Now);
-                self.pump(key);
-            }
-            _ => {}
-        }
+/// Answers the session's listening connection now (a held connect, a parked refresh, an
+/// open stream ends), so a newer request or a leave/disconnect takes over.
+pub(in crate::server) fn release_listening(core: &mut Core, skey: usize) {
+    let Some(key) = core.sessions.listening_conn(skey, &core.conns) else { return };
+    if let Some(entry) = core.sessions.slab.get_mut(skey) {
+        entry.listening = None;
     }
+    let Some(conn) = core.conns.get(key) else { return };
+    match conn.state.phase() {
+        Phase::Parked | Phase::Streaming => delivery::answer_now(core, key),
+        Phase::Duplex => {
+            bayeux_session::socket_round(core, key, When::Now);
+            io::pump(core, key);
+        }
+        _ => {}
+    }
+}
 
-    /// The session's subscriptions changed: its listening connection waits on the new
-    /// selectors and re-reads history at once.
-    pub(in crate::server) fn rewatch_listening(&mut self, skey: usize, selectors: Box<[Selector]>) {
-        let Some(key) = self.sessions.listening_conn(skey, &self.conns) else { return };
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let state = &mut conn.state;
-        let old = match state.phase() {
-            Phase::Parked => state.parked_mut().map(|p| std::mem::replace(&mut p.selectors, selectors.clone())),
-            Phase::Streaming => state.streaming_mut().map(|s| std::mem::replace(&mut s.selectors, selectors.clone())),
-            Phase::Duplex => {
-                state.duplex_mut().map(|d| std::mem::replace(&mut d.selectors, selectors.to_vec()).into_boxed_slice())
-            }
-            _ => None,
-        };
-        let Some(old) = old else { return };
-        self.delivery.unwatch(key, &old);
-        let head = self.shared.store.head();
-        self.delivery.watch(&mut self.hub, key, &selectors, head);
-        self.resume(key, When::IfAny);
-        self.pump(key);
-    }
+/// The session's subscriptions changed: its listening connection waits on the new
+/// selectors and re-reads history at once.
+pub(in crate::server) fn rewatch_listening(core: &mut Core, skey: usize, selectors: Box<[Selector]>) {
+    let Some(key) = core.sessions.listening_conn(skey, &core.conns) else { return };
+    let Some(conn) = core.conns.get_mut(key) else { return };
+    let state = &mut conn.state;
+    let old = match state.phase() {
+        Phase::Parked => state.parked_mut().map(|p| std::mem::replace(&mut p.selectors, selectors.clone())),
+        Phase::Streaming => state.streaming_mut().map(|s| std::mem::replace(&mut s.selectors, selectors.clone())),
+        Phase::Duplex => {
+            state.duplex_mut().map(|d| std::mem::replace(&mut d.selectors, selectors.to_vec()).into_boxed_slice())
+        }
+        _ => None,
+    };
+    let Some(old) = old else { return };
+    core.delivery.unwatch(key, &old);
+    let head = core.shared.store.head();
+    core.delivery.watch(&mut core.hub, key, &selectors, head);
+    delivery::resume(core, key, When::IfAny);
+    io::pump(core, key);
 }

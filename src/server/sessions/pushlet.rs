@@ -18,220 +18,222 @@ use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Backlog, Done, Event, Format, Listen, Listener, Mode, Refresh, Step};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
+use crate::server::core::Core;
+use crate::server::delivery;
 use crate::server::delivery::{Answer, Gaps, When};
-use crate::server::event_loop::Worker;
 use crate::server::session_id;
+use crate::server::sessions;
+use crate::server::sessions::handoff;
+use crate::server::stream;
 use crate::server::stream::{unix_secs, StreamSpec};
 
-impl Worker {
-    /// A request on a Pushlet path.
-    pub(in crate::server) fn pushlet(&mut self, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
-        let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
-        let preq = match pushlet::parse_request(req.query(), &body) {
-            Ok(preq) => preq,
-            Err(e) => return self.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
-        };
-        let skey = if preq.command.is_join() {
-            match self.pushlet_join(&preq) {
-                Some(skey) => skey,
-                None => {
-                    return self.conns.refuse(
-                        key,
-                        meta,
-                        Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
-                    )
-                }
+/// A request on a Pushlet path.
+pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
+    let base: &'static str = if req.path() == pushlet::PATHS[1] { pushlet::PATHS[1] } else { pushlet::PATHS[0] };
+    let preq = match pushlet::parse_request(req.query(), &body) {
+        Ok(preq) => preq,
+        Err(e) => return core.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
+    };
+    let skey = if preq.command.is_join() {
+        match join(core, &preq) {
+            Some(skey) => skey,
+            None => {
+                return core.conns.refuse(
+                    key,
+                    meta,
+                    Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
+                )
             }
-        } else {
-            let id = preq.id.as_deref().unwrap_or("");
-            if let Some(owner) = self.foreign_owner(id) {
-                return self.hand_off(key, owner, req, body, meta);
-            }
-            match self.sessions.pushlet_key(id) {
-                Some(skey) => skey,
-                None => {
-                    let e = pushlet::invalid_id(id);
-                    return self.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE));
-                }
-            }
-        };
-        self.sessions.renew(skey, &mut self.conns.timers);
-        let head = self.shared.store.head();
-        let policy = &self.client_publish;
-        let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = self.sessions.slab.get_mut(skey) else {
-            return;
-        };
-        let was_listening = session.listening();
-        let step = session.handle(&preq, &|topic| policy.allows(topic));
-        if !was_listening && session.listening() {
-            // Events reach a session only from its listen on.
-            session.set_cursor(head);
         }
-        let format = preq.format.unwrap_or(session.format());
-        match step {
-            Step::Reply(events) => self.pushlet_reply(key, meta, format, &events),
-            Step::Publish { reply, topics, body, event } => {
-                let reply = self.pushlet_publish(reply, topics, body, event);
-                self.pushlet_reply(key, meta, format, &reply);
+    } else {
+        let id = preq.id.as_deref().unwrap_or("");
+        if let Some(owner) = sessions::foreign_owner(core, id) {
+            return handoff::hand_off(core, key, owner, req, body, meta);
+        }
+        match core.sessions.pushlet_key(id) {
+            Some(skey) => skey,
+            None => {
+                let e = pushlet::invalid_id(id);
+                return core.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE));
             }
-            Step::Listen { ack } => self.pushlet_listen(key, meta, skey, base, ack),
-            Step::Refresh => self.pushlet_refresh(key, meta, skey, base),
-            Step::Leave(events) => {
-                self.release_listening(skey);
-                self.sessions.remove(skey, &mut self.conns.timers);
-                self.pushlet_reply(key, meta, format, &events);
-            }
-            Step::Resubscribed(events) => {
-                self.pushlet_reply(key, meta, format, &events);
-                if let Some(SessionState::Pushlet(session)) = self.sessions.slab.get(skey).map(|e| &e.state) {
-                    let selectors = session.selectors().into_boxed_slice();
-                    self.rewatch_listening(skey, selectors);
-                }
+        }
+    };
+    core.sessions.renew(skey, &mut core.conns.timers);
+    let head = core.shared.store.head();
+    let policy = &core.client_publish;
+    let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = core.sessions.slab.get_mut(skey) else {
+        return;
+    };
+    let was_listening = session.listening();
+    let step = session.handle(&preq, &|topic| policy.allows(topic));
+    if !was_listening && session.listening() {
+        // Events reach a session only from its listen on.
+        session.set_cursor(head);
+    }
+    let format = preq.format.unwrap_or(session.format());
+    match step {
+        Step::Reply(events) => send_events(core, key, meta, format, &events),
+        Step::Publish { reply, topics, body, event } => {
+            let events = publish(core, reply, topics, body, event);
+            send_events(core, key, meta, format, &events);
+        }
+        Step::Listen { ack } => listen(core, key, meta, skey, base, ack),
+        Step::Refresh => refresh(core, key, meta, skey, base),
+        Step::Leave(events) => {
+            sessions::release_listening(core, skey);
+            core.sessions.remove(skey, &mut core.conns.timers);
+            send_events(core, key, meta, format, &events);
+        }
+        Step::Resubscribed(events) => {
+            send_events(core, key, meta, format, &events);
+            if let Some(SessionState::Pushlet(session)) = core.sessions.slab.get(skey).map(|e| &e.state) {
+                let selectors = session.selectors().into_boxed_slice();
+                sessions::rewatch_listening(core, skey, selectors);
             }
         }
     }
+}
 
-    /// `join` / `join-listen` always make a new session, owned here.
-    fn pushlet_join(&mut self, preq: &pushlet::Request) -> Option<usize> {
-        let id = session_id::new_id(self.id).ok()?;
-        let session = pushlet::Session::new(id.clone(), preq.format.unwrap_or_default());
-        let entry = SessionEntry {
-            id,
-            state: SessionState::Pushlet(Box::new(session)),
-            listening: None,
-            timer: None,
-            lease: self.shared.config.sessions.lease,
+/// `join` / `join-listen` always make a new session, owned here.
+fn join(core: &mut Core, preq: &pushlet::Request) -> Option<usize> {
+    let id = session_id::new_id(core.id).ok()?;
+    let session = pushlet::Session::new(id.clone(), preq.format.unwrap_or_default());
+    let entry = SessionEntry {
+        id,
+        state: SessionState::Pushlet(Box::new(session)),
+        listening: None,
+        timer: None,
+        lease: core.shared.config.sessions.lease,
+    };
+    core.sessions.add(entry, &mut core.conns.timers)
+}
+
+/// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.
+fn publish(
+    core: &mut Core,
+    reply: Vec<Event>,
+    topics: Vec<Box<str>>,
+    body: Bytes,
+    event: Option<Box<str>>,
+) -> Vec<Event> {
+    for topic in topics {
+        let req = PublishReq {
+            topic: topic.into(),
+            event: event.clone(),
+            content_type: Some(pushlet::PUBLISH_CONTENT_TYPE.into()),
+            data: body.clone(),
+            reply: None,
         };
-        self.sessions.add(entry, &mut self.conns.timers)
+        if let Err(busy) = core.hub.publish(req) {
+            return vec![pushlet::nack(&busy.reason)];
+        }
     }
+    reply
+}
 
-    /// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.
-    fn pushlet_publish(
-        &mut self,
-        reply: Vec<Event>,
-        topics: Vec<Box<str>>,
-        body: Bytes,
-        event: Option<Box<str>>,
-    ) -> Vec<Event> {
-        for topic in topics {
-            let req = PublishReq {
-                topic: topic.into(),
-                event: event.clone(),
-                content_type: Some(pushlet::PUBLISH_CONTENT_TYPE.into()),
-                data: body.clone(),
-                reply: None,
+/// A complete reply of `events` in `format`.
+fn send_events(core: &mut Core, key: usize, meta: ReplyMeta, format: Format, events: &[Event]) {
+    send(core, key, meta, format, pushlet::reply(format, events, unix_secs()));
+}
+
+/// Queues a Pushlet reply `body` in `format`.
+fn send(core: &mut Core, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
+    core.conns.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
+}
+
+/// `listen` / `join-listen`: the ack, then delivery in the session's mode
+/// (`pushlet::listen`): one reply for pull and poll, an open stream for stream.
+fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'static str, ack: Vec<Event>) {
+    let Some(SessionState::Pushlet(session)) = core.sessions.slab.get(skey).map(|e| &e.state) else { return };
+    let (format, cursor, selectors) = (session.format(), session.cursor(), session.selectors().into_boxed_slice());
+    let rng = &mut core.rng;
+    let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
+    let (writer, first) = match pushlet::listen(session, &ack, base, wait_ms, unix_secs()) {
+        Listen::Round(body) => return send(core, key, meta, format, body),
+        Listen::Stream { writer, first } => (writer, first),
+    };
+    // Stream: one open listen per session; a newer one takes over.
+    sessions::release_listening(core, skey);
+    let spec = StreamSpec {
+        framer: Framer::Pushlet { session: skey, writer },
+        content_type: pushlet::content_type(format).to_owned(),
+        first: vec![Bytes::from(first)],
+        heartbeat: core.shared.config.sessions.pushlet_read_timeout,
+        // A Pushlet stream never ends by itself.
+        max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
+        extra_headers: &pushlet::NO_CACHE,
+    };
+    core.sessions.listen(skey, key);
+    stream::open(core, key, meta, spec, selectors, cursor, Gaps::Report);
+}
+
+/// `refresh`: a pull round parks until events (or the read timeout); a poll round
+/// answers at once.
+fn refresh(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'static str) {
+    let Some(SessionState::Pushlet(session)) = core.sessions.slab.get(skey).map(|e| &e.state) else { return };
+    let (format, mode, cursor) = (session.format(), session.mode(), session.cursor());
+    let selectors = session.selectors().into_boxed_slice();
+    // One waiting refresh per session: a newer one answers the older.
+    sessions::release_listening(core, skey);
+    let hold = PushletHold { session: skey, format, base };
+    let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
+    let timeout = core.shared.config.sessions.pushlet_read_timeout;
+    let when = if mode == Mode::Poll { When::Now } else { When::IfAny };
+    delivery::park(core, key, parked, when, Gaps::Report, timeout);
+}
+
+/// The reply of a waiting refresh round (`pushlet::answer_refresh` says what it carries):
+/// this reads history after the session's cursor into a `Backlog` and acts on the answer.
+pub(in crate::server) fn answer(
+    core: &mut Core,
+    key: usize,
+    parked: &Parked,
+    hold: &PushletHold,
+    when: When,
+) -> Answer {
+    let store = std::sync::Arc::clone(&core.shared.store);
+    let mut head = 0;
+    let listener = match core.sessions.slab.get_mut(hold.session) {
+        Some(SessionEntry { state: SessionState::Pushlet(session), .. }) if session.listening() => {
+            // The cursor may only move over messages that were looked at. A wake-up that
+            // found nothing for the session moved its cursor; the next one reads on from
+            // there, not from where the listen parked.
+            let mut backlog = Backlog::new(core.shared.config.sessions.queue);
+            let mut next = parked.cursor.max(session.cursor());
+            head = loop {
+                core.delivery.msgs.clear();
+                let read = store.read(&parked.selectors, next, backlog.read_limit(), &mut core.delivery.msgs);
+                let read_on = backlog.take(session, &core.delivery.msgs, read.gap, read.truncated);
+                next = read.next_cursor(next, &core.delivery.msgs);
+                if !read_on {
+                    break read.head;
+                }
             };
-            if let Err(busy) = self.hub.publish(req) {
-                return vec![pushlet::nack(&busy.reason)];
-            }
+            session.set_cursor(next);
+            Listener::Live { session, backlog }
         }
-        reply
-    }
-
-    /// A complete reply of `events` in `format`.
-    fn pushlet_reply(&mut self, key: usize, meta: ReplyMeta, format: Format, events: &[Event]) {
-        self.pushlet_send(key, meta, format, pushlet::reply(format, events, unix_secs()));
-    }
-
-    /// Queues a Pushlet reply `body` in `format`.
-    fn pushlet_send(&mut self, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
-        self.conns.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
-    }
-
-    /// `listen` / `join-listen`: the ack, then delivery in the session's mode
-    /// (`pushlet::listen`): one reply for pull and poll, an open stream for stream.
-    fn pushlet_listen(&mut self, key: usize, meta: ReplyMeta, skey: usize, base: &'static str, ack: Vec<Event>) {
-        let Some(SessionState::Pushlet(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
-        let (format, cursor, selectors) = (session.format(), session.cursor(), session.selectors().into_boxed_slice());
-        let rng = &mut self.rng;
-        let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
-        let (writer, first) = match pushlet::listen(session, &ack, base, wait_ms, unix_secs()) {
-            Listen::Round(body) => return self.pushlet_send(key, meta, format, body),
-            Listen::Stream { writer, first } => (writer, first),
-        };
-        // Stream: one open listen per session; a newer one takes over.
-        self.release_listening(skey);
-        let spec = StreamSpec {
-            framer: Framer::Pushlet { session: skey, writer },
-            content_type: pushlet::content_type(format).to_owned(),
-            first: vec![Bytes::from(first)],
-            heartbeat: self.shared.config.sessions.pushlet_read_timeout,
-            // A Pushlet stream never ends by itself.
-            max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
-            extra_headers: &pushlet::NO_CACHE,
-        };
-        self.sessions.listen(skey, key);
-        self.open_stream(key, meta, spec, selectors, cursor, Gaps::Report);
-    }
-
-    /// `refresh`: a pull round parks until events (or the read timeout); a poll round
-    /// answers at once.
-    fn pushlet_refresh(&mut self, key: usize, meta: ReplyMeta, skey: usize, base: &'static str) {
-        let Some(SessionState::Pushlet(session)) = self.sessions.slab.get(skey).map(|e| &e.state) else { return };
-        let (format, mode, cursor) = (session.format(), session.mode(), session.cursor());
-        let selectors = session.selectors().into_boxed_slice();
-        // One waiting refresh per session: a newer one answers the older.
-        self.release_listening(skey);
-        let hold = PushletHold { session: skey, format, base };
-        let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
-        let timeout = self.shared.config.sessions.pushlet_read_timeout;
-        let when = if mode == Mode::Poll { When::Now } else { When::IfAny };
-        self.park(key, parked, when, Gaps::Report, timeout);
-    }
-
-    /// The reply of a waiting refresh round (`pushlet::answer_refresh` says what it carries):
-    /// this reads history after the session's cursor into a `Backlog` and acts on the answer.
-    pub(in crate::server) fn answer_pushlet(
-        &mut self,
-        key: usize,
-        parked: &Parked,
-        hold: &PushletHold,
-        when: When,
-    ) -> Answer {
-        let store = std::sync::Arc::clone(&self.shared.store);
-        let mut head = 0;
-        let listener = match self.sessions.slab.get_mut(hold.session) {
-            Some(SessionEntry { state: SessionState::Pushlet(session), .. }) if session.listening() => {
-                // The cursor may only move over messages that were looked at. A wake-up that
-                // found nothing for the session moved its cursor; the next one reads on from
-                // there, not from where the listen parked.
-                let mut backlog = Backlog::new(self.shared.config.sessions.queue);
-                let mut next = parked.cursor.max(session.cursor());
-                head = loop {
-                    self.delivery.msgs.clear();
-                    let read = store.read(&parked.selectors, next, backlog.read_limit(), &mut self.delivery.msgs);
-                    let read_on = backlog.take(session, &self.delivery.msgs, read.gap, read.truncated);
-                    next = read.next_cursor(next, &self.delivery.msgs);
-                    if !read_on {
-                        break read.head;
-                    }
-                };
-                session.set_cursor(next);
-                Listener::Live { session, backlog }
+        // Released by `leave`: the worker removes the session right after.
+        Some(SessionEntry { state: SessionState::Pushlet(_), .. }) => Listener::Left,
+        _ => Listener::Ended,
+    };
+    let rng = &mut core.rng;
+    let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
+    let answer = pushlet::answer_refresh(listener, hold.format, hold.base, when == When::Now, wait_ms, unix_secs());
+    let (body, done) = match answer {
+        Refresh::Wait => return Answer::Nothing { head },
+        Refresh::Reply { body, done } => (body, done),
+    };
+    match done {
+        Done::Ended => {}
+        Done::Left => core.sessions.listening_ended(hold.session, key, &mut core.conns.timers),
+        Done::Delivered | Done::Overflowed => {
+            core.sessions.listening_ended(hold.session, key, &mut core.conns.timers);
+            if done == Done::Overflowed {
+                core.sessions.remove(hold.session, &mut core.conns.timers);
             }
-            // Released by `leave`: the worker removes the session right after.
-            Some(SessionEntry { state: SessionState::Pushlet(_), .. }) => Listener::Left,
-            _ => Listener::Ended,
-        };
-        let rng = &mut self.rng;
-        let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
-        let answer = pushlet::answer_refresh(listener, hold.format, hold.base, when == When::Now, wait_ms, unix_secs());
-        let (body, done) = match answer {
-            Refresh::Wait => return Answer::Nothing { head },
-            Refresh::Reply { body, done } => (body, done),
-        };
-        match done {
-            Done::Ended => {}
-            Done::Left => self.sessions.listening_ended(hold.session, key, &mut self.conns.timers),
-            Done::Delivered | Done::Overflowed => {
-                self.sessions.listening_ended(hold.session, key, &mut self.conns.timers);
-                if done == Done::Overflowed {
-                    self.sessions.remove(hold.session, &mut self.conns.timers);
-                }
-                self.delivery.count_read();
-            }
+            core.delivery.count_read();
         }
-        self.pushlet_send(key, parked.reply, hold.format, body);
-        Answer::Sent
     }
+    send(core, key, parked.reply, hold.format, body);
+    Answer::Sent
 }
