@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::conns::CLOSE_WRITE_TIMEOUT;
+use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
 use super::delivery::When;
 use super::dispatch;
@@ -45,7 +45,7 @@ pub(super) fn upgrade_websocket(
     selectors: Vec<Selector>,
     since: Since,
 ) {
-    if !upgrade(core, key, meta, req) {
+    if !upgrade(&mut core.conns, key, meta, req) {
         return;
     }
     let framing = ws_framing(core);
@@ -58,21 +58,21 @@ pub(super) fn upgrade_websocket(
 
 /// Checks a WebSocket upgrade (origin, RFC 6455 handshake) and queues the 101; false (with
 /// the error answered) when refused.
-pub(super) fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) -> bool {
+pub(super) fn upgrade(conns: &mut Conns, key: usize, meta: ReplyMeta, req: &Request) -> bool {
     if req.header("origin").is_some() && meta.cors == Cors::None {
-        core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
+        conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
         return false;
     }
     let handshake = match websocket::check_upgrade(req) {
         Ok(handshake) => handshake,
         Err(e) => {
-            core.conns.refuse(key, meta, e.into());
+            conns.refuse(key, meta, e.into());
             return false;
         }
     };
     let mut head = Vec::with_capacity(160);
     websocket::write_handshake_response(&mut head, &handshake.accept, None);
-    let Some(conn) = core.conns.get_mut(key) else { return false };
+    let Some(conn) = conns.get_mut(key) else { return false };
     conn.out.push(Bytes::from(head));
     true
 }
@@ -130,7 +130,7 @@ pub(super) fn process_input(core: &mut Core, key: usize) -> bool {
                 Some(duplex) if matches!(duplex.protocol, DuplexProtocol::Bayeux(_)) => {
                     // The frame may hand the socket, with its unread input, to the session's
                     // owner: that input must not include this frame.
-                    drop_input(core, key, std::mem::take(&mut consumed));
+                    drop_input(&mut core.conns, key, std::mem::take(&mut consumed));
                     bayeux_session::frame(core, key, &text);
                     if !core.conns.contains(key) {
                         return true;
@@ -142,7 +142,7 @@ pub(super) fn process_input(core: &mut Core, key: usize) -> bool {
                 close(core, key, 1003, "binary messages are not supported; send JSON text");
                 break;
             }
-            Step::Ws(Event::Ping(payload)) => ws_frame(core, key, Opcode::Pong, &payload),
+            Step::Ws(Event::Ping(payload)) => ws_frame(&mut core.conns, key, Opcode::Pong, &payload),
             Step::Ws(Event::Pong(_)) => {
                 if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
                     duplex.life.pong();
@@ -159,15 +159,15 @@ pub(super) fn process_input(core: &mut Core, key: usize) -> bool {
             }
             Step::Raw(Line::Command(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
             Step::Raw(Line::Command(line)) => command(core, key, &line),
-            Step::Raw(Line::Policy) => raw_policy(core, key),
+            Step::Raw(Line::Policy) => raw_policy(&mut core.conns, key),
             Step::Raw(Line::TooLong) => {
-                send(core, key, commands::error(None, "command too long"));
+                send(&mut core.conns, key, commands::error(None, "command too long"));
                 close(core, key, 1009, "command too long");
                 break;
             }
         }
     }
-    drop_input(core, key, consumed);
+    drop_input(&mut core.conns, key, consumed);
     progressed
 }
 
@@ -200,14 +200,14 @@ fn next_step(core: &mut Core, key: usize, consumed: &mut usize) -> Option<Step> 
 }
 
 /// Drops the first `n` bytes of the connection's input.
-fn drop_input(core: &mut Core, key: usize, n: usize) {
-    if let Some(buf) = core.conns.get_mut(key).and_then(|c| c.inbuf.as_mut()) {
+fn drop_input(conns: &mut Conns, key: usize, n: usize) {
+    if let Some(buf) = conns.get_mut(key).and_then(|c| c.inbuf.as_mut()) {
         buf.drain(..n.min(buf.len()));
     }
 }
 
-fn raw_policy(core: &mut Core, key: usize) {
-    if let Some(conn) = core.conns.get_mut(key) {
+fn raw_policy(conns: &mut Conns, key: usize) {
+    if let Some(conn) = conns.get_mut(key) {
         conn.out.push_static(raw::POLICY);
     }
 }
@@ -215,13 +215,13 @@ fn raw_policy(core: &mut Core, key: usize) {
 fn command(core: &mut Core, key: usize, text: &[u8]) {
     let command = match commands::parse_command(text) {
         Ok(command) => command,
-        Err(e) => return send(core, key, e.reply()),
+        Err(e) => return send(&mut core.conns, key, e.reply()),
     };
     match command {
         Command::Subscribe { selectors, since, id } => subscribe(core, key, selectors, since, id.as_deref()),
         Command::Unsubscribe { selectors, id } => unsubscribe(core, key, selectors, id.as_deref()),
         Command::Publish { publish, id } => publish_command(core, key, publish, id),
-        Command::Ping { id } => send(core, key, commands::ack(Op::Ping, id.as_deref(), &[])),
+        Command::Ping { id } => send(&mut core.conns, key, commands::ack(Op::Ping, id.as_deref(), &[])),
     }
 }
 
@@ -236,7 +236,7 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
     let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
     if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
         let reason = format!("at most {MAX_SELECTORS} topics per connection");
-        return send(core, key, commands::error(id, &reason));
+        return send(&mut core.conns, key, commands::error(id, &reason));
     }
     // The first subscription sets the cursor, and the feed below delivers from it. A later
     // one joins a cursor that may be ahead of `since`: its topics' messages up to that
@@ -250,10 +250,10 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
     duplex.selectors.extend(fresh.iter().cloned());
     let names: Vec<&str> = fresh.iter().map(Selector::as_str).collect();
     let ack = commands::ack(Op::Subscribe, id, &[("topics", serde_json::json!(names))]);
-    send(core, key, ack);
+    send(&mut core.conns, key, ack);
     if resume.reset {
         let next = resume.after;
-        send(core, key, Control::Gap { oldest: None, next }.json(core.shared.store.epoch()));
+        send(&mut core.conns, key, Control::Gap { oldest: None, next }.json(core.shared.store.epoch()));
     }
     if resume.after < backfill_to {
         backfill(core, key, &fresh, resume.after, backfill_to);
@@ -291,26 +291,26 @@ fn unsubscribe(core: &mut Core, key: usize, selectors: Option<Vec<Selector>>, id
         }
     };
     core.delivery.unwatch(key, &removed);
-    send(core, key, commands::ack(Op::Unsubscribe, id, &[]));
+    send(&mut core.conns, key, commands::ack(Op::Unsubscribe, id, &[]));
 }
 
 fn publish_command(core: &mut Core, key: usize, publish: Publish, id: Option<Box<RawValue>>) {
     let Some(conn) = core.conns.get_mut(key) else { return };
     let Some(duplex) = conn.state.duplex_mut() else { return };
     if !duplex.may_publish {
-        return send(core, key, commands::error(id.as_deref(), "origin not allowed to publish"));
+        return send(&mut core.conns, key, commands::error(id.as_deref(), "origin not allowed to publish"));
     }
     if !core.client_publish.allows(&publish.topic) {
         let reason = "clients may not publish to this topic (--client-publish)";
-        return send(core, key, commands::error(id.as_deref(), reason));
+        return send(&mut core.conns, key, commands::error(id.as_deref(), reason));
     }
     if duplex.publishes.len() >= MAX_PUBLISHES_IN_FLIGHT {
         let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
-        return send(core, key, commands::error(id.as_deref(), &reason));
+        return send(&mut core.conns, key, commands::error(id.as_deref(), &reason));
     }
     let tag = match core.hub.submit(key, publish) {
         Ok(tag) => tag,
-        Err(busy) => return send(core, key, commands::error(id.as_deref(), &busy.reason)),
+        Err(busy) => return send(&mut core.conns, key, commands::error(id.as_deref(), &busy.reason)),
     };
     if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
         duplex.publishes.push_back((tag, id));
@@ -331,7 +331,7 @@ pub(super) fn publish_acked(core: &mut Core, key: usize, tag: u64, outcome: Resu
             commands::ack(Op::Publish, id.as_deref(), &extra)
         }
     };
-    send(core, key, reply);
+    send(&mut core.conns, key, reply);
 }
 
 /// Queues what history holds after the connection's cursor, up to the output bound.
@@ -358,7 +358,7 @@ pub(super) fn feed(core: &mut Core, key: usize) {
             Pace::Overflow => {
                 let next = duplex.cursor;
                 WorkerStats::add(&core.stats().overflows, 1);
-                send(core, key, Control::Overflow { next }.json(core.shared.store.epoch()));
+                send(&mut core.conns, key, Control::Overflow { next }.json(core.shared.store.epoch()));
                 return close(core, key, 1008, "client too slow: unsent output over the bound");
             }
         }
@@ -367,7 +367,7 @@ pub(super) fn feed(core: &mut Core, key: usize) {
         let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
         duplex.cursor = read.next_cursor(duplex.cursor, &core.delivery.msgs);
         if let Some(gap) = gap {
-            send(core, key, gap.json(core.shared.store.epoch()));
+            send(&mut core.conns, key, gap.json(core.shared.store.epoch()));
         }
         let msgs = std::mem::take(&mut core.delivery.msgs);
         messages(core, key, &msgs);
@@ -395,22 +395,22 @@ fn messages(core: &mut Core, key: usize, msgs: &[Arc<Message>]) {
 }
 
 /// Queues a reply (acknowledgement, error, control) in the connection's framing.
-fn send(core: &mut Core, key: usize, json: String) {
-    let Some(conn) = core.conns.get_mut(key) else { return };
+fn send(conns: &mut Conns, key: usize, json: String) {
+    let Some(conn) = conns.get_mut(key) else { return };
     let Some(duplex) = conn.state.duplex() else { return };
     match duplex.framing {
-        DuplexFraming::WebSocket(_) => ws_frame(core, key, Opcode::Text, json.as_bytes()),
+        DuplexFraming::WebSocket(_) => ws_frame(conns, key, Opcode::Text, json.as_bytes()),
         DuplexFraming::Raw(_) => conn.out.push(raw::reply(json)),
     }
 }
 
 /// Queues one text frame.
-pub(super) fn ws_text(core: &mut Core, key: usize, payload: Vec<u8>) {
-    ws_frame(core, key, Opcode::Text, &payload);
+pub(super) fn ws_text(conns: &mut Conns, key: usize, payload: Vec<u8>) {
+    ws_frame(conns, key, Opcode::Text, &payload);
 }
 
-fn ws_frame(core: &mut Core, key: usize, opcode: Opcode, payload: &[u8]) {
-    let Some(conn) = core.conns.get_mut(key) else { return };
+fn ws_frame(conns: &mut Conns, key: usize, opcode: Opcode, payload: &[u8]) {
+    let Some(conn) = conns.get_mut(key) else { return };
     let mut frame = Vec::with_capacity(payload.len() + 10);
     websocket::encode_frame(&mut frame, opcode, payload);
     conn.out.push(Bytes::from(frame));
@@ -426,26 +426,26 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
     let pings = matches!(duplex.framing, DuplexFraming::WebSocket(_));
     match duplex.life.beat(now, pings) {
         Beat::Nothing => {}
-        Beat::Ping => ws_frame(core, key, Opcode::Ping, b""),
+        Beat::Ping => ws_frame(&mut core.conns, key, Opcode::Ping, b""),
         Beat::Line => conn.out.push_static(raw::HEARTBEAT),
         Beat::Dead => return io::close(core, key),
     }
     // A peer that stopped reading is also found here, not only when a message comes;
     // a Bayeux connect whose hold is over is answered.
     feed(core, key);
-    arm_timer(core, key);
+    arm_timer(&mut core.conns, key);
 }
 
 /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
-pub(super) fn arm_timer(core: &mut Core, key: usize) {
-    let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+pub(super) fn arm_timer(conns: &mut Conns, key: usize) {
+    let Some(duplex) = conns.get(key).and_then(|c| c.state.duplex()) else { return };
     let mut at = duplex.life.next_heartbeat();
     if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
         if let Some((_, deadline)) = &socket.held {
             at = at.min(*deadline);
         }
     }
-    core.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
+    conns.set_timer(key, at.saturating_duration_since(Instant::now()));
 }
 
 /// Ends the connection: a close frame (WebSocket) with `code`, then the usual closing.
@@ -470,7 +470,7 @@ pub(super) fn shutdown(core: &mut Core, key: usize) {
         // A held connect is answered; the client reconnects elsewhere with its session.
         bayeux_session::socket_round(core, key, When::Now);
     } else {
-        send(core, key, Control::End { next }.json(core.shared.store.epoch()));
+        send(&mut core.conns, key, Control::End { next }.json(core.shared.store.epoch()));
     }
     close(core, key, 1001, "server shutting down");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::conns::CLOSE_WRITE_TIMEOUT;
+use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
 use super::delivery::Gaps;
 use super::io;
@@ -108,7 +108,7 @@ pub(super) fn open(
             return end(core, key, Control::End { next });
         }
     }
-    arm_timer(core, key);
+    arm_timer(&mut core.conns, key);
 }
 
 /// Queues what history holds after the stream's cursor, up to the output bound. A client
@@ -198,14 +198,14 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         }
         Due::Nothing => {}
     }
-    arm_timer(core, key);
+    arm_timer(&mut core.conns, key);
 }
 
-fn arm_timer(core: &mut Core, key: usize) {
-    let Some(conn) = core.conns.get(key) else { return };
+fn arm_timer(conns: &mut Conns, key: usize) {
+    let Some(conn) = conns.get(key) else { return };
     let Some(stream) = conn.state.streaming() else { return };
     let at = stream.life.deadline();
-    core.conns.set_timer(key, at.saturating_duration_since(Instant::now()));
+    conns.set_timer(key, at.saturating_duration_since(Instant::now()));
 }
 
 /// Ends a stream cleanly with a control frame (the resume cursor) and closes.

@@ -20,6 +20,7 @@ use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
+use crate::server::conns::Conns;
 use crate::server::core::Core;
 use crate::server::delivery;
 use crate::server::delivery::{Answer, Gaps, When};
@@ -44,7 +45,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     // Bayeux replies carry their own CORS headers (reflected origin, credentials).
     let meta = ReplyMeta { cors: Cors::None, ..meta };
     if req.method() == crate::http::Method::Options {
-        return preflight(core, key, meta, origin.as_deref());
+        return preflight(&mut core.conns, key, meta, origin.as_deref());
     }
     let parsed = if req.method() == crate::http::Method::Get {
         bayeux::parse_callback_polling(req.query().unwrap_or("")).map(|(batch, cb)| (batch, Some(cb)))
@@ -133,7 +134,7 @@ fn supersede_connect(core: &mut Core, key: usize) {
             let (Some(skey), Some((connect, _))) = (socket.session, socket.held.take()) else { return };
             core.sessions.listening_ended(skey, key, &mut core.conns.timers);
             let reply = connect_reply(core, skey, &connect);
-            duplex::ws_text(core, key, bayeux::encode_replies(&[reply]));
+            duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&[reply]));
         }
         _ => {}
     }
@@ -200,7 +201,7 @@ fn round(
 
 /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
 fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
-    if duplex::upgrade(core, key, meta, req) {
+    if duplex::upgrade(&mut core.conns, key, meta, req) {
         duplex::start_bayeux_socket(core, key);
     }
 }
@@ -213,7 +214,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
     }
     let batch = match bayeux::parse_batch(text.as_bytes()) {
         Ok(batch) => batch,
-        Err(e) => return duplex::ws_text(core, key, bayeux::frame_error(&e)),
+        Err(e) => return duplex::ws_text(&mut core.conns, key, bayeux::frame_error(&e)),
     };
     let client = batch.iter().find_map(|m| m.client_id.as_deref());
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
@@ -221,7 +222,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
     }
     let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, head: 0 }, &batch);
     if !replies.is_empty() {
-        duplex::ws_text(core, key, bayeux::encode_replies(&replies));
+        duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&replies));
     }
     let Some(Held { session: skey, connect, hold_ms }) = held else { return };
     // This socket now listens for the session; a connect held before (here or on another
@@ -231,7 +232,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
         supersede_connect(core, listener);
     }
     let Some(SessionState::Bayeux(session)) = core.sessions.slab.get(skey).map(|e| &e.state) else {
-        return duplex::ws_text(core, key, bayeux::encode_replies(&[bayeux::unknown_client(&connect)]));
+        return duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&[bayeux::unknown_client(&connect)]));
     };
     let (selectors, cursor) = (session.selectors(), session.cursor());
     let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
@@ -246,7 +247,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
     core.delivery.watch(&mut core.hub, key, &selectors, head);
     core.sessions.listen(skey, key);
     socket_round(core, key, if hold_ms == 0 { When::Now } else { When::IfAny });
-    duplex::arm_timer(core, key);
+    duplex::arm_timer(&mut core.conns, key);
 }
 
 /// Answers the socket's held connect if there is anything to deliver (or `When::Now`).
@@ -272,7 +273,7 @@ pub(in crate::server) fn socket_round(core: &mut Core, key: usize, when: When) {
     }
     // The session listens again with its next connect; until then it may expire.
     core.sessions.listening_ended(skey, key, &mut core.conns.timers);
-    duplex::ws_text(core, key, bayeux::encode_pieces(&replies));
+    duplex::ws_text(&mut core.conns, key, bayeux::encode_pieces(&replies));
 }
 
 fn respond(
@@ -287,11 +288,11 @@ fn respond(
     core.conns.respond(key, meta, 200, content_type, &bayeux::reply_headers(origin), Bytes::from(body));
 }
 
-fn preflight(core: &mut Core, key: usize, meta: ReplyMeta, origin: Option<&str>) {
+fn preflight(conns: &mut Conns, key: usize, meta: ReplyMeta, origin: Option<&str>) {
     let Some(origin) = origin else {
-        return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
+        return conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
     };
-    core.conns.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
+    conns.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
 }
 
 /// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.

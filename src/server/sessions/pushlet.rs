@@ -18,6 +18,7 @@ use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Backlog, Done, Event, Format, Listen, Listener, Mode, Refresh, Step};
 use crate::server::conn::{Framer, Parked, ParkedFormat, PushletHold, ReplyMeta};
+use crate::server::conns::Conns;
 use crate::server::core::Core;
 use crate::server::delivery;
 use crate::server::delivery::{Answer, Gaps, When};
@@ -72,20 +73,20 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     }
     let format = preq.format.unwrap_or(session.format());
     match step {
-        Step::Reply(events) => send_events(core, key, meta, format, &events),
+        Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
             let events = publish(core, reply, topics, body, event);
-            send_events(core, key, meta, format, &events);
+            send_events(&mut core.conns, key, meta, format, &events);
         }
         Step::Listen { ack } => listen(core, key, meta, skey, base, ack),
         Step::Refresh => refresh(core, key, meta, skey, base),
         Step::Leave(events) => {
             sessions::release_listening(core, skey);
             core.sessions.remove(skey, &mut core.conns.timers);
-            send_events(core, key, meta, format, &events);
+            send_events(&mut core.conns, key, meta, format, &events);
         }
         Step::Resubscribed(events) => {
-            send_events(core, key, meta, format, &events);
+            send_events(&mut core.conns, key, meta, format, &events);
             if let Some(SessionState::Pushlet(session)) = core.sessions.slab.get(skey).map(|e| &e.state) {
                 let selectors = session.selectors().into_boxed_slice();
                 sessions::rewatch_listening(core, skey, selectors);
@@ -132,13 +133,13 @@ fn publish(
 }
 
 /// A complete reply of `events` in `format`.
-fn send_events(core: &mut Core, key: usize, meta: ReplyMeta, format: Format, events: &[Event]) {
-    send(core, key, meta, format, pushlet::reply(format, events, unix_secs()));
+fn send_events(conns: &mut Conns, key: usize, meta: ReplyMeta, format: Format, events: &[Event]) {
+    send(conns, key, meta, format, pushlet::reply(format, events, unix_secs()));
 }
 
 /// Queues a Pushlet reply `body` in `format`.
-fn send(core: &mut Core, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
-    core.conns.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
+fn send(conns: &mut Conns, key: usize, meta: ReplyMeta, format: Format, body: Vec<u8>) {
+    conns.respond(key, meta, 200, pushlet::content_type(format), &pushlet::NO_CACHE, Bytes::from(body));
 }
 
 /// `listen` / `join-listen`: the ack, then delivery in the session's mode
@@ -149,7 +150,7 @@ fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'sta
     let rng = &mut core.rng;
     let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
     let (writer, first) = match pushlet::listen(session, &ack, base, wait_ms, unix_secs()) {
-        Listen::Round(body) => return send(core, key, meta, format, body),
+        Listen::Round(body) => return send(&mut core.conns, key, meta, format, body),
         Listen::Stream { writer, first } => (writer, first),
     };
     // Stream: one open listen per session; a newer one takes over.
@@ -234,6 +235,6 @@ pub(in crate::server) fn answer(
             core.delivery.count_read();
         }
     }
-    send(core, key, parked.reply, hold.format, body);
+    send(&mut core.conns, key, parked.reply, hold.format, body);
     Answer::Sent
 }
