@@ -134,6 +134,7 @@ impl Hub {
                 self.interest(worker, selector, on, seen_head);
             }
             HubCmd::Delivered { worker, seq, count } => self.delivered(worker, seq, count),
+            HubCmd::Loaded(selectors) => self.loaded(selectors),
             HubCmd::Shutdown => return true,
         }
         false
@@ -208,6 +209,25 @@ impl Hub {
         // Anything appended after the worker's read was not forwarded to it: have it re-read.
         if on && self.next_seq - 1 > seen_head {
             self.queue(worker, WorkerMsg::Wake(selector));
+        }
+    }
+
+    /// A store fetch for `selectors` landed: the workers subscribed to them read again.
+    fn loaded(&mut self, selectors: Vec<Selector>) {
+        for selector in selectors {
+            let set = match &selector {
+                Selector::Exact(topic) => self.exact.get(topic),
+                Selector::Pattern(pattern) => self.patterns.get(pattern),
+            };
+            let Some(set) = set else { continue };
+            self.targets.clear();
+            self.targets.union_with(set);
+            self.targets.difference_with(&self.dead);
+            let targets = mem::take(&mut self.targets);
+            for worker in targets.iter() {
+                self.queue(worker, WorkerMsg::Wake(selector.clone()));
+            }
+            self.targets = targets;
         }
     }
 
@@ -585,6 +605,22 @@ mod tests {
         assert_eq!(stats.published.load(Ordering::Relaxed), 10);
         assert_eq!(stats.forwarded.load(Ordering::Relaxed), 6);
         r.hub.shutdown().expect("clean exit");
+    }
+
+    #[test]
+    fn loaded_history_wakes_the_workers_subscribed_to_it() {
+        let mut r = rig(&[16, 16], HistoryLimits::default());
+        r.interest(0, "/cold", true, 0);
+        r.interest(1, "/cold/*", true, 0);
+        r.interest(1, "/warm", true, 0);
+        r.send(HubCmd::Loaded(vec![Selector::parse("/cold").expect("selector")]));
+        let seen = r.sync(0);
+        assert!(matches!(seen.as_slice(), [WorkerMsg::Wake(s)] if s.as_str() == "/cold"), "{seen:?}");
+        assert!(r.sync(1).is_empty(), "a worker on other selectors is not woken");
+        r.send(HubCmd::Loaded(vec![Selector::parse("/cold/*").expect("selector")]));
+        let seen = r.sync(1);
+        assert!(matches!(seen.as_slice(), [WorkerMsg::Wake(s)] if s.as_str() == "/cold/*"), "{seen:?}");
+        assert!(r.sync(0).is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use crate::model::{Message, Selector};
-use crate::store::Store;
+use crate::store::{Loaded, Store};
 
 /// Commands the hub takes from one wake-up before flushing batches to the workers.
 pub const DRAIN_MAX: usize = 1024;
@@ -76,6 +76,9 @@ pub enum HubCmd {
         seq: u64,
         count: usize,
     },
+    /// The store fetched history for these selectors after a read of it was `pending`: wake
+    /// the workers subscribed to them, to read again.
+    Loaded(Vec<Selector>),
     Shutdown,
 }
 
@@ -206,6 +209,11 @@ pub fn spawn(store: Arc<dyn Store>, links: Vec<WorkerLink>, cmd_capacity: usize)
 /// Starts the hub thread with explicit options.
 pub fn spawn_with(store: Arc<dyn Store>, links: Vec<WorkerLink>, options: HubOptions) -> io::Result<HubHandle> {
     let (tx, rx) = crossbeam_channel::bounded(options.cmd_capacity.max(1));
+    // A backend's fetch thread may wait for room in the channel: it is not an event loop.
+    let loaded = tx.clone();
+    store.on_loaded(Loaded::new(move |selectors| {
+        let _ = loaded.send(HubCmd::Loaded(selectors));
+    }));
     let stats = Arc::new(HubStats::default());
     let hub = fanout::Hub::new(store, links, options, stats.clone());
     let join = thread::Builder::new().name("halley-hub".into()).spawn(move || hub.run(rx))?;

@@ -241,12 +241,26 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
     // The first subscription sets the cursor, and the feed below delivers from it. A later
     // one joins a cursor that may be ahead of `since`: its topics' messages up to that
     // cursor are sent first (the backfill), the feed covers the rest.
-    let backfill_to = if duplex.selectors.is_empty() {
+    let backfill_to = if duplex.selectors.is_empty() { 0 } else { duplex.cursor };
+    let backfills = resume.after < backfill_to && !fresh.is_empty();
+    let mut truncated = false;
+    if backfills {
+        // The backfill's first read decides whether the subscription can start now: history
+        // still being fetched (a `pending` read) would leave these topics behind the shared
+        // cursor, so the client is asked to retry instead.
+        core.delivery.msgs.clear();
+        let max_batch = core.shared.config.longpoll.max_batch;
+        let read = store.read(&fresh, resume.after, max_batch, &mut core.delivery.msgs);
+        if read.pending {
+            let reason = "history for these topics is being loaded; retry the subscribe";
+            return send(&mut core.conns, key, commands::error(id, reason));
+        }
+        truncated = read.truncated;
+    }
+    let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
+    if backfill_to == 0 {
         duplex.cursor = resume.after;
-        0
-    } else {
-        duplex.cursor
-    };
+    }
     duplex.selectors.extend(fresh.iter().cloned());
     let names: Vec<&str> = fresh.iter().map(Selector::as_str).collect();
     let ack = commands::ack(Op::Subscribe, id, &[("topics", serde_json::json!(names))]);
@@ -255,28 +269,36 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
         let next = resume.after;
         send(&mut core.conns, key, Control::Gap { oldest: None, next }.json(core.shared.store.epoch()));
     }
-    if resume.after < backfill_to {
-        backfill(core, key, &fresh, resume.after, backfill_to);
+    if backfills {
+        backfill(core, key, &fresh, backfill_to, truncated);
     }
     core.delivery.watch(&mut core.hub, key, &fresh, head);
     feed(core, key);
 }
 
-/// Sends the messages on `selectors` with `after < seq <= upto`.
-fn backfill(core: &mut Core, key: usize, selectors: &[Selector], mut after: u64, upto: u64) {
+/// Sends the messages on `selectors` up to `upto`, starting with those of the read already in
+/// `core.delivery.msgs` (made by `subscribe`; `truncated` is what it said), reading on while
+/// reads are truncated. A later read found pending (evicted from memory in between) is told
+/// as a gap rather than hidden.
+fn backfill(core: &mut Core, key: usize, selectors: &[Selector], upto: u64, mut truncated: bool) {
     let max_batch = core.shared.config.longpoll.max_batch;
     loop {
-        core.delivery.msgs.clear();
-        let read = core.shared.store.read(selectors, after, max_batch, &mut core.delivery.msgs);
         core.delivery.msgs.retain(|m| m.seq <= upto);
         let msgs = std::mem::take(&mut core.delivery.msgs);
         messages(core, key, &msgs);
         let last = msgs.last().map(|m| m.seq);
         core.delivery.msgs = msgs;
-        match last {
-            Some(seq) if read.truncated && seq < upto => after = seq,
+        let after = match last {
+            Some(seq) if truncated && seq < upto => seq,
             _ => return,
+        };
+        core.delivery.msgs.clear();
+        let read = core.shared.store.read(selectors, after, max_batch, &mut core.delivery.msgs);
+        if read.pending {
+            let gap = Control::Gap { oldest: None, next: upto };
+            return send(&mut core.conns, key, gap.json(core.shared.store.epoch()));
         }
+        truncated = read.truncated;
     }
 }
 

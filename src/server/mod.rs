@@ -109,8 +109,16 @@ pub struct Server {
     hub: Option<HubHandle>,
 }
 
-/// Binds the listeners and starts the hub and the workers.
+/// Binds the listeners and starts the hub and the workers, with history in memory
+/// (`MemoryStore`, bounded by `config.history`).
 pub fn start(config: Config) -> std::io::Result<Server> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
+    start_with_store(config, store)
+}
+
+/// Like `start`, with another history backend (it follows the `Store` contract: reads never
+/// block; history outside the process is announced through `Store::on_loaded`).
+pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let n = config.workers;
     let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
@@ -123,8 +131,6 @@ pub fn start(config: Config) -> std::io::Result<Server> {
         }
         None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
     };
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
-
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
     let mut peers = Vec::with_capacity(n);

@@ -103,7 +103,7 @@ impl Store for MemoryStore {
         // Head first: anything above it may be mid-append and must not be returned (see the
         // module doc of `store`).
         let head = self.head.load(Ordering::Acquire);
-        let mut result = ReadResult { head, gap: false, oldest: None, truncated: false };
+        let mut result = ReadResult { head, gap: false, oldest: None, truncated: false, pending: false };
         if after >= head {
             // Nothing newer is visible; whatever gets evicted past `head` is reported by the
             // read that covers it.

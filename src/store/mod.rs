@@ -5,6 +5,15 @@
 //! each message and only then raises the store's `head`. Workers read directly, concurrently,
 //! by cursor: a read first loads `head` and returns nothing newer, so a reader never sees message
 //! N+2 while N+1 (on another topic) is not yet visible, which would make its client skip N+1.
+//!
+//! A read never blocks: workers run event loops. A backend whose history lives partly in
+//! another process (a shared log on Redis) keeps what workers read in memory, and answers a
+//! read it cannot serve from memory with `ReadResult::pending`: nothing is returned and nothing
+//! is skipped (`head` is the reader's own cursor), a thread of the backend's fetches the range,
+//! and the backend calls its [`Loaded`] notifier, which makes the hub wake every worker
+//! subscribed to those selectors; they read again. Every reader in the server treats a pending
+//! read like "nothing new yet": a long-poll stays parked, a stream or socket keeps its cursor
+//! and waits for the wake, a poll is answered with its cursor unchanged.
 
 mod memory;
 
@@ -70,6 +79,11 @@ pub struct ReadResult {
     pub oldest: Option<u64>,
     /// More messages than `limit` were available; the oldest ones were returned.
     pub truncated: bool,
+    /// History after `after` is not in this process's memory: nothing was returned, `head` is
+    /// `after`, and a fetch is under way. When it lands the backend calls its `Loaded`
+    /// notifier with the selectors (see the module doc); only a backend with history outside
+    /// the process ever sets this.
+    pub pending: bool,
 }
 
 impl ReadResult {
@@ -101,6 +115,27 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
+/// How a backend says that a fetch it started for a pending read has landed: the hub wakes the
+/// workers subscribed to these selectors, and they read again. Set once, by the hub, at start.
+pub struct Loaded(Box<dyn Fn(Vec<Selector>) + Send + Sync>);
+
+impl Loaded {
+    pub fn new(notify: impl Fn(Vec<Selector>) + Send + Sync + 'static) -> Loaded {
+        Loaded(Box::new(notify))
+    }
+
+    /// History for `selectors` is now in memory.
+    pub fn loaded(&self, selectors: Vec<Selector>) {
+        (self.0)(selectors)
+    }
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loaded")
+    }
+}
+
 /// A message history backend.
 pub trait Store: Send + Sync + 'static {
     /// The epoch of this history's sequence numbers.
@@ -121,9 +156,15 @@ pub trait Store: Send + Sync + 'static {
     /// Workers. Appends to `out`, in seq order, the messages on topics matched by any selector
     /// with `after < seq <= head` (head loaded first), at most `limit` of them (the oldest ones;
     /// `truncated` says more remain). A message matching several selectors appears once.
-    /// `Since::All` is `after = 0`. See `ReadResult` for the rest.
+    /// `Since::All` is `after = 0`. See `ReadResult` for the rest; it never blocks (`pending`).
     fn read(&self, selectors: &[Selector], after: u64, limit: usize, out: &mut Vec<Arc<Message>>) -> ReadResult;
 
     /// Occupancy and counters.
     fn stats(&self) -> StoreStats;
+
+    /// Called once by the hub when it starts: how to announce that a pending read's fetch has
+    /// landed. A backend that never answers `pending` (the memory store) ignores it.
+    fn on_loaded(&self, loaded: Loaded) {
+        let _ = loaded;
+    }
 }

@@ -5,10 +5,12 @@ pub mod ws;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use halley::config::Config;
 use halley::server::{self, Server};
+use halley::store::{MemoryStore, Store};
 
 /// Upper bound for any single wait in a test; a hang fails instead of blocking CI.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -27,10 +29,22 @@ impl TestServer {
 
     /// Starts with the test defaults (2 workers, unpinned, port 0) changed by `tweak`.
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let config = TestServer::config(tweak);
+        let store = Arc::new(MemoryStore::new(config.history));
+        TestServer::with_store(config, store)
+    }
+
+    /// The test defaults (2 workers, unpinned, port 0) changed by `tweak`.
+    pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
         let mut config = Config { workers: 2, pin_workers: false, ..Config::default() };
         config.network.listen = "127.0.0.1:0".parse().expect("addr");
         tweak(&mut config);
-        let server = server::start(config).expect("server starts");
+        config
+    }
+
+    /// Starts with `config` and another history backend.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> TestServer {
+        let server = server::start_with_store(config, store).expect("server starts");
         let addr = server.local_addr();
         let raw_addr = server.raw_addr();
         TestServer { server: Some(server), addr, raw_addr }
