@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use super::conn::{Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
+use super::conn::{Parked, ParkedFormat, ReplyMeta, Vacated};
 use super::conns::Conns;
 use super::core::Core;
 use super::duplex;
-use super::io;
 use super::publish::HubLink;
 use super::sessions::bayeux as bayeux_session;
 use super::sessions::pushlet as pushlet_session;
 use super::stats::WorkerStats;
 use super::stream;
 use super::subs::{InterestChange, LocalSubs};
+use super::subscriber;
 use super::Shared;
 use crate::http::Request;
 use crate::hub::HubCmd;
 use crate::model::{Message, Selector, Since};
 use crate::protocol::native;
-use crate::transport::{jsonp, longpoll, Control, Transport};
+use crate::transport::{jsonp, longpoll, Transport};
 
 pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
     let config = &core.shared.config;
@@ -134,33 +134,13 @@ pub(super) fn answer(core: &mut Core, key: usize, parked: &Parked, when: When, g
     Answer::Sent
 }
 
-/// Answers a subscriber now instead of when a message comes (shutdown, or its session's
-/// listen released by a newer request): a parked request gets its reply with the cursor,
-/// a stream ends with its resume cursor. Sockets end their own way (the callers know how).
-pub(super) fn answer_now(core: &mut Core, key: usize) {
-    let Some(conn) = core.conns.get(key) else { return };
-    match conn.state.phase() {
-        Phase::Parked => resume(core, key, When::Now),
-        Phase::Streaming => {
-            let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
-            stream::end(core, key, Control::End { next });
-        }
-        _ => return,
-    }
-    io::pump(core, key);
-}
-
-/// Resumes a parked long-poll if it has something to answer (or `When::Now`).
+/// Resumes a parked request: answered if it has something to say (or `When::Now`), parked
+/// again otherwise.
 pub(super) fn resume(core: &mut Core, key: usize, when: When) {
     let Some(conn) = core.conns.get_mut(key) else { return };
-    match conn.state.phase() {
-        Phase::Streaming => return stream::feed(core, key, Gaps::Report),
-        Phase::Duplex => return duplex::feed(core, key),
-        _ => {}
-    }
     let Some(parked) = conn.state.unpark() else { return };
     match answer(core, key, &parked, when, Gaps::Report) {
-        Answer::Sent => io::retire_phase(core, key, &Vacated::parked(parked)),
+        Answer::Sent => subscriber::retire(core, key, &Vacated::parked(parked)),
         Answer::Nothing { .. } => {
             if let Some(conn) = core.conns.get_mut(key) {
                 conn.state.park(parked);

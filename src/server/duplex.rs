@@ -20,6 +20,7 @@ use super::delivery::When;
 use super::dispatch;
 use super::io;
 use super::sessions::bayeux as bayeux_session;
+use super::subscriber;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since};
@@ -480,7 +481,7 @@ fn close(core: &mut Core, key: usize, code: u16, reason: &str) {
     if let Some(DuplexFraming::WebSocket(_)) = vacated.duplex().map(|d| &d.framing) {
         conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
     }
-    io::retire_phase(core, key, &vacated);
+    subscriber::retire(core, key, &vacated);
     core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
 }
 

@@ -38,12 +38,12 @@ use rustc_hash::FxHashSet;
 use super::conn::{Conn, Phase};
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
-use super::delivery::{self, When};
 use super::io::{close, pump};
 use super::sessions::{self, handoff};
 use super::stats::WorkerStats;
 use super::subs::InterestChange;
-use super::{duplex, publish, stream, Handoff, Shared};
+use super::subscriber;
+use super::{duplex, publish, Handoff, Shared};
 use crate::http::{Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
 
@@ -319,7 +319,7 @@ impl Worker {
         keys.dedup();
         self.core.delivery.begin_turn();
         for &key in &keys {
-            delivery::resume(&mut self.core, key, When::IfAny);
+            subscriber::on_wake(&mut self.core, key);
             pump(&mut self.core, key);
         }
         self.scratch_keys = keys;
@@ -362,9 +362,7 @@ impl Worker {
                     close(&mut self.core, key);
                     continue;
                 }
-                Phase::Parked => delivery::resume(&mut self.core, key, When::Now),
-                Phase::Streaming => stream::on_timer(&mut self.core, key),
-                Phase::Duplex => duplex::on_timer(&mut self.core, key),
+                Phase::Parked | Phase::Streaming | Phase::Duplex => subscriber::on_timeout(&mut self.core, key),
                 Phase::Publishing => {
                     if let Some(publishing) = conn.state.take_ack(None) {
                         let reason = "publish not acknowledged in time; it may have been stored";
@@ -412,11 +410,7 @@ impl Worker {
         for key in keys {
             let Some(conn) = self.core.conns.get(key) else { continue };
             match conn.state.phase() {
-                Phase::Parked | Phase::Streaming => delivery::answer_now(&mut self.core, key),
-                Phase::Duplex => {
-                    duplex::shutdown(&mut self.core, key);
-                    pump(&mut self.core, key);
-                }
+                Phase::Parked | Phase::Streaming | Phase::Duplex => subscriber::on_shutdown(&mut self.core, key),
                 Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => close(&mut self.core, key),
                 _ => {}
             }

@@ -13,13 +13,12 @@ use std::io::{self, IoSlice, Write};
 use bytes::{Buf, Bytes};
 use log::debug;
 
-use super::conn::{BodyPhase, Conn, Phase, Vacated};
+use super::conn::{BodyPhase, Conn, Phase};
 use super::core::Core;
-use super::delivery::Gaps;
 use super::dispatch;
 use super::duplex;
 use super::stats::WorkerStats;
-use super::stream;
+use super::subscriber;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
 
 /// Makes all the progress a connection can make now: write, read, parse, dispatch.
@@ -46,12 +45,8 @@ pub(super) fn pump(core: &mut Core, key: usize) {
                 _ => {}
             }
         }
-        let drained = conn.out.len() < core.shared.config.network.out_low_water();
-        // The client caught up with what was queued: continue from the cursor.
-        if drained && conn.state.streaming().is_some_and(|s| s.life.is_behind()) {
-            stream::feed(core, key, Gaps::Report);
-        } else if drained && conn.state.duplex().is_some_and(|d| d.life.is_behind()) {
-            duplex::feed(core, key);
+        if conn.out.len() < core.shared.config.network.out_low_water() {
+            subscriber::on_drained(core, key);
         }
         let read = match core.conns.read_input(key) {
             Ok(n) => n,
@@ -207,29 +202,12 @@ pub(super) fn close(core: &mut Core, key: usize) {
     let Some(vacated) = core.conns.close(key) else { return };
     // A stream's session is a Pushlet stream listen's.
     let pushlet_stream = if vacated.phase() == Phase::Streaming { vacated.session() } else { None };
-    retire_phase(core, key, &vacated);
+    subscriber::retire(core, key, &vacated);
     if let Some(session) = pushlet_stream {
         // A Pushlet stream whose client went away ends its session, as in the original
         // (a failed write ended the session).
         core.sessions.remove(session, &mut core.conns.timers);
     }
-}
-
-/// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
-/// gauge, and its place as its session's listening connection. Used when a connection closes and when
-/// it is handed to another worker, so nothing here keeps a key that is about to be reused.
-pub(super) fn retire_phase(core: &mut Core, key: usize, vacated: &Vacated) {
-    if let Some(session) = vacated.session() {
-        core.sessions.listening_ended(session, key, &mut core.conns.timers);
-    }
-    let gauge = match vacated.phase() {
-        Phase::Parked => &core.stats().parked,
-        Phase::Streaming => &core.stats().streaming,
-        Phase::Duplex => &core.stats().duplex,
-        _ => return,
-    };
-    WorkerStats::sub(gauge, 1);
-    core.delivery.unwatch(key, vacated.selectors());
 }
 
 impl crate::transport::streaming::Sink for OutQueue {

@@ -20,6 +20,7 @@ mod sessions;
 mod stats;
 mod stream;
 mod subs;
+mod subscriber;
 pub mod timer;
 
 use std::net::SocketAddr;

@@ -15,6 +15,7 @@ use super::core::Core;
 use super::delivery::Gaps;
 use super::io;
 use super::sessions::SessionState;
+use super::subscriber;
 use crate::http::{self, Framing};
 use crate::model::{Message, Resume, Selector};
 use crate::protocol::pushlet;
@@ -215,7 +216,7 @@ pub(super) fn end(core: &mut Core, key: usize, control: Control) {
         return;
     }
     let Some(vacated) = conn.state.end() else { return };
-    io::retire_phase(core, key, &vacated);
+    subscriber::retire(core, key, &vacated);
     let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), core.conns.get_mut(key)) else { return };
     let ctx = &core.shared.stream_ctx;
     let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];

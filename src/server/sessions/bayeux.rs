@@ -30,6 +30,7 @@ use crate::server::io;
 use crate::server::session_id;
 use crate::server::sessions;
 use crate::server::sessions::handoff;
+use crate::server::subscriber;
 
 /// A request on a Bayeux path.
 pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
@@ -121,7 +122,7 @@ fn supersede_connect(core: &mut Core, key: usize) {
         Phase::Parked if conn.state.parked_mut().is_some_and(|p| matches!(p.format, ParkedFormat::Bayeux(_))) => {
             let Some(parked) = conn.state.unpark() else { return };
             let vacated = Vacated::parked(parked);
-            io::retire_phase(core, key, &vacated);
+            subscriber::retire(core, key, &vacated);
             let Some(parked) = vacated.into_parked() else { return };
             let ParkedFormat::Bayeux(hold) = parked.format else { return };
             let mut replies = hold.replies;

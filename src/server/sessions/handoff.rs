@@ -23,6 +23,7 @@ use crate::server::io;
 use crate::server::io::OutQueue;
 use crate::server::sessions::bayeux as bayeux_session;
 use crate::server::stats::WorkerStats;
+use crate::server::subscriber;
 use crate::server::{Carry, Handoff};
 
 /// Hands connection `key`, whose complete request is `request` + `body`, to `owner`.
@@ -57,7 +58,7 @@ fn transfer(core: &mut Core, key: usize, owner: usize, carry: Carry, meta: Optio
     }
     let Some(conn) = core.conns.get_mut(key) else { return };
     let vacated = conn.state.close();
-    io::retire_phase(core, key, &vacated);
+    subscriber::retire(core, key, &vacated);
     let Some(mut conn) = core.conns.take(key) else { return };
     // The slot is free at once: a stale event for this token in the current batch can only
     // reach a newer connection as a spurious readiness hint, which reads WouldBlock.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::server::core::Core;
-use crate::server::delivery;
 use crate::server::io;
 use crate::server::sessions::bayeux as bayeux_session;
 use rustc_hash::FxHashMap;
@@ -27,6 +26,7 @@ use crate::server::conn::Phase;
 use crate::server::delivery::When;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
+use crate::server::subscriber;
 use crate::server::timer::TimerKey;
 
 /// One owned session.
@@ -183,7 +183,7 @@ pub(in crate::server) fn release_listening(core: &mut Core, skey: usize) {
     }
     let Some(conn) = core.conns.get(key) else { return };
     match conn.state.phase() {
-        Phase::Parked | Phase::Streaming => delivery::answer_now(core, key),
+        Phase::Parked | Phase::Streaming => subscriber::answer_now(core, key),
         Phase::Duplex => {
             bayeux_session::socket_round(core, key, When::Now);
             io::pump(core, key);
@@ -210,6 +210,6 @@ pub(in crate::server) fn rewatch_listening(core: &mut Core, skey: usize, selecto
     core.delivery.unwatch(key, &old);
     let head = core.shared.store.head();
     core.delivery.watch(&mut core.hub, key, &selectors, head);
-    delivery::resume(core, key, When::IfAny);
+    subscriber::on_wake(core, key);
     io::pump(core, key);
 }
