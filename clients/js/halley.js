@@ -137,6 +137,46 @@
     return text;
   }
 
+  /**
+   * The text/event-stream format (HTML Living Standard 9.2.6) as chunks arrive. push(text)
+   * returns what completed: {event, id, data} for each dispatched event (id alone, with no
+   * data, only moves the cursor), {retry} for a reconnect hint, {comment} for a heartbeat.
+   */
+  function SseParser() {
+    this.rest = '';
+    this.reset();
+  }
+  SseParser.prototype.reset = function () {
+    this.event = null;
+    this.id = null;
+    this.data = null;
+  };
+  SseParser.prototype.push = function (text) {
+    var lines = (this.rest + text).split(/\r\n|\r|\n/);
+    this.rest = lines.pop();
+    var out = [];
+    for (var i = 0; i < lines.length; i += 1) {
+      var line = lines[i];
+      if (line === '') {
+        if (this.data !== null || this.id !== null) out.push({ event: this.event || 'message', id: this.id, data: this.data });
+        this.reset();
+        continue;
+      }
+      var colon = line.indexOf(':');
+      if (colon === 0) {
+        out.push({ comment: line.slice(1).trim() });
+        continue;
+      }
+      var field = colon < 0 ? line : line.slice(0, colon);
+      var value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'data') this.data = this.data === null ? value : this.data + '\n' + value;
+      else if (field === 'event') this.event = value;
+      else if (field === 'id') this.id = value;
+      else if (field === 'retry' && /^[0-9]+$/.test(value)) out.push({ retry: Number(value) });
+    }
+    return out;
+  };
+
   /** Where the cursor lives: sessionStorage when there is one, memory otherwise. */
   function CursorStore(storage, key) {
     this.storage = storage || null;
@@ -318,7 +358,7 @@
         return !!env.WebSocket;
       case 'sse':
         // SSE events carry no topic: with several patterns the page could not route them.
-        return !!env.EventSource && single;
+        return !!(env.EventSource || (env.fetch && env.ReadableStream)) && single;
       case 'stream':
         return !!env.fetch && !!env.ReadableStream;
       case 'longpoll':
@@ -350,6 +390,7 @@
     var t = new Transports[name](this, this.patterns());
     t.name = name;
     t.opened = false;
+    t.from = this.cursor; // what a gap on this connection is reported against
     this.transport = t;
     t.openTimer = setTimeout(function () {
       if (!t.opened) self.failed(t, new Error(name + ' did not open within ' + self.opts.firstByteTimeout + ' ms'));
@@ -467,7 +508,8 @@
   /** The server says messages after the cursor fell out of history (or it restarted). */
   Client.prototype.gap = function (t, info) {
     if (t && t !== this.transport) return;
-    var g = { oldest: info.oldest || null, next: info.next || null, cursor: this.cursor, transport: t ? t.name : null };
+    var from = t ? t.from : this.cursor;
+    var g = { oldest: info.oldest || null, next: info.next || null, cursor: from, transport: t ? t.name : null };
     if (this.shared) this.shared.broadcast({ kind: 'gap', gap: g });
     this.emit('gap', g);
   };
@@ -683,46 +725,129 @@
     });
   };
 
+  /**
+   * Reads a streaming response with fetch: opened at the response head, every chunk is a
+   * sign of life (heartbeats included), the text goes to `onText`. The end of the body is a
+   * failure unless the transport already moved on (an `end` control object).
+   */
+  function fetchStream(c, t, query, onText) {
+    var ctl = new c.env.AbortController();
+    t.ctl = ctl;
+    var poke = watchdog(c, t, c.opts.heartbeatTimeout);
+    var decoder = new c.env.TextDecoder();
+    query.access_token = undefined; // the header carries it
+    c.env
+      .fetch(buildUrl(c.base, subPath(t.patterns), query), { headers: c.headers({}), signal: ctl.signal, cache: 'no-store' })
+      .then(function (res) {
+        if (res.status !== 200 || !res.body) {
+          return res.text().then(function (text) {
+            throw new Error(t.name + ': ' + res.status + ' ' + text.trim());
+          });
+        }
+        c.opened(t);
+        poke();
+        var reader = res.body.getReader();
+        var pump = function () {
+          return reader.read().then(function (step) {
+            if (c.transport !== t) return reader.cancel();
+            if (step.done) throw new Error(t.name + ': the server closed the stream');
+            poke();
+            onText(decoder.decode(step.value, { stream: true }));
+            if (c.transport === t) return pump();
+            return reader.cancel();
+          });
+        };
+        return pump();
+      })
+      .catch(function (err) {
+        c.failed(t, err, t.retryDelay ? t.retryDelay() : 0);
+      });
+  }
+
+  function closeFetchStream(t) {
+    stopWatchdog(t);
+    if (t.ctl) t.ctl.abort();
+  }
+
+  /**
+   * SSE. Where fetch can stream, the page reads `?transport=sse` itself: the same
+   * text/event-stream that proxies pass through, but every event name, the `retry:` hint and
+   * the heartbeat comments are visible (EventSource hides all three). EventSource is the
+   * fallback, and it only sees unnamed messages and the control events.
+   */
   Transports.sse = function (client, patterns) {
     this.client = client;
     this.patterns = patterns;
+    this.retry = client.opts.sseRetry;
   };
   Transports.sse.prototype.start = function () {
     var c = this.client;
-    var self = this;
     var only = this.patterns[0];
-    var topic = only.indexOf('*') < 0 ? only : null;
+    // SSE events carry no topic: the one subscription names it unless it is a pattern.
+    this.topic = only.indexOf('*') < 0 ? only : null;
+    if (c.env.fetch && c.env.ReadableStream && c.env.AbortController && c.env.TextDecoder) return this.startFetch();
+    this.startEventSource();
+  };
+  Transports.sse.prototype.retryDelay = function () {
+    return this.opened ? this.retry : 0;
+  };
+  Transports.sse.prototype.event = function (type, id, data) {
+    var c = this.client;
+    if (type === 'end' || type === 'overflow' || type === 'gap') {
+      var obj;
+      try {
+        obj = JSON.parse(data);
+      } catch (err) {
+        obj = { type: type, next: id };
+      }
+      return c.control(this, obj);
+    }
+    c.message(this, { id: id, topic: this.topic, event: type === 'message' ? null : type, data: sseData(data) });
+  };
+  Transports.sse.prototype.startFetch = function () {
+    var c = this.client;
+    var self = this;
+    var parser = new SseParser();
+    fetchStream(c, this, c.query({ transport: 'sse' }), function (text) {
+      parser.push(text).forEach(function (item) {
+        if (c.transport !== self) return;
+        if (item.retry !== undefined) self.retry = Math.max(item.retry, 0);
+        else if (item.comment !== undefined) return;
+        else if (item.data === null) c.advance(item.id); // the stream's starting cursor
+        else self.event(item.event, item.id, item.data);
+      });
+    });
+  };
+  Transports.sse.prototype.startEventSource = function () {
+    var c = this.client;
+    var self = this;
     var es = new c.env.EventSource(buildUrl(c.base, subPath(this.patterns), c.query({ transport: 'sse' })));
     this.es = es;
     es.onopen = function () {
       c.opened(self);
     };
     es.onmessage = function (e) {
-      c.message(self, { id: e.lastEventId, topic: topic, data: sseData(e.data) });
+      self.event('message', e.lastEventId, e.data);
     };
     ['end', 'overflow', 'gap'].forEach(function (kind) {
       es.addEventListener(kind, function (e) {
-        var obj;
-        try {
-          obj = JSON.parse(e.data);
-        } catch (err) {
-          obj = { type: kind };
-        }
-        c.control(self, obj);
+        self.event(kind, e.lastEventId, e.data);
       });
     });
     es.onerror = function () {
       // The browser would reconnect with this URL's stale since=: reconnect ourselves from
       // the cursor instead, no sooner than the server's retry hint.
-      c.failed(self, new Error('sse: the stream failed'), self.opened ? c.opts.sseRetry : 0);
+      c.failed(self, new Error('sse: the stream failed'), self.retryDelay());
     };
   };
   Transports.sse.prototype.close = function () {
+    closeFetchStream(this);
     if (!this.es) return;
     this.es.onopen = this.es.onmessage = this.es.onerror = null;
     this.es.close();
   };
 
+  /** XHR streaming: one JSON object per line (ndjson), read with fetch. */
   Transports.stream = function (client, patterns) {
     this.client = client;
     this.patterns = patterns;
@@ -730,48 +855,18 @@
   Transports.stream.prototype.start = function () {
     var c = this.client;
     var self = this;
-    var ctl = new c.env.AbortController();
-    this.ctl = ctl;
-    var poke = watchdog(c, this, c.opts.heartbeatTimeout);
     var lines = new LineSplitter();
-    var decoder = new c.env.TextDecoder();
-    c.env
-      .fetch(buildUrl(c.base, subPath(this.patterns), c.query({ transport: 'stream', access_token: undefined })), {
-        headers: c.headers({}),
-        signal: ctl.signal,
-        cache: 'no-store',
-      })
-      .then(function (res) {
-        if (res.status !== 200 || !res.body) {
-          return res.text().then(function (text) {
-            throw new Error('stream: ' + res.status + ' ' + text.trim());
-          });
-        }
-        c.opened(self);
-        poke();
-        var reader = res.body.getReader();
-        var pump = function () {
-          return reader.read().then(function (step) {
-            if (c.transport !== self) return reader.cancel();
-            if (step.done) throw new Error('stream: the server closed the stream');
-            poke();
-            lines.push(decoder.decode(step.value, { stream: true })).forEach(function (line) {
-              var obj = JSON.parse(line);
-              if (obj.type) c.control(self, obj);
-              else c.message(self, obj);
-            });
-            if (c.transport === self) return pump();
-          });
-        };
-        return pump();
-      })
-      .catch(function (err) {
-        c.failed(self, err);
+    fetchStream(c, this, c.query({ transport: 'stream' }), function (text) {
+      lines.push(text).forEach(function (line) {
+        if (c.transport !== self) return;
+        var obj = JSON.parse(line);
+        if (obj.type) c.control(self, obj);
+        else c.message(self, obj);
       });
+    });
   };
   Transports.stream.prototype.close = function () {
-    stopWatchdog(this);
-    if (this.ctl) this.ctl.abort();
+    closeFetchStream(this);
   };
 
   /** Long-poll and JSONP share the loop; only how one request is made differs. */
@@ -1023,6 +1118,7 @@
     buildUrl: buildUrl,
     LineSplitter: LineSplitter,
     sseData: sseData,
+    SseParser: SseParser,
     CursorStore: CursorStore,
     Picker: Picker,
     Client: Client,

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 
 import Halley from '../halley.mjs';
 
-const { parseId, isAfter, matches, backoff, buildUrl, LineSplitter, sseData, CursorStore, Picker } = Halley._internal;
+const { parseId, isAfter, matches, backoff, buildUrl, LineSplitter, SseParser, sseData, CursorStore, Picker } = Halley._internal;
 
 describe('backoff', () => {
   test('full jitter stays within [0, min(max, base * 2^(attempt-1)))', () => {
@@ -99,6 +99,19 @@ describe('parsing', () => {
     assert.equal(sseData('42'), '42');
     assert.equal(sseData('{not json'), '{not json');
     assert.equal(sseData('a\nb'), 'a\nb');
+  });
+
+  test('SseParser: events split across chunks, multi-line data, retry, comments, id-only events', () => {
+    const p = new SseParser();
+    assert.deepEqual(p.push('retry: 2000\nid: e-0\n\nid: e-1\nev'), [{ retry: 2000 }, { event: 'message', id: 'e-0', data: null }]);
+    assert.deepEqual(p.push('ent: tick\ndata: one\ndata: two\n\n: hb\n\n'), [
+      { event: 'tick', id: 'e-1', data: 'one\ntwo' },
+      { comment: 'hb' },
+    ]);
+    assert.deepEqual(p.push('event: end\nid: e-9\ndata: {"type":"end","next":"e-9"}\r\n\r\n'), [
+      { event: 'end', id: 'e-9', data: '{"type":"end","next":"e-9"}' },
+    ]);
+    assert.deepEqual(p.push('data:no space\n\n'), [{ event: 'message', id: null, data: 'no space' }]);
   });
 
   test('buildUrl encodes and leaves out missing values', () => {
