@@ -261,7 +261,7 @@
     this.pending = {}; // WebSocket publish acks by command id
     this.seq = 0;
     this.shared = null;
-    if (opts.shared && root.Halley && root.Halley.Shared) this.shared = root.Halley.Shared.attach(this);
+    if (opts.shared && this.env.BroadcastChannel && this.env.locks) this.shared = new Shared(this);
   }
 
   Client.prototype.on = function (event, fn) {
@@ -282,12 +282,6 @@
         if (root.console) root.console.error(e);
       }
     });
-  };
-
-  Client.prototype.setState = function (state) {
-    if (this.state === state) return;
-    this.state = state;
-    this.emit('state', state);
   };
 
   Client.prototype.subscribe = function (topic, onMessage) {
@@ -315,14 +309,17 @@
     };
   };
 
+  /** What the connection carries: this tab's patterns, and the followers' when leading. */
   Client.prototype.patterns = function () {
-    return Array.from(this.subs.keys());
+    var all = new Set(this.subs.keys());
+    if (this.shared) this.shared.patterns(all);
+    return Array.from(all);
   };
 
   /** A subscription set change: the WebSocket takes commands, everything else reconnects. */
   Client.prototype.topicsChanged = function (added, removed) {
     if (this.state === 'closed') return;
-    if (this.shared && this.shared.follower()) return this.shared.topicsChanged();
+    if (this.shared && this.shared.follower()) return this.shared.announce();
     var t = this.transport;
     if (t && t.update && t.update(added, removed)) return;
     var self = this;
@@ -352,7 +349,7 @@
 
   Client.prototype.eligible = function (name) {
     var env = this.env;
-    var single = this.subs.size === 1;
+    var single = this.patterns().length === 1;
     switch (name) {
       case 'websocket':
         return !!env.WebSocket;
@@ -374,7 +371,7 @@
   Client.prototype.start = function () {
     if (this.state === 'closed' || this.transport || this.timer || this.priming) return;
     if (this.shared && this.shared.follower()) return;
-    if (this.subs.size === 0) return; // nothing to carry yet: connect on the first subscribe
+    if (this.patterns().length === 0) return; // nothing to carry yet: connect on the first subscribe
     var self = this;
     var name = this.picker.current(function (n) {
       return self.eligible(n);
@@ -432,6 +429,13 @@
     this.setState('open');
   };
 
+  Client.prototype.setState = function (state) {
+    if (this.state === state) return;
+    this.state = state;
+    if (this.shared && this.shared.leader) this.shared.post({ kind: 'state', state: state });
+    this.emit('state', state);
+  };
+
   /** A transport broke. Drop it for the next one, or back off and retry it. */
   Client.prototype.failed = function (t, err, minDelay) {
     if (t !== this.transport) return;
@@ -470,7 +474,7 @@
 
   /** A message from any transport: drop it if the cursor is past it, else route it. */
   Client.prototype.message = function (t, msg) {
-    if (t && t !== this.transport) return;
+    if (t !== this.transport) return; // a replaced transport, or (null) a follower's relay
     if (!msg || typeof msg.id !== 'string') return;
     if (this.cursor && !isAfter(msg.id, this.cursor)) return; // already delivered
     this.advance(msg.id);
@@ -482,7 +486,7 @@
       data: msg.data,
     };
     if (msg.encoding) out.encoding = msg.encoding;
-    if (this.shared) this.shared.broadcast({ kind: 'message', msg: out });
+    if (this.shared && this.shared.leader) this.shared.post({ kind: 'message', msg: out });
     this.dispatch(out);
   };
 
@@ -507,10 +511,10 @@
 
   /** The server says messages after the cursor fell out of history (or it restarted). */
   Client.prototype.gap = function (t, info) {
-    if (t && t !== this.transport) return;
+    if (t !== this.transport) return;
     var from = t ? t.from : this.cursor;
     var g = { oldest: info.oldest || null, next: info.next || null, cursor: from, transport: t ? t.name : null };
-    if (this.shared) this.shared.broadcast({ kind: 'gap', gap: g });
+    if (this.shared && this.shared.leader) this.shared.post({ kind: 'gap', gap: g });
     this.emit('gap', g);
   };
 
@@ -558,7 +562,6 @@
     if (this.state === 'closed') return Promise.reject(new Error('the client is closed'));
     var t = this.transport;
     if (t && t.opened && t.publish) return t.publish(name, data, event);
-    if (this.shared && this.shared.follower()) return this.shared.publish(name, data, event);
     return this.httpPublish(name, data, event);
   };
 
@@ -1043,6 +1046,116 @@
     }
   };
 
+
+  // ---------------------------------------------------------------- cross-tab sharing
+
+  /**
+   * One connection per origin (and client name), shared by every tab. The tabs queue for a
+   * Web Lock; the holder is the leader and runs the transport for the union of every tab's
+   * patterns, posting each message, gap and state on a BroadcastChannel. The others follow:
+   * they post their patterns, dispatch what the leader posts, and advance their own cursor
+   * (in their own sessionStorage) with every message. When the leader's tab closes, its lock
+   * is released and the next tab in the queue leads, resuming from its own cursor, which is
+   * where the old leader got to: nothing is lost. Without Web Locks or BroadcastChannel each
+   * tab simply has its own connection.
+   */
+  function Shared(client) {
+    var self = this;
+    this.client = client;
+    this.leader = false;
+    this.closed = false;
+    this.tab = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    this.others = new Map(); // tab -> its patterns (leader only)
+    var name = 'halley ' + client.opts.name + ' ' + client.base;
+    this.channel = new client.env.BroadcastChannel(name);
+    this.channel.onmessage = function (e) {
+      self.receive(e.data);
+    };
+    client.env.locks.request(name, function () {
+      if (self.closed) return undefined;
+      return new Promise(function (release) {
+        self.release = release;
+        self.lead();
+      });
+    });
+    this.announce();
+    if (root.addEventListener) {
+      this.onHide = function () {
+        self.post({ kind: 'bye', tab: self.tab });
+      };
+      root.addEventListener('pagehide', this.onHide);
+    }
+  }
+  Shared.prototype.follower = function () {
+    return !this.leader;
+  };
+  Shared.prototype.post = function (m) {
+    if (!this.closed) this.channel.postMessage(m);
+  };
+  /** Adds the followers' patterns to `set` (leader only). */
+  Shared.prototype.patterns = function (set) {
+    if (!this.leader) return;
+    this.others.forEach(function (patterns) {
+      patterns.forEach(function (p) {
+        set.add(p);
+      });
+    });
+  };
+  /** A follower tells the leader what it wants. */
+  Shared.prototype.announce = function () {
+    if (!this.leader) this.post({ kind: 'subs', tab: this.tab, patterns: Array.from(this.client.subs.keys()) });
+  };
+  Shared.prototype.lead = function () {
+    this.leader = true;
+    // Followers answer with their patterns; each answer widens the connection.
+    this.post({ kind: 'leader', tab: this.tab });
+    this.client.start();
+  };
+  /** The union changed: the WebSocket takes commands, other transports reconnect. */
+  Shared.prototype.changed = function (before) {
+    var after = this.client.patterns();
+    var added = after.filter(function (p) {
+      return before.indexOf(p) < 0;
+    });
+    var removed = before.filter(function (p) {
+      return after.indexOf(p) < 0;
+    });
+    if (added.length || removed.length) this.client.topicsChanged(added, removed);
+  };
+  Shared.prototype.receive = function (m) {
+    var c = this.client;
+    if (!m || this.closed) return;
+    if (this.leader) {
+      var before = c.patterns();
+      if (m.kind === 'subs') this.others.set(m.tab, m.patterns);
+      else if (m.kind === 'bye') this.others.delete(m.tab);
+      else return;
+      if (m.kind === 'subs') this.post({ kind: 'state', state: c.state });
+      return this.changed(before);
+    }
+    switch (m.kind) {
+      case 'leader':
+        return this.announce();
+      case 'message':
+        return c.message(null, m.msg);
+      case 'gap':
+        return c.emit('gap', m.gap);
+      case 'state':
+        if (m.state !== 'closed') c.setState(m.state);
+        return undefined;
+      default:
+        return undefined;
+    }
+  };
+  Shared.prototype.close = function () {
+    if (!this.leader) this.post({ kind: 'bye', tab: this.tab });
+    this.closed = true;
+    this.leader = false;
+    if (this.release) this.release();
+    this.channel.close();
+    if (this.onHide) root.removeEventListener('pagehide', this.onHide);
+  };
+
   // ---------------------------------------------------------------- environment
 
   function defaultEnv() {
@@ -1100,6 +1213,9 @@
       },
       get transport() {
         return client.transport ? client.transport.name : null;
+      },
+      get leader() {
+        return !client.shared || client.shared.leader;
       },
       _client: client,
     };
