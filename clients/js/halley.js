@@ -288,8 +288,8 @@
     if (typeof onMessage !== 'function') throw new TypeError('subscribe(topic, onMessage): onMessage is a function');
     var pattern = topicName(topic);
     var self = this;
+    var before = this.patterns();
     var set = this.subs.get(pattern);
-    var added = !set;
     if (!set) {
       set = new Set();
       this.subs.set(pattern, set);
@@ -298,13 +298,14 @@
       onMessage(msg);
     };
     set.add(entry);
-    if (added) this.topicsChanged([pattern], []);
+    this.changedSince(before);
     return function unsubscribe() {
       var s = self.subs.get(pattern);
       if (!s || !s.delete(entry)) return;
       if (s.size === 0) {
+        var was = self.patterns();
         self.subs.delete(pattern);
-        self.topicsChanged([], [pattern]);
+        self.changedSince(was);
       }
     };
   };
@@ -314,6 +315,21 @@
     var all = new Set(this.subs.keys());
     if (this.shared) this.shared.patterns(all);
     return Array.from(all);
+  };
+
+  /**
+   * Compares what the connection carries with `before` (a leader also carries its followers'
+   * patterns, so one tab dropping a pattern another still wants changes nothing).
+   */
+  Client.prototype.changedSince = function (before) {
+    var after = this.patterns();
+    var added = after.filter(function (p) {
+      return before.indexOf(p) < 0;
+    });
+    var removed = before.filter(function (p) {
+      return after.indexOf(p) < 0;
+    });
+    if (added.length || removed.length || (this.shared && this.shared.follower())) this.topicsChanged(added, removed);
   };
 
   /** A subscription set change: the WebSocket takes commands, everything else reconnects. */
@@ -387,7 +403,6 @@
     var t = new Transports[name](this, this.patterns());
     t.name = name;
     t.opened = false;
-    t.from = this.cursor; // what a gap on this connection is reported against
     this.transport = t;
     t.openTimer = setTimeout(function () {
       if (!t.opened) self.failed(t, new Error(name + ' did not open within ' + self.opts.firstByteTimeout + ' ms'));
@@ -512,8 +527,8 @@
   /** The server says messages after the cursor fell out of history (or it restarted). */
   Client.prototype.gap = function (t, info) {
     if (t !== this.transport) return;
-    var from = t ? t.from : this.cursor;
-    var g = { oldest: info.oldest || null, next: info.next || null, cursor: from, transport: t ? t.name : null };
+    // The cursor is the last message delivered: what the connection resumed from.
+    var g = { oldest: info.oldest || null, next: info.next || null, cursor: this.cursor, transport: t ? t.name : null };
     if (this.shared && this.shared.leader) this.shared.post({ kind: 'gap', gap: g });
     this.emit('gap', g);
   };
@@ -816,8 +831,10 @@
         if (c.transport !== self) return;
         if (item.retry !== undefined) self.retry = Math.max(item.retry, 0);
         else if (item.comment !== undefined) return;
-        else if (item.data === null) c.advance(item.id); // the stream's starting cursor
-        else self.event(item.event, item.id, item.data);
+        else if (item.data === null) {
+          // The stream's starting cursor: only needed when priming found none.
+          if (!c.cursor) c.advance(item.id);
+        } else self.event(item.event, item.id, item.data);
       });
     });
   };
@@ -1111,17 +1128,6 @@
     this.post({ kind: 'leader', tab: this.tab });
     this.client.start();
   };
-  /** The union changed: the WebSocket takes commands, other transports reconnect. */
-  Shared.prototype.changed = function (before) {
-    var after = this.client.patterns();
-    var added = after.filter(function (p) {
-      return before.indexOf(p) < 0;
-    });
-    var removed = before.filter(function (p) {
-      return after.indexOf(p) < 0;
-    });
-    if (added.length || removed.length) this.client.topicsChanged(added, removed);
-  };
   Shared.prototype.receive = function (m) {
     var c = this.client;
     if (!m || this.closed) return;
@@ -1131,7 +1137,7 @@
       else if (m.kind === 'bye') this.others.delete(m.tab);
       else return;
       if (m.kind === 'subs') this.post({ kind: 'state', state: c.state });
-      return this.changed(before);
+      return c.changedSince(before);
     }
     switch (m.kind) {
       case 'leader':

@@ -93,6 +93,59 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     assert.deepEqual(errors, []);
   });
 
+  test('SSE through EventSource where fetch cannot stream', async (t) => {
+    ready();
+    const topic = '/fallback/eventsource';
+    const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+    const sse = [];
+    page.on('request', (r) => {
+      if (r.url().includes('transport=sse')) sse.push(r.resourceType());
+    });
+    // A browser without streaming fetch: the library must fall back to EventSource.
+    await page.evaluate(() => {
+      window.ReadableStream = undefined;
+    });
+    await page.evaluate((topic) => {
+      window.h = Halley.connect({ transports: ['sse'], shared: false });
+      h.on('state', (s) => report('state', s));
+      h.subscribe(topic, (m) => report('msg', m));
+    }, topic);
+    await until(boxes.state, 'open');
+    const ids = await publishTexts(halley, topic, 'e', 10);
+    const json = await halley.publish(topic, '{"k":[1]}', { 'Content-Type': 'application/json' });
+    const got = await boxes.msg.take(11, 'message over EventSource');
+    assert.deepEqual(
+      got.map((m) => [m.id, m.topic, m.data]),
+      [...ids.map((id, i) => [id, topic, `e${i}`]), [json.id, topic, { k: [1] }]],
+    );
+    assert.deepEqual(sse, ['eventsource']);
+    assert.deepEqual(errors, []);
+  });
+
+  test('the token rides in the URL for WebSocket, in the Authorization header for fetch', async (t) => {
+    ready();
+    const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
+    const seen = [];
+    page.on('websocket', (ws) => seen.push(['websocket', new URL(ws.url()).searchParams.get('access_token')]));
+    page.on('request', async (r) => {
+      const url = new URL(r.url());
+      if (!url.pathname.startsWith('/sub/')) return;
+      const auth = (await r.allHeaders()).authorization ?? null;
+      seen.push([url.searchParams.get('transport') ?? 'poll', url.searchParams.get('access_token'), auth]);
+    });
+    await page.evaluate(() => {
+      window.h = Halley.connect({ token: 's3cret', transports: ['websocket'], shared: false });
+      h.on('state', (s) => report('state', s));
+      h.subscribe('/fallback/token', () => {});
+    });
+    await until(boxes.state, 'open');
+    // allHeaders() is asynchronous: the two may be recorded in either order.
+    assert.deepEqual(seen.sort(), [
+      ['poll', null, 'Bearer s3cret'],
+      ['websocket', 's3cret'],
+    ]);
+  });
+
   test('a page reload mid-stream resumes from the stored cursor: no loss, no duplicates', async (t) => {
     ready();
     const topic = '/fallback/reload';

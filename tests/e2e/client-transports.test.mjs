@@ -88,6 +88,37 @@ describe('halley.js in chromium, each transport forced', { timeout: 240_000 }, (
     });
   }
 
+  for (const transport of ['websocket', 'stream', 'longpoll']) {
+    test(`${transport}: subscribing later and unsubscribing`, async (t) => {
+      ready();
+      const base = `/client/${transport}/later`;
+      const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+      await startClient(page, transport, `${base}/a`);
+      await until(boxes.state, 'open');
+      // Published right after subscribe() returns: the cursor makes the new topic's
+      // messages come whether the server already had the subscription or not.
+      await page.evaluate((topic) => {
+        window.offB = h.subscribe(topic, (m) => report('msg', m));
+      }, `${base}/b`);
+      const b1 = await halley.publish(`${base}/b`, 'b1');
+      const a1 = await halley.publish(`${base}/a`, 'a1');
+      assert.deepEqual(
+        (await boxes.msg.take(2, 'message')).map((m) => [m.id, m.data]),
+        [
+          [b1.id, 'b1'],
+          [a1.id, 'a1'],
+        ],
+      );
+      await page.evaluate(() => window.offB());
+      await halley.publish(`${base}/b`, 'b2 (unsubscribed)');
+      const a2 = await halley.publish(`${base}/a`, 'a2');
+      const next = await boxes.msg.next('message after unsubscribing');
+      assert.deepEqual([next.id, next.data], [a2.id, 'a2']);
+      assert.equal(boxes.msg.pending, 0);
+      assert.deepEqual(errors, []);
+    });
+  }
+
   for (const transport of TRANSPORTS) {
     test(`${transport}: the server restarts mid-stream: gap reported, nothing lost`, async (t) => {
       ready();

@@ -3,7 +3,7 @@
 // in chromium in tests/e2e/client-*.test.mjs). Each transport forced in turn: 100 messages
 // in order with their ids, a publish from the client, and a server restart on the same port
 // in the middle, after which the client reports the gap (a new epoch) and loses nothing
-// published while a server runs.
+// published while a server runs; and a stream gone silent is dropped by the heartbeat watchdog.
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -109,5 +109,28 @@ for (const transport of ['longpoll', 'stream']) {
       assert.equal(box.pending, 0, 'nothing twice');
       assert.equal(gaps.pending, 0, 'one gap');
     });
+
+    if (transport === 'stream') {
+      test('a silent link (the server stopped, SIGSTOP) is dropped after heartbeatTimeout', async (t) => {
+        ready();
+        const h = Halley.connect(halley.url, { ...FAST, transports: [transport], heartbeatTimeout: 2500, name: 'dead' });
+        t.after(() => h.close());
+        const box = new Mailbox('messages');
+        h.subscribe('/wire/stream/dead', (m) => box.push(m));
+        await reach(h, 'open');
+        const stopped = Date.now();
+        process.kill(halley.pid, 'SIGSTOP');
+        try {
+          await reach(h, 'reconnecting', 10_000);
+        } finally {
+          process.kill(halley.pid, 'SIGCONT');
+        }
+        const waited = Date.now() - stopped;
+        assert.ok(waited >= 2000, `dropped after ${waited} ms, not before the heartbeat timeout`);
+        await reach(h, 'open');
+        const ack = await halley.publish('/wire/stream/dead', 'after');
+        assert.equal((await box.next('message after the stall')).id, ack.id);
+      });
+    }
   });
 }
