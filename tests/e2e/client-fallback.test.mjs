@@ -127,11 +127,17 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
     const seen = [];
     page.on('websocket', (ws) => seen.push(['websocket', new URL(ws.url()).searchParams.get('access_token')]));
-    page.on('request', async (r) => {
+    const polls = [];
+    page.on('request', (r) => {
       const url = new URL(r.url());
       if (!url.pathname.startsWith('/sub/')) return;
-      const auth = (await r.allHeaders()).authorization ?? null;
-      seen.push([url.searchParams.get('transport') ?? 'poll', url.searchParams.get('access_token'), auth]);
+      polls.push(
+        r.allHeaders().then((headers) => [
+          url.searchParams.get('transport') ?? 'poll',
+          url.searchParams.get('access_token'),
+          headers.authorization ?? null,
+        ]),
+      );
     });
     await page.evaluate(() => {
       window.h = Halley.connect({ token: 's3cret', transports: ['websocket'], shared: false });
@@ -139,7 +145,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
       h.subscribe('/fallback/token', () => {});
     });
     await until(boxes.state, 'open');
-    // allHeaders() is asynchronous: the two may be recorded in either order.
+    seen.push(...(await Promise.all(polls)));
     assert.deepEqual(seen.sort(), [
       ['poll', null, 'Bearer s3cret'],
       ['websocket', 's3cret'],
