@@ -27,3 +27,8 @@ npm ci --no-audit --no-fund
 
 echo "==> node --test (tests/e2e)"
 node --test --test-concurrency=1 ./*.test.mjs
+
+# halley.js, the browser client (clients/js): its own node tests (pure logic, and long-poll
+# and streaming against the binary built above). Its browser tests are client-*.test.mjs above.
+echo "==> node --test (clients/js)"
+(cd ../../clients/js && node --test --test-concurrency=1 test/)

@@ -34,7 +34,8 @@ process.on('exit', () => {
 });
 
 /**
- * Starts `halley serve --listen 127.0.0.1:0 --workers 2 --log info ...extraArgs` and resolves
+ * Starts `halley serve --listen 127.0.0.1:0 --workers 2 --log info ...extraArgs` (extraArgs may
+ * bring its own `--listen`) and resolves
  * once it has printed the address it listens on. Throws when the binary is missing, the
  * process exits early, or the line does not come within START_TIMEOUT_MS.
  */
@@ -44,7 +45,9 @@ export async function startHalley(extraArgs = []) {
       `halley binary not found at ${HALLEY_BIN}: build it first (cargo build -p halley), or use tests/e2e/run.sh`,
     );
   }
-  const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--log', 'info', ...extraArgs];
+  // A test that restarts the server on the same port passes its own --listen.
+  const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
+  const args = ['serve', ...listen, '--workers', '2', '--log', 'info', ...extraArgs];
   // RUST_LOG would override --log and could hide the listening line.
   const env = { ...process.env };
   delete env.RUST_LOG;

@@ -1,0 +1,177 @@
+// halley.js picking its transport in chromium: with WebSocket blocked it falls back to SSE;
+// with WebSocket blocked and the streams held back (a buffering proxy stand-in: the response
+// never starts) it ends on long-poll; and a page reload mid-stream resumes from the cursor in
+// sessionStorage without loss or duplicates.
+
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+
+import { launchChromium, loadHalleyJs, openClientPage, until } from './lib/client.mjs';
+import { startHalley, stopCleanly, suiteSetup } from './lib/halley.mjs';
+
+const KINDS = ['state', 'msg', 'error'];
+/** A short open bound keeps the fallback quick; the default is 10 s. */
+const FIRST_BYTE_MS = 1500;
+
+/** Starts halley.js with every transport allowed (the automatic order). */
+async function startClient(page, topic) {
+  await page.evaluate(
+    ([topic, firstByteTimeout]) => {
+      window.h = Halley.connect({ shared: false, firstByteTimeout, backoffBase: 50, backoffMax: 400 });
+      h.on('state', (s) => report('state', s));
+      h.on('error', (e) => report('error', String(e && e.message)));
+      h.subscribe(topic, (m) => report('msg', m));
+    },
+    [topic, FIRST_BYTE_MS],
+  );
+}
+
+async function publishTexts(halley, topic, prefix, count) {
+  const ids = [];
+  for (let i = 0; i < count; i += 1) ids.push((await halley.publish(topic, `${prefix}${i}`)).id);
+  return ids;
+}
+
+describe('halley.js transport choice and resume in chromium', { timeout: 120_000 }, () => {
+  let halley;
+  let browser;
+  const ready = suiteSetup(async () => {
+    halley = await startHalley();
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await stopCleanly(halley);
+  });
+
+  test('the default order starts on WebSocket', async (t) => {
+    ready();
+    const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
+    await startClient(page, '/fallback/none');
+    await until(boxes.state, 'open');
+    assert.equal(await page.evaluate(() => h.transport), 'websocket');
+  });
+
+  test('WebSocket blocked -> SSE', async (t) => {
+    ready();
+    const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+    await page.routeWebSocket(/./, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
+    await startClient(page, '/fallback/sse');
+    await until(boxes.state, 'open');
+    assert.equal(await page.evaluate(() => h.transport), 'sse');
+    assert.match(boxes.error.seen[0], /^websocket/);
+    const ids = await publishTexts(halley, '/fallback/sse', 'm', 10);
+    const got = await boxes.msg.take(10, 'message over SSE');
+    assert.deepEqual(
+      got.map((m) => [m.id, m.data]),
+      ids.map((id, i) => [id, `m${i}`]),
+    );
+    assert.deepEqual(errors, []);
+  });
+
+  test('WebSocket blocked, streams held back by a buffering proxy -> long-poll', async (t) => {
+    ready();
+    const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+    await page.routeWebSocket(/./, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
+    // The stand-in proxy holds every streaming response back (it never starts it).
+    const held = [];
+    await page.route(/transport=(sse|stream)/, (route) => held.push(route));
+    t.after(() => Promise.all(held.map((r) => r.abort().catch(() => {}))));
+    await startClient(page, '/fallback/poll');
+    await until(boxes.state, 'open');
+    assert.equal(await page.evaluate(() => h.transport), 'longpoll');
+    assert.deepEqual(
+      held.map((r) => new URL(r.request().url()).searchParams.get('transport')),
+      ['sse', 'stream'],
+    );
+    const ids = await publishTexts(halley, '/fallback/poll', 'p', 10);
+    const got = await boxes.msg.take(10, 'message over long-poll');
+    assert.deepEqual(
+      got.map((m) => [m.id, m.data]),
+      ids.map((id, i) => [id, `p${i}`]),
+    );
+    assert.deepEqual(errors, []);
+  });
+
+  test('SSE through EventSource where fetch cannot stream', async (t) => {
+    ready();
+    const topic = '/fallback/eventsource';
+    const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+    const sse = [];
+    page.on('request', (r) => {
+      if (r.url().includes('transport=sse')) sse.push(r.resourceType());
+    });
+    // A browser without streaming fetch: the library must fall back to EventSource.
+    await page.evaluate(() => {
+      window.ReadableStream = undefined;
+    });
+    await page.evaluate((topic) => {
+      window.h = Halley.connect({ transports: ['sse'], shared: false });
+      h.on('state', (s) => report('state', s));
+      h.subscribe(topic, (m) => report('msg', m));
+    }, topic);
+    await until(boxes.state, 'open');
+    const ids = await publishTexts(halley, topic, 'e', 10);
+    const json = await halley.publish(topic, '{"k":[1]}', { 'Content-Type': 'application/json' });
+    const got = await boxes.msg.take(11, 'message over EventSource');
+    assert.deepEqual(
+      got.map((m) => [m.id, m.topic, m.data]),
+      [...ids.map((id, i) => [id, topic, `e${i}`]), [json.id, topic, { k: [1] }]],
+    );
+    assert.deepEqual(sse, ['eventsource']);
+    assert.deepEqual(errors, []);
+  });
+
+  test('the token rides in the URL for WebSocket, in the Authorization header for fetch', async (t) => {
+    ready();
+    const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
+    const seen = [];
+    page.on('websocket', (ws) => seen.push(['websocket', new URL(ws.url()).searchParams.get('access_token')]));
+    const polls = [];
+    page.on('request', (r) => {
+      const url = new URL(r.url());
+      if (!url.pathname.startsWith('/sub/')) return;
+      polls.push(
+        r.allHeaders().then((headers) => [
+          url.searchParams.get('transport') ?? 'poll',
+          url.searchParams.get('access_token'),
+          headers.authorization ?? null,
+        ]),
+      );
+    });
+    await page.evaluate(() => {
+      window.h = Halley.connect({ token: 's3cret', transports: ['websocket'], shared: false });
+      h.on('state', (s) => report('state', s));
+      h.subscribe('/fallback/token', () => {});
+    });
+    await until(boxes.state, 'open');
+    seen.push(...(await Promise.all(polls)));
+    assert.deepEqual(seen.sort(), [
+      ['poll', null, 'Bearer s3cret'],
+      ['websocket', 's3cret'],
+    ]);
+  });
+
+  test('a page reload mid-stream resumes from the stored cursor: no loss, no duplicates', async (t) => {
+    ready();
+    const topic = '/fallback/reload';
+    const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
+    await startClient(page, topic);
+    await until(boxes.state, 'open');
+    const first = await publishTexts(halley, topic, 'a', 10);
+    assert.deepEqual((await boxes.msg.take(10, 'message before the reload')).map((m) => m.id), first);
+    await page.reload();
+    // Published while no page is connected: the cursor must bring these back.
+    const during = await publishTexts(halley, topic, 'b', 10);
+    await loadHalleyJs(page);
+    await startClient(page, topic);
+    const after = await publishTexts(halley, topic, 'c', 10);
+    const got = await boxes.msg.take(20, 'message after the reload');
+    assert.deepEqual(
+      got.map((m) => m.id),
+      [...during, ...after],
+    );
+    assert.equal(boxes.msg.pending, 0, 'nothing twice');
+    assert.deepEqual(errors, []);
+  });
+});
