@@ -55,3 +55,8 @@ pub fn script_json(msg: &Message, epoch: Epoch) -> &Bytes {
 
 /// Closes the document after the last frame.
 pub const EPILOGUE: &[u8] = b"</body></html>\n";
+
+/// `EPILOGUE`, as a slice of the body.
+pub fn epilogue() -> Bytes {
+    Bytes::from_static(EPILOGUE)
+}

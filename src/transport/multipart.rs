@@ -64,6 +64,21 @@ pub fn json_part(boundary: &str, json: &str) -> Bytes {
     Bytes::from(format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{json}\r\n"))
 }
 
+/// The heartbeat: a JSON part.
+pub fn heartbeat(boundary: &str) -> Bytes {
+    json_part(boundary, "{\"type\":\"heartbeat\"}")
+}
+
+/// A control object as a JSON part.
+pub fn control(boundary: &str, json: &str) -> Bytes {
+    json_part(boundary, json)
+}
+
+/// Nothing before the first part: its delimiter opens the body.
+pub fn preamble() -> Bytes {
+    Bytes::new()
+}
+
 /// The close delimiter that ends the multipart body.
 pub fn epilogue(boundary: &str) -> Bytes {
     Bytes::from(format!("--{boundary}--\r\n"))

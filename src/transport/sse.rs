@@ -64,6 +64,11 @@ fn push_data_lines(out: &mut String, text: &str) {
     }
 }
 
+/// Nothing after the last event: the stream ends with the last chunk, or at close.
+pub fn epilogue() -> Bytes {
+    Bytes::new()
+}
+
 /// A control event: `event: end|overflow|gap`, the JSON as data; `end` and `overflow` also
 /// move the client's last event id to the resume cursor.
 pub fn control(control: Control, json: &str, epoch: Epoch) -> Bytes {

@@ -5,5 +5,71 @@
 //! incrementally (XHR `onprogress`, `fetch` streams), splits on `\n`, and after an `end` line
 //! reconnects with `?since=<next>`.
 
+use bytes::Bytes;
+
+use crate::model::{Epoch, Message};
+
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
 pub const HEARTBEAT: &[u8] = b"{\"type\":\"heartbeat\"}\n";
+
+const NEWLINE: &[u8] = b"\n";
+
+/// Nothing comes before the first line.
+pub fn preamble() -> Bytes {
+    Bytes::new()
+}
+
+/// The message's shared JSON and a newline, as two slices (nothing copied).
+pub fn push_message(msg: &Message, epoch: Epoch, parts: &mut Vec<Bytes>) {
+    parts.push(msg.json(epoch).clone());
+    parts.push(Bytes::from_static(NEWLINE));
+}
+
+/// The message line, uncached (the chunked path caches it as an HTTP chunk instead).
+pub(super) fn encode(msg: &Message, epoch: Epoch) -> Vec<u8> {
+    let mut line = msg.json(epoch).to_vec();
+    line.extend_from_slice(NEWLINE);
+    line
+}
+
+/// A control object as one line.
+pub fn control(json: &str) -> Bytes {
+    Bytes::from(format!("{json}\n"))
+}
+
+/// Nothing after the last line: the stream ends with the last chunk, or at close.
+pub fn epilogue() -> Bytes {
+    Bytes::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::transport::Control;
+
+    fn epoch() -> Epoch {
+        Epoch::from_raw(12345).expect("epoch")
+    }
+
+    #[test]
+    fn a_message_is_its_json_and_a_newline_in_both_paths() {
+        let msg = Message::new(7, Arc::from("/t"), 1, Bytes::from_static(b"a\nb"));
+        let mut parts = Vec::new();
+        push_message(&msg, epoch(), &mut parts);
+        assert_eq!(parts.concat(), encode(&msg, epoch()));
+        let line = encode(&msg, epoch());
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "the payload's newline is escaped");
+        let value: serde_json::Value = serde_json::from_slice(&line).expect("json");
+        assert_eq!(value["data"], "a\nb");
+    }
+
+    #[test]
+    fn control_and_heartbeat_lines() {
+        let end = Control::End { next: 9 };
+        assert_eq!(&control(&end.json(epoch()))[..], b"{\"type\":\"end\",\"next\":\"9ix-9\"}\n");
+        let beat: serde_json::Value = serde_json::from_slice(HEARTBEAT).expect("json");
+        assert_eq!(beat["type"], "heartbeat");
+    }
+}
