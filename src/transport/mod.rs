@@ -2,7 +2,12 @@
 //!
 //! One file per transport, like nchan's `src/subscribers/`, behind the [`Transport`] enum.
 //! Every transport reads the same history with the same cursors, so a client can switch
-//! transport and resume without losing or repeating a message.
+//! transport and resume without losing or repeating a message. Each file holds its transport's
+//! framing and opens with a `# Lifecycle` section: what is sent on subscribe, on a wake-up, on
+//! its timer, on overflow and at the end, and how a client resumes, naming the server function
+//! that does each step. The lifecycle itself is shared per family (`server/subscriber.rs` picks
+//! the family's module), as nchan's streaming subscribers share one core and differ only in
+//! their format callbacks; `StreamKind`'s methods only dispatch to the streaming files.
 //!
 //! - Answer-once transports (`longpoll`, `jsonp`, and `poll`, a long-poll that never parks)
 //!   produce one response body from a batch of messages.

@@ -4,6 +4,29 @@
 //! have a `type` key (`heartbeat`, `end`, `overflow`, `gap`). A client reads the response
 //! incrementally (XHR `onprogress`, `fetch` streams), splits on `\n`, and after an `end` line
 //! reconnects with `?since=<next>`.
+//!
+//! # Lifecycle
+//!
+//! The streaming family's life (`server/stream.rs`, timed by `transport/streaming.rs`
+//! `StreamLife`) with this file's framing:
+//! - Subscribe: `GET /sub/<topics>?transport=stream`. `server/delivery.rs` `subscribe` →
+//!   `server/stream.rs` `start` → `open`: the head (200, chunked on HTTP/1.1, close-delimited on
+//!   HTTP/1.0, no keep-alive), no `preamble`, a `gap` line if the cursor is from another epoch or
+//!   past the head, then `feed` sends what history holds after the cursor.
+//! - Wake: `server/subscriber.rs` `on_wake` → `stream::feed`: while `StreamLife::pace` leaves
+//!   room, each message is its JSON line, one chunk shared by every subscriber
+//!   (`StreamKind::chunk`, `Wire::NdjsonChunk`, from `encode`), or `push_message`'s two slices on
+//!   HTTP/1.0. A gap found in history is a `gap` line.
+//! - Timeout: `subscriber::on_timeout` → `stream::on_timer` asks `StreamLife::due`: `HEARTBEAT`
+//!   every `--heartbeat-interval` (none while output sits at the bound), or the end at
+//!   `--stream-max-age`.
+//! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues an
+//!   `{"type":"overflow","next":...}` line and closes.
+//! - End (age, `--stream-max-bytes` of payload counted in `feed`, shutdown through
+//!   `subscriber::answer_now`): `stream::end` queues `control`'s `end` line, no `epilogue`, and
+//!   the last chunk (`StreamLife::finish`); the connection closes once that is written.
+//! - Resume: reconnect with `?since=<next>` from the `end` or `overflow` line, or with the `id`
+//!   of the last message line read.
 
 use bytes::Bytes;
 
