@@ -6,6 +6,31 @@
 //! with a padding comment. Message JSON is made script-safe (`super::script_safe_json`) so no
 //! payload can close the script element or inject markup; the callback name is validated
 //! before the stream starts.
+//!
+//! # Lifecycle
+//!
+//! The streaming family's life (`server/stream.rs`, timed by `transport/streaming.rs`
+//! `StreamLife`) with this file's framing:
+//! - Subscribe: `transport=iframe&callback=<name>`. `protocol/native.rs` `select_transport`
+//!   checks the name (a 400 otherwise) and builds this connection's `prefix` once;
+//!   `server/delivery.rs` `subscribe` → `server/stream.rs` `start` → `open`: the head (200,
+//!   `text/html`, chunked on HTTP/1.1), `preamble` (the document start and `PADDING` bytes of
+//!   comment), a `gap` call if the cursor is from another epoch or past the head, then `feed`
+//!   sends what history holds.
+//! - Wake: `server/subscriber.rs` `on_wake` → `stream::feed` → `push_message`: three slices, this
+//!   connection's prefix, the shared script-safe JSON (`script_json`, `Wire::HtmlJson`) and
+//!   `)</script>`, framed as one chunk by `StreamLife::push`. The only transport with
+//!   per-connection bytes in each frame, so no chunk is shared (`StreamKind::chunk` is None).
+//! - Timeout: `subscriber::on_timeout` → `stream::on_timer` asks `StreamLife::due`: `HEARTBEAT`
+//!   (`<!-- hb -->`) every `--heartbeat-interval` (none while output sits at the bound), or the
+//!   end at `--stream-max-age`.
+//! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues the
+//!   `overflow` object through the callback and closes.
+//! - End (age, `--stream-max-bytes`, shutdown): `stream::end` queues `control` (the `end` object
+//!   through the callback), `epilogue` (`</body></html>`) and the last chunk
+//!   (`StreamLife::finish`); the connection closes once that is written.
+//! - Resume: the parent page reloads the iframe with `since=` the `next` of the `end` or
+//!   `overflow` object, or the `id` of the last message its callback got.
 
 use bytes::Bytes;
 
@@ -55,3 +80,8 @@ pub fn script_json(msg: &Message, epoch: Epoch) -> &Bytes {
 
 /// Closes the document after the last frame.
 pub const EPILOGUE: &[u8] = b"</body></html>\n";
+
+/// `EPILOGUE`, as a slice of the body.
+pub fn epilogue() -> Bytes {
+    Bytes::from_static(EPILOGUE)
+}

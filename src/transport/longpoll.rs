@@ -5,6 +5,32 @@
 //! reply is a list of slices: a static prefix, the shared message encodings with static
 //! separators, and a small suffix holding this subscriber's cursor. The worker writes them
 //! with `writev` after the response head, copying nothing.
+//!
+//! # Lifecycle
+//!
+//! The parked family's life (`server/delivery.rs`); poll is the same request never parked:
+//! - Subscribe: `GET /sub/<topics>` (`transport=longpoll` or nothing; `transport=poll`,
+//!   `timeout=0` or `HEAD` make it a poll). `server/delivery.rs` `subscribe` resolves the cursor
+//!   (`since=`, else `Last-Event-ID`, else the head) and calls `park`, which tries `answer`
+//!   first: if history holds messages or a gap after the cursor, or it is a poll, the reply goes
+//!   out at once. Otherwise nothing is sent: `Delivery::watch`, `ConnState::park`, and a timer of
+//!   `?timeout=` or `--longpoll-timeout` ±10% (`jittered`).
+//! - Wake: `server/subscriber.rs` `on_wake` → `delivery::resume(When::IfAny)` → `answer`: reads
+//!   up to `--max-batch` messages after the cursor, `encode` builds the body, and
+//!   `Conns::queue_response` queues it after the head (200, `application/json`, `Cache-Control:
+//!   no-store`); then `subscriber::retire`. With nothing to say it parks again. Parked requests
+//!   woken by one hub turn with the same selectors and cursor share one reply
+//!   (`Delivery::answer_from_cache`).
+//! - Timeout (the hold is over): `subscriber::on_timeout` → `resume(When::Now)`: 200 with
+//!   `"messages":[]` and `next`.
+//! - Heartbeat: none; the timeout reply is one. Overflow: none; a request gets one reply.
+//! - End: the reply ends the request; a keep-alive connection goes back to Idle for the next
+//!   poll. At shutdown `subscriber::on_shutdown` → `answer_now` answers at once with the cursor.
+//!   A client that leaves while parked: `server/io.rs` `handle_peer_close` → `close` → `retire`.
+//! - Resume: the next request sends `?since=<next>`. A truncated batch (over `--max-batch`) sets
+//!   `next` to the last message sent, so that poll returns at once. `"gap":true` (with `oldest`)
+//!   says messages after the cursor left history, or the cursor is from another epoch or past the
+//!   head; `since=all` never reports one.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

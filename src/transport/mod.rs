@@ -2,7 +2,12 @@
 //!
 //! One file per transport, like nchan's `src/subscribers/`, behind the [`Transport`] enum.
 //! Every transport reads the same history with the same cursors, so a client can switch
-//! transport and resume without losing or repeating a message.
+//! transport and resume without losing or repeating a message. Each file holds its transport's
+//! framing and opens with a `# Lifecycle` section: what is sent on subscribe, on a wake-up, on
+//! its timer, on overflow and at the end, and how a client resumes, naming the server function
+//! that does each step. The lifecycle itself is shared per family (`server/subscriber.rs` picks
+//! the family's module), as nchan's streaming subscribers share one core and differ only in
+//! their format callbacks; `StreamKind`'s methods only dispatch to the streaming files.
 //!
 //! - Answer-once transports (`longpoll`, `jsonp`, and `poll`, a long-poll that never parks)
 //!   produce one response body from a batch of messages.
@@ -131,9 +136,9 @@ impl StreamKind {
     pub fn preamble(&self, ctx: &StreamCtx, cursor: u64) -> Bytes {
         match self {
             StreamKind::Sse => sse::preamble(ctx, cursor),
-            StreamKind::Ndjson => Bytes::new(),
+            StreamKind::Ndjson => stream::preamble(),
             StreamKind::Iframe { .. } => iframe::preamble(),
-            StreamKind::Multipart => Bytes::new(),
+            StreamKind::Multipart => multipart::preamble(),
         }
     }
 
@@ -141,10 +146,7 @@ impl StreamKind {
     pub fn push_message(&self, msg: &Message, ctx: &StreamCtx, parts: &mut Vec<Bytes>) {
         match self {
             StreamKind::Sse => parts.push(sse::message(msg, ctx.epoch).clone()),
-            StreamKind::Ndjson => {
-                parts.push(msg.json(ctx.epoch).clone());
-                parts.push(Bytes::from_static(b"\n"));
-            }
+            StreamKind::Ndjson => stream::push_message(msg, ctx.epoch, parts),
             StreamKind::Iframe { prefix } => iframe::push_message(prefix, msg, ctx.epoch, parts),
             StreamKind::Multipart => parts.push(multipart::part(msg, ctx).clone()),
         }
@@ -153,9 +155,10 @@ impl StreamKind {
     /// Bytes that end the body after the last frame.
     pub fn epilogue(&self, ctx: &StreamCtx) -> Bytes {
         match self {
-            StreamKind::Iframe { .. } => Bytes::from_static(iframe::EPILOGUE),
+            StreamKind::Sse => sse::epilogue(),
+            StreamKind::Ndjson => stream::epilogue(),
+            StreamKind::Iframe { .. } => iframe::epilogue(),
             StreamKind::Multipart => multipart::epilogue(&ctx.boundary),
-            StreamKind::Sse | StreamKind::Ndjson => Bytes::new(),
         }
     }
 
@@ -163,23 +166,17 @@ impl StreamKind {
     /// by every chunked subscriber of this kind: a delivery is then a single slice with no
     /// per-connection bytes at all. None for kinds with per-connection bytes (iframe).
     pub fn chunk(&self, msg: &Message, ctx: &StreamCtx) -> Option<Bytes> {
-        let wire = match self {
-            StreamKind::Sse => Wire::SseChunk,
-            StreamKind::Ndjson => Wire::NdjsonChunk,
-            StreamKind::Multipart => Wire::MultipartChunk,
+        // Each kind's frame, uncached: only the chunk is cached, since a chunked subscriber
+        // never needs the bare frame.
+        type Encode = fn(&Message, &StreamCtx) -> Vec<u8>;
+        let (wire, encode): (Wire, Encode) = match self {
+            StreamKind::Sse => (Wire::SseChunk, |msg, ctx| sse::encode(msg, ctx.epoch).into_bytes()),
+            StreamKind::Ndjson => (Wire::NdjsonChunk, |msg, ctx| stream::encode(msg, ctx.epoch)),
+            StreamKind::Multipart => (Wire::MultipartChunk, multipart::encode),
             StreamKind::Iframe { .. } => return None,
         };
         let chunk = msg.encoded(wire, |msg| {
-            // Only the chunk is cached: a chunked subscriber never needs the bare frame.
-            let frame = match self {
-                StreamKind::Sse => sse::encode(msg, ctx.epoch).into_bytes(),
-                StreamKind::Multipart => multipart::encode(msg, ctx),
-                StreamKind::Ndjson | StreamKind::Iframe { .. } => {
-                    let mut line = msg.json(ctx.epoch).to_vec();
-                    line.push(b'\n');
-                    line
-                }
-            };
+            let frame = encode(msg, ctx);
             let mut chunk = Vec::with_capacity(frame.len() + 12);
             crate::http::write_chunk(&mut chunk, &frame);
             Bytes::from(chunk)
@@ -193,7 +190,7 @@ impl StreamKind {
             StreamKind::Sse => Bytes::from_static(sse::HEARTBEAT),
             StreamKind::Ndjson => Bytes::from_static(stream::HEARTBEAT),
             StreamKind::Iframe { .. } => Bytes::from_static(iframe::HEARTBEAT),
-            StreamKind::Multipart => multipart::json_part(&ctx.boundary, "{\"type\":\"heartbeat\"}"),
+            StreamKind::Multipart => multipart::heartbeat(&ctx.boundary),
         }
     }
 
@@ -202,9 +199,9 @@ impl StreamKind {
         let json = control.json(ctx.epoch);
         match self {
             StreamKind::Sse => sse::control(control, &json, ctx.epoch),
-            StreamKind::Ndjson => Bytes::from(format!("{json}\n")),
+            StreamKind::Ndjson => stream::control(&json),
             StreamKind::Iframe { prefix } => iframe::control(prefix, &json),
-            StreamKind::Multipart => multipart::json_part(&ctx.boundary, &json),
+            StreamKind::Multipart => multipart::control(&ctx.boundary, &json),
         }
     }
 }

@@ -5,6 +5,29 @@
 //! The boundary is random per server start. A payload that happens to contain the boundary
 //! delimiter is sent base64-encoded (`Content-Transfer-Encoding: base64`); base64 has no `-`,
 //! so the delimiter can never appear inside a part.
+//!
+//! # Lifecycle
+//!
+//! The streaming family's life (`server/stream.rs`, timed by `transport/streaming.rs`
+//! `StreamLife`) with this file's framing:
+//! - Subscribe: `transport=multipart`. `server/delivery.rs` `subscribe` → `server/stream.rs`
+//!   `start` → `open`: the head (200, `content_type` naming the server's boundary, chunked on
+//!   HTTP/1.1), no `preamble` (the first part's delimiter opens the body), a `gap` part if the
+//!   cursor is from another epoch or past the head, then `feed` sends what history holds.
+//! - Wake: `server/subscriber.rs` `on_wake` → `stream::feed`: while `StreamLife::pace` leaves
+//!   room, each message is one part shared by every subscriber (`StreamKind::chunk`,
+//!   `Wire::MultipartChunk`, from `encode`), or `part` (`Wire::MultipartPart`) on HTTP/1.0. A gap
+//!   found in history is a `gap` part.
+//! - Timeout: `subscriber::on_timeout` → `stream::on_timer` asks `StreamLife::due`: `heartbeat`
+//!   (an `application/json` part) every `--heartbeat-interval` (none while output sits at the
+//!   bound), or the end at `--stream-max-age`.
+//! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues an
+//!   `overflow` part and closes.
+//! - End (age, `--stream-max-bytes`, shutdown): `stream::end` queues `control`'s `end` part,
+//!   `epilogue` (the close delimiter) and the last chunk (`StreamLife::finish`); the connection
+//!   closes once that is written.
+//! - Resume: reconnect with `?since=` the `next` of the `end` or `overflow` part, or the
+//!   `X-Message-Id` of the last message part.
 
 use std::fmt::Write as _;
 
@@ -62,6 +85,21 @@ pub(super) fn encode(msg: &Message, ctx: &StreamCtx) -> Vec<u8> {
 /// A JSON part (heartbeats and control objects).
 pub fn json_part(boundary: &str, json: &str) -> Bytes {
     Bytes::from(format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{json}\r\n"))
+}
+
+/// The heartbeat: a JSON part.
+pub fn heartbeat(boundary: &str) -> Bytes {
+    json_part(boundary, "{\"type\":\"heartbeat\"}")
+}
+
+/// A control object as a JSON part.
+pub fn control(boundary: &str, json: &str) -> Bytes {
+    json_part(boundary, json)
+}
+
+/// Nothing before the first part: its delimiter opens the body.
+pub fn preamble() -> Bytes {
+    Bytes::new()
 }
 
 /// The close delimiter that ends the multipart body.

@@ -6,6 +6,29 @@
 //! publish rules, not by the policy file.
 //!
 //! Sans-I/O: `RawLines` finds commands in the bytes read so far; the encoders return bytes.
+//!
+//! # Lifecycle
+//!
+//! The socket family's life (`server/duplex.rs`, timed by `transport/socket.rs` `SocketLife`)
+//! with this framing; JSON commands and replies are `protocol/commands.rs`:
+//! - Subscribe: a connection accepted on `--raw-listen` (`server/event_loop.rs` `add_conn`) →
+//!   `server/duplex.rs` `start_raw`: nothing is sent and nothing subscribed until the client's
+//!   `subscribe` command (`duplex::process_input` → `RawLines::next_line` → `duplex::command` →
+//!   `duplex::subscribe`): an ack line, a `gap` line if the cursor is from another epoch or past
+//!   the head, then what history holds. `<policy-file-request/>` gets `POLICY`.
+//! - Wake: `server/subscriber.rs` `on_wake` → `duplex::feed`: while `SocketLife::pace` leaves
+//!   room, one line per message, shared by every subscriber (`message`, `Wire::RawTcp`); a gap
+//!   found in history is a `gap` line.
+//! - Timeout: `subscriber::on_timeout` → `duplex::on_timer`: `SocketLife::beat` says
+//!   `Beat::Line`, and `HEARTBEAT` goes out every `--heartbeat-interval`. Nothing answers it;
+//!   only a failed write finds a dead peer.
+//! - Overflow: at the output bound for a heartbeat interval, `duplex::feed` sends an `overflow`
+//!   line and closes.
+//! - Close: there is no close frame. A line over `--ws-max-message` (`Line::TooLong`) gets an
+//!   error line and is closed; at shutdown `duplex::shutdown` sends an `end` line and closes; a
+//!   FIN closes (`server/io.rs`).
+//! - Resume: reconnect and send `subscribe` with `since` set to the `next` of `end` or
+//!   `overflow`, or to the `id` of the last message.
 
 use bytes::Bytes;
 

@@ -6,6 +6,31 @@
 //! multi-line text survives). JSON payloads are sent as their JSON text; binary payloads, which
 //! a text protocol cannot carry, are sent as base64. Heartbeats are comment lines, which
 //! proxies forward and clients ignore.
+//!
+//! # Lifecycle
+//!
+//! The streaming family's life (`server/stream.rs`, timed by `transport/streaming.rs`
+//! `StreamLife`) with this file's framing:
+//! - Subscribe: `Accept: text/event-stream` or `transport=sse`. `server/delivery.rs` `subscribe`
+//!   → `server/stream.rs` `start` → `open`: the head (200, chunked on HTTP/1.1, close-delimited
+//!   on HTTP/1.0, `Cache-Control: no-cache, no-store`, `X-Accel-Buffering: no`), `preamble`
+//!   (`retry:` from `--sse-retry`, and an `id:` holding the starting cursor), a `gap` event if
+//!   the cursor is from another epoch or past the head, then `feed` sends what history holds.
+//! - Wake: `server/subscriber.rs` `on_wake` → `stream::feed`: while `StreamLife::pace` leaves
+//!   room, each message is one chunk shared by every subscriber (`StreamKind::chunk`,
+//!   `Wire::SseChunk`, from `encode`), or `message` (`Wire::Sse`) on HTTP/1.0. A gap found in
+//!   history is a `gap` event.
+//! - Timeout: `subscriber::on_timeout` → `stream::on_timer` asks `StreamLife::due`: `HEARTBEAT`
+//!   (`: hb`) every `--heartbeat-interval` (none while output sits at the bound), or the end at
+//!   `--stream-max-age`.
+//! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues an
+//!   `overflow` event and closes.
+//! - End (age, `--stream-max-bytes` of payload counted in `feed`, shutdown through
+//!   `subscriber::answer_now`): `stream::end` queues `control`'s `end` event, no `epilogue`, and
+//!   the last chunk (`StreamLife::finish`); the connection closes once that is written.
+//! - Resume: EventSource reconnects by itself, `retry:` later, sending the last `id:` it saw (a
+//!   message's, the `end` or `overflow` cursor, or the preamble's) as `Last-Event-ID`, which
+//!   `protocol/native.rs` `parse_subscribe` reads when there is no `since=`.
 
 use std::fmt::Write as _;
 
@@ -62,6 +87,11 @@ fn push_data_lines(out: &mut String, text: &str) {
         let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
         rest = &rest[end + skip..];
     }
+}
+
+/// Nothing after the last event: the stream ends with the last chunk, or at close.
+pub fn epilogue() -> Bytes {
+    Bytes::new()
 }
 
 /// A control event: `event: end|overflow|gap`, the JSON as data; `end` and `overflow` also

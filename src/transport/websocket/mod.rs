@@ -24,6 +24,36 @@
 //! Extensions (`Sec-WebSocket-Extensions`, e.g. permessage-deflate) are not negotiated: the 101
 //! names none, so clients send plain frames and any RSV bit is a protocol error. `Origin` is not
 //! checked here; an origin policy, if any, belongs to the caller.
+//!
+//! # Lifecycle
+//!
+//! The socket family's life (`server/duplex.rs`, timed by `transport/socket.rs` `SocketLife`)
+//! with this framing; JSON commands and replies are `protocol/commands.rs`:
+//! - Subscribe: `GET /sub/<topics>` with `Upgrade: websocket` (`server/delivery.rs` `subscribe`)
+//!   or `GET /ws` (`server/dispatch.rs`) → `server/duplex.rs` `upgrade_websocket`: `upgrade`
+//!   refuses an `Origin` that CORS does not allow (403) or a bad handshake (`check_upgrade`),
+//!   else queues the 101 (`write_handshake_response`); `duplex::start` opens the socket with the
+//!   store head as cursor. For `/sub/...`, `duplex::subscribe` then sends the `subscribe` ack, a
+//!   `gap` object if the cursor is from another epoch or past the head, and what history holds. A
+//!   later `subscribe` command first sends its new topics' messages up to the shared cursor
+//!   (`duplex::backfill`).
+//! - Wake: `server/subscriber.rs` `on_wake` → `duplex::feed`: while `SocketLife::pace` leaves
+//!   room, one text frame per message, shared by every subscriber (`message`, `Wire::WsFrame`); a
+//!   gap found in history is a `gap` object.
+//! - Timeout: `subscriber::on_timeout` → `duplex::on_timer` asks `SocketLife::beat`: an empty
+//!   ping every `--heartbeat-interval`; a pong (`duplex::process_input`) clears it, and a ping
+//!   still unanswered at the next beat closes the socket with no close frame (`server/io.rs`
+//!   `close`). The timer also runs `duplex::feed`, so a peer that stopped reading is found.
+//! - Overflow: at the output bound for a heartbeat interval, `duplex::feed` sends
+//!   `{"type":"overflow","next":...}` and closes with 1008.
+//! - Close: `duplex::close` queues a close frame: the client's own code echoed, `WsError`'s code
+//!   on a decoding error, 1003 for a binary message. At shutdown `duplex::shutdown` sends
+//!   `{"type":"end","next":...}` and closes with 1001. A FIN closes (`server/io.rs`).
+//! - Resume: reconnect to `/sub/<topics>?since=<next>`, or send `subscribe` with `since`, using
+//!   the `next` of `end` or `overflow`, or the `id` of the last message.
+//!
+//! A Bayeux WebSocket has the same socket life, but delivers through its held connect
+//! (`server/sessions/bayeux.rs` `socket_round`).
 
 mod codec;
 mod handshake;
