@@ -226,6 +226,14 @@ pub struct SessionArgs {
     #[arg(id = "session_lease", long = "session-lease", value_name = "SECONDS")]
     pub lease: Option<f64>,
 
+    /// Seconds a new Pushlet or Bayeux session lives before its first listen or connect [default: 30]
+    #[arg(id = "session_join_timeout", long = "session-join-timeout", value_name = "SECONDS")]
+    pub join_timeout: Option<f64>,
+
+    /// New sessions per second one client address may create on one worker (burst: twice that); more get 429 [default: 200]
+    #[arg(id = "session_create_rate", long = "session-create-rate", value_name = "N")]
+    pub create_rate: Option<usize>,
+
     /// Seconds a Pushlet pull refresh or stream waits before a heartbeat event [default: 20]
     #[arg(long, value_name = "SECONDS")]
     pub pushlet_read_timeout: Option<f64>,

@@ -71,6 +71,8 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("max_sessions", "sessions", "max_sessions"),
     at("session_queue", "sessions", "queue"),
     at("session_lease", "sessions", "lease"),
+    at("session_join_timeout", "sessions", "join_timeout"),
+    at("session_create_rate", "sessions", "create_rate"),
     at("pushlet_read_timeout", "sessions", "pushlet_read_timeout"),
     at("bayeux_timeout", "sessions", "bayeux_timeout"),
     at("bayeux_max_interval", "sessions", "bayeux_max_interval"),

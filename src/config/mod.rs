@@ -141,6 +141,12 @@ pub struct Sessions {
     pub queue: usize,
     /// Pushlet session lease.
     pub lease: Duration,
+    /// How long a new session lives before its first listen (Pushlet) or connect (Bayeux): a
+    /// session nobody listens on is let go quickly, so joins alone cannot fill the pool.
+    pub join_timeout: Duration,
+    /// New sessions per second one client address may create on one worker (twice that in a
+    /// burst).
+    pub create_rate: usize,
     /// Pushlet read timeout (heartbeat period of a listen).
     pub pushlet_read_timeout: Duration,
     /// Bayeux connect hold (advice.timeout).
@@ -211,6 +217,7 @@ impl Config {
             ("ws-max-message", self.streams.ws_max_message),
             ("session-queue", self.sessions.queue),
             ("max-sessions", self.sessions.max_sessions),
+            ("session-create-rate", self.sessions.create_rate),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -234,6 +241,7 @@ impl Config {
             ("stream-max-age", self.streams.max_age),
             ("sse-retry", self.streams.sse_retry),
             ("session-lease", self.sessions.lease),
+            ("session-join-timeout", self.sessions.join_timeout),
             ("pushlet-read-timeout", self.sessions.pushlet_read_timeout),
             ("bayeux-timeout", self.sessions.bayeux_timeout),
             ("bayeux-max-interval", self.sessions.bayeux_max_interval),
@@ -324,6 +332,8 @@ impl Config {
                 max_sessions: pick!(sessions.max_sessions).unwrap_or(d.sessions.max_sessions),
                 queue: pick!(sessions.queue).unwrap_or(d.sessions.queue),
                 lease: seconds("session-lease", pick!(sessions.lease), d.sessions.lease)?,
+                join_timeout: seconds("session-join-timeout", pick!(sessions.join_timeout), d.sessions.join_timeout)?,
+                create_rate: pick!(sessions.create_rate).unwrap_or(d.sessions.create_rate),
                 pushlet_read_timeout: seconds(
                     "pushlet-read-timeout",
                     pick!(sessions.pushlet_read_timeout),
@@ -436,6 +446,12 @@ impl Default for Sessions {
             // how far behind a client may fall before it is told: a few seconds of a busy topic.
             queue: 1000,
             lease: Duration::from_secs(300),
+            // A real client listens or connects right after it joins or handshakes.
+            join_timeout: Duration::from_secs(30),
+            // Well above what one browser, or an office behind one NAT, starts at once; far below
+            // the 160,000/s one connection could create without it. With the join timeout it
+            // lets one address hold at most 200 x 30 s = 6,000 unused sessions per worker.
+            create_rate: 200,
             pushlet_read_timeout: Duration::from_secs(20),
             bayeux_timeout: Duration::from_millis(bayeux::DEFAULT_TIMEOUT_MS),
             bayeux_max_interval: Duration::from_millis(bayeux::DEFAULT_MAX_INTERVAL_MS),

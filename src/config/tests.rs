@@ -87,6 +87,8 @@ fn help_states_every_default() {
         ("session_queue", d.sessions.queue.to_string()),
         ("max_sessions", d.sessions.max_sessions.to_string()),
         ("session_lease", secs(d.sessions.lease)),
+        ("session_join_timeout", secs(d.sessions.join_timeout)),
+        ("session_create_rate", d.sessions.create_rate.to_string()),
         ("pushlet_read_timeout", secs(d.sessions.pushlet_read_timeout)),
         ("bayeux_timeout", secs(d.sessions.bayeux_timeout)),
         ("bayeux_max_interval", secs(d.sessions.bayeux_max_interval)),
@@ -314,7 +316,13 @@ fn sectioned_file_sets_every_kind_of_value() {
 #[test]
 fn flat_and_sectioned_forms_mean_the_same() {
     let sample = |flat: &str| match flat {
-        "workers" | "backlog" | "max_connections" | "max_batch" | "session_queue" | "max_sessions" => "3",
+        "workers"
+        | "backlog"
+        | "max_connections"
+        | "max_batch"
+        | "session_queue"
+        | "max_sessions"
+        | "session_create_rate" => "3",
         "no_pin" => "true",
         "log" => "\"debug\"",
         "listen" | "raw_listen" => "\"127.0.0.1:9\"",
@@ -330,6 +338,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
         | "stream_max_age"
         | "sse_retry"
         | "session_lease"
+        | "session_join_timeout"
         | "pushlet_read_timeout"
         | "bayeux_timeout"
         | "bayeux_max_interval" => "2.5",

@@ -129,6 +129,11 @@ impl Conns {
         Ok(key)
     }
 
+    /// The client's address, for limits per client (None if the socket is already gone).
+    pub(super) fn peer_ip(&self, key: usize) -> Option<std::net::IpAddr> {
+        self.slab.get(key)?.sock.peer_addr().ok().map(|addr| addr.ip())
+    }
+
     /// Removes a connection at once (a hand-off: the socket lives on in another worker).
     pub(super) fn take(&mut self, key: usize) -> Option<Conn> {
         let mut conn = self.slab.try_remove(key)?;

@@ -18,6 +18,8 @@ pub struct WorkerStats {
     pub streaming: AtomicU64,
     /// Pushlet and Bayeux sessions owned by this worker (gauge).
     pub sessions: AtomicU64,
+    /// Sessions that never listened, let go to make room in a full `--max-sessions` pool.
+    pub sessions_evicted: AtomicU64,
     /// Open WebSocket and raw TCP connections (gauge).
     pub duplex: AtomicU64,
     /// Streaming subscribers disconnected because they stopped reading (output over the bound).
@@ -55,6 +57,7 @@ impl WorkerStats {
             "streaming": self.streaming.load(Relaxed),
             "duplex": self.duplex.load(Relaxed),
             "sessions": self.sessions.load(Relaxed),
+            "sessions_evicted": self.sessions_evicted.load(Relaxed),
             "overflows": self.overflows.load(Relaxed),
             "accepted": self.accepted.load(Relaxed),
             "requests": self.requests.load(Relaxed),

@@ -122,7 +122,19 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::with_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects from source address `from` (any 127.0.0.0/8 address works on loopback), for
+    /// limits per client address.
+    pub fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&SocketAddr::new(from, 0).into()).expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect");
+        Client::with_stream(socket.into())
+    }
+
+    fn with_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         Client { stream, buf: Vec::new() }

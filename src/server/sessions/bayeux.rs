@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{SessionEntry, SessionState};
+use super::{Refused, SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece};
@@ -65,7 +65,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off(core, key, owner, req, body, meta);
     }
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, head: 0 }, &batch);
+    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, head: 0 }, &batch);
     let Some(Held { session: skey, connect, hold_ms }) = held else {
         return respond(core, key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
     };
@@ -88,7 +88,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     delivery::park(core, key, parked, when, Gaps::Report, Duration::from_millis(hold_ms));
 }
 
-fn handshake(core: &mut Core, msg: &bayeux::Message) -> Value {
+fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message) -> Value {
     let id = match session_id::new_id(core.id) {
         Ok(id) => id,
         Err(_) => return bayeux::handshake_error(msg, &bayeux::error_text(500, &[], "Cannot make a client id")),
@@ -99,16 +99,17 @@ fn handshake(core: &mut Core, msg: &bayeux::Message) -> Value {
             // A new client hears what is published from now on.
             session.set_cursor(core.shared.store.head());
             let lease = Duration::from_millis(core.bayeux_settings.max_interval_ms);
-            let entry = SessionEntry {
-                id,
-                state: SessionState::Bayeux(Box::new(session)),
-                listening: None,
-                timer: None,
-                lease,
-            };
-            match core.sessions.add(entry, &mut core.conns.timers) {
-                Some(_) => reply,
-                None => bayeux::handshake_error(msg, &bayeux::error_text(503, &[], "Too many sessions, retry later")),
+            let entry = SessionEntry::new(id, SessionState::Bayeux(Box::new(session)), lease);
+            let peer = core.conns.peer_ip(key);
+            match core.sessions.add(entry, peer, &mut core.conns.timers) {
+                Ok(_) => reply,
+                Err(Refused::Full) => {
+                    bayeux::handshake_error(msg, &bayeux::error_text(503, &[], "Too many sessions, retry later"))
+                }
+                Err(Refused::TooFast) => bayeux::handshake_error(
+                    msg,
+                    &bayeux::error_text(429, &[], "Too many new sessions from this address, retry later"),
+                ),
             }
         }
     }
@@ -193,6 +194,8 @@ fn round(
         ConnectRound::Wait => Round::Nothing { head: read.head },
         ConnectRound::Unknown(replies) => Round::Replies(replies),
         ConnectRound::Delivered(replies) => {
+            // A session that has connected is in use: its full lease, never evicted for room.
+            core.sessions.mark_used(skey, &mut core.conns.timers);
             core.sessions.renew(skey, &mut core.conns.timers);
             core.delivery.count_read();
             Round::Replies(replies)
@@ -221,7 +224,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off_socket(core, key, owner, text.to_owned());
     }
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, head: 0 }, &batch);
+    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, head: 0 }, &batch);
     if !replies.is_empty() {
         duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&replies));
     }
@@ -329,6 +332,9 @@ fn pieces(replies: Vec<Value>) -> Vec<Piece> {
 /// `bayeux::run_batch` for one batch.
 struct BatchHost<'w> {
     core: &'w mut Core,
+    /// The connection the batch came on (its peer address is what a handshake is counted
+    /// against).
+    key: usize,
     /// The store head read just before the message being handled: a subscription it adds
     /// starts there, so a message sequenced while it was handled is not missed.
     head: u64,
@@ -336,7 +342,7 @@ struct BatchHost<'w> {
 
 impl bayeux::Host for BatchHost<'_> {
     fn handshake(&mut self, msg: &bayeux::Message) -> Value {
-        handshake(self.core, msg)
+        handshake(self.core, self.key, msg)
     }
 
     fn find(&self, client_id: &str) -> Option<usize> {

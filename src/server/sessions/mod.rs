@@ -3,6 +3,8 @@
 //! session's expiry timer. Nothing here is shared with other workers: a request for a session
 //! owned elsewhere is handed to its owner (`handoff.rs`).
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use crate::server::sessions::bayeux as bayeux_session;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 
+mod admission;
 pub(super) mod bayeux;
 pub(super) mod handoff;
 pub(super) mod pushlet;
@@ -38,8 +41,38 @@ pub(in crate::server) struct SessionEntry {
     pub listening: Option<usize>,
     pub timer: Option<TimerKey>,
     /// How long the session lives without a request (renewed by each one, and while a
-    /// connection listens).
+    /// connection listens), once it has listened; before that, `--session-join-timeout`.
     pub lease: Duration,
+    /// A connection has listened for it (a Pushlet listen, a Bayeux connect): from then on it
+    /// has its full lease and is never evicted to make room.
+    pub used: bool,
+    /// Tells this session from a later one in the same slab slot.
+    serial: u64,
+}
+
+impl SessionEntry {
+    pub fn new(id: Box<str>, state: SessionState, lease: Duration) -> SessionEntry {
+        SessionEntry { id, state, listening: None, timer: None, lease, used: false, serial: 0 }
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) enum Refused {
+    /// `--max-sessions` are held, and none of this worker's is an unused one to let go.
+    Full,
+    /// The client's address created more than `--session-create-rate` sessions per second.
+    TooFast,
+}
+
+impl From<Refused> for crate::http::Reject {
+    fn from(refused: Refused) -> crate::http::Reject {
+        match refused {
+            Refused::Full => crate::http::Reject::busy("too many sessions, retry later", 1),
+            Refused::TooFast => crate::http::Reject::new(429, "too many new sessions from this address, retry later")
+                .with_header("Retry-After", "1"),
+        }
+    }
 }
 
 /// The protocol state of a session.
@@ -54,6 +87,13 @@ pub(in crate::server) enum SessionState {
 pub(in crate::server) struct Sessions {
     pub slab: Slab<SessionEntry>,
     by_id: FxHashMap<Box<str>, usize>,
+    /// Sessions that have not listened yet, oldest first, as (key, serial); an entry whose
+    /// session has since listened or gone is skipped when met (and the queue is compacted when
+    /// it outgrows the table).
+    unused: VecDeque<(usize, u64)>,
+    next_serial: u64,
+    /// Session creations per client address (`admission.rs`).
+    admission: admission::CreateLimiter,
     worker: usize,
     shared: Arc<Shared>,
 }
@@ -66,7 +106,16 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     pub fn new(worker: usize, shared: Arc<Shared>) -> Sessions {
-        Sessions { slab: Slab::new(), by_id: FxHashMap::default(), worker, shared }
+        let admission = admission::CreateLimiter::new(shared.config.sessions.create_rate);
+        Sessions {
+            slab: Slab::new(),
+            by_id: FxHashMap::default(),
+            unused: VecDeque::new(),
+            next_serial: 0,
+            admission,
+            worker,
+            shared,
+        }
     }
 
     pub fn key_of(&self, id: &str) -> Option<usize> {
@@ -85,34 +134,83 @@ impl Sessions {
     pub fn listen(&mut self, skey: usize, key: usize) {
         if let Some(entry) = self.slab.get_mut(skey) {
             entry.listening = Some(key);
+            entry.used = true;
         }
     }
 
-    /// Adds a session, unless the server holds `--max-sessions` already (then None: the
-    /// caller refuses the join or handshake, so sessions cannot grow without bound).
-    pub fn add(&mut self, entry: SessionEntry, timers: &mut TimerWheel<Timer>) -> Option<usize> {
-        let shared = &self.shared;
-        let taken = shared
-            .sessions
-            .fetch_update(Relaxed, Relaxed, |n| (n < shared.config.sessions.max_sessions).then_some(n + 1));
-        if taken.is_err() {
-            return None;
+    /// The session's client listens (a Pushlet `listen` answered at once, before any
+    /// connection waits for it): it keeps its full lease from now on.
+    pub fn mark_used(&mut self, skey: usize, timers: &mut TimerWheel<Timer>) {
+        let Some(entry) = self.slab.get_mut(skey) else { return };
+        if !entry.used {
+            entry.used = true;
+            self.renew(skey, timers);
         }
-        WorkerStats::add(&shared.stats[self.worker].sessions, 1);
+    }
+
+    /// Adds a session created for a client at `peer`. Refused when that address creates
+    /// sessions faster than `--session-create-rate`, or when the server holds `--max-sessions`
+    /// and this worker has no unused session to let go to make room: sessions cannot grow
+    /// without bound, and joins alone cannot lock listening clients out.
+    pub fn add(
+        &mut self,
+        mut entry: SessionEntry,
+        peer: Option<IpAddr>,
+        timers: &mut TimerWheel<Timer>,
+    ) -> Result<usize, Refused> {
+        if !self.admission.allow(peer, Instant::now()) {
+            return Err(Refused::TooFast);
+        }
+        // A full pool makes room by letting go of this worker's oldest unused session.
+        let placed = self.take_slot() || (self.evict_oldest_unused(timers) && self.take_slot());
+        if !placed {
+            return Err(Refused::Full);
+        }
+        WorkerStats::add(&self.shared.stats[self.worker].sessions, 1);
+        self.next_serial += 1;
+        entry.serial = self.next_serial;
+        entry.used = false;
         let id = entry.id.clone();
         let key = self.slab.insert(entry);
         self.by_id.insert(id, key);
+        self.unused.push_back((key, self.next_serial));
+        if self.unused.len() > 2 * self.slab.len() + 64 {
+            let slab = &self.slab;
+            self.unused.retain(|&(k, serial)| slab.get(k).is_some_and(|e| e.serial == serial && !e.used));
+        }
         self.renew(key, timers);
-        Some(key)
+        Ok(key)
     }
 
-    /// (Re)arms a session's expiry `lease` from now.
+    /// Takes one place in the server-wide `--max-sessions` count; false when it is full.
+    fn take_slot(&self) -> bool {
+        let shared = &self.shared;
+        let max = shared.config.sessions.max_sessions;
+        shared.sessions.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Lets go of this worker's oldest session that never listened; false if there is none.
+    fn evict_oldest_unused(&mut self, timers: &mut TimerWheel<Timer>) -> bool {
+        while let Some((key, serial)) = self.unused.pop_front() {
+            if self.slab.get(key).is_some_and(|e| e.serial == serial && !e.used) {
+                WorkerStats::add(&self.shared.stats[self.worker].sessions_evicted, 1);
+                self.remove(key, timers);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// (Re)arms a session's expiry from now: its lease once it has listened, the shorter
+    /// `--session-join-timeout` before.
     pub fn renew(&mut self, key: usize, timers: &mut TimerWheel<Timer>) {
+        let join_timeout = self.shared.config.sessions.join_timeout;
         let Some(entry) = self.slab.get_mut(key) else { return };
         if let Some(timer) = entry.timer.take() {
             timers.cancel(timer);
         }
-        entry.timer = Some(timers.insert(Instant::now() + entry.lease, Timer::Session(key)));
+        let lease = if entry.used { entry.lease } else { entry.lease.min(join_timeout) };
+        entry.timer = Some(timers.insert(Instant::now() + lease, Timer::Session(key)));
     }
 
     /// Removes a session; the caller has already released its listening connection.

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::{SessionEntry, SessionState};
+use super::{Refused, SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::PublishReq;
 use crate::protocol::pushlet::{self, Backlog, Done, Event, Format, Listen, Listener, Mode, Refresh, Step};
@@ -36,15 +36,9 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         Err(e) => return core.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
     };
     let skey = if preq.command.is_join() {
-        match join(core, &preq) {
-            Some(skey) => skey,
-            None => {
-                return core.conns.refuse(
-                    key,
-                    meta,
-                    Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
-                )
-            }
+        match join(core, key, &preq) {
+            Ok(skey) => skey,
+            Err(refused) => return core.conns.refuse(key, meta, refused),
         }
     } else {
         let id = preq.id.as_deref().unwrap_or("");
@@ -67,11 +61,15 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     };
     let was_listening = session.listening();
     let step = session.handle(&preq, &|topic| policy.allows(topic));
-    if !was_listening && session.listening() {
+    let listened = !was_listening && session.listening();
+    if listened {
         // Events reach a session only from its listen on.
         session.set_cursor(head);
     }
     let format = preq.format.unwrap_or(session.format());
+    if listened {
+        core.sessions.mark_used(skey, &mut core.conns.timers);
+    }
     match step {
         Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
@@ -96,17 +94,15 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
 }
 
 /// `join` / `join-listen` always make a new session, owned here.
-fn join(core: &mut Core, preq: &pushlet::Request) -> Option<usize> {
-    let id = session_id::new_id(core.id).ok()?;
+fn join(core: &mut Core, key: usize, preq: &pushlet::Request) -> Result<usize, Reject> {
+    let id = session_id::new_id(core.id).map_err(|_| Reject::new(500, "cannot make a session id"))?;
     let session = pushlet::Session::new(id.clone(), preq.format.unwrap_or_default());
-    let entry = SessionEntry {
-        id,
-        state: SessionState::Pushlet(Box::new(session)),
-        listening: None,
-        timer: None,
-        lease: core.shared.config.sessions.lease,
-    };
-    core.sessions.add(entry, &mut core.conns.timers)
+    let entry = SessionEntry::new(id, SessionState::Pushlet(Box::new(session)), core.shared.config.sessions.lease);
+    let peer = core.conns.peer_ip(key);
+    core.sessions.add(entry, peer, &mut core.conns.timers).map_err(|refused| match refused {
+        Refused::Full => Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
+        Refused::TooFast => Reject::from(refused).with_headers(&pushlet::NO_CACHE),
+    })
 }
 
 /// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.

@@ -1,0 +1,117 @@
+//! The session pool under a join flood (issue 14, item 4): a session that never listens lives
+//! only `--session-join-timeout`, creation is rate-limited per client address, and a full pool
+//! lets go of the oldest never-used session rather than refuse everyone, never a listening one.
+//! Pushlet and Bayeux share the pool; both are driven here over real sockets.
+
+mod util;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use util::{Client, TestServer};
+
+const JOIN: &str = "/pushlet.srv?p_event=join&p_format=xml-strict";
+const JOIN_LISTEN: &str = "/pushlet.srv?p_event=join-listen&p_mode=pull&p_format=xml-strict&p_subject=/pool";
+
+/// The session id in a Pushlet reply (xml-strict: `p_id="..."`).
+fn session_id(text: &str) -> String {
+    let start = text.find("p_id=\"").map(|i| i + 6).unwrap_or_else(|| panic!("no p_id in {text}"));
+    let len = text[start..].find('"').expect("closing quote");
+    text[start..start + len].to_owned()
+}
+
+/// Joins (optionally listening); the new session's id.
+fn join(c: &mut Client, listen: bool) -> String {
+    let r = c.get(if listen { JOIN_LISTEN } else { JOIN });
+    assert_eq!(r.status, 200, "{}", r.text());
+    session_id(r.text())
+}
+
+/// Whether the server still knows Pushlet session `id` (a `hb` on it is answered, not refused).
+fn known(c: &mut Client, id: &str) -> bool {
+    let r = c.get(&format!("/pushlet.srv?p_event=hb&p_id={id}&p_format=xml-strict"));
+    match r.status {
+        200 => true,
+        400 => false,
+        other => panic!("hb answered {other}: {}", r.text()),
+    }
+}
+
+#[test]
+fn a_session_that_never_listens_expires_after_the_join_timeout_and_a_listening_one_stays() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.join_timeout = Duration::from_millis(300);
+    });
+    let mut c = server.client();
+    let listening = join(&mut c, true);
+    let idle = join(&mut c, false);
+    server.wait_for("sessions", 2);
+    // Only the join timeout can take the idle one away (the lease is 300 s).
+    server.wait_for("sessions", 1);
+    assert!(!known(&mut c, &idle), "the session that never listened is gone");
+    assert!(known(&mut c, &listening), "the listening session keeps its lease");
+}
+
+#[test]
+fn a_full_pool_lets_go_of_the_oldest_unused_session_and_never_of_a_listening_one() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.max_sessions = 3;
+    });
+    let mut c = server.client();
+    let listening = join(&mut c, true);
+    let oldest_unused = join(&mut c, false);
+    let newer_unused = join(&mut c, false);
+    // The pool is full; a newcomer takes the place of the oldest session nobody listened on.
+    let newcomer = join(&mut c, false);
+    assert_eq!(server.worker_total("sessions_evicted"), 1);
+    assert!(!known(&mut c, &oldest_unused));
+    for id in [&listening, &newer_unused, &newcomer] {
+        assert!(known(&mut c, id), "{id} is kept");
+    }
+    // Once every session has listened there is nothing to let go: the pool refuses, with 503.
+    for id in [&newer_unused, &newcomer] {
+        let r =
+            c.get(&format!("/pushlet.srv?p_event=listen&p_id={id}&p_mode=pull&p_subject=/pool&p_format=xml-strict"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = c.get(JOIN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(server.worker_total("sessions_evicted"), 1);
+    assert!(known(&mut c, &listening));
+}
+
+#[test]
+fn one_address_creating_sessions_too_fast_gets_429_and_other_addresses_do_not() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 2; // a burst of 4, then 2 per second
+    });
+    let here = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let mut c = Client::connect_from(server.addr, here);
+    for _ in 0..4 {
+        join(&mut c, false);
+    }
+    let r = c.get(JOIN);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.text().contains("too many new sessions from this address"), "{}", r.text());
+    // A Bayeux handshake from the same address is refused the same way, in Bayeux terms.
+    let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    let mut h = Client::connect_from(server.addr, here);
+    h.send(
+        format!(
+            "POST /cometd HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{handshake}",
+            handshake.len()
+        )
+        .as_bytes(),
+    );
+    let reply = h.response().json();
+    assert_eq!(reply[0]["successful"], false, "{reply}");
+    assert!(reply[0]["error"].as_str().is_some_and(|e| e.starts_with("429:")), "{reply}");
+    // Another client address has its own allowance.
+    let mut other = Client::connect_from(server.addr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    join(&mut other, false);
+}
