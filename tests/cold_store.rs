@@ -88,7 +88,7 @@ impl Store for ColdStore {
         if selectors.iter().any(|s| cold.topics.contains(s.as_str())) {
             cold.pending_reads += 1;
             self.changed.notify_all();
-            return ReadResult { head: after, gap: false, oldest: None, truncated: false, pending: true };
+            return ReadResult::pending(after);
         }
         drop(cold);
         self.inner.read(selectors, after, limit, out)
@@ -172,7 +172,14 @@ fn a_stream_waits_for_a_pending_read_and_resumes_from_its_cursor() {
 #[test]
 fn a_websocket_waits_for_a_pending_read_and_a_backfill_that_would_wait_is_refused() {
     let store = ColdStore::new();
-    let (server, start) = cold_server(&store);
+    let server = TestServer::with_store(TestServer::config(|_| {}), Arc::clone(&store) as Arc<dyn Store>);
+    let start = cursor(server.addr, "/t");
+    publish(server.addr, "/u", b"u1"); // older than /t's messages: only a backfill can send it
+    for data in [b"m1", b"m2", b"m3"] {
+        publish(server.addr, "/t", data);
+    }
+    store.make_cold("/t");
+    store.make_cold("/u");
     let mut ws = Ws::connect(server.addr, &format!("/sub/t?since={start}"));
     assert_eq!(ws.json()["type"], "ack");
     store.wait_pending_reads(1);
@@ -180,15 +187,38 @@ fn a_websocket_waits_for_a_pending_read_and_a_backfill_that_would_wait_is_refuse
     for want in ["m1", "m2", "m3"] {
         assert_eq!(ws.json()["data"], want);
     }
-    // A second topic joining from the start needs a backfill read; while that history is
-    // still being loaded the subscribe is refused (the client retries), never half-done.
-    publish(server.addr, "/u", b"u1");
-    store.make_cold("/u");
+    // /u joins from the start: its messages up to the connection's cursor are a backfill, and
+    // while that history is still being loaded the subscribe is refused (the client retries),
+    // never acknowledged with part of it.
     ws.send_json(serde_json::json!({"op": "subscribe", "topics": ["/u"], "since": start, "id": 7}));
     let refused = ws.json();
     assert_eq!((refused["type"].as_str(), refused["id"].as_i64()), (Some("error"), Some(7)), "{refused}");
+    assert!(refused["reason"].as_str().is_some_and(|m| m.contains("retry")), "{refused}");
     store.load("/u");
     ws.send_json(serde_json::json!({"op": "subscribe", "topics": ["/u"], "since": start, "id": 8}));
     assert_eq!(ws.json()["type"], "ack");
-    assert_eq!(ws.json()["data"], "u1");
+    assert_eq!(ws.json()["data"], "u1", "the backfill, once the history is there");
+}
+
+#[test]
+fn a_socket_whose_feed_waits_keeps_its_cursor_when_it_subscribes_to_more() {
+    let store = ColdStore::new();
+    let server = TestServer::with_store(TestServer::config(|_| {}), Arc::clone(&store) as Arc<dyn Store>);
+    // Subscribed at head 0, so the connection's cursor is 0.
+    let mut ws = Ws::connect(server.addr, "/ws");
+    ws.send_json(serde_json::json!({"op": "subscribe", "topics": ["/t"], "id": 1}));
+    assert_eq!(ws.json()["type"], "ack");
+    store.make_cold("/t");
+    for data in [b"m1", b"m2", b"m3"] {
+        publish(server.addr, "/t", data);
+    }
+    // The feed the publishes woke could not read /t: the cursor is still 0.
+    store.wait_pending_reads(1);
+    // Another topic from now (head 3) must not move the shared cursor past m1..m3.
+    ws.send_json(serde_json::json!({"op": "subscribe", "topics": ["/u"], "id": 2}));
+    assert_eq!(ws.json()["type"], "ack");
+    store.load("/t");
+    for want in ["m1", "m2", "m3"] {
+        assert_eq!(ws.json()["data"], want);
+    }
 }

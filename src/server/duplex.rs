@@ -242,24 +242,23 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
     // The first subscription sets the cursor, and the feed below delivers from it. A later
     // one joins a cursor that may be ahead of `since`: its topics' messages up to that
     // cursor are sent first (the backfill), the feed covers the rest.
-    let backfill_to = if duplex.selectors.is_empty() { 0 } else { duplex.cursor };
-    let backfills = resume.after < backfill_to && !fresh.is_empty();
-    let mut truncated = false;
-    if backfills {
-        // The backfill's first read decides whether the subscription can start now: history
-        // still being fetched (a `pending` read) would leave these topics behind the shared
-        // cursor, so the client is asked to retry instead.
-        core.delivery.msgs.clear();
-        let max_batch = core.shared.config.longpoll.max_batch;
-        let read = store.read(&fresh, resume.after, max_batch, &mut core.delivery.msgs);
-        if read.pending {
-            let reason = "history for these topics is being loaded; retry the subscribe";
-            return send(&mut core.conns, key, commands::error(id, reason));
+    let first = duplex.selectors.is_empty();
+    let backfill_to = if first { 0 } else { duplex.cursor };
+    let mut backfill = Vec::new();
+    if resume.after < backfill_to && !fresh.is_empty() {
+        // The backfill is read whole before the subscription is acknowledged: history still
+        // being fetched (a `pending` read) would leave these topics behind the shared cursor,
+        // so the client is asked to retry instead, and nothing is half done.
+        match read_backfill(core, &fresh, resume.after, backfill_to) {
+            Some(msgs) => backfill = msgs,
+            None => {
+                let reason = "history for these topics is being loaded; retry the subscribe";
+                return send(&mut core.conns, key, commands::error(id, reason));
+            }
         }
-        truncated = read.truncated;
     }
     let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
-    if backfill_to == 0 {
+    if first {
         duplex.cursor = resume.after;
     }
     duplex.selectors.extend(fresh.iter().cloned());
@@ -270,36 +269,28 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
         let next = resume.after;
         send(&mut core.conns, key, Control::Gap { oldest: None, next }.json(core.shared.store.epoch()));
     }
-    if backfills {
-        backfill(core, key, &fresh, backfill_to, truncated);
-    }
+    messages(core, key, &backfill);
     core.delivery.watch(&mut core.hub, key, &fresh, head);
     feed(core, key);
 }
 
-/// Sends the messages on `selectors` up to `upto`, starting with those of the read already in
-/// `core.delivery.msgs` (made by `subscribe`; `truncated` is what it said), reading on while
-/// reads are truncated. A later read found pending (evicted from memory in between) is told
-/// as a gap rather than hidden.
-fn backfill(core: &mut Core, key: usize, selectors: &[Selector], upto: u64, mut truncated: bool) {
+/// The messages on `selectors` with `after < seq <= upto`, read in batches; None if a read was
+/// pending. Bounded by what history holds for at most `MAX_SELECTORS` selectors.
+fn read_backfill(core: &mut Core, selectors: &[Selector], mut after: u64, upto: u64) -> Option<Vec<Arc<Message>>> {
     let max_batch = core.shared.config.longpoll.max_batch;
+    let mut backfill: Vec<Arc<Message>> = Vec::new();
     loop {
-        core.delivery.msgs.retain(|m| m.seq <= upto);
-        let msgs = std::mem::take(&mut core.delivery.msgs);
-        messages(core, key, &msgs);
-        let last = msgs.last().map(|m| m.seq);
-        core.delivery.msgs = msgs;
-        let after = match last {
-            Some(seq) if truncated && seq < upto => seq,
-            _ => return,
-        };
         core.delivery.msgs.clear();
         let read = core.shared.store.read(selectors, after, max_batch, &mut core.delivery.msgs);
         if read.pending {
-            let gap = Control::Gap { oldest: None, next: upto };
-            return send(&mut core.conns, key, gap.json(core.shared.store.epoch()));
+            return None;
         }
-        truncated = read.truncated;
+        let batch = core.delivery.msgs.iter().filter(|m| m.seq <= upto);
+        backfill.extend(batch.cloned());
+        match core.delivery.msgs.last().map(|m| m.seq) {
+            Some(seq) if read.truncated && seq < upto => after = seq,
+            _ => return Some(backfill),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The worker's event loop: one thread pinned to one core, one `mio::Poll`, one `SO_REUSEPORT`
 //! listener, and the connections it accepted (`Conns`). The poll, its reserved tokens,
 //! accepting, the inboxes from the hub and from other workers, timers and freeing closed slots
-//! are here; elsewhere a socket is only registered (`sessions/handoff.rs`, adopting a
-//! handed-over socket) or deregistered (`Conns::close`, and a hand-off).
+//! are here. Everything the handlers work with is `Core` (`core.rs`); the connection table
+//! registers sockets with the poll (`Conns::add`, for accepted and adopted sockets) and
+//! deregisters them (`Conns::close`, and a hand-off) through its own handle on the registry.
 //!
 //! One turn of the loop, in order (`Worker::run`):
 //! 0. at the top: start a graceful shutdown when asked; leave once every connection is gone or
@@ -12,8 +13,8 @@
 //! 2. refresh the cached `Date` header value;
 //! 3. for each event: accept on a listener token, or `pump` the connection (`io.rs`);
 //! 4. adopt connections handed over by other workers (`sessions/handoff.rs`);
-//! 5. drain the hub's batches: acknowledgements, then wake the subscribers of every topic that
-//!    got a message (`delivery.rs`), then report deliveries for publish acks;
+//! 5. drain the hub's batches: acknowledgements (`publish::acked`), then wake the subscribers of
+//!    every topic that got a message (`subscriber::on_wake`), then report deliveries for acks;
 //! 6. retry hub messages that found its channel full (`publish.rs`, `HubLink::flush`);
 //! 7. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
 //! 8. housekeeping every 250 ms (interest linger, paused accept);

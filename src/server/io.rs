@@ -1,7 +1,8 @@
 //! Driving one connection: `pump` makes all the progress it can (write, read, parse,
 //! dispatch), reading through `Conns::read_input` up to the bound of the connection's phase,
-//! and closing (drain, then close) when the exchange is over; `close` and `retire_phase` undo
-//! what the connection's phase registered elsewhere. Also the output queue and its `writev`.
+//! and closing (drain, then close) when the exchange is over; `close` undoes what the
+//! connection's phase registered elsewhere (`subscriber::retire`). Also the output queue and
+//! its `writev`.
 //!
 //! mio is edge-triggered: readiness is a hint that is consumed by reading or writing until
 //! `WouldBlock`, and a half that stopped early for a bound keeps its flag and resumes without

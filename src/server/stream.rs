@@ -196,6 +196,10 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         Due::Heartbeat => {
             let mut parts = vec![stream.framer.heartbeat(&core.shared.stream_ctx)];
             stream.life.push(&mut conn.out, &mut parts);
+            // And a re-read from the cursor (nothing, usually, and then no lock is taken): a wake
+            // lost on the way (a store's `Loaded` that overtook the subscriber's interest in a
+            // full hub channel) costs at most one heartbeat interval, as on a socket.
+            feed(core, key, Gaps::Report);
         }
         Due::Nothing => {}
     }

@@ -21,6 +21,7 @@ use super::conn::{Phase, Vacated};
 use super::core::Core;
 use super::delivery::{self, Gaps, When};
 use super::io;
+use super::sessions::bayeux as bayeux_session;
 use super::stats::WorkerStats;
 use super::{duplex, stream};
 use crate::transport::Control;
@@ -61,7 +62,8 @@ pub(super) fn on_drained(core: &mut Core, key: usize) {
 
 /// Answers now instead of when a message comes (shutdown, or its session's listen released by
 /// a newer request): a parked request gets its reply with the cursor, a stream ends with its
-/// resume cursor. (A socket stays open across listens; at shutdown see `on_shutdown`.)
+/// resume cursor, a Bayeux socket's held connect is answered (the socket stays open; at
+/// shutdown see `on_shutdown`).
 pub(super) fn answer_now(core: &mut Core, key: usize) {
     let Some(conn) = core.conns.get(key) else { return };
     match conn.state.phase() {
@@ -70,6 +72,7 @@ pub(super) fn answer_now(core: &mut Core, key: usize) {
             let next = conn.state.streaming().map_or(0, |stream| stream.cursor);
             stream::end(core, key, Control::End { next });
         }
+        Phase::Duplex => bayeux_session::socket_round(core, key, When::Now),
         _ => return,
     }
     io::pump(core, key);

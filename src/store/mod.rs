@@ -8,10 +8,12 @@
 //!
 //! A read never blocks: workers run event loops. A backend whose history lives partly in
 //! another process (a shared log on Redis) keeps what workers read in memory, and answers a
-//! read it cannot serve from memory with `ReadResult::pending`: nothing is returned and nothing
-//! is skipped (`head` is the reader's own cursor), a thread of the backend's fetches the range,
-//! and the backend calls its [`Loaded`] notifier, which makes the hub wake every worker
-//! subscribed to those selectors; they read again. Every reader in the server treats a pending
+//! read it cannot serve from memory with [`ReadResult::pending`]: nothing is returned and
+//! nothing is skipped (`head` is the reader's own cursor), a thread of the backend's fetches the
+//! range, and the backend calls its [`Loaded`] notifier with the selectors of every read it
+//! answered pending for, exactly as the reader passed them. The hub then wakes every worker
+//! subscribed to one of those selectors (the same selector, not an overlapping one: each
+//! reader's own selectors are what it registered); they read again. Every reader in the server treats a pending
 //! read like "nothing new yet": a long-poll stays parked, a stream or socket keeps its cursor
 //! and waits for the wake, a poll is answered with its cursor unchanged.
 
@@ -80,13 +82,20 @@ pub struct ReadResult {
     /// More messages than `limit` were available; the oldest ones were returned.
     pub truncated: bool,
     /// History after `after` is not in this process's memory: nothing was returned, `head` is
-    /// `after`, and a fetch is under way. When it lands the backend calls its `Loaded`
+    /// `after`, no gap is reported, and a fetch is under way (build it with
+    /// `ReadResult::pending`). When it lands the backend calls its `Loaded`
     /// notifier with the selectors (see the module doc); only a backend with history outside
     /// the process ever sets this.
     pub pending: bool,
 }
 
 impl ReadResult {
+    /// The answer to a read after `after` that must wait for a fetch: no messages, no gap, and
+    /// `head == after`, so no reader moves its cursor past history it has not seen.
+    pub fn pending(after: u64) -> ReadResult {
+        ReadResult { head: after, gap: false, oldest: None, truncated: false, pending: true }
+    }
+
     /// The cursor a reader continues from after a read `after` that returned `msgs`: the last
     /// message when the read was truncated, else the head it was bounded by (never behind
     /// `after`). This rule is what makes resuming lose and repeat nothing.
@@ -124,7 +133,8 @@ impl Loaded {
         Loaded(Box::new(notify))
     }
 
-    /// History for `selectors` is now in memory.
+    /// History for `selectors` is now in memory. Pass the selectors of the reads that were
+    /// answered pending, as their readers gave them: the hub wakes subscribers by selector.
     pub fn loaded(&self, selectors: Vec<Selector>) {
         (self.0)(selectors)
     }

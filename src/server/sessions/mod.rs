@@ -26,7 +26,6 @@ use super::timer::TimerWheel;
 use super::Shared;
 use crate::model::Selector;
 use crate::server::conn::Phase;
-use crate::server::delivery::When;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 use crate::server::subscriber;
@@ -280,13 +279,8 @@ pub(in crate::server) fn release_listening(core: &mut Core, skey: usize) {
         entry.listening = None;
     }
     let Some(conn) = core.conns.get(key) else { return };
-    match conn.state.phase() {
-        Phase::Parked | Phase::Streaming => subscriber::answer_now(core, key),
-        Phase::Duplex => {
-            bayeux_session::socket_round(core, key, When::Now);
-            io::pump(core, key);
-        }
-        _ => {}
+    if conn.state.is_subscriber() {
+        subscriber::answer_now(core, key);
     }
 }
 

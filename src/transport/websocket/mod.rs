@@ -36,7 +36,8 @@
 //!   store head as cursor. For `/sub/...`, `duplex::subscribe` then sends the `subscribe` ack, a
 //!   `gap` object if the cursor is from another epoch or past the head, and what history holds. A
 //!   later `subscribe` command first sends its new topics' messages up to the shared cursor
-//!   (`duplex::backfill`).
+//!   (`duplex::read_backfill`, read whole before the ack; if the store must fetch that history
+//!   first, the command gets an `error` asking the client to retry).
 //! - Wake: `server/subscriber.rs` `on_wake` → `duplex::feed`: while `SocketLife::pace` leaves
 //!   room, one text frame per message, shared by every subscriber (`message`, `Wire::WsFrame`); a
 //!   gap found in history is a `gap` object.
