@@ -5,7 +5,8 @@
 //! Handlers are free functions in the module of their protocol or transport, taking
 //! `core: &mut Core`: `stream::feed(core, key, ..)` says at the call site which file the
 //! step lives in, which a method on one large worker type did not. Each part of `Core` is a
-//! type with its own rules (`Conns`, `Delivery`, `HubLink`, `Sessions`); a handler borrows the
+//! type with its own rules (`Conns`, `Delivery`, `HubLink`, `Sessions`), and the policies
+//! derived from the configuration live with the part that applies them; a handler borrows the
 //! parts it uses side by side (`core.delivery.watch(&mut core.hub, ..)`).
 
 use std::sync::Arc;
@@ -32,29 +33,22 @@ pub(super) struct Core {
     pub delivery: Delivery,
     /// The worker's side of the hub's channel (`publish.rs`).
     pub hub: HubLink,
-    /// The Pushlet and Bayeux sessions this worker owns (`sessions/`).
+    /// The Pushlet and Bayeux sessions this worker owns, with the Bayeux settings (`sessions/`).
     pub sessions: Sessions,
-    /// Bayeux timing advice (and the client-publish policy, for Bayeux publishes).
-    pub bayeux_settings: bayeux::Settings,
-    /// Which topics WebSocket, raw TCP, Bayeux and Pushlet clients may publish to.
-    pub client_publish: ClientPublish,
-    /// Jitter for long-poll holds and Pushlet refresh advice.
-    pub rng: XorShift,
 }
 
 impl Core {
     pub(super) fn new(id: usize, shared: Arc<Shared>, conns: Conns) -> Core {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let rng = XorShift::new(seed ^ ((id as u64 + 1) << 32));
         let client_publish = ClientPublish::from_config(&shared.config);
+        let bayeux = bayeux_settings(&shared.config, &client_publish);
         Core {
             id,
             conns,
-            delivery: Delivery::new(id, Arc::clone(&shared)),
-            hub: HubLink::new(id, Arc::clone(&shared)),
-            sessions: Sessions::new(id, Arc::clone(&shared)),
-            bayeux_settings: bayeux_settings(&shared.config, &client_publish),
-            client_publish,
-            rng: XorShift::new(seed ^ ((id as u64 + 1) << 32)),
+            delivery: Delivery::new(id, Arc::clone(&shared), rng),
+            hub: HubLink::new(id, Arc::clone(&shared), client_publish),
+            sessions: Sessions::new(id, Arc::clone(&shared), bayeux),
             shared,
         }
     }

@@ -28,6 +28,7 @@ use crate::hub::HubCmd;
 use crate::model::{Message, Selector, Since};
 use crate::protocol::native;
 use crate::transport::{jsonp, longpoll, Transport};
+use crate::xorshift::XorShift;
 
 pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &str, req: &Request) {
     let config = &core.shared.config;
@@ -152,7 +153,7 @@ pub(super) fn resume(core: &mut Core, key: usize, when: When) {
 /// A long-poll hold with ±10% jitter, so subscribers that connected together don't all
 /// come back in the same millisecond.
 fn jittered(core: &mut Core, base: Duration) -> Duration {
-    base.mul_f64(0.9 + 0.2 * core.rng.unit())
+    base.mul_f64(0.9 + 0.2 * core.delivery.rng.unit())
 }
 
 /// A long-poll reply shared by the subscribers of one hub turn; see `answer`.
@@ -237,6 +238,8 @@ pub(super) struct Delivery {
     pub(super) msgs: Vec<Arc<Message>>,
     /// The slices of a reply being built (reused by every reply).
     pub(super) parts: Vec<Bytes>,
+    /// Jitter for long-poll holds and Pushlet refresh advice.
+    pub(super) rng: XorShift,
     worker: usize,
     shared: Arc<Shared>,
 }
@@ -248,7 +251,7 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl Delivery {
-    pub(super) fn new(worker: usize, shared: Arc<Shared>) -> Delivery {
+    pub(super) fn new(worker: usize, shared: Arc<Shared>, rng: XorShift) -> Delivery {
         Delivery {
             subs: LocalSubs::default(),
             cache: None,
@@ -256,6 +259,7 @@ impl Delivery {
             reports: FxHashMap::default(),
             msgs: Vec::new(),
             parts: Vec::new(),
+            rng,
             worker,
             shared,
         }

@@ -314,7 +314,7 @@ fn publish_command(core: &mut Core, key: usize, publish: Publish, id: Option<Box
     if !duplex.may_publish {
         return send(&mut core.conns, key, commands::error(id.as_deref(), "origin not allowed to publish"));
     }
-    if !core.client_publish.allows(&publish.topic) {
+    if !core.hub.client_publish.allows(&publish.topic) {
         let reason = "clients may not publish to this topic (--client-publish)";
         return send(&mut core.conns, key, commands::error(id.as_deref(), reason));
     }

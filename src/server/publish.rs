@@ -148,11 +148,13 @@ pub(super) struct HubLink {
     shared: Arc<Shared>,
     backlog: VecDeque<HubCmd>,
     next_tag: u64,
+    /// Which topics WebSocket, raw TCP, Bayeux and Pushlet clients may publish to.
+    pub(super) client_publish: ClientPublish,
 }
 
 impl HubLink {
-    pub(super) fn new(worker: usize, shared: Arc<Shared>) -> HubLink {
-        HubLink { worker, shared, backlog: VecDeque::new(), next_tag: 0 }
+    pub(super) fn new(worker: usize, shared: Arc<Shared>, client_publish: ClientPublish) -> HubLink {
+        HubLink { worker, shared, backlog: VecDeque::new(), next_tag: 0, client_publish }
     }
 
     /// Hands a validated publish to the hub; the acknowledgement will come back tagged for

@@ -93,12 +93,12 @@ fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message) -> Value {
         Ok(id) => id,
         Err(_) => return bayeux::handshake_error(msg, &bayeux::error_text(500, &[], "Cannot make a client id")),
     };
-    match bayeux::Session::new(id.clone(), msg, &core.bayeux_settings, system_clock_ms()) {
+    match bayeux::Session::new(id.clone(), msg, &core.sessions.bayeux, system_clock_ms()) {
         Err(reply) => reply,
         Ok((mut session, reply)) => {
             // A new client hears what is published from now on.
             session.set_cursor(core.shared.store.head());
-            let lease = Duration::from_millis(core.bayeux_settings.max_interval_ms);
+            let lease = Duration::from_millis(core.sessions.bayeux.max_interval_ms);
             let entry = SessionEntry::new(id, SessionState::Bayeux(Box::new(session)), lease);
             let peer = core.conns.peer_ip(key);
             match core.sessions.add(entry, peer, &mut core.conns.timers) {
@@ -147,7 +147,7 @@ fn supersede_connect(core: &mut Core, key: usize) {
 /// its own batch): the session's connect reply, or 402 when it is gone.
 fn connect_reply(core: &mut Core, skey: usize, connect: &bayeux::Message) -> Value {
     match core.sessions.slab.get_mut(skey).map(|e| &mut e.state) {
-        Some(SessionState::Bayeux(session)) => session.connect_reply(connect, &core.bayeux_settings),
+        Some(SessionState::Bayeux(session)) => session.connect_reply(connect, &core.sessions.bayeux),
         _ => bayeux::unknown_client(connect),
     }
 }
@@ -189,7 +189,7 @@ fn round(
     };
     let force = when == When::Now;
     let round =
-        bayeux::connect_round(session, history, connect, earlier, force, &core.bayeux_settings, system_clock_ms());
+        bayeux::connect_round(session, history, connect, earlier, force, &core.sessions.bayeux, system_clock_ms());
     match round {
         ConnectRound::Wait => Round::Nothing { head: read.head },
         ConnectRound::Unknown(replies) => Round::Replies(replies),
@@ -356,7 +356,7 @@ impl bayeux::Host for BatchHost<'_> {
         };
         session.touch(system_clock_ms());
         self.head = core.shared.store.head();
-        Some(session.handle(msg, &core.bayeux_settings))
+        Some(session.handle(msg, &core.sessions.bayeux))
     }
 
     fn publish(&mut self, topic: Box<str>, data: Bytes) -> bool {
@@ -390,7 +390,7 @@ impl bayeux::Host for BatchHost<'_> {
     fn connect_reply(&mut self, key: usize, connect: &bayeux::Message) -> Option<Value> {
         let core = &mut *self.core;
         match core.sessions.slab.get_mut(key).map(|e| &mut e.state) {
-            Some(SessionState::Bayeux(session)) => Some(session.connect_reply(connect, &core.bayeux_settings)),
+            Some(SessionState::Bayeux(session)) => Some(session.connect_reply(connect, &core.sessions.bayeux)),
             _ => None,
         }
     }

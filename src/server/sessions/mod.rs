@@ -93,6 +93,8 @@ pub(in crate::server) struct Sessions {
     next_serial: u64,
     /// Session creations per client address (`admission.rs`).
     admission: admission::CreateLimiter,
+    /// Bayeux timing advice, and the client-publish policy for Bayeux publishes.
+    pub bayeux: crate::protocol::bayeux::Settings,
     worker: usize,
     shared: Arc<Shared>,
 }
@@ -104,7 +106,7 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn new(worker: usize, shared: Arc<Shared>) -> Sessions {
+    pub fn new(worker: usize, shared: Arc<Shared>, bayeux: crate::protocol::bayeux::Settings) -> Sessions {
         let admission = admission::CreateLimiter::new(shared.config.sessions.create_rate);
         Sessions {
             slab: Slab::new(),
@@ -112,6 +114,7 @@ impl Sessions {
             unused: VecDeque::new(),
             next_serial: 0,
             admission,
+            bayeux,
             worker,
             shared,
         }

@@ -55,7 +55,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     };
     core.sessions.renew(skey, &mut core.conns.timers);
     let head = core.shared.store.head();
-    let policy = &core.client_publish;
+    let policy = &core.hub.client_publish;
     let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = core.sessions.slab.get_mut(skey) else {
         return;
     };
@@ -143,7 +143,7 @@ fn send(conns: &mut Conns, key: usize, meta: ReplyMeta, format: Format, body: Ve
 fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'static str, ack: Vec<Event>) {
     let Some(SessionState::Pushlet(session)) = core.sessions.slab.get(skey).map(|e| &e.state) else { return };
     let (format, cursor, selectors) = (session.format(), session.cursor(), session.selectors().into_boxed_slice());
-    let rng = &mut core.rng;
+    let rng = &mut core.delivery.rng;
     let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
     let (writer, first) = match pushlet::listen(session, &ack, base, wait_ms, unix_secs()) {
         Listen::Round(body) => return send(&mut core.conns, key, meta, format, body),
@@ -213,7 +213,7 @@ pub(in crate::server) fn answer(
         Some(SessionEntry { state: SessionState::Pushlet(_), .. }) => Listener::Left,
         _ => Listener::Ended,
     };
-    let rng = &mut core.rng;
+    let rng = &mut core.delivery.rng;
     let wait_ms = |mode| pushlet::refresh_wait(mode, rng.unit());
     let answer = pushlet::answer_refresh(listener, hold.format, hold.base, when == When::Now, wait_ms, unix_secs());
     let (body, done) = match answer {
