@@ -14,10 +14,9 @@ use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
 use super::delivery::Gaps;
 use super::io;
-use super::sessions::SessionState;
 use super::subscriber;
 use crate::http::{self, Framing};
-use crate::model::{Message, Resume, Selector};
+use crate::model::{Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, Phase, ReplyMeta, Streaming};
 use crate::server::stats::WorkerStats;
@@ -152,7 +151,7 @@ pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
                 },
                 Framer::Native(kind) => kind.push_message(msg, ctx, &mut parts),
                 Framer::Pushlet { session, writer } => {
-                    if let Some(event) = pushlet_data(&core.sessions.slab, *session, msg) {
+                    if let Some(event) = core.sessions.pushlet(*session).and_then(|s| s.data_event(msg)) {
                         parts.push(Bytes::from(writer.event(&event, unix_secs())));
                     }
                 }
@@ -164,7 +163,7 @@ pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
         let native = matches!(stream.framer, Framer::Native(_));
         let (cursor, over_bytes) = (stream.cursor, native && stream.life.sent_at_least(max_bytes));
         if let Framer::Pushlet { session, .. } = stream.framer {
-            if let Some(SessionState::Pushlet(state)) = core.sessions.slab.get_mut(session).map(|e| &mut e.state) {
+            if let Some(state) = core.sessions.pushlet_mut(session) {
                 state.set_cursor(cursor);
             }
         }
@@ -274,18 +273,6 @@ impl Framer {
             Framer::Native(kind) => kind.epilogue(ctx),
             Framer::Pushlet { writer, .. } => Bytes::from(writer.tail(None)),
         }
-    }
-}
-
-/// The Pushlet data event of `msg` for session `key` (None: not for this session).
-fn pushlet_data(
-    sessions: &slab::Slab<super::sessions::SessionEntry>,
-    key: usize,
-    msg: &Message,
-) -> Option<pushlet::Event> {
-    match sessions.get(key).map(|e| &e.state) {
-        Some(SessionState::Pushlet(session)) => session.data_event(msg),
-        _ => None,
     }
 }
 

@@ -131,6 +131,22 @@ impl Sessions {
         matches!(self.slab.get(key)?.state, SessionState::Pushlet(_)).then_some(key)
     }
 
+    /// Pushlet session `skey`'s protocol state.
+    pub fn pushlet(&self, skey: usize) -> Option<&crate::protocol::pushlet::Session> {
+        match &self.slab.get(skey)?.state {
+            SessionState::Pushlet(session) => Some(session),
+            SessionState::Bayeux(_) => None,
+        }
+    }
+
+    /// Pushlet session `skey`'s protocol state, to change.
+    pub fn pushlet_mut(&mut self, skey: usize) -> Option<&mut crate::protocol::pushlet::Session> {
+        match &mut self.slab.get_mut(skey)?.state {
+            SessionState::Pushlet(session) => Some(session),
+            SessionState::Bayeux(_) => None,
+        }
+    }
+
     /// Connection `key` now listens for session `skey` (a parked round, a held connect, an open
     /// stream or socket); `listening_conn` checks the record before it is used.
     pub fn listen(&mut self, skey: usize, key: usize) {
