@@ -107,11 +107,40 @@ pub(super) fn cors_for(access: &Access, req: &Request, publish: bool) -> Cors {
     found
 }
 
-/// Whether the request's origin may publish: no `Origin` (not a browser page), the same origin,
-/// or an origin in the publish allowlist.
+/// Whether the page (if any) that sent this request may publish: the one origin policy of every
+/// publishing surface (`POST /pub`, WebSocket and raw TCP commands, Bayeux over HTTP, JSONP and
+/// WebSocket, Pushlet), checked where each request enters. CORS alone cannot be it: a browser
+/// sends a simple request (a `text/plain` POST, a script tag's GET) before it looks at any
+/// `Access-Control-Allow-Origin`, so the publish would happen anyway.
+///
+/// The page's origin is the `Origin` header; a browser leaves it out of a script tag's GET, so
+/// without one, `Sec-Fetch-Site` (sent by current browsers) or the `Referer` names where the
+/// request came from. Allowed: the same origin, an origin in `--cors-publish-origins`, or no
+/// sign of a browser page at all (curl, server-side clients, `Sec-Fetch-Site: none`).
 pub(super) fn may_publish(access: &Access, req: &Request) -> bool {
-    let Some(origin) = req.header_str("origin") else { return true };
-    same_origin(req, origin) || cors_for(access, req, true) != Cors::None
+    let allowed = |origin: &str| same_origin(req, origin) || listed(&access.cors_publish_origins, origin);
+    if let Some(origin) = req.header_str("origin") {
+        return allowed(origin);
+    }
+    let referer_origin = req.header_str("referer").and_then(origin_of);
+    match req.header_str("sec-fetch-site") {
+        Some(site) if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") => true,
+        // Another site's page: only its Referer can name an allowed origin.
+        Some(_) => referer_origin.is_some_and(allowed),
+        None => referer_origin.is_none_or(allowed),
+    }
+}
+
+/// Whether `origin` is in `list` (`"*"` matches any).
+fn listed(list: &[String], origin: &str) -> bool {
+    list.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+}
+
+/// The origin (`scheme://host[:port]`) of a URL such as a `Referer`.
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + end])
 }
 
 /// True when the `Origin` header names the host the request was sent to (`Host`), which a
@@ -159,6 +188,15 @@ mod tests {
         assert!(may_publish(&access, &request("Origin: http://halley.test\r\n")));
         assert!(may_publish(&access, &request("Origin: https://pub.test\r\n")));
         assert!(!may_publish(&access, &request("Origin: https://evil.test\r\n")), "reading is not publishing");
+        // Without an Origin (a script tag's GET), the fetch metadata and the Referer tell.
+        let cross = "Sec-Fetch-Site: cross-site\r\n";
+        assert!(!may_publish(&access, &request(cross)), "a cross-site request with no Referer");
+        assert!(!may_publish(&access, &request(&format!("{cross}Referer: https://evil.test/page\r\n"))));
+        assert!(may_publish(&access, &request(&format!("{cross}Referer: https://pub.test/page?x=1\r\n"))));
+        assert!(may_publish(&access, &request("Sec-Fetch-Site: same-origin\r\n")));
+        assert!(may_publish(&access, &request("Sec-Fetch-Site: none\r\n")), "typed in the address bar");
+        assert!(!may_publish(&access, &request("Referer: https://evil.test/\r\n")), "an older browser");
+        assert!(may_publish(&access, &request("Referer: http://halley.test/demo\r\n")));
         // A same-origin page needs no CORS header to read its publish reply.
         assert_eq!(cors_for(&access, &request("Origin: http://halley.test\r\n"), true), Cors::None);
     }

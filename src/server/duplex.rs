@@ -84,10 +84,11 @@ pub(super) fn start_raw(core: &mut Core, key: usize) {
 }
 
 /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
-pub(super) fn start_bayeux_socket(core: &mut Core, key: usize) {
+/// Starts a Bayeux WebSocket; `may_publish` is what its upgrade's page may do
+/// (`dispatch::may_publish`), carried along when the socket is handed over.
+pub(super) fn start_bayeux_socket(core: &mut Core, key: usize, may_publish: bool) {
     let framing = ws_framing(core);
-    // Bayeux publishes follow the client-publish policy; CORS does not apply to sockets.
-    start(core, key, framing, true, DuplexProtocol::Bayeux(Box::default()));
+    start(core, key, framing, may_publish, DuplexProtocol::Bayeux(Box::default()));
 }
 
 /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.

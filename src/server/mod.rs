@@ -89,9 +89,9 @@ pub(crate) struct Handoff {
 pub(crate) enum Carry {
     /// A complete HTTP request and its body, to dispatch on the owner.
     Request(crate::http::Request, Vec<u8>),
-    /// A Bayeux WebSocket, taken over at a frame boundary, and the batch (the text of the
-    /// frame) that named the session.
-    BayeuxSocket(String),
+    /// A Bayeux WebSocket, taken over at a frame boundary, the batch (the text of the frame)
+    /// that named the session, and whether the page that opened it may publish.
+    BayeuxSocket { batch: String, may_publish: bool },
 }
 
 impl std::fmt::Debug for Shared {

@@ -37,7 +37,7 @@ const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
 const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
 pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
-    if req.header("origin").is_some() && !dispatch::may_publish(&core.shared.config.access, req) {
+    if !dispatch::may_publish(&core.shared.config.access, req) {
         return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
     }
     let meta = ReplyMeta { cors: dispatch::cors_for(&core.shared.config.access, req, true), ..meta };

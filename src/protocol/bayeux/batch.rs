@@ -30,8 +30,8 @@ pub trait Host {
     /// Hands `msg` to session `key` (`Session::touch`, then `Session::handle`); `None` when
     /// `key` holds no Bayeux session.
     fn handle(&mut self, key: usize, msg: &Message) -> Option<Outcome>;
-    /// Publishes `data` (JSON text) to `topic`; false when the hub is too busy to take it.
-    fn publish(&mut self, topic: Box<str>, data: Bytes) -> bool;
+    /// Publishes `data` (JSON text) to `topic`, or says why not.
+    fn publish(&mut self, topic: Box<str>, data: Bytes) -> Result<(), Refusal>;
     /// Session `key`'s subscriptions changed ([`Outcome::Resubscribed`]): pin the new ones at
     /// the store's head and have its listening connection wait on the new selectors.
     fn resubscribed(&mut self, key: usize);
@@ -97,7 +97,10 @@ pub fn run_batch(host: &mut impl Host, batch: &[Message]) -> Batch {
                 replies.push(reply);
             }
             Some(Outcome::Publish { reply, topic, data }) => {
-                replies.push(if host.publish(topic, data) { reply } else { busy(reply) });
+                replies.push(match host.publish(topic, data) {
+                    Ok(()) => reply,
+                    Err(refusal) => refused(reply, refusal),
+                });
             }
         }
     }
@@ -117,9 +120,23 @@ fn answer_now(host: &mut impl Host, held: &Held) -> Value {
 }
 
 /// A publish the hub refused: its acknowledgement turned into a 503 failure.
-fn busy(mut reply: Value) -> Value {
+/// Why a host did not publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The hub is too busy to take it; the client may retry.
+    Busy,
+    /// The page the request came from may not publish (`--cors-publish-origins`).
+    Forbidden,
+}
+
+/// A publish reply turned into its refusal.
+fn refused(mut reply: Value, refusal: Refusal) -> Value {
+    let (code, text) = match refusal {
+        Refusal::Busy => (503, "Server busy, retry later"),
+        Refusal::Forbidden => (403, "Origin not allowed to publish"),
+    };
     reply["successful"] = Value::Bool(false);
-    reply["error"] = Value::from(error_text(503, &[], "Server busy, retry later"));
+    reply["error"] = Value::from(error_text(code, &[], text));
     reply
 }
 

@@ -30,7 +30,7 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-pub use self::batch::{run_batch, Batch, Held, Host};
+pub use self::batch::{run_batch, Batch, Held, Host, Refusal};
 pub use self::message::{parse_batch, parse_callback_polling, ConnectionType, Message, Subscription};
 pub use self::round::{
     connect_round, cors_headers, frame_error, http_body, preflight_headers, reply_headers, ConnectRound, History,

@@ -18,12 +18,13 @@ use serde_json::Value;
 use super::{Refused, SessionEntry, SessionState};
 use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
-use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece};
+use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece, Refusal};
 use crate::server::conn::{BayeuxHold, Cors, DuplexProtocol, Parked, ParkedFormat, Phase, ReplyMeta, Vacated};
 use crate::server::conns::Conns;
 use crate::server::core::Core;
 use crate::server::delivery;
 use crate::server::delivery::{Answer, Gaps, When};
+use crate::server::dispatch;
 use crate::server::duplex;
 use crate::server::event_loop::Timer;
 use crate::server::io;
@@ -65,7 +66,8 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off(core, key, owner, req, body, meta);
     }
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, head: 0 }, &batch);
+    let may_publish = dispatch::may_publish(&core.shared.config.access, &req);
+    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, may_publish, head: 0 }, &batch);
     let Some(Held { session: skey, connect, hold_ms }) = held else {
         return respond(core, key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
     };
@@ -206,7 +208,8 @@ fn round(
 /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
 fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
     if duplex::upgrade(&mut core.conns, key, meta, req) {
-        duplex::start_bayeux_socket(core, key);
+        let may_publish = dispatch::may_publish(&core.shared.config.access, req);
+        duplex::start_bayeux_socket(core, key, may_publish);
     }
 }
 
@@ -224,7 +227,9 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off_socket(core, key, owner, text.to_owned());
     }
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, head: 0 }, &batch);
+    // The page that opened the socket decided, at the upgrade, whether it may publish.
+    let may_publish = core.conns.get(key).and_then(|c| c.state.duplex()).is_some_and(|d| d.may_publish);
+    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, may_publish, head: 0 }, &batch);
     if !replies.is_empty() {
         duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&replies));
     }
@@ -335,6 +340,8 @@ struct BatchHost<'w> {
     /// The connection the batch came on (its peer address is what a handshake is counted
     /// against).
     key: usize,
+    /// The page the batch came from may publish (`dispatch::may_publish`).
+    may_publish: bool,
     /// The store head read just before the message being handled: a subscription it adds
     /// starts there, so a message sequenced while it was handled is not missed.
     head: u64,
@@ -359,7 +366,10 @@ impl bayeux::Host for BatchHost<'_> {
         Some(session.handle(msg, &core.sessions.bayeux))
     }
 
-    fn publish(&mut self, topic: Box<str>, data: Bytes) -> bool {
+    fn publish(&mut self, topic: Box<str>, data: Bytes) -> Result<(), Refusal> {
+        if !self.may_publish {
+            return Err(Refusal::Forbidden);
+        }
         let req = PublishReq {
             topic: topic.into(),
             event: None,
@@ -367,7 +377,7 @@ impl bayeux::Host for BatchHost<'_> {
             data,
             reply: None,
         };
-        self.core.hub.publish(req).is_ok()
+        self.core.hub.publish(req).map_err(|_| Refusal::Busy)
     }
 
     fn resubscribed(&mut self, key: usize) {

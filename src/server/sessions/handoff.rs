@@ -43,7 +43,8 @@ pub(in crate::server) fn hand_off(
 pub(in crate::server) fn hand_off_socket(core: &mut Core, key: usize, owner: usize, batch: String) {
     // A connect it holds for a session owned here is answered before it goes.
     bayeux_session::socket_round(core, key, When::Now);
-    transfer(core, key, owner, Carry::BayeuxSocket(batch), None);
+    let may_publish = core.conns.get(key).and_then(|c| c.state.duplex()).is_some_and(|d| d.may_publish);
+    transfer(core, key, owner, Carry::BayeuxSocket { batch, may_publish }, None);
 }
 
 /// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
@@ -101,8 +102,8 @@ pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
     let Some(key) = adopt_socket(core, sock, inbuf, out, peer_closed) else { return };
     match carry {
         Carry::Request(request, body) => dispatch::dispatch(core, key, request, body),
-        Carry::BayeuxSocket(batch) => {
-            duplex::start_bayeux_socket(core, key);
+        Carry::BayeuxSocket { batch, may_publish } => {
+            duplex::start_bayeux_socket(core, key, may_publish);
             bayeux_session::frame(core, key, &batch);
         }
     }

@@ -22,6 +22,7 @@ use crate::server::conns::Conns;
 use crate::server::core::Core;
 use crate::server::delivery;
 use crate::server::delivery::{Answer, Gaps, When};
+use crate::server::dispatch;
 use crate::server::session_id;
 use crate::server::sessions;
 use crate::server::sessions::handoff;
@@ -73,7 +74,11 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     match step {
         Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
-            let events = publish(core, reply, topics, body, event);
+            let events = if dispatch::may_publish(&core.shared.config.access, &req) {
+                publish(core, reply, topics, body, event)
+            } else {
+                vec![pushlet::nack("origin not allowed to publish")]
+            };
             send_events(&mut core.conns, key, meta, format, &events);
         }
         Step::Listen { ack } => listen(core, key, meta, skey, base, ack),

@@ -55,9 +55,13 @@ impl Host for Table {
         Some(outcome)
     }
 
-    fn publish(&mut self, topic: Box<str>, _data: Bytes) -> bool {
+    fn publish(&mut self, topic: Box<str>, _data: Bytes) -> Result<(), Refusal> {
         self.log.push(format!("publish {topic}"));
-        !self.busy
+        if self.busy {
+            Err(Refusal::Busy)
+        } else {
+            Ok(())
+        }
     }
 
     fn resubscribed(&mut self, key: usize) {
