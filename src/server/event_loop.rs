@@ -25,7 +25,7 @@
 
 use std::io;
 use std::mem;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -194,12 +194,13 @@ impl Worker {
     /// reached, or the process is out of file descriptors; in the last two cases accepting
     /// pauses instead of spinning, and resumes when connections close.
     pub(super) fn accept(&mut self) {
-        self.accept_paused = false;
         for door in [Door::Http, Door::Raw] {
             if !self.accept_from(door) {
                 return;
             }
         }
+        // Both listeners drained: whatever paused accepting is over.
+        self.accept_paused = false;
     }
 
     /// Accepts from one listener; false when accepting paused.
@@ -211,31 +212,43 @@ impl Worker {
                 Door::Raw => self.raw_listener.as_ref(),
             };
             let Some(listener) = listener else { return true };
-            if self.core.shared.connections.load(Relaxed) >= self.core.shared.config.network.max_connections {
+            // The slot is taken before the accept and given back if nothing comes of it: the
+            // workers share the count, and checking it first and adding after would let two of
+            // them take the last slot at once.
+            if !reserve_connection(&self.core.shared) {
                 self.pause_accept("connection limit reached");
                 return false;
             }
             match listener.accept() {
-                Ok((sock, _peer)) => self.add_conn(sock, door),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
-                    self.pause_accept("out of file descriptors or memory");
-                    return false;
+                Ok((sock, _peer)) => {
+                    self.add_conn(sock, door);
+                    continue;
                 }
                 Err(e) => {
-                    // ECONNABORTED and friends concern one connection, not the listener.
-                    debug!("worker {}: accept: {e}", self.core.id);
-                    errors += 1;
-                    if errors >= ACCEPT_ERROR_BURST {
-                        self.pause_accept("repeated accept errors");
-                        return false;
+                    self.core.shared.connections.fetch_sub(1, AcqRel);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return true,
+                        io::ErrorKind::Interrupted => {}
+                        _ if is_resource_exhaustion(&e) => {
+                            self.pause_accept("out of file descriptors or memory");
+                            return false;
+                        }
+                        _ => {
+                            // ECONNABORTED and friends concern one connection, not the listener.
+                            debug!("worker {}: accept: {e}", self.core.id);
+                            errors += 1;
+                            if errors >= ACCEPT_ERROR_BURST {
+                                self.pause_accept("repeated accept errors");
+                                return false;
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Notes that accepting paused (once, until both listeners have been drained again).
     fn pause_accept(&mut self, why: &str) {
         if !self.accept_paused {
             self.accept_paused = true;
@@ -244,15 +257,18 @@ impl Worker {
         }
     }
 
+    /// Adds an accepted socket whose connection slot is already reserved.
     fn add_conn(&mut self, sock: TcpStream, door: Door) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!("worker {}: TCP_NODELAY: {e}", self.core.id);
         }
         let key = match self.core.conns.add(sock) {
             Ok(key) => key,
-            Err(e) => return warn!("worker {}: register: {e}", self.core.id),
+            Err(e) => {
+                self.core.shared.connections.fetch_sub(1, AcqRel);
+                return warn!("worker {}: register: {e}", self.core.id);
+            }
         };
-        self.core.shared.connections.fetch_add(1, Relaxed);
         WorkerStats::add(&self.core.stats().connections, 1);
         WorkerStats::add(&self.core.stats().accepted, 1);
         match door {
@@ -435,6 +451,12 @@ pub(super) enum Timer {
     Conn(usize),
     /// A session's lease (Pushlet) or expiry after its last connect (Bayeux).
     Session(usize),
+}
+
+/// Takes one of the `--max-connections` slots shared by every worker, if one is free.
+fn reserve_connection(shared: &Shared) -> bool {
+    let max = shared.config.network.max_connections;
+    shared.connections.fetch_update(AcqRel, Acquire, |open| (open < max).then_some(open + 1)).is_ok()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
