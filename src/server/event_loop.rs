@@ -16,7 +16,8 @@
 //!    got a message (`delivery.rs`), then report deliveries for publish acks;
 //! 6. retry hub messages that found its channel full (`publish.rs`, `HubLink::flush`);
 //! 7. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
-//! 8. housekeeping every 250 ms (interest linger, paused accept);
+//! 8. housekeeping every 250 ms (interest linger, paused accept, summaries of rate-limited log
+//!    lines);
 //! 9. free the slots of connections closed during this turn.
 //!
 //! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
-use log::{debug, error, warn};
+use log::{debug, error, warn, Level};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashSet;
@@ -46,6 +47,7 @@ use super::subscriber;
 use super::{duplex, publish, Handoff, Shared};
 use crate::http::{Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
+use crate::log_limit::{self, LogLimit};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -58,6 +60,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 pub(super) const MAX_BATCHES_PER_TURN: usize = 64;
 /// Consecutive accept errors tolerated in one readiness round before backing off.
 const ACCEPT_ERROR_BURST: u32 = 64;
+
+/// Accepting paused: at the limit, every connect attempt and every freed slot can pause again.
+static ACCEPT_PAUSED: LogLimit = LogLimit::new(Level::Warn, module_path!(), "pausing accept");
+/// Registering an accepted socket failed (the poll is out of memory): once per connect.
+static REGISTER_FAILED: LogLimit = LogLimit::new(Level::Warn, module_path!(), "register");
 
 /// One worker: the event loop and what it drives. The loop's own parts (the poll, the
 /// listeners, the inboxes) are here; the connections and everything the handlers work with
@@ -248,12 +255,14 @@ impl Worker {
         }
     }
 
-    /// Notes that accepting paused (once, until both listeners have been drained again).
+    /// Notes that accepting paused. Every connect attempt while paused and every freed slot
+    /// retries (and may pause again), so the line is rate-limited: at the limit a flood of
+    /// attempts costs a line a second, not one each.
     fn pause_accept(&mut self, why: &str) {
         if !self.accept_paused {
             self.accept_paused = true;
             WorkerStats::add(&self.core.stats().accept_pauses, 1);
-            warn!("worker {}: pausing accept: {why}", self.core.id);
+            ACCEPT_PAUSED.log(format_args!("worker {}: pausing accept: {why}", self.core.id));
         }
     }
 
@@ -266,7 +275,7 @@ impl Worker {
             Ok(key) => key,
             Err(e) => {
                 self.core.shared.connections.fetch_sub(1, AcqRel);
-                return warn!("worker {}: register: {e}", self.core.id);
+                return REGISTER_FAILED.log(format_args!("worker {}: register: {e}", self.core.id));
             }
         };
         WorkerStats::add(&self.core.stats().connections, 1);
@@ -403,6 +412,7 @@ impl Worker {
 
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
+        log_limit::flush();
         let mut changes = Vec::new();
         self.core.delivery.subs.sweep(now, &mut changes);
         for change in changes {
