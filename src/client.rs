@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use halley::http::{is_tchar, BodyDecoder, BodyKind, ChunkLimits, HttpError};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Largest response head accepted, in bytes (status line, headers, and chunked trailers).
@@ -171,23 +172,63 @@ pub fn encode_query(value: &str) -> String {
 }
 
 /// A parsed long-poll reply of `GET /sub/...`.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SubReply {
     /// Message objects as sent (`id`, `topic`, `time`, `data`, optional `event`, `encoding`).
     pub messages: Vec<Value>,
+    /// Messages in the reply that could not be decoded, in order; `next` moves past them.
+    pub skipped: Vec<Skipped>,
     /// Cursor for the next request's `since=`.
     pub next: String,
     /// True when messages between the cursor and `oldest` were lost from history.
-    #[serde(default)]
     pub gap: bool,
     /// Oldest id still in history, sent with `gap`.
-    #[serde(default)]
     pub oldest: Option<String>,
 }
 
-/// Parses a `GET /sub` reply body.
+/// A message of a reply that could not be decoded (nested deeper than the decoder allows, say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The message's id, when that much could be read.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+/// Parses a `GET /sub` reply body. Each message is decoded on its own: one that cannot be
+/// (the server bounds JSON nesting, but an older server or another source may not) is listed in
+/// `skipped` rather than failing the whole reply, so a subscriber is never stuck retrying the
+/// same poison message.
 pub fn parse_sub_reply(body: &[u8]) -> Result<SubReply, ClientError> {
-    serde_json::from_slice(body).map_err(|e| ClientError::Malformed(format!("unexpected subscribe reply: {e}")))
+    /// The reply with each message kept as raw text: serde reads raw values without building
+    /// them, so a message too deep to decode does not fail the envelope.
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        messages: Vec<Box<RawValue>>,
+        next: String,
+        #[serde(default)]
+        gap: bool,
+        #[serde(default)]
+        oldest: Option<String>,
+    }
+    /// Just the id of a message that did not decode (other fields are skipped unbuilt).
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    let wire: Wire =
+        serde_json::from_slice(body).map_err(|e| ClientError::Malformed(format!("unexpected subscribe reply: {e}")))?;
+    let mut messages = Vec::with_capacity(wire.messages.len());
+    let mut skipped = Vec::new();
+    for raw in wire.messages {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(message) => messages.push(message),
+            Err(e) => skipped.push(Skipped {
+                id: serde_json::from_str::<IdOnly>(raw.get()).ok().and_then(|only| only.id),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(SubReply { messages, skipped, next: wire.next, gap: wire.gap, oldest: wire.oldest })
 }
 
 /// One output line for `message`: the whole object compact with `json`, else its `data`
@@ -731,6 +772,19 @@ mod tests {
         assert_eq!(gap.oldest.as_deref(), Some("1-5"));
         assert!(parse_sub_reply(b"{\"messages\":[]}").is_err(), "next is required");
         assert!(parse_sub_reply(b"<html>").is_err());
+    }
+
+    #[test]
+    fn a_message_too_deep_to_decode_is_skipped_not_fatal() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body =
+            format!(r#"{{"messages":[{{"id":"1-1","data":{deep}}},{{"id":"1-2","data":"after"}}],"next":"1-2"}}"#);
+        let reply = parse_sub_reply(body.as_bytes()).expect("the envelope decodes");
+        assert_eq!(reply.messages, vec![json!({"id":"1-2","data":"after"})]);
+        assert_eq!(reply.skipped.len(), 1);
+        assert_eq!(reply.skipped[0].id.as_deref(), Some("1-1"));
+        assert!(reply.skipped[0].reason.contains("recursion limit"), "{:?}", reply.skipped[0]);
+        assert_eq!(reply.next, "1-2");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod http;
 pub mod hub;
+mod log_limit;
 pub mod model;
 pub mod protocol;
 pub mod server;

@@ -212,6 +212,10 @@ fn subscribe(args: SubArgs) -> ExitCode {
                                 "halley sub: warning: messages were lost (history gap); oldest available is {oldest}"
                             );
                         }
+                        for skipped in &reply.skipped {
+                            let id = skipped.id.as_deref().unwrap_or("without a readable id");
+                            eprintln!("halley sub: skipped message {id}: cannot decode it: {}", skipped.reason);
+                        }
                         if print_messages(&mut out, &reply.messages, args.json).is_err() {
                             // stdout closed: nobody is reading any more.
                             return ExitCode::SUCCESS;

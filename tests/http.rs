@@ -136,6 +136,9 @@ fn limits_and_malformed_requests_get_clear_errors() {
     expect_error(&server, b"GARBAGE\r\n\r\n", 400);
     expect_error(&server, b"GET / HTTP/1.1\r\n\r\n", 400); // no Host
     expect_error(&server, b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
+    // A space inside the target is a malformed request line, not an unsupported version.
+    let r = expect_error(&server, b"GET /he alth HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    assert!(r.text().starts_with("invalid request line"), "{:?}", r.text());
 }
 
 #[test]

@@ -256,18 +256,25 @@ fn check_request_line(rest: &[u8], limits: &Limits) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// Decides between 505 and 400 after httparse rejected the version: a well-formed
-/// `HTTP/x.y` that is not 1.0 or 1.1 is unsupported (RFC 9110 §2.5), anything else is
-/// malformed. `None` while an unfinished line holds a prefix of a well-formed version.
+/// Decides between 505 and 400 after httparse rejected the version. httparse reads the version
+/// right after the target's closing SP, so a request line with a space inside its target
+/// (`GET /he alth HTTP/1.1`) or any extra part lands here too: the line must have exactly three
+/// parts (RFC 9112 §3), else it is malformed, not an unsupported version. A well-formed
+/// `HTTP/x.y` that is not 1.0 or 1.1 is unsupported (RFC 9110 §2.5), anything else is malformed.
+/// `None` while an unfinished line holds a prefix of a well-formed version.
 fn version_error(rest: &[u8]) -> Option<HttpError> {
     const MALFORMED: HttpError = HttpError::Malformed("invalid HTTP version");
     let line_end = rest.iter().position(|&b| b == b'\n');
     let line = &rest[..line_end.unwrap_or(rest.len())];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
+    // httparse accepted the method and the target, each ended by one SP; the rest is the version.
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(_method), Some(_target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
         return Some(MALFORMED);
     };
-    let version = &line[sp + 1..];
+    if version.contains(&b' ') {
+        return Some(HttpError::Malformed("invalid request line: more than three parts (a space in the target?)"));
+    }
     let shaped = version.iter().enumerate().all(|(i, &b)| match i {
         0..=4 => b == b"HTTP/"[i],
         5 | 7 => b.is_ascii_digit(),

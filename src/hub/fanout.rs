@@ -16,6 +16,7 @@ use super::{
 };
 use rustc_hash::FxHashMap;
 
+use crate::log_limit::LogLimit;
 use crate::model::{validate_topic, Message, Pattern, Selector};
 use crate::store::Store;
 
@@ -143,7 +144,8 @@ impl Hub {
     fn publish(&mut self, req: PublishReq, now: u64) {
         if let Err(err) = validate_topic(&req.topic) {
             // Workers validate first; this only guards the store against a bug.
-            log::warn!("hub: refusing publish to invalid topic {:?}: {err}", req.topic);
+            static INVALID_TOPIC: LogLimit = LogLimit::new(log::Level::Warn, module_path!(), "hub: invalid topic");
+            INVALID_TOPIC.log(format_args!("hub: refusing publish to invalid topic {:?}: {err}", req.topic));
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = req.reply {
                 let ack = WorkerMsg::PublishAck { reply, outcome: Err(PublishRefused::InvalidTopic) };
@@ -262,7 +264,9 @@ impl Hub {
             if ack.deadline_ms > now {
                 break;
             }
-            log::warn!("hub: publish {seq} acknowledged without reports from some workers");
+            static UNREPORTED_ACK: LogLimit =
+                LogLimit::new(log::Level::Warn, module_path!(), "hub: publishes acknowledged without reports");
+            UNREPORTED_ACK.log(format_args!("hub: publish {seq} acknowledged without reports from some workers"));
             self.settle(seq);
         }
     }

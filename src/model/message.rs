@@ -8,6 +8,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::cursor::{Epoch, MessageId};
+use super::json_depth::check_depth;
 
 /// Fixed per-message bookkeeping counted by `byte_cost` on top of the variable parts, in bytes:
 /// the `Message` itself, the `Arc` counters and one history ring slot.
@@ -161,24 +162,26 @@ impl Message {
         out
     }
 
-    /// Whether the content type names JSON: `application/json` or a `+json` structured syntax
-    /// suffix (RFC 6839 section 3.1), compared case-insensitively (RFC 9110 section 8.3.1).
+    /// Whether the content type names JSON ([`is_json_content_type`]).
     pub fn is_json(&self) -> bool {
-        let Some(ct) = self.content_type.as_deref() else {
-            return false;
-        };
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        let Some((kind, subtype)) = essence.split_once('/') else {
-            return false;
-        };
-        let is_token = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
-        if !is_token(kind) || !is_token(subtype) {
-            return false;
-        }
-        (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
-            || (subtype.len() > 5
-                && subtype.get(subtype.len() - 5..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
+        self.content_type.as_deref().is_some_and(is_json_content_type)
     }
+}
+
+/// Whether a content type names JSON: `application/json` or a `+json` structured syntax suffix
+/// (RFC 6839 section 3.1), compared case-insensitively (RFC 9110 section 8.3.1).
+pub fn is_json_content_type(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let is_token = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+    if !is_token(kind) || !is_token(subtype) {
+        return false;
+    }
+    (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
+        || (subtype.len() > 5
+            && subtype.get(subtype.len() - 5..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
 }
 
 /// Appends `s` as a JSON string literal, escaped by serde_json (RFC 8259 section 7).
@@ -189,10 +192,11 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Whether `data` is one complete JSON value (whitespace around it allowed), checked without
-/// building it.
+/// Whether `data` is one complete JSON value (whitespace around it allowed) within the nesting
+/// bound, checked without building it. The ingest paths refuse deeper JSON already; this makes
+/// sure no other path can get a poison payload embedded raw (it goes out as a string instead).
 fn is_valid_json(data: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+    check_depth(data).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
 }
 
 #[cfg(test)]
@@ -254,6 +258,17 @@ mod tests {
         let v = parsed(&m);
         assert_eq!(v["data"], "quote \" backslash \\ newline \n nul \0 </script>");
         assert_eq!(v["event"], "e\"v");
+    }
+
+    #[test]
+    fn json_nested_past_the_bound_is_never_embedded_raw() {
+        // The ingest paths refuse it; a payload that got in some other way goes out as a string.
+        let depth = crate::model::MAX_JSON_DEPTH + 1;
+        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let m = Message::new(1, Arc::from("/d"), 0, Bytes::from(deep.clone()))
+            .with_content_type(Some("application/json".into()));
+        assert!(!m.data_is_json());
+        assert_eq!(parsed(&m)["data"], deep);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! any other value (object, array, number, boolean, null) publishes its JSON text, byte for
 //! byte, as `application/json`.
 //! A field that does not belong to the command's `op` is an error, so a typo such as `"topic"`
-//! in a subscribe is reported rather than ignored.
+//! in a subscribe is reported rather than ignored. A command nesting JSON deeper than
+//! `crate::model::MAX_JSON_DEPTH` levels is refused before it is parsed.
 //!
 //! The server sends one JSON object per reply, of three kinds:
 //! - `{"type":"ack","op":"<op>","id":<id>,...}` when a command was carried out ([`ack`]);
@@ -41,7 +42,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::model::{validate_topic, Selector, Since};
+use crate::model::{check_depth, validate_topic, Selector, Since};
 use crate::protocol::native::{self, Publish, MAX_SELECTORS};
 
 /// Largest command accepted, in bytes. The transport bounds what it buffers to this (its
@@ -166,6 +167,12 @@ pub fn parse_command(text: &[u8]) -> Result<Command, CommandError> {
     // serde would also read a struct from an array (`["ping"]`); only objects are commands.
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(CommandError::new(None, "a command must be a JSON object"));
+    }
+    // Before serde: `data` is kept as raw JSON, which serde reads with no depth limit, and is
+    // published as sent. The id is echoed only when it is itself within the bound.
+    if let Err(e) = check_depth(text) {
+        let id = salvage_id(text).filter(|id| check_depth(id.get().as_bytes()).is_ok());
+        return Err(CommandError::new(id, e.to_string()));
     }
     let wire: Wire<'_> = match serde_json::from_slice(text) {
         Ok(wire) => wire,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::http::Request;
-use crate::model::{validate_topic, Selector, Since};
+use crate::model::{check_depth, is_json_content_type, validate_topic, Selector, Since};
 use crate::transport::{iframe, valid_callback, StreamKind, Transport};
 
 /// Most topics or patterns in one subscription.
@@ -80,6 +80,11 @@ pub fn parse_publish(topic: &str, req: &Request, body: Vec<u8>) -> Result<Publis
         },
         None => None,
     };
+    // A JSON payload is embedded in every subscriber's message as sent, so its nesting is
+    // bounded here (other content goes out as a string and may look like anything).
+    if content_type.as_deref().is_some_and(is_json_content_type) {
+        check_depth(&body).map_err(|e| BadRequest::new(e.to_string()))?;
+    }
     let piggyback = parse_piggyback(req)?;
     Ok(Publish { topic: topic.to_owned(), event, content_type, data: Bytes::from(body), piggyback })
 }

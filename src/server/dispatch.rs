@@ -13,6 +13,7 @@ use super::sessions::bayeux as bayeux_session;
 use super::sessions::pushlet as pushlet_session;
 use crate::config::Access;
 use crate::http::{Method, Reject, Request};
+use crate::log_limit::LogLimit;
 use crate::model::Since;
 use crate::protocol::{self, Route};
 
@@ -60,7 +61,8 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
     // release build the client still gets an answer instead of a hung request.
     if core.conns.get(key).is_some_and(|c| c.state.phase() == Phase::Dispatching) {
         debug_assert!(false, "a {method:?} request was left unanswered by its handler");
-        log::error!("worker {}: a {method:?} request was left unanswered by its handler", core.id);
+        static UNANSWERED: LogLimit = LogLimit::new(log::Level::Error, module_path!(), "request left unanswered");
+        UNANSWERED.log(format_args!("worker {}: a {method:?} request was left unanswered by its handler", core.id));
         core.conns.refuse(key, meta, Reject::new(500, "internal error: the request was left unanswered"));
     }
 }

@@ -28,7 +28,7 @@ use crate::protocol::commands::{self, Command, Op};
 use crate::protocol::native::{Publish, MAX_SELECTORS};
 use crate::server::conn::{Cors, Duplex, DuplexFraming, DuplexProtocol, Phase, ReplyMeta};
 use crate::server::stats::WorkerStats;
-use crate::transport::bound::Pace;
+use crate::transport::bound::{Pace, NOTICE_WAIT};
 use crate::transport::raw::{self, Line, RawLines};
 use crate::transport::socket::{Beat, SocketLife};
 use crate::transport::websocket::{self, Event, Opcode};
@@ -370,12 +370,7 @@ pub(super) fn feed(core: &mut Core, key: usize) {
             Pace::Room => {}
             // The peer is not reading: its cursor waits in history.
             Pace::Behind => return,
-            Pace::Overflow => {
-                let next = duplex.cursor;
-                WorkerStats::add(&core.stats().overflows, 1);
-                send(&mut core.conns, key, Control::Overflow { next }.json(core.shared.store.epoch()));
-                return close(core, key, 1008, "client too slow: unsent output over the bound");
-            }
+            Pace::Overflow => return overflow(core, key),
         }
         core.delivery.msgs.clear();
         let read = core.shared.store.read(&duplex.selectors, duplex.cursor, max_batch, &mut core.delivery.msgs);
@@ -443,12 +438,29 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         Beat::Nothing => {}
         Beat::Ping => ws_frame(&mut core.conns, key, Opcode::Ping, b""),
         Beat::Line => conn.out.push_static(raw::HEARTBEAT),
+        // The unanswered ping has not even left our queue: the peer is not reading, which is
+        // the output bound's business. It is told so, with where to resume, not dropped as dead.
+        Beat::Dead if !conn.out.is_empty() => return overflow(core, key),
         Beat::Dead => return io::close(core, key),
     }
     // A peer that stopped reading is also found here, not only when a message comes;
     // a Bayeux connect whose hold is over is answered.
     feed(core, key);
     arm_timer(&mut core.conns, key);
+}
+
+/// The peer stopped reading: the overflow notice with its resume cursor (native commands; a
+/// Bayeux socket's client resumes with its session) and a 1008 close, after the output it has
+/// not taken yet; the socket closes once they are written or after `NOTICE_WAIT`.
+fn overflow(core: &mut Core, key: usize) {
+    let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+    let (next, bayeux) = (duplex.cursor, matches!(duplex.protocol, DuplexProtocol::Bayeux(_)));
+    WorkerStats::add(&core.stats().overflows, 1);
+    if !bayeux {
+        send(&mut core.conns, key, Control::Overflow { next }.json(core.shared.store.epoch()));
+    }
+    close(core, key, 1008, "client too slow: unsent output over the bound");
+    core.conns.set_timer(key, NOTICE_WAIT);
 }
 
 /// The next heartbeat, or a held Bayeux connect's deadline if that comes first.

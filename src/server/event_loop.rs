@@ -17,7 +17,8 @@
 //!    every topic that got a message (`subscriber::on_wake`), then report deliveries for acks;
 //! 6. retry hub messages that found its channel full (`publish.rs`, `HubLink::flush`);
 //! 7. fire expired timers: request timeouts, long-poll holds, heartbeats, session leases;
-//! 8. housekeeping every 250 ms (interest linger, paused accept);
+//! 8. housekeeping every 250 ms (interest linger, paused accept, summaries of rate-limited log
+//!    lines);
 //! 9. free the slots of connections closed during this turn.
 //!
 //! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
@@ -26,12 +27,12 @@
 
 use std::io;
 use std::mem;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
-use log::{debug, error, warn};
+use log::{debug, error, warn, Level};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashSet;
@@ -47,6 +48,7 @@ use super::subscriber;
 use super::{duplex, publish, Handoff, Shared};
 use crate::http::{Reject, Version};
 use crate::hub::{HubCmd, WorkerMsg};
+use crate::log_limit::{self, LogLimit};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -59,6 +61,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 pub(super) const MAX_BATCHES_PER_TURN: usize = 64;
 /// Consecutive accept errors tolerated in one readiness round before backing off.
 const ACCEPT_ERROR_BURST: u32 = 64;
+
+/// Accepting paused: at the limit, every connect attempt and every freed slot can pause again.
+static ACCEPT_PAUSED: LogLimit = LogLimit::new(Level::Warn, module_path!(), "pausing accept");
+/// Registering an accepted socket failed (the poll is out of memory): once per connect.
+static REGISTER_FAILED: LogLimit = LogLimit::new(Level::Warn, module_path!(), "register");
 
 /// One worker: the event loop and what it drives. The loop's own parts (the poll, the
 /// listeners, the inboxes) are here; the connections and everything the handlers work with
@@ -195,12 +202,13 @@ impl Worker {
     /// reached, or the process is out of file descriptors; in the last two cases accepting
     /// pauses instead of spinning, and resumes when connections close.
     pub(super) fn accept(&mut self) {
-        self.accept_paused = false;
         for door in [Door::Http, Door::Raw] {
             if !self.accept_from(door) {
                 return;
             }
         }
+        // Both listeners drained: whatever paused accepting is over.
+        self.accept_paused = false;
     }
 
     /// Accepts from one listener; false when accepting paused.
@@ -212,48 +220,65 @@ impl Worker {
                 Door::Raw => self.raw_listener.as_ref(),
             };
             let Some(listener) = listener else { return true };
-            if self.core.shared.connections.load(Relaxed) >= self.core.shared.config.network.max_connections {
+            // The slot is taken before the accept and given back if nothing comes of it: the
+            // workers share the count, and checking it first and adding after would let two of
+            // them take the last slot at once.
+            if !reserve_connection(&self.core.shared) {
                 self.pause_accept("connection limit reached");
                 return false;
             }
             match listener.accept() {
-                Ok((sock, _peer)) => self.add_conn(sock, door),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
-                    self.pause_accept("out of file descriptors or memory");
-                    return false;
+                Ok((sock, _peer)) => {
+                    self.add_conn(sock, door);
+                    continue;
                 }
                 Err(e) => {
-                    // ECONNABORTED and friends concern one connection, not the listener.
-                    debug!("worker {}: accept: {e}", self.core.id);
-                    errors += 1;
-                    if errors >= ACCEPT_ERROR_BURST {
-                        self.pause_accept("repeated accept errors");
-                        return false;
+                    self.core.shared.connections.fetch_sub(1, AcqRel);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return true,
+                        io::ErrorKind::Interrupted => {}
+                        _ if is_resource_exhaustion(&e) => {
+                            self.pause_accept("out of file descriptors or memory");
+                            return false;
+                        }
+                        _ => {
+                            // ECONNABORTED and friends concern one connection, not the listener.
+                            debug!("worker {}: accept: {e}", self.core.id);
+                            errors += 1;
+                            if errors >= ACCEPT_ERROR_BURST {
+                                self.pause_accept("repeated accept errors");
+                                return false;
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Notes that accepting paused. Every connect attempt while paused and every freed slot
+    /// retries (and may pause again), so the line is rate-limited: at the limit a flood of
+    /// attempts costs a line a second, not one each.
     fn pause_accept(&mut self, why: &str) {
         if !self.accept_paused {
             self.accept_paused = true;
             WorkerStats::add(&self.core.stats().accept_pauses, 1);
-            warn!("worker {}: pausing accept: {why}", self.core.id);
+            ACCEPT_PAUSED.log(format_args!("worker {}: pausing accept: {why}", self.core.id));
         }
     }
 
+    /// Adds an accepted socket whose connection slot is already reserved.
     fn add_conn(&mut self, sock: TcpStream, door: Door) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!("worker {}: TCP_NODELAY: {e}", self.core.id);
         }
         let key = match self.core.conns.add(sock) {
             Ok(key) => key,
-            Err(e) => return warn!("worker {}: register: {e}", self.core.id),
+            Err(e) => {
+                self.core.shared.connections.fetch_sub(1, AcqRel);
+                return REGISTER_FAILED.log(format_args!("worker {}: register: {e}", self.core.id));
+            }
         };
-        self.core.shared.connections.fetch_add(1, Relaxed);
         WorkerStats::add(&self.core.stats().connections, 1);
         WorkerStats::add(&self.core.stats().accepted, 1);
         match door {
@@ -388,6 +413,7 @@ impl Worker {
 
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING;
+        log_limit::flush();
         let mut changes = Vec::new();
         self.core.delivery.subs.sweep(now, &mut changes);
         for change in changes {
@@ -436,6 +462,12 @@ pub(super) enum Timer {
     Conn(usize),
     /// A session's lease (Pushlet) or expiry after its last connect (Bayeux).
     Session(usize),
+}
+
+/// Takes one of the `--max-connections` slots shared by every worker, if one is free.
+fn reserve_connection(shared: &Shared) -> bool {
+    let max = shared.config.network.max_connections;
+    shared.connections.fetch_update(AcqRel, Acquire, |open| (open < max).then_some(open + 1)).is_ok()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
-use log::{debug, error};
+use log::debug;
 
 use super::conn::{Phase, Publishing, ReplyMeta};
 use super::core::Core;
@@ -22,6 +22,7 @@ use super::stats::WorkerStats;
 use super::Shared;
 use crate::http::{Reject, Request};
 use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo};
+use crate::log_limit::LogLimit;
 use crate::model::{MessageId, Selector, Since};
 use crate::protocol::native::{self, Piggyback};
 use crate::transport::longpoll;
@@ -198,7 +199,11 @@ impl HubLink {
         } else {
             // Only a wedged hub gets here. A lost report is settled by the hub's ack timeout; a
             // lost interest costs wake-ups until the subscriber's timeout, not messages.
-            error!("worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one", self.worker);
+            static HUB_UNREACHABLE: LogLimit = LogLimit::new(log::Level::Error, module_path!(), "hub unreachable");
+            HUB_UNREACHABLE.log(format_args!(
+                "worker {}: hub unreachable, {MAX_HUB_BACKLOG} commands queued; dropping one",
+                self.worker
+            ));
         }
     }
 

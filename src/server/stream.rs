@@ -13,14 +13,13 @@ use bytes::Bytes;
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
 use super::delivery::Gaps;
-use super::io;
 use super::subscriber;
 use crate::http::{self, Framing};
 use crate::model::{Resume, Selector};
 use crate::protocol::pushlet;
 use crate::server::conn::{Framer, Phase, ReplyMeta, Streaming};
 use crate::server::stats::WorkerStats;
-use crate::transport::bound::Pace;
+use crate::transport::bound::{Pace, NOTICE_WAIT};
 use crate::transport::streaming::{Due, StreamLife};
 use crate::transport::{Control, StreamCtx, StreamKind};
 
@@ -227,9 +226,11 @@ pub(super) fn end(core: &mut Core, key: usize, control: Control) {
     core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
 }
 
-/// The client stopped reading: queue the overflow notice (it goes out if the socket takes
-/// it now) and disconnect, so its memory stays within the bound. A Pushlet session whose
-/// stream overflowed is over too (the original ended a session on a failed write).
+/// The client stopped reading: end the stream with the overflow notice (the resume cursor)
+/// after the output it has not taken yet, and close once that is written or the client has
+/// taken nothing for `NOTICE_WAIT`. Nothing more is fed, so its memory stays at the bound. A
+/// Pushlet session whose stream overflowed is over too (the original ended a session on a
+/// failed write).
 pub(super) fn overflow(core: &mut Core, key: usize) {
     let Some(conn) = core.conns.get(key) else { return };
     let Some(stream) = conn.state.streaming() else { return };
@@ -237,10 +238,7 @@ pub(super) fn overflow(core: &mut Core, key: usize) {
     let (next, session) = (stream.cursor, conn.state.session());
     WorkerStats::add(&core.stats().overflows, 1);
     end(core, key, Control::Overflow { next });
-    if let Some(conn) = core.conns.get_mut(key) {
-        let _ = conn.flush();
-    }
-    io::close(core, key);
+    core.conns.set_timer(key, NOTICE_WAIT);
     if let Some(session) = session {
         core.sessions.remove(session, &mut core.conns.timers);
     }

@@ -2,8 +2,18 @@
 //! feeding pauses while its unsent output is at the bound, and once it has stayed there for a
 //! grace (a heartbeat interval) it is told so and disconnected, so what one slow client makes
 //! the server hold stays bounded.
+//!
+//! The notice (`overflow` with the resume cursor, and a WebSocket's 1008 close) is queued after
+//! the output the client has not taken yet, past the bound (it is what the bound asks for, so
+//! the bound cannot refuse it), and the connection closes once it is written, or when the client
+//! has taken nothing for [`NOTICE_WAIT`]. Closing at once would drop it with the queue.
 
 use std::time::{Duration, Instant};
+
+/// How long a subscriber disconnected for overflow has to start taking its queued output and
+/// notice before the socket is closed anyway. While it keeps taking bytes the connection's
+/// usual closing periods follow; nothing more is queued, so memory stays at the bound.
+pub const NOTICE_WAIT: Duration = Duration::from_secs(5);
 
 /// The output bound, seen from a subscriber that may stop reading: since when its unsent
 /// output has been at the bound. Streams and sockets share it.

@@ -25,7 +25,8 @@
 //!   (`<!-- hb -->`) every `--heartbeat-interval` (none while output sits at the bound), or the
 //!   end at `--stream-max-age`.
 //! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues the
-//!   `overflow` object through the callback and closes.
+//!   `overflow` object through the callback after the output the client has not taken, and closes once it is written (or when the client
+//!   takes nothing for `bound::NOTICE_WAIT`).
 //! - End (age, `--stream-max-bytes`, shutdown): `stream::end` queues `control` (the `end` object
 //!   through the callback), `epilogue` (`</body></html>`) and the last chunk
 //!   (`StreamLife::finish`); the connection closes once that is written.

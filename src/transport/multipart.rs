@@ -22,7 +22,8 @@
 //!   (an `application/json` part) every `--heartbeat-interval` (none while output sits at the
 //!   bound), or the end at `--stream-max-age`.
 //! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues an
-//!   `overflow` part and closes.
+//!   `overflow` part after the output the client has not taken, and closes once it is written (or when the client
+//!   takes nothing for `bound::NOTICE_WAIT`).
 //! - End (age, `--stream-max-bytes`, shutdown): `stream::end` queues `control`'s `end` part,
 //!   `epilogue` (the close delimiter) and the last chunk (`StreamLife::finish`); the connection
 //!   closes once that is written.

@@ -22,8 +22,9 @@
 //! - Timeout: `subscriber::on_timeout` → `duplex::on_timer`: `SocketLife::beat` says
 //!   `Beat::Line`, and `HEARTBEAT` goes out every `--heartbeat-interval`. Nothing answers it;
 //!   only a failed write finds a dead peer.
-//! - Overflow: at the output bound for a heartbeat interval, `duplex::feed` sends an `overflow`
-//!   line and closes.
+//! - Overflow: at the output bound for a heartbeat interval, `duplex::overflow` queues an `overflow`
+//!   line after the output the client has not taken, and closes once it is written (or when the
+//!   client takes nothing for `bound::NOTICE_WAIT`).
 //! - Close: there is no close frame. A line over `--ws-max-message` (`Line::TooLong`) gets an
 //!   error line and is closed; at shutdown `duplex::shutdown` sends an `end` line and closes; a
 //!   FIN closes (`server/io.rs`).

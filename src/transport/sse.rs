@@ -24,7 +24,8 @@
 //!   (`: hb`) every `--heartbeat-interval` (none while output sits at the bound), or the end at
 //!   `--stream-max-age`.
 //! - Overflow: at the output bound for a heartbeat interval, `stream::overflow` queues an
-//!   `overflow` event and closes.
+//!   `overflow` event after the output the client has not taken, and closes once it is written (or when the client
+//!   takes nothing for `bound::NOTICE_WAIT`).
 //! - End (age, `--stream-max-bytes` of payload counted in `feed`, shutdown through
 //!   `subscriber::answer_now`): `stream::end` queues `control`'s `end` event, no `epilogue`, and
 //!   the last chunk (`StreamLife::finish`); the connection closes once that is written.

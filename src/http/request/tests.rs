@@ -118,6 +118,8 @@ fn request_line_parts() {
     }
 }
 
+const EXTRA_PART: &str = "invalid request line: more than three parts (a space in the target?)";
+
 #[test]
 fn errors_with_status() {
     let long_cl = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", (1 << 20) + 1);
@@ -133,6 +135,10 @@ fn errors_with_status() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HttpError::Malformed("multiple Host headers"), 400),
         (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", HttpError::Malformed("invalid Host header"), 400),
         (b"GET  / HTTP/1.1\r\n", HttpError::Malformed("invalid request line"), 400),
+        (b"GET /he alth HTTP/1.1\r\nHost: h\r\n\r\n", HttpError::Malformed(EXTRA_PART), 400),
+        (b"GET /he alth HTTP/2.0\r\n", HttpError::Malformed(EXTRA_PART), 400),
+        // Known malformed before the line ends: no waiting for more bytes.
+        (b"GET /a b HTT", HttpError::Malformed(EXTRA_PART), 400),
         (b"GET /\r\n", HttpError::Malformed("invalid request line"), 400),
         (b"G(T / HTTP/1.1\r\n", HttpError::Malformed("invalid request line"), 400),
         (b"\r\rGET", HttpError::Malformed("invalid line ending"), 400),

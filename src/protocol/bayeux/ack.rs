@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::log_limit::LogLimit;
 use crate::model::Message;
 
 /// Most messages kept for re-sending per session: unacknowledged batches plus the open one.
@@ -128,7 +129,12 @@ impl AckState {
         }
         if !self.warned {
             self.warned = true;
-            log::warn!("bayeux ack extension: a session keeps more unacknowledged messages than the bound; dropping the oldest");
+            // Once per session, and a client can open many sessions.
+            static OVER_BOUND: LogLimit =
+                LogLimit::new(log::Level::Warn, module_path!(), "bayeux ack extension: over the bound");
+            OVER_BOUND.log(format_args!(
+                "bayeux ack extension: a session keeps more unacknowledged messages than the bound; dropping the oldest"
+            ));
         }
         self.dropped += excess as u64;
         while excess > 0 {

@@ -2,7 +2,7 @@
 //! of them: a JSON body (long-polling, WebSocket frames) or a callback-polling query string.
 //!
 //! Parsing checks only the envelope (an array of at most [`MAX_BATCH_MESSAGES`] objects, each
-//! with a string `channel`, field types, the `id` bound); what a message means is the
+//! with a string `channel`, field types, the `id` bound, the JSON nesting bound); what a message means is the
 //! session's business, so one bad subscription gets an error reply rather than failing the
 //! whole request. Unknown fields are ignored (section 3: extensions add their own).
 
@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{BayeuxError, DEFAULT_CALLBACK, MAX_BATCH_MESSAGES, MAX_ID_LEN};
+use crate::model::check_depth;
 use crate::transport::valid_callback;
 
 /// One message of a batch. Every field but `channel` is optional on the wire.
@@ -67,6 +68,9 @@ pub enum ConnectionType {
 /// Parses a request body: a JSON array of messages, or a single message object. The caller
 /// bounds the body's size; this bounds the message count and each `id`.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Message>, BayeuxError> {
+    // Before serde: `data` and `ext` are kept as raw JSON, which serde reads with no depth
+    // limit, and `data` is embedded in every subscriber's event as sent.
+    check_depth(body).map_err(|e| BayeuxError::bad_request(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let batch = (&mut de)
         .deserialize_any(BatchVisitor)

@@ -14,6 +14,7 @@
 //! ```
 
 use super::{BodyPhase, Duplex, DuplexProtocol, Framer, Parked, Publishing, Streaming};
+use crate::log_limit::LogLimit;
 use crate::model::Selector;
 
 /// Where a connection is in its life, for matching: a copy of the state without its data.
@@ -271,7 +272,9 @@ impl ConnState {
         let phase = self.phase();
         debug_assert!(from.contains(&phase), "{transition} from {phase:?}");
         if !from.contains(&phase) {
-            log::error!("connection state: {transition} from {phase:?}");
+            static BAD_TRANSITION: LogLimit =
+                LogLimit::new(log::Level::Error, module_path!(), "connection state: bad transition");
+            BAD_TRANSITION.log(format_args!("connection state: {transition} from {phase:?}"));
         }
     }
 }

@@ -44,9 +44,13 @@
 //! - Timeout: `subscriber::on_timeout` → `duplex::on_timer` asks `SocketLife::beat`: an empty
 //!   ping every `--heartbeat-interval`; a pong (`duplex::process_input`) clears it, and a ping
 //!   still unanswered at the next beat closes the socket with no close frame (`server/io.rs`
-//!   `close`). The timer also runs `duplex::feed`, so a peer that stopped reading is found.
-//! - Overflow: at the output bound for a heartbeat interval, `duplex::feed` sends
-//!   `{"type":"overflow","next":...}` and closes with 1008.
+//!   `close`), unless output is still queued: then the ping never reached the peer, which is
+//!   not reading, and it gets the overflow below instead. The timer also runs `duplex::feed`, so
+//!   a peer that stopped reading is found.
+//! - Overflow: at the output bound for a heartbeat interval (or at a missed pong with output
+//!   queued), `duplex::overflow` queues `{"type":"overflow","next":...}` and a 1008 close frame
+//!   after the output the client has not taken; the socket closes once they are written (or
+//!   when the client takes nothing for `bound::NOTICE_WAIT`).
 //! - Close: `duplex::close` queues a close frame: the client's own code echoed, `WsError`'s code
 //!   on a decoding error, 1003 for a binary message. At shutdown `duplex::shutdown` sends
 //!   `{"type":"end","next":...}` and closes with 1001. A FIN closes (`server/io.rs`).
