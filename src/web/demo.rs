@@ -5,9 +5,9 @@
 //! | topic | event | data (JSON) | rate |
 //! |---|---|---|---|
 //! | `/stocks/<SYMBOL>` | `tick` | `{symbol, price, change}` | ~6/s over 10 symbols |
-//! | `/monitor/<host>` | `reading`, `alarm` | `{host, temperature, voltage, led, alarm}` | each host every 2 s |
-//! | `/chat/lobby` | `say`, `join`, `leave` | `{nick, text}` | a line every ~3 s |
-//! | `/orders/<merchant>` | `order` | `{order, merchant, item, qty, total}` | one every ~2 s |
+//! | `/monitor/<host>` | `reading`, `alarm` | `{host, temperature, voltage, led, alarm}` | each host every 1.5 s |
+//! | `/chat/lobby` | `say`, `join`, `leave` | `{nick, text}` | a line every 3 s |
+//! | `/orders/<merchant>` | `order` | `{order, merchant, item, qty, total}` | one every 2 s |
 
 use crate::xorshift::XorShift;
 
@@ -92,12 +92,12 @@ impl Demo {
         }
         // Monitor: one host per tick, each host every HOSTS.len() ticks (about 1.5 s).
         self.monitor(tick as usize % HOSTS.len(), out);
-        // Chat: about every 3 s.
-        if self.rng.unit() < 0.08 {
+        // Chat: a line every 3 s; orders: one every 2 s (on a fixed beat, so a page opened
+        // for a moment always sees some).
+        if tick % 12 == 3 {
             self.chat(out);
         }
-        // Orders: about every 2 s.
-        if self.rng.unit() < 0.12 {
+        if tick % 8 == 1 {
             self.order(out);
         }
     }
