@@ -157,7 +157,8 @@ impl Demo {
     }
 
     fn order(&mut self, out: &mut Vec<DemoMsg>) {
-        let merchant = MERCHANTS[self.rng.below(MERCHANTS.len())];
+        // Round robin, so every merchant's page sees an order every few seconds.
+        let merchant = MERCHANTS[(self.next_order % MERCHANTS.len() as u64) as usize];
         let (item, price) = ITEMS[self.rng.below(ITEMS.len())];
         let qty = 1 + self.rng.below(3);
         let order = self.next_order;

@@ -83,7 +83,7 @@
       tr.appendChild(P.el('td', null, String(i)));
       ['connections', 'parked', 'streaming', 'duplex'].forEach(function (k) { tr.appendChild(P.el('td', 'num', String(Number(w[k]) || 0))); });
       tr.appendChild(P.el('td', 'num', perWorker[i] === null ? '–' : perWorker[i].toFixed(1)));
-      tr.appendChild(P.el('td', 'num', String(Number(w.requests) || 0)));
+      tr.appendChild(P.el('td', 'num wide', String(Number(w.requests) || 0)));
       body.appendChild(tr);
     });
   }

@@ -17,7 +17,7 @@
     var tr = P.el('tr');
     tr.dataset.symbol = symbol;
     var cells = { symbol: P.el('td', 'symbol', symbol), price: P.el('td', 'num price', '–'),
-      change: P.el('td', 'num change', ''), ticks: P.el('td', 'num ticks', '0'), time: P.el('td', 'num time', '') };
+      change: P.el('td', 'num change', ''), ticks: P.el('td', 'num ticks wide', '0'), time: P.el('td', 'num time wide', '') };
     Object.keys(cells).forEach(function (k) { tr.appendChild(cells[k]); });
     var entry = { tr: tr, cells: cells, price: null, ticks: 0 };
     rows.set(symbol, entry);
