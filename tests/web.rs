@@ -37,10 +37,16 @@ fn pages_come_with_their_type_a_strict_policy_and_no_sniffing() {
             assert!(r.text().contains("<script src=\"/halley.js\"></script>"), "{path} uses halley.js");
         }
     }
-    for (path, kind) in [("/web/style.css", "text/css"), ("/web/chat.js", "text/javascript"), ("/web/icon.svg", "image/svg")] {
+    for (path, kind) in
+        [("/web/style.css", "text/css"), ("/web/chat.js", "text/javascript"), ("/web/icon.svg", "image/svg")]
+    {
         let r = c.get(path);
         assert_eq!(r.status, 200, "{path}");
-        assert!(r.header("content-type").is_some_and(|t| t.starts_with(kind)), "{path}: {:?}", r.header("content-type"));
+        assert!(
+            r.header("content-type").is_some_and(|t| t.starts_with(kind)),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     }
 }
@@ -111,7 +117,9 @@ fn other_methods_are_refused_with_what_is_allowed() {
 fn no_web_turns_every_page_off_and_nothing_else() {
     let server = TestServer::with(|c| c.web.enabled = false);
     let mut c = server.client();
-    for path in PAGES.iter().copied().chain(["/halley.js", "/halley.mjs", "/web/style.css", "/latest", "/dashboard/watch"]) {
+    for path in
+        PAGES.iter().copied().chain(["/halley.js", "/halley.mjs", "/web/style.css", "/latest", "/dashboard/watch"])
+    {
         let r = c.get(path);
         assert_eq!(r.status, 404, "{path}");
         assert!(r.text().contains("--no-web"), "{path}: {}", r.text());

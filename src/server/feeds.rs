@@ -68,7 +68,9 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> std::io::Result<Option<Feeds>> {
                     publish(&shared, msg.topic.into(), Some(msg.event), Bytes::from(msg.data));
                 }
             }
-            if tick % STATS_EVERY == 0 && shared.config.web.enabled && now_ms() < shared.stats_wanted_until.load(Relaxed)
+            if tick % STATS_EVERY == 0
+                && shared.config.web.enabled
+                && now_ms() < shared.stats_wanted_until.load(Relaxed)
             {
                 let stats = super::stats_json(&shared);
                 let data = serde_json::to_vec(&stats).unwrap_or_default();

@@ -117,7 +117,8 @@ impl Demo {
         let drift = (self.rng.unit() - 0.5) * 3.0;
         // Pulled back towards 50 °C, with a rare spike that raises an alarm.
         let spike = if self.rng.unit() < 0.03 { 25.0 } else { 0.0 };
-        let temperature = round1((self.temperatures[i] + drift + (50.0 - self.temperatures[i]) * 0.1 + spike).max(20.0));
+        let temperature =
+            round1((self.temperatures[i] + drift + (50.0 - self.temperatures[i]) * 0.1 + spike).max(20.0));
         self.temperatures[i] = temperature;
         let voltage = round2(12.0 + (self.rng.unit() - 0.5) * 0.6);
         let alarm = if temperature >= 70.0 {

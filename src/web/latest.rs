@@ -44,7 +44,9 @@ pub fn render(body: &Body<'_>) -> String {
         out.push_str(" on ");
         escape_html(topic, &mut out);
     }
-    out.push_str("</title>\n</head>\n<body>\n<header><a href=\"/\">Halley</a> <h1>Latest messages</h1></header>\n<main>\n");
+    out.push_str(
+        "</title>\n</head>\n<body>\n<header><a href=\"/\">Halley</a> <h1>Latest messages</h1></header>\n<main>\n",
+    );
     out.push_str("<form method=\"get\" action=\"/latest\"><label>Topic <input name=\"topic\" value=\"");
     escape_html(topic.unwrap_or(""), &mut out);
     out.push_str("\" placeholder=\"/chat/lobby\"></label> <button>Show</button></form>\n");
@@ -115,10 +117,8 @@ mod tests {
     #[test]
     fn hostile_data_topic_and_event_are_text() {
         let epoch = Epoch::from_raw(7).expect("epoch");
-        let messages = [
-            message(1, b"<script>window.pwned=1</script>", Some("<b>ev</b>")),
-            message(2, &[0xff, 0xfe], None),
-        ];
+        let messages =
+            [message(1, b"<script>window.pwned=1</script>", Some("<b>ev</b>")), message(2, &[0xff, 0xfe], None)];
         let html = render(&Body::Messages { topic: "/t\"><script>", epoch, messages: &messages });
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
