@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod web;
 mod xorshift;
 
 /// The longest prefix of `s` that fits `max` bytes and ends on a character boundary (what

@@ -20,7 +20,6 @@ impl XorShift {
     }
 
     /// A value in `0..n` (n > 0); the slight modulo bias is irrelevant for these uses.
-    #[cfg(test)]
     pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub web: WebArgs,
 }
 
 /// `[network]`: listeners and per-connection bounds.
@@ -263,4 +267,33 @@ pub struct AccessArgs {
     /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
     #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
     pub client_publish: Option<Vec<String>>,
+}
+
+/// `[web]`: the pages Halley serves itself (the landing page, the demos, the dashboard,
+/// halley.js) and the built-in demo publisher.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Pages and demos ([web])")]
+#[serde(deny_unknown_fields)]
+pub struct WebArgs {
+    /// Serve no pages (/, /demo/*, /dashboard, /latest, /halley.js answer 404) and publish no /halley/stats (`--no-web=false` undoes the file's setting) [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        hide_possible_values = true
+    )]
+    pub no_web: Option<bool>,
+
+    /// Publish simulated data for the demo pages: stock ticks, monitored hosts, chat lines, orders (`--demo=false` undoes the file's setting) [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        hide_possible_values = true
+    )]
+    pub demo: Option<bool>,
 }

@@ -79,6 +79,8 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("cors_origins", "access", "cors_origins"),
     at("cors_publish_origins", "access", "cors_publish_origins"),
     at("client_publish", "access", "client_publish"),
+    at("no_web", "web", "no_web"),
+    at("demo", "web", "demo"),
 ];
 
 /// The file key of the option whose flag is `--{flag}`.

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use self::args::{
     AccessArgs, HistoryArgs, HttpArgs, LongpollArgs, NetworkArgs, ServeArgs, SessionArgs, StreamArgs, TimeoutArgs,
+    WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -62,6 +63,8 @@ pub struct Config {
     pub sessions: Sessions,
     /// `[access]`: CORS origins and the client-publish policy.
     pub access: Access,
+    /// `[web]`: the pages served by Halley itself and the demo publisher.
+    pub web: Web,
 }
 
 /// Listeners and per-connection bounds.
@@ -164,6 +167,16 @@ pub struct Access {
     pub cors_publish_origins: Vec<String>,
     /// Topic patterns clients of the session protocols and WebSocket may publish to.
     pub client_publish: Vec<String>,
+}
+
+/// The pages Halley serves itself (`crate::web`) and the demo publisher.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Web {
+    /// Serve the landing page, the demos, the dashboard and halley.js, and publish the node's
+    /// stats to `/halley/stats` while a dashboard is open (false with `--no-web`).
+    pub enabled: bool,
+    /// Publish simulated data for the demo pages (`--demo`).
+    pub demo: bool,
 }
 
 /// Why a configuration could not be loaded.
@@ -352,6 +365,10 @@ impl Config {
                     .map_or(d.access.cors_publish_origins, clean_list),
                 client_publish: pick!(access.client_publish).map_or(d.access.client_publish, clean_list),
             },
+            web: Web {
+                enabled: pick!(web.no_web).map_or(d.web.enabled, |no_web| !no_web),
+                demo: pick!(web.demo).unwrap_or(d.web.demo),
+            },
         })
     }
 }
@@ -393,6 +410,7 @@ impl Default for Config {
             streams: Streams::default(),
             sessions: Sessions::default(),
             access: Access::default(),
+            web: Web::default(),
         }
     }
 }
@@ -466,6 +484,12 @@ impl Default for Access {
             cors_publish_origins: Vec::new(),
             client_publish: vec!["/**".to_owned()],
         }
+    }
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web { enabled: true, demo: false }
     }
 }
 

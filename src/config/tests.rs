@@ -93,6 +93,8 @@ fn help_states_every_default() {
         ("bayeux_timeout", secs(d.sessions.bayeux_timeout)),
         ("bayeux_max_interval", secs(d.sessions.bayeux_max_interval)),
         ("log", d.log.clone()),
+        ("no_web", (!d.web.enabled).to_string()),
+        ("demo", d.web.demo.to_string()),
     ];
     let command = Cli::command();
     let mut checked = 0;
@@ -171,6 +173,9 @@ fn bare_no_pin_flag_and_empty_list() {
     let config = Config::load(&flags(&["--no-pin", "--cors-origins="])).expect("loads");
     assert!(!config.pin_workers);
     assert!(config.access.cors_origins.is_empty());
+    let config = Config::load(&flags(&["--no-web", "--demo"])).expect("loads");
+    assert_eq!(config.web, Web { enabled: false, demo: true });
+    assert_eq!(Config::load(&flags(&[])).expect("loads").web, Web { enabled: true, demo: false });
 }
 
 #[test]
@@ -293,6 +298,10 @@ fn sectioned_file_sets_every_kind_of_value() {
 
         [access]
         cors_publish_origins = ["https://a.example", "http://b.example:8080"]
+
+        [web]
+        no_web = true
+        demo = true
         "#,
     )
     .expect("valid file");
@@ -307,6 +316,7 @@ fn sectioned_file_sets_every_kind_of_value() {
     assert_eq!(config.timeouts.keepalive, Duration::from_secs(5));
     assert_eq!(config.history.max_messages, 7);
     assert_eq!(config.access.cors_publish_origins, vec!["https://a.example", "http://b.example:8080"]);
+    assert_eq!(config.web, Web { enabled: false, demo: true });
     assert_eq!(config.http.max_uri, Config::default().http.max_uri, "unset keeps default");
     config.validate().expect("valid");
 }
@@ -323,7 +333,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
         | "session_queue"
         | "max_sessions"
         | "session_create_rate" => "3",
-        "no_pin" => "true",
+        "no_pin" | "no_web" | "demo" => "true",
         "log" => "\"debug\"",
         "listen" | "raw_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
@@ -369,6 +379,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
     assert_eq!(from_sections.history.max_messages, Some(123456));
     assert_eq!(from_sections.sessions.lease, Some(2.5));
     assert_eq!(from_sections.no_pin, Some(true));
+    assert_eq!((from_sections.web.no_web, from_sections.web.demo), (Some(true), Some(true)));
 }
 
 #[test]

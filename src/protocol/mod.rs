@@ -57,6 +57,9 @@ pub enum Route<'a> {
     /// Bayeux (CometD, Faye): `/cometd`, `/cometd/`, `/cometd/handshake|connect|disconnect`;
     /// POST long-polling, GET callback-polling or WebSocket upgrade, OPTIONS preflight.
     Bayeux,
+    /// A page, a page's part or halley.js (`crate::web`), any method: the web handler answers
+    /// (404 for all of them when the web is turned off).
+    Web,
     /// `OPTIONS` on a known path: CORS preflight. `publish` says which allowlist applies.
     Preflight {
         publish: bool,
@@ -85,6 +88,9 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
             Method::Get | Method::Post | Method::Options => Route::Bayeux,
             _ => Route::MethodNotAllowed { allow: "GET, POST, OPTIONS" },
         };
+    }
+    if crate::web::serves(path) {
+        return Route::Web;
     }
     let (kind, rest) = if path == "/health" {
         (Kind::Health, "")
@@ -155,7 +161,11 @@ mod tests {
             (Method::Options, "/pub/a", Route::Preflight { publish: true, allow: ALLOW_PUBLISH }),
             (Method::Options, "/sub/a", Route::Preflight { publish: false, allow: ALLOW_READ }),
             (Method::Get, "/public", Route::NotFound),
-            (Method::Get, "/", Route::NotFound),
+            (Method::Get, "/", Route::Web),
+            (Method::Post, "/halley.js", Route::Web),
+            (Method::Get, "/demo/chat", Route::Web),
+            (Method::Get, "/demo/", Route::NotFound),
+            (Method::Get, "/halley.jsx", Route::NotFound),
             (Method::Get, "/health/x", Route::NotFound),
         ];
         for (method, path, want) in cases {

@@ -11,6 +11,7 @@ use super::duplex;
 use super::publish;
 use super::sessions::bayeux as bayeux_session;
 use super::sessions::pushlet as pushlet_session;
+use super::web;
 use crate::config::Access;
 use crate::http::{Method, Reject, Request};
 use crate::log_limit::LogLimit;
@@ -46,6 +47,7 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
         Route::WebSocket => duplex::upgrade_websocket(core, key, meta, &req, Vec::new(), Since::Now),
         Route::Bayeux => bayeux_session::handle(core, key, meta, req, body),
         Route::Pushlet => pushlet_session::handle(core, key, meta, req, body),
+        Route::Web => web::serve(core, key, meta, &req),
         Route::Preflight { publish, allow } => preflight(core, key, meta, &req, publish, allow),
         Route::MethodNotAllowed { allow } => {
             let reason = format!("method {} not allowed here; allowed: {allow}", req.method_str());

@@ -11,6 +11,7 @@ mod delivery;
 mod dispatch;
 mod duplex;
 mod event_loop;
+mod feeds;
 mod io;
 mod listener;
 mod pool;
@@ -22,9 +23,10 @@ mod stream;
 mod subs;
 mod subscriber;
 pub mod timer;
+mod web;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     /// Every worker's hand-off inbox, for handing a connection to the worker that owns its
     /// session.
     pub peers: Vec<Peer>,
+    /// Until when (unix ms) a dashboard wants the stats on `/halley/stats` (`feeds.rs`).
+    pub stats_wanted_until: AtomicU64,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -108,6 +112,8 @@ pub struct Server {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     hub: Option<HubHandle>,
+    /// The demo and stats publisher, when there is one.
+    feeds: Option<feeds::Feeds>,
 }
 
 /// Binds the listeners and starts the hub and the workers, with history in memory
@@ -162,6 +168,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         shutdown: AtomicBool::new(false),
         stream_ctx,
         peers,
+        stats_wanted_until: AtomicU64::new(0),
         config,
     });
 
@@ -188,7 +195,14 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(raw) = raw_addr {
         info!("halley raw TCP listener on {raw}");
     }
-    Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub) })
+    let feeds = feeds::spawn(&shared)?;
+    if shared.config.web.enabled {
+        info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
+    }
+    if shared.config.web.demo {
+        info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
+    }
+    Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub), feeds })
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -228,6 +242,9 @@ impl Server {
     /// Graceful shutdown: workers stop accepting, answer parked long-polls with their cursors,
     /// let requests in progress finish, and exit by the shutdown deadline; then the hub stops.
     pub fn shutdown(mut self) {
+        if let Some(feeds) = self.feeds.take() {
+            feeds.stop();
+        }
         self.shared.shutdown.store(true, SeqCst);
         for peer in &self.shared.peers {
             let _ = peer.waker.wake();
@@ -255,5 +272,6 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
             "messages": store.messages,
             "bytes": store.bytes,
         },
+        "process": { "rss_bytes": stats::rss_bytes() },
     })
 }

@@ -33,7 +33,7 @@ use crate::transport::longpoll;
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Hub commands queued above which a publish is refused with 503 rather than queued, so
 /// control messages always find room in the hub's channel.
-const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+pub(super) const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
 /// Hub commands held locally while the hub's channel is full.
 const MAX_HUB_BACKLOG: usize = 64 * 1024;
 

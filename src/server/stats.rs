@@ -69,3 +69,22 @@ impl WorkerStats {
         })
     }
 }
+
+/// The process's resident set size in bytes (`VmRSS` in `/proc/self/status`), or `None` where
+/// there is no such file.
+pub(crate) fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(super::rss_bytes().is_some_and(|rss| rss > 0));
+        }
+    }
+}

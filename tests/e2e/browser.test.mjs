@@ -8,29 +8,12 @@
 // would put Halley behind its own origin). Chromium missing is a failure, never a skip.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
+import { launchChromium } from './lib/client.mjs';
 import { Mailbox, startHalley, suiteSetup } from './lib/halley.mjs';
 
-const CHROMIUM = process.env.HALLEY_E2E_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-/** Playwright's own deadline for launching and for each page action, in milliseconds. */
-const BROWSER_TIMEOUT_MS = 30_000;
 /** Where the page server forwards to Halley (same origin as the page). */
 const PROXY_PREFIX = '/halley';
 
@@ -41,30 +24,18 @@ const UNICODE = 'naïve café – 東京 🚀\nsecond line';
 describe('a real browser (chromium + playwright-core)', { timeout: 120_000 }, () => {
   let halley;
   let pages;
+  let browser;
   let context;
-  let profile;
 
   const ready = suiteSetup(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `chromium is not installed at ${CHROMIUM}; the browser tests need it: ` +
-          'apt-get update && apt-get install -y chromium',
-      );
-    }
     halley = await startHalley();
     pages = await startPageServer(halley.url);
-    profile = mkdtempSync(path.join(os.tmpdir(), 'halley-e2e-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      args: CHROMIUM_ARGS,
-      timeout: BROWSER_TIMEOUT_MS,
-    });
-    context.setDefaultTimeout(BROWSER_TIMEOUT_MS);
+    browser = await launchChromium();
+    context = browser.context;
   });
 
   after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     await pages?.close();
     if (!halley) return;
     const exit = await halley.stop();

@@ -26,12 +26,6 @@ async function startClient(page, topic) {
   );
 }
 
-async function publishTexts(halley, topic, prefix, count) {
-  const ids = [];
-  for (let i = 0; i < count; i += 1) ids.push((await halley.publish(topic, `${prefix}${i}`)).id);
-  return ids;
-}
-
 describe('halley.js transport choice and resume in chromium', { timeout: 120_000 }, () => {
   let halley;
   let browser;
@@ -60,7 +54,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     await until(boxes.state, 'open');
     assert.equal(await page.evaluate(() => h.transport), 'sse');
     assert.match(boxes.error.seen[0], /^websocket/);
-    const ids = await publishTexts(halley, '/fallback/sse', 'm', 10);
+    const ids = await halley.publishTexts('/fallback/sse', 'm', 10);
     const got = await boxes.msg.take(10, 'message over SSE');
     assert.deepEqual(
       got.map((m) => [m.id, m.data]),
@@ -84,7 +78,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
       held.map((r) => new URL(r.request().url()).searchParams.get('transport')),
       ['sse', 'stream'],
     );
-    const ids = await publishTexts(halley, '/fallback/poll', 'p', 10);
+    const ids = await halley.publishTexts('/fallback/poll', 'p', 10);
     const got = await boxes.msg.take(10, 'message over long-poll');
     assert.deepEqual(
       got.map((m) => [m.id, m.data]),
@@ -111,7 +105,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
       h.subscribe(topic, (m) => report('msg', m));
     }, topic);
     await until(boxes.state, 'open');
-    const ids = await publishTexts(halley, topic, 'e', 10);
+    const ids = await halley.publishTexts(topic, 'e', 10);
     const json = await halley.publish(topic, '{"k":[1]}', { 'Content-Type': 'application/json' });
     const got = await boxes.msg.take(11, 'message over EventSource');
     assert.deepEqual(
@@ -158,14 +152,14 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
     await startClient(page, topic);
     await until(boxes.state, 'open');
-    const first = await publishTexts(halley, topic, 'a', 10);
+    const first = await halley.publishTexts(topic, 'a', 10);
     assert.deepEqual((await boxes.msg.take(10, 'message before the reload')).map((m) => m.id), first);
     await page.reload();
     // Published while no page is connected: the cursor must bring these back.
-    const during = await publishTexts(halley, topic, 'b', 10);
+    const during = await halley.publishTexts(topic, 'b', 10);
     await loadHalleyJs(page);
     await startClient(page, topic);
-    const after = await publishTexts(halley, topic, 'c', 10);
+    const after = await halley.publishTexts(topic, 'c', 10);
     const got = await boxes.msg.take(20, 'message after the reload');
     assert.deepEqual(
       got.map((m) => m.id),

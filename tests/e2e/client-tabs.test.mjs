@@ -33,12 +33,6 @@ async function expectSockets(halley, n) {
   assert.equal(count, n, 'WebSockets open on the server');
 }
 
-async function publishTexts(halley, prefix, count) {
-  const ids = [];
-  for (let i = 0; i < count; i += 1) ids.push((await halley.publish(TOPIC, `${prefix}${i}`)).id);
-  return ids;
-}
-
 describe('halley.js shares one connection between tabs (chromium)', { timeout: 120_000 }, () => {
   let halley;
   let browser;
@@ -69,7 +63,7 @@ describe('halley.js shares one connection between tabs (chromium)', { timeout: 1
     assert.deepEqual(leaders, [true, false, false], 'the first tab leads');
     await expectSockets(halley, 1);
 
-    const first = await publishTexts(halley, 'a', 20);
+    const first = await halley.publishTexts(TOPIC, 'a', 20);
     for (const [i, tab] of tabs.entries()) {
       const got = await tab.boxes.msg.take(20, `tab ${i} message`);
       assert.deepEqual(got.map((m) => [m.id, m.topic, m.data]), first.map((id, n) => [id, TOPIC, `a${n}`]), `tab ${i}`);
@@ -77,7 +71,7 @@ describe('halley.js shares one connection between tabs (chromium)', { timeout: 1
 
     // The leader goes; published at once, before anyone took over: the cursor covers it.
     await tabs[0].page.close();
-    const second = await publishTexts(halley, 'b', 20);
+    const second = await halley.publishTexts(TOPIC, 'b', 20);
     for (const [i, tab] of tabs.slice(1).entries()) {
       const got = await tab.boxes.msg.take(20, `tab ${i + 1} message after the handover`);
       assert.deepEqual(got.map((m) => m.id), second, `tab ${i + 1}`);

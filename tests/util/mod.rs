@@ -199,7 +199,11 @@ impl Client {
 
     fn body(&mut self, mut response: Response, head_len: usize) -> Response {
         self.buf.drain(..head_len);
+        // 204 and 304 never have a body, whatever their Content-Length says (RFC 9112 §6.3).
         let no_body = response.status == 204 || response.status == 304;
+        if no_body {
+            return response;
+        }
         if let Some(len) = response.header("content-length") {
             let len: usize = len.trim().parse().expect("numeric Content-Length");
             while self.buf.len() < len {
@@ -208,7 +212,7 @@ impl Client {
             response.body = self.buf.drain(..len).collect();
         } else if response.header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
             response.body = self.chunked();
-        } else if !no_body {
+        } else {
             while self.fill() {}
             response.body = std::mem::take(&mut self.buf);
         }

@@ -1,8 +1,9 @@
-// Browser-side helpers for the halley.js tests (tests/e2e/client-*.test.mjs): launch Debian's
+// Browser-side helpers for every chromium test (browser, client-*, web-*): launch Debian's
 // chromium through playwright-core, open a page at the Halley origin, and load halley.js
-// into it. Everything a page's scripts `report(kind, value)` lands in a Mailbox per kind.
+// into it from Halley itself (`/halley.js`, so the tests exercise the file the server serves).
+// Everything a page's scripts `report(kind, value)` lands in a Mailbox per kind.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,11 +14,11 @@ import { Mailbox } from './halley.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
-/** The library under test (one source; no build step). */
-export const HALLEY_JS = path.resolve(HERE, '..', '..', '..', 'clients', 'js', 'halley.js');
+/** Where the web tests save their screenshots (gitignored). */
+export const ARTIFACTS = path.resolve(HERE, '..', 'artifacts');
 
-const CHROMIUM = process.env.HALLEY_E2E_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
+export const CHROMIUM = process.env.HALLEY_E2E_CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',
@@ -28,7 +29,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 /** Playwright's own deadline for launching and for each page action, in milliseconds. */
-const BROWSER_TIMEOUT_MS = 30_000;
+export const BROWSER_TIMEOUT_MS = 30_000;
 /**
  * A page Halley itself serves, so the document really comes from Halley's loopback origin
  * (a document made up by playwright counts as a public one, and chromium's local network
@@ -59,12 +60,23 @@ export async function launchChromium() {
   };
 }
 
-/**
- * Loads halley.js into `page`. The one place to change when Halley serves `/halley.js`
- * itself: `page.addScriptTag({ url: '/halley.js' })`.
- */
+/** Loads halley.js into `page` (which is at Halley's origin) from Halley's `/halley.js`. */
 export async function loadHalleyJs(page) {
-  await page.addScriptTag({ path: HALLEY_JS });
+  await page.addScriptTag({ url: '/halley.js' });
+}
+
+/**
+ * Saves a full-page screenshot of `page` as `tests/e2e/artifacts/<name>.png`, prints its path
+ * for the test output, and returns it.
+ */
+export async function screenshot(page, name, t) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  const line = `screenshot: ${file}`;
+  if (t) t.diagnostic(line);
+  console.log(line);
+  return file;
 }
 
 /**

@@ -127,7 +127,13 @@ export class Halley {
     return JSON.parse(text);
   }
 
-  /** The current cursor for `topics` (a plain poll's `next`): later messages come after it. */
+  /** Publishes `<prefix>0` .. `<prefix><count - 1>` to `topic` in order; returns their ids. */
+  async publishTexts(topic, prefix, count) {
+    const ids = [];
+    for (let i = 0; i < count; i += 1) ids.push((await this.publish(topic, `${prefix}${i}`)).id);
+    return ids;
+  }
+
   /** The Pushlet and Bayeux sessions the server holds right now (the /stats gauge). */
   async sessions() {
     const res = await fetch(`${this.url}/stats`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
@@ -135,6 +141,7 @@ export class Halley {
     return stats.workers.reduce((sum, w) => sum + w.sessions, 0);
   }
 
+  /** The current cursor for `topics` (a plain poll's `next`): later messages come after it. */
   async cursor(topics) {
     const res = await fetch(`${this.url}/sub${topics}?timeout=0`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const text = await res.text();
