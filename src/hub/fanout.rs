@@ -14,10 +14,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, TryRecvErr
 use super::{
     HubCmd, HubOptions, HubStats, PublishRefused, PublishReq, Published, ReplyTo, WorkerLink, WorkerMsg, DRAIN_MAX,
 };
-use rustc_hash::FxHashMap;
 
 use crate::log_limit::LogLimit;
-use crate::model::{validate_topic, Message, Pattern, Selector};
+use crate::model::{validate_topic, Message, Selector, SelectorIndex};
 use crate::store::Store;
 
 /// Most flush passes per round. Only a failed send creates more work for a pass (acks settled
@@ -34,10 +33,12 @@ pub(super) struct Hub {
     next_seq: u64,
     /// Timestamp of the last publish; timestamps never go back, so time order is seq order.
     last_time_ms: u64,
-    /// Workers interested in each exact topic; no empty sets are kept.
-    exact: FxHashMap<Arc<str>, WorkerSet>,
-    /// Workers interested in each pattern; no empty sets are kept.
-    patterns: FxHashMap<Pattern, WorkerSet>,
+    /// Workers interested in each selector (exact topics and patterns, indexed so routing
+    /// a topic never scans the patterns that cannot match); no empty sets are kept. Each
+    /// worker bounds the selectors it keeps registered without a subscriber
+    /// (`server::subs::MAX_LINGERING`), so this holds at most the live selectors plus that
+    /// many per worker.
+    interest: SelectorIndex<WorkerSet>,
     /// One batch per worker, filled while processing a round of commands.
     batches: Vec<Vec<WorkerMsg>>,
     /// Acks waiting for `Delivered` reports, by seq (so also by age).
@@ -73,8 +74,7 @@ impl Hub {
             stats,
             next_seq,
             last_time_ms: 0,
-            exact: FxHashMap::default(),
-            patterns: FxHashMap::default(),
+            interest: SelectorIndex::default(),
             batches,
             pending: BTreeMap::new(),
             wedged: WorkerSet::default(),
@@ -185,18 +185,13 @@ impl Hub {
         self.targets = targets;
     }
 
-    /// Fills `self.targets` with the live workers interested in `topic`.
+    /// Fills `self.targets` with the live workers interested in `topic`: O(segments), however
+    /// many patterns are registered.
     fn route(&mut self, topic: &str) {
-        self.targets.clear();
-        if let Some(set) = self.exact.get(topic) {
-            self.targets.union_with(set);
-        }
-        for (pattern, set) in &self.patterns {
-            if pattern.matches(topic) {
-                self.targets.union_with(set);
-            }
-        }
-        self.targets.difference_with(&self.dead);
+        let targets = &mut self.targets;
+        targets.clear();
+        self.interest.for_each_match(topic, |set| targets.union_with(set));
+        targets.difference_with(&self.dead);
     }
 
     fn interest(&mut self, worker: usize, selector: Selector, on: bool, seen_head: u64) {
@@ -204,10 +199,16 @@ impl Hub {
             log::error!("hub: interest from unknown worker {worker}");
             return;
         }
-        match &selector {
-            Selector::Exact(topic) => update_set(&mut self.exact, topic.clone(), worker, on),
-            Selector::Pattern(pattern) => update_set(&mut self.patterns, pattern.clone(), worker, on),
+        if on {
+            self.interest.get_or_insert_with(&selector, WorkerSet::default).0.insert(worker);
+        } else if let Some(set) = self.interest.get_mut(&selector) {
+            set.remove(worker);
+            if set.is_empty() {
+                self.interest.remove(&selector);
+            }
         }
+        self.stats.interest.store(self.interest.len() as u64, Ordering::Relaxed);
+        self.stats.interest_patterns.store(self.interest.patterns() as u64, Ordering::Relaxed);
         // Anything appended after the worker's read was not forwarded to it: have it re-read.
         if on && self.next_seq - 1 > seen_head {
             self.queue(worker, WorkerMsg::Wake(selector));
@@ -217,11 +218,7 @@ impl Hub {
     /// A store fetch for `selectors` landed: the workers subscribed to them read again.
     fn loaded(&mut self, selectors: Vec<Selector>) {
         for selector in selectors {
-            let set = match &selector {
-                Selector::Exact(topic) => self.exact.get(topic),
-                Selector::Pattern(pattern) => self.patterns.get(pattern),
-            };
-            let Some(set) = set else { continue };
+            let Some(set) = self.interest.get(&selector) else { continue };
             self.targets.clear();
             self.targets.union_with(set);
             self.targets.difference_with(&self.dead);
@@ -362,18 +359,6 @@ impl Hub {
                     self.delivered(worker, seq, 0);
                 }
             }
-        }
-    }
-}
-
-/// Adds or removes `worker` in `key`'s set, dropping the entry when it empties.
-fn update_set<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, WorkerSet>, key: K, worker: usize, on: bool) {
-    if on {
-        map.entry(key).or_default().insert(worker);
-    } else if let Some(set) = map.get_mut(&key) {
-        set.remove(worker);
-        if set.is_empty() {
-            map.remove(&key);
         }
     }
 }

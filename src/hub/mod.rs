@@ -131,6 +131,10 @@ pub struct HubStats {
     pub dropped_batches: AtomicU64,
     /// Publishes refused for an invalid topic.
     pub rejected: AtomicU64,
+    /// Selectors some worker is registered on (gauge; exact topics and patterns).
+    pub interest: AtomicU64,
+    /// How many of those are patterns (gauge).
+    pub interest_patterns: AtomicU64,
 }
 
 impl HubStats {
@@ -141,6 +145,8 @@ impl HubStats {
             "forwarded": self.forwarded.load(Ordering::Relaxed),
             "dropped_batches": self.dropped_batches.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
+            "interest": self.interest.load(Ordering::Relaxed),
+            "interest_patterns": self.interest_patterns.load(Ordering::Relaxed),
         })
     }
 }

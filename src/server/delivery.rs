@@ -274,11 +274,18 @@ impl Delivery {
         }
     }
 
-    /// Takes `key` off its selectors (a selector with no subscriber left lingers; see `subs`).
-    pub(super) fn unwatch(&mut self, key: usize, selectors: &[Selector]) {
+    /// Takes `key` off its selectors (a selector with no subscriber left lingers; see `subs`),
+    /// telling the hub about lingers dropped to keep the lingering bounded.
+    pub(super) fn unwatch(&mut self, hub: &mut HubLink, key: usize, selectors: &[Selector]) {
         let now = Instant::now();
+        let mut dropped = Vec::new();
         for selector in selectors {
-            self.subs.remove(selector, key, now);
+            self.subs.remove(selector, key, now, &mut dropped);
+        }
+        for change in dropped {
+            if let InterestChange::Off(selector) = change {
+                hub.tell(HubCmd::Interest { worker: self.worker, selector, on: false, seen_head: 0 });
+            }
         }
     }
 

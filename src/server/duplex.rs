@@ -20,6 +20,7 @@ use super::delivery::When;
 use super::dispatch;
 use super::io;
 use super::sessions::bayeux as bayeux_session;
+use super::subs::{ChangeBudget, CHANGES_BURST, CHANGES_PER_SEC};
 use super::subscriber;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
@@ -109,6 +110,7 @@ fn start(core: &mut Core, key: usize, framing: DuplexFraming, may_publish: bool,
         publishes: VecDeque::new(),
         may_publish,
         protocol,
+        changes: ChangeBudget::new(now),
     }));
     WorkerStats::add(&core.stats().duplex, 1);
     core.conns.set_timer(key, interval);
@@ -240,6 +242,14 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
         let reason = format!("at most {MAX_SELECTORS} topics per connection");
         return send(&mut core.conns, key, commands::error(id, &reason));
     }
+    // Each selector added costs a token, so churning fresh topics cannot flood the hub.
+    if !duplex.changes.take(fresh.len(), Instant::now()) {
+        let reason = format!(
+            "too many subscription changes: at most {CHANGES_PER_SEC} topics added per second \
+             ({CHANGES_BURST} at once); retry later"
+        );
+        return send(&mut core.conns, key, commands::error(id, &reason));
+    }
     // The first subscription sets the cursor, and the feed below delivers from it. A later
     // one joins a cursor that may be ahead of `since`: its topics' messages up to that
     // cursor are sent first (the backfill), the feed covers the rest.
@@ -301,11 +311,13 @@ fn unsubscribe(core: &mut Core, key: usize, selectors: Option<Vec<Selector>>, id
     let removed: Vec<Selector> = match selectors {
         None => std::mem::take(&mut duplex.selectors),
         Some(selectors) => {
-            duplex.selectors.retain(|s| !selectors.contains(s));
-            selectors
+            // Only what the connection holds: the rest was never registered for it.
+            let (gone, kept) = std::mem::take(&mut duplex.selectors).into_iter().partition(|s| selectors.contains(s));
+            duplex.selectors = kept;
+            gone
         }
     };
-    core.delivery.unwatch(key, &removed);
+    core.delivery.unwatch(&mut core.hub, key, &removed);
     send(&mut core.conns, key, commands::ack(Op::Unsubscribe, id, &[]));
 }
 

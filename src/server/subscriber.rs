@@ -107,5 +107,5 @@ pub(super) fn retire(core: &mut Core, key: usize, vacated: &Vacated) {
         _ => return,
     };
     WorkerStats::sub(gauge, 1);
-    core.delivery.unwatch(key, vacated.selectors());
+    core.delivery.unwatch(&mut core.hub, key, vacated.selectors());
 }

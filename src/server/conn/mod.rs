@@ -107,6 +107,8 @@ pub struct Duplex {
     pub may_publish: bool,
     /// What the frames or lines mean.
     pub protocol: DuplexProtocol,
+    /// Selectors the client may still add before it must slow down (`subs::ChangeBudget`).
+    pub changes: crate::server::subs::ChangeBudget,
 }
 
 /// The protocol spoken on a duplex connection.

@@ -408,6 +408,7 @@ mod tests {
             publishes: VecDeque::new(),
             may_publish: true,
             protocol: DuplexProtocol::Native,
+            changes: crate::server::subs::ChangeBudget::new(Instant::now()),
         })
     }
 

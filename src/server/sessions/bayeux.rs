@@ -251,7 +251,7 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
         socket.session = Some(skey);
         socket.held = Some((connect, Instant::now() + Duration::from_millis(hold_ms)));
     }
-    core.delivery.unwatch(key, &old);
+    core.delivery.unwatch(&mut core.hub, key, &old);
     let head = core.shared.store.head();
     core.delivery.watch(&mut core.hub, key, &selectors, head);
     core.sessions.listen(skey, key);

@@ -318,7 +318,7 @@ pub(in crate::server) fn rewatch_listening(core: &mut Core, skey: usize, selecto
         _ => None,
     };
     let Some(old) = old else { return };
-    core.delivery.unwatch(key, &old);
+    core.delivery.unwatch(&mut core.hub, key, &old);
     let head = core.shared.store.head();
     core.delivery.watch(&mut core.hub, key, &selectors, head);
     subscriber::on_wake(core, key);
