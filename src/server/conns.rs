@@ -44,6 +44,8 @@ pub(super) struct Conns {
     pool: BufPool,
     /// Closed connections whose slots are freed after the event batch.
     closed: Vec<usize>,
+    /// Connections a bounded `io::pump` left with work, continued at the end of the turn.
+    deferred: Vec<usize>,
     pub(super) date: DateCache,
     shared: Arc<Shared>,
     /// The worker's poll registry (a handle to the same epoll instance), for sockets that
@@ -68,11 +70,30 @@ impl Conns {
             timers: TimerWheel::new(timer::DEFAULT_TICK, timer::DEFAULT_SLOTS, now),
             pool: BufPool::new(READ_BUF, max_head.max(READ_BUF) * 2, POOLED_BUFS),
             closed: Vec::new(),
+            deferred: Vec::new(),
             date: DateCache::new(),
             shared,
             registry,
             shutdown_deadline: None,
         }
+    }
+
+    /// `key` still has work that a bounded pump left: the loop continues it later this turn.
+    pub(super) fn defer(&mut self, key: usize) {
+        self.deferred.push(key);
+    }
+
+    /// Takes the connections set aside so far (each once), for the loop to continue.
+    pub(super) fn take_deferred(&mut self) -> Vec<usize> {
+        let mut keys = std::mem::take(&mut self.deferred);
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Whether a connection waits to be continued (the loop then polls without waiting).
+    pub(super) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
     }
 
     /// The worker's poll registry.

@@ -11,7 +11,8 @@
 //! 1. poll for readiness, with the next deadline as the timeout (zero while inboxes hold work
 //!    a bounded drain left behind);
 //! 2. refresh the cached `Date` header value;
-//! 3. for each event: accept on a listener token, or `pump` the connection (`io.rs`);
+//! 3. for each event: accept on a listener token, or `pump` the connection (`io.rs`); then
+//!    continue, once each, the connections a bounded pump set aside (`continue_deferred`);
 //! 4. adopt connections handed over by other workers (`sessions/handoff.rs`);
 //! 5. drain the hub's batches: acknowledgements (`publish::acked`), then wake the subscribers of
 //!    every topic that got a message (`subscriber::on_wake`), then report deliveries for acks;
@@ -160,6 +161,7 @@ impl Worker {
                     }
                 }
             }
+            self.continue_deferred();
             self.drain_handoffs();
             self.drain_hub();
             self.core.hub.flush();
@@ -182,8 +184,10 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.rx.is_empty() || !self.handoffs.is_empty() {
-            return Duration::ZERO; // batches or hand-offs left over from a bounded drain
+        if !self.rx.is_empty() || !self.handoffs.is_empty() || self.core.conns.has_deferred() {
+            // Batches or hand-offs left over from a bounded drain, or connections a bounded
+            // pump set aside.
+            return Duration::ZERO;
         }
         if self.core.hub.is_backlogged() {
             return Duration::from_millis(1);
@@ -399,6 +403,15 @@ impl Worker {
             pump(&mut self.core, key);
         }
         self.scratch_timers = expired;
+    }
+
+    /// Continues, once each, the connections a bounded `pump` set aside during this turn's events
+    /// (or the last turn's), after every other event: one busy client gets a share of the
+    /// worker, not all of it. Those set aside again wait for the next turn.
+    fn continue_deferred(&mut self) {
+        for key in self.core.conns.take_deferred() {
+            pump(&mut self.core, key);
+        }
     }
 
     /// Adopts the connections other workers handed over, a bounded number per turn like the

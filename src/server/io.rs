@@ -22,10 +22,18 @@ use super::stats::WorkerStats;
 use super::subscriber;
 use crate::http::{self, BodyDecoder, BodyKind, Request, Status, Version};
 
-/// Makes all the progress a connection can make now: write, read, parse, dispatch.
+/// Rounds of write, read, parse and dispatch one `pump` call makes at most. A client that
+/// keeps sending (and reading) as fast as the loop serves it would otherwise keep one call going
+/// for ever, and every other connection of the worker, its hub inbox, its timers and its
+/// shutdown would wait: past this many rounds the connection is set aside and continued later
+/// in the same loop turn, after everything else (`Conns::defer`), as each turn's events are.
+const MAX_PUMP_ROUNDS: usize = 32;
+
+/// Makes the progress a connection can make now: write, read, parse, dispatch, for at most
+/// `MAX_PUMP_ROUNDS` rounds.
 pub(super) fn pump(core: &mut Core, key: usize) {
     let shutting_down = core.conns.is_shutting_down();
-    loop {
+    for _ in 0..MAX_PUMP_ROUNDS {
         let Some(conn) = core.conns.get_mut(key) else { return };
         if conn.state.is_closed() {
             return;
@@ -70,6 +78,8 @@ pub(super) fn pump(core: &mut Core, key: usize) {
             return;
         }
     }
+    // Still making progress: its turn is over; its readiness flags keep what it was doing.
+    core.conns.defer(key);
 }
 
 /// Parses and dispatches buffered requests, one at a time and in order (pipelining).
