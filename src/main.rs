@@ -3,6 +3,9 @@
 //!
 //! Exit codes: 0 success, 1 a request failed, 2 bad usage or configuration (clap's usage
 //! errors use 2 as well). Ctrl-C keeps its default action and ends the process at once.
+//!
+//! Options come from the command line, then `HALLEY_<OPTION>` environment variables, then the
+//! `--config` file, in that order of precedence.
 
 mod client;
 
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use halley::config::{Config, ServeArgs};
 
 use crate::client::{ClientResponse, ServerAddr};
@@ -92,13 +95,30 @@ struct SubArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = with_env(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Pub(args)) => publish(args),
         Some(Command::Sub(args)) => subscribe(args),
     }
+}
+
+/// Every option of `serve` can also come from the environment as `HALLEY_<OPTION>` (the long
+/// flag in capitals, `-` as `_`: `HALLEY_MAX_CONNECTIONS=50000`). A flag on the command line
+/// wins over the environment, and both over the `--config` file.
+fn with_env(cmd: clap::Command) -> clap::Command {
+    fn env_args(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let name = arg.get_long().filter(|long| !matches!(*long, "help" | "version"));
+            match name.map(|long| format!("HALLEY_{}", long.to_uppercase().replace('-', "_"))) {
+                Some(var) => arg.env(var),
+                None => arg,
+            }
+        })
+    }
+    env_args(cmd).mut_subcommand("serve", env_args)
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {

@@ -208,14 +208,21 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
 /// exits at once.
 pub fn run(config: Config) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let server = start(config)?;
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            // The conventional "reload" signal must never end a server. Nothing is reloaded at
+            // run time yet; say so rather than pretend.
+            info!("SIGHUP: nothing to reload in this version; still serving");
+            continue;
+        }
         info!("signal {signal}: shutting down (a second signal exits at once)");
+        break;
     }
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if signals.forever().any(|signal| signal != SIGHUP) {
             std::process::exit(130);
         }
     });
