@@ -86,13 +86,13 @@ pub struct ServeArgs {
 #[command(next_help_heading = "Listeners and connections ([network])")]
 #[serde(deny_unknown_fields)]
 pub struct NetworkArgs {
-    /// Address of the HTTP listeners [default: 127.0.0.1:8080]
+    /// Address of the HTTP listeners, HOST:PORT with an IP or a host name [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
 
     /// Address of the optional raw TCP listener (NUL-terminated JSON commands) [default: none]
     #[arg(long, value_name = "ADDR")]
-    pub raw_listen: Option<SocketAddr>,
+    pub raw_listen: Option<ListenAddr>,
 
     /// Listen backlog per worker [default: 4096]
     #[arg(long, value_name = "N")]
@@ -296,4 +296,33 @@ pub struct WebArgs {
         hide_possible_values = true
     )]
     pub demo: Option<bool>,
+}
+
+/// A listen address as written: `IP:PORT` or `HOST:PORT`. A host name is resolved once, when
+/// the option is read, to its first address (`localhost:8080` is `127.0.0.1:8080` on most
+/// systems); one that does not resolve is an error naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(ListenAddr(addr));
+        }
+        if !text.contains(':') {
+            return Err(format!("{text:?} is not HOST:PORT"));
+        }
+        use std::net::ToSocketAddrs;
+        let mut addrs = text.to_socket_addrs().map_err(|e| format!("cannot resolve {text:?}: {e}"))?;
+        addrs.next().map(ListenAddr).ok_or_else(|| format!("{text:?} resolves to no address"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ListenAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }

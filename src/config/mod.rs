@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, HistoryArgs, HttpArgs, LongpollArgs, NetworkArgs, ServeArgs, SessionArgs, StreamArgs, TimeoutArgs,
-    WebArgs,
+    AccessArgs, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, ServeArgs, SessionArgs, StreamArgs,
+    TimeoutArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -302,8 +302,8 @@ impl Config {
             pin_workers: pick!(no_pin).map_or(d.pin_workers, |no_pin| !no_pin),
             log: pick!(log).unwrap_or(d.log),
             network: Network {
-                listen: pick!(network.listen).unwrap_or(d.network.listen),
-                raw_listen: pick!(network.raw_listen).or(d.network.raw_listen),
+                listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
+                raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
                 backlog: pick!(network.backlog).unwrap_or(d.network.backlog),
                 max_connections: pick!(network.max_connections).unwrap_or(d.network.max_connections),
                 max_pending_output: pick!(network.max_pending_output).unwrap_or(d.network.max_pending_output),

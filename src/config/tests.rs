@@ -453,3 +453,15 @@ fn readme_example_file_is_valid() {
     let config = Config::resolve(flags(&[]), args).expect("resolves");
     config.validate().expect("README example is valid");
 }
+
+/// A listen address may name a host; it is resolved when the option is read.
+#[test]
+fn listen_takes_a_host_name() {
+    let config = Config::load(&flags(&["--listen", "localhost:9000"])).expect("localhost resolves");
+    assert!(config.network.listen.ip().is_loopback(), "{}", config.network.listen);
+    assert_eq!(config.network.listen.port(), 9000);
+    let from_file = toml_args("[network]\nlisten = \"localhost:9001\"\n").expect("file form");
+    assert_eq!(from_file.network.listen.map(|a| a.0.port()), Some(9001));
+    let err = Cli::try_parse_from(["halley", "--listen", "localhost"]).expect_err("no port");
+    assert!(err.to_string().contains("HOST:PORT"), "{err}");
+}
