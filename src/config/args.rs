@@ -104,7 +104,7 @@ pub struct NetworkArgs {
 
     /// Unsent output a connection may hold: its pipelined requests and commands wait above it, and a streaming subscriber over it is sent an overflow notice and closed [default: 262144]
     #[arg(long, value_name = "BYTES")]
-    pub max_pending_output: Option<usize>,
+    pub max_pending_output: Option<ByteSize>,
 }
 
 /// `[http]`: request size limits.
@@ -114,15 +114,15 @@ pub struct NetworkArgs {
 pub struct HttpArgs {
     /// Request head limit in bytes, answered with 431 [default: 16384]
     #[arg(long, value_name = "BYTES")]
-    pub max_head: Option<usize>,
+    pub max_head: Option<ByteSize>,
 
     /// Request-target limit in bytes, answered with 414 [default: 8192]
     #[arg(long, value_name = "BYTES")]
-    pub max_uri: Option<usize>,
+    pub max_uri: Option<ByteSize>,
 
     /// Request body limit in bytes, answered with 413 [default: 1048576]
     #[arg(long, value_name = "BYTES")]
-    pub max_body: Option<usize>,
+    pub max_body: Option<ByteSize>,
 }
 
 /// `[timeouts]`: connection and shutdown deadlines.
@@ -132,15 +132,15 @@ pub struct HttpArgs {
 pub struct TimeoutArgs {
     /// The request head must arrive within this many seconds, else 408 [default: 10]
     #[arg(id = "header_timeout", long = "header-timeout", value_name = "SECONDS")]
-    pub header: Option<f64>,
+    pub header: Option<Seconds>,
 
     /// Idle keep-alive connections are closed after this many seconds [default: 60]
     #[arg(id = "keepalive_timeout", long = "keepalive-timeout", value_name = "SECONDS")]
-    pub keepalive: Option<f64>,
+    pub keepalive: Option<Seconds>,
 
     /// Seconds a graceful shutdown may take before connections are cut; 0 = at once [default: 5]
     #[arg(id = "shutdown_timeout", long = "shutdown-timeout", value_name = "SECONDS")]
-    pub shutdown: Option<f64>,
+    pub shutdown: Option<Seconds>,
 }
 
 /// `[longpoll]`: long-poll holds and reply size.
@@ -150,11 +150,11 @@ pub struct TimeoutArgs {
 pub struct LongpollArgs {
     /// Default long-poll hold in seconds, jittered by ±10% [default: 30]
     #[arg(id = "longpoll_timeout", long = "longpoll-timeout", value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    pub timeout: Option<Seconds>,
 
     /// Upper bound in seconds for a client's `?timeout=` [default: 120]
     #[arg(id = "longpoll_max_timeout", long = "longpoll-max-timeout", value_name = "SECONDS")]
-    pub max_timeout: Option<f64>,
+    pub max_timeout: Option<Seconds>,
 
     /// Most messages in one long-poll reply [default: 100]
     #[arg(long, value_name = "N")]
@@ -172,11 +172,11 @@ pub struct HistoryArgs {
 
     /// Bytes kept per topic for replay [default: 1048576]
     #[arg(id = "history_bytes", long = "history-bytes", value_name = "BYTES")]
-    pub max_bytes: Option<usize>,
+    pub max_bytes: Option<ByteSize>,
 
     /// Seconds a message stays in history [default: 3600]
     #[arg(id = "history_age", long = "history-age", value_name = "SECONDS")]
-    pub max_age: Option<f64>,
+    pub max_age: Option<Seconds>,
 
     /// Messages kept in history across all topics [default: 1000000]
     #[arg(id = "history_total_messages", long = "history-total-messages", value_name = "N")]
@@ -184,7 +184,7 @@ pub struct HistoryArgs {
 
     /// Bytes kept in history across all topics [default: 268435456]
     #[arg(id = "history_total_bytes", long = "history-total-bytes", value_name = "BYTES")]
-    pub total_bytes: Option<usize>,
+    pub total_bytes: Option<ByteSize>,
 }
 
 /// `[streams]`: streaming transports and WebSocket.
@@ -194,23 +194,23 @@ pub struct HistoryArgs {
 pub struct StreamArgs {
     /// Seconds between heartbeats on streaming transports (SSE, stream, iframe, multipart, WebSocket) [default: 15]
     #[arg(long, value_name = "SECONDS")]
-    pub heartbeat_interval: Option<f64>,
+    pub heartbeat_interval: Option<Seconds>,
 
     /// A streaming response ends cleanly (with a resume cursor) after this many seconds [default: 3600]
     #[arg(id = "stream_max_age", long = "stream-max-age", value_name = "SECONDS")]
-    pub max_age: Option<f64>,
+    pub max_age: Option<Seconds>,
 
     /// A streaming response ends cleanly (with a resume cursor) after this many message bytes [default: 67108864]
     #[arg(id = "stream_max_bytes", long = "stream-max-bytes", value_name = "BYTES")]
-    pub max_bytes: Option<usize>,
+    pub max_bytes: Option<ByteSize>,
 
     /// Reconnect delay in seconds suggested to SSE clients (`retry:`) [default: 2]
     #[arg(long, value_name = "SECONDS")]
-    pub sse_retry: Option<f64>,
+    pub sse_retry: Option<Seconds>,
 
     /// Largest WebSocket message (and frame) accepted from a client, in bytes; larger closes with 1009 [default: 1048576]
     #[arg(long, value_name = "BYTES")]
-    pub ws_max_message: Option<usize>,
+    pub ws_max_message: Option<ByteSize>,
 }
 
 /// `[sessions]`: the session protocols, Pushlet and Bayeux.
@@ -228,11 +228,11 @@ pub struct SessionArgs {
 
     /// Seconds a Pushlet session lives without a request (renewed while a listen is open) [default: 300]
     #[arg(id = "session_lease", long = "session-lease", value_name = "SECONDS")]
-    pub lease: Option<f64>,
+    pub lease: Option<Seconds>,
 
     /// Seconds a new Pushlet or Bayeux session lives before its first listen or connect [default: 30]
     #[arg(id = "session_join_timeout", long = "session-join-timeout", value_name = "SECONDS")]
-    pub join_timeout: Option<f64>,
+    pub join_timeout: Option<Seconds>,
 
     /// New sessions per second one client address may create on one worker (burst: twice that); more get 429 [default: 200]
     #[arg(id = "session_create_rate", long = "session-create-rate", value_name = "N")]
@@ -240,15 +240,15 @@ pub struct SessionArgs {
 
     /// Seconds a Pushlet pull refresh or stream waits before a heartbeat event [default: 20]
     #[arg(long, value_name = "SECONDS")]
-    pub pushlet_read_timeout: Option<f64>,
+    pub pushlet_read_timeout: Option<Seconds>,
 
     /// Seconds a Bayeux /meta/connect is held (advice.timeout) [default: 20]
     #[arg(long, value_name = "SECONDS")]
-    pub bayeux_timeout: Option<f64>,
+    pub bayeux_timeout: Option<Seconds>,
 
     /// Seconds a Bayeux session lives without a connect (maxInterval) [default: 10]
     #[arg(long, value_name = "SECONDS")]
-    pub bayeux_max_interval: Option<f64>,
+    pub bayeux_max_interval: Option<Seconds>,
 }
 
 /// `[access]`: who may read and publish: CORS origins and the client-publish policy.
@@ -324,5 +324,123 @@ impl<'de> serde::Deserialize<'de> for ListenAddr {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ListenAddr, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration as written: seconds (`30`, `2.5`) or with a unit: `ms`, `s`, `m`, `h`, `d`
+/// (`500ms`, `30s`, `1h`). In the file, a number or such a string.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub f64);
+
+impl std::str::FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        let text = text.trim();
+        if let Ok(secs) = text.parse::<f64>() {
+            // Plain seconds (and "NaN" or "inf", which validation refuses by name).
+            return Ok(Seconds(secs));
+        }
+        let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale = match unit.trim() {
+            "" | "s" => 1.0,
+            "ms" => 0.001,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h or d)")),
+        };
+        let value: f64 = number.trim().parse().map_err(|_| format!("{text:?} is not a duration like 30, 30s or 1h"))?;
+        Ok(Seconds(value * scale))
+    }
+}
+
+/// A size in bytes as written: a number of bytes, or with a unit: `KiB`, `MiB`, `GiB` (powers
+/// of 1024) or `KB`, `MB`, `GB` (powers of 1000), `B` for bytes (`256MiB`, `64KiB`). In the
+/// file, an integer or such a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        };
+        let value: u64 = number.trim().parse().map_err(|_| format!("{text:?} is not a size like 65536 or 256MiB"))?;
+        value
+            .checked_mul(scale)
+            .and_then(|bytes| usize::try_from(bytes).ok())
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+/// Reads a number, or a string with a unit, from the file: anything else is a type error
+/// ("invalid type: ..., expected ...") like every other option's.
+struct UnitVisitor<T>(&'static str, std::marker::PhantomData<T>);
+
+impl<T> serde::de::Visitor<'_> for UnitVisitor<T>
+where
+    T: std::str::FromStr<Err = String> + From<f64>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<T, E> {
+        Ok(T::from(n as f64))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<T, E> {
+        Ok(T::from(n as f64))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<T, E> {
+        Ok(T::from(n))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        text.parse().map_err(E::custom)
+    }
+}
+
+impl From<f64> for Seconds {
+    fn from(secs: f64) -> Seconds {
+        Seconds(secs)
+    }
+}
+
+impl From<f64> for ByteSize {
+    /// A number of bytes from the file; a negative or fractional one is clamped or cut, which
+    /// validation then judges like any other size (`0` is refused where it must be positive).
+    fn from(bytes: f64) -> ByteSize {
+        ByteSize(bytes.max(0.0) as usize)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Seconds, D::Error> {
+        deserializer.deserialize_any(UnitVisitor("seconds, or a duration like \"30s\"", std::marker::PhantomData))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ByteSize, D::Error> {
+        deserializer.deserialize_any(UnitVisitor("bytes, or a size like \"256MiB\"", std::marker::PhantomData))
     }
 }

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, ServeArgs, SessionArgs, StreamArgs,
-    TimeoutArgs, WebArgs,
+    AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
+    SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -306,12 +306,13 @@ impl Config {
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
                 backlog: pick!(network.backlog).unwrap_or(d.network.backlog),
                 max_connections: pick!(network.max_connections).unwrap_or(d.network.max_connections),
-                max_pending_output: pick!(network.max_pending_output).unwrap_or(d.network.max_pending_output),
+                max_pending_output: pick!(network.max_pending_output)
+                    .map_or(d.network.max_pending_output, |size| size.0),
             },
             http: http::Limits {
-                max_head: pick!(http.max_head).unwrap_or(d.http.max_head),
-                max_uri: pick!(http.max_uri).unwrap_or(d.http.max_uri),
-                max_body: pick!(http.max_body).unwrap_or(d.http.max_body),
+                max_head: pick!(http.max_head).map_or(d.http.max_head, |size| size.0),
+                max_uri: pick!(http.max_uri).map_or(d.http.max_uri, |size| size.0),
+                max_body: pick!(http.max_body).map_or(d.http.max_body, |size| size.0),
             },
             timeouts: Timeouts {
                 header: seconds("header-timeout", pick!(timeouts.header), d.timeouts.header)?,
@@ -325,10 +326,10 @@ impl Config {
             },
             history: HistoryLimits {
                 max_messages: pick!(history.max_messages).unwrap_or(d.history.max_messages),
-                max_bytes: pick!(history.max_bytes).unwrap_or(d.history.max_bytes),
+                max_bytes: pick!(history.max_bytes).map_or(d.history.max_bytes, |size| size.0),
                 max_age: seconds("history-age", pick!(history.max_age), d.history.max_age)?,
                 total_messages: pick!(history.total_messages).unwrap_or(d.history.total_messages),
-                total_bytes: pick!(history.total_bytes).unwrap_or(d.history.total_bytes),
+                total_bytes: pick!(history.total_bytes).map_or(d.history.total_bytes, |size| size.0),
             },
             streams: Streams {
                 heartbeat_interval: seconds(
@@ -337,9 +338,9 @@ impl Config {
                     d.streams.heartbeat_interval,
                 )?,
                 max_age: seconds("stream-max-age", pick!(streams.max_age), d.streams.max_age)?,
-                max_bytes: pick!(streams.max_bytes).unwrap_or(d.streams.max_bytes),
+                max_bytes: pick!(streams.max_bytes).map_or(d.streams.max_bytes, |size| size.0),
                 sse_retry: seconds("sse-retry", pick!(streams.sse_retry), d.streams.sse_retry)?,
-                ws_max_message: pick!(streams.ws_max_message).unwrap_or(d.streams.ws_max_message),
+                ws_max_message: pick!(streams.ws_max_message).map_or(d.streams.ws_max_message, |size| size.0),
             },
             sessions: Sessions {
                 max_sessions: pick!(sessions.max_sessions).unwrap_or(d.sessions.max_sessions),
@@ -526,8 +527,8 @@ impl std::error::Error for ConfigError {
 }
 
 /// Converts an optional seconds value, rejecting what `Duration` cannot hold.
-fn seconds(option: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(secs) = value else {
+fn seconds(option: &'static str, value: Option<Seconds>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(Seconds(secs)) = value else {
         return Ok(default);
     };
     if !secs.is_finite() || secs < 0.0 {

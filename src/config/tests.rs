@@ -377,7 +377,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
     assert_eq!(from_flat, from_sections);
     assert_eq!(from_mixed, from_sections);
     assert_eq!(from_sections.history.max_messages, Some(123456));
-    assert_eq!(from_sections.sessions.lease, Some(2.5));
+    assert_eq!(from_sections.sessions.lease, Some(Seconds(2.5)));
     assert_eq!(from_sections.no_pin, Some(true));
     assert_eq!((from_sections.web.no_web, from_sections.web.demo), (Some(true), Some(true)));
 }
@@ -391,7 +391,7 @@ fn file_errors_name_key_and_line_in_both_forms() {
     };
     one_line("log = \"info\"\n[http]\nmax_hed = 1\n", "max_hed", 3);
     one_line("[network]\nlisten = \"127.0.0.1:1\"\n[histroy]\nmax_messages = 1\n", "histroy", 3);
-    one_line("max_head = 1\nheader_timeout = \"soon\"\n", "string", 2);
+    one_line("max_head = 1\nheader_timeout = \"soon\"\n", "duration", 2);
     one_line("max_head = 1\nmax_hed = 1\n", "max_hed", 2);
     let err = toml_args("max_head = 1\n[http]\nmax_head = 2\n").expect_err("set twice").to_string();
     assert!(err.contains("twice"), "{err}");
@@ -464,4 +464,23 @@ fn listen_takes_a_host_name() {
     assert_eq!(from_file.network.listen.map(|a| a.0.port()), Some(9001));
     let err = Cli::try_parse_from(["halley", "--listen", "localhost"]).expect_err("no port");
     assert!(err.to_string().contains("HOST:PORT"), "{err}");
+}
+
+/// Durations and sizes take human units in flags and in the file; plain numbers still work.
+#[test]
+fn durations_and_sizes_take_units() {
+    let config = Config::load(&flags(&["--history-age", "1h", "--header-timeout", "500ms", "--max-body", "512KiB"]))
+        .expect("units");
+    assert_eq!(config.history.max_age, Duration::from_secs(3600));
+    assert_eq!(config.timeouts.header, Duration::from_millis(500));
+    assert_eq!(config.http.max_body, 512 << 10);
+    let file =
+        toml_args("[history]\nmax_age = \"2d\"\ntotal_bytes = \"1GB\"\n[http]\nmax_head = 32768\n").expect("file");
+    assert_eq!(file.history.max_age, Some(Seconds(172_800.0)));
+    assert_eq!(file.history.total_bytes, Some(ByteSize(1_000_000_000)));
+    assert_eq!(file.http.max_head, Some(ByteSize(32768)));
+    for bad in ["10 parsecs", "1.5MiB", "-1KiB"] {
+        assert!(Cli::try_parse_from(["halley", "--max-body", bad]).is_err(), "{bad}");
+    }
+    assert!(Cli::try_parse_from(["halley", "--history-age", "3 fortnights"]).is_err());
 }
