@@ -16,7 +16,7 @@ use super::{
 };
 
 use crate::log_limit::LogLimit;
-use crate::model::{validate_topic, Message, Selector, SelectorIndex};
+use crate::model::{validate_internal_topic, Message, Selector, SelectorIndex};
 use crate::store::Store;
 
 /// Most flush passes per round. Only a failed send creates more work for a pass (acks settled
@@ -142,8 +142,9 @@ impl Hub {
     }
 
     fn publish(&mut self, req: PublishReq, now: u64) {
-        if let Err(err) = validate_topic(&req.topic) {
-            // Workers validate first; this only guards the store against a bug.
+        if let Err(err) = validate_internal_topic(&req.topic) {
+            // Workers validate first (private topics only for the server's own Pushlet
+            // unicasts); this only guards the store against a bug.
             static INVALID_TOPIC: LogLimit = LogLimit::new(log::Level::Warn, module_path!(), "hub: invalid topic");
             INVALID_TOPIC.log(format_args!("hub: refusing publish to invalid topic {:?}: {err}", req.topic));
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);

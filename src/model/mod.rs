@@ -17,4 +17,7 @@ pub use self::cursor::{CursorError, Epoch, MessageId, Resume, Since, EPOCH_BITS,
 pub use self::json_depth::{check_depth, check_depth_within, TooDeep, MAX_JSON_DEPTH};
 pub use self::message::{is_json_content_type, Message, Wire, MESSAGE_OVERHEAD_BYTES, PAYLOAD_COPIES};
 pub use self::selector_index::SelectorIndex;
-pub use self::topic::{validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS, MAX_SEGMENT_LEN, MAX_TOPIC_LEN};
+pub use self::topic::{
+    is_private, private_topic, validate_internal_topic, validate_topic, Pattern, Selector, TopicError, MAX_SEGMENTS,
+    MAX_SEGMENT_LEN, MAX_TOPIC_LEN, PRIVATE_PREFIX,
+};

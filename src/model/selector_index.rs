@@ -190,12 +190,13 @@ impl<V> SelectorIndex<V> {
     }
 
     /// Calls `each` with the value of every selector that matches `topic` (a valid topic
-    /// name): the exact one, then the patterns, each once.
+    /// name): the exact one, then the patterns, each once. No pattern matches a private topic
+    /// (`Selector::matches`).
     pub fn for_each_match(&self, topic: &str, mut each: impl FnMut(&V)) {
         if let Some(value) = self.exact.get(topic) {
             each(value);
         }
-        if self.patterns > 0 {
+        if self.patterns > 0 && !super::is_private(topic) {
             if let Some(rest) = topic.strip_prefix('/') {
                 visit(&self.root, Some(rest), &mut each);
             }
@@ -276,6 +277,19 @@ mod tests {
         index.for_each_match(topic, |v| hit.push(*v));
         hit.sort_unstable();
         hit
+    }
+
+    #[test]
+    fn only_an_exact_selector_reaches_a_private_topic() {
+        let mut index = SelectorIndex::default();
+        for (i, s) in ["/**", "/*/to/*", "/pushlet/**"].iter().enumerate() {
+            index.get_or_insert_with(&sel(s), || i as u32);
+        }
+        let inbox = crate::model::private_topic("abc").expect("topic");
+        index.get_or_insert_with(&Selector::Exact(inbox.clone()), || 9);
+        assert_eq!(matches(&index, &inbox), [9]);
+        assert_eq!(matches(&index, "/pushlet/tox/abc"), [0, 2]);
+        assert_eq!(matches(&index, "/public/to/abc"), [0, 1]);
     }
 
     #[test]

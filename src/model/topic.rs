@@ -5,6 +5,12 @@
 //! a pattern using the Bayeux channel wildcards (Bayeux 1.0, section 2.2.2): `*` as a whole
 //! segment matches exactly one segment, `**` as the last segment matches one or more. Both are
 //! parsed here once, at the edge, so the hub and the store only ever see validated values.
+//!
+//! One namespace is private: a topic under [`PRIVATE_PREFIX`] (`/pushlet/to/<public id>`) is
+//! one Pushlet session's unicast inbox. No client can name one: [`validate_topic`] and
+//! [`Selector::parse`] refuse them, and no pattern matches them (not even `/**`), so they are
+//! read only through the exact selector the owning session's listen holds and written only by
+//! the server ([`private_topic`], checked by [`validate_internal_topic`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,8 +22,26 @@ pub const MAX_SEGMENT_LEN: usize = 128;
 /// Longest topic or selector, in bytes, including every '/'.
 pub const MAX_TOPIC_LEN: usize = 512;
 
-/// Checks that `name` is a valid topic name (see the module doc); wildcards are not allowed.
+/// Topics under this prefix are private (see the module doc).
+pub const PRIVATE_PREFIX: &str = "/pushlet/to/";
+
+/// Whether `topic` is in the private namespace.
+pub fn is_private(topic: &str) -> bool {
+    topic.starts_with(PRIVATE_PREFIX)
+}
+
+/// Checks that `name` is a valid topic name a client may use (see the module doc): wildcards
+/// and the private namespace are not allowed.
 pub fn validate_topic(name: &str) -> Result<(), TopicError> {
+    if is_private(name) {
+        return Err(TopicError::new(PRIVATE_REASON));
+    }
+    validate_internal_topic(name)
+}
+
+/// Checks that `name` is a valid topic name, private ones included: for topics the server
+/// made itself (the hub's re-check before storing), never for a client's.
+pub fn validate_internal_topic(name: &str) -> Result<(), TopicError> {
     for segment in segments(name)? {
         if segment.contains('*') {
             return Err(TopicError::new("topic names cannot contain '*'"));
@@ -25,6 +49,20 @@ pub fn validate_topic(name: &str) -> Result<(), TopicError> {
         check_segment(segment)?;
     }
     Ok(())
+}
+
+/// Why a client's private topic or pattern is refused.
+const PRIVATE_REASON: &str = "topics under /pushlet/to/ are private to their Pushlet session";
+
+/// The private topic `/pushlet/to/<owner>`, where `owner` (a session's public id, or a `p_to`
+/// naming one) must be one valid segment.
+pub fn private_topic(owner: &str) -> Result<Arc<str>, TopicError> {
+    if owner.contains(['/', '*']) {
+        return Err(TopicError::new("a private topic's owner must be one segment"));
+    }
+    let topic = format!("{PRIVATE_PREFIX}{owner}");
+    validate_internal_topic(&topic)?;
+    Ok(Arc::from(topic))
 }
 
 /// A subscription selector: an exact topic or a pattern.
@@ -38,7 +76,12 @@ pub enum Selector {
 
 impl Selector {
     /// Parses an exact topic or a pattern. A selector with no wildcard segment is `Exact`.
+    /// Nothing in the private namespace: a pattern there could never match, an exact name is
+    /// another session's inbox.
     pub fn parse(s: &str) -> Result<Selector, TopicError> {
+        if is_private(s) {
+            return Err(TopicError::new(PRIVATE_REASON));
+        }
         let mut wildcard = false;
         let mut prefix_len = s.len();
         let mut segs = segments(s)?.peekable();
@@ -68,11 +111,23 @@ impl Selector {
         }
     }
 
-    /// Whether `topic` (a valid topic name) is selected.
+    /// Whether `topic` (a valid topic name) is selected. An exact selector selects its topic,
+    /// private or not (only the server makes private exact selectors); a pattern never selects
+    /// a private topic.
     pub fn matches(&self, topic: &str) -> bool {
         match self {
             Selector::Exact(name) => **name == *topic,
             Selector::Pattern(pattern) => pattern.matches(topic),
+        }
+    }
+
+    /// Whether the selector's text names `topic` by the wildcard rules alone, private topics
+    /// included: for policies about which names a client may write to (`--client-publish`),
+    /// never for reading.
+    pub fn names(&self, topic: &str) -> bool {
+        match self {
+            Selector::Exact(name) => **name == *topic,
+            Selector::Pattern(pattern) => pattern.names(topic),
         }
     }
 
@@ -117,9 +172,15 @@ impl Pattern {
         self.text.get(..self.prefix_len).unwrap_or("/")
     }
 
-    /// Whether `topic` (a valid topic name) matches: `*` takes exactly one segment, a final
-    /// `**` one or more, every other segment must be equal.
+    /// Whether `topic` (a valid topic name) matches: it is not private, and [`Pattern::names`]
+    /// it.
     pub fn matches(&self, topic: &str) -> bool {
+        !is_private(topic) && self.names(topic)
+    }
+
+    /// Whether the pattern names `topic` (a valid topic name) by the wildcard rules: `*` takes
+    /// exactly one segment, a final `**` one or more, every other segment must be equal.
+    pub fn names(&self, topic: &str) -> bool {
         if !topic.starts_with(self.literal_prefix()) {
             return false;
         }
@@ -318,6 +379,40 @@ mod tests {
                 assert!(!sel.matches(topic), "{selector} should not match {topic}");
             }
         }
+    }
+
+    #[test]
+    fn the_private_namespace_is_closed_to_clients() {
+        let why = "topics under /pushlet/to/ are private to their Pushlet session";
+        for name in ["/pushlet/to/abc", "/pushlet/to/abc/def"] {
+            assert_eq!(validate_topic(name).map_err(|e| e.reason()), Err(why), "{name}");
+            assert_eq!(Selector::parse(name).map_err(|e| e.reason()), Err(why), "{name}");
+            assert_eq!(validate_internal_topic(name), Ok(()), "{name}");
+        }
+        for pattern in ["/pushlet/to/*", "/pushlet/to/**"] {
+            assert_eq!(Selector::parse(pattern).map_err(|e| e.reason()), Err(why), "{pattern}");
+        }
+        // Its parent and its neighbours are ordinary topics.
+        for name in ["/pushlet/to", "/pushlet/tox/a", "/pushlet/t/a"] {
+            assert_eq!(validate_topic(name), Ok(()), "{name}");
+        }
+        assert_eq!(private_topic("abc").as_deref(), Ok("/pushlet/to/abc"));
+        for bad in ["", "a/b", "a*", "..", "a b"] {
+            assert!(private_topic(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn no_pattern_matches_a_private_topic() {
+        let inbox = "/pushlet/to/abc";
+        for pattern in ["/**", "/*/to/*", "/pushlet/**", "/pushlet/*/abc", "/*/*/*"] {
+            let sel = Selector::parse(pattern).expect(pattern);
+            assert!(!sel.matches(inbox), "{pattern} must not read {inbox}");
+            assert!(sel.names(inbox), "{pattern} names {inbox} for a publish policy");
+        }
+        assert!(Selector::parse("/pushlet/**").expect("pattern").matches("/pushlet/tox/a"));
+        // The session's own exact selector, which only the server makes, does match.
+        assert!(Selector::Exact(private_topic("abc").expect("topic")).matches(inbox));
     }
 
     #[test]

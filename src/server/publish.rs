@@ -3,6 +3,11 @@
 //! (`201` with the message id and how many subscribers it reached), and a piggybacking
 //! publish's long-poll reply. Also the worker's side of the hub channel for control messages:
 //! never blocking, with a bounded backlog when the channel is full.
+//!
+//! Every publish reaches the hub through [`HubLink::publish`], which refuses what only the
+//! server may write: a private topic (`/pushlet/to/...`, a Pushlet session's unicast inbox) and
+//! JSON data with a top-level `p_from` (the sender a Pushlet subscriber is shown). The
+//! Pushlet session core's own publishes, which set both, use [`HubLink::publish_stamped`].
 
 use std::collections::VecDeque;
 use std::mem;
@@ -23,8 +28,9 @@ use super::Shared;
 use crate::http::{Reject, Request};
 use crate::hub::{HubCmd, PublishRefused, PublishReq, Published, ReplyTo};
 use crate::log_limit::LogLimit;
-use crate::model::{MessageId, Selector, Since};
+use crate::model::{is_json_content_type, is_private, MessageId, Selector, Since};
 use crate::protocol::native::{self, Piggyback};
+use crate::protocol::pushlet;
 use crate::transport::longpoll;
 
 /// How long to wait for the hub to acknowledge a publish before answering 504. Longer than
@@ -125,7 +131,8 @@ impl ClientPublish {
     }
 
     pub(super) fn allows(&self, topic: &str) -> bool {
-        self.0.iter().any(|pattern| pattern.matches(topic))
+        // By name: a private topic (a `p_to` unicast) is allowed where a pattern names it.
+        self.0.iter().any(|pattern| pattern.names(topic))
     }
 }
 
@@ -173,9 +180,22 @@ impl HubLink {
         Ok(tag)
     }
 
-    /// Queues a publish for the hub, every protocol's way in. Refused (with the reason) when
-    /// the hub's queue is near full, so control messages always find room in it.
+    /// Queues a client's publish for the hub, every protocol's way in. Refused (with the
+    /// reason) when it writes what only the server may (see the module doc), or when the hub's
+    /// queue is near full, so control messages always find room in it.
     pub(super) fn publish(&mut self, req: PublishReq) -> Result<(), Reject> {
+        if is_private(&req.topic) {
+            return Err(Reject::forbidden("topics under /pushlet/to/ are private to their Pushlet session"));
+        }
+        if req.content_type.as_deref().is_some_and(is_json_content_type) && pushlet::forges_sender(&req.data) {
+            return Err(Reject::bad_request("p_from is set by the server: publish without it"));
+        }
+        self.publish_stamped(req)
+    }
+
+    /// Queues a publish the server itself vouches for (a Pushlet session's, which may carry
+    /// `p_from` and go to a private topic). Refused only when the hub's queue is near full.
+    pub(super) fn publish_stamped(&mut self, req: PublishReq) -> Result<(), Reject> {
         let busy = || Reject::busy("server busy: publish queue full, retry later", 1);
         if self.shared.hub.len() >= HUB_PUBLISH_HIGH_WATER {
             return Err(busy());

@@ -250,6 +250,8 @@ impl Framer {
             Framer::Native(kind) => kind.control(control, ctx),
             Framer::Pushlet { writer, .. } => {
                 let event = match control {
+                    // Left, or taken over by a newer listen: the original closed it silently.
+                    Control::End { .. } if writer.ends_quietly() => return Bytes::new(),
                     Control::End { .. } => pushlet::abort("the session's listen ended"),
                     Control::Overflow { .. } => pushlet::abort("too slow: undelivered events over the bound"),
                     Control::Gap { .. } => pushlet::error(pushlet::LOST),

@@ -127,6 +127,8 @@ pub enum Refusal {
     Busy,
     /// The page the request came from may not publish (`--cors-publish-origins`).
     Forbidden,
+    /// The data sets `p_from`, which only the server sets (a Pushlet sender).
+    SenderField,
 }
 
 /// A publish reply turned into its refusal.
@@ -134,6 +136,7 @@ fn refused(mut reply: Value, refusal: Refusal) -> Value {
     let (code, text) = match refusal {
         Refusal::Busy => (503, "Server busy, retry later"),
         Refusal::Forbidden => (403, "Origin not allowed to publish"),
+        Refusal::SenderField => (400, "p_from is set by the server: publish without it"),
     };
     reply["successful"] = Value::Bool(false);
     reply["error"] = Value::from(error_text(code, &[], text));

@@ -221,8 +221,14 @@ impl std::error::Error for PushletError {}
 /// Parses a request. GET: every query parameter is a field (form-decoded,
 /// `application/x-www-form-urlencoded` rules). POST: the body is one `<event k="v" .../>` element
 /// whose attributes are fields too (after the query's); an empty or all-whitespace body is no
-/// body. Bounded by [`MAX_FIELDS`], [`MAX_NAME_LEN`] and [`MAX_VALUE_LEN`]; field names must be
-/// [`valid_name`]s so they can be written back in every wire format.
+/// body. Bounded by [`MAX_FIELDS`] and [`MAX_VALUE_LEN`].
+///
+/// A field whose name is not a [`valid_name`] (which includes longer than [`MAX_NAME_LEN`]) is
+/// dropped, not refused: the 2.0.4 clients append page text to the query unencoded, so "tom &
+/// jerry" typed into the chat example arrives as `msg=tom ` and a field named ` jerry`. The
+/// original server took the request (and delivered `msg="tom "`); a 400 here would kill the
+/// client (any non-200 is fatal to it). Dropped names are never kept, so they cannot reach the
+/// XML or JS formats.
 ///
 /// Errors are 400s: "no p_event", "no p_id" (anything but a join), a bad `p_format` or `p_mode`
 /// value, a malformed XML body, a bound exceeded.
@@ -290,6 +296,23 @@ pub fn valid_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Whether a publish's data claims a sender: a JSON object with a top-level `p_from` member,
+/// however its name is escaped. Only the server sets `p_from` (a Pushlet session's public id,
+/// `Step::Publish`), so every other publish path refuses such data: a Pushlet subscriber
+/// shows `p_from` from the payload, and a native one reads the same JSON.
+///
+/// Cheap for the common case: data that holds neither `p_from` nor a `\u` escape (the only way
+/// to spell a name's letters differently) is not parsed.
+pub fn forges_sender(data: &[u8]) -> bool {
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    if !has(b"p_from") && !has(b"\\u") {
+        return false;
+    }
+    // Keys only; values are skipped without being built. Not an object: no member at all.
+    serde_json::from_slice::<std::collections::HashMap<Box<str>, serde::de::IgnoredAny>>(data)
+        .is_ok_and(|members| members.contains_key("p_from"))
+}
+
 /// Client text made safe to quote in a one-line reason: control characters become '?', and it
 /// is cut to [`MAX_QUOTE_LEN`] bytes (on a char boundary) with "..." after.
 pub(crate) fn quote(s: &str) -> String {
@@ -304,16 +327,14 @@ pub(crate) fn quote(s: &str) -> String {
     out
 }
 
-/// Adds one field after checking the bounds.
+/// Adds one field after checking the bounds; a name that cannot be a field is dropped (see
+/// [`parse_request`]).
 fn add_field(fields: &mut Vec<(String, String)>, name: String, value: String) -> Result<(), PushletError> {
+    if !valid_name(&name) {
+        return Ok(());
+    }
     if fields.len() >= MAX_FIELDS {
         return Err(PushletError::bad_request(format!("too many fields (at most {MAX_FIELDS})")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(PushletError::bad_request(format!("field name too long (at most {MAX_NAME_LEN} bytes)")));
-    }
-    if !valid_name(&name) {
-        return Err(PushletError::bad_request(format!("invalid field name {}", quote(&name))));
     }
     if value.len() > MAX_VALUE_LEN {
         return Err(PushletError::bad_request(format!("field {name} too long (at most {MAX_VALUE_LEN} bytes)")));
@@ -422,7 +443,6 @@ mod tests {
 
     #[test]
     fn every_400() {
-        let long_name = "a".repeat(MAX_NAME_LEN + 1);
         let long_value = "v".repeat(MAX_VALUE_LEN + 1);
         let too_many: String = (0..MAX_FIELDS).map(|i| format!("f{i}=1&")).collect::<String>() + "p_event=hb";
         let cases: Vec<(String, &[u8], String)> = vec![
@@ -437,12 +457,8 @@ mod tests {
                 b"",
                 "invalid p_mode push?evil: use stream, pull or poll".into(),
             ),
-            (format!("p_event=hb&p_id=x&{long_name}=1"), b"", "field name too long (at most 64 bytes)".into()),
             (format!("p_event=hb&p_id=x&v={long_value}"), b"", "field v too long (at most 65536 bytes)".into()),
             (too_many, b"", "too many fields (at most 64)".into()),
-            ("p_event=hb&p_id=x&a%20b=1".into(), b"", "invalid field name a b".into()),
-            ("p_event=hb&p_id=x&=1".into(), b"", "invalid field name ".into()),
-            ("p_event=hb&p_id=x&1a=1".into(), b"", "invalid field name 1a".into()),
             (
                 "".into(),
                 b"<event p_event=\"hb\" p_id=\"x\">",
@@ -451,10 +467,52 @@ mod tests {
             ("".into(), b"p_event=hb&p_id=x", "malformed XML body: expected an <event> element".into()),
             ("".into(), b"<event p_event=\"\xff\"/>", "malformed XML body: not UTF-8".into()),
             ("".into(), b"<event p_event=\"hb\" p_event=\"hb\"/>", "malformed XML body: duplicate attribute".into()),
-            ("".into(), b"<event p_event=\"hb\" a:b=\"1\" p_id=\"x\"/>", "invalid field name a:b".into()),
         ];
         for (query, body, want) in cases {
             assert_eq!(reason(parse_request(Some(&query), body)), want, "{query:?} {body:?}");
+        }
+    }
+
+    #[test]
+    fn odd_field_names_are_dropped_not_refused() {
+        // The chat example's "tom & jerry", typed into a page that appends it unencoded.
+        let req = get("p_event=publish&p_id=s1&p_subject=/chat&msg=tom%20&%20jerry").expect("accepted");
+        assert_eq!(
+            fields(&req.event),
+            [("p_event", "publish"), ("p_id", "s1"), ("p_subject", "/chat"), ("msg", "tom ")]
+        );
+        let long_name = "a".repeat(MAX_NAME_LEN + 1);
+        for odd in ["a%20b=1", "=1", "1a=1", "caf%C3%A9=1", "a%22b=1", "%3C%2Fscript%3E=1", &format!("{long_name}=1")] {
+            let req = get(&format!("p_event=hb&p_id=x&{odd}&k=v")).expect(odd);
+            assert_eq!(fields(&req.event), [("p_event", "hb"), ("p_id", "x"), ("k", "v")], "{odd}");
+        }
+        let req = parse_request(None, b"<event p_event=\"hb\" a:b=\"1\" p_id=\"x\"/>").expect("accepted");
+        assert_eq!(fields(&req.event), [("p_event", "hb"), ("p_id", "x")]);
+        // Dropped fields do not count against the field bound.
+        let odd: String = (0..MAX_FIELDS * 2).map(|i| format!("%20{i}=1&")).collect();
+        assert!(get(&format!("{odd}p_event=hb&p_id=x")).is_ok());
+    }
+
+    #[test]
+    fn forged_senders_are_found_however_spelled() {
+        for yes in [
+            &br#"{"p_from":"x"}"#[..],
+            br#"{"a":1, "p_from":null}"#,
+            br#"{"p\u005ffrom":"x"}"#,
+            br#"{"\u0070_from":1}"#,
+        ] {
+            assert!(forges_sender(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &br#"{"msg":"p_from"}"#[..],
+            br#"{"a":{"p_from":"nested"}}"#,
+            br#"["p_from"]"#,
+            br#""p_from""#,
+            br#"{"msg":"\u0041"}"#,
+            b"not json p_from",
+            br#"{"msg":"hi"}"#,
+        ] {
+            assert!(!forges_sender(no), "{}", String::from_utf8_lossy(no));
         }
     }
 

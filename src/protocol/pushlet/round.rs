@@ -11,8 +11,13 @@
 //! - a refresh round: `refresh-ack`, an `error` when events fell out of history, the data
 //!   events (an `hb` instead when the round ends with none), then the round's end. A session
 //!   with more than `--session-queue` undelivered events of its own gets only an `abort` and is
-//!   removed; a refresh whose session ended or left gets an `abort` too, never a `refresh` that
-//!   would bring its client back to a 400.
+//!   removed; a refresh whose session expired gets an `abort` too, never a `refresh` that
+//!   would bring its client back to a 400;
+//! - a refresh whose session's `leave` released it: `refresh-ack` and an `hb`, and no `refresh`.
+//!   The 2.0.4 AJAX client sets itself to "ready" when it sends `leave`, so it shrugs these
+//!   off, where an `abort` would put it in its error state for good and a later `joinListen()`
+//!   on the page would send nothing. A `refresh` event would arm its timer: if the page joins
+//!   again within `p_wait`, the stale timer starts a second refresh loop on the new session.
 
 use std::sync::Arc;
 
@@ -33,9 +38,6 @@ pub const BUSY: [(&str, &str); 4] = [NO_CACHE[0], NO_CACHE[1], NO_CACHE[2], ("Re
 /// The reason of the `abort` a refresh gets when its session expired (or overflowed) while it
 /// waited.
 pub(super) const ENDED: &str = "session ended";
-/// The reason of the `abort` a refresh gets when its session's `leave` released it (the
-/// original's bailout sent `abort` to the listener).
-pub(super) const LEFT: &str = "session left";
 /// What a refresh round's `error` event says when history no longer holds every event after
 /// the session's cursor (the same event a stream gets).
 pub const LOST: &str = "events were lost: they fell out of history";
@@ -187,7 +189,8 @@ pub fn answer_refresh(
             return Refresh::Reply { body: reply(format, &[abort(ENDED)], now_unix_secs), done: Done::Ended }
         }
         Listener::Left => {
-            return Refresh::Reply { body: reply(format, &[abort(LEFT)], now_unix_secs), done: Done::Left }
+            let body = reply(format, &[refresh_ack(), hb()], now_unix_secs);
+            return Refresh::Reply { body, done: Done::Left };
         }
         Listener::Live { session, backlog } => (session, backlog),
     };

@@ -5,8 +5,14 @@
 //! A session holds subscriptions (subjects, a shared `p_sid`, an optional `p_label`) and a
 //! cursor into topic history, never copies of events; its data events are made from history
 //! when they are delivered. Subjects match by whole segments (`/stocks` selects `/stocks` and
-//! `/stocks/aex`, not `/stocksX`; the original matched raw string prefixes). Each session also
-//! has a private unicast topic, `/pushlet/to/<id>`, which a `publish` with `p_to` addresses.
+//! `/stocks/aex`, not `/stocksX`; the original matched raw string prefixes).
+//!
+//! A session has two names. Its id (`p_id`) is a capability: whoever holds it can listen,
+//! refresh, subscribe, publish and leave as that session, so it goes only to the session's own
+//! client. Its public id is what others see: the `p_from` of its publishes, and what a `p_to`
+//! unicast names. Unicasts go to the session's private topic `/pushlet/to/<public id>`, which
+//! only its own listen can read (see `model::topic`: no client may name it, no pattern
+//! matches it).
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -16,15 +22,15 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{quote, valid_name, Command, Event, Format, Mode, Request, MAX_FIELDS};
-use crate::model::{validate_topic, Message, Selector, MAX_TOPIC_LEN};
+use crate::model::{private_topic, validate_topic, Message, Selector, MAX_TOPIC_LEN, PRIVATE_PREFIX};
 
 /// Most subjects one session may be subscribed to, over all its subscriptions; also the most
 /// subjects one `publish` may name.
 pub const MAX_SUBJECTS: usize = 32;
 /// Longest `p_label`, in bytes: labels are kept with the session for its lifetime.
 pub const MAX_LABEL_LEN: usize = 256;
-/// Topics under this prefix are private: `/pushlet/to/<id>` reaches session `<id>` only.
-pub const UNICAST_PREFIX: &str = "/pushlet/to/";
+/// Topics under this prefix are private: `/pushlet/to/<public id>` reaches that session only.
+pub const UNICAST_PREFIX: &str = PRIVATE_PREFIX;
 /// The content type of the message a Pushlet `publish` becomes.
 pub const PUBLISH_CONTENT_TYPE: &str = "application/json";
 /// The `p_wait` range of a pull round, in milliseconds (the original's 2-6 s).
@@ -32,11 +38,13 @@ pub const PULL_WAIT_MS: RangeInclusive<u64> = 2_000..=6_000;
 /// The `p_wait` range of a poll round, in milliseconds (the original's 6-10 s).
 pub const POLL_WAIT_MS: RangeInclusive<u64> = 6_000..=10_000;
 
-/// One session. Created by the worker at `join`/`join-listen` with an id it made (CSPRNG,
-/// owner-encoded) and the join's format.
+/// One session. Created by the worker at `join`/`join-listen` with an id and a public id it
+/// made (both from the CSPRNG, unrelated to each other) and the join's format.
 #[derive(Debug)]
 pub struct Session {
     id: Box<str>,
+    /// The sender identity others see (`p_from`) and the name `p_to` addresses; never the id.
+    public_id: Box<str>,
     format: Format,
     mode: Mode,
     subs: Vec<Subscription>,
@@ -44,7 +52,7 @@ pub struct Session {
     cursor: u64,
     /// The number of the next subscription id; ids are never reused within a session.
     next_sid: u64,
-    /// `Selector::Exact("/pushlet/to/<id>")`.
+    /// `Selector::Exact("/pushlet/to/<public id>")`.
     unicast: Selector,
 }
 
@@ -54,8 +62,10 @@ pub enum Step {
     /// Answer now with these events (e.g. subscribe-ack, hb-ack, unsubscribe-ack, nack).
     Reply(Vec<Event>),
     /// Answer `reply` now and publish `body` (a JSON object of the event's non-`p_` fields plus
-    /// `p_from=<session id>`, content type [`PUBLISH_CONTENT_TYPE`]) to each topic in `topics`
-    /// (the comma-separated `p_subject`, or the single unicast topic `/pushlet/to/<p_to>`).
+    /// `p_from=<public id>`, content type [`PUBLISH_CONTENT_TYPE`]) to each topic in `topics`
+    /// (the comma-separated `p_subject`, or the single private topic `/pushlet/to/<p_to>`).
+    /// Only this step may carry a `p_from` or a private topic: the worker publishes it as the
+    /// server's own, where every other publish path refuses both.
     /// `event` is the message's event name: always `None`, since a Pushlet event has no name
     /// beyond `p_event`, and a named event would be hidden from SSE `onmessage` subscribers.
     Publish { reply: Vec<Event>, topics: Vec<Box<str>>, body: Bytes, event: Option<Box<str>> },
@@ -75,10 +85,12 @@ pub enum Step {
 
 impl Session {
     /// A new session with no subscriptions, in stream mode, not listening, cursor 0.
-    pub fn new(id: Box<str>, format: Format) -> Session {
-        let unicast = Selector::Exact(Arc::from(format!("{UNICAST_PREFIX}{id}")));
+    /// `public_id` must be one topic segment (the worker's are hex).
+    pub fn new(id: Box<str>, public_id: Box<str>, format: Format) -> Session {
+        let unicast = Selector::Exact(Arc::from(format!("{UNICAST_PREFIX}{public_id}")));
         Session {
             id,
+            public_id,
             format,
             mode: Mode::default(),
             subs: Vec::new(),
@@ -91,6 +103,11 @@ impl Session {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The name others see in `p_from` and address with `p_to`.
+    pub fn public_id(&self) -> &str {
+        &self.public_id
     }
 
     pub fn format(&self) -> Format {
@@ -119,9 +136,8 @@ impl Session {
     /// everything below it by whole segments (`Exact(S)` and `S/**`; the subject `/` is `/**`),
     /// plus the session's private unicast topic. No duplicates.
     ///
-    /// A subject such as `/pushlet` also selects other sessions' unicast topics; those messages
-    /// are filtered out by [`Session::data_event`], which the worker must apply to everything it
-    /// reads.
+    /// No pattern reads another session's unicast topic (`model::topic`), and
+    /// [`Session::data_event`], which the worker applies to everything it reads, checks again.
     pub fn selectors(&self) -> Vec<Selector> {
         let mut out = vec![self.unicast.clone()];
         for subject in self.subs.iter().flat_map(|sub| sub.subjects.iter()) {
@@ -168,7 +184,8 @@ impl Session {
     /// `p_data` field: UTF-8 text as-is, binary as base64 with `p_encoding=base64`. Then
     /// `p_event=data`, `p_subject=<topic>`, `p_id=<this session>`. The fields the server stamps
     /// (`p_event`, `p_id`, `p_subject`, `p_sid`, `p_label`, `p_time`, `p_seq`) are never taken
-    /// from the payload, so a publisher cannot forge them.
+    /// from the payload, so a publisher cannot forge them; `p_from` is, because only a Pushlet
+    /// publish may store one ([`forges_sender`](super::forges_sender) guards the other paths).
     pub fn data_event(&self, msg: &Message) -> Option<Event> {
         let topic: &str = &msg.topic;
         let stamp = if topic.starts_with(UNICAST_PREFIX) {
@@ -273,11 +290,10 @@ impl Session {
 
     fn publish(&mut self, req: &Request, may_publish: &dyn Fn(&str) -> bool) -> Step {
         let topics = if let Some(to) = req.event.get("p_to").filter(|s| !s.is_empty()) {
-            let topic = format!("{UNICAST_PREFIX}{to}");
-            if to.contains('/') || validate_topic(&topic).is_err() {
-                return Step::Reply(vec![nack(&format!("invalid p_to {}", quote(to)))]);
+            match private_topic(to) {
+                Ok(topic) => vec![Box::from(&*topic)],
+                Err(_) => return Step::Reply(vec![nack(&format!("invalid p_to {}", quote(to)))]),
             }
-            vec![topic.into_boxed_str()]
         } else if let Some(list) = req.event.get("p_subject").filter(|s| !s.is_empty()) {
             match publish_topics(list) {
                 Ok(topics) => topics,
@@ -293,7 +309,7 @@ impl Session {
         for (name, value) in req.event.fields().filter(|(name, _)| !name.starts_with("p_")) {
             body.insert(name.to_owned(), Value::String(value.to_owned()));
         }
-        body.insert("p_from".to_owned(), Value::String(self.id.to_string()));
+        body.insert("p_from".to_owned(), Value::String(self.public_id.to_string()));
         let Ok(body) = serde_json::to_vec(&body) else {
             return Step::Reply(vec![nack("the event could not be encoded")]);
         };

@@ -30,6 +30,9 @@ pub struct Writer {
     format: Format,
     /// The last `p_seq` given in this response.
     seq: u64,
+    /// The client moved on (its session left, or a newer listen took over): the stream ends
+    /// with its tail alone, no closing event (see [`Writer::end_quietly`]).
+    quiet_end: bool,
 }
 
 /// The forever frame's start document: caching off for old browsers that ignore the headers,
@@ -51,7 +54,19 @@ const JS_END: &str = "</body></html>";
 
 impl Writer {
     pub fn new(format: Format) -> Writer {
-        Writer { format, seq: 0 }
+        Writer { format, seq: 0, quiet_end: false }
+    }
+
+    /// Marks a stream whose session left or was taken over by a newer listen: it is to end
+    /// without a closing event, as the original server closed it. The iframe client treats an
+    /// `abort` as fatal (`onAbort`), and nothing is left for it to be told.
+    pub fn end_quietly(&mut self) {
+        self.quiet_end = true;
+    }
+
+    /// Whether the stream ends without a closing event ([`Writer::end_quietly`]).
+    pub fn ends_quietly(&self) -> bool {
+        self.quiet_end
     }
 
     pub fn format(&self) -> Format {

@@ -377,7 +377,7 @@ impl bayeux::Host for BatchHost<'_> {
             data,
             reply: None,
         };
-        self.core.hub.publish(req).map_err(|_| Refusal::Busy)
+        self.core.hub.publish(req).map_err(|r| if r.status == 400 { Refusal::SenderField } else { Refusal::Busy })
     }
 
     fn resubscribed(&mut self, key: usize) {

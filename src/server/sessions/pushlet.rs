@@ -7,6 +7,12 @@
 //! history, a `pull` refresh is a parked request answered with what history holds after the
 //! cursor (or an `hb` after the read timeout), a `poll` refresh answers at once. `leave`,
 //! `subscribe` and `unsubscribe` on a control connection act on the open listen immediately.
+//! A listen released because its client moved on (`leave`, or a newer listen) ends the way the
+//! 2.0.4 clients survive: a stream with no closing event, a refresh with `hb` (see `round`).
+//!
+//! Each session also gets a public id, from the CSPRNG like its id but unrelated to it: the
+//! `p_from` others see. Its publishes are the only ones the server stores with a `p_from` or
+//! on a private topic (`HubLink::publish_stamped`).
 //!
 //! What each reply carries and in which order is the core's (`protocol::pushlet::round`); this
 //! file reads history and the session table, calls it, and queues what comes back.
@@ -28,6 +34,7 @@ use crate::server::sessions;
 use crate::server::sessions::handoff;
 use crate::server::stream;
 use crate::server::stream::{unix_secs, StreamSpec};
+use std::fmt::Write as _;
 
 /// A request on a Pushlet path.
 pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
@@ -84,7 +91,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         Step::Listen { ack } => listen(core, key, meta, skey, base, ack),
         Step::Refresh => refresh(core, key, meta, skey, base),
         Step::Leave(events) => {
-            sessions::release_listening(core, skey);
+            release_quietly(core, skey);
             core.sessions.remove(skey, &mut core.conns.timers);
             send_events(&mut core.conns, key, meta, format, &events);
         }
@@ -101,13 +108,38 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
 /// `join` / `join-listen` always make a new session, owned here.
 fn join(core: &mut Core, key: usize, preq: &pushlet::Request) -> Result<usize, Reject> {
     let id = session_id::new_id(core.id).map_err(|_| Reject::new(500, "cannot make a session id"))?;
-    let session = pushlet::Session::new(id.clone(), preq.format.unwrap_or_default());
+    let public_id = public_id().map_err(|_| Reject::new(500, "cannot make a session id"))?;
+    let session = pushlet::Session::new(id.clone(), public_id, preq.format.unwrap_or_default());
     let entry = SessionEntry::new(id, SessionState::Pushlet(Box::new(session)), core.shared.config.sessions.lease);
     let peer = core.conns.peer_ip(key);
     core.sessions.add(entry, peer, &mut core.conns.timers).map_err(|refused| match refused {
         Refused::Full => Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
         Refused::TooFast => Reject::from(refused).with_headers(&pushlet::NO_CACHE),
     })
+}
+
+/// A session's public id: 128 bits from the OS CSPRNG as 32 hex digits. It is one topic
+/// segment, and never a well-formed session id (those are 35 long), so it is no use as one.
+fn public_id() -> std::io::Result<Box<str>> {
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut id = String::with_capacity(32);
+    for b in random {
+        let _ = write!(id, "{b:02x}");
+    }
+    Ok(id.into())
+}
+
+/// Releases the session's open listen because its client moved on (it left, or listens
+/// anew): a stream ends with no closing event, a waiting refresh is answered (`answer`).
+fn release_quietly(core: &mut Core, skey: usize) {
+    if let Some(key) = core.sessions.listening_conn(skey, &core.conns) {
+        let stream = core.conns.get_mut(key).and_then(|c| c.state.streaming_mut());
+        if let Some(Framer::Pushlet { writer, .. }) = stream.map(|s| &mut s.framer) {
+            writer.end_quietly();
+        }
+    }
+    sessions::release_listening(core, skey);
 }
 
 /// Publishes a Pushlet event to its topics; the ack becomes a nack if the hub is busy.
@@ -126,7 +158,8 @@ fn publish(
             data: body.clone(),
             reply: None,
         };
-        if let Err(busy) = core.hub.publish(req) {
+        // The server's own: the only publish that may carry `p_from` or a private topic.
+        if let Err(busy) = core.hub.publish_stamped(req) {
             return vec![pushlet::nack(&busy.reason)];
         }
     }
@@ -155,7 +188,7 @@ fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'sta
         Listen::Stream { writer, first } => (writer, first),
     };
     // Stream: one open listen per session; a newer one takes over.
-    sessions::release_listening(core, skey);
+    release_quietly(core, skey);
     let spec = StreamSpec {
         framer: Framer::Pushlet { session: skey, writer },
         content_type: pushlet::content_type(format).to_owned(),
@@ -176,7 +209,7 @@ fn refresh(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'st
     let (format, mode, cursor) = (session.format(), session.mode(), session.cursor());
     let selectors = session.selectors().into_boxed_slice();
     // One waiting refresh per session: a newer one answers the older.
-    sessions::release_listening(core, skey);
+    release_quietly(core, skey);
     let hold = PushletHold { session: skey, format, base };
     let parked = Parked { selectors, cursor, reply: meta, format: ParkedFormat::Pushlet(Box::new(hold)) };
     let timeout = core.shared.config.sessions.pushlet_read_timeout;

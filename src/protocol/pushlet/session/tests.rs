@@ -13,7 +13,7 @@ fn any(_: &str) -> bool {
 }
 
 fn session(id: &str) -> Session {
-    Session::new(id.into(), Format::XmlStrict)
+    Session::new(id.into(), format!("pub-{id}").into(), Format::XmlStrict)
 }
 
 fn ev(kind: &str, fields: &[(&str, &str)]) -> Event {
@@ -52,7 +52,7 @@ fn subscribed(s: &mut Session, query: &str) {
 
 #[test]
 fn join_acks_with_id_and_format() {
-    let mut s = Session::new("abc".into(), Format::Xml);
+    let mut s = Session::new("abc".into(), "pub-abc".into(), Format::Xml);
     assert_eq!(
         s.handle(&req("p_event=join&p_format=xml"), &any),
         reply("join-ack", &[("p_id", "abc"), ("p_format", "xml")])
@@ -67,7 +67,7 @@ fn join_acks_with_id_and_format() {
 
 #[test]
 fn join_listen_subscribes_and_starts_delivery() {
-    let mut s = Session::new("abc".into(), Format::XmlStrict);
+    let mut s = Session::new("abc".into(), "pub-abc".into(), Format::XmlStrict);
     let step = s.handle(
         &req("p_event=join-listen&p_format=xml-strict&p_mode=pull&p_subject=/pushlet/ping&p_label=pinger"),
         &any,
@@ -84,7 +84,7 @@ fn join_listen_subscribes_and_starts_delivery() {
 
 #[test]
 fn listen_sets_mode_and_format_and_keeps_them() {
-    let mut s = Session::new("abc".into(), Format::Js);
+    let mut s = Session::new("abc".into(), "pub-abc".into(), Format::Js);
     let step = s.handle(&req("p_event=listen&p_id=abc"), &any);
     let ack = ev("listen-ack", &[("p_id", "abc"), ("p_mode", "stream"), ("p_format", "js")]);
     assert_eq!(step, Step::Listen { ack: vec![ack] });
@@ -198,7 +198,11 @@ fn publish_to_subjects() {
     assert_eq!(topics, vec![Box::from("/a/b"), Box::from("/c")]);
     assert_eq!(event, None);
     let body: Value = serde_json::from_slice(&body).expect("JSON");
-    assert_eq!(body, serde_json::json!({"msg": "hi there", "n": "1", "p_from": "pub1"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"msg": "hi there", "n": "1", "p_from": "pub-pub1"}),
+        "the public id, never the session id"
+    );
 }
 
 #[test]
@@ -274,22 +278,22 @@ fn refresh_rounds() {
 #[test]
 fn selectors_cover_subjects_by_whole_segments() {
     let mut s = session("abc");
-    assert_eq!(s.selectors(), vec![Selector::Exact(Arc::from("/pushlet/to/abc"))]);
+    assert_eq!(s.selectors(), vec![Selector::Exact(Arc::from("/pushlet/to/pub-abc"))]);
     subscribed(&mut s, "p_event=subscribe&p_id=abc&p_subject=/stocks");
     subscribed(&mut s, "p_event=subscribe&p_id=abc&p_subject=/stocks");
     let sel = s.selectors();
     let want = [
-        Selector::Exact(Arc::from("/pushlet/to/abc")),
+        Selector::Exact(Arc::from("/pushlet/to/pub-abc")),
         Selector::Exact(Arc::from("/stocks")),
         Selector::parse("/stocks/**").expect("pattern"),
     ];
     assert_eq!(sel, want, "no duplicates");
     let selected = |topic: &str| sel.iter().any(|s| s.matches(topic));
-    for yes in ["/stocks", "/stocks/aex", "/stocks/aex/ing", "/pushlet/to/abc"] {
+    for yes in ["/stocks", "/stocks/aex", "/stocks/aex/ing", "/pushlet/to/pub-abc"] {
         assert!(selected(yes), "{yes}");
         assert!(s.data_event(&text_msg(yes, b"x")).is_some(), "{yes}");
     }
-    for no in ["/stocksX", "/stock", "/other/stocks", "/pushlet/to/abcd"] {
+    for no in ["/stocksX", "/stock", "/other/stocks", "/pushlet/to/pub-abcd"] {
         assert!(!selected(no), "{no}");
         assert!(s.data_event(&text_msg(no, b"x")).is_none(), "{no}");
     }
@@ -316,12 +320,12 @@ fn selectors_at_the_edges() {
 fn unicast_reaches_only_its_session() {
     let mut a = session("aaa");
     subscribed(&mut a, "p_event=subscribe&p_id=aaa&p_subject=/pushlet");
-    let own = a.data_event(&text_msg("/pushlet/to/aaa", b"psst")).expect("own unicast");
+    let own = a.data_event(&text_msg("/pushlet/to/pub-aaa", b"psst")).expect("own unicast");
     assert_eq!(own.get("p_sid"), None);
     assert_eq!(own.get("p_data"), Some("psst"));
-    // A subscription to /pushlet covers /pushlet/to/bbb by prefix, yet another session's
-    // unicast never reaches it.
-    assert!(a.data_event(&text_msg("/pushlet/to/bbb", b"psst")).is_none());
+    // A subscription to /pushlet names /pushlet/to/pub-bbb by prefix, yet another session's
+    // unicast never reaches it (no pattern reads a private topic; this checks again).
+    assert!(a.data_event(&text_msg("/pushlet/to/pub-bbb", b"psst")).is_none());
     assert!(a.data_event(&text_msg("/pushlet/ping", b"x")).is_some());
 }
 
@@ -418,7 +422,7 @@ fn a_pushlet_publish_arrives_as_the_same_fields() {
     let mut want = vec![
         ("p_event", "data"),
         ("msg", "hi there"),
-        ("p_from", "pub1"),
+        ("p_from", "pub-pub1"),
         ("p_subject", "/pushlet/ping"),
         ("p_id", "rd1"),
         ("p_sid", "s1"),

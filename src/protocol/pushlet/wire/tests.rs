@@ -290,7 +290,7 @@ fn ajax_client_join_listen_pull_flow() {
     // What ajax-pushlet-client.js sends first, and the page it gets back: ack, then refresh.
     let req = parse_request(Some("p_event=join-listen&p_format=xml-strict&p_mode=pull&p_subject=/pushlet/ping"), b"")
         .expect("valid");
-    let mut session = Session::new("vurocyjalo".into(), req.format.unwrap_or_default());
+    let mut session = Session::new("vurocyjalo".into(), "hymurasoji".into(), req.format.unwrap_or_default());
     let Step::Listen { ack } = session.handle(&req, &|_: &str| true) else {
         panic!("expected a listen");
     };
