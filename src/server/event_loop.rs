@@ -179,6 +179,14 @@ impl Worker {
         }
         WorkerStats::sub(&self.core.stats().connections, remaining as u64);
         self.core.shared.connections.fetch_sub(remaining, Relaxed);
+        // Every connection closed through `io::close`, which retires its subscriber: a
+        // subscriber gauge left above zero is an enlist without its retire.
+        debug_assert!(
+            remaining > 0 || self.core.stats().no_subscribers(),
+            "worker {}: subscriber gauges not back to zero: {}",
+            self.core.id,
+            self.core.stats().snapshot()
+        );
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
