@@ -211,7 +211,7 @@ const LATENCY_HIGHEST_US: u64 = 60_000_000;
 ///
 /// One histogram per second in a ring: recording goes to the current second's slot (cleared
 /// when it is reused), a reader merges the slots of the window. Two significant digits, u32
-/// counts: about 9 KB a slot, 90 KB a worker, whatever the load.
+/// counts: 2,560 counters (10 KiB) a slot, 100 KiB a worker, whatever the load.
 #[derive(Debug)]
 pub(crate) struct LatencyWindow {
     /// Each slot's unix second and its histogram; slot `s % LATENCY_WINDOW_SECS` holds second `s`.
@@ -328,6 +328,12 @@ mod tests {
         window.record(t0 + 10 * SEC, 7_000);
         let hist = window.merged(t0 + 10 * SEC);
         assert_eq!((hist.len(), hist.max() / 1000), (1, 7));
+    }
+
+    #[test]
+    fn a_slot_is_the_size_the_docs_say() {
+        // 1 µs to 60 s at two digits: 20 half-buckets of 128 counters (LatencyWindow's doc).
+        assert_eq!(empty_histogram().distinct_values(), 2560);
     }
 
     #[test]
