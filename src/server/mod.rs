@@ -270,9 +270,12 @@ impl Server {
 }
 
 pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
-    let workers: Vec<serde_json::Value> = shared.stats.iter().map(WorkerStats::snapshot).collect();
+    // Each worker's latency window is merged once, for its own figures and the node's.
+    let windows: Vec<_> = shared.stats.iter().map(WorkerStats::latency_window).collect();
+    let workers: Vec<serde_json::Value> =
+        shared.stats.iter().zip(&windows).map(|(worker, window)| worker.snapshot_with(window)).collect();
     let store = shared.store.stats();
-    let latency = stats::merged_latency(shared.stats.iter());
+    let latency = stats::merged_latency(&windows);
     serde_json::json!({
         "workers": workers,
         "fanout_latency_ms": stats::latency_json(&latency),

@@ -102,13 +102,18 @@ impl WorkerStats {
 
     /// A JSON snapshot.
     pub fn snapshot(&self) -> serde_json::Value {
+        self.snapshot_with(&self.latency_window())
+    }
+
+    /// A JSON snapshot with `latency`, this worker's window already merged.
+    pub(crate) fn snapshot_with(&self, latency: &Histogram<u32>) -> serde_json::Value {
         let transports: serde_json::Map<String, serde_json::Value> = SubscriberKind::ALL
             .iter()
             .map(|&kind| (kind.name().to_owned(), self.transports[kind as usize].load(Relaxed).into()))
             .collect();
         serde_json::json!({
             "transports": transports,
-            "fanout_latency_ms": latency_json(&self.latency_window()),
+            "fanout_latency_ms": latency_json(latency),
             "connections": self.connections.load(Relaxed),
             "parked": self.parked.load(Relaxed),
             "streaming": self.streaming.load(Relaxed),
@@ -272,11 +277,11 @@ pub(crate) fn latency_json(hist: &Histogram<u32>) -> serde_json::Value {
     })
 }
 
-/// The fan-out latency windows of several workers, merged.
-pub(crate) fn merged_latency<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Histogram<u32> {
+/// Several workers' windows (`WorkerStats::latency_window`), merged.
+pub(crate) fn merged_latency<'a>(windows: impl IntoIterator<Item = &'a Histogram<u32>>) -> Histogram<u32> {
     let mut all = empty_histogram();
-    for worker in workers {
-        let _ = all.add(worker.latency_window());
+    for window in windows {
+        let _ = all.add(window);
     }
     all
 }
