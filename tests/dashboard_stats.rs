@@ -1,7 +1,8 @@
 //! The dashboard's figures in `/stats`, over real sockets: subscribers counted by transport (one
 //! of each kind, each under its own name and in its family's gauge, every gauge back to zero
-//! once they are answered or gone), and the fan-out latency window (nothing before a delivery,
-//! one sample per message per worker after, the figures in order).
+//! once they are answered or gone), and the fan-out latency window (nothing before a delivery
+//! nor for a catch-up read of history, one sample per message per worker after a hub turn
+//! delivers it, the figures in order).
 
 mod util;
 
@@ -169,6 +170,14 @@ fn fanout_latency_is_reported_once_per_message_and_worker_after_deliveries() {
     // No heartbeat re-read during the test: every delivery comes from a hub turn.
     let server = TestServer::with(|c| c.streams.heartbeat_interval = Duration::from_secs(60));
     assert_eq!(latency(&server.stats()), (0, None, None, None), "nothing delivered, nothing reported");
+
+    // Reading history that was published before (a catch-up) is not fan-out.
+    for i in 0..3 {
+        publish(server.addr, "/lat/old", format!("old{i}").as_bytes());
+    }
+    let r = server.client().get("/sub/lat/old?since=all");
+    assert_eq!(r.json()["messages"].as_array().map(Vec::len), Some(3));
+    assert_eq!(latency(&server.stats()).0, 0, "a catch-up read taken for fan-out");
 
     // A stream: each message is one sample on its worker.
     let mut sse = stream(&server, "/sub/lat/s?transport=sse");

@@ -247,6 +247,9 @@ pub(super) struct Delivery {
     /// The highest seq delivered here in a hub turn: each message's fan-out latency is
     /// recorded once per worker, in the turn that first delivered it (`record_latency`).
     latency_mark: u64,
+    /// The lowest seq the hub forwarded for this turn (`u64::MAX`: none): older messages a
+    /// subscriber reads in the turn are catch-up, not fan-out.
+    forwarded_from: u64,
     /// The hub timestamps (`time_ms`) of the messages this turn delivered first here.
     fresh: Vec<u64>,
     worker: usize,
@@ -270,6 +273,7 @@ impl Delivery {
             parts: Vec::new(),
             rng,
             latency_mark: 0,
+            forwarded_from: u64::MAX,
             fresh: Vec::new(),
             worker,
             shared,
@@ -329,11 +333,17 @@ impl Delivery {
         }
     }
 
-    /// Notes the messages of `msgs` that no subscriber here had in an earlier delivery, for
-    /// their fan-out latency (recorded at the end of the turn, `end_turn`).
+    /// The hub forwarded message `seq` for the coming turn.
+    pub(super) fn forwarded(&mut self, seq: u64) {
+        self.forwarded_from = self.forwarded_from.min(seq);
+    }
+
+    /// Notes the messages of `msgs` that the hub forwarded for this turn and that no
+    /// subscriber here had in an earlier delivery, for their fan-out latency (recorded at the
+    /// end of the turn, `end_turn`).
     fn note_fresh(&mut self, msgs: &[Arc<Message>]) {
         for msg in msgs {
-            if msg.seq > self.latency_mark && self.fresh.len() < MAX_FRESH_PER_TURN {
+            if msg.seq >= self.forwarded_from && msg.seq > self.latency_mark && self.fresh.len() < MAX_FRESH_PER_TURN {
                 self.latency_mark = msg.seq;
                 self.fresh.push(msg.time_ms);
             }
@@ -355,6 +365,7 @@ impl Delivery {
             hub.tell(HubCmd::Delivered { worker: self.worker, seq, count });
         }
         self.record_latency();
+        self.forwarded_from = u64::MAX;
     }
 
     /// Records, for each message this turn delivered first here, how long after the hub
@@ -366,8 +377,8 @@ impl Delivery {
     /// the turn's own length (the spread of a broadcast to many subscribers). A record per
     /// delivery would cost a clock read per subscriber on the broadcast path; this costs a
     /// comparison per subscriber, and one clock read and one uncontended lock per turn. Only
-    /// hub turns count, so a catch-up read of old history (a re-poll, `since=all`) is not
-    /// taken for fan-out.
+    /// messages the hub forwarded for the turn count, so a catch-up read of older history (a
+    /// re-poll, `since=all`, a wake after a dropped batch) is not taken for fan-out.
     fn record_latency(&mut self) {
         if self.fresh.is_empty() {
             return;

@@ -324,6 +324,7 @@ impl Worker {
                         if report {
                             self.core.delivery.expect_report(msg.seq);
                         }
+                        self.core.delivery.forwarded(msg.seq);
                         // Matching once per distinct topic keeps the work per turn at
                         // O(topics + subscribers), not O(messages x subscribers).
                         topics.insert(Arc::clone(&msg.topic));
