@@ -80,13 +80,13 @@ pub(super) fn park(core: &mut Core, key: usize, parked: Parked, when: When, gaps
         Answer::Nothing { head } => head,
     };
     core.delivery.watch(&mut core.hub, key, &parked.selectors, seen_head);
-    WorkerStats::add(&core.stats().parked, 1);
     if let Some(skey) = parked.format.session() {
         core.sessions.listen(skey, key);
     }
     if let Some(conn) = core.conns.get_mut(key) {
         conn.state.park(Box::new(parked));
     }
+    subscriber::enlist(core, key);
     core.conns.set_timer(key, timeout);
 }
 
@@ -155,6 +155,10 @@ pub(super) fn resume(core: &mut Core, key: usize, when: When) {
 fn jittered(core: &mut Core, base: Duration) -> Duration {
     base.mul_f64(0.9 + 0.2 * core.delivery.rng.unit())
 }
+
+/// Messages whose fan-out latency one hub turn records at most (a turn delivers few fresh
+/// messages: those of the batches it drained); past it the rest go unrecorded.
+const MAX_FRESH_PER_TURN: usize = 4096;
 
 /// A long-poll reply shared by the subscribers of one hub turn; see `answer`.
 pub(super) struct CachedReply {
@@ -240,6 +244,14 @@ pub(super) struct Delivery {
     pub(super) parts: Vec<Bytes>,
     /// Jitter for long-poll holds and Pushlet refresh advice.
     pub(super) rng: XorShift,
+    /// The highest seq delivered here in a hub turn: each message's fan-out latency is
+    /// recorded once per worker, in the turn that first delivered it (`record_latency`).
+    latency_mark: u64,
+    /// The lowest seq the hub forwarded for this turn (`u64::MAX`: none): older messages a
+    /// subscriber reads in the turn are catch-up, not fan-out.
+    forwarded_from: u64,
+    /// The hub timestamps (`time_ms`) of the messages this turn delivered first here.
+    fresh: Vec<u64>,
     worker: usize,
     shared: Arc<Shared>,
 }
@@ -260,6 +272,9 @@ impl Delivery {
             msgs: Vec::new(),
             parts: Vec::new(),
             rng,
+            latency_mark: 0,
+            forwarded_from: u64::MAX,
+            fresh: Vec::new(),
             worker,
             shared,
         }
@@ -301,8 +316,9 @@ impl Delivery {
         self.msgs = msgs;
     }
 
-    /// Counts `msgs` as delivered to one subscriber: stats, and the per-message counts for
-    /// publishers waiting on an acknowledgement.
+    /// Counts `msgs` as delivered to one subscriber: stats, the per-message counts for
+    /// publishers waiting on an acknowledgement, and in a hub turn their fan-out latency.
+    /// Every transport calls this right after queueing `msgs` to the subscriber's socket.
     pub(super) fn count(&mut self, msgs: &[Arc<Message>]) {
         if !self.reports.is_empty() {
             for msg in msgs {
@@ -312,6 +328,26 @@ impl Delivery {
             }
         }
         WorkerStats::add(&self.shared.stats[self.worker].delivered, msgs.len() as u64);
+        if self.caching {
+            self.note_fresh(msgs);
+        }
+    }
+
+    /// The hub forwarded message `seq` for the coming turn.
+    pub(super) fn forwarded(&mut self, seq: u64) {
+        self.forwarded_from = self.forwarded_from.min(seq);
+    }
+
+    /// Notes the messages of `msgs` that the hub forwarded for this turn and that no
+    /// subscriber here had in an earlier delivery, for their fan-out latency (recorded at the
+    /// end of the turn, `end_turn`).
+    fn note_fresh(&mut self, msgs: &[Arc<Message>]) {
+        for msg in msgs {
+            if msg.seq >= self.forwarded_from && msg.seq > self.latency_mark && self.fresh.len() < MAX_FRESH_PER_TURN {
+                self.latency_mark = msg.seq;
+                self.fresh.push(msg.time_ms);
+            }
+        }
     }
 
     /// The subscribers of one hub turn are being resumed: replies may be shared among them.
@@ -320,12 +356,38 @@ impl Delivery {
     }
 
     /// The turn is over: the cached reply described history as it was in this turn (the next
-    /// turn reads anew), and each publisher's deliveries here are reported to the hub.
+    /// turn reads anew), each publisher's deliveries here are reported to the hub, and the
+    /// fan-out latency of the messages it delivered is recorded.
     pub(super) fn end_turn(&mut self, hub: &mut HubLink) {
         self.caching = false;
         self.cache = None;
         for (seq, count) in self.reports.drain() {
             hub.tell(HubCmd::Delivered { worker: self.worker, seq, count });
+        }
+        self.record_latency();
+        self.forwarded_from = u64::MAX;
+    }
+
+    /// Records, for each message this turn delivered first here, how long after the hub
+    /// sequenced it (`time_ms`) the turn had it queued to every subscriber it woke: the
+    /// fan-out latency in `/stats`. It is queue time, not wire time.
+    ///
+    /// Once per message per worker, at the end of the turn: every subscriber of the turn had
+    /// it queued by then, so the figure bounds each subscriber's latency here and includes
+    /// the turn's own length (the spread of a broadcast to many subscribers). A record per
+    /// delivery would cost a clock read per subscriber on the broadcast path; this costs a
+    /// comparison per subscriber, and one clock read and one uncontended lock per turn. Only
+    /// messages the hub forwarded for the turn count, so a catch-up read of older history (a
+    /// re-poll, `since=all`, a wake after a dropped batch) is not taken for fan-out.
+    fn record_latency(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let now_us = super::stats::unix_micros();
+        let stats = &self.shared.stats[self.worker];
+        let mut window = stats.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for time_ms in self.fresh.drain(..) {
+            window.record(now_us, now_us.saturating_sub(time_ms.saturating_mul(1000)));
         }
     }
 

@@ -112,7 +112,7 @@ fn start(core: &mut Core, key: usize, framing: DuplexFraming, may_publish: bool,
         protocol,
         changes: ChangeBudget::new(now),
     }));
-    WorkerStats::add(&core.stats().duplex, 1);
+    subscriber::enlist(core, key);
     core.conns.set_timer(key, interval);
     if core.conns.is_shutting_down() {
         shutdown(core, key);

@@ -181,6 +181,14 @@ impl Worker {
         }
         WorkerStats::sub(&self.core.stats().connections, remaining as u64);
         self.core.shared.connections.fetch_sub(remaining, Relaxed);
+        // Every connection closed through `io::close`, which retires its subscriber: a
+        // subscriber gauge left above zero is an enlist without its retire.
+        debug_assert!(
+            remaining > 0 || self.core.stats().no_subscribers(),
+            "worker {}: subscriber gauges not back to zero: {}",
+            self.core.id,
+            self.core.stats().snapshot()
+        );
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -320,6 +328,7 @@ impl Worker {
                         if report {
                             self.core.delivery.expect_report(msg.seq);
                         }
+                        self.core.delivery.forwarded(msg.seq);
                         // Matching once per distinct topic keeps the work per turn at
                         // O(topics + subscribers), not O(messages x subscribers).
                         topics.insert(Arc::clone(&msg.topic));

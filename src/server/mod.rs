@@ -256,22 +256,36 @@ impl Server {
         for peer in &self.shared.peers {
             let _ = peer.waker.wake();
         }
+        let mut panicked = None;
         for handle in self.workers.drain(..) {
-            let _ = handle.join();
+            if let Err(panic) = handle.join() {
+                panicked = Some(panic);
+            }
         }
         if let Some(hub) = self.hub.take() {
             let _ = hub.tx.send(HubCmd::Shutdown);
             let _ = hub.join.join();
         }
         info!("halley stopped");
+        // A worker's debug assertion (e.g. its subscriber gauges not back to zero once its
+        // last connection closed) fails the caller, a test most likely, instead of a line in
+        // its output.
+        if let Some(panic) = panicked.filter(|_| cfg!(debug_assertions) && !std::thread::panicking()) {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
 pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
-    let workers: Vec<serde_json::Value> = shared.stats.iter().map(WorkerStats::snapshot).collect();
+    // Each worker's latency window is merged once, for its own figures and the node's.
+    let windows: Vec<_> = shared.stats.iter().map(WorkerStats::latency_window).collect();
+    let workers: Vec<serde_json::Value> =
+        shared.stats.iter().zip(&windows).map(|(worker, window)| worker.snapshot_with(window)).collect();
     let store = shared.store.stats();
+    let latency = stats::merged_latency(&windows);
     serde_json::json!({
         "workers": workers,
+        "fanout_latency_ms": stats::latency_json(&latency),
         "hub": shared.hub_stats.snapshot(),
         "store": {
             "head": shared.store.head(),

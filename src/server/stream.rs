@@ -97,7 +97,7 @@ pub(super) fn open(
     stream.life.push(&mut conn.out, &mut first);
     conn.state.open_stream(Box::new(stream));
     core.delivery.watch(&mut core.hub, key, &selectors, seen_head);
-    WorkerStats::add(&core.stats().streaming, 1);
+    subscriber::enlist(core, key);
     feed(core, key, gaps);
     if core.conns.is_shutting_down() {
         // Opened during shutdown (a request in progress, or handed over): what history

@@ -16,13 +16,16 @@
 //! - `answer_now`: its session's listen was taken over by a newer request; `on_shutdown`;
 //! - `retire` (`AsyncListener.onComplete`): it stops being a subscriber (answered, ended,
 //!   closed or handed over), so the local index and the gauges forget it.
+//!
+//! The subscriber gauges (each family's and each transport's, `stats::SubscriberKind`) go up
+//! in `enlist` and down in `retire`, and nowhere else, both from the kind the phase data
+//! shows; so they cannot drift apart.
 
 use super::conn::{Phase, Vacated};
 use super::core::Core;
 use super::delivery::{self, Gaps, When};
 use super::io;
 use super::sessions::bayeux as bayeux_session;
-use super::stats::WorkerStats;
 use super::{duplex, stream};
 use crate::transport::Control;
 
@@ -92,20 +95,24 @@ pub(super) fn on_shutdown(core: &mut Core, key: usize) {
     }
 }
 
+/// Counts connection `key`, which has just parked, opened a stream or become a socket, in
+/// the subscriber gauges of its kind. Called once per subscriber, after the transition (a
+/// parked request that is taken out and parked again with nothing to say stays counted).
+pub(super) fn enlist(core: &Core, key: usize) {
+    if let Some(kind) = core.conns.get(key).and_then(|conn| conn.state.subscriber_kind()) {
+        core.stats().enlisted(kind);
+    }
+}
+
 /// Undoes what a phase registered elsewhere: its subscriptions in the local index, its
-/// gauge, and its place as its session's listening connection. Used when a subscriber is
+/// gauges, and its place as its session's listening connection. Used when a subscriber is
 /// answered, ends, closes, or is handed to another worker, so nothing keeps a key that is
 /// about to be reused.
 pub(super) fn retire(core: &mut Core, key: usize, vacated: &Vacated) {
     if let Some(session) = vacated.session() {
         core.sessions.listening_ended(session, key, &mut core.conns.timers);
     }
-    let gauge = match vacated.phase() {
-        Phase::Parked => &core.stats().parked,
-        Phase::Streaming => &core.stats().streaming,
-        Phase::Duplex => &core.stats().duplex,
-        _ => return,
-    };
-    WorkerStats::sub(gauge, 1);
+    let Some(kind) = vacated.subscriber_kind() else { return };
+    core.stats().retired(kind);
     core.delivery.unwatch(&mut core.hub, key, vacated.selectors());
 }

@@ -13,9 +13,11 @@
 //!  any ─close─► Closed (the slot is freed after the event batch)
 //! ```
 
-use super::{BodyPhase, Duplex, DuplexProtocol, Framer, Parked, Publishing, Streaming};
+use super::{BodyPhase, Duplex, DuplexFraming, DuplexProtocol, Framer, Parked, ParkedFormat, Publishing, Streaming};
 use crate::log_limit::LogLimit;
 use crate::model::Selector;
+use crate::server::stats::SubscriberKind;
+use crate::transport::StreamKind;
 
 /// Where a connection is in its life, for matching: a copy of the state without its data.
 /// The data is reached through the typed accessors of [`ConnState`].
@@ -91,6 +93,11 @@ impl ConnState {
     /// Parked, streaming or duplex: a subscriber that a message can wake.
     pub fn is_subscriber(&self) -> bool {
         matches!(self.0, State::Parked(_) | State::Streaming(_) | State::Duplex(_))
+    }
+
+    /// What kind of subscriber it is (its transport), if it is one: for the gauges.
+    pub fn subscriber_kind(&self) -> Option<SubscriberKind> {
+        kind_of(&self.0)
     }
 
     /// The session (its key in the worker's session table) this connection listens for, if
@@ -293,6 +300,11 @@ impl Vacated {
         session_of(&self.0)
     }
 
+    /// What kind of subscriber it was, if it was one.
+    pub fn subscriber_kind(&self) -> Option<SubscriberKind> {
+        kind_of(&self.0)
+    }
+
     /// The selectors the phase was watching.
     pub fn selectors(&self) -> &[Selector] {
         match &self.0 {
@@ -344,6 +356,31 @@ fn phase_of(state: &State) -> Phase {
         State::Draining => Phase::Draining,
         State::Closed => Phase::Closed,
     }
+}
+
+/// A subscriber's kind, read from what its phase holds (nothing is stored for it).
+fn kind_of(state: &State) -> Option<SubscriberKind> {
+    Some(match state {
+        State::Parked(parked) => match parked.format {
+            ParkedFormat::Json => SubscriberKind::LongPoll,
+            ParkedFormat::Jsonp(_) => SubscriberKind::Jsonp,
+            ParkedFormat::Pushlet(_) => SubscriberKind::PushletPull,
+            ParkedFormat::Bayeux(_) => SubscriberKind::BayeuxHttp,
+        },
+        State::Streaming(stream) => match stream.framer {
+            Framer::Native(StreamKind::Sse) => SubscriberKind::Sse,
+            Framer::Native(StreamKind::Ndjson) => SubscriberKind::Ndjson,
+            Framer::Native(StreamKind::Iframe { .. }) => SubscriberKind::Iframe,
+            Framer::Native(StreamKind::Multipart) => SubscriberKind::Multipart,
+            Framer::Pushlet { .. } => SubscriberKind::PushletStream,
+        },
+        State::Duplex(duplex) => match (&duplex.framing, &duplex.protocol) {
+            (_, DuplexProtocol::Bayeux(_)) => SubscriberKind::BayeuxWs,
+            (DuplexFraming::WebSocket(_), DuplexProtocol::Native) => SubscriberKind::WebSocket,
+            (DuplexFraming::Raw(_), DuplexProtocol::Native) => SubscriberKind::Raw,
+        },
+        _ => return None,
+    })
 }
 
 fn session_of(state: &State) -> Option<usize> {
@@ -527,6 +564,27 @@ mod tests {
         let vacated = state.end().expect("a socket ends");
         assert_eq!(vacated.duplex().map(|d| d.selectors.len()), Some(1));
         assert_eq!(state.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn a_subscribers_kind_is_read_from_its_phase_and_kept_when_vacated() {
+        let mut state = dispatching();
+        assert_eq!(state.subscriber_kind(), None);
+        state.park(parked(ParkedFormat::Jsonp("cb".into())));
+        assert_eq!(state.subscriber_kind(), Some(SubscriberKind::Jsonp));
+        assert_eq!(state.close().subscriber_kind(), Some(SubscriberKind::Jsonp));
+        let mut state = dispatching();
+        state.open_stream(streaming());
+        assert_eq!(state.end().and_then(|v| v.subscriber_kind()), Some(SubscriberKind::Sse));
+        let mut state = ConnState::default();
+        state.open_duplex(duplex());
+        assert_eq!(state.subscriber_kind(), Some(SubscriberKind::Raw));
+        let mut bayeux = duplex();
+        bayeux.protocol = DuplexProtocol::Bayeux(Box::default());
+        let mut state = ConnState::default();
+        state.open_duplex(bayeux);
+        assert_eq!(state.subscriber_kind(), Some(SubscriberKind::BayeuxWs));
+        assert_eq!(state.close().subscriber_kind(), Some(SubscriberKind::BayeuxWs));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 /* The dashboard: this node's stats, published by the server itself to /halley/stats once a
  * second while a dashboard keeps its lease (GET /dashboard/watch), received with halley.js
- * like any other message. Rates come from the difference of two samples; the charts are
- * drawn on canvas here (no third-party code). */
+ * like any other message. Rates come from the difference of two samples; subscribers by
+ * transport and the fan-out latency (p50/p99/max over the server's 10 s window) are shown as
+ * the server reports them; the charts are drawn on canvas here (no third-party code). */
 (function () {
   'use strict';
   var P = window.HalleyPage;
@@ -13,7 +14,16 @@
 
   var previous = null;
   var samples = 0;
-  var series = { deliveries: [], publishes: [], connections: [] };
+  var series = { deliveries: [], publishes: [], connections: [], p50: [], p99: [] };
+  // The transport gauges of /stats, in the order shown, with what each waits as.
+  var TRANSPORTS = [
+    ['longpoll', 'long-poll', 'parked'], ['jsonp', 'JSONP', 'parked'],
+    ['pushlet_pull', 'Pushlet pull', 'parked'], ['bayeux_http', 'Bayeux (HTTP)', 'parked'],
+    ['sse', 'SSE', 'stream'], ['ndjson', 'ndjson (XHR streaming)', 'stream'],
+    ['iframe', 'forever iframe', 'stream'], ['multipart', 'multipart', 'stream'],
+    ['pushlet_stream', 'Pushlet stream', 'stream'], ['websocket', 'WebSocket', 'socket'],
+    ['raw', 'raw TCP', 'socket'], ['bayeux_ws', 'Bayeux (WebSocket)', 'socket']
+  ];
 
   // Ask the server to keep publishing the stats while this page is open.
   function watch() {
@@ -37,6 +47,18 @@
 
   function mib(bytes) { return (bytes / (1024 * 1024)).toFixed(1) + ' MiB'; }
 
+  /** A latency figure in ms, or '–' when the window holds no sample. */
+  function ms(value) { return typeof value === 'number' ? value.toFixed(1) : '–'; }
+
+  /** Each transport's gauge summed over the workers. */
+  function transportTotals(workers) {
+    var totals = {};
+    TRANSPORTS.forEach(function (t) {
+      totals[t[0]] = workers.reduce(function (n, w) { return n + (Number(w.transports && w.transports[t[0]]) || 0); }, 0);
+    });
+    return totals;
+  }
+
   h.subscribe(TOPIC, function (msg) {
     var s = P.asObject(msg.data);
     if (!s || !Array.isArray(s.workers)) return;
@@ -51,6 +73,16 @@
     set('streaming', String(sum(workers, 'streaming')));
     set('duplex', String(sum(workers, 'duplex')));
     set('sessions', String(sum(workers, 'sessions')));
+    var latency = s.fanout_latency_ms || {};
+    set('latency-p50', ms(latency.p50));
+    set('latency-p99', ms(latency.p99));
+    set('latency-max', ms(latency.max));
+    set('latency-samples', String(Number(latency.samples) || 0));
+    if (typeof latency.window_s === 'number') set('latency-window', String(latency.window_s));
+    // An empty window draws as 0: nothing was waiting to be delivered.
+    push(series.p50, Number(latency.p50) || 0);
+    push(series.p99, Number(latency.p99) || 0);
+    transports(transportTotals(workers));
     var rss = s.process && s.process.rss_bytes;
     set('rss', typeof rss === 'number' ? mib(rss) : 'n/a');
     if (s.store) set('store', String(s.store.messages) + ' messages on ' + String(s.store.topics) + ' topics, ' + mib(Number(s.store.bytes) || 0));
@@ -73,7 +105,21 @@
     table(workers, perWorker);
     chart('rates-chart', [{ values: series.deliveries, color: '#137333' }, { values: series.publishes, color: '#b3261e' }]);
     chart('connections-chart', [{ values: series.connections, color: '#3856d6' }]);
+    chart('latency-chart', [{ values: series.p99, color: '#b3261e' }, { values: series.p50, color: '#137333' }]);
   });
+
+  function transports(totals) {
+    var body = document.querySelector('#transports tbody');
+    body.textContent = '';
+    TRANSPORTS.forEach(function (t) {
+      var tr = P.el('tr');
+      tr.dataset.transport = t[0];
+      tr.appendChild(P.el('td', null, t[1]));
+      tr.appendChild(P.el('td', 'muted', t[2]));
+      tr.appendChild(P.el('td', 'num', String(totals[t[0]])));
+      body.appendChild(tr);
+    });
+  }
 
   function table(workers, perWorker) {
     var body = document.querySelector('#workers tbody');
@@ -83,6 +129,9 @@
       tr.appendChild(P.el('td', null, String(i)));
       ['connections', 'parked', 'streaming', 'duplex'].forEach(function (k) { tr.appendChild(P.el('td', 'num', String(Number(w[k]) || 0))); });
       tr.appendChild(P.el('td', 'num', perWorker[i] === null ? '–' : perWorker[i].toFixed(1)));
+      var latency = w.fanout_latency_ms || {};
+      tr.appendChild(P.el('td', 'num', ms(latency.p50)));
+      tr.appendChild(P.el('td', 'num', ms(latency.p99)));
       tr.appendChild(P.el('td', 'num wide', String(Number(w.requests) || 0)));
       body.appendChild(tr);
     });
