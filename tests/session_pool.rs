@@ -115,3 +115,33 @@ fn one_address_creating_sessions_too_fast_gets_429_and_other_addresses_do_not() 
     let mut other = Client::connect_from(server.addr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     join(&mut other, false);
 }
+
+#[test]
+fn a_bayeux_client_that_never_connects_is_let_go_at_the_join_timeout_whatever_its_max_interval() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.join_timeout = Duration::from_millis(300);
+        c.sessions.bayeux_max_interval = Duration::from_secs(60);
+    });
+    let post = |batch: String| {
+        let mut c = server.client();
+        c.send_post("/cometd", batch.as_bytes(), "Content-Type: application/json\r\n");
+        c.response().json()
+    };
+    let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    let idle = post(handshake.to_owned())[0]["clientId"].as_str().expect("clientId").to_owned();
+    let connected = post(handshake.to_owned())[0]["clientId"].as_str().expect("clientId").to_owned();
+    let connect = format!(
+        r#"[{{"channel":"/meta/connect","clientId":"{connected}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#
+    );
+    assert_eq!(post(connect.clone())[0]["successful"], true);
+    server.wait_for("sessions", 2);
+    // maxInterval (60 s) would keep it; the join timeout does not.
+    server.wait_for("sessions", 1);
+    let reply = post(connect);
+    assert_eq!(reply[0]["successful"], true, "the connected client is kept: {reply}");
+    let gone = post(format!(
+        r#"[{{"channel":"/meta/connect","clientId":"{idle}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#
+    ));
+    assert_eq!(gone[0]["successful"], false, "{gone}");
+}

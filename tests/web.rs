@@ -180,6 +180,9 @@ fn the_stats_flow_to_their_topic_only_while_a_dashboard_watches() {
     assert_eq!(stats["workers"].as_array().map(Vec::len), Some(2), "{stats}");
     assert!(stats["process"]["rss_bytes"].as_u64().is_some());
     assert!(stats["hub"]["published"].is_u64());
+    // Nobody else may publish there: the dashboard believes what it reads.
+    let forged = c.post("/pub/halley/stats", br#"{"workers":[]}"#);
+    assert_eq!(forged.status, 403, "{}", forged.text());
 }
 
 #[test]

@@ -263,6 +263,9 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
         match read_backfill(core, &fresh, resume.after, backfill_to) {
             Some(msgs) => backfill = msgs,
             None => {
+                if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
+                    duplex.changes.refund(fresh.len());
+                }
                 let reason = "history for these topics is being loaded; retry the subscribe";
                 return send(&mut core.conns, key, commands::error(id, reason));
             }

@@ -40,6 +40,8 @@ const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Hub commands queued above which a publish is refused with 503 rather than queued, so
 /// control messages always find room in the hub's channel.
 pub(super) const HUB_PUBLISH_HIGH_WATER: usize = 48 * 1024;
+/// Topics only the server publishes to (`/halley/stats`, from `feeds.rs`).
+pub(super) const SERVER_TOPICS: &str = "/halley/";
 /// Hub commands held locally while the hub's channel is full.
 const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
@@ -186,6 +188,10 @@ impl HubLink {
     pub(super) fn publish(&mut self, req: PublishReq) -> Result<(), Reject> {
         if is_private(&req.topic) {
             return Err(Reject::forbidden("topics under /pushlet/to/ are private to their Pushlet session"));
+        }
+        if req.topic.starts_with(SERVER_TOPICS) {
+            // What the server says about itself (the dashboard's stats) must not be forged.
+            return Err(Reject::forbidden("topics under /halley/ are published by the server only"));
         }
         if req.content_type.as_deref().is_some_and(is_json_content_type) && pushlet::forges_sender(&req.data) {
             return Err(Reject::bad_request("p_from is set by the server: publish without it"));

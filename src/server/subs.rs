@@ -172,6 +172,13 @@ impl ChangeBudget {
             _ => false,
         }
     }
+
+    /// Gives back `n` tokens taken for a change that did not happen (refused after the
+    /// charge, e.g. while its history was still being loaded), so a retry is not penalised.
+    pub fn refund(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.tokens = self.tokens.saturating_add(n).min(CHANGES_BURST);
+    }
 }
 
 #[cfg(test)]

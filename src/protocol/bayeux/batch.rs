@@ -119,7 +119,6 @@ fn answer_now(host: &mut impl Host, held: &Held) -> Value {
     host.connect_reply(held.session, &held.connect).unwrap_or_else(|| unknown_client(&held.connect))
 }
 
-/// A publish the hub refused: its acknowledgement turned into a 503 failure.
 /// Why a host did not publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -52,7 +52,7 @@ impl CreateLimiter {
     /// Whether `peer` may create a session now; takes a token if so. A request whose peer
     /// address is unknown (the socket is already gone) is allowed: it cannot be answered anyway.
     pub(super) fn allow(&mut self, peer: Option<IpAddr>, now: Instant) -> bool {
-        let Some(peer) = peer else { return true };
+        let Some(peer) = peer.map(client_of) else { return true };
         let (rate, burst) = (self.rate, self.burst);
         if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_ADDRESSES {
             // Forget the addresses that are idle again (a full bucket says nothing).
@@ -72,6 +72,18 @@ impl CreateLimiter {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.buckets.len()
+    }
+}
+
+/// The client an address stands for: an IPv4 address, or an IPv6 address's /64 (one host
+/// commonly holds a whole /64, so counting single IPv6 addresses would not limit anyone).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -96,6 +108,17 @@ mod tests {
         assert!(!limiter.allow(ip(1), t0 + Duration::from_millis(50)), "half a token is not one");
         assert!(limiter.allow(ip(1), t0 + Duration::from_millis(100)), "one token per 1/rate s");
         assert!(limiter.allow(None, t0), "no address: allowed");
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        let mut limiter = CreateLimiter::new(1);
+        let t0 = Instant::now();
+        let v6 = |low: u16| Some(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, low)));
+        assert!(limiter.allow(v6(1), t0) && limiter.allow(v6(2), t0), "a burst of two");
+        assert!(!limiter.allow(v6(3), t0), "another address in the same /64 shares the bucket");
+        let other = Some(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1)));
+        assert!(limiter.allow(other, t0), "another /64 has its own");
     }
 
     #[test]

@@ -304,13 +304,17 @@ fn preflight(conns: &mut Conns, key: usize, meta: ReplyMeta, origin: Option<&str
     conns.respond(key, meta, 204, "", &bayeux::preflight_headers(origin), Bytes::new());
 }
 
-/// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect.
+/// The session's expiry timer: a Bayeux session lives `maxInterval` past its last connect, and
+/// one that never connected lives `--session-join-timeout` (or `maxInterval`, if shorter).
 pub(in crate::server) fn expiry(core: &mut Core, skey: usize) {
     let now = system_clock_ms();
     let listening = core.sessions.listening_conn(skey, &core.conns).is_some();
     let Some(entry) = core.sessions.slab.get_mut(skey) else { return };
     let SessionState::Bayeux(session) = &entry.state else { return };
-    if listening || !session.expired(now) {
+    // Never connected: its timer was the join timeout (`Sessions::renew`), whatever
+    // `maxInterval` would allow.
+    let never_connected = !entry.used && !listening;
+    if !never_connected && (listening || !session.expired(now)) {
         let left = session.expires_at().saturating_sub(now).max(10);
         entry.timer =
             Some(core.conns.timers.insert(Instant::now() + Duration::from_millis(left), Timer::Session(skey)));
