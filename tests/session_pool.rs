@@ -27,6 +27,16 @@ fn join(c: &mut Client, listen: bool) -> String {
     session_id(r.text())
 }
 
+/// Parks a pull-mode `refresh` for session `id` on a connection of its own (returned, so it
+/// stays open): the session now has a connection waiting for it, which is what makes it used.
+fn wait_for_events(server: &TestServer, id: &str, parked_before: u64) -> Client {
+    let mut c = server.client();
+    let refresh = format!("GET /pushlet.srv?p_event=refresh&p_id={id}&p_format=xml-strict HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.send(refresh.as_bytes());
+    server.wait_for("parked", parked_before + 1);
+    c
+}
+
 /// Whether the server still knows Pushlet session `id` (a `hb` on it is answered, not refused).
 fn known(c: &mut Client, id: &str) -> bool {
     let r = c.get(&format!("/pushlet.srv?p_event=hb&p_id={id}&p_format=xml-strict"));
@@ -45,7 +55,11 @@ fn a_session_that_never_listens_expires_after_the_join_timeout_and_a_listening_o
     });
     let mut c = server.client();
     let listening = join(&mut c, true);
+    let _refresh = wait_for_events(&server, &listening, 0);
+    // Answered at once, a poll-mode listen waits for nothing: it does not make a session used.
     let idle = join(&mut c, false);
+    let r = c.get(&format!("/pushlet.srv?p_event=listen&p_id={idle}&p_mode=poll&p_subject=/pool&p_format=xml-strict"));
+    assert_eq!(r.status, 200, "{}", r.text());
     server.wait_for("sessions", 2);
     // Only the join timeout can take the idle one away (the lease is 300 s).
     server.wait_for("sessions", 1);
@@ -61,6 +75,7 @@ fn a_full_pool_lets_go_of_the_oldest_unused_session_and_never_of_a_listening_one
     });
     let mut c = server.client();
     let listening = join(&mut c, true);
+    let mut waiting = vec![wait_for_events(&server, &listening, 0)];
     let oldest_unused = join(&mut c, false);
     let newer_unused = join(&mut c, false);
     // The pool is full; a newcomer takes the place of the oldest session nobody listened on.
@@ -70,11 +85,13 @@ fn a_full_pool_lets_go_of_the_oldest_unused_session_and_never_of_a_listening_one
     for id in [&listening, &newer_unused, &newcomer] {
         assert!(known(&mut c, id), "{id} is kept");
     }
-    // Once every session has listened there is nothing to let go: the pool refuses, with 503.
-    for id in [&newer_unused, &newcomer] {
+    // Once every session has a connection waiting for it there is nothing to let go: the pool
+    // refuses, with 503.
+    for (i, id) in [&newer_unused, &newcomer].into_iter().enumerate() {
         let r =
             c.get(&format!("/pushlet.srv?p_event=listen&p_id={id}&p_mode=pull&p_subject=/pool&p_format=xml-strict"));
         assert_eq!(r.status, 200, "{}", r.text());
+        waiting.push(wait_for_events(&server, id, 1 + i as u64));
     }
     let r = c.get(JOIN);
     assert_eq!(r.status, 503, "{}", r.text());
@@ -131,14 +148,19 @@ fn a_bayeux_client_that_never_connects_is_let_go_at_the_join_timeout_whatever_it
     let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
     let idle = post(handshake.to_owned())[0]["clientId"].as_str().expect("clientId").to_owned();
     let connected = post(handshake.to_owned())[0]["clientId"].as_str().expect("clientId").to_owned();
-    let connect = format!(
-        r#"[{{"channel":"/meta/connect","clientId":"{connected}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#
-    );
-    assert_eq!(post(connect.clone())[0]["successful"], true);
+    // A held connect (20 s by default) is a connection waiting for the session.
+    let mut held = server.client();
+    let connect =
+        format!(r#"[{{"channel":"/meta/connect","clientId":"{connected}","connectionType":"long-polling"}}]"#);
+    held.send_post("/cometd", connect.as_bytes(), "Content-Type: application/json\r\n");
+    server.wait_for("parked", 1);
     server.wait_for("sessions", 2);
     // maxInterval (60 s) would keep it; the join timeout does not.
     server.wait_for("sessions", 1);
-    let reply = post(connect);
+    let connect_now = format!(
+        r#"[{{"channel":"/meta/connect","clientId":"{connected}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#
+    );
+    let reply = post(connect_now);
     assert_eq!(reply[0]["successful"], true, "the connected client is kept: {reply}");
     let gone = post(format!(
         r#"[{{"channel":"/meta/connect","clientId":"{idle}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#

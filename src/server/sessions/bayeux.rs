@@ -196,8 +196,6 @@ fn round(
         ConnectRound::Wait => Round::Nothing { head: read.head },
         ConnectRound::Unknown(replies) => Round::Replies(replies),
         ConnectRound::Delivered(replies) => {
-            // A session that has connected is in use: its full lease, never evicted for room.
-            core.sessions.mark_used(skey, &mut core.conns.timers);
             core.sessions.renew(skey, &mut core.conns.timers);
             core.delivery.count_read();
             Round::Replies(replies)

@@ -42,8 +42,10 @@ pub(in crate::server) struct SessionEntry {
     /// How long the session lives without a request (renewed by each one, and while a
     /// connection listens), once it has listened; before that, `--session-join-timeout`.
     pub lease: Duration,
-    /// A connection has listened for it (a Pushlet listen, a Bayeux connect): from then on it
-    /// has its full lease and is never evicted to make room.
+    /// A connection has waited for it (a parked Pushlet refresh or a Pushlet stream, a held
+    /// Bayeux connect or a Bayeux socket): from then on it has its full lease and is never
+    /// evicted to make room. A request answered at once (a Pushlet poll, a Bayeux connect with
+    /// `timeout: 0`) does not count: that is exactly what a flood of joins could send.
     pub used: bool,
     /// Tells this session from a later one in the same slab slot.
     serial: u64,
@@ -153,16 +155,6 @@ impl Sessions {
         if let Some(entry) = self.slab.get_mut(skey) {
             entry.listening = Some(key);
             entry.used = true;
-        }
-    }
-
-    /// The session's client listens (a Pushlet `listen` answered at once, before any
-    /// connection waits for it): it keeps its full lease from now on.
-    pub fn mark_used(&mut self, skey: usize, timers: &mut TimerWheel<Timer>) {
-        let Some(entry) = self.slab.get_mut(skey) else { return };
-        if !entry.used {
-            entry.used = true;
-            self.renew(skey, timers);
         }
     }
 

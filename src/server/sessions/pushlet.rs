@@ -69,15 +69,11 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     };
     let was_listening = session.listening();
     let step = session.handle(&preq, &|topic| policy.allows(topic));
-    let listened = !was_listening && session.listening();
-    if listened {
+    if !was_listening && session.listening() {
         // Events reach a session only from its listen on.
         session.set_cursor(head);
     }
     let format = preq.format.unwrap_or(session.format());
-    if listened {
-        core.sessions.mark_used(skey, &mut core.conns.timers);
-    }
     match step {
         Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
