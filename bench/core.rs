@@ -1,7 +1,8 @@
 //! Micro-benchmarks of Halley's user-space hot paths, through the public API only: request-head
 //! parsing, encoding one message for each wire format, a broadcast's per-subscriber work for
 //! 100,000 in-process subscribers, the timer wheel, topic pattern matching, and routing one
-//! publish through the selector index against 10 to 100,000 distinct patterns.
+//! publish through the selector index against 10 to 100,000 distinct patterns, and one history
+//! read of a wildcard pattern over 100,000 topics.
 //!
 //! None of these touch a socket: they measure what Halley adds on top of the kernel's cost
 //! (see bench/RESULTS.md for the end-to-end figures). Run with `cargo bench --bench core`.
@@ -29,7 +30,7 @@ criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = http_parse, encode, fanout, timer_wheel, selectors, routing
+    targets = http_parse, encode, fanout, timer_wheel, selectors, routing, history_read
 }
 criterion_main!(benches);
 
@@ -224,6 +225,44 @@ fn routing(c: &mut Criterion) {
                 b.iter(|| patterns.iter().filter(|p| p.matches(black_box(&topic))).count())
             });
         }
+    }
+    g.finish();
+}
+
+/// Topics in the history-read benchmarks.
+const HISTORY_TOPICS: u64 = 100_000;
+
+/// One `Store::read` of at most `--max-batch` (100) messages from a store holding one message
+/// on each of 100,000 topics (`/room/<i>`), as a worker runs it for a subscriber:
+///
+/// - `all_since_all`: `/**` from the start (`?since=all`), the flood of issue 14 item 3;
+/// - `sparse_since_all`: `/*/none` from the start, a pattern that matches no topic at all;
+/// - `all_live`: `/**` from 10 messages behind the head (a subscriber keeping up);
+/// - `exact_since_all`: one exact topic from the start, for scale.
+fn history_read(c: &mut Criterion) {
+    let store = MemoryStore::new(HistoryLimits::default());
+    for seq in 1..=HISTORY_TOPICS {
+        let topic: Arc<str> = Arc::from(format!("/room/{seq}"));
+        store.append(Arc::new(Message::new(seq, topic, seq, Bytes::from_static(PAYLOAD))), seq);
+    }
+    let mut g = c.benchmark_group("history_read_100k_topics");
+    let cases = [
+        ("all_since_all", "/**", 0),
+        ("sparse_since_all", "/*/none", 0),
+        ("all_live", "/**", HISTORY_TOPICS - 10),
+        ("exact_since_all", "/room/50000", 0),
+    ];
+    let mut out = Vec::with_capacity(100);
+    for (name, selector, after) in cases {
+        let Ok(selector) = Selector::parse(selector) else { continue };
+        let selectors = [selector];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                let read = store.read(black_box(&selectors), after, 100, &mut out);
+                (out.len(), read.head)
+            })
+        });
     }
     g.finish();
 }

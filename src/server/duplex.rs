@@ -301,10 +301,13 @@ fn read_backfill(core: &mut Core, selectors: &[Selector], mut after: u64, upto: 
         }
         let batch = core.delivery.msgs.iter().filter(|m| m.seq <= upto);
         backfill.extend(batch.cloned());
-        match core.delivery.msgs.last().map(|m| m.seq) {
-            Some(seq) if read.truncated && seq < upto => after = seq,
-            _ => return Some(backfill),
+        // A truncated read may have returned nothing (the store's work bound): go on from
+        // where it stopped.
+        let next = read.next_cursor(after, &core.delivery.msgs);
+        if !read.truncated || next >= upto {
+            return Some(backfill);
         }
+        after = next;
     }
 }
 

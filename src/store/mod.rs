@@ -71,15 +71,23 @@ impl Default for HistoryLimits {
 /// What a `Store::read` found besides the messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadResult {
-    /// The head the read was bounded by. When not `truncated`, the reader has seen everything
-    /// on its selectors up to here and may use it as its next cursor; when `truncated`, the next
-    /// cursor is the seq of the last message returned.
+    /// How far the read looked: the reader has seen everything on its selectors up to here
+    /// and continues from it (`next_cursor`). When not `truncated` this is the head the read
+    /// was bounded by; when `truncated` it is where the read stopped, the last message returned
+    /// or, when a backend bounds a read's work, the last seq it looked at (possibly with no
+    /// message returned at all).
     pub head: u64,
     /// Messages newer than `after` on a matched topic may have been evicted or forgotten.
     pub gap: bool,
-    /// The oldest retained seq among matched topics that have messages newer than `after`.
+    /// The oldest retained seq among matched topics that have messages newer than `after`, as
+    /// far as the read looked: a read that does not visit every matched topic (the memory
+    /// store's log walk) gives the oldest of the first message returned and the topics it
+    /// found had lost messages. Meant for a gap notice ("history now starts at").
     pub oldest: Option<u64>,
-    /// More messages than `limit` were available; the oldest ones were returned.
+    /// The read stopped before the head: more than `limit` messages were available (the
+    /// oldest ones were returned), or the backend's work bound for one read was reached. The
+    /// reader reads again from `next_cursor`, at once; a reader that would otherwise wait
+    /// (a long-poll) answers instead, so that a read that found nothing yet is not parked.
     pub truncated: bool,
     /// History after `after` is not in this process's memory: nothing was returned, `head` is
     /// `after`, no gap is reported, and a fetch is under way (build it with
@@ -96,14 +104,12 @@ impl ReadResult {
         ReadResult { head: after, gap: false, oldest: None, truncated: false, pending: true }
     }
 
-    /// The cursor a reader continues from after a read `after` that returned `msgs`: the last
-    /// message when the read was truncated, else the head it was bounded by (never behind
-    /// `after`). This rule is what makes resuming lose and repeat nothing.
+    /// The cursor a reader continues from after a read `after` that returned `msgs`: where the
+    /// read stopped (`head`), never behind `after`. This rule is what makes resuming lose and
+    /// repeat nothing.
     pub fn next_cursor(&self, after: u64, msgs: &[Arc<Message>]) -> u64 {
-        match msgs.last() {
-            Some(last) if self.truncated => last.seq,
-            _ => self.head.max(after),
-        }
+        debug_assert!(msgs.last().is_none_or(|m| m.seq <= self.head), "a read returned a message past its head");
+        self.head.max(after)
     }
 }
 
@@ -166,7 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// Workers. Appends to `out`, in seq order, the messages on topics matched by any selector
     /// with `after < seq <= head` (head loaded first), at most `limit` of them (the oldest ones;
     /// `truncated` says more remain). A message matching several selectors appears once.
-    /// `Since::All` is `after = 0`. See `ReadResult` for the rest; it never blocks (`pending`).
+    /// `Since::All` is `after = 0`. See `ReadResult` for the rest; it never blocks (`pending`),
+    /// and its cost must not grow with the number of topics or messages a read does not return:
+    /// a backend bounds each read's work and answers `truncated` when the bound is reached.
     fn read(&self, selectors: &[Selector], after: u64, limit: usize, out: &mut Vec<Arc<Message>>) -> ReadResult;
 
     /// Occupancy and counters.

@@ -189,7 +189,9 @@ fn round(
         Some(SessionEntry { state: SessionState::Bayeux(session), .. }) => Some(&mut **session),
         _ => None,
     };
-    let force = when == When::Now;
+    // A truncated read may have stopped at the store's work bound with nothing found yet:
+    // answer with the cursor it reached rather than wait on one that would read the same.
+    let force = when == When::Now || read.truncated;
     let round =
         bayeux::connect_round(session, history, connect, earlier, force, &core.sessions.bayeux, system_clock_ms());
     match round {
