@@ -167,3 +167,45 @@ fn a_bayeux_client_that_never_connects_is_let_go_at_the_join_timeout_whatever_it
     ));
     assert_eq!(gone[0]["successful"], false, "{gone}");
 }
+
+#[test]
+fn churning_session_subscriptions_is_rate_limited_like_a_socket() {
+    let server = TestServer::with(|c| c.workers = 1);
+    // Bayeux: a subscribe naming more channels than the budget holds (128 at once) is refused
+    // with 429 and changes nothing; the session keeps working.
+    let mut c = server.client();
+    let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    c.send_post("/cometd", handshake.as_bytes(), "Content-Type: application/json\r\n");
+    let client = c.response().json()[0]["clientId"].as_str().expect("clientId").to_owned();
+    let subscribe = |c: &mut Client, channels: Vec<String>| {
+        let batch = serde_json::json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": channels}]);
+        c.send_post("/cometd", batch.to_string().as_bytes(), "Content-Type: application/json\r\n");
+        c.response().json()
+    };
+    let many: Vec<String> = (0..100).map(|i| format!("/churn/a{i}")).collect();
+    assert_eq!(subscribe(&mut c, many)[0]["successful"], true, "within the burst");
+    let more: Vec<String> = (0..100).map(|i| format!("/churn/b{i}")).collect();
+    let refused = subscribe(&mut c, more);
+    assert_eq!(refused[0]["successful"], false, "{refused}");
+    assert!(refused[0]["error"].as_str().is_some_and(|e| e.starts_with("429:")), "{refused}");
+    // Pushlet: the same budget per session (a session holds at most 32 subjects, so churn is
+    // subscribe, unsubscribe, subscribe...); over it, a nack.
+    let id = join(&mut c, false);
+    let mut refused_at = None;
+    for round in 0..10 {
+        let subjects: Vec<String> = (0..30).map(|i| format!("/churn/r{round}s{i}")).collect();
+        let path =
+            format!("/pushlet.srv?p_event=subscribe&p_id={id}&p_subject={}&p_format=xml-strict", subjects.join(","));
+        let text = c.get(&path).text().to_owned();
+        if text.contains("too many subscription changes") {
+            refused_at = Some(round);
+            break;
+        }
+        assert!(text.contains("subscribe-ack"), "{text}");
+        let r = c.get(&format!("/pushlet.srv?p_event=unsubscribe&p_id={id}&p_format=xml-strict"));
+        assert!(r.text().contains("unsubscribe-ack"), "{}", r.text());
+    }
+    // 128 subjects at once, then 32 a second: the fifth round of 30 is over the budget unless
+    // the rounds took seconds.
+    assert!(refused_at.is_some(), "ten rounds of 30 fresh subjects were all accepted");
+}

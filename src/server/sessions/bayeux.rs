@@ -362,11 +362,20 @@ impl bayeux::Host for BatchHost<'_> {
 
     fn handle(&mut self, key: usize, msg: &bayeux::Message) -> Option<Outcome> {
         let core = &mut *self.core;
-        let Some(SessionEntry { state: SessionState::Bayeux(session), .. }) = core.sessions.slab.get_mut(key) else {
+        let Some(SessionEntry { state: SessionState::Bayeux(session), changes, .. }) = core.sessions.slab.get_mut(key)
+        else {
             return None;
         };
         session.touch(system_clock_ms());
         self.head = core.shared.store.head();
+        // Each channel a subscribe names costs a token, as on a native WebSocket.
+        if &*msg.channel == "/meta/subscribe" {
+            let named = msg.subscription.as_ref().map_or(0, |s| s.channels().len());
+            if !changes.take(named, Instant::now()) {
+                let error = bayeux::error_text(429, &[], &sessions::too_many_changes());
+                return Some(Outcome::Reply(session.refuse_subscribe(msg, error)));
+            }
+        }
         Some(session.handle(msg, &core.sessions.bayeux))
     }
 

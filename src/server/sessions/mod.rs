@@ -28,6 +28,7 @@ use crate::model::Selector;
 use crate::server::conn::Phase;
 use crate::server::session_id;
 use crate::server::stats::WorkerStats;
+use crate::server::subs::ChangeBudget;
 use crate::server::subscriber;
 use crate::server::timer::TimerKey;
 
@@ -49,11 +50,15 @@ pub(in crate::server) struct SessionEntry {
     pub used: bool,
     /// Tells this session from a later one in the same slab slot.
     serial: u64,
+    /// Topics its client may still add before it must wait (`subs::ChangeBudget`, as for a
+    /// WebSocket): churning subscriptions cannot flood the hub with interest changes.
+    pub changes: ChangeBudget,
 }
 
 impl SessionEntry {
     pub fn new(id: Box<str>, state: SessionState, lease: Duration) -> SessionEntry {
-        SessionEntry { id, state, listening: None, timer: None, lease, used: false, serial: 0 }
+        let changes = ChangeBudget::new(Instant::now());
+        SessionEntry { id, state, listening: None, timer: None, lease, used: false, serial: 0, changes }
     }
 }
 
@@ -64,6 +69,12 @@ pub(in crate::server) enum Refused {
     Full,
     /// The client's address created more than `--session-create-rate` sessions per second.
     TooFast,
+}
+
+/// What a client is told when it adds topics faster than `subs::CHANGES_PER_SEC`.
+pub(in crate::server) fn too_many_changes() -> String {
+    use crate::server::subs::{CHANGES_BURST, CHANGES_PER_SEC};
+    format!("too many subscription changes: at most {CHANGES_PER_SEC} topics added per second ({CHANGES_BURST} at once); retry later")
 }
 
 impl From<Refused> for crate::http::Reject {

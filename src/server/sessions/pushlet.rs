@@ -35,6 +35,7 @@ use crate::server::sessions::handoff;
 use crate::server::stream;
 use crate::server::stream::{unix_secs, StreamSpec};
 use std::fmt::Write as _;
+use std::time::Instant;
 
 /// A request on a Pushlet path.
 pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, req: Request, body: Vec<u8>) {
@@ -68,6 +69,18 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         return;
     };
     let was_listening = session.listening();
+    if preq.command == pushlet::Command::Subscribe {
+        // Each subject a subscribe names costs a token, as on a native WebSocket.
+        let named = preq.event.get("p_subject").map_or(0, |s| s.split(',').count());
+        let Some(entry) = core.sessions.slab.get_mut(skey) else { return };
+        if !entry.changes.take(named, Instant::now()) {
+            let format = preq.format.unwrap_or_default();
+            return send_events(&mut core.conns, key, meta, format, &[pushlet::nack(&sessions::too_many_changes())]);
+        }
+    }
+    let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = core.sessions.slab.get_mut(skey) else {
+        return;
+    };
     let step = session.handle(&preq, &|topic| policy.allows(topic));
     if !was_listening && session.listening() {
         // Events reach a session only from its listen on.
