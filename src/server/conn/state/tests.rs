@@ -1,5 +1,6 @@
 //! Sans-I/O tests of the connection state machine: every transition, from the right phase
 //! and (in debug builds, where it stops) from a wrong one.
+
 use std::time::Duration;
 
 use super::*;
