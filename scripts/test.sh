@@ -32,6 +32,11 @@ need npm "install npm with Node.js"
 step "cargo test --workspace"
 cargo test --workspace
 
+# About a minute of fuzzing in all (9 targets), after building them with AddressSanitizer:
+# a panic on the seed corpus or on what libFuzzer finds in that time fails the build.
+step "fuzz targets, 7 s each (scripts/fuzz.sh: cargo-fuzz on the nightly toolchain)"
+scripts/fuzz.sh 7
+
 step "load generator smoke test (200 subscribers x 20 messages in every mode, zero loss)"
 loadtest/smoke.sh
 

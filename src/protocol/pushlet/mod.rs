@@ -285,7 +285,9 @@ pub fn invalid_id(id: &str) -> PushletError {
 }
 
 /// Whether `name` can be a field name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z_][A-Za-z0-9_.-]*`,
-/// valid as an XML attribute name and as a JavaScript string without escapes.
+/// valid as an XML attribute name and as a JavaScript string without escapes, except `xmlns`:
+/// written as an attribute it would declare a namespace, not carry a field, and some values
+/// make the document unreadable to a namespace-aware parser (Namespaces in XML 1.0 §3).
 pub fn valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     let Some(first) = bytes.next() else {
@@ -294,6 +296,7 @@ pub fn valid_name(name: &str) -> bool {
     name.len() <= MAX_NAME_LEN
         && (first.is_ascii_alphabetic() || first == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name != "xmlns"
 }
 
 /// Whether a publish's data claims a sender: a JSON object with a top-level `p_from` member,
@@ -575,7 +578,7 @@ mod tests {
         for ok in ["p_event", "_", "a.b-c_9", "X"] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", "9a", "-a", ".a", "a b", "a:b", "a\"", "caf\u{e9}", &"a".repeat(MAX_NAME_LEN + 1)] {
+        for bad in ["", "9a", "-a", ".a", "a b", "a:b", "a\"", "caf\u{e9}", "xmlns", &"a".repeat(MAX_NAME_LEN + 1)] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

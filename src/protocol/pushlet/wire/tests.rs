@@ -301,3 +301,19 @@ fn ajax_client_join_listen_pull_flow() {
     assert!(events[1].contains(&("p_url".into(), "/pushlet/pushlet.srv?p_id=vurocyjalo&p_event=refresh".into())));
     assert_eq!(content_type(session.format()), "text/xml;charset=UTF-8");
 }
+
+/// Found by the `pushlet` fuzz target: a publish whose JSON has an `xmlns` key (a valid name by
+/// its characters) became `<event xmlns="...">`, a namespace declaration rather than a field:
+/// with `http://www.w3.org/XML/1998/namespace` or `http://www.w3.org/2000/xmlns/` as its value
+/// no namespace-aware parser (a browser's `responseXML`) accepts the document, so every
+/// xml-strict listener of the topic lost the reply.
+#[test]
+fn xmlns_is_never_written() {
+    for value in ["http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/", "urn:x"] {
+        let ev = ev("data", &[("xmlns", value), ("ok", "1")]);
+        for format in [Format::Xml, Format::XmlStrict, Format::Js] {
+            let page = reply(format, std::slice::from_ref(&ev), None);
+            assert!(!page.contains("xmlns"), "{page}");
+        }
+    }
+}
