@@ -3,8 +3,8 @@
 //!
 //! Input: a sequence of operations, 3 bytes each: `[op] [shape] [names]`. The op byte picks
 //! insert, remove, get or match; the shape and names bytes build a selector (or, for match, a
-//! topic) of 1 to 4 segments from a small alphabet (`a`, `b`, `c`, `*`, `**`), so selectors
-//! collide and overlap often.
+//! topic) of 1 to 4 segments from a small alphabet (`a`, `bb`, `pushlet`, `to`, `*`, `**`), so
+//! selectors collide and overlap often and topics reach the private `/pushlet/to/` prefix.
 //!
 //! Beyond "no panic": insert reports "new" exactly when the model lacked the selector and keeps
 //! the old value otherwise; remove returns the model's value; get agrees; match yields every
@@ -15,8 +15,8 @@
 use halley::model::{Selector, SelectorIndex};
 use libfuzzer_sys::fuzz_target;
 
-const SEGMENTS: [&str; 8] = ["a", "b", "c", "a", "*", "**", "*", "bb"];
-const TOPIC_SEGMENTS: [&str; 4] = ["a", "b", "c", "bb"];
+const SEGMENTS: [&str; 8] = ["a", "pushlet", "to", "a", "*", "**", "*", "bb"];
+const TOPIC_SEGMENTS: [&str; 8] = ["a", "pushlet", "to", "bb", "a", "to", "pushlet", "c"];
 
 fuzz_target!(|data: &[u8]| {
     let mut index: SelectorIndex<u32> = SelectorIndex::default();
@@ -77,9 +77,9 @@ fn selector(shape: u8, names: u8) -> Option<Selector> {
     Selector::parse(&text).ok()
 }
 
-/// A topic of 1 to 5 segments, two bits per segment.
+/// A topic of 1 to 4 segments, three bits per segment.
 fn topic(shape: u8, names: u8) -> String {
-    let count = 1 + usize::from(shape % 5);
-    let bits = u32::from(names) | u32::from(shape >> 3) << 8;
-    (0..count).map(|i| format!("/{}", TOPIC_SEGMENTS[(bits >> (2 * i)) as usize & 3])).collect()
+    let count = 1 + usize::from(shape & 3);
+    let bits = u32::from(names) | u32::from(shape >> 2) << 8;
+    (0..count).map(|i| format!("/{}", TOPIC_SEGMENTS[(bits >> (3 * i)) as usize & 7])).collect()
 }
