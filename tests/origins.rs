@@ -9,7 +9,7 @@ mod util;
 
 use serde_json::{json, Value};
 use util::ws::Ws;
-use util::{cursor, publish, Client, TestServer};
+use util::{cursor, publish, pushlet_session_id, Client, TestServer};
 
 const EVIL: &str = "Origin: https://evil.test\r\n";
 
@@ -106,10 +106,7 @@ fn pushlet_publishes_follow_the_publish_origins() {
     let server = server();
     let start = cursor(server.addr, "/o/pushlet");
     let mut c = server.client();
-    let join = c.get("/pushlet.srv?p_event=join&p_format=xml-strict");
-    let text = join.text();
-    let id_at = text.find("p_id=\"").expect("p_id") + 6;
-    let id = &text[id_at..id_at + text[id_at..].find('"').expect("quote")];
+    let id = pushlet_session_id(c.get("/pushlet.srv?p_event=join&p_format=xml-strict").text());
     let path = format!("/pushlet.srv?p_event=publish&p_id={id}&p_subject=/o/pushlet&msg=hi&p_format=xml-strict");
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{EVIL}\r\n").as_bytes());
     let r = c.response();

@@ -8,23 +8,16 @@ mod util;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use util::{Client, TestServer};
+use util::{pushlet_session_id, Client, TestServer};
 
 const JOIN: &str = "/pushlet.srv?p_event=join&p_format=xml-strict";
 const JOIN_LISTEN: &str = "/pushlet.srv?p_event=join-listen&p_mode=pull&p_format=xml-strict&p_subject=/pool";
-
-/// The session id in a Pushlet reply (xml-strict: `p_id="..."`).
-fn session_id(text: &str) -> String {
-    let start = text.find("p_id=\"").map(|i| i + 6).unwrap_or_else(|| panic!("no p_id in {text}"));
-    let len = text[start..].find('"').expect("closing quote");
-    text[start..start + len].to_owned()
-}
 
 /// Joins (optionally listening); the new session's id.
 fn join(c: &mut Client, listen: bool) -> String {
     let r = c.get(if listen { JOIN_LISTEN } else { JOIN });
     assert_eq!(r.status, 200, "{}", r.text());
-    session_id(r.text())
+    pushlet_session_id(r.text())
 }
 
 /// Parks a pull-mode `refresh` for session `id` on a connection of its own (returned, so it

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use util::ws::{Frame, Ws};
-use util::{publish, Client, StreamClient, TestServer};
+use util::{publish, pushlet_session_id, Client, StreamClient, TestServer};
 
 fn handshake_ws(ws: &mut Ws) -> String {
     ws.send_json(
@@ -97,9 +97,7 @@ fn a_newer_connect_on_the_same_socket_supersedes_the_older_and_gets_the_events()
 fn a_pipelined_response_survives_the_hand_off_of_its_connection() {
     let server = TestServer::start(); // 2 workers
     let mut c = Client::connect(server.addr);
-    let text = c.get("/pushlet.srv?p_event=join&p_format=xml").text().to_owned();
-    let start = text.find("p_id=\"").expect("p_id") + 6;
-    let id = &text[start..start + 35];
+    let id = &pushlet_session_id(c.get("/pushlet.srv?p_event=join&p_format=xml").text());
     for _ in 0..20 {
         let mut c = Client::connect(server.addr);
         c.send(

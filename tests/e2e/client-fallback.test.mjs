@@ -4,10 +4,9 @@
 // sessionStorage without loss or duplicates.
 
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launchChromium, loadHalleyJs, openClientPage, until } from './lib/client.mjs';
-import { startHalley, stopCleanly, suiteSetup } from './lib/halley.mjs';
+import { browserSuite, loadHalleyJs, openClientPage, until } from './lib/client.mjs';
 
 const KINDS = ['state', 'msg', 'error'];
 /** A short open bound keeps the fallback quick; the default is 10 s. */
@@ -27,19 +26,12 @@ async function startClient(page, topic) {
 }
 
 describe('halley.js transport choice and resume in chromium', { timeout: 120_000 }, () => {
+  const ready = browserSuite();
   let halley;
   let browser;
-  const ready = suiteSetup(async () => {
-    halley = await startHalley();
-    browser = await launchChromium();
-  });
-  after(async () => {
-    await browser?.close();
-    await stopCleanly(halley);
-  });
 
   test('the default order starts on WebSocket', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
     await startClient(page, '/fallback/none');
     await until(boxes.state, 'open');
@@ -47,7 +39,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
   });
 
   test('WebSocket blocked -> SSE', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
     await page.routeWebSocket(/./, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
     await startClient(page, '/fallback/sse');
@@ -64,7 +56,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
   });
 
   test('WebSocket blocked, streams held back by a buffering proxy -> long-poll', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
     await page.routeWebSocket(/./, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
     // The stand-in proxy holds every streaming response back (it never starts it).
@@ -88,7 +80,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
   });
 
   test('SSE through EventSource where fetch cannot stream', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const topic = '/fallback/eventsource';
     const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
     const sse = [];
@@ -117,7 +109,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
   });
 
   test('the token rides in the URL for WebSocket, in the Authorization header for fetch', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
     const seen = [];
     page.on('websocket', (ws) => seen.push(['websocket', new URL(ws.url()).searchParams.get('access_token')]));
@@ -147,7 +139,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
   });
 
   test('a page reload mid-stream resumes from the stored cursor: no loss, no duplicates', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const topic = '/fallback/reload';
     const { page, boxes, errors } = await openClientPage(browser.context, halley.url, KINDS, t);
     await startClient(page, topic);

@@ -4,10 +4,9 @@
 // takes over from its cursor without losing a message.
 
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launchChromium, openClientPage, until } from './lib/client.mjs';
-import { startHalley, stopCleanly, suiteSetup } from './lib/halley.mjs';
+import { browserSuite, openClientPage, until } from './lib/client.mjs';
 
 const KINDS = ['state', 'msg', 'error'];
 const TOPIC = '/tabs/feed';
@@ -34,19 +33,12 @@ async function expectSockets(halley, n) {
 }
 
 describe('halley.js shares one connection between tabs (chromium)', { timeout: 120_000 }, () => {
+  const ready = browserSuite();
   let halley;
   let browser;
-  const ready = suiteSetup(async () => {
-    halley = await startHalley();
-    browser = await launchChromium();
-  });
-  after(async () => {
-    await browser?.close();
-    await stopCleanly(halley);
-  });
 
   test('three tabs, one WebSocket; every tab gets every message; closing the leader hands over', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const tabs = [];
     for (let i = 0; i < 3; i += 1) {
       const tab = await openClientPage(browser.context, halley.url, KINDS, t);

@@ -4,10 +4,9 @@
 // samples), and it draws its charts. A screenshot is saved under tests/e2e/artifacts/.
 
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launchChromium, screenshot } from './lib/client.mjs';
-import { startHalley, stopCleanly, suiteSetup } from './lib/halley.mjs';
+import { browserSuite, screenshot } from './lib/client.mjs';
 import { assertSafe, connected, openWebPage } from './lib/web.mjs';
 
 /** A sample a second: a few of them must arrive within this, in milliseconds. */
@@ -61,19 +60,12 @@ async function ink(page, id) {
 }
 
 describe('the dashboard (chromium)', { timeout: 120_000 }, () => {
+  const ready = browserSuite();
   let halley;
   let browser;
-  const ready = suiteSetup(async () => {
-    halley = await startHalley();
-    browser = await launchChromium();
-  });
-  after(async () => {
-    await browser?.close();
-    await stopCleanly(halley);
-  });
 
   test('the figures come from /halley/stats and move under load', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     const tab = await openWebPage(browser.context, halley, '/dashboard', t);
     const { page } = tab;
     await connected(page);
@@ -130,7 +122,7 @@ describe('the dashboard (chromium)', { timeout: 120_000 }, () => {
   });
 
   test('the no-JavaScript page shows the latest messages as text', async (t) => {
-    ready();
+    ({ halley, browser } = ready());
     await halley.publish('/nojs/feed', '<b>bold?</b> <script>window.pwned=true</script>');
     const tab = await openWebPage(browser.context, halley, '/latest?topic=/nojs/feed', t);
     const shown = await tab.page.$$eval('ol.latest pre', (nodes) => nodes.map((n) => n.textContent));

@@ -262,6 +262,13 @@ impl Client {
     }
 }
 
+/// The session id in a Pushlet reply in the `xml-strict` or `xml` format (`p_id="..."`).
+pub fn pushlet_session_id(text: &str) -> String {
+    let start = text.find("p_id=\"").map(|i| i + 6).unwrap_or_else(|| panic!("no p_id in {text}"));
+    let len = text[start..].find('"').expect("closing quote");
+    text[start..start + len].to_owned()
+}
+
 /// Publishes `body` to `topic` on a fresh connection; returns the reply JSON.
 pub fn publish(addr: SocketAddr, topic: &str, body: &[u8]) -> serde_json::Value {
     let mut c = Client::connect(addr);

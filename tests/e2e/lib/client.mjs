@@ -8,9 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { after } from 'node:test';
+
 import { chromium } from 'playwright-core';
 
-import { Mailbox } from './halley.mjs';
+import { Mailbox, startHalley, stopCleanly, suiteSetup } from './halley.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -77,6 +79,27 @@ export async function screenshot(page, name, t) {
   if (t) t.diagnostic(line);
   console.log(line);
   return file;
+}
+
+/**
+ * One Halley (started with `halleyArgs`) and one chromium for the tests of a `describe` block:
+ * started before them, stopped after. Returns the function each test calls first: it rethrows
+ * a failed setup and returns `{ halley, browser }`.
+ */
+export function browserSuite(halleyArgs = []) {
+  const suite = {};
+  const ready = suiteSetup(async () => {
+    suite.halley = await startHalley(halleyArgs);
+    suite.browser = await launchChromium();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await stopCleanly(suite.halley);
+  });
+  return () => {
+    ready();
+    return suite;
+  };
 }
 
 /**
