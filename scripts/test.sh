@@ -43,6 +43,6 @@ loadtest/smoke.sh
 step "end-to-end tests (tests/e2e: real npm clients, Debian chromium via playwright-core)"
 if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 fi
 bash tests/e2e/run.sh
