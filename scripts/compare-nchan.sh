@@ -42,7 +42,7 @@ done
 if ! command -v nginx >/dev/null || [[ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
     echo "installing nginx and libnginx-mod-nchan" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-nchan >/dev/null
 fi
 
 TMP=$(mktemp -d /tmp/compare-nchan.XXXXXX)

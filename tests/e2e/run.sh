@@ -14,10 +14,10 @@ fail() {
 }
 
 command -v node >/dev/null 2>&1 || fail "node is missing: install Node.js 20 or newer with npm"
-command -v npm >/dev/null 2>&1 || fail "npm is missing: install it with Node.js (Debian: apt-get install -y npm)"
+command -v npm >/dev/null 2>&1 || fail "npm is missing: install it with Node.js (Debian: apt-get install -y --no-install-recommends npm)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || fail "Node.js $(node --version) is too old: the tests need Node.js 20 or newer"
-[ -x /usr/bin/chromium ] || fail "/usr/bin/chromium is missing: apt-get update && apt-get install -y chromium"
+[ -x /usr/bin/chromium ] || fail "/usr/bin/chromium is missing: apt-get update && apt-get install -y --no-install-recommends chromium"
 
 echo "==> cargo build -p halley (debug)"
 cargo build -p halley

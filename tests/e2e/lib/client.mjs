@@ -43,7 +43,7 @@ const PAGE_PATH = '/health';
 export async function launchChromium() {
   if (!existsSync(CHROMIUM)) {
     throw new Error(
-      `chromium is not installed at ${CHROMIUM}; the browser tests need it: apt-get update && apt-get install -y chromium`,
+      `chromium is not installed at ${CHROMIUM}; the browser tests need it: apt-get update && apt-get install -y --no-install-recommends chromium`,
     );
   }
   const profile = mkdtempSync(path.join(os.tmpdir(), 'halley-e2e-client-'));
