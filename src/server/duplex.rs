@@ -395,6 +395,7 @@ pub(super) fn feed(core: &mut Core, key: usize) {
         let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
         duplex.cursor = read.next_cursor(duplex.cursor, &core.delivery.msgs);
         if let Some(gap) = gap {
+            WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
             send(&mut core.conns, key, gap.json(core.shared.store.epoch()));
         }
         let msgs = std::mem::take(&mut core.delivery.msgs);

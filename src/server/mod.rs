@@ -14,6 +14,7 @@ mod event_loop;
 mod feeds;
 mod io;
 mod listener;
+mod metrics;
 mod pool;
 mod publish;
 pub mod session_id;
@@ -109,6 +110,7 @@ impl std::fmt::Debug for Shared {
 pub struct Server {
     addr: SocketAddr,
     raw_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     hub: Option<HubHandle>,
@@ -137,6 +139,15 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
             (raw.into_iter().map(Some).collect(), Some(addr))
         }
         None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
+    };
+    // The admin listener is one socket, served by worker 0.
+    let (mut admin_listener, admin_addr) = match config.network.admin_listen {
+        Some(admin) => {
+            let listener = listener::bind_all(admin, 1, config.network.backlog)?.pop();
+            let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+            (listener, addr)
+        }
+        None => (None, None),
     };
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
@@ -176,7 +187,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     let mut workers = Vec::with_capacity(n);
     let sockets = listeners.into_iter().zip(raw_listeners);
     for (id, ((poll, (listener, raw)), (rx, handoffs))) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
-        let worker = event_loop::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx, handoffs)?;
+        let admin = if id == 0 { admin_listener.take() } else { None };
+        let listeners = event_loop::Listeners { http: listener, raw, admin };
+        let worker = event_loop::Worker::new(id, Arc::clone(&shared), poll, listeners, rx, handoffs)?;
         let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
         let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
             if let Some(core) = core {
@@ -195,6 +208,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(raw) = raw_addr {
         info!("halley raw TCP listener on {raw}");
     }
+    if let Some(admin) = admin_addr {
+        info!("admin listener on http://{admin} (/metrics, /stats, /ready, /health)");
+    }
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
         info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
@@ -202,7 +218,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
-    Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub), feeds })
+    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds })
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -241,6 +257,11 @@ impl Server {
         self.raw_addr
     }
 
+    /// The admin listener's address, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The `/stats` document.
     pub fn stats(&self) -> serde_json::Value {
         stats_json(&self.shared)
@@ -253,6 +274,7 @@ impl Server {
             feeds.stop();
         }
         self.shared.shutdown.store(true, SeqCst);
+        info!("draining: /ready answers 503, parked requests are answered, new connections refused");
         for peer in &self.shared.peers {
             let _ = peer.waker.wake();
         }

@@ -108,6 +108,9 @@ fn respond_piggyback(core: &mut Core, key: usize, meta: ReplyMeta, head: Vec<u8>
         store.read(&piggyback.selectors, resume.after, core.shared.config.longpoll.max_batch, &mut core.delivery.msgs);
     let next = read.next_cursor(resume.after, &core.delivery.msgs);
     let gap = resume.reset || (read.gap && piggyback.since != Since::All);
+    if gap {
+        WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
+    }
     let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
     let mut parts = mem::take(&mut core.delivery.parts);
     parts.clear();
