@@ -10,6 +10,7 @@
 
 mod args;
 mod file;
+pub mod logging;
 
 use std::fmt;
 use std::io;
@@ -220,6 +221,7 @@ impl Config {
 
     /// Checks ranges and the relations between options; errors name the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        logging::check_filter(&self.log).map_err(|reason| ConfigError::Invalid { option: "log", reason })?;
         ensure((1..=MAX_WORKERS).contains(&self.workers), "workers", || {
             format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers)
         })?;

@@ -34,7 +34,7 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
         version: req.version(),
         keep_alive: req.keep_alive() && !core.conns.is_shutting_down(),
         head_only: req.method() == Method::Head,
-        cors: cors_for(&core.shared.config.access, &req, false),
+        cors: cors_for(&core.conns.access, &req, false),
     };
     let method = req.method();
     let route = protocol::route(method, req.path());
@@ -108,7 +108,7 @@ fn preflight(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request, publis
         // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
         return core.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
     }
-    let cors = cors_for(&core.shared.config.access, req, publish);
+    let cors = cors_for(&core.conns.access, req, publish);
     if cors == Cors::None {
         return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
     }

@@ -51,7 +51,7 @@ pub(super) fn upgrade_websocket(
         return;
     }
     let framing = ws_framing(core);
-    let may_publish = dispatch::may_publish(&core.shared.config.access, req);
+    let may_publish = dispatch::may_publish(&core.conns.access, req);
     start(core, key, framing, may_publish, DuplexProtocol::Native);
     if !selectors.is_empty() {
         subscribe(core, key, selectors, since, None);

@@ -152,6 +152,7 @@ impl Worker {
                 break;
             }
             self.core.conns.date.update(SystemTime::now());
+            self.core.conns.refresh_access();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // the hub's channel and the hand-offs are drained below on every turn

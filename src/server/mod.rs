@@ -17,6 +17,7 @@ mod listener;
 mod metrics;
 mod pool;
 mod publish;
+mod reload;
 pub mod session_id;
 mod sessions;
 mod stats;
@@ -28,7 +29,7 @@ mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -36,7 +37,7 @@ use log::{info, warn};
 use mio::{Poll, Waker};
 
 pub use self::stats::WorkerStats;
-use crate::config::Config;
+use crate::config::{Access, Config};
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
 use crate::store::{MemoryStore, Store};
 use crate::transport::{multipart, StreamCtx};
@@ -67,6 +68,10 @@ pub(crate) struct Shared {
     pub peers: Vec<Peer>,
     /// Until when (unix ms) a dashboard wants the stats on `/halley/stats` (`feeds.rs`).
     pub stats_wanted_until: AtomicU64,
+    /// The CORS lists in force (`config.access` until a SIGHUP reload changes them); each
+    /// worker keeps a copy and takes the new one when `access_generation` moves.
+    pub access: RwLock<Arc<Access>>,
+    pub access_generation: AtomicU64,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -180,6 +185,8 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stream_ctx,
         peers,
         stats_wanted_until: AtomicU64::new(0),
+        access: RwLock::new(Arc::new(config.access.clone())),
+        access_generation: AtomicU64::new(0),
         config,
     });
 
@@ -222,16 +229,17 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
-/// exits at once.
-pub fn run(config: Config) -> std::io::Result<()> {
+/// exits at once. SIGHUP calls `load` for the configuration as it is now (the file and the
+/// environment read again) and applies what can change at run time (`reload.rs`); it never
+/// ends the server.
+pub fn run(config: Config, load: &dyn Fn() -> Result<Config, String>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut current = config.clone();
     let server = start(config)?;
     for signal in signals.forever() {
         if signal == SIGHUP {
-            // The conventional "reload" signal must never end a server. Nothing is reloaded at
-            // run time yet; say so rather than pretend.
-            info!("SIGHUP: nothing to reload in this version; still serving");
+            reload::reload(&server.shared, &mut current, load);
             continue;
         }
         info!("signal {signal}: shutting down (a second signal exits at once)");
