@@ -1,5 +1,5 @@
-//! The `halley` command line: `serve` (the default), and the tiny `pub` / `sub` clients of the
-//! native API.
+//! The `halley` command line: `serve` (the default), `check-config`, and the tiny `pub` / `sub`
+//! clients of the native API.
 //!
 //! Exit codes: 0 success, 1 a request failed, 2 bad usage or configuration (clap's usage
 //! errors use 2 as well). Ctrl-C keeps its default action and ends the process at once.
@@ -59,6 +59,9 @@ enum Command {
     Pub(PubArgs),
     /// Print the messages of one or more topics as they arrive
     Sub(SubArgs),
+    /// Print the effective configuration (flags > HALLEY_* environment > file > defaults) of
+    /// `serve` with these options, or the error; exit code 0 or 1
+    CheckConfig(Box<ServeArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +105,25 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::Pub(args)) => publish(args),
         Some(Command::Sub(args)) => subscribe(args),
+        Some(Command::CheckConfig(args)) => check_config(&args),
+    }
+}
+
+/// `halley check-config`: the configuration `serve` would run with, or why it would not start.
+fn check_config(args: &ServeArgs) -> ExitCode {
+    match Config::load(args) {
+        Ok(config) => {
+            let text = format!(
+                "# halley: effective configuration (flags > HALLEY_* environment > file > defaults)\n{config:#?}\n"
+            );
+            // A closed stdout (`| head`) is not an error of the configuration.
+            let _ = io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("halley check-config: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -118,7 +140,7 @@ fn with_env(cmd: clap::Command) -> clap::Command {
             }
         })
     }
-    env_args(cmd).mut_subcommand("serve", env_args)
+    env_args(cmd).mut_subcommand("serve", env_args).mut_subcommand("check-config", env_args)
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
@@ -129,8 +151,21 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log)).init();
-    match halley::server::run(config) {
+    if let Err(e) = halley::config::logging::init(&config.log, config.log_format) {
+        eprintln!("halley: {e}");
+    }
+    // SIGHUP reads the configuration again: the same command line, the environment and the
+    // file as they are now.
+    let reload = || -> Result<Config, String> {
+        let matches = with_env(Cli::command()).try_get_matches().map_err(|e| e.to_string())?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let args = match cli.command {
+            Some(Command::Serve(args)) => *args,
+            _ => cli.serve,
+        };
+        Config::load(&args).map_err(|e| e.to_string())
+    };
+    match halley::server::run(config, &reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("server stopped: {e}");

@@ -40,9 +40,13 @@ pub struct ServeArgs {
     )]
     pub no_pin: Option<bool>,
 
-    /// Log filter in env_logger syntax; RUST_LOG overrides it [default: info]
+    /// Log filter in env_logger syntax (`info`, `warn,halley=debug`); wins over RUST_LOG, which applies only when this is not given [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Log line format: `text`, or `json` (one JSON object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     #[command(flatten)]
     #[serde(default)]
@@ -93,6 +97,21 @@ pub struct NetworkArgs {
     /// Address of the optional raw TCP listener (NUL-terminated JSON commands) [default: none]
     #[arg(long, value_name = "ADDR")]
     pub raw_listen: Option<ListenAddr>,
+
+    /// Address of the admin listener: /metrics, /stats, /ready, /health for anyone who reaches it (keep it internal); without it /metrics and /stats answer loopback peers only [default: none]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<ListenAddr>,
+
+    /// Also accept POST /pub on the admin listener (`--admin-publish=false` undoes the file's setting) [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        hide_possible_values = true
+    )]
+    pub admin_publish: Option<bool>,
 
     /// Listen backlog per worker [default: 4096]
     #[arg(long, value_name = "N")]
@@ -296,6 +315,44 @@ pub struct WebArgs {
         hide_possible_values = true
     )]
     pub demo: Option<bool>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// env_logger's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `ts`, `level`, `target`, `msg`.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format (use text or json)")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LogFormat, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
 }
 
 /// A listen address as written: `IP:PORT` or `HOST:PORT`. A host name is resolved once, when

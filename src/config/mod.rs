@@ -10,6 +10,7 @@
 
 mod args;
 mod file;
+pub mod logging;
 
 use std::fmt;
 use std::io;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
+    AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
     SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
@@ -45,8 +46,10 @@ pub struct Config {
     pub workers: usize,
     /// Pin worker `i` to core `i` (false with `--no-pin`).
     pub pin_workers: bool,
-    /// env_logger filter (RUST_LOG overrides it).
+    /// env_logger filter: `--log`, else RUST_LOG, else `info`.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// `[network]`: listeners and per-connection bounds.
     pub network: Network,
     /// `[http]`: request size limits, as the parser takes them.
@@ -74,6 +77,10 @@ pub struct Network {
     pub listen: SocketAddr,
     /// Optional raw TCP listener.
     pub raw_listen: Option<SocketAddr>,
+    /// Optional admin listener (`/metrics`, `/stats`, `/ready`, `/health`), on worker 0.
+    pub admin_listen: Option<SocketAddr>,
+    /// The admin listener also takes `POST /pub`.
+    pub admin_publish: bool,
     /// Listen backlog per worker.
     pub backlog: u32,
     /// Open connections across all workers.
@@ -196,18 +203,25 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads `args.config` if given, then resolves flags over file over defaults and validates.
+    /// The log filter falls back to `RUST_LOG` when neither a flag nor the file sets it.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        Config::load_with(args, std::env::var("RUST_LOG").ok().filter(|filter| !filter.trim().is_empty()))
+    }
+
+    /// `load`, with the value of `RUST_LOG` given.
+    pub fn load_with(args: &ServeArgs, rust_log: Option<String>) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => file::read_file(path)?,
             None => ServeArgs::default(),
         };
-        let config = Config::resolve(args.clone(), file)?;
+        let config = Config::resolve_with(args.clone(), file, rust_log)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks ranges and the relations between options; errors name the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        logging::check_filter(&self.log).map_err(|reason| ConfigError::Invalid { option: "log", reason })?;
         ensure((1..=MAX_WORKERS).contains(&self.workers), "workers", || {
             format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers)
         })?;
@@ -289,7 +303,13 @@ impl Config {
     }
 
     /// Merges flags over file over defaults and converts to the resolved types (unvalidated).
+    #[cfg(test)]
     fn resolve(flags: ServeArgs, file: ServeArgs) -> Result<Config, ConfigError> {
+        Config::resolve_with(flags, file, None)
+    }
+
+    /// `resolve`, with `RUST_LOG` as the log filter's fallback.
+    fn resolve_with(flags: ServeArgs, file: ServeArgs, rust_log: Option<String>) -> Result<Config, ConfigError> {
         // Flag if given, else file value if given; the caller supplies the default.
         macro_rules! pick {
             ($($field:ident).+) => {
@@ -300,10 +320,13 @@ impl Config {
         Ok(Config {
             workers: pick!(workers).unwrap_or(d.workers),
             pin_workers: pick!(no_pin).map_or(d.pin_workers, |no_pin| !no_pin),
-            log: pick!(log).unwrap_or(d.log),
+            log: pick!(log).or(rust_log).unwrap_or(d.log),
+            log_format: pick!(log_format).unwrap_or(d.log_format),
             network: Network {
                 listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
+                admin_listen: pick!(network.admin_listen).map(|a| a.0).or(d.network.admin_listen),
+                admin_publish: pick!(network.admin_publish).unwrap_or(d.network.admin_publish),
                 backlog: pick!(network.backlog).unwrap_or(d.network.backlog),
                 max_connections: pick!(network.max_connections).unwrap_or(d.network.max_connections),
                 max_pending_output: pick!(network.max_pending_output)
@@ -403,6 +426,7 @@ impl Default for Config {
             workers: cores.min(MAX_WORKERS),
             pin_workers: true,
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
             network: Network::default(),
             http: http::Limits::default(),
             timeouts: Timeouts::default(),
@@ -421,6 +445,8 @@ impl Default for Network {
         Network {
             listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
             raw_listen: None,
+            admin_listen: None,
+            admin_publish: false,
             backlog: 4096,
             max_connections: 1_000_000,
             max_pending_output: 256 * 1024,

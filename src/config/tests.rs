@@ -39,7 +39,7 @@ fn invalid_option(config: &Config) -> &'static str {
 
 #[test]
 fn no_flags_no_file_gives_defaults() {
-    let config = Config::load(&flags(&[])).expect("defaults load");
+    let config = Config::load_with(&flags(&[]), None).expect("defaults load");
     assert_eq!(config, Config::default());
     assert_eq!(config.network.listen.to_string(), "127.0.0.1:8080");
     assert!(config.workers >= 1);
@@ -83,6 +83,9 @@ fn help_states_every_default() {
         ("sse_retry", secs(d.streams.sse_retry)),
         ("ws_max_message", d.streams.ws_max_message.to_string()),
         ("raw_listen", "none".into()),
+        ("admin_listen", "none".into()),
+        ("admin_publish", d.network.admin_publish.to_string()),
+        ("log_format", d.log_format.to_string()),
         ("client_publish", d.access.client_publish.join(",")),
         ("session_queue", d.sessions.queue.to_string()),
         ("max_sessions", d.sessions.max_sessions.to_string()),
@@ -333,9 +336,10 @@ fn flat_and_sectioned_forms_mean_the_same() {
         | "session_queue"
         | "max_sessions"
         | "session_create_rate" => "3",
-        "no_pin" | "no_web" | "demo" => "true",
+        "no_pin" | "no_web" | "demo" | "admin_publish" => "true",
         "log" => "\"debug\"",
-        "listen" | "raw_listen" => "\"127.0.0.1:9\"",
+        "log_format" => "\"json\"",
+        "listen" | "raw_listen" | "admin_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
         "client_publish" => "[\"/chat/**\"]",
         "header_timeout"

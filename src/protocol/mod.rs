@@ -42,6 +42,10 @@ pub enum Route<'a> {
     Health,
     /// `GET /stats`.
     Stats,
+    /// `GET /metrics` (Prometheus text format).
+    Metrics,
+    /// `GET /ready`: 200 while serving, 503 while draining.
+    Ready,
     /// `POST|PUT /pub/<topic>`; `topic` keeps its leading '/'.
     Publish {
         topic: &'a str,
@@ -96,6 +100,10 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         (Kind::Health, "")
     } else if path == "/stats" {
         (Kind::Stats, "")
+    } else if path == "/metrics" {
+        (Kind::Metrics, "")
+    } else if path == "/ready" {
+        (Kind::Ready, "")
     } else if path == "/ws" {
         (Kind::WebSocket, "")
     } else if let Some(rest) = strip_dir(path, "/pub") {
@@ -113,6 +121,8 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
         (_, Method::Options) => Route::Preflight { publish, allow },
         (Kind::Health, Method::Get | Method::Head) => Route::Health,
         (Kind::Stats, Method::Get | Method::Head) => Route::Stats,
+        (Kind::Metrics, Method::Get | Method::Head) => Route::Metrics,
+        (Kind::Ready, Method::Get | Method::Head) => Route::Ready,
         (Kind::WebSocket, Method::Get) => Route::WebSocket,
         (Kind::Publish, Method::Post | Method::Put) => Route::Publish { topic: rest },
         (Kind::Subscribe, Method::Get | Method::Head) => Route::Subscribe { topics: rest },
@@ -124,6 +134,8 @@ pub fn route(method: Method, path: &str) -> Route<'_> {
 enum Kind {
     Health,
     Stats,
+    Metrics,
+    Ready,
     WebSocket,
     Publish,
     Subscribe,
@@ -151,6 +163,8 @@ mod tests {
         let cases: &[(Method, &str, Route<'_>)] = &[
             (Method::Get, "/health", Route::Health),
             (Method::Head, "/stats", Route::Stats),
+            (Method::Get, "/metrics", Route::Metrics),
+            (Method::Get, "/ready", Route::Ready),
             (Method::Post, "/pub/news", Route::Publish { topic: "/news" }),
             (Method::Put, "/pub/a/b", Route::Publish { topic: "/a/b" }),
             (Method::Get, "/pub/a", Route::MethodNotAllowed { allow: ALLOW_PUBLISH }),

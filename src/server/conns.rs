@@ -47,6 +47,10 @@ pub(super) struct Conns {
     /// Connections a bounded `io::pump` left with work, continued at the end of the turn.
     deferred: Vec<usize>,
     pub(super) date: DateCache,
+    /// The CORS lists in force: this worker's copy of `Shared::access`, renewed by the event
+    /// loop when a SIGHUP reload changed them (`refresh_access`).
+    pub(super) access: Arc<crate::config::Access>,
+    access_generation: u64,
     shared: Arc<Shared>,
     /// The worker's poll registry (a handle to the same epoll instance), for sockets that
     /// leave the poll (closed, handed over) or join it (adopted from another worker).
@@ -72,6 +76,8 @@ impl Conns {
             closed: Vec::new(),
             deferred: Vec::new(),
             date: DateCache::new(),
+            access: Arc::new(shared.config.access.clone()),
+            access_generation: 0,
             shared,
             registry,
             shutdown_deadline: None,
@@ -336,9 +342,20 @@ impl Conns {
         Bytes::from(head)
     }
 
+    /// Takes the CORS lists a reload put in `Shared::access`, if they changed: one relaxed
+    /// load per loop turn otherwise. (A request parked before a reload keeps the index it got:
+    /// its reply reflects an origin of the new lists, or none, never an unlisted one.)
+    pub(super) fn refresh_access(&mut self) {
+        let generation = self.shared.access_generation.load(std::sync::atomic::Ordering::Acquire);
+        if generation != self.access_generation {
+            self.access = Arc::clone(&self.shared.access.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+            self.access_generation = generation;
+        }
+    }
+
     /// The `Access-Control-Allow-Origin` value for a CORS decision.
     pub(super) fn cors_value(&self, cors: Cors) -> Option<&str> {
-        let access = &self.shared.config.access;
+        let access = &self.access;
         match cors {
             Cors::None => None,
             Cors::Any => Some("*"),

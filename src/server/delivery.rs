@@ -109,6 +109,9 @@ pub(super) fn answer(core: &mut Core, key: usize, parked: &Parked, when: When, g
     let store = &core.shared.store;
     let read = store.read(&parked.selectors, parked.cursor, core.shared.config.longpoll.max_batch, &mut delivery.msgs);
     let gap = gaps.reported(read.gap);
+    if gap {
+        WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
+    }
     // A truncated read stopped at the store's work bound, maybe before finding anything: the
     // reply carries the cursor it reached, and the client polls on from there.
     if delivery.msgs.is_empty() && !gap && !read.truncated && when == When::IfAny {

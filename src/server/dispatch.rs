@@ -1,6 +1,8 @@
 //! Routing one complete request to its handler, and the answers that need no handler of
-//! their own: `/health`, `/stats`, CORS preflights, 404 and 405. The CORS decision for a
-//! request (which origin to reflect, whether it may publish) is made here, once.
+//! their own: `/health`, `/ready`, `/stats`, `/metrics`, CORS preflights, 404 and 405. The
+//! CORS decision for a request (which origin to reflect, whether it may publish) is made here,
+//! once, and so is who may read the node's figures: on the public listener only loopback
+//! peers; on the admin listener (`--admin-listen`) anyone, and nothing else is served there.
 
 use bytes::Bytes;
 
@@ -8,6 +10,7 @@ use super::conn::{Cors, Phase, ReplyMeta};
 use super::core::Core;
 use super::delivery;
 use super::duplex;
+use super::metrics;
 use super::publish;
 use super::sessions::bayeux as bayeux_session;
 use super::sessions::pushlet as pushlet_session;
@@ -26,21 +29,42 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
     if matches!(conn.state.phase(), Phase::Idle | Phase::Head) {
         conn.state.dispatch();
     }
+    let admin = conn.admin;
     let meta = ReplyMeta {
         version: req.version(),
         keep_alive: req.keep_alive() && !core.conns.is_shutting_down(),
         head_only: req.method() == Method::Head,
-        cors: cors_for(&core.shared.config.access, &req, false),
+        cors: cors_for(&core.conns.access, &req, false),
     };
     let method = req.method();
-    match protocol::route(method, req.path()) {
+    let route = protocol::route(method, req.path());
+    if admin && !admin_serves(&route, core.shared.config.network.admin_publish) {
+        let reason = format!("not served on the admin listener: {} {}", req.method_str(), req.path());
+        return core.conns.refuse(key, meta, Reject::new(404, reason));
+    }
+    match route {
         Route::Health => {
             core.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ok\n"))
+        }
+        Route::Ready => {
+            if core.shared.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                core.conns.refuse(key, meta, Reject::new(503, "draining: shutting down"));
+            } else {
+                core.conns.respond(key, meta, 200, "text/plain; charset=utf-8", &[], Bytes::from_static(b"ready\n"));
+            }
+        }
+        Route::Stats | Route::Metrics if !admin && !metrics::may_read(core.conns.peer_ip(key)) => {
+            let reason = format!("{} answers loopback peers only; use --admin-listen", req.path());
+            core.conns.refuse(key, meta, Reject::forbidden(reason));
         }
         Route::Stats => {
             let stats = super::stats_json(&core.shared);
             let body = serde_json::to_vec(&stats).unwrap_or_default();
             core.conns.respond(key, meta, 200, "application/json", &[], Bytes::from(body));
+        }
+        Route::Metrics => {
+            let body = metrics::render(&core.shared);
+            core.conns.respond(key, meta, 200, metrics::CONTENT_TYPE, &[], Bytes::from(body));
         }
         Route::Publish { topic } => publish::publish(core, key, meta, topic, &req, body),
         Route::Subscribe { topics } => delivery::subscribe(core, key, meta, topics, &req),
@@ -69,12 +93,22 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
     }
 }
 
+/// The routes the admin listener serves: the node's figures and probes, and `POST /pub` when
+/// `--admin-publish` is on.
+fn admin_serves(route: &Route<'_>, admin_publish: bool) -> bool {
+    match route {
+        Route::Health | Route::Ready | Route::Stats | Route::Metrics => true,
+        Route::Publish { .. } => admin_publish,
+        _ => false,
+    }
+}
+
 fn preflight(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request, publish: bool, allow: &'static str) {
     if req.header("origin").is_none() {
         // Not a CORS preflight: a plain OPTIONS asking what the resource allows.
         return core.conns.respond(key, meta, 204, "", &[("Allow", allow)], Bytes::new());
     }
-    let cors = cors_for(&core.shared.config.access, req, publish);
+    let cors = cors_for(&core.conns.access, req, publish);
     if cors == Cors::None {
         return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed"));
     }

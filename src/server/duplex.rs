@@ -51,7 +51,7 @@ pub(super) fn upgrade_websocket(
         return;
     }
     let framing = ws_framing(core);
-    let may_publish = dispatch::may_publish(&core.shared.config.access, req);
+    let may_publish = dispatch::may_publish(&core.conns.access, req);
     start(core, key, framing, may_publish, DuplexProtocol::Native);
     if !selectors.is_empty() {
         subscribe(core, key, selectors, since, None);
@@ -395,6 +395,7 @@ pub(super) fn feed(core: &mut Core, key: usize) {
         let gap = read.gap.then_some(Control::Gap { oldest: read.oldest, next: duplex.cursor });
         duplex.cursor = read.next_cursor(duplex.cursor, &core.delivery.msgs);
         if let Some(gap) = gap {
+            WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
             send(&mut core.conns, key, gap.json(core.shared.store.epoch()));
         }
         let msgs = std::mem::take(&mut core.delivery.msgs);

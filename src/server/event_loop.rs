@@ -22,8 +22,8 @@
 //!    lines);
 //! 9. free the slots of connections closed during this turn.
 //!
-//! Tokens: `WAKER`, `LISTENER` and `RAW_LISTENER` are reserved; a connection's token is its
-//! slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
+//! Tokens: `WAKER`, `LISTENER`, `RAW_LISTENER` and `ADMIN_LISTENER` are reserved; a
+//! connection's token is its slab key plus `FIRST_CONN`. A closed connection's slot is freed only after the current event
 //! batch (step 9), so a stale event for it cannot reach a new connection that reused the key.
 
 use std::io;
@@ -54,7 +54,9 @@ use crate::log_limit::{self, LogLimit};
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const RAW_LISTENER: Token = Token(2);
-pub(super) const FIRST_CONN: usize = 3;
+/// The admin listener (`--admin-listen`), on worker 0 only.
+const ADMIN_LISTENER: Token = Token(3);
+pub(super) const FIRST_CONN: usize = 4;
 
 /// Housekeeping period (interest linger sweep, paused-accept retry).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -76,6 +78,9 @@ pub(crate) struct Worker {
     listener: Option<TcpListener>,
     /// The optional raw TCP listener (`--raw-listen`).
     raw_listener: Option<TcpListener>,
+    /// The admin listener (`--admin-listen`), worker 0's alone. Unlike the others it stays
+    /// open while draining, so a load balancer keeps reading `/ready` (503) until the end.
+    admin_listener: Option<TcpListener>,
     /// Accepting stopped at the connection limit or on EMFILE; retried by housekeeping and
     /// whenever one of our connections closes.
     accept_paused: bool,
@@ -94,14 +99,17 @@ impl Worker {
         id: usize,
         shared: Arc<Shared>,
         poll: Poll,
-        mut listener: TcpListener,
-        mut raw_listener: Option<TcpListener>,
+        listeners: Listeners,
         rx: Receiver<Vec<WorkerMsg>>,
         handoffs: Receiver<Box<Handoff>>,
     ) -> io::Result<Worker> {
+        let Listeners { http: mut listener, raw: mut raw_listener, admin: mut admin_listener } = listeners;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if let Some(raw) = raw_listener.as_mut() {
             poll.registry().register(raw, RAW_LISTENER, Interest::READABLE)?;
+        }
+        if let Some(admin) = admin_listener.as_mut() {
+            poll.registry().register(admin, ADMIN_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
         let conns = Conns::new(Arc::clone(&shared), poll.registry().try_clone()?, now);
@@ -109,6 +117,7 @@ impl Worker {
             poll,
             listener: Some(listener),
             raw_listener,
+            admin_listener,
             accept_paused: false,
             rx,
             handoffs,
@@ -130,7 +139,7 @@ impl Worker {
                 self.begin_shutdown(now);
             }
             if let Some(deadline) = self.core.conns.shutdown_deadline() {
-                if self.core.conns.is_empty() || now >= deadline {
+                if (self.core.conns.is_empty() && !self.admin_waits()) || now >= deadline {
                     break;
                 }
             }
@@ -143,10 +152,11 @@ impl Worker {
                 break;
             }
             self.core.conns.date.update(SystemTime::now());
+            self.core.conns.refresh_access();
             for event in events.iter() {
                 match event.token() {
                     WAKER => {} // the hub's channel and the hand-offs are drained below on every turn
-                    LISTENER | RAW_LISTENER => self.accept(),
+                    LISTENER | RAW_LISTENER | ADMIN_LISTENER => self.accept(),
                     Token(t) => {
                         let key = t - FIRST_CONN;
                         if let Some(conn) = self.core.conns.get_mut(key) {
@@ -172,6 +182,10 @@ impl Worker {
             }
             self.free_closed();
         }
+        // The worker with the admin listener waits for the others (`admin_waits`): tell it.
+        if let Some(first) = self.core.shared.peers.first() {
+            let _ = first.waker.wake();
+        }
         let remaining = self.core.conns.len();
         if remaining > 0 {
             warn!("worker {}: shutdown deadline passed with {remaining} connections open; closing them", self.core.id);
@@ -189,6 +203,12 @@ impl Worker {
             self.core.id,
             self.core.stats().snapshot()
         );
+    }
+
+    /// While draining, the worker that serves the admin listener stays until every other
+    /// worker's connections are gone, so `/ready` answers 503 for the whole drain.
+    fn admin_waits(&self) -> bool {
+        self.admin_listener.is_some() && self.core.shared.connections.load(Acquire) > 0
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -214,7 +234,7 @@ impl Worker {
     /// reached, or the process is out of file descriptors; in the last two cases accepting
     /// pauses instead of spinning, and resumes when connections close.
     pub(super) fn accept(&mut self) {
-        for door in [Door::Http, Door::Raw] {
+        for door in [Door::Http, Door::Raw, Door::Admin] {
             if !self.accept_from(door) {
                 return;
             }
@@ -230,6 +250,7 @@ impl Worker {
             let listener = match door {
                 Door::Http => self.listener.as_ref(),
                 Door::Raw => self.raw_listener.as_ref(),
+                Door::Admin => self.admin_listener.as_ref(),
             };
             let Some(listener) = listener else { return true };
             // The slot is taken before the accept and given back if nothing comes of it: the
@@ -297,6 +318,12 @@ impl Worker {
             Door::Raw => duplex::start_raw(&mut self.core, key),
             // A fresh connection must send its head within the header timeout.
             Door::Http => self.core.conns.set_timer(key, self.core.shared.config.timeouts.header),
+            Door::Admin => {
+                if let Some(conn) = self.core.conns.get_mut(key) {
+                    conn.admin = true;
+                }
+                self.core.conns.set_timer(key, self.core.shared.config.timeouts.header);
+            }
         }
     }
 
@@ -448,8 +475,9 @@ impl Worker {
         }
     }
 
-    /// Stops accepting, answers every parked long-poll with its cursor (so the client resumes
-    /// elsewhere with nothing lost), and closes idle connections. Requests in progress finish.
+    /// Stops accepting (except on the admin listener, whose `/ready` now answers 503), answers
+    /// every parked long-poll with its cursor (so the client resumes elsewhere with nothing
+    /// lost), and closes idle connections. Requests in progress finish.
     fn begin_shutdown(&mut self, now: Instant) {
         self.core.conns.begin_shutdown(now + self.core.shared.config.timeouts.shutdown);
         for mut listener in [self.listener.take(), self.raw_listener.take()].into_iter().flatten() {
@@ -468,6 +496,17 @@ impl Worker {
     }
 }
 
+/// The listening sockets one worker polls.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    /// Its own `SO_REUSEPORT` HTTP listener (`--listen`).
+    pub http: TcpListener,
+    /// Its raw TCP listener (`--raw-listen`).
+    pub raw: Option<TcpListener>,
+    /// The admin listener (`--admin-listen`), for worker 0.
+    pub admin: Option<TcpListener>,
+}
+
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Door {
@@ -475,6 +514,8 @@ enum Door {
     Http,
     /// The raw TCP listener (`--raw-listen`): JSON commands, no HTTP.
     Raw,
+    /// The admin listener (`--admin-listen`): HTTP, admin routes only.
+    Admin,
 }
 
 /// What a timer in the wheel is for.

@@ -38,7 +38,10 @@ pub(super) fn pump(core: &mut Core, key: usize) {
         if conn.state.is_closed() {
             return;
         }
-        if let Err(e) = conn.flush() {
+        let before = conn.written;
+        let flushed = conn.flush();
+        WorkerStats::add(&core.shared.stats[core.id].bytes_written, conn.written - before);
+        if let Err(e) = flushed {
             debug!("worker {}: write: {e}", core.id);
             close(core, key);
             return;
@@ -47,8 +50,9 @@ pub(super) fn pump(core: &mut Core, key: usize) {
             match conn.state.phase() {
                 Phase::Closing => return start_draining(core, key),
                 // Shutting down: a keep-alive connection whose last reply is now written
-                // has nothing more coming.
-                Phase::Idle if shutting_down && conn.buffered() == 0 => {
+                // has nothing more coming. (The admin listener still accepts while draining,
+                // and its replies then close: a fresh admin connection waits for its request.)
+                Phase::Idle if shutting_down && conn.buffered() == 0 && !conn.admin => {
                     return close(core, key);
                 }
                 _ => {}

@@ -14,8 +14,10 @@ mod event_loop;
 mod feeds;
 mod io;
 mod listener;
+mod metrics;
 mod pool;
 mod publish;
+mod reload;
 pub mod session_id;
 mod sessions;
 mod stats;
@@ -27,7 +29,7 @@ mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -35,7 +37,7 @@ use log::{info, warn};
 use mio::{Poll, Waker};
 
 pub use self::stats::WorkerStats;
-use crate::config::Config;
+use crate::config::{Access, Config};
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
 use crate::store::{MemoryStore, Store};
 use crate::transport::{multipart, StreamCtx};
@@ -66,6 +68,10 @@ pub(crate) struct Shared {
     pub peers: Vec<Peer>,
     /// Until when (unix ms) a dashboard wants the stats on `/halley/stats` (`feeds.rs`).
     pub stats_wanted_until: AtomicU64,
+    /// The CORS lists in force (`config.access` until a SIGHUP reload changes them); each
+    /// worker keeps a copy and takes the new one when `access_generation` moves.
+    pub access: RwLock<Arc<Access>>,
+    pub access_generation: AtomicU64,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -109,6 +115,7 @@ impl std::fmt::Debug for Shared {
 pub struct Server {
     addr: SocketAddr,
     raw_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     hub: Option<HubHandle>,
@@ -137,6 +144,15 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
             (raw.into_iter().map(Some).collect(), Some(addr))
         }
         None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
+    };
+    // The admin listener is one socket, served by worker 0.
+    let (mut admin_listener, admin_addr) = match config.network.admin_listen {
+        Some(admin) => {
+            let listener = listener::bind_all(admin, 1, config.network.backlog)?.pop();
+            let addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+            (listener, addr)
+        }
+        None => (None, None),
     };
     let mut polls = Vec::with_capacity(n);
     let mut links = Vec::with_capacity(n);
@@ -169,6 +185,8 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stream_ctx,
         peers,
         stats_wanted_until: AtomicU64::new(0),
+        access: RwLock::new(Arc::new(config.access.clone())),
+        access_generation: AtomicU64::new(0),
         config,
     });
 
@@ -176,7 +194,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     let mut workers = Vec::with_capacity(n);
     let sockets = listeners.into_iter().zip(raw_listeners);
     for (id, ((poll, (listener, raw)), (rx, handoffs))) in polls.into_iter().zip(sockets).zip(receivers).enumerate() {
-        let worker = event_loop::Worker::new(id, Arc::clone(&shared), poll, listener, raw, rx, handoffs)?;
+        let admin = if id == 0 { admin_listener.take() } else { None };
+        let listeners = event_loop::Listeners { http: listener, raw, admin };
+        let worker = event_loop::Worker::new(id, Arc::clone(&shared), poll, listeners, rx, handoffs)?;
         let core = cores.as_ref().and_then(|ids| ids.get(id % ids.len().max(1)).copied());
         let handle = std::thread::Builder::new().name(format!("halley-worker-{id}")).spawn(move || {
             if let Some(core) = core {
@@ -195,6 +215,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(raw) = raw_addr {
         info!("halley raw TCP listener on {raw}");
     }
+    if let Some(admin) = admin_addr {
+        info!("admin listener on http://{admin} (/metrics, /stats, /ready, /health)");
+    }
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
         info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
@@ -202,20 +225,21 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
-    Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub), feeds })
+    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds })
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
-/// exits at once.
-pub fn run(config: Config) -> std::io::Result<()> {
+/// exits at once. SIGHUP calls `load` for the configuration as it is now (the file and the
+/// environment read again) and applies what can change at run time (`reload.rs`); it never
+/// ends the server.
+pub fn run(config: Config, load: &dyn Fn() -> Result<Config, String>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut current = config.clone();
     let server = start(config)?;
     for signal in signals.forever() {
         if signal == SIGHUP {
-            // The conventional "reload" signal must never end a server. Nothing is reloaded at
-            // run time yet; say so rather than pretend.
-            info!("SIGHUP: nothing to reload in this version; still serving");
+            reload::reload(&server.shared, &mut current, load);
             continue;
         }
         info!("signal {signal}: shutting down (a second signal exits at once)");
@@ -241,6 +265,11 @@ impl Server {
         self.raw_addr
     }
 
+    /// The admin listener's address, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// The `/stats` document.
     pub fn stats(&self) -> serde_json::Value {
         stats_json(&self.shared)
@@ -253,6 +282,7 @@ impl Server {
             feeds.stop();
         }
         self.shared.shutdown.store(true, SeqCst);
+        info!("draining: /ready answers 503, parked requests are answered, new connections refused");
         for peer in &self.shared.peers {
             let _ = peer.waker.wake();
         }

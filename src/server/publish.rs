@@ -46,10 +46,10 @@ pub(super) const SERVER_TOPICS: &str = "/halley/";
 const MAX_HUB_BACKLOG: usize = 64 * 1024;
 
 pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str, req: &Request, body: Vec<u8>) {
-    if !dispatch::may_publish(&core.shared.config.access, req) {
+    if !dispatch::may_publish(&core.conns.access, req) {
         return core.conns.refuse(key, meta, Reject::forbidden("origin not allowed to publish"));
     }
-    let meta = ReplyMeta { cors: dispatch::cors_for(&core.shared.config.access, req, true), ..meta };
+    let meta = ReplyMeta { cors: dispatch::cors_for(&core.conns.access, req, true), ..meta };
     let mut publish = match native::parse_publish(topic, req, body) {
         Ok(p) => p,
         Err(bad) => return core.conns.refuse(key, meta, bad.into()),
@@ -108,6 +108,9 @@ fn respond_piggyback(core: &mut Core, key: usize, meta: ReplyMeta, head: Vec<u8>
         store.read(&piggyback.selectors, resume.after, core.shared.config.longpoll.max_batch, &mut core.delivery.msgs);
     let next = read.next_cursor(resume.after, &core.delivery.msgs);
     let gap = resume.reset || (read.gap && piggyback.since != Since::All);
+    if gap {
+        WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
+    }
     let info = longpoll::ReplyInfo { epoch: store.epoch(), next, gap, oldest: read.oldest };
     let mut parts = mem::take(&mut core.delivery.parts);
     parts.clear();

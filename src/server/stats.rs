@@ -2,10 +2,11 @@
 //! worker, the subscriber gauges by transport (`SubscriberKind`), and the fan-out latency
 //! window (`LatencyWindow`).
 //!
-//! Each worker writes only its own `WorkerStats` with relaxed atomics (no contention, no
-//! ordering needed: they are independent gauges and counters read for display). The latency
-//! window is the one part behind a lock: the worker takes it once per batch of fresh messages
-//! it queues in a hub turn, a reader once per `/stats`, so it is almost never contended.
+//! Each worker writes only its own `WorkerStats` (single writer), with a relaxed load and a
+//! relaxed store: no read-modify-write, so a count costs what a plain `+=` costs and nothing
+//! is contended; readers (`/stats`, `/metrics`) sum the workers' values when asked. The
+//! latency window is the one part behind a lock: the worker takes it once per batch of fresh
+//! messages it queues in a hub turn, a reader once per scrape, so it is almost never contended.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
@@ -46,6 +47,10 @@ pub struct WorkerStats {
     pub handoffs_in: AtomicU64,
     /// Times accepting paused at the connection limit or on EMFILE/ENFILE.
     pub accept_pauses: AtomicU64,
+    /// Bytes written to client sockets (heads, bodies, frames).
+    pub bytes_written: AtomicU64,
+    /// Replies, frames and events that told a subscriber messages were lost (a history gap).
+    pub gaps: AtomicU64,
     /// Subscribers by transport (gauges), indexed by `SubscriberKind`. Each is also counted in
     /// its family's gauge (`parked`, `streaming` or `duplex`); `enlisted` and `retired` move
     /// both together.
@@ -55,27 +60,38 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    /// Adds `n` to one of this worker's counters. Only the owning worker writes its stats, so
+    /// a load and a store suffice (no locked read-modify-write on the delivery path).
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
-    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Relaxed);
+    /// Takes `n` from one of this worker's gauges (single writer, as `add`); returns the old
+    /// value.
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) -> u64 {
+        let old = counter.load(Relaxed);
+        counter.store(old.wrapping_sub(n), Relaxed);
+        old
     }
 
     /// A connection became a subscriber of `kind`: its transport's gauge and its family's go
     /// up. The one increment of those gauges (`subscriber::enlist`).
     pub(crate) fn enlisted(&self, kind: SubscriberKind) {
-        self.family(kind).fetch_add(1, Relaxed);
-        self.transports[kind as usize].fetch_add(1, Relaxed);
+        Self::add(self.family(kind), 1);
+        Self::add(&self.transports[kind as usize], 1);
     }
 
     /// A subscriber of `kind` stopped being one: the one decrement (`subscriber::retire`).
     /// Debug builds stop on a gauge going below zero, the sign of a retire without an enlist.
     pub(crate) fn retired(&self, kind: SubscriberKind) {
-        let family = self.family(kind).fetch_sub(1, Relaxed);
-        let transport = self.transports[kind as usize].fetch_sub(1, Relaxed);
+        let family = Self::sub(self.family(kind), 1);
+        let transport = Self::sub(&self.transports[kind as usize], 1);
         debug_assert!(family > 0 && transport > 0, "subscriber gauges below zero for {}", kind.name());
+    }
+
+    /// The latency histogram since start (`LatencyBuckets`), for `/metrics`.
+    pub(crate) fn latency_buckets(&self) -> LatencyBuckets {
+        self.latency.lock().unwrap_or_else(PoisonError::into_inner).total.clone()
     }
 
     /// The family gauge a kind is also counted in.
@@ -126,6 +142,8 @@ impl WorkerStats {
             "published": self.published.load(Relaxed),
             "delivered": self.delivered.load(Relaxed),
             "accept_pauses": self.accept_pauses.load(Relaxed),
+            "bytes_written": self.bytes_written.load(Relaxed),
+            "gaps": self.gaps.load(Relaxed),
             "handoffs_out": self.handoffs_out.load(Relaxed),
             "handoffs_in": self.handoffs_in.load(Relaxed),
         })
@@ -221,11 +239,52 @@ const LATENCY_HIGHEST_US: u64 = 60_000_000;
 pub(crate) struct LatencyWindow {
     /// Each slot's unix second and its histogram; slot `s % LATENCY_WINDOW_SECS` holds second `s`.
     slots: Vec<(u64, Histogram<u32>)>,
+    /// Every latency since start in fixed buckets, for the Prometheus histogram (which must
+    /// only grow); recorded under the same lock, so it costs no extra synchronisation.
+    total: LatencyBuckets,
 }
 
 impl Default for LatencyWindow {
     fn default() -> Self {
-        LatencyWindow { slots: (0..LATENCY_WINDOW_SECS).map(|_| (0, empty_histogram())).collect() }
+        LatencyWindow {
+            slots: (0..LATENCY_WINDOW_SECS).map(|_| (0, empty_histogram())).collect(),
+            total: LatencyBuckets::default(),
+        }
+    }
+}
+
+/// Upper bounds of the `/metrics` fan-out latency buckets, in µs (0.5 ms to 10 s; slower
+/// goes to `+Inf`).
+pub(crate) const LATENCY_BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// Fan-out latencies since start: a count per bucket of `LATENCY_BUCKETS_US` (not cumulative;
+/// the last is `+Inf`), their sum and number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LatencyBuckets {
+    pub counts: [u64; LATENCY_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl LatencyBuckets {
+    fn record(&mut self, latency_us: u64) {
+        let bucket =
+            LATENCY_BUCKETS_US.iter().position(|&bound| latency_us <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.counts[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(latency_us);
+        self.count += 1;
+    }
+
+    /// Adds another worker's buckets.
+    pub(crate) fn merge(&mut self, other: &LatencyBuckets) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self.count += other.count;
     }
 }
 
@@ -239,6 +298,7 @@ impl LatencyWindow {
             *slot_second = second;
         }
         hist.saturating_record(latency_us.clamp(1, LATENCY_HIGHEST_US));
+        self.total.record(latency_us);
     }
 
     /// The slots of the window ending at `now_us`, merged.

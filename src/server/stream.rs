@@ -134,6 +134,7 @@ pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
         let mut parts = mem::take(&mut core.delivery.parts);
         parts.clear();
         if gaps.reported(read.gap) {
+            WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
             parts.push(stream.framer.control(Control::Gap { oldest: read.oldest, next: stream.cursor }, ctx));
             stream.life.push(&mut conn.out, &mut parts);
         }

@@ -20,6 +20,7 @@ pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
     pub raw_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -47,7 +48,8 @@ impl TestServer {
         let server = server::start_with_store(config, store).expect("server starts");
         let addr = server.local_addr();
         let raw_addr = server.raw_addr();
-        TestServer { server: Some(server), addr, raw_addr }
+        let admin_addr = server.admin_addr();
+        TestServer { server: Some(server), addr, raw_addr, admin_addr }
     }
 
     pub fn stats(&self) -> serde_json::Value {

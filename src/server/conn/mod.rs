@@ -210,6 +210,8 @@ pub struct Conn {
     pub writable: bool,
     /// The peer sent FIN (read returned 0).
     pub peer_closed: bool,
+    /// Accepted on the admin listener (`--admin-listen`): only the admin routes answer.
+    pub admin: bool,
     /// Bytes written so far, and its value when the timer was last set: a timer that fires
     /// while output is pending closes the connection only if nothing was written since.
     pub written: u64,
@@ -228,6 +230,7 @@ impl Conn {
             readable: false,
             writable: true,
             peer_closed: false,
+            admin: false,
             written: 0,
             timer_mark: 0,
         }

@@ -66,7 +66,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off(core, key, owner, req, body, meta);
     }
-    let may_publish = dispatch::may_publish(&core.shared.config.access, &req);
+    let may_publish = dispatch::may_publish(&core.conns.access, &req);
     let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, may_publish, head: 0 }, &batch);
     let Some(Held { session: skey, connect, hold_ms }) = held else {
         return respond(core, key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
@@ -208,7 +208,7 @@ fn round(
 /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
 fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
     if duplex::upgrade(&mut core.conns, key, meta, req) {
-        let may_publish = dispatch::may_publish(&core.shared.config.access, req);
+        let may_publish = dispatch::may_publish(&core.conns.access, req);
         duplex::start_bayeux_socket(core, key, may_publish);
     }
 }

@@ -90,7 +90,7 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     match step {
         Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
-            let events = if dispatch::may_publish(&core.shared.config.access, &req) {
+            let events = if dispatch::may_publish(&core.conns.access, &req) {
                 publish(core, reply, topics, body, event)
             } else {
                 vec![pushlet::nack("origin not allowed to publish")]
