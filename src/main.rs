@@ -35,9 +35,12 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Publish one message to a topic
     Pub(client::PubArgs),
-    /// Print the messages of one or more topics as they arrive: a header line
-    /// `<id> <topic> [event=<name>] [(json|binary, N bytes, base64|text, escaped)]`, then the
-    /// data with every line indented by two spaces (`--json`: one JSON object per line)
+    /// Print the messages of one or more topics as they arrive
+    ///
+    /// Each message is a header line, `<id> <topic>`, then `event=<name>` when it has one, then
+    /// `(json)`, `(binary, N bytes, base64)` or `(text, escaped)` when the data is not plain
+    /// text; then the data, every line indented by two spaces. `--json` prints one JSON object
+    /// per line instead. Gaps in history and undecodable messages are reported on stderr.
     Sub(client::SubArgs),
 }
 

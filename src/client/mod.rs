@@ -172,13 +172,13 @@ impl Connection {
     /// bounded by `body_limit` bytes, no redirects followed (a POST must not turn into a GET).
     pub fn new(args: &ServerArgs, timeout: Duration, body_limit: u64) -> Result<Connection, ClientError> {
         let authorization = args.token.as_deref().map(bearer).transpose()?;
+        if args.cacert.is_some() && !args.server.is_https() {
+            return Err(ClientError::Usage("--cacert needs an https:// --server".into()));
+        }
         let roots = match &args.cacert {
             Some(path) => RootCerts::new_with_certs(&read_cacert(path)?),
             None => RootCerts::PlatformVerifier,
         };
-        if args.cacert.is_some() && !args.server.is_https() {
-            return Err(ClientError::Usage("--cacert needs an https:// --server".into()));
-        }
         let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(roots).build();
         let config = Agent::config_builder()
             .http_status_as_error(false)
