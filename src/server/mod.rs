@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub peers: Vec<Peer>,
     /// Until when (unix ms) a dashboard wants the stats on `/halley/stats` (`feeds.rs`).
     pub stats_wanted_until: AtomicU64,
+    /// Who may publish and read (`crate::auth`); `Auth::reload` replaces it at run time.
+    pub auth: crate::auth::Auth,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -128,6 +130,8 @@ pub fn start(config: Config) -> std::io::Result<Server> {
 pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let n = config.workers;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let auth = crate::auth::Auth::new(&config.auth).map_err(invalid)?;
     let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
     let addr = listeners[0].local_addr()?;
     let (raw_listeners, raw_addr) = match config.network.raw_listen {
@@ -169,6 +173,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stream_ctx,
         peers,
         stats_wanted_until: AtomicU64::new(0),
+        auth,
         config,
     });
 
@@ -195,6 +200,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(raw) = raw_addr {
         info!("halley raw TCP listener on {raw}");
     }
+    log_auth(&shared.config, addr, raw_addr);
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
         info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
@@ -203,6 +209,28 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
     Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub), feeds })
+}
+
+/// Says at startup how clients are authorised, loudly when anyone on the network may reach a
+/// server that checks no token.
+fn log_auth(config: &Config, addr: SocketAddr, raw: Option<SocketAddr>) {
+    if config.auth.is_on() {
+        let public = &config.auth.public_subscribe;
+        info!("auth: tokens required to publish and subscribe (public reads: {public:?}; see docs/AUTH.md)");
+        return;
+    }
+    let exposed: Vec<String> =
+        [Some(addr), raw].into_iter().flatten().filter(|a| !a.ip().is_loopback()).map(|a| a.to_string()).collect();
+    if exposed.is_empty() {
+        info!("auth: off; clients publish from loopback only, anyone who reaches the port reads");
+    } else {
+        warn!(
+            "!!! auth is OFF and halley listens on {} (not loopback): anyone who reaches it can read \
+             every topic; clients publish only from loopback. Set [auth] secret or public_key \
+             (docs/AUTH.md) before exposing it !!!",
+            exposed.join(", ")
+        );
+    }
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -239,6 +267,13 @@ impl Server {
     /// The raw TCP listener's address, when `--raw-listen` is set.
     pub fn raw_addr(&self) -> Option<SocketAddr> {
         self.raw_addr
+    }
+
+    /// Replaces the token policy (keys re-read from their files) and says what changed; on
+    /// error the old policy stays. Checks made from now on, also on connections and sessions
+    /// already open, use the new one. For the SIGHUP reload.
+    pub fn reload_auth(&self, auth: &crate::config::Auth) -> Result<Vec<String>, String> {
+        self.shared.auth.reload(auth)
     }
 
     /// The `/stats` document.
