@@ -211,6 +211,12 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     Ok(Server { addr, raw_addr, shared, workers, hub: Some(hub), feeds })
 }
 
+/// The `Instant` a token expiring at `expires_ms` (unix ms) expires at, for the worker's timers.
+pub(crate) fn auth_deadline(expires_ms: u64) -> std::time::Instant {
+    let left = expires_ms.saturating_sub(crate::auth::now_ms());
+    std::time::Instant::now() + std::time::Duration::from_millis(left.min(crate::config::MAX_SECONDS as u64 * 1000))
+}
+
 /// Says at startup how clients are authorised, loudly when anyone on the network may reach a
 /// server that checks no token.
 fn log_auth(config: &Config, addr: SocketAddr, raw: Option<SocketAddr>) {

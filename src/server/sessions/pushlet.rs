@@ -206,6 +206,7 @@ fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'sta
         // A Pushlet stream never ends by itself.
         max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
         extra_headers: &pushlet::NO_CACHE,
+        expires_ms: None,
     };
     core.sessions.listen(skey, key);
     stream::open(core, key, meta, spec, selectors, cursor, Gaps::Report);
