@@ -278,7 +278,9 @@ impl Wire<'_> {
             other => {
                 // Echo at most 64 characters of whatever the client sent.
                 let other = other.char_indices().nth(64).and_then(|(cut, _)| other.get(..cut)).unwrap_or(other);
-                return Err(format!("unknown op {other:?}: expected subscribe, unsubscribe, publish, ping or auth").into());
+                return Err(
+                    format!("unknown op {other:?}: expected subscribe, unsubscribe, publish, ping or auth").into()
+                );
             }
         };
         let present = [

@@ -58,7 +58,11 @@ pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &s
         // A reset cursor is told once, in the stream's first frames (`stream::start`); the
         // feed then reports only gaps it finds in history.
         Transport::Stream(kind) if !meta.head_only => {
-            return stream::start(core, key, meta, kind, sub.selectors, resume, history_gaps, grant.expires_ms());
+            stream::start(core, key, meta, kind, sub.selectors, resume, history_gaps);
+            if let Some(expires_ms) = grant.expires_ms() {
+                stream::expire_at(&mut core.conns, key, expires_ms);
+            }
+            return;
         }
         Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
         Transport::LongPoll => (ParkedFormat::Json, false),

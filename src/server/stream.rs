@@ -46,7 +46,6 @@ pub(super) fn start(
     selectors: Vec<Selector>,
     resume: Resume,
     gaps: Gaps,
-    expires_ms: Option<u64>,
 ) {
     let config = &core.shared.config;
     let ctx = &core.shared.stream_ctx;
@@ -61,7 +60,7 @@ pub(super) fn start(
         heartbeat: config.streams.heartbeat_interval,
         max_age: config.streams.max_age,
         extra_headers: &[("Cache-Control", "no-cache, no-store")],
-        expires_ms,
+        expires_ms: None,
     };
     open(core, key, meta, spec, selectors.into_boxed_slice(), resume.after, gaps);
 }
@@ -214,6 +213,13 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         Due::Nothing => {}
     }
     arm_timer(&mut core.conns, key);
+}
+
+/// The stream ends when the token it was opened with expires (`expires_ms`, unix ms).
+pub(super) fn expire_at(conns: &mut Conns, key: usize, expires_ms: u64) {
+    let Some(stream) = conns.get_mut(key).and_then(|c| c.state.streaming_mut()) else { return };
+    stream.expires = Some(crate::server::auth_deadline(expires_ms));
+    arm_timer(conns, key);
 }
 
 fn arm_timer(conns: &mut Conns, key: usize) {
