@@ -230,7 +230,7 @@ fn pushlet_join_cookie_token_is_kept_by_the_session() {
     let server = TestServer::with(auth_on);
     let cookie = format!("Cookie: halley_token={}\r\n", token(60, &["/chat/**"], &["/chat", "/chat/**"]));
     let join = request(&server, "GET", "/pushlet.srv?p_event=join&p_format=xml", &cookie);
-    let id = util::pushlet_session_id(&join.text());
+    let id = util::pushlet_session_id(join.text());
     let ask = |query: &str| request(&server, "GET", &format!("/pushlet.srv?p_id={id}&{query}"), "").text().to_owned();
     assert!(ask("p_event=subscribe&p_subject=/chat").contains("subscribe-ack"));
     let refused = ask("p_event=subscribe&p_subject=/news");
@@ -239,7 +239,7 @@ fn pushlet_join_cookie_token_is_kept_by_the_session() {
     assert!(ask("p_event=publish&p_subject=/news&text=hi").contains("403"));
 
     let anonymous = request(&server, "GET", "/pushlet.srv?p_event=join&p_format=xml", "");
-    let other = util::pushlet_session_id(&anonymous.text());
+    let other = util::pushlet_session_id(anonymous.text());
     let refused = request(&server, "GET", &format!("/pushlet.srv?p_id={other}&p_event=subscribe&p_subject=/chat"), "")
         .text()
         .to_owned();
