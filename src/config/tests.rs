@@ -98,6 +98,12 @@ fn help_states_every_default() {
         ("log", d.log.clone()),
         ("no_web", (!d.web.enabled).to_string()),
         ("demo", d.web.demo.to_string()),
+        ("auth_secret", "none".into()),
+        ("auth_secret_file", "none".into()),
+        ("auth_public_key", "none".into()),
+        ("auth_public_subscribe", "none".into()),
+        ("auth_public_publish", "none".into()),
+        ("auth_cookie", d.auth.cookie.clone()),
     ];
     let command = Cli::command();
     let mut checked = 0;
@@ -341,7 +347,9 @@ fn flat_and_sectioned_forms_mean_the_same() {
         "log_format" => "\"json\"",
         "listen" | "raw_listen" | "admin_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
-        "client_publish" => "[\"/chat/**\"]",
+        "client_publish" | "auth_public_subscribe" | "auth_public_publish" => "[\"/chat/**\"]",
+        "auth_secret" | "auth_cookie" => "\"s3cret\"",
+        "auth_secret_file" | "auth_public_key" => "\"/etc/halley/key.pem\"",
         "header_timeout"
         | "keepalive_timeout"
         | "shutdown_timeout"

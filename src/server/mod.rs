@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// worker keeps a copy and takes the new one when `access_generation` moves.
     pub access: RwLock<Arc<Access>>,
     pub access_generation: AtomicU64,
+    /// Who may publish and read (`crate::auth`); `Auth::reload` replaces it at run time.
+    pub auth: crate::auth::Auth,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -135,6 +137,8 @@ pub fn start(config: Config) -> std::io::Result<Server> {
 pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let n = config.workers;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let auth = crate::auth::Auth::new(&config.auth).map_err(invalid)?;
     let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
     let addr = listeners[0].local_addr()?;
     let (raw_listeners, raw_addr) = match config.network.raw_listen {
@@ -187,6 +191,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stats_wanted_until: AtomicU64::new(0),
         access: RwLock::new(Arc::new(config.access.clone())),
         access_generation: AtomicU64::new(0),
+        auth,
         config,
     });
 
@@ -218,6 +223,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(admin) = admin_addr {
         info!("admin listener on http://{admin} (/metrics, /stats, /ready, /health)");
     }
+    log_auth(&shared.config, addr, raw_addr);
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
         info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
@@ -226,6 +232,34 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
     Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds })
+}
+
+/// The `Instant` a token expiring at `expires_ms` (unix ms) expires at, for the worker's timers.
+pub(crate) fn auth_deadline(expires_ms: u64) -> std::time::Instant {
+    let left = expires_ms.saturating_sub(crate::auth::now_ms());
+    std::time::Instant::now() + std::time::Duration::from_millis(left.min(crate::config::MAX_SECONDS as u64 * 1000))
+}
+
+/// Says at startup how clients are authorised, loudly when anyone on the network may reach a
+/// server that checks no token.
+fn log_auth(config: &Config, addr: SocketAddr, raw: Option<SocketAddr>) {
+    if config.auth.is_on() {
+        let public = &config.auth.public_subscribe;
+        info!("auth: tokens required to publish and subscribe (public reads: {public:?}; see docs/AUTH.md)");
+        return;
+    }
+    let exposed: Vec<String> =
+        [Some(addr), raw].into_iter().flatten().filter(|a| !a.ip().is_loopback()).map(|a| a.to_string()).collect();
+    if exposed.is_empty() {
+        info!("auth: off; clients publish from loopback only, anyone who reaches the port reads");
+    } else {
+        warn!(
+            "!!! auth is OFF and halley listens on {} (not loopback): anyone who reaches it can read \
+             every topic; clients publish only from loopback. Set [auth] secret or public_key \
+             (docs/AUTH.md) before exposing it !!!",
+            exposed.join(", ")
+        );
+    }
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -268,6 +302,13 @@ impl Server {
     /// The admin listener's address, when `--admin-listen` is set.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Replaces the token policy (keys re-read from their files) and says what changed; on
+    /// error the old policy stays. Checks made from now on, also on connections and sessions
+    /// already open, use the new one. For the SIGHUP reload.
+    pub fn reload_auth(&self, auth: &crate::config::Auth) -> Result<Vec<String>, String> {
+        self.shared.auth.reload(auth)
     }
 
     /// The `/stats` document.

@@ -109,6 +109,8 @@ pub struct Duplex {
     pub protocol: DuplexProtocol,
     /// Selectors the client may still add before it must slow down (`subs::ChangeBudget`).
     pub changes: crate::server::subs::ChangeBudget,
+    /// What its token (from the upgrade or an `auth` command) lets it read and publish.
+    pub grant: crate::auth::Grant,
 }
 
 /// The protocol spoken on a duplex connection.
@@ -194,6 +196,8 @@ pub struct Streaming {
     pub framer: Framer,
     /// Framing on the wire, heartbeats, the age and byte limits, the output bound.
     pub life: StreamLife,
+    /// When the token it was opened with expires: the stream ends then (`crate::auth`).
+    pub expires: Option<Instant>,
 }
 
 /// One connection in the worker's slab.
