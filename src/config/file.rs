@@ -81,6 +81,8 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("client_publish", "access", "client_publish"),
     at("no_web", "web", "no_web"),
     at("demo", "web", "demo"),
+    at("tls_cert", "tls", "cert"),
+    at("tls_key", "tls", "key"),
 ];
 
 /// The file key of the option whose flag is `--{flag}`.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use self::args::{
     AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
-    SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
+    SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -65,6 +65,18 @@ pub struct Config {
     pub access: Access,
     /// `[web]`: the pages served by Halley itself and the demo publisher.
     pub web: Web,
+    /// `[tls]`: the certificate and key the HTTP listener terminates TLS with; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// Where the HTTP listener's certificate and key are read from (at start and on reload,
+/// `crate::server::tls`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Listeners and per-connection bounds.
@@ -370,6 +382,22 @@ impl Config {
                 enabled: pick!(web.no_web).map_or(d.web.enabled, |no_web| !no_web),
                 demo: pick!(web.demo).unwrap_or(d.web.demo),
             },
+            tls: match (pick!(tls.cert), pick!(tls.key)) {
+                (Some(cert), Some(key)) => Some(Tls { cert, key }),
+                (None, None) => d.tls,
+                (Some(_), None) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-key",
+                        reason: "is required with --tls-cert".into(),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-cert",
+                        reason: "is required with --tls-key".into(),
+                    })
+                }
+            },
         })
     }
 }
@@ -412,6 +440,7 @@ impl Default for Config {
             sessions: Sessions::default(),
             access: Access::default(),
             web: Web::default(),
+            tls: None,
         }
     }
 }

@@ -46,6 +46,11 @@ pub struct WorkerStats {
     pub handoffs_in: AtomicU64,
     /// Times accepting paused at the connection limit or on EMFILE/ENFILE.
     pub accept_pauses: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS connections that failed before their handshake completed (not TLS, bad records,
+    /// no common cipher or version).
+    pub tls_handshake_errors: AtomicU64,
     /// Subscribers by transport (gauges), indexed by `SubscriberKind`. Each is also counted in
     /// its family's gauge (`parked`, `streaming` or `duplex`); `enlisted` and `retired` move
     /// both together.
@@ -128,6 +133,8 @@ impl WorkerStats {
             "accept_pauses": self.accept_pauses.load(Relaxed),
             "handoffs_out": self.handoffs_out.load(Relaxed),
             "handoffs_in": self.handoffs_in.load(Relaxed),
+            "tls_handshakes": self.tls_handshakes.load(Relaxed),
+            "tls_handshake_errors": self.tls_handshake_errors.load(Relaxed),
         })
     }
 }
