@@ -190,3 +190,71 @@ fn stalled_handshake_is_closed_by_the_header_timeout() {
     assert!(started.elapsed() < WAIT);
     server.wait_for("connections", 0);
 }
+
+/// curl, trusting only the test CA, publishes and long-polls over TLS (curl's own TLS stack,
+/// not rustls, on the client side).
+#[test]
+fn curl_with_the_test_ca_publishes_and_long_polls() {
+    let files = CertFiles::new("localhost");
+    let server = tls_server(&files);
+    let port = server.addr.port();
+    let curl = |args: &[&str]| {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let output = std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "10", "--cacert"])
+            .arg(&files.ca_file)
+            .args(["--resolve", &resolve])
+            .args(args)
+            .output()
+            .expect("curl runs (scripts/test.sh installs it: apt-get install -y curl)");
+        assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let base = format!("https://localhost:{port}");
+    let poll: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("{base}/sub/tls/curl?timeout=0")])).expect("JSON");
+    let cursor = poll["next"].as_str().expect("next").to_owned();
+    let published: serde_json::Value =
+        serde_json::from_str(&curl(&["--data-binary", "from curl", &format!("{base}/pub/tls/curl")])).expect("JSON");
+    assert_eq!(published["topic"], "/tls/curl");
+    let got: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("{base}/sub/tls/curl?since={cursor}")])).expect("JSON");
+    assert_eq!(got["messages"][0]["data"], "from curl", "{got}");
+    // Without the CA, curl refuses the certificate: the server presents the test one.
+    let refused = std::process::Command::new("curl")
+        .args(["--silent", "--max-time", "10", "--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("{base}/health"))
+        .status()
+        .expect("curl runs");
+    assert!(!refused.success());
+}
+
+/// A TLS subscriber that stops reading is held to the same output bound as a plain one: rustls
+/// holds at most its own small buffer, the rest waits in the connection's queue, and the
+/// subscriber is cut for overflow.
+#[test]
+fn a_tls_stream_that_stops_reading_is_cut_for_overflow() {
+    let files = CertFiles::new("localhost");
+    let server = TestServer::with(|c| {
+        c.tls = Some(Tls { cert: files.cert.clone(), key: files.key.clone() });
+        c.network.max_pending_output = 64 * 1024;
+        c.streams.heartbeat_interval = std::time::Duration::from_millis(200);
+    });
+    let mut sse = TlsClient::connect(server.addr, &files.ca);
+    sse.send("GET /sub/tls/slow HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+    assert_eq!(sse.head().status, 200);
+    server.wait_for("streaming", 1);
+    // Never read again; publish until the server gives up on it.
+    let body = "x".repeat(16 * 1024);
+    let mut publisher = TlsClient::connect(server.addr, &files.ca);
+    let deadline = Instant::now() + WAIT;
+    while server.worker_total("overflows") == 0 {
+        assert!(Instant::now() < deadline, "never cut; streaming = {}", server.worker_total("streaming"));
+        let r = publisher.request(&format!(
+            "POST /pub/tls/slow HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(r.status, 201);
+    }
+    server.wait_for("streaming", 0);
+}
