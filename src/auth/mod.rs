@@ -169,7 +169,7 @@ impl Policy {
     }
 
     /// One line per setting that differs in `new`.
-    fn changes_to(&self, new: &Policy) -> Vec<String> {
+    pub(crate) fn changes_to(&self, new: &Policy) -> Vec<String> {
         let (a, b) = (&self.source, &new.source);
         let mut changes = Vec::new();
         if a.secret != b.secret {

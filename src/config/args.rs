@@ -87,6 +87,24 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub auth: AuthArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsArgs,
+}
+
+/// `[tls]`: TLS termination on the HTTP listener.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "TLS ([tls])")]
+#[serde(deny_unknown_fields)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first); with --tls-key the HTTP listener speaks only TLS [default: none]
+    #[arg(id = "tls_cert", long = "tls-cert", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert [default: none]
+    #[arg(id = "tls_key", long = "tls-key", value_name = "PATH")]
+    pub key: Option<PathBuf>,
 }
 
 /// `[network]`: listeners and per-connection bounds.

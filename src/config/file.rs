@@ -90,6 +90,8 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("auth_public_subscribe", "auth", "public_subscribe"),
     at("auth_public_publish", "auth", "public_publish"),
     at("auth_cookie", "auth", "cookie"),
+    at("tls_cert", "tls", "cert"),
+    at("tls_key", "tls", "key"),
 ];
 
 /// The file key of the option whose flag is `--{flag}`.

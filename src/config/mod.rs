@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use self::args::{
     AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
-    SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
+    SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -70,6 +70,18 @@ pub struct Config {
     pub web: Web,
     /// `[auth]`: token verification keys and the public patterns (`crate::auth` applies it).
     pub auth: Auth,
+    /// `[tls]`: the certificate and key the HTTP listener terminates TLS with; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// Where the HTTP listener's certificate and key are read from (at start and on reload,
+/// `crate::server::tls`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Listeners and per-connection bounds.
@@ -492,6 +504,22 @@ impl Config {
                 public_publish: pick!(auth.public_publish).map_or(d.auth.public_publish, clean_list),
                 cookie: pick!(auth.cookie).unwrap_or(d.auth.cookie),
             },
+            tls: match (pick!(tls.cert), pick!(tls.key)) {
+                (Some(cert), Some(key)) => Some(Tls { cert, key }),
+                (None, None) => d.tls,
+                (Some(_), None) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-key",
+                        reason: "is required with --tls-cert".into(),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-cert",
+                        reason: "is required with --tls-key".into(),
+                    })
+                }
+            },
         })
     }
 }
@@ -536,6 +564,7 @@ impl Default for Config {
             access: Access::default(),
             web: Web::default(),
             auth: Auth::default(),
+            tls: None,
         }
     }
 }

@@ -25,6 +25,7 @@ mod stream;
 mod subs;
 mod subscriber;
 pub mod timer;
+pub mod tls;
 mod web;
 
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub access_generation: AtomicU64,
     /// Who may publish and read (`crate::auth`); `Auth::reload` replaces it at run time.
     pub auth: crate::auth::Auth,
+    /// The HTTP listener's TLS config, swapped by `tls::TlsCell::reload` (None: plain TCP).
+    pub tls: Option<tls::TlsCell>,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -88,7 +91,8 @@ pub(crate) struct Peer {
 /// that needs the session, its body, and any bytes already read after it (pipelining).
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    pub(crate) sock: mio::net::TcpStream,
+    /// The socket, with its TLS session when it has one (the session travels with it).
+    pub(crate) sock: conn::Socket,
     pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,
     /// Output queued but not yet written.
@@ -136,6 +140,8 @@ pub fn start(config: Config) -> std::io::Result<Server> {
 /// block; history outside the process is announced through `Store::on_loaded`).
 pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // A certificate or key that cannot be used stops the start, before anything is bound.
+    let tls = config.tls.as_ref().map(tls::TlsCell::load).transpose()?;
     let n = config.workers;
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let auth = crate::auth::Auth::new(&config.auth).map_err(invalid)?;
@@ -192,6 +198,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         access: RwLock::new(Arc::new(config.access.clone())),
         access_generation: AtomicU64::new(0),
         auth,
+        tls,
         config,
     });
 
@@ -213,8 +220,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         })?;
         workers.push(handle);
     }
+    let scheme = if shared.tls.is_some() { "https" } else { "http" };
     info!(
-        "halley listening on http://{addr} with {n} workers ({})",
+        "halley listening on {scheme}://{addr} with {n} workers ({})",
         if cores.is_some() { "pinned to cores" } else { "not pinned" }
     );
     if let Some(raw) = raw_addr {
@@ -226,7 +234,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     log_auth(&shared.config, addr, raw_addr);
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
-        info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
+        info!("pages: {scheme}://{addr}/ (demos, dashboard; --no-web turns them off)");
     }
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
@@ -314,6 +322,13 @@ impl Server {
     /// The `/stats` document.
     pub fn stats(&self) -> serde_json::Value {
         stats_json(&self.shared)
+    }
+
+    /// Re-reads the TLS certificate and key (`--tls-cert`, `--tls-key`) and gives them to the
+    /// connections accepted from now on; open connections keep theirs. On error the old ones
+    /// stay. `Ok(None)` when the server has no TLS.
+    pub fn reload_tls(&self) -> Result<Option<tls::Reloaded>, tls::TlsError> {
+        self.shared.tls.as_ref().map(tls::TlsCell::reload).transpose()
     }
 
     /// Graceful shutdown: workers stop accepting, answer parked long-polls with their cursors,
