@@ -44,6 +44,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Directory where a graceful stop (SIGTERM, SIGINT) saves the history and the next start restores it; the saved file is consumed at start, so after an unclean stop (kill -9) the next start has a new epoch [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     #[command(flatten)]
     #[serde(default)]
     pub network: NetworkArgs,

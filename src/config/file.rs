@@ -44,6 +44,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     top("workers"),
     top("no_pin"),
     top("log"),
+    top("state_dir"),
     at("listen", "network", "listen"),
     at("raw_listen", "network", "raw_listen"),
     at("backlog", "network", "backlog"),

@@ -47,6 +47,9 @@ pub struct Config {
     pub pin_workers: bool,
     /// env_logger filter (RUST_LOG overrides it).
     pub log: String,
+    /// Where a graceful shutdown saves the history and the next start restores it
+    /// (`store::state`); `None` keeps history in memory only.
+    pub state_dir: Option<PathBuf>,
     /// `[network]`: listeners and per-connection bounds.
     pub network: Network,
     /// `[http]`: request size limits, as the parser takes them.
@@ -301,6 +304,7 @@ impl Config {
             workers: pick!(workers).unwrap_or(d.workers),
             pin_workers: pick!(no_pin).map_or(d.pin_workers, |no_pin| !no_pin),
             log: pick!(log).unwrap_or(d.log),
+            state_dir: pick!(state_dir).or(d.state_dir),
             network: Network {
                 listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
@@ -403,6 +407,7 @@ impl Default for Config {
             workers: cores.min(MAX_WORKERS),
             pin_workers: true,
             log: "info".to_owned(),
+            state_dir: None,
             network: Network::default(),
             http: http::Limits::default(),
             timeouts: Timeouts::default(),

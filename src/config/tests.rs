@@ -93,6 +93,7 @@ fn help_states_every_default() {
         ("bayeux_timeout", secs(d.sessions.bayeux_timeout)),
         ("bayeux_max_interval", secs(d.sessions.bayeux_max_interval)),
         ("log", d.log.clone()),
+        ("state_dir", "none".into()),
         ("no_web", (!d.web.enabled).to_string()),
         ("demo", d.web.demo.to_string()),
     ];
@@ -335,6 +336,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
         | "session_create_rate" => "3",
         "no_pin" | "no_web" | "demo" => "true",
         "log" => "\"debug\"",
+        "state_dir" => "\"/var/lib/halley\"",
         "listen" | "raw_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
         "client_publish" => "[\"/chat/**\"]",
