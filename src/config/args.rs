@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Log line format: `text`, or `json` (one JSON object per line) [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Directory where a graceful stop (SIGTERM, SIGINT) saves the history and the next start restores it; the saved file is consumed at start, so after an unclean stop (kill -9) the next start has a new epoch [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     #[command(flatten)]
     #[serde(default)]

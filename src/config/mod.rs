@@ -50,6 +50,9 @@ pub struct Config {
     pub log: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Where a graceful shutdown saves the history and the next start restores it
+    /// (`store::state`); `None` keeps history in memory only.
+    pub state_dir: Option<PathBuf>,
     /// `[network]`: listeners and per-connection bounds.
     pub network: Network,
     /// `[http]`: request size limits, as the parser takes them.
@@ -425,6 +428,7 @@ impl Config {
             pin_workers: pick!(no_pin).map_or(d.pin_workers, |no_pin| !no_pin),
             log: pick!(log).or(rust_log).unwrap_or(d.log),
             log_format: pick!(log_format).unwrap_or(d.log_format),
+            state_dir: pick!(state_dir).or(d.state_dir),
             network: Network {
                 listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
@@ -554,6 +558,7 @@ impl Default for Config {
             pin_workers: true,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            state_dir: None,
             network: Network::default(),
             http: http::Limits::default(),
             timeouts: Timeouts::default(),

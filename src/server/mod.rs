@@ -40,6 +40,7 @@ use mio::{Poll, Waker};
 pub use self::stats::WorkerStats;
 use crate::config::{Access, Config};
 use crate::hub::{self, HubCmd, HubHandle, WorkerLink};
+use crate::store::state::StateDir;
 use crate::store::{MemoryStore, Store};
 use crate::transport::{multipart, StreamCtx};
 
@@ -127,13 +128,35 @@ pub struct Server {
     hub: Option<HubHandle>,
     /// The demo and stats publisher, when there is one.
     feeds: Option<feeds::Feeds>,
+    /// With `--state-dir`: where the history goes at shutdown, and the store to save.
+    state: Option<(StateDir, Arc<MemoryStore>)>,
 }
 
 /// Binds the listeners and starts the hub and the workers, with history in memory
-/// (`MemoryStore`, bounded by `config.history`).
+/// (`MemoryStore`, bounded by `config.history`). With `config.state_dir`, the history a
+/// graceful shutdown saved there is restored (and the saved file consumed, `store::state`), and
+/// `Server::shutdown` saves it again.
 pub fn start(config: Config) -> std::io::Result<Server> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
-    start_with_store(config, store)
+    let Some(dir) = config.state_dir.clone() else {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
+        return start_with_store(config, store);
+    };
+    let state = StateDir::open(&dir)?;
+    let store = Arc::new(state.take(config.history)?);
+    match start_with_store(config, Arc::clone(&store) as Arc<dyn Store>) {
+        Ok(mut server) => {
+            server.state = Some((state, store));
+            Ok(server)
+        }
+        Err(e) => {
+            // Nothing was served (binding the listeners is what fails): give the consumed
+            // history back, so the next attempt starts where the last graceful stop left off.
+            if let Err(save) = state.save(&store) {
+                warn!("{save}");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Like `start`, with another history backend (it follows the `Store` contract: reads never
@@ -239,7 +262,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
-    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds })
+    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds, state: None })
 }
 
 /// The `Instant` a token expiring at `expires_ms` (unix ms) expires at, for the worker's timers.
@@ -292,8 +315,7 @@ pub fn run(config: Config, load: &dyn Fn() -> Result<Config, String>) -> std::io
             std::process::exit(130);
         }
     });
-    server.shutdown();
-    Ok(())
+    server.stop()
 }
 
 impl Server {
@@ -332,8 +354,16 @@ impl Server {
     }
 
     /// Graceful shutdown: workers stop accepting, answer parked long-polls with their cursors,
-    /// let requests in progress finish, and exit by the shutdown deadline; then the hub stops.
-    pub fn shutdown(mut self) {
+    /// let requests in progress finish, and exit by the shutdown deadline; then the hub stops,
+    /// and with `--state-dir` the history is saved (an error saving it is logged).
+    pub fn shutdown(self) {
+        if let Err(e) = self.stop() {
+            log::error!("{e}");
+        }
+    }
+
+    /// `shutdown`, returning the error of saving the history (`--state-dir`), if any.
+    pub fn stop(mut self) -> std::io::Result<()> {
         if let Some(feeds) = self.feeds.take() {
             feeds.stop();
         }
@@ -352,6 +382,13 @@ impl Server {
             let _ = hub.tx.send(HubCmd::Shutdown);
             let _ = hub.join.join();
         }
+        // Only now: the workers are gone and the hub has appended every publish they sent it
+        // (their commands came before `Shutdown` on its channel), so nothing is appended after
+        // the snapshot.
+        let saved = match self.state.take() {
+            Some((state, store)) => state.save(&store),
+            None => Ok(()),
+        };
         info!("halley stopped");
         // A worker's debug assertion (e.g. its subscriber gauges not back to zero once its
         // last connection closed) fails the caller, a test most likely, instead of a line in
@@ -359,6 +396,7 @@ impl Server {
         if let Some(panic) = panicked.filter(|_| cfg!(debug_assertions) && !std::thread::panicking()) {
             std::panic::resume_unwind(panic);
         }
+        saved
     }
 }
 

@@ -80,6 +80,7 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<&'static str> {
         ("workers", same.workers != current.workers),
         ("no-pin", same.pin_workers != current.pin_workers),
         ("log-format", same.log_format != current.log_format),
+        ("state-dir", same.state_dir != current.state_dir),
         ("[network]", same.network != current.network),
         ("[http]", same.http != current.http),
         ("[timeouts]", same.timeouts != current.timeouts),

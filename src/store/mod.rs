@@ -18,11 +18,12 @@
 //! and waits for the wake, a poll is answered with its cursor unchanged.
 
 mod memory;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryStore, SnapshotError, SnapshotLoaded, SNAPSHOT_VERSION};
 use crate::model::{Epoch, Message, Selector};
 
 // The defaults of the `--history-*` options: the server's configuration takes its `[history]`

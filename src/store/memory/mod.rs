@@ -20,6 +20,7 @@
 //! nor a mass expiry keeps the hub or the other readers waiting for long.
 
 mod read;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::snapshot::{Loaded as SnapshotLoaded, SnapshotError, VERSION as SNAPSHOT_VERSION};
 use super::{HistoryLimits, ReadResult, Store, StoreStats};
 use crate::model::{Epoch, Message, Selector};
 
@@ -36,7 +38,8 @@ use crate::model::{Epoch, Message, Selector};
 /// together must not stop every reader for the whole sweep.
 const EXPIRE_CHUNK: usize = 1024;
 
-/// History kept in process memory; lost on restart (hence the per-start epoch).
+/// History kept in process memory: lost on restart (hence the per-start epoch), unless a
+/// graceful shutdown saved it to `--state-dir` (`snapshot`, `store::state`).
 #[derive(Debug)]
 pub struct MemoryStore {
     epoch: Epoch,

@@ -39,7 +39,7 @@ fn read(s: &MemoryStore, selectors: &[&str], after: u64, limit: usize) -> (Vec<u
 }
 
 /// Checks the accounting and the indexes against a full recount.
-fn check_invariants(s: &MemoryStore) {
+pub(super) fn check_invariants(s: &MemoryStore) {
     let inner = s.read_lock();
     let mut messages = 0;
     let mut bytes = 0;
