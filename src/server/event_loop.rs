@@ -427,6 +427,8 @@ impl Worker {
     /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
     /// remain).
     fn drain_handoffs(&mut self) {
+        // Other workers' claims on never-used sessions here come with the same wake-up.
+        self.core.sessions.settle_claims(&mut self.core.conns.timers);
         for _ in 0..MAX_BATCHES_PER_TURN {
             let Ok(handoff) = self.handoffs.try_recv() else { break };
             handoff::adopt(&mut self.core, *handoff);

@@ -2,8 +2,8 @@
 //! fill the server-wide `--max-sessions` pool and lock everyone else out for a lease.
 //!
 //! The other two defences are in `mod.rs`: a session that never listens lives only
-//! `--session-join-timeout`, and a full pool makes room by evicting this worker's oldest
-//! never-used session. Together they bound what joins alone can hold: at most
+//! `--session-join-timeout`, and a full pool makes room by evicting the oldest never-used
+//! session of any worker (`claims.rs`). Together they bound what joins alone can hold: at most
 //! `rate x join timeout` unused sessions per address and worker, and never the listening ones.
 //!
 //! The table of addresses is bounded too ([`MAX_ADDRESSES`]). When it is full of addresses that
