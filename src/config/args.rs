@@ -141,6 +141,10 @@ pub struct TimeoutArgs {
     /// Seconds a graceful shutdown may take before connections are cut; 0 = at once [default: 5]
     #[arg(id = "shutdown_timeout", long = "shutdown-timeout", value_name = "SECONDS")]
     pub shutdown: Option<Seconds>,
+
+    /// A closing connection's last output must be taken within this many seconds (one more period if the client is still reading, never more) [default: 30]
+    #[arg(id = "close_write_timeout", long = "close-write-timeout", value_name = "SECONDS")]
+    pub close_write: Option<Seconds>,
 }
 
 /// `[longpoll]`: long-poll holds and reply size.

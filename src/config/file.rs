@@ -55,6 +55,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("header_timeout", "timeouts", "header"),
     at("keepalive_timeout", "timeouts", "keepalive"),
     at("shutdown_timeout", "timeouts", "shutdown"),
+    at("close_write_timeout", "timeouts", "close_write"),
     at("longpoll_timeout", "longpoll", "timeout"),
     at("longpoll_max_timeout", "longpoll", "max_timeout"),
     at("max_batch", "longpoll", "max_batch"),

@@ -107,6 +107,9 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Graceful shutdown deadline (zero: close at once).
     pub shutdown: Duration,
+    /// How long the last output of a closing connection may take to be written while the
+    /// client takes nothing; a client still taking bytes gets one more such period, never more.
+    pub close_write: Duration,
 }
 
 /// Long-poll holds and reply size.
@@ -246,6 +249,7 @@ impl Config {
         for (option, value) in [
             ("header-timeout", self.timeouts.header),
             ("keepalive-timeout", self.timeouts.keepalive),
+            ("close-write-timeout", self.timeouts.close_write),
             ("longpoll-timeout", self.longpoll.timeout),
             ("longpoll-max-timeout", self.longpoll.max_timeout),
             ("history-age", self.history.max_age),
@@ -318,6 +322,7 @@ impl Config {
                 header: seconds("header-timeout", pick!(timeouts.header), d.timeouts.header)?,
                 keepalive: seconds("keepalive-timeout", pick!(timeouts.keepalive), d.timeouts.keepalive)?,
                 shutdown: seconds("shutdown-timeout", pick!(timeouts.shutdown), d.timeouts.shutdown)?,
+                close_write: seconds("close-write-timeout", pick!(timeouts.close_write), d.timeouts.close_write)?,
             },
             longpoll: Longpoll {
                 timeout: seconds("longpoll-timeout", pick!(longpoll.timeout), d.longpoll.timeout)?,
@@ -434,6 +439,7 @@ impl Default for Timeouts {
             header: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
             shutdown: Duration::from_secs(5),
+            close_write: Duration::from_secs(30),
         }
     }
 }

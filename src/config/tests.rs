@@ -74,6 +74,7 @@ fn help_states_every_default() {
         ("history_total_messages", d.history.total_messages.to_string()),
         ("history_total_bytes", d.history.total_bytes.to_string()),
         ("shutdown_timeout", secs(d.timeouts.shutdown)),
+        ("close_write_timeout", secs(d.timeouts.close_write)),
         ("cors_origins", d.access.cors_origins.join(",")),
         ("cors_publish_origins", "none".into()),
         ("heartbeat_interval", secs(d.streams.heartbeat_interval)),
@@ -341,6 +342,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
         "header_timeout"
         | "keepalive_timeout"
         | "shutdown_timeout"
+        | "close_write_timeout"
         | "longpoll_timeout"
         | "longpoll_max_timeout"
         | "history_age"

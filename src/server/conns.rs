@@ -29,8 +29,6 @@ const READ_BUF: usize = 4096;
 const POOLED_BUFS: usize = 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
-/// How long the last response of a closing connection may take to be written.
-pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the final response of a closing connection, how long to drain its input.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes a draining connection may still send before it is closed.
@@ -367,7 +365,7 @@ impl Conns {
         }
         conn.state.answered(keep_alive);
         let timeout = match (keep_alive, conn.buffered() > 0) {
-            (false, _) => CLOSE_WRITE_TIMEOUT,
+            (false, _) => self.shared.config.timeouts.close_write,
             (true, true) => header,
             (true, false) => keepalive,
         };
@@ -384,7 +382,7 @@ impl Conns {
         http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
         conn.out.push(Bytes::from(out));
         conn.state.close_after_write();
-        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        self.set_timer(key, self.shared.config.timeouts.close_write);
     }
 
     // ---- closing -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
+use super::conns::Conns;
 use super::core::Core;
 use super::delivery::When;
 use super::dispatch;
@@ -504,7 +504,7 @@ fn close(core: &mut Core, key: usize, code: u16, reason: &str) {
         conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
     }
     subscriber::retire(core, key, &vacated);
-    core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    core.conns.set_timer(key, core.shared.config.timeouts.close_write);
 }
 
 /// At shutdown: tell the client where to resume, then close (1001 "going away").
