@@ -249,3 +249,49 @@ fn churning_session_subscriptions_is_rate_limited_like_a_socket() {
     // the rounds took seconds.
     assert!(refused_at.is_some(), "ten rounds of 30 fresh subjects were all accepted");
 }
+
+/// A Pushlet join whose request says `X-Forwarded-For: forwarded`; its status.
+fn join_forwarded(c: &mut Client, forwarded: &str) -> u16 {
+    let request = format!("GET {JOIN} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {forwarded}\r\n\r\n");
+    c.send(request.as_bytes());
+    c.response().status
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_create_rate_counts_each_forwarded_client() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 2; // a burst of 4, then 2 per second
+        c.access.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    });
+    let mut proxy = server.client();
+    for _ in 0..4 {
+        assert_eq!(join_forwarded(&mut proxy, "203.0.113.1"), 200);
+    }
+    assert_eq!(join_forwarded(&mut proxy, "203.0.113.1"), 429, "one client behind the proxy is limited");
+    // What the client wrote in front of the proxy's own entry changes nothing.
+    assert_eq!(join_forwarded(&mut proxy, "198.51.100.7, 203.0.113.1"), 429);
+    // Another client behind the same proxy has its own allowance.
+    assert_eq!(join_forwarded(&mut proxy, "203.0.113.2"), 200);
+}
+
+#[test]
+fn an_untrusted_peer_cannot_pick_its_address_and_rate_zero_is_unlimited() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 2;
+        c.access.trusted_proxies = vec!["10.0.0.0/8".parse().expect("cidr")];
+    });
+    let mut c = server.client();
+    let statuses: Vec<u16> = (0..5).map(|n| join_forwarded(&mut c, &format!("203.0.113.{n}"))).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 429], "X-Forwarded-For from an untrusted peer is ignored");
+
+    let unlimited = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 0;
+    });
+    let mut c = unlimited.client();
+    for _ in 0..50 {
+        join(&mut c, false);
+    }
+}

@@ -238,7 +238,7 @@ pub struct SessionArgs {
     #[arg(id = "session_join_timeout", long = "session-join-timeout", value_name = "SECONDS")]
     pub join_timeout: Option<Seconds>,
 
-    /// New sessions per second one client address may create on one worker (burst: twice that); more get 429 [default: 200]
+    /// New sessions per second one client address may create on one worker (burst: twice that); more get 429; 0 = unlimited [default: 200]
     #[arg(id = "session_create_rate", long = "session-create-rate", value_name = "N")]
     pub create_rate: Option<usize>,
 
@@ -271,6 +271,10 @@ pub struct AccessArgs {
     /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
     #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
     pub client_publish: Option<Vec<String>>,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the client, for what is counted per client address [default: none]
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[web]`: the pages Halley serves itself (the landing page, the demos, the dashboard,

@@ -79,6 +79,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("bayeux_max_interval", "sessions", "bayeux_max_interval"),
     at("cors_origins", "access", "cors_origins"),
     at("cors_publish_origins", "access", "cors_publish_origins"),
+    at("trusted_proxies", "access", "trusted_proxies"),
     at("client_publish", "access", "client_publish"),
     at("no_web", "web", "no_web"),
     at("demo", "web", "demo"),

@@ -9,6 +9,7 @@
 //! whose `FILE_KEYS` names each option's table; a unit test keeps it in step with `args.rs`.
 
 mod args;
+mod cidr;
 mod file;
 
 use std::fmt;
@@ -22,6 +23,7 @@ pub use self::args::{
     AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
     SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
 };
+pub use self::cidr::{client_behind, Cidr};
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
 use crate::protocol::bayeux::session as bayeux;
@@ -170,6 +172,8 @@ pub struct Access {
     pub cors_publish_origins: Vec<String>,
     /// Topic patterns clients of the session protocols and WebSocket may publish to.
     pub client_publish: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`cidr.rs`); empty: none.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// The pages Halley serves itself (`crate::web`) and the demo publisher.
@@ -233,7 +237,6 @@ impl Config {
             ("ws-max-message", self.streams.ws_max_message),
             ("session-queue", self.sessions.queue),
             ("max-sessions", self.sessions.max_sessions),
-            ("session-create-rate", self.sessions.create_rate),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -370,6 +373,14 @@ impl Config {
                 cors_publish_origins: pick!(access.cors_publish_origins)
                     .map_or(d.access.cors_publish_origins, clean_list),
                 client_publish: pick!(access.client_publish).map_or(d.access.client_publish, clean_list),
+                trusted_proxies: match pick!(access.trusted_proxies) {
+                    None => d.access.trusted_proxies,
+                    Some(list) => clean_list(list)
+                        .iter()
+                        .map(|range| range.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|reason| ConfigError::Invalid { option: "trusted-proxies", reason })?,
+                },
             },
             web: Web {
                 enabled: pick!(web.no_web).map_or(d.web.enabled, |no_web| !no_web),
@@ -490,6 +501,7 @@ impl Default for Access {
             cors_origins: vec!["*".to_owned()],
             cors_publish_origins: Vec::new(),
             client_publish: vec!["/**".to_owned()],
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -77,6 +77,7 @@ fn help_states_every_default() {
         ("close_write_timeout", secs(d.timeouts.close_write)),
         ("cors_origins", d.access.cors_origins.join(",")),
         ("cors_publish_origins", "none".into()),
+        ("trusted_proxies", "none".into()),
         ("heartbeat_interval", secs(d.streams.heartbeat_interval)),
         ("stream_max_age", secs(d.streams.max_age)),
         ("stream_max_bytes", d.streams.max_bytes.to_string()),
@@ -338,6 +339,7 @@ fn flat_and_sectioned_forms_mean_the_same() {
         "log" => "\"debug\"",
         "listen" | "raw_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
+        "trusted_proxies" => "[\"10.0.0.0/8\"]",
         "client_publish" => "[\"/chat/**\"]",
         "header_timeout"
         | "keepalive_timeout"

@@ -150,7 +150,23 @@ impl Conns {
 
     /// The client's address, for limits per client (None if the socket is already gone).
     pub(super) fn peer_ip(&self, key: usize) -> Option<std::net::IpAddr> {
-        self.slab.get(key)?.sock.peer_addr().ok().map(|addr| addr.ip())
+        let conn = self.slab.get(key)?;
+        conn.forwarded_for.or_else(|| conn.sock.peer_addr().ok().map(|addr| addr.ip()))
+    }
+
+    /// Notes who the client behind connection `key` is for request `req`, when the socket's
+    /// peer is a trusted proxy (`--trusted-proxies`, `config/cidr.rs`): its `X-Forwarded-For`
+    /// names the client, for what `peer_ip` counts per client. Nothing to do (and no system
+    /// call) without trusted proxies.
+    pub(super) fn note_forwarded(&mut self, key: usize, req: &http::Request) {
+        let trusted = &self.shared.config.access.trusted_proxies;
+        if trusted.is_empty() {
+            return;
+        }
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        let Ok(peer) = conn.sock.peer_addr() else { return };
+        let client = crate::config::client_behind(peer.ip(), req.header_elements("x-forwarded-for"), trusted);
+        conn.forwarded_for = (client != peer.ip()).then_some(client);
     }
 
     /// Removes a connection at once (a hand-off: the socket lives on in another worker).
