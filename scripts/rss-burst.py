@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from serverproc import http_get, rss_kib, start_server
+from serverproc import cpu_secs, http_get, rss_kib, start_server
 
 
 def store_topics(port):
@@ -90,7 +90,9 @@ def main():
     server = start_server(args.binary, args.port, "--workers", str(args.workers), "--history-age", "3")
     try:
         rows = [("start", rss_kib(server.pid))]
+        cpu_before = cpu_secs(server.pid)
         took = publish_burst(args.port, args.topics)
+        burst_cpu = cpu_secs(server.pid) - cpu_before
         rows.append(("peak", rss_kib(server.pid)))
         deadline = time.time() + 60
         while store_topics(args.port) > 0:
@@ -103,7 +105,7 @@ def main():
             rows.append(("trimmed", rss_kib(server.pid)))
         else:
             print("gdb not available or failed: no malloc_trim row", file=sys.stderr)
-        print(f"{args.topics} one-off topics published in {took:.1f} s; MALLOC_ARENA_MAX="
+        print(f"{args.topics} one-off topics published in {took:.1f} s ({burst_cpu:.2f} s server CPU); MALLOC_ARENA_MAX="
               f"{args.arenas or 'default'}; GLIBC_TUNABLES={args.tunables or 'none'}")
         print("| step | RSS MiB |\n|---|---|")
         for name, kib in rows:
