@@ -114,6 +114,8 @@ def guarded(kind, step):
         try:
             step()
         except (OSError, ValueError, KeyError, IndexError) as e:
+            if STOP.is_set():
+                return  # the run is over: a read waiting for the stopped publisher is no error
             count(False, f"{kind}: {type(e).__name__} {e}"[:120])
             pace(0.5)
 
