@@ -13,7 +13,9 @@ called in the server process through gdb. Prints RSS at each step:
   to `empty` is free memory that the allocator kept.
 
 Usage: scripts/rss-burst.py [--topics 200000] [--binary target/release/halley] [--arenas N]
-(`--arenas` sets MALLOC_ARENA_MAX for the server, to compare.) Needs gdb for the last step.
+                            [--tunables glibc.malloc.trim_threshold=131072:...]
+(`--arenas` sets MALLOC_ARENA_MAX and `--tunables` GLIBC_TUNABLES for the server, to compare.)
+Needs gdb for the last step.
 """
 import argparse
 import json
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from serverproc import http_get, rss_kib, start_server
+from serverproc import cpu_secs, http_get, rss_kib, start_server
 
 
 def store_topics(port):
@@ -78,14 +80,19 @@ def main():
     ap.add_argument("--port", type=int, default=18090)
     ap.add_argument("--binary", default="target/release/halley")
     ap.add_argument("--arenas", type=int, default=0, help="MALLOC_ARENA_MAX for the server (0: glibc default)")
+    ap.add_argument("--tunables", default="", help="GLIBC_TUNABLES for the server (empty: none)")
     args = ap.parse_args()
     if args.arenas:
         os.environ["MALLOC_ARENA_MAX"] = str(args.arenas)
+    if args.tunables:
+        os.environ["GLIBC_TUNABLES"] = args.tunables
 
     server = start_server(args.binary, args.port, "--workers", str(args.workers), "--history-age", "3")
     try:
         rows = [("start", rss_kib(server.pid))]
+        cpu_before = cpu_secs(server.pid)
         took = publish_burst(args.port, args.topics)
+        burst_cpu = cpu_secs(server.pid) - cpu_before
         rows.append(("peak", rss_kib(server.pid)))
         deadline = time.time() + 60
         while store_topics(args.port) > 0:
@@ -98,8 +105,8 @@ def main():
             rows.append(("trimmed", rss_kib(server.pid)))
         else:
             print("gdb not available or failed: no malloc_trim row", file=sys.stderr)
-        print(f"{args.topics} one-off topics published in {took:.1f} s; MALLOC_ARENA_MAX="
-              f"{args.arenas or 'default'}")
+        print(f"{args.topics} one-off topics published in {took:.1f} s ({burst_cpu:.2f} s server CPU); MALLOC_ARENA_MAX="
+              f"{args.arenas or 'default'}; GLIBC_TUNABLES={args.tunables or 'none'}")
         print("| step | RSS MiB |\n|---|---|")
         for name, kib in rows:
             print(f"| {name} | {kib / 1024:.1f} |")

@@ -71,7 +71,7 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
-    let matches = with_env(Cli::command()).get_matches();
+    let matches = command_for(std::env::args_os().nth(1).as_deref()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         None => serve(&cli.serve),
@@ -135,6 +135,17 @@ fn mint(args: &TokenArgs) -> Result<String, String> {
         subscribe: args.subscribe.clone(),
     };
     halley::auth::mint_hs256(&secret, &claims)
+}
+
+/// The command line to parse, given the first argument: the client subcommands (`pub`, `sub`)
+/// never read `HALLEY_*`, which are meant for `serve`: a `HALLEY_WORKERS=abc` left in a shell
+/// must not break `halley pub`. (A subcommand is always the first argument: top-level serve
+/// flags conflict with subcommands.)
+fn command_for(first: Option<&std::ffi::OsStr>) -> clap::Command {
+    match first.and_then(|arg| arg.to_str()) {
+        Some("pub" | "sub") => Cli::command(),
+        _ => with_env(Cli::command()),
+    }
 }
 
 /// Every option of `serve` can also come from the environment as `HALLEY_<OPTION>` (the long

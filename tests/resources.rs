@@ -12,6 +12,12 @@
 //!   topics, clients loop `/sub/**?since=all` and a pattern that matches nothing; each read
 //!   costs what it returns (or a fixed budget), so round trips and publishes stay fast.
 //!
+//! - `session_flood_cannot_lock_out_listening_clients`: clients from four addresses pipeline
+//!   Pushlet joins and Bayeux handshakes as fast as they can against a small pool; the create
+//!   rate answers most with 429, the full pool lets go of never-used sessions, and a
+//!   well-behaved client still joins, its listening session survives, and round trips stay
+//!   fast.
+//!
 //! The server runs in this process, so its memory is this process's RSS (/proc/self/status).
 //! The tests take a lock so they never run side by side: each one's RSS is its own.
 
@@ -416,4 +422,104 @@ fn history_scan_flood_keeps_the_store_responsive() {
     assert!(median < Duration::from_millis(100), "median round trip {median:?}");
     assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
     assert!(per_sec > 75.0, "{per_sec:.0} publishes/s");
+}
+
+/// Pipelines Pushlet joins and Bayeux handshakes from `from`, 32 at a time, until `stop`;
+/// returns (created, refused with 429). Anything else fails the test.
+fn flood_sessions(addr: std::net::SocketAddr, from: std::net::IpAddr, stop: &AtomicBool) -> (u64, u64) {
+    let handshake = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    let join = "GET /pushlet.srv?p_event=join&p_format=xml-strict HTTP/1.1\r\nHost: t\r\n\r\n".to_owned();
+    let shake = format!(
+        "POST /cometd HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{handshake}",
+        handshake.len()
+    );
+    let batch = format!("{}{}", join.repeat(16), shake.repeat(16));
+    let mut client = Client::connect_from(addr, from);
+    let (mut created, mut refused) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        client.send(batch.as_bytes());
+        for _ in 0..32 {
+            let reply = client.response();
+            let text = reply.text();
+            match reply.status {
+                200 if text.contains("429:") => refused += 1,
+                200 if text.contains("p_id") || text.contains("clientId") => created += 1,
+                429 => refused += 1,
+                other => panic!("a flood request got {other}: {text}"),
+            }
+        }
+    }
+    (created, refused)
+}
+
+#[test]
+fn session_flood_cannot_lock_out_listening_clients() {
+    const MAX_SESSIONS: u64 = 2000;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TestServer::with(|c| c.sessions.max_sessions = MAX_SESSIONS as usize);
+    let mut probe = Probe::new(&server);
+    for _ in 0..20 {
+        probe.round_trip();
+    }
+    let (idle_median, _) = probe.summary();
+    probe.round_trips.clear();
+    let here = |n: u8| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n));
+    // A listening client from before the flood: a pull-mode refresh waits for its session.
+    let mut legit = Client::connect_from(server.addr, here(200));
+    let listen = legit.get("/pushlet.srv?p_event=join-listen&p_mode=pull&p_format=xml-strict&p_subject=/flood");
+    assert_eq!(listen.status, 200, "{}", listen.text());
+    let listening = util::pushlet_session_id(listen.text());
+    let mut waiting = Client::connect_from(server.addr, here(200));
+    waiting.send(
+        format!("GET /pushlet.srv?p_event=refresh&p_id={listening}&p_format=xml-strict HTTP/1.1\r\nHost: t\r\n\r\n")
+            .as_bytes(),
+    );
+    server.wait_for("parked", 1);
+    let rss_before = rss_kib();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = StopOnDrop(stop.clone());
+    let flooders: Vec<_> = (1..=4)
+        .map(|n| {
+            let (stop, addr) = (stop.clone(), server.addr);
+            thread::spawn(move || flood_sessions(addr, here(n), &stop))
+        })
+        .collect();
+    let start = Instant::now();
+    let (mut max_rss, mut max_sessions, mut joined) = (0, 0, 0);
+    while start.elapsed() < Duration::from_secs(4) {
+        probe.round_trip();
+        max_rss = max_rss.max(rss_kib());
+        max_sessions = max_sessions.max(server.worker_total("sessions"));
+        // A well-behaved newcomer joins now and then, from an address of its own.
+        if probe.round_trips.len() % 10 == 0 {
+            let mut newcomer = Client::connect_from(server.addr, here(201));
+            let r = newcomer.get("/pushlet.srv?p_event=join&p_format=xml-strict");
+            assert_eq!(r.status, 200, "a well-behaved join during the flood: {}", r.text());
+            joined += 1;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(stopper);
+    let results: Vec<(u64, u64)> = flooders.into_iter().map(|f| f.join().expect("flooder")).collect();
+    let (median, worst) = probe.summary();
+    let grown = max_rss.saturating_sub(rss_before);
+    let evicted = server.worker_total("sessions_evicted");
+    eprintln!(
+        "session flood: (created, 429) per flooder {results:?}; sessions peak {max_sessions} (pool {MAX_SESSIONS}), \
+         {evicted} evicted; {joined} well-behaved joins; RSS +{grown} KiB; probe round trip median {median:?} \
+         (idle {idle_median:?}), worst {worst:?}"
+    );
+    let created: u64 = results.iter().map(|r| r.0).sum();
+    assert!(results.iter().all(|r| r.1 > 0), "every flooder must hit the create rate");
+    assert!(created > MAX_SESSIONS, "the flood must fill the pool: {created} created");
+    assert!(evicted > 0, "a full pool lets go of unused sessions");
+    // Over the bound only by claims in flight between workers (sessions/claims.rs).
+    assert!(max_sessions <= MAX_SESSIONS + 64, "sessions peaked at {max_sessions}");
+    assert!(joined >= 5, "only {joined} well-behaved joins were tried");
+    let hb = legit.get(&format!("/pushlet.srv?p_event=hb&p_id={listening}&p_format=xml-strict"));
+    assert_eq!(hb.status, 200, "the listening session survived the flood: {}", hb.text());
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    assert!(median < Duration::from_millis(100), "median round trip {median:?}");
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
 }

@@ -93,6 +93,53 @@ fn a_full_pool_lets_go_of_the_oldest_unused_session_and_never_of_a_listening_one
     assert!(known(&mut c, &listening));
 }
 
+/// A keep-alive connection that worker `worker` serves (the kernel spreads connections over
+/// the workers; a session's id names the worker that created it). The sessions joined to find
+/// out are left again.
+fn client_on(server: &TestServer, worker: usize) -> Client {
+    for _ in 0..64 {
+        let mut c = server.client();
+        let id = join(&mut c, false);
+        let r = c.get(&format!("/pushlet.srv?p_event=leave&p_id={id}&p_format=xml-strict"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        if halley::server::session_id::owner(&id, 2) == Some(worker) {
+            return c;
+        }
+    }
+    panic!("64 connections and none on worker {worker}");
+}
+
+#[test]
+fn a_full_pool_lets_go_of_another_workers_oldest_unused_session() {
+    let server = TestServer::with(|c| {
+        c.workers = 2;
+        c.sessions.max_sessions = 8;
+    });
+    let (mut a, mut b) = (client_on(&server, 0), client_on(&server, 1));
+    server.wait_for("sessions", 0);
+    // Worker 1 holds one listening session; worker 0 fills the rest of the pool with sessions
+    // nobody listens on.
+    let listening = join(&mut b, true);
+    let _waiting = wait_for_events(&server, &listening, 0);
+    let unused: Vec<String> = (0..7).map(|_| join(&mut a, false)).collect();
+    server.wait_for("sessions", 8);
+    // Worker 1 has nothing of its own to let go; worker 0's oldest unused session goes.
+    let newcomer = join(&mut b, false);
+    assert_eq!(halley::server::session_id::owner(&newcomer, 2), Some(1));
+    server.wait_for("sessions_evicted", 1);
+    server.wait_for("sessions", 8);
+    assert!(!known(&mut b, &unused[0]), "the oldest unused session was let go");
+    for id in unused[1..].iter().chain([&listening, &newcomer]) {
+        assert!(known(&mut b, id), "{id} is kept");
+    }
+    // Worker 0 creates again: its own oldest goes now (it is older than worker 1's newcomer).
+    join(&mut a, false);
+    server.wait_for("sessions_evicted", 2);
+    assert!(!known(&mut a, &unused[1]));
+    assert!(known(&mut a, &newcomer));
+    server.wait_for("sessions", 8);
+}
+
 #[test]
 fn one_address_creating_sessions_too_fast_gets_429_and_other_addresses_do_not() {
     let server = TestServer::with(|c| {
@@ -201,4 +248,50 @@ fn churning_session_subscriptions_is_rate_limited_like_a_socket() {
     // 128 subjects at once, then 32 a second: the fifth round of 30 is over the budget unless
     // the rounds took seconds.
     assert!(refused_at.is_some(), "ten rounds of 30 fresh subjects were all accepted");
+}
+
+/// A Pushlet join whose request says `X-Forwarded-For: forwarded`; its status.
+fn join_forwarded(c: &mut Client, forwarded: &str) -> u16 {
+    let request = format!("GET {JOIN} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {forwarded}\r\n\r\n");
+    c.send(request.as_bytes());
+    c.response().status
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_create_rate_counts_each_forwarded_client() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 2; // a burst of 4, then 2 per second
+        c.access.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    });
+    let mut proxy = server.client();
+    for _ in 0..4 {
+        assert_eq!(join_forwarded(&mut proxy, "203.0.113.1"), 200);
+    }
+    assert_eq!(join_forwarded(&mut proxy, "203.0.113.1"), 429, "one client behind the proxy is limited");
+    // What the client wrote in front of the proxy's own entry changes nothing.
+    assert_eq!(join_forwarded(&mut proxy, "198.51.100.7, 203.0.113.1"), 429);
+    // Another client behind the same proxy has its own allowance.
+    assert_eq!(join_forwarded(&mut proxy, "203.0.113.2"), 200);
+}
+
+#[test]
+fn an_untrusted_peer_cannot_pick_its_address_and_rate_zero_is_unlimited() {
+    let server = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 2;
+        c.access.trusted_proxies = vec!["10.0.0.0/8".parse().expect("cidr")];
+    });
+    let mut c = server.client();
+    let statuses: Vec<u16> = (0..5).map(|n| join_forwarded(&mut c, &format!("203.0.113.{n}"))).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 429], "X-Forwarded-For from an untrusted peer is ignored");
+
+    let unlimited = TestServer::with(|c| {
+        c.workers = 1;
+        c.sessions.create_rate = 0;
+    });
+    let mut c = unlimited.client();
+    for _ in 0..50 {
+        join(&mut c, false);
+    }
 }

@@ -122,3 +122,85 @@ fn a_websocket_subscriber_cut_for_overflow_gets_the_notice_and_a_1008_close() {
 fn data_of(event: &str) -> &str {
     event.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line")
 }
+
+#[test]
+fn a_connection_closing_after_an_overflow_is_closed_by_its_deadline_even_while_the_client_trickles() {
+    use std::io::{Read, Write};
+    // The queue behind the notice is large, so a client taking a little at a time would need
+    // far longer than the deadline to take it all.
+    let server = TestServer::with(|c| {
+        c.network.max_pending_output = 32 * 1024 * 1024;
+        c.streams.heartbeat_interval = Duration::from_secs(1);
+        c.timeouts.close_write = Duration::from_secs(3);
+        c.http.max_body = 2 * 1024 * 1024;
+        c.history.max_messages = 10_000;
+        c.history.max_bytes = 256 * 1024 * 1024;
+        c.history.total_bytes = 256 * 1024 * 1024;
+    });
+    let mut sock = std::net::TcpStream::connect(server.addr).expect("connect");
+    sock.write_all(b"GET /sub/trickle?transport=sse HTTP/1.1\r\nHost: t\r\n\r\n").expect("request");
+    server.wait_for("streaming", 1);
+    // Messages of 1 MiB fill the queue in a few dozen publishes.
+    let pad = "x".repeat(1024 * 1024);
+    let mut publisher = Client::connect(server.addr);
+    let deadline = Instant::now() + 3 * WAIT;
+    for n in 0.. {
+        if server.worker_total("streaming") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no overflow after {n} messages");
+        let body = format!("{{\"n\":{n},\"pad\":\"{pad}\"}}");
+        publisher.send_post("/pub/trickle", body.as_bytes(), "Content-Type: application/json\r\n");
+        assert_eq!(publisher.response().status, 201);
+    }
+    drop(publisher);
+    let cut = Instant::now();
+    // The client goes on taking a little at a time (about 1 MiB/s: the 32 MiB queue alone
+    // would take it 30 s), enough for the server to see it take bytes in every 3 s period.
+    let trickle = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 64 * 1024];
+        sock.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        while let Ok(n @ 1..) = sock.read(&mut chunk) {
+            let _ = n;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    // The notice waits `NOTICE_WAIT` (5 s) for the client; then one close-write period more
+    // (3 s) at most while it keeps taking bytes, whatever it still has to take. (What the
+    // kernel already holds still reaches the client after the close.)
+    while server.worker_total("connections") > 0 {
+        assert!(cut.elapsed() < Duration::from_secs(14), "still open after 14 s while the client trickles");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed_after = cut.elapsed();
+    assert!(closed_after >= Duration::from_secs(5), "closed before the notice could be read: {closed_after:?}");
+    drop(trickle);
+}
+
+#[test]
+fn a_dead_websocket_peer_with_output_queued_under_the_bound_is_dropped_as_dead_not_as_an_overflow() {
+    let server = TestServer::with(|c| {
+        c.network.max_pending_output = 256 * 1024 * 1024;
+        c.streams.heartbeat_interval = Duration::from_secs(1);
+        c.history.max_messages = 10_000;
+        c.history.max_bytes = 256 * 1024 * 1024;
+        c.history.total_bytes = 256 * 1024 * 1024;
+    });
+    // 24 MiB of history: more than loopback's socket buffers hold, far less than the bound.
+    let pad = "x".repeat(PAD);
+    let mut publisher = Client::connect(server.addr);
+    for n in 0..384 {
+        publisher.send_post(
+            "/pub/gone",
+            format!("{{\"n\":{n},\"pad\":\"{pad}\"}}").as_bytes(),
+            "Content-Type: application/json\r\n",
+        );
+        assert_eq!(publisher.response().status, 201);
+    }
+    // The peer subscribes from the start of history and then vanishes: it takes nothing more
+    // and answers no ping, while part of its backlog waits in the server's queue.
+    let _gone = Ws::connect(server.addr, "/sub/gone?since=all");
+    server.wait_for("duplex", 1);
+    server.wait_for("duplex", 0);
+    assert_eq!(server.worker_total("overflows"), 0, "a dead peer is not reported as too slow");
+}

@@ -185,6 +185,10 @@ pub struct TimeoutArgs {
     /// Seconds a graceful shutdown may take before connections are cut; 0 = at once [default: 5]
     #[arg(id = "shutdown_timeout", long = "shutdown-timeout", value_name = "SECONDS")]
     pub shutdown: Option<Seconds>,
+
+    /// A closing connection's last output must be taken within this many seconds (one more period if the client is still reading, never more) [default: 30]
+    #[arg(id = "close_write_timeout", long = "close-write-timeout", value_name = "SECONDS")]
+    pub close_write: Option<Seconds>,
 }
 
 /// `[longpoll]`: long-poll holds and reply size.
@@ -278,7 +282,7 @@ pub struct SessionArgs {
     #[arg(id = "session_join_timeout", long = "session-join-timeout", value_name = "SECONDS")]
     pub join_timeout: Option<Seconds>,
 
-    /// New sessions per second one client address may create on one worker (burst: twice that); more get 429 [default: 200]
+    /// New sessions per second one client address may create on one worker (burst: twice that); more get 429; 0 = unlimited [default: 200]
     #[arg(id = "session_create_rate", long = "session-create-rate", value_name = "N")]
     pub create_rate: Option<usize>,
 
@@ -311,6 +315,10 @@ pub struct AccessArgs {
     /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
     #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
     pub client_publish: Option<Vec<String>>,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the client, for what is counted per client address [default: none]
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[auth]`: who may publish and read, by token (JWT; see docs/AUTH.md). Each option can also

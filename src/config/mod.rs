@@ -9,6 +9,7 @@
 //! whose `FILE_KEYS` names each option's table; a unit test keeps it in step with `args.rs`.
 
 mod args;
+mod cidr;
 mod file;
 pub mod logging;
 
@@ -23,6 +24,7 @@ pub use self::args::{
     AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
     SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
+pub use self::cidr::{client_behind, Cidr};
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
 use crate::protocol::bayeux::session as bayeux;
@@ -131,6 +133,9 @@ pub struct Timeouts {
     pub keepalive: Duration,
     /// Graceful shutdown deadline (zero: close at once).
     pub shutdown: Duration,
+    /// How long the last output of a closing connection may take to be written while the
+    /// client takes nothing; a client still taking bytes gets one more such period, never more.
+    pub close_write: Duration,
 }
 
 /// Long-poll holds and reply size.
@@ -191,6 +196,8 @@ pub struct Access {
     pub cors_publish_origins: Vec<String>,
     /// Topic patterns clients of the session protocols and WebSocket may publish to.
     pub client_publish: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`cidr.rs`); empty: none.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// The pages Halley serves itself (`crate::web`) and the demo publisher.
@@ -349,7 +356,6 @@ impl Config {
             ("ws-max-message", self.streams.ws_max_message),
             ("session-queue", self.sessions.queue),
             ("max-sessions", self.sessions.max_sessions),
-            ("session-create-rate", self.sessions.create_rate),
         ] {
             ensure(value >= 1, option, || "must be at least 1".into())?;
         }
@@ -365,6 +371,7 @@ impl Config {
         for (option, value) in [
             ("header-timeout", self.timeouts.header),
             ("keepalive-timeout", self.timeouts.keepalive),
+            ("close-write-timeout", self.timeouts.close_write),
             ("longpoll-timeout", self.longpoll.timeout),
             ("longpoll-max-timeout", self.longpoll.max_timeout),
             ("history-age", self.history.max_age),
@@ -448,6 +455,7 @@ impl Config {
                 header: seconds("header-timeout", pick!(timeouts.header), d.timeouts.header)?,
                 keepalive: seconds("keepalive-timeout", pick!(timeouts.keepalive), d.timeouts.keepalive)?,
                 shutdown: seconds("shutdown-timeout", pick!(timeouts.shutdown), d.timeouts.shutdown)?,
+                close_write: seconds("close-write-timeout", pick!(timeouts.close_write), d.timeouts.close_write)?,
             },
             longpoll: Longpoll {
                 timeout: seconds("longpoll-timeout", pick!(longpoll.timeout), d.longpoll.timeout)?,
@@ -495,6 +503,14 @@ impl Config {
                 cors_publish_origins: pick!(access.cors_publish_origins)
                     .map_or(d.access.cors_publish_origins, clean_list),
                 client_publish: pick!(access.client_publish).map_or(d.access.client_publish, clean_list),
+                trusted_proxies: match pick!(access.trusted_proxies) {
+                    None => d.access.trusted_proxies,
+                    Some(list) => clean_list(list)
+                        .iter()
+                        .map(|range| range.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|reason| ConfigError::Invalid { option: "trusted-proxies", reason })?,
+                },
             },
             web: Web {
                 enabled: pick!(web.no_web).map_or(d.web.enabled, |no_web| !no_web),
@@ -594,6 +610,7 @@ impl Default for Timeouts {
             header: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
             shutdown: Duration::from_secs(5),
+            close_write: Duration::from_secs(30),
         }
     }
 }
@@ -644,6 +661,7 @@ impl Default for Access {
             cors_origins: vec!["*".to_owned()],
             cors_publish_origins: Vec::new(),
             client_publish: vec!["/**".to_owned()],
+            trusted_proxies: Vec::new(),
         }
     }
 }

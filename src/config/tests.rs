@@ -74,8 +74,10 @@ fn help_states_every_default() {
         ("history_total_messages", d.history.total_messages.to_string()),
         ("history_total_bytes", d.history.total_bytes.to_string()),
         ("shutdown_timeout", secs(d.timeouts.shutdown)),
+        ("close_write_timeout", secs(d.timeouts.close_write)),
         ("cors_origins", d.access.cors_origins.join(",")),
         ("cors_publish_origins", "none".into()),
+        ("trusted_proxies", "none".into()),
         ("heartbeat_interval", secs(d.streams.heartbeat_interval)),
         ("stream_max_age", secs(d.streams.max_age)),
         ("stream_max_bytes", d.streams.max_bytes.to_string()),
@@ -355,9 +357,11 @@ fn flat_and_sectioned_forms_mean_the_same() {
         "auth_secret" | "auth_cookie" => "\"s3cret\"",
         "auth_secret_file" | "auth_public_key" => "\"/etc/halley/key.pem\"",
         "tls_cert" | "tls_key" => "\"/etc/halley/tls.pem\"",
+        "trusted_proxies" => "[\"10.0.0.0/8\"]",
         "header_timeout"
         | "keepalive_timeout"
         | "shutdown_timeout"
+        | "close_write_timeout"
         | "longpoll_timeout"
         | "longpoll_max_timeout"
         | "history_age"

@@ -28,8 +28,6 @@ const READ_BUF: usize = 4096;
 const POOLED_BUFS: usize = 1024;
 /// Bytes of body read per decode step, so a large body never sits twice in memory.
 const BODY_READ_CHUNK: usize = 64 * 1024;
-/// How long the last response of a closing connection may take to be written.
-pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the final response of a closing connection, how long to drain its input.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes a draining connection may still send before it is closed.
@@ -157,7 +155,23 @@ impl Conns {
 
     /// The client's address, for limits per client (None if the socket is already gone).
     pub(super) fn peer_ip(&self, key: usize) -> Option<std::net::IpAddr> {
-        self.slab.get(key)?.sock.peer_addr().ok().map(|addr| addr.ip())
+        let conn = self.slab.get(key)?;
+        conn.forwarded_for.or_else(|| conn.sock.peer_addr().ok().map(|addr| addr.ip()))
+    }
+
+    /// Notes who the client behind connection `key` is for request `req`, when the socket's
+    /// peer is a trusted proxy (`--trusted-proxies`, `config/cidr.rs`): its `X-Forwarded-For`
+    /// names the client, for what `peer_ip` counts per client. Nothing to do (and no system
+    /// call) without trusted proxies.
+    pub(super) fn note_forwarded(&mut self, key: usize, req: &http::Request) {
+        let trusted = &self.shared.config.access.trusted_proxies;
+        if trusted.is_empty() {
+            return;
+        }
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        let Ok(peer) = conn.sock.peer_addr() else { return };
+        let client = crate::config::client_behind(peer.ip(), req.header_elements("x-forwarded-for"), trusted);
+        conn.forwarded_for = (client != peer.ip()).then_some(client);
     }
 
     /// Removes a connection at once (a hand-off: the socket lives on in another worker).
@@ -383,7 +397,7 @@ impl Conns {
         }
         conn.state.answered(keep_alive);
         let timeout = match (keep_alive, conn.buffered() > 0) {
-            (false, _) => CLOSE_WRITE_TIMEOUT,
+            (false, _) => self.shared.config.timeouts.close_write,
             (true, true) => header,
             (true, false) => keepalive,
         };
@@ -400,7 +414,7 @@ impl Conns {
         http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
         conn.out.push(Bytes::from(out));
         conn.state.close_after_write();
-        self.set_timer(key, CLOSE_WRITE_TIMEOUT);
+        self.set_timer(key, self.shared.config.timeouts.close_write);
     }
 
     // ---- closing -----------------------------------------------------------------------------

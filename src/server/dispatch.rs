@@ -33,6 +33,7 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
         conn.state.dispatch();
     }
     let admin = conn.admin;
+    core.conns.note_forwarded(key, &req);
     let meta = ReplyMeta {
         version: req.version(),
         keep_alive: req.keep_alive() && !core.conns.is_shutting_down(),
@@ -228,7 +229,12 @@ mod tests {
 
     fn lists(read: &[&str], publish: &[&str]) -> Access {
         let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
-        Access { cors_origins: list(read), cors_publish_origins: list(publish), client_publish: Vec::new() }
+        Access {
+            cors_origins: list(read),
+            cors_publish_origins: list(publish),
+            client_publish: Vec::new(),
+            trusted_proxies: Vec::new(),
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
+use super::conns::Conns;
 use super::core::Core;
 use super::delivery::When;
 use super::dispatch;
@@ -505,9 +505,12 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         Beat::Nothing => {}
         Beat::Ping => ws_frame(&mut core.conns, key, Opcode::Ping, b""),
         Beat::Line => conn.out.push_static(raw::HEARTBEAT),
-        // The unanswered ping has not even left our queue: the peer is not reading, which is
-        // the output bound's business. It is told so, with where to resume, not dropped as dead.
-        Beat::Dead if !conn.out.is_empty() => return overflow(core, key),
+        // A ping went unanswered for a whole interval. If the output is at its bound, the ping
+        // may still be waiting behind it: the peer is too slow, which is the bound's business,
+        // and it is told so with where to resume. Anything less queued (a peer that vanished
+        // stops taking bytes, so a little output always piles up behind it) is no overflow:
+        // the peer is gone and is dropped as dead, not counted or reported as too slow.
+        Beat::Dead if duplex.life.is_behind() => return overflow(core, key),
         Beat::Dead => return io::close(core, key),
     }
     // A peer that stopped reading is also found here, not only when a message comes;
@@ -566,7 +569,7 @@ fn close(core: &mut Core, key: usize, code: u16, reason: &str) {
         conn.out.push(Bytes::from(websocket::close_frame(code, reason)));
     }
     subscriber::retire(core, key, &vacated);
-    core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    core.conns.set_timer(key, core.shared.config.timeouts.close_write);
 }
 
 /// At shutdown: tell the client where to resume, then close (1001 "going away").

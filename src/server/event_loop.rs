@@ -39,7 +39,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashSet;
 
 use super::conn::{Conn, Phase, Socket};
-use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
+use super::conns::Conns;
 use super::core::Core;
 use super::io::{close, pump};
 use super::sessions::{self, handoff};
@@ -421,13 +421,21 @@ impl Worker {
                     self.core.conns.fail(key, Reject::new(408, "request body not received in time"), version);
                 }
                 // A reply still being written is not idle: allow another period while the
-                // client keeps taking bytes, close when it has taken none.
-                phase @ (Phase::Idle | Phase::Closing) if conn.has_output() && conn.written != conn.timer_mark => {
-                    let period = match phase {
-                        Phase::Closing => CLOSE_WRITE_TIMEOUT,
-                        _ => self.core.shared.config.timeouts.keepalive,
-                    };
-                    self.core.conns.set_timer(key, period);
+                // client keeps taking bytes, close when it has taken none. A closing
+                // connection gets one more `--close-write-timeout` at most, in all: a client
+                // taking a byte now and then must not hold it (and its queue) for ever.
+                Phase::Closing if conn.has_output() && conn.written != conn.timer_mark => {
+                    let now = Instant::now();
+                    let by = *conn.close_by.get_or_insert(now + self.core.shared.config.timeouts.close_write);
+                    if now >= by {
+                        close(&mut self.core, key);
+                    } else {
+                        self.core.conns.set_timer(key, by - now);
+                    }
+                    continue;
+                }
+                Phase::Idle if conn.has_output() && conn.written != conn.timer_mark => {
+                    self.core.conns.set_timer(key, self.core.shared.config.timeouts.keepalive);
                     continue;
                 }
                 Phase::Idle | Phase::Closing | Phase::Draining | Phase::Dispatching | Phase::Closed => {
@@ -460,6 +468,8 @@ impl Worker {
     /// hub's batches so a burst cannot starve socket I/O (the poll timeout is zero while some
     /// remain).
     fn drain_handoffs(&mut self) {
+        // Other workers' claims on never-used sessions here come with the same wake-up.
+        self.core.sessions.settle_claims(&mut self.core.conns.timers);
         for _ in 0..MAX_BATCHES_PER_TURN {
             let Ok(handoff) = self.handoffs.try_recv() else { break };
             handoff::adopt(&mut self.core, *handoff);

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub connections: AtomicUsize,
     /// Pushlet and Bayeux sessions across all workers, checked against `max_sessions`.
     pub sessions: AtomicUsize,
+    /// Each worker's never-used sessions, for making room in a full pool across workers.
+    pub(in crate::server) session_claims: sessions::claims::Claims,
     pub shutdown: AtomicBool,
     /// What every streaming frame depends on besides its message (epoch, multipart boundary).
     pub stream_ctx: StreamCtx,
@@ -214,6 +216,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stats: (0..n).map(|_| WorkerStats::default()).collect(),
         connections: AtomicUsize::new(0),
         sessions: AtomicUsize::new(0),
+        session_claims: sessions::claims::Claims::new(n),
         shutdown: AtomicBool::new(false),
         stream_ctx,
         peers,

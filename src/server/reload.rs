@@ -88,7 +88,7 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<&'static str> {
         ("[history]", same.history != current.history),
         ("[streams]", same.streams != current.streams),
         ("[sessions]", same.sessions != current.sessions),
-        ("client-publish", same.access != current.access),
+        ("client-publish, trusted-proxies", same.access != current.access),
         ("[web]", same.web != current.web),
         ("[tls] paths (turning TLS on or off, or other files)", same.tls != current.tls),
     ];
@@ -175,6 +175,6 @@ mod tests {
         new.workers += 1;
         new.http.max_body += 1;
         new.access.client_publish.clear();
-        assert_eq!(needs_restart(&current, &new), ["workers", "[http]", "client-publish"]);
+        assert_eq!(needs_restart(&current, &new), ["workers", "[http]", "client-publish, trusted-proxies"]);
     }
 }

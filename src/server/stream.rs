@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
+use super::conns::Conns;
 use super::core::Core;
 use super::delivery::Gaps;
 use super::subscriber;
@@ -242,7 +242,7 @@ pub(super) fn end(core: &mut Core, key: usize, control: Control) {
     let ctx = &core.shared.stream_ctx;
     let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
     stream.life.finish(&mut conn.out, &mut last);
-    core.conns.set_timer(key, CLOSE_WRITE_TIMEOUT);
+    core.conns.set_timer(key, core.shared.config.timeouts.close_write);
 }
 
 /// The client stopped reading: end the stream with the overflow notice (the resume cursor)

@@ -223,6 +223,13 @@ pub struct Conn {
     /// while output is pending closes the connection only if nothing was written since.
     pub written: u64,
     pub timer_mark: u64,
+    /// When a closing connection is closed whatever it still has to write (set when its first
+    /// write period runs out while the client is still taking bytes): a trickle reader cannot
+    /// hold it for ever.
+    pub close_by: Option<Instant>,
+    /// The client's address as a trusted proxy forwarded it (`X-Forwarded-For`) with the
+    /// latest request; None: the socket's peer is the client.
+    pub forwarded_for: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -240,6 +247,8 @@ impl Conn {
             admin: false,
             written: 0,
             timer_mark: 0,
+            close_by: None,
+            forwarded_for: None,
         }
     }
 

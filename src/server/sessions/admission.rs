@@ -2,8 +2,8 @@
 //! fill the server-wide `--max-sessions` pool and lock everyone else out for a lease.
 //!
 //! The other two defences are in `mod.rs`: a session that never listens lives only
-//! `--session-join-timeout`, and a full pool makes room by evicting this worker's oldest
-//! never-used session. Together they bound what joins alone can hold: at most
+//! `--session-join-timeout`, and a full pool makes room by evicting the oldest never-used
+//! session of any worker (`claims.rs`). Together they bound what joins alone can hold: at most
 //! `rate x join timeout` unused sessions per address and worker, and never the listening ones.
 //!
 //! The table of addresses is bounded too ([`MAX_ADDRESSES`]). When it is full of addresses that
@@ -26,6 +26,8 @@ pub(super) struct CreateLimiter {
     rate: f64,
     /// Tokens a bucket holds at most (a burst).
     burst: f64,
+    /// `--session-create-rate 0`: no limit (behind a proxy that cannot say who its clients are).
+    unlimited: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,16 +45,17 @@ impl Bucket {
 }
 
 impl CreateLimiter {
-    /// `rate` sessions per second per address, bursts of twice that.
+    /// `rate` sessions per second per address, bursts of twice that; 0: unlimited.
     pub(super) fn new(rate: usize) -> CreateLimiter {
+        let unlimited = rate == 0;
         let rate = rate.max(1) as f64;
-        CreateLimiter { buckets: FxHashMap::default(), rate, burst: 2.0 * rate }
+        CreateLimiter { buckets: FxHashMap::default(), rate, burst: 2.0 * rate, unlimited }
     }
 
     /// Whether `peer` may create a session now; takes a token if so. A request whose peer
     /// address is unknown (the socket is already gone) is allowed: it cannot be answered anyway.
     pub(super) fn allow(&mut self, peer: Option<IpAddr>, now: Instant) -> bool {
-        let Some(peer) = peer.map(client_of) else { return true };
+        let Some(peer) = peer.map(client_of).filter(|_| !self.unlimited) else { return true };
         let (rate, burst) = (self.rate, self.burst);
         if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_ADDRESSES {
             // Forget the addresses that are idle again (a full bucket says nothing).
@@ -108,6 +111,14 @@ mod tests {
         assert!(!limiter.allow(ip(1), t0 + Duration::from_millis(50)), "half a token is not one");
         assert!(limiter.allow(ip(1), t0 + Duration::from_millis(100)), "one token per 1/rate s");
         assert!(limiter.allow(None, t0), "no address: allowed");
+    }
+
+    #[test]
+    fn rate_zero_is_unlimited() {
+        let mut limiter = CreateLimiter::new(0);
+        let t0 = Instant::now();
+        assert!((0..10_000).all(|_| limiter.allow(ip(1), t0)));
+        assert_eq!(limiter.tracked(), 0, "nothing is tracked");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use slab::Slab;
 
 mod admission;
 pub(super) mod bayeux;
+pub(super) mod claims;
 pub(super) mod handoff;
 pub(super) mod pushlet;
 
@@ -98,6 +99,17 @@ impl From<Refused> for crate::http::Reject {
     }
 }
 
+/// Why a session is removed, for the pool's count and the claims on never-used sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Going {
+    /// It ended (left, expired, aborted): its place in the pool is free.
+    Ended,
+    /// Let go to settle another worker's claim: that worker already took its place.
+    Settled,
+    /// Let go to make room for a session this worker is creating, which takes its place.
+    Replaced,
+}
+
 /// The protocol state of a session.
 #[derive(Debug)]
 pub(in crate::server) enum SessionState {
@@ -110,10 +122,10 @@ pub(in crate::server) enum SessionState {
 pub(in crate::server) struct Sessions {
     pub slab: Slab<SessionEntry>,
     by_id: FxHashMap<Box<str>, usize>,
-    /// Sessions that have not listened yet, oldest first, as (key, serial); an entry whose
-    /// session has since listened or gone is skipped when met (and the queue is compacted when
-    /// it outgrows the table).
-    unused: VecDeque<(usize, u64)>,
+    /// Sessions that have not listened yet, oldest first, as (key, serial, created ms in
+    /// `Claims::now_ms`); an entry whose session has since listened or gone is skipped when met
+    /// (and the queue is compacted when it outgrows the table).
+    unused: VecDeque<(usize, u64, u64)>,
     next_serial: u64,
     /// Session creations per client address (`admission.rs`).
     admission: admission::CreateLimiter,
@@ -174,9 +186,13 @@ impl Sessions {
     /// Connection `key` now listens for session `skey` (a parked round, a held connect, an open
     /// stream or socket); `listening_conn` checks the record before it is used.
     pub fn listen(&mut self, skey: usize, key: usize) {
-        if let Some(entry) = self.slab.get_mut(skey) {
-            entry.listening = Some(key);
-            entry.used = true;
+        let Some(entry) = self.slab.get_mut(skey) else { return };
+        entry.listening = Some(key);
+        if !std::mem::replace(&mut entry.used, true) {
+            // No longer one another worker may claim (a claim on it, if any, is forgiven when
+            // this worker settles: see claims.rs).
+            self.shared.session_claims.left(self.worker);
+            self.publish_oldest();
         }
     }
 
@@ -193,9 +209,8 @@ impl Sessions {
         if !self.admission.allow(peer, Instant::now()) {
             return Err(Refused::TooFast);
         }
-        // A full pool makes room by letting go of this worker's oldest unused session.
-        let placed = self.take_slot() || (self.evict_oldest_unused(timers) && self.take_slot());
-        if !placed {
+        // A full pool makes room by letting go of the oldest unused session of any worker.
+        if !self.take_slot() && !self.make_room(timers) {
             return Err(Refused::Full);
         }
         WorkerStats::add(&self.shared.stats[self.worker].sessions, 1);
@@ -205,11 +220,14 @@ impl Sessions {
         let id = entry.id.clone();
         let key = self.slab.insert(entry);
         self.by_id.insert(id, key);
-        self.unused.push_back((key, self.next_serial));
+        let claims = &self.shared.session_claims;
+        self.unused.push_back((key, self.next_serial, claims.now_ms()));
+        claims.added(self.worker);
         if self.unused.len() > 2 * self.slab.len() + 64 {
             let slab = &self.slab;
-            self.unused.retain(|&(k, serial)| slab.get(k).is_some_and(|e| e.serial == serial && !e.used));
+            self.unused.retain(|&(k, serial, _)| slab.get(k).is_some_and(|e| e.serial == serial && !e.used));
         }
+        self.publish_oldest();
         self.renew(key, timers);
         Ok(key)
     }
@@ -221,16 +239,58 @@ impl Sessions {
         shared.sessions.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
     }
 
-    /// Lets go of this worker's oldest session that never listened; false if there is none.
-    fn evict_oldest_unused(&mut self, timers: &mut TimerWheel<Timer>) -> bool {
-        while let Some((key, serial)) = self.unused.pop_front() {
-            if self.slab.get(key).is_some_and(|e| e.serial == serial && !e.used) {
-                WorkerStats::add(&self.shared.stats[self.worker].sessions_evicted, 1);
-                self.remove(key, timers);
-                return true;
+    /// The pool is full: lets go of the oldest session that never listened, of any worker
+    /// (`claims.rs`). Another worker's is claimed and that worker removes it on its next turn
+    /// (the pool is over its bound by one until then); this worker's own is let go at once and
+    /// the new session takes its place. False when no worker has an unclaimed one.
+    fn make_room(&mut self, timers: &mut TimerWheel<Timer>) -> bool {
+        let mine = self.oldest_unused().map_or(u64::MAX, |(_, _, created)| created);
+        let shared = Arc::clone(&self.shared);
+        let claims = &shared.session_claims;
+        if let Some(owner) = claims.claim_oldest(self.worker, mine) {
+            self.shared.sessions.fetch_add(1, Relaxed);
+            if let Err(e) = self.shared.peers[owner].waker.wake() {
+                log::debug!("worker {}: waking worker {owner} to settle a session claim: {e}", self.worker);
             }
+            return true;
         }
-        false
+        let Some((key, _, _)) = self.oldest_unused() else { return false };
+        if !claims.claim_own(self.worker) {
+            return false;
+        }
+        WorkerStats::add(&self.shared.stats[self.worker].sessions_evicted, 1);
+        self.remove_as(key, timers, Going::Replaced);
+        true
+    }
+
+    /// Lets go of as many never-used sessions as other workers claimed here since the last
+    /// turn (oldest first), bringing the pool back to its bound. Claims on sessions that have
+    /// listened since are forgiven (claims.rs).
+    pub fn settle_claims(&mut self, timers: &mut TimerWheel<Timer>) {
+        let owed = self.shared.session_claims.take_owed(self.worker);
+        for _ in 0..owed {
+            let Some((key, _, _)) = self.oldest_unused() else { break };
+            WorkerStats::add(&self.shared.stats[self.worker].sessions_evicted, 1);
+            self.remove_as(key, timers, Going::Settled);
+        }
+    }
+
+    /// This worker's oldest session that never listened, as (key, serial, created); stale
+    /// entries met on the way are dropped.
+    fn oldest_unused(&mut self) -> Option<(usize, u64, u64)> {
+        while let Some(&(key, serial, created)) = self.unused.front() {
+            if self.slab.get(key).is_some_and(|e| e.serial == serial && !e.used) {
+                return Some((key, serial, created));
+            }
+            self.unused.pop_front();
+        }
+        None
+    }
+
+    /// Tells other workers when this worker's oldest never-used session was created.
+    fn publish_oldest(&mut self) {
+        let oldest = self.oldest_unused().map(|(_, _, created)| created);
+        self.shared.session_claims.set_oldest(self.worker, oldest);
     }
 
     /// (Re)arms a session's expiry from now: its lease once it has listened, the shorter
@@ -252,13 +312,35 @@ impl Sessions {
 
     /// Removes a session; the caller has already released its listening connection.
     pub fn remove(&mut self, key: usize, timers: &mut TimerWheel<Timer>) {
+        self.remove_as(key, timers, Going::Ended);
+    }
+
+    fn remove_as(&mut self, key: usize, timers: &mut TimerWheel<Timer>, going: Going) {
         let Some(mut entry) = self.slab.try_remove(key) else { return };
         self.by_id.remove(&entry.id);
         if let Some(timer) = entry.timer.take() {
             timers.cancel(timer);
         }
         WorkerStats::sub(&self.shared.stats[self.worker].sessions, 1);
-        self.shared.sessions.fetch_sub(1, Relaxed);
+        let claims = &self.shared.session_claims;
+        match going {
+            Going::Ended => {
+                // A never-used session ending on its own when all of them were claimed settles
+                // one claim: its place in the pool is free.
+                if !entry.used && claims.left(self.worker) {
+                    claims.settled_by_expiry(self.worker);
+                }
+                self.shared.sessions.fetch_sub(1, Relaxed);
+            }
+            Going::Settled => {
+                self.shared.sessions.fetch_sub(1, Relaxed);
+            }
+            // Its place goes to the session being created: the pool's count stays.
+            Going::Replaced => {}
+        }
+        if !entry.used {
+            self.publish_oldest();
+        }
     }
 
     /// The connection listening for session `skey`, if it really is (its phase names the
