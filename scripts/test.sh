@@ -29,6 +29,12 @@ python3 scripts/msrv.py
 need node "install Node.js 20 or newer with npm (the end-to-end tests drive real npm clients)"
 need npm "install npm with Node.js"
 
+# tests/cluster.rs starts its own redis-server processes (and fails, never skips, without one).
+if ! command -v redis-server >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+fi
+
 step "cargo test --workspace"
 cargo test --workspace
 

@@ -98,7 +98,13 @@ impl Writer {
                 }
                 Err(err) => {
                     self.link.failed(&err);
+                    // A lost connection is worth one retry on a new one; a timeout (a frozen
+                    // or half-open Redis) is not: the client gets its 503 now.
+                    let timed_out = err.is_timeout();
                     last_err = Some(err);
+                    if timed_out {
+                        break;
+                    }
                 }
             }
         }
@@ -192,4 +198,4 @@ fn generate_key() -> Box<str> {
 
 /// The writer's read timeout: long enough for a batch, short enough that a frozen Redis turns
 /// into 503s quickly.
-pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
