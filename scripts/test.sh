@@ -32,7 +32,12 @@ need npm "install npm with Node.js"
 # tests/tls.rs drives curl --cacert; tests/e2e/tls.test.mjs makes its test CA with openssl.
 if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y curl openssl
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl openssl
+fi
+# tests/cluster.rs starts its own redis-server processes (and fails, never skips, without one).
+if ! command -v redis-server >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 fi
 
 step "cargo test --workspace"

@@ -138,6 +138,10 @@ pub struct NetworkArgs {
     )]
     pub admin_publish: Option<bool>,
 
+    /// Cluster mode: share one message log with every node on this Redis, redis://HOST:PORT/DB (see docs/CLUSTER.md) [default: none]
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
     /// Listen backlog per worker [default: 4096]
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,

@@ -50,6 +50,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("raw_listen", "network", "raw_listen"),
     at("admin_listen", "network", "admin_listen"),
     at("admin_publish", "network", "admin_publish"),
+    at("redis", "network", "redis"),
     at("backlog", "network", "backlog"),
     at("max_connections", "network", "max_connections"),
     at("max_pending_output", "network", "max_pending_output"),

@@ -100,6 +100,8 @@ pub struct Network {
     pub admin_listen: Option<SocketAddr>,
     /// The admin listener also takes `POST /pub`.
     pub admin_publish: bool,
+    /// Cluster mode's shared log (`--redis redis://HOST:PORT/DB`); `None` keeps history in memory.
+    pub redis: Option<String>,
     /// Listen backlog per worker.
     pub backlog: u32,
     /// Open connections across all workers.
@@ -338,6 +340,11 @@ impl Config {
             format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers)
         })?;
         ensure(self.network.backlog >= 1, "backlog", || "must be at least 1".into())?;
+        if let Some(url) = &self.network.redis {
+            ensure(url.starts_with("redis://") && redis::Client::open(url.as_str()).is_ok(), "redis", || {
+                format!("{url:?} is not a URL like redis://127.0.0.1:6379/0")
+            })?;
+        }
         ensure(i32::try_from(self.network.backlog).is_ok(), "backlog", || {
             format!("must be at most {}, got {}", i32::MAX, self.network.backlog)
         })?;
@@ -441,6 +448,7 @@ impl Config {
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
                 admin_listen: pick!(network.admin_listen).map(|a| a.0).or(d.network.admin_listen),
                 admin_publish: pick!(network.admin_publish).unwrap_or(d.network.admin_publish),
+                redis: pick!(network.redis).or(d.network.redis),
                 backlog: pick!(network.backlog).unwrap_or(d.network.backlog),
                 max_connections: pick!(network.max_connections).unwrap_or(d.network.max_connections),
                 max_pending_output: pick!(network.max_pending_output)
@@ -597,6 +605,7 @@ impl Default for Network {
             raw_listen: None,
             admin_listen: None,
             admin_publish: false,
+            redis: None,
             backlog: 4096,
             max_connections: 1_000_000,
             max_pending_output: 256 * 1024,

@@ -19,6 +19,8 @@ use crate::log_limit::LogLimit;
 use crate::model::{validate_internal_topic, Message, Selector, SelectorIndex};
 use crate::store::Store;
 
+mod cluster;
+
 /// Most flush passes per round. Only a failed send creates more work for a pass (acks settled
 /// early), and acks never create more, so three passes always suffice; one more is slack.
 const MAX_FLUSH_PASSES: usize = 4;
@@ -49,6 +51,10 @@ pub(super) struct Hub {
     dead: WorkerSet,
     /// Scratch set for routing one publish.
     targets: WorkerSet,
+    /// Cluster mode: publishes the shared log has stored, waiting for the tail to bring them
+    /// (by seq) so the ack can count deliveries; bounded by the log writer's queue and settled
+    /// at the ack timeout like `pending`.
+    awaiting_tail: BTreeMap<u64, PendingAck>,
 }
 
 /// A publish acknowledgement waiting for workers to report.
@@ -80,6 +86,7 @@ impl Hub {
             wedged: WorkerSet::default(),
             dead: WorkerSet::default(),
             targets: WorkerSet::default(),
+            awaiting_tail: BTreeMap::new(),
         }
     }
 
@@ -99,6 +106,7 @@ impl Hub {
             if now >= next_expire_ms {
                 self.store.expire(now);
                 self.settle_overdue_acks(now);
+                self.settle_overdue_tail(now);
                 next_expire_ms = now.saturating_add(interval_ms);
             }
             let mut stop = false;
@@ -136,6 +144,9 @@ impl Hub {
             }
             HubCmd::Delivered { worker, seq, count } => self.delivered(worker, seq, count),
             HubCmd::Loaded(selectors) => self.loaded(selectors),
+            HubCmd::Logged { reply, result } => self.logged(reply, result, now),
+            HubCmd::Tail(msgs) => self.tail(msgs, now),
+            HubCmd::Rotate { epoch, floor } => self.rotate(epoch, floor),
             HubCmd::Shutdown => return true,
         }
         false
@@ -151,6 +162,19 @@ impl Hub {
             if let Some(reply) = req.reply {
                 let ack = WorkerMsg::PublishAck { reply, outcome: Err(PublishRefused::InvalidTopic) };
                 self.queue(reply.worker, ack);
+            }
+            return;
+        }
+        if let Some(log) = &self.options.log {
+            // Cluster mode: the shared log sequences; the tail brings the message back.
+            let reply = req.reply;
+            if let Err(reason) = log.submit(req) {
+                if let Some(reply) = reply {
+                    self.queue(
+                        reply.worker,
+                        WorkerMsg::PublishAck { reply, outcome: Err(PublishRefused::Unavailable(reason)) },
+                    );
+                }
             }
             return;
         }
@@ -540,6 +564,7 @@ mod tests {
                 content_type: None,
                 data: Bytes::from_static(b"hello"),
                 reply,
+                idempotency_key: None,
             }));
             tag
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use crate::model::{Message, Selector};
+use crate::model::{Epoch, Message, Selector};
 use crate::store::{Loaded, Store};
 
 /// Commands the hub takes from one wake-up before flushing batches to the workers.
@@ -46,6 +46,10 @@ pub struct PublishReq {
     pub data: Bytes,
     /// Where to send the `PublishAck`; `None` for fire-and-forget.
     pub reply: Option<ReplyTo>,
+    /// In cluster mode, the key under which the shared log remembers this publish, so that a
+    /// retry (the client's, or the writer's own after a lost reply) is stored once. `None`:
+    /// one is generated. Ignored by the in-memory store.
+    pub idempotency_key: Option<Box<str>>,
 }
 
 /// Who is waiting for a publish acknowledgement: a connection on a worker.
@@ -79,7 +83,34 @@ pub enum HubCmd {
     /// The store fetched history for these selectors after a read of it was `pending`: wake
     /// the workers subscribed to them, to read again.
     Loaded(Vec<Selector>),
+    /// Cluster mode, from the shared log's writer: the publish answered by `reply` is stored
+    /// (with its global seq and time), or could not be stored (with the one-line reason).
+    Logged {
+        reply: ReplyTo,
+        result: Result<(u64, u64), &'static str>,
+    },
+    /// Cluster mode, from the shared log's tail: messages in global order, for every node the
+    /// same. The hub appends them to the local cache and forwards them.
+    Tail(Vec<Arc<Message>>),
+    /// Cluster mode: the shared log lost history (a Redis without its data, or one behind what
+    /// this node has seen) and goes on under `epoch` with seqs above `floor`. Cursors below it
+    /// get the gap reply.
+    Rotate {
+        epoch: Epoch,
+        floor: u64,
+    },
     Shutdown,
+}
+
+/// Cluster mode: where the hub sends publishes instead of sequencing them itself (the Redis
+/// log's writer). The tail of the same log comes back as `HubCmd::Tail`.
+pub trait SharedLog: Send + Sync + 'static {
+    /// Called once by `spawn_with` with the hub's own channel: starts the threads that answer
+    /// with `HubCmd::Logged`, `HubCmd::Tail` and `HubCmd::Rotate`.
+    fn start(&self, hub: Sender<HubCmd>) -> io::Result<()>;
+    /// Queues a validated publish for the log, without blocking. Refused, with a one-line
+    /// reason, when the log is unreachable or its queue is full (the client gets 503).
+    fn submit(&self, req: PublishReq) -> Result<(), &'static str>;
 }
 
 /// What the hub sends a worker (in batches).
@@ -111,6 +142,8 @@ pub struct Published {
 pub enum PublishRefused {
     /// The topic is not valid (workers validate first; this guards the store against a bug).
     InvalidTopic,
+    /// Cluster mode: the shared log could not store it (the one-line reason); retry later.
+    Unavailable(&'static str),
 }
 
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.
@@ -181,6 +214,8 @@ pub struct HubOptions {
     pub ack_timeout: Duration,
     /// Where the hub reads the time for message timestamps and expiry.
     pub clock: Clock,
+    /// Cluster mode: the shared log that sequences publishes (`None`: the hub does).
+    pub log: Option<Arc<dyn SharedLog>>,
 }
 
 impl Default for HubOptions {
@@ -191,6 +226,7 @@ impl Default for HubOptions {
             send_timeout: SEND_TIMEOUT,
             ack_timeout: ACK_TIMEOUT,
             clock: Arc::new(system_clock_ms),
+            log: None,
         }
     }
 }
@@ -202,6 +238,7 @@ impl fmt::Debug for HubOptions {
             .field("expire_interval", &self.expire_interval)
             .field("send_timeout", &self.send_timeout)
             .field("ack_timeout", &self.ack_timeout)
+            .field("cluster", &self.log.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +257,9 @@ pub fn spawn_with(store: Arc<dyn Store>, links: Vec<WorkerLink>, options: HubOpt
     store.on_loaded(Loaded::new(move |selectors| {
         let _ = loaded.send(HubCmd::Loaded(selectors));
     }));
+    if let Some(log) = &options.log {
+        log.start(tx.clone())?;
+    }
     let stats = Arc::new(HubStats::default());
     let hub = fanout::Hub::new(store, links, options, stats.clone());
     let join = thread::Builder::new().name("halley-hub".into()).spawn(move || hub.run(rx))?;

@@ -386,7 +386,7 @@ fn publish_command(core: &mut Core, key: usize, publish: Publish, id: Option<Box
         let reason = format!("at most {MAX_PUBLISHES_IN_FLIGHT} publishes may await acknowledgement");
         return send(&mut core.conns, key, commands::error(id.as_deref(), &reason));
     }
-    let tag = match core.hub.submit(key, publish) {
+    let tag = match core.hub.submit(key, publish, None) {
         Ok(tag) => tag,
         Err(busy) => return send(&mut core.conns, key, commands::error(id.as_deref(), &busy.reason)),
     };

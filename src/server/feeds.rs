@@ -98,6 +98,7 @@ fn publish(shared: &Shared, topic: Arc<str>, event: Option<&str>, data: Bytes) {
         content_type: Some("application/json".into()),
         data,
         reply: None,
+        idempotency_key: None,
     };
     if shared.hub.try_send(HubCmd::Publish(req)).is_err() {
         debug!("feeds: hub busy or gone, skipping a message");

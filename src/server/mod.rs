@@ -139,6 +139,15 @@ pub struct Server {
 /// graceful shutdown saved there is restored (and the saved file consumed, `store::state`), and
 /// `Server::shutdown` saves it again.
 pub fn start(config: Config) -> std::io::Result<Server> {
+    if let Some(url) = &config.network.redis {
+        // Cluster mode: the Redis log is both the history and the sequencer.
+        if config.state_dir.is_some() {
+            warn!("--state-dir is not used with --redis: the Redis log holds the history");
+        }
+        let store = crate::store::RedisStore::connect(url, config.history)?;
+        let log: Arc<dyn hub::SharedLog> = store.clone();
+        return start_inner(config, store, Some(log));
+    }
     let Some(dir) = config.state_dir.clone() else {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(config.history));
         return start_with_store(config, store);
@@ -164,6 +173,10 @@ pub fn start(config: Config) -> std::io::Result<Server> {
 /// Like `start`, with another history backend (it follows the `Store` contract: reads never
 /// block; history outside the process is announced through `Store::on_loaded`).
 pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
+    start_inner(config, store, None)
+}
+
+fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::SharedLog>>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     // A certificate or key that cannot be used stops the start, before anything is bound.
     let tls = config.tls.as_ref().map(tls::TlsCell::load).transpose()?;
@@ -203,7 +216,8 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         receivers.push((rx, handoff_rx));
         polls.push(poll);
     }
-    let hub = hub::spawn(Arc::clone(&store), links, HUB_CHANNEL)?;
+    let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log, ..hub::HubOptions::default() };
+    let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
         epoch: store.epoch(),
         boundary: multipart::new_boundary()?,

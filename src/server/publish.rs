@@ -60,7 +60,11 @@ pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str,
     }
     let piggyback = publish.piggyback.take().map(Box::new);
     let topic: Arc<str> = publish.topic.as_str().into();
-    let tag = match core.hub.submit(key, publish) {
+    let idempotency_key = match idempotency_key(req) {
+        Ok(k) => k,
+        Err(bad) => return core.conns.refuse(key, meta, bad),
+    };
+    let tag = match core.hub.submit(key, publish, idempotency_key) {
         Ok(tag) => tag,
         Err(busy) => return core.conns.refuse(key, meta, busy),
     };
@@ -150,8 +154,22 @@ impl From<PublishRefused> for Reject {
     fn from(refused: PublishRefused) -> Reject {
         match refused {
             PublishRefused::InvalidTopic => Reject::bad_request("invalid topic"),
+            PublishRefused::Unavailable(reason) => Reject::busy(reason, 1),
         }
     }
+}
+
+/// Longest `Idempotency-Key` taken, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The publish's `Idempotency-Key` header: in cluster mode a publish retried with the same key
+/// is stored once. 1 to 128 visible ASCII characters; anything else is refused with 400.
+fn idempotency_key(req: &Request) -> Result<Option<Box<str>>, Reject> {
+    let Some(value) = req.header("idempotency-key") else { return Ok(None) };
+    if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY || !value.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(Reject::bad_request("Idempotency-Key must be 1 to 128 visible ASCII characters"));
+    }
+    Ok(std::str::from_utf8(value).ok().map(Into::into))
 }
 
 /// The worker's side of the hub's channel. Publishes are refused when the channel is near full
@@ -176,7 +194,12 @@ impl HubLink {
 
     /// Hands a validated publish to the hub; the acknowledgement will come back tagged for
     /// connection `conn`. Refused (with the reason) when the hub's queue is near full.
-    pub(super) fn submit(&mut self, conn: usize, publish: native::Publish) -> Result<u64, Reject> {
+    pub(super) fn submit(
+        &mut self,
+        conn: usize,
+        publish: native::Publish,
+        idempotency_key: Option<Box<str>>,
+    ) -> Result<u64, Reject> {
         let tag = self.next_tag + 1;
         self.publish(PublishReq {
             topic: publish.topic.into(),
@@ -184,6 +207,7 @@ impl HubLink {
             content_type: publish.content_type,
             data: publish.data,
             reply: Some(ReplyTo { worker: self.worker, conn, tag }),
+            idempotency_key,
         })?;
         self.next_tag = tag;
         Ok(tag)

@@ -19,11 +19,13 @@
 
 mod memory;
 pub mod state;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::memory::{MemoryStore, SnapshotError, SnapshotLoaded, SNAPSHOT_VERSION};
+pub use self::redis::RedisStore;
 use crate::model::{Epoch, Message, Selector};
 
 // The defaults of the `--history-*` options: the server's configuration takes its `[history]`
@@ -185,5 +187,12 @@ pub trait Store: Send + Sync + 'static {
     /// landed. A backend that never answers `pending` (the memory store) ignores it.
     fn on_loaded(&self, loaded: Loaded) {
         let _ = loaded;
+    }
+
+    /// Hub only, cluster mode: the shared log lost history and goes on under `epoch` with
+    /// seqs above `floor`. The backend drops what it cached; a read from a cursor below
+    /// `floor` reports a gap. The memory store, which sequences nothing itself, ignores it.
+    fn reset(&self, epoch: Epoch, floor: u64) {
+        let _ = (epoch, floor);
     }
 }

@@ -441,6 +441,7 @@ impl bayeux::Host for BatchHost<'_> {
             content_type: Some(bayeux::PUBLISH_CONTENT_TYPE.into()),
             data,
             reply: None,
+            idempotency_key: None,
         };
         self.core.hub.publish(req).map_err(|r| if r.status == 400 { Refusal::SenderField } else { Refusal::Busy })
     }

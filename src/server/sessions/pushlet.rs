@@ -210,6 +210,7 @@ fn publish(
             content_type: Some(pushlet::PUBLISH_CONTENT_TYPE.into()),
             data: body.clone(),
             reply: None,
+            idempotency_key: None,
         };
         // The server's own: the only publish that may carry `p_from` or a private topic.
         if let Err(busy) = core.hub.publish_stamped(req) {

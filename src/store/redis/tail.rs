@@ -1,0 +1,216 @@
+//! The tail thread and the cold reader thread.
+//!
+//! The tail follows the log with `XREAD BLOCK` from the last seq it has seen and hands each
+//! batch to the hub (`HubCmd::Tail`), so every node appends the same messages in the same
+//! order, its own publishes included. On every reconnect, and whenever a block times out
+//! empty, it checks the log's epoch (`META_SCRIPT`): a Redis that lost its data, or one that
+//! went back below what this node has seen, shows a new epoch, and the hub is told to rotate
+//! (`HubCmd::Rotate`).
+//!
+//! The cold reader answers reads older than the node's cache: `XRANGE` from the reader's
+//! cursor, kept as a segment in the store's bounded cold cache, then the store's `Loaded`
+//! notifier wakes the subscribers, who read again.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use redis::{RedisResult, Value};
+
+use super::link::{text, Link, LOG};
+use super::{candidate_epoch, RedisStore, Segment};
+use crate::hub::HubCmd;
+use crate::model::{Epoch, Message};
+
+/// How long one `XREAD` blocks; the link's read timeout is longer by `READ_SLACK`.
+pub(super) const BLOCK: Duration = Duration::from_millis(1000);
+/// How much longer than a block a reply may take before the link counts as half-open.
+pub(super) const READ_SLACK: Duration = Duration::from_secs(2);
+/// Entries one `XREAD` or `XRANGE` returns at most.
+pub(super) const COUNT: usize = 512;
+
+pub(super) struct Tail {
+    pub(super) link: Link,
+    pub(super) store: Arc<RedisStore>,
+    pub(super) hub: Sender<HubCmd>,
+}
+
+impl Tail {
+    pub(super) fn run(mut self) {
+        let mut need_sync = false;
+        loop {
+            if need_sync || !self.link.is_open() {
+                match self.sync() {
+                    Ok(()) => need_sync = false,
+                    Err(err) => {
+                        self.link.failed(&err);
+                        std::thread::sleep(self.link.backoff());
+                        continue;
+                    }
+                }
+            }
+            let last = self.store.shared.seen.load(Ordering::Acquire);
+            let reply = self.link.conn().and_then(|c| {
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(COUNT)
+                    .arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(LOG)
+                    .arg(format!("{last}-0"))
+                    .query::<Value>(c)
+            });
+            let value = match reply {
+                Ok(value) => value,
+                Err(err) => {
+                    static LOST: crate::log_limit::LogLimit =
+                        crate::log_limit::LogLimit::new(log::Level::Warn, module_path!(), "redis: tail lost");
+                    LOST.log(format_args!("redis: tail lost the log ({err}); reconnecting"));
+                    self.link.failed(&err);
+                    std::thread::sleep(self.link.backoff());
+                    need_sync = true;
+                    continue;
+                }
+            };
+            self.link.succeeded();
+            let epoch = self.store.shared.epoch_text();
+            let entries = stream_entries(&value);
+            if entries.is_empty() {
+                need_sync = true; // idle: check that the log did not go back meanwhile
+                continue;
+            }
+            let mut msgs = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let Some((msg, entry_epoch)) = entry else { continue };
+                if entry_epoch != epoch {
+                    need_sync = true; // another epoch began: sync first, then read on
+                    break;
+                }
+                msgs.push(Arc::new(msg));
+            }
+            if let Some(last) = msgs.last() {
+                self.store.shared.seen.store(last.seq, Ordering::Release);
+                if self.hub.send(HubCmd::Tail(msgs)).is_err() {
+                    return; // the hub has stopped
+                }
+            }
+        }
+    }
+
+    /// Reads (creating or rotating if needed) the log's epoch; a change rotates the hub.
+    fn sync(&mut self) -> RedisResult<()> {
+        let known = self.store.shared.epoch_text();
+        let seen = self.store.shared.seen.load(Ordering::Acquire);
+        let (cand, base) = candidate_epoch();
+        let (epoch, _seq, base) = self.link.meta((&cand, base), &known, seen)?;
+        if epoch != known {
+            let Ok(parsed) = epoch.parse::<Epoch>() else {
+                return Err(redis::RedisError::from(std::io::Error::other(format!("bad epoch {epoch:?} in meta"))));
+            };
+            // Seqs of the new epoch start above `base`; a node that saw more (a clock far
+            // behind) keeps its own floor so that no cursor it gave out is reused.
+            let floor = base.max(seen);
+            if floor > base {
+                log::error!("redis: new epoch {epoch} starts at {base}, below seq {seen} seen here");
+            }
+            log::warn!("redis: the log's epoch is now {epoch} (was {known}): history before seq {floor} is gone");
+            self.store.shared.set_epoch(parsed);
+            self.store.shared.seen.store(floor, Ordering::Release);
+            if self.hub.send(HubCmd::Rotate { epoch: parsed, floor }).is_err() {
+                return Err(redis::RedisError::from(std::io::Error::other("hub stopped")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fetch for the cold cache: everything after `after`.
+#[derive(Debug)]
+pub(super) struct Fetch {
+    pub(super) after: u64,
+}
+
+/// The cold reader: one `XRANGE` per fetch, then the `Loaded` notice.
+pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<Fetch>) {
+    for Fetch { after } in rx {
+        let reply = link.conn().and_then(|c| {
+            redis::cmd("XRANGE").arg(LOG).arg(format!("({after}-0")).arg("+").arg("COUNT").arg(COUNT).query::<Value>(c)
+        });
+        let value = match reply {
+            Ok(value) => value,
+            Err(err) => {
+                link.failed(&err);
+                // The readers stay pending; their next read asks again.
+                store.fetch_failed(after);
+                continue;
+            }
+        };
+        link.succeeded();
+        let epoch = crate::store::Store::epoch(&*store).to_string();
+        let entries = entries_of(&value);
+        let full = entries.len() >= COUNT;
+        let msgs: Vec<Arc<Message>> =
+            entries.into_iter().flatten().filter(|(_, e)| *e == epoch).map(|(m, _)| Arc::new(m)).collect();
+        let base = store.base.load(Ordering::Acquire);
+        let last = msgs.last().map_or(after, |m| m.seq);
+        let end = if full { last } else { last.max(base) };
+        let first = msgs.first().map_or(end + 1, |m| m.seq);
+        let lost_through = (first > after + 1).then(|| first - 1);
+        store.fetched(Segment { start: after, end, lost_through, msgs });
+    }
+}
+
+/// The entries of an `XREAD` reply (one stream).
+fn stream_entries(value: &Value) -> Vec<Option<(Message, String)>> {
+    match value {
+        Value::Array(streams) => match streams.first() {
+            Some(Value::Array(pair)) => pair.get(1).map(entries_of).unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        Value::Map(streams) => streams.first().map(|(_, v)| entries_of(v)).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Entries `[id, [field, value, ...]]` as messages with the epoch they were written under;
+/// `None` for one that does not parse (logged, skipped).
+fn entries_of(value: &Value) -> Vec<Option<(Message, String)>> {
+    let Value::Array(entries) = value else { return Vec::new() };
+    entries.iter().map(parse_entry).collect()
+}
+
+fn parse_entry(entry: &Value) -> Option<(Message, String)> {
+    let Value::Array(pair) = entry else { return None };
+    let id = pair.first().and_then(text)?;
+    let seq: u64 = id.split('-').next()?.parse().ok()?;
+    let Some(Value::Array(fields)) = pair.get(1) else { return None };
+    let (mut epoch, mut topic, mut event, mut ctype, mut data, mut time) = (None, None, None, None, None, 0u64);
+    for kv in fields.chunks(2) {
+        let [Value::BulkString(k), v] = kv else { continue };
+        let bytes = match v {
+            Value::BulkString(b) => b.as_slice(),
+            _ => continue,
+        };
+        let s = || std::str::from_utf8(bytes).ok().map(str::to_owned);
+        match k.as_slice() {
+            b"e" => epoch = s(),
+            b"t" => topic = s(),
+            b"v" => event = s().filter(|e| !e.is_empty()),
+            b"c" => ctype = s().filter(|c| !c.is_empty()),
+            b"d" => data = Some(Bytes::copy_from_slice(bytes)),
+            b"ts" => time = s().and_then(|t| t.parse().ok()).unwrap_or(0),
+            _ => {}
+        }
+    }
+    let (Some(epoch), Some(topic), Some(data)) = (epoch, topic, data) else {
+        log::warn!("redis: skipping log entry {id}: fields missing");
+        return None;
+    };
+    let msg = Message::new(seq, topic.into(), time, data)
+        .with_event(event.map(Into::into))
+        .with_content_type(ctype.map(Into::into));
+    Some((msg, epoch))
+}

@@ -1,0 +1,279 @@
+//! Cluster mode against real redis-server processes (issue 10's tests): several Halley nodes
+//! on one Redis log, over real sockets. Each test starts its own Redis on a free port.
+
+mod util;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::redis::Redis;
+use util::ws::Ws;
+use util::{Client, StreamClient, TestServer, WAIT};
+
+/// Publishes and returns the reply (any status).
+fn post(addr: SocketAddr, topic: &str, body: &str, key: Option<&str>) -> util::Response {
+    let mut c = Client::connect(addr);
+    let extra = key.map(|k| format!("Idempotency-Key: {k}\r\n")).unwrap_or_default();
+    c.send_post(&format!("/pub{topic}"), body.as_bytes(), &extra);
+    c.response()
+}
+
+fn publish(addr: SocketAddr, topic: &str, body: &str) -> String {
+    let r = post(addr, topic, body, None);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// Long-polls from `since` until `want` messages came; returns (id, data) pairs and the
+/// last reply.
+fn collect(addr: SocketAddr, topics: &str, since: &str, want: usize) -> (Vec<(String, String)>, Value) {
+    let mut got = Vec::new();
+    let mut cursor = since.to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = Client::connect(addr).get(&format!("/sub{topics}?since={cursor}&timeout=2"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        for m in v["messages"].as_array().expect("messages") {
+            got.push((m["id"].as_str().expect("id").to_owned(), m["data"].as_str().unwrap_or("").to_owned()));
+        }
+        cursor = v["next"].as_str().expect("next").to_owned();
+        if got.len() >= want {
+            return (got, v);
+        }
+        assert!(Instant::now() < deadline, "only {} of {want} messages: {got:?}", got.len());
+    }
+}
+
+#[test]
+fn three_nodes_one_order_on_every_surface_and_resume_on_another_node() {
+    let redis = Redis::start(false);
+    let nodes: Vec<TestServer> = (0..3).map(|_| TestServer::cluster(&redis, |_| {})).collect();
+    let start = util::cursor(nodes[0].addr, "/c/*");
+    // Subscribers on every node before the publishing: SSE on 1, WebSocket on 2; long-poll on
+    // all three (read after).
+    let mut sse = StreamClient::open(
+        nodes[1].addr,
+        &format!("GET /sub/c/*?since={start} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"),
+    );
+    let mut ws = Ws::connect(nodes[2].addr, &format!("/sub/c/*?since={start}"));
+    assert_eq!(ws.json()["type"], "ack");
+    const N: usize = 30;
+    let mut acked = Vec::new();
+    for i in 0..N {
+        let node = &nodes[i % 3];
+        acked.push(publish(node.addr, &format!("/c/{}", i % 4), &format!("m{i}")));
+    }
+    // The ids the log gave are distinct and increase in publish order.
+    let unique: HashSet<&String> = acked.iter().collect();
+    assert_eq!(unique.len(), N);
+    let order: Vec<(String, String)> = {
+        let (got, _) = collect(nodes[0].addr, "/c/*", &start, N);
+        got
+    };
+    assert_eq!(order.len(), N, "nothing duplicated");
+    assert_eq!(order.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), acked, "the global order");
+    for node in &nodes[1..] {
+        let (got, _) = collect(node.addr, "/c/*", &start, N);
+        assert_eq!(got, order, "every node serves the same order");
+    }
+    sse.read_until_count("\ndata: ", N);
+    let sse_ids: Vec<String> = sse
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter(|id| *id != start)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(sse_ids, acked, "SSE sees the same order");
+    let mut ws_ids = Vec::new();
+    while ws_ids.len() < N {
+        let v = ws.json();
+        if let Some(id) = v["id"].as_str() {
+            ws_ids.push(id.to_owned());
+        }
+    }
+    assert_eq!(ws_ids, acked, "WebSocket sees the same order");
+
+    // Resume on another node from message k: exactly k+1 onwards.
+    let k = 11;
+    let (rest, _) = collect(nodes[2].addr, "/c/*", &acked[k], N - k - 1);
+    assert_eq!(rest, order[k + 1..], "resumed on another node");
+}
+
+#[test]
+fn an_idempotent_retry_is_stored_once() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let b = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/i");
+    let first = post(a.addr, "/i", "once", Some("key-1"));
+    assert_eq!(first.status, 201, "{}", first.text());
+    // The client retries, on another node, after a lost reply: same id, nothing stored twice.
+    let again = post(b.addr, "/i", "once", Some("key-1"));
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    publish(a.addr, "/i", "next");
+    let (got, _) = collect(b.addr, "/i", &start, 2);
+    assert_eq!(got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["once", "next"]);
+    // A bad key is refused with a reason.
+    let bad = post(a.addr, "/i", "x", Some("has space"));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}
+
+#[test]
+fn a_node_with_empty_rings_serves_old_cursors_from_redis() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/h");
+    let ids: Vec<String> = (0..20).map(|i| publish(a.addr, "/h", &format!("h{i}"))).collect();
+    // A node started now has nothing in memory: the cursor is older than its rings.
+    let b = TestServer::cluster(&redis, |_| {});
+    // Meanwhile another client on that node is not held up by the cold read.
+    let mut parked = Client::connect(b.addr);
+    parked.send(b"GET /sub/other?timeout=5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (got, _) = collect(b.addr, "/h", &ids[4], 15);
+    assert_eq!(got.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), ids[5..]);
+    let live = publish(b.addr, "/other", "live");
+    let r = parked.response();
+    assert_eq!(r.json()["messages"][0]["id"], live.as_str());
+    let (all, last) = collect(b.addr, "/h", &start, 20);
+    assert_eq!(all.len(), 20);
+    assert!(last.get("gap").is_none(), "nothing was lost: {last}");
+}
+
+#[test]
+fn redis_restarted_with_aof_keeps_the_epoch_and_every_message() {
+    let mut redis = Redis::start(true);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/p");
+    let before: Vec<String> = (0..5).map(|i| publish(a.addr, "/p", &format!("p{i}"))).collect();
+    redis.restart();
+    // Publishes may be refused while the node reconnects; retried with their key they are
+    // stored once.
+    let mut after = Vec::new();
+    for i in 0..5 {
+        let key = format!("after-{i}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = post(a.addr, "/p", &format!("q{i}"), Some(&key));
+            if r.status == 201 {
+                after.push(r.json()["id"].as_str().expect("id").to_owned());
+                break;
+            }
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert!(r.header("retry-after").is_some());
+            assert!(Instant::now() < deadline, "Redis never came back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let epoch = |id: &str| id.split('-').next().expect("epoch").to_owned();
+    assert_eq!(epoch(&after[0]), epoch(&before[0]), "same epoch after an AOF restart");
+    let b = TestServer::cluster(&redis, |_| {});
+    let (got, last) = collect(b.addr, "/p", &start, 10);
+    let want: Vec<String> = before.into_iter().chain(after).collect();
+    assert_eq!(got.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), want);
+    assert!(last.get("gap").is_none(), "{last}");
+}
+
+#[test]
+fn redis_restarted_without_data_rotates_the_epoch_and_old_cursors_get_the_gap() {
+    let mut redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let before: Vec<String> = (0..3).map(|i| publish(a.addr, "/r", &format!("r{i}"))).collect();
+    redis.restart_empty();
+    let deadline = Instant::now() + WAIT;
+    let fresh = loop {
+        let r = post(a.addr, "/r", "new", Some("new-1"));
+        if r.status == 201 {
+            break r.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "Redis never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (old_epoch, old_seq) = before[2].split_once('-').expect("id");
+    let (new_epoch, new_seq) = fresh.split_once('-').expect("id");
+    assert_ne!(old_epoch, new_epoch, "a new epoch");
+    assert!(new_seq.parse::<u64>().expect("seq") > old_seq.parse::<u64>().expect("seq"), "no seq reused");
+    // A client resuming from the old epoch is told it may have missed messages.
+    let (got, last) = collect(a.addr, "/r", &before[1], 1);
+    assert_eq!(last["gap"], true, "{last}");
+    assert_eq!(got.last().map(|(id, _)| id.as_str()), Some(fresh.as_str()));
+}
+
+#[test]
+fn frozen_redis_gives_503_or_success_and_loses_nothing_acknowledged() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/f");
+    publish(a.addr, "/f", "before");
+    redis.freeze();
+    let frozen_at = Instant::now();
+    let mut acked = vec!["before".to_owned()];
+    let mut refused = 0;
+    while frozen_at.elapsed() < Duration::from_secs(4) {
+        let i = acked.len() + refused;
+        let t = Instant::now();
+        let r = post(a.addr, "/f", &format!("f{i}"), Some(&format!("f-{i}")));
+        assert!(t.elapsed() < Duration::from_secs(6), "a publish waited {:?}", t.elapsed());
+        match r.status {
+            201 => acked.push(format!("f{i}")),
+            503 => refused += 1,
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    assert!(refused > 0, "a frozen Redis refuses publishes");
+    redis.thaw();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = post(a.addr, "/f", "after", Some("after"));
+        if r.status == 201 {
+            acked.push("after".into());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Everything acknowledged is there, once; refused ones may be too (Redis ran them late).
+    let b = TestServer::cluster(&redis, |_| {});
+    let (got, _) = collect(b.addr, "/f", &start, acked.len());
+    let datas: Vec<&str> = got.iter().map(|(_, d)| d.as_str()).collect();
+    let unique: HashSet<&&str> = datas.iter().collect();
+    assert_eq!(unique.len(), datas.len(), "nothing duplicated: {datas:?}");
+    for want in &acked {
+        assert!(datas.contains(&want.as_str()), "{want} acknowledged but lost: {datas:?}");
+    }
+}
+
+#[test]
+fn a_cursor_just_inside_the_trimmed_log_recovers_and_one_outside_gets_the_gap() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |c| {
+        c.history.max_messages = 10;
+        c.history.total_messages = 20;
+    });
+    let ids: Vec<String> = (0..100).map(|i| publish(a.addr, "/t", &format!("t{i}"))).collect();
+    // The first id the log still holds.
+    let first = redis.command("XRANGE {halley}:log - + COUNT 1\r\n").expect("xrange");
+    let seq: u64 = first.lines().find_map(|l| l.strip_suffix("-0").and_then(|s| s.parse().ok())).expect("an entry id");
+    let at = ids.iter().position(|id| id.ends_with(&format!("-{seq}"))).expect("id in the log");
+    assert!(at > 0, "the log was trimmed");
+    let b = TestServer::cluster(&redis, |_| {});
+    // Inside: the cursor is the message just before the oldest retained one.
+    let (got, last) = collect(b.addr, "/t", &ids[at - 1], 100 - at);
+    assert_eq!(got.first().map(|(id, _)| id.as_str()), Some(ids[at].as_str()));
+    assert!(last.get("gap").is_none(), "{last}");
+    // Outside: one further back missed a trimmed message.
+    let r = Client::connect(b.addr).get(&format!("/sub/t?since={}&timeout=2", ids[at - 2]));
+    let mut v = r.json();
+    // A cold read may first answer pending (nothing, same cursor); then the gap comes.
+    let deadline = Instant::now() + WAIT;
+    while v.get("gap").is_none() {
+        assert!(Instant::now() < deadline, "no gap reply: {v}");
+        v = Client::connect(b.addr).get(&format!("/sub/t?since={}&timeout=2", ids[at - 2])).json();
+    }
+    assert_eq!(v["gap"], true);
+}
