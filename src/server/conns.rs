@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,10 @@ pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes a draining connection may still send before it is closed.
 const MAX_DRAIN: usize = 1 << 20;
+/// Admin connections (`--admin-listen`) open at once, at most. They take no `--max-connections`
+/// slot, so a node full of clients still answers `/metrics` and `/ready` (which is when an
+/// operator needs them most); this bound keeps what the admin listener can hold small.
+pub(super) const MAX_ADMIN_CONNECTIONS: usize = 32;
 
 /// Every connection of one worker, by slab key.
 pub(super) struct Conns {
@@ -46,6 +51,8 @@ pub(super) struct Conns {
     closed: Vec<usize>,
     /// Connections a bounded `io::pump` left with work, continued at the end of the turn.
     deferred: Vec<usize>,
+    /// Open admin connections, at most `MAX_ADMIN_CONNECTIONS` (only worker 0 has any).
+    admin_open: usize,
     pub(super) date: DateCache,
     /// The CORS lists in force: this worker's copy of `Shared::access`, renewed by the event
     /// loop when a SIGHUP reload changed them (`refresh_access`).
@@ -75,6 +82,7 @@ impl Conns {
             pool: BufPool::new(READ_BUF, max_head.max(READ_BUF) * 2, POOLED_BUFS),
             closed: Vec::new(),
             deferred: Vec::new(),
+            admin_open: 0,
             date: DateCache::new(),
             access: Arc::new(shared.config.access.clone()),
             access_generation: 0,
@@ -446,13 +454,55 @@ impl Conns {
     }
 
     /// Frees the slots of the connections closed during this event batch; returns how many.
-    pub(super) fn free_closed(&mut self) -> usize {
-        let n = self.closed.len();
+    pub(super) fn free_closed(&mut self) -> Freed {
+        let mut freed = Freed::default();
         for key in self.closed.drain(..) {
-            self.slab.try_remove(key);
+            if let Some(conn) = self.slab.try_remove(key) {
+                freed.total += 1;
+                if conn.admin {
+                    self.admin_open = self.admin_open.saturating_sub(1);
+                } else {
+                    freed.slots += 1;
+                }
+            }
         }
-        n
+        freed
     }
+
+    // ---- connection slots ----------------------------------------------------------------------
+
+    /// Takes a slot for a connection about to be accepted: one of the `--max-connections`
+    /// slots shared by every worker, or for the admin listener one of this worker's
+    /// `MAX_ADMIN_CONNECTIONS`. False when none is free.
+    pub(super) fn reserve_slot(&mut self, admin: bool) -> bool {
+        if admin {
+            let free = self.admin_open < MAX_ADMIN_CONNECTIONS;
+            self.admin_open += usize::from(free);
+            return free;
+        }
+        // The workers share the count: checking it first and adding after would let two of
+        // them take the last slot at once.
+        let max = self.shared.config.network.max_connections;
+        self.shared.connections.fetch_update(AcqRel, Acquire, |open| (open < max).then_some(open + 1)).is_ok()
+    }
+
+    /// Gives back a slot `reserve_slot` took when no connection came of it.
+    pub(super) fn release_slot(&mut self, admin: bool) {
+        if admin {
+            self.admin_open = self.admin_open.saturating_sub(1);
+        } else {
+            self.shared.connections.fetch_sub(1, AcqRel);
+        }
+    }
+}
+
+/// What `Conns::free_closed` freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Freed {
+    /// Connections freed.
+    pub total: usize,
+    /// Of those, the ones that held a `--max-connections` slot (all but admin connections).
+    pub slots: usize,
 }
 
 /// Reads and discards input on a draining connection. Returns bytes read.
