@@ -45,6 +45,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     top("no_pin"),
     top("log"),
     top("log_format"),
+    top("access_log"),
     at("listen", "network", "listen"),
     at("raw_listen", "network", "raw_listen"),
     at("admin_listen", "network", "admin_listen"),

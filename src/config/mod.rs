@@ -9,6 +9,7 @@
 //! whose `FILE_KEYS` names each option's table; a unit test keeps it in step with `args.rs`.
 
 mod args;
+mod emit;
 mod file;
 pub mod logging;
 
@@ -48,8 +49,10 @@ pub struct Config {
     pub pin_workers: bool,
     /// env_logger filter: `--log`, else RUST_LOG, else `info`.
     pub log: String,
-    /// Log line format.
+    /// Log line format (of the access log too).
     pub log_format: LogFormat,
+    /// Where the access log goes: a file (appended to), `-` for stdout, or none.
+    pub access_log: Option<PathBuf>,
     /// `[network]`: listeners and per-connection bounds.
     pub network: Network,
     /// `[http]`: request size limits, as the parser takes them.
@@ -222,6 +225,9 @@ impl Config {
     /// Checks ranges and the relations between options; errors name the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
         logging::check_filter(&self.log).map_err(|reason| ConfigError::Invalid { option: "log", reason })?;
+        ensure(self.access_log.as_ref().is_none_or(|path| !path.as_os_str().is_empty()), "access-log", || {
+            "must be a file path or - (stdout)".into()
+        })?;
         ensure((1..=MAX_WORKERS).contains(&self.workers), "workers", || {
             format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers)
         })?;
@@ -322,6 +328,7 @@ impl Config {
             pin_workers: pick!(no_pin).map_or(d.pin_workers, |no_pin| !no_pin),
             log: pick!(log).or(rust_log).unwrap_or(d.log),
             log_format: pick!(log_format).unwrap_or(d.log_format),
+            access_log: pick!(access_log).or(d.access_log),
             network: Network {
                 listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
@@ -427,6 +434,7 @@ impl Default for Config {
             pin_workers: true,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            access_log: None,
             network: Network::default(),
             http: http::Limits::default(),
             timeouts: Timeouts::default(),
