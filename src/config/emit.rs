@@ -170,7 +170,8 @@ mod tests {
             };
             assert!(text.contains(&line), "{line}");
             assert!(
-                text.lines().any(|l| l.starts_with(&format!("{} = ", key.key)) || l == format!("# {} is not set", key.key)),
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{} = ", key.key)) || l == format!("# {} is not set", key.key)),
                 "{} missing from\n{text}",
                 key.key
             );
@@ -185,11 +186,13 @@ mod tests {
 
     #[test]
     fn a_config_with_every_kind_of_value_round_trips() {
-        let mut config = Config::default();
-        config.workers = 3;
-        config.pin_workers = false;
-        config.log = "warn,halley=debug".into();
-        config.log_format = super::super::LogFormat::Json;
+        let mut config = Config {
+            workers: 3,
+            pin_workers: false,
+            log: "warn,halley=debug".into(),
+            log_format: super::super::LogFormat::Json,
+            ..Config::default()
+        };
         config.network.raw_listen = Some("127.0.0.1:9001".parse().expect("addr"));
         config.network.admin_listen = Some("[::1]:9002".parse().expect("addr"));
         config.network.admin_publish = true;

@@ -281,6 +281,25 @@ impl Conns {
         }
     }
 
+    // ---- the access log ------------------------------------------------------------------------
+
+    /// Notes a request for the access log (when it is on and the request is not noted yet).
+    pub(super) fn access_begin(&mut self, key: usize, req: &http::Request) {
+        let log = &self.shared.access_log;
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if log.enabled() && conn.access.is_none() {
+            conn.access = log.begin(req, conn.sock.peer_addr().ok(), conn.written);
+        }
+    }
+
+    /// Logs the connection's noted request, if any, as answered with `status` and `bytes`.
+    fn access_end(&mut self, key: usize, status: u16, bytes: u64) {
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if let Some(pending) = conn.access.take() {
+            self.shared.access_log.log(Some(&pending), None, status, bytes);
+        }
+    }
+
     // ---- responses ---------------------------------------------------------------------------
 
     pub(super) fn respond(
@@ -384,12 +403,18 @@ impl Conns {
         let keep_alive = meta.keep_alive && !self.is_shutting_down();
         let (header, keepalive) = (self.shared.config.timeouts.header, self.shared.config.timeouts.keepalive);
         let Some(conn) = self.slab.get_mut(key) else { return };
+        // The status is in the head ("HTTP/1.1 200 ..."), whoever built it.
+        let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+        let mut bytes = head.len() as u64;
         conn.out.push(head);
         if !meta.head_only {
             for part in body {
+                bytes += part.len() as u64;
                 conn.out.push(part);
             }
         }
+        self.access_end(key, status, bytes);
+        let Some(conn) = self.slab.get_mut(key) else { return };
         conn.state.answered(keep_alive);
         let timeout = match (keep_alive, conn.buffered() > 0) {
             (false, _) => CLOSE_WRITE_TIMEOUT,
@@ -407,7 +432,15 @@ impl Conns {
         let mut out = Vec::with_capacity(128 + reject.reason.len());
         let headers = reject.header_pairs();
         http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
+        let bytes = out.len() as u64;
         conn.out.push(Bytes::from(out));
+        if self.shared.access_log.enabled() {
+            // A head that did not parse has no method or target: logged with `-`.
+            let pending = conn.access.take();
+            let peer = conn.sock.peer_addr().ok();
+            self.shared.access_log.log(pending.as_deref(), peer, reject.status, bytes);
+        }
+        let Some(conn) = self.slab.get_mut(key) else { return };
         conn.state.close_after_write();
         self.set_timer(key, CLOSE_WRITE_TIMEOUT);
     }
@@ -437,6 +470,12 @@ impl Conns {
         let conn = self.slab.get_mut(key)?;
         if conn.state.is_closed() {
             return None;
+        }
+        if let Some(pending) = conn.access.take() {
+            // A stream or socket ends, or a request was never answered (the client left: 499).
+            let status = if pending.status == 0 { 499 } else { pending.status };
+            let bytes = conn.written.saturating_sub(pending.written_at_start);
+            self.shared.access_log.log(Some(&pending), None, status, bytes);
         }
         let vacated = conn.state.close();
         let _ = self.registry.deregister(&mut conn.sock);

@@ -4,6 +4,7 @@
 //! `start` builds everything and returns a handle (tests use it with port 0); `run` is what
 //! `halley serve` does: start, wait for SIGINT/SIGTERM, shut down gracefully.
 
+mod access_log;
 mod conn;
 mod conns;
 mod core;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     /// worker keeps a copy and takes the new one when `access_generation` moves.
     pub access: RwLock<Arc<Access>>,
     pub access_generation: AtomicU64,
+    /// `--access-log`: off, or the channel to its writer thread.
+    pub access_log: access_log::AccessLog,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -168,6 +171,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         receivers.push((rx, handoff_rx));
         polls.push(poll);
     }
+    let access_log = access_log::AccessLog::open(config.access_log.as_deref(), config.log_format)?;
     let hub = hub::spawn(Arc::clone(&store), links, HUB_CHANNEL)?;
     let stream_ctx = StreamCtx {
         epoch: store.epoch(),
@@ -187,6 +191,7 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         stats_wanted_until: AtomicU64::new(0),
         access: RwLock::new(Arc::new(config.access.clone())),
         access_generation: AtomicU64::new(0),
+        access_log,
         config,
     });
 

@@ -216,6 +216,8 @@ pub struct Conn {
     /// while output is pending closes the connection only if nothing was written since.
     pub written: u64,
     pub timer_mark: u64,
+    /// The request the access log waits to log (`--access-log` only).
+    pub access: Option<Box<crate::server::access_log::Pending>>,
 }
 
 impl Conn {
@@ -233,6 +235,7 @@ impl Conn {
             admin: false,
             written: 0,
             timer_mark: 0,
+            access: None,
         }
     }
 
