@@ -29,6 +29,12 @@ python3 scripts/msrv.py
 need node "install Node.js 20 or newer with npm (the end-to-end tests drive real npm clients)"
 need npm "install npm with Node.js"
 
+# tests/tls.rs drives curl --cacert; tests/e2e/tls.test.mjs makes its test CA with openssl.
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y curl openssl
+fi
+
 step "cargo test --workspace"
 cargo test --workspace
 

@@ -5,6 +5,7 @@
 //! sequences every publish, keeps bounded topic history and fans messages out to the
 //! workers that have subscribers. See `docs/ARCHITECTURE.md`.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -1,5 +1,5 @@
-//! The `halley` command line: `serve` (the default), `check-config`, and the tiny `pub` / `sub`
-//! clients of the native API.
+//! The `halley` command line: `serve` (the default), `check-config`, the tiny `pub` / `sub`
+//! clients of the native API, and `token`, which mints an HS256 token from the configured secret.
 //!
 //! Exit codes: 0 success, 1 a request failed, 2 bad usage or configuration (clap's usage
 //! errors use 2 as well). Ctrl-C keeps its default action and ends the process at once.
@@ -12,7 +12,7 @@ mod client;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use halley::config::{Config, ServeArgs};
 
 #[derive(Parser, Debug)]
@@ -46,6 +46,28 @@ enum Command {
     /// Print the effective configuration (flags > HALLEY_* environment > file > defaults) of
     /// `serve` with these options, or the error; exit code 0 or 1
     CheckConfig(Box<ServeArgs>),
+    /// Mint an HS256 token (JWT) from the configured auth secret and print it
+    Token(Box<TokenArgs>),
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// Topic patterns the token may publish to, comma-separated (e.g. '/chat/**')
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    publish: Vec<String>,
+    /// Topic patterns the token may subscribe to, comma-separated
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    subscribe: Vec<String>,
+    /// How long the token is valid (30s, 15m, 1h, 7d)
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    ttl: halley::config::Seconds,
+    /// The token's subject (the user), the `sub` claim
+    #[arg(long = "sub", value_name = "USER")]
+    subject: Option<String>,
+    /// The server's options: the secret comes from --auth-secret, --auth-secret-file, their
+    /// HALLEY_AUTH_* variables or the --config file, as for `serve`
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +79,7 @@ fn main() -> ExitCode {
         Some(Command::Pub(args)) => client_exit("halley pub", client::publish::run(args)),
         Some(Command::Sub(args)) => client_exit("halley sub", client::subscribe::run(args)),
         Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Token(args)) => token(&args),
     }
 }
 
@@ -74,6 +97,42 @@ fn check_config(args: &ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `halley token`: the token on stdout, or the reason on stderr (exit 2).
+fn token(args: &TokenArgs) -> ExitCode {
+    match mint(args) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("halley token: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn mint(args: &TokenArgs) -> Result<String, String> {
+    let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
+    let secret = config.auth.load_secret().map_err(|e| e.to_string())?.ok_or(
+        "no secret configured: give --auth-secret, --auth-secret-file, HALLEY_AUTH_SECRET or [auth] secret in --config",
+    )?;
+    for pattern in args.publish.iter().chain(&args.subscribe) {
+        halley::model::Selector::parse(pattern).map_err(|e| format!("{pattern:?} is not a topic or pattern: {e}"))?;
+    }
+    let ttl = args.ttl.0;
+    if !(1.0..=halley::config::MAX_SECONDS).contains(&ttl) {
+        return Err(format!("--ttl must be between 1 second and {} seconds", halley::config::MAX_SECONDS));
+    }
+    let exp = halley::auth::now_ms() / 1000 + ttl as u64;
+    let claims = halley::auth::Claims {
+        exp,
+        sub: args.subject.clone(),
+        publish: args.publish.clone(),
+        subscribe: args.subscribe.clone(),
+    };
+    halley::auth::mint_hs256(&secret, &claims)
 }
 
 /// Every option of `serve` can also come from the environment as `HALLEY_<OPTION>` (the long

@@ -129,6 +129,18 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Speak TLS to the server (subscribers and publishers); needs --ca or --insecure.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// With --tls: accept any server certificate (the load box talks only to loopback).
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --tls: the server name sent (SNI) and verified.
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
     /// Write a report with charts: `.svg` or `.html`.
     #[arg(long)]
     pub report: Option<PathBuf>,

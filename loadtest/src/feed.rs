@@ -94,6 +94,9 @@ pub struct Endpoint {
     pub mode: Mode,
     /// Halley long-poll `timeout=` in seconds (0 = server default).
     pub poll_timeout_s: u32,
+    /// Speak TLS to the server (`--tls`); None: plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 /// Why a response could not be understood.
@@ -439,6 +442,7 @@ pub(crate) mod tests {
             target,
             mode,
             poll_timeout_s: 30,
+            tls: None,
         }
     }
 

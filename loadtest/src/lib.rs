@@ -4,7 +4,7 @@
 //! to ~19,000 subscriber sockets (the per-process open-file cap on these machines), publishes
 //! stamped messages, and merges what the children report into one summary. Wire handling
 //! (`http`, `feed`, `stamp`) does no I/O and is unit-tested; the event loops live in `sub`,
-//! `publish` and `floor`.
+//! `publish` and `floor`; `tls` is the socket they use with `--tls`.
 
 pub mod child;
 pub mod cli;
@@ -21,3 +21,4 @@ pub mod session;
 pub mod stamp;
 pub mod stats;
 pub mod sub;
+pub mod tls;

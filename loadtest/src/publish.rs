@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use crate::tls::Stream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde::Deserialize;
 
@@ -97,7 +99,7 @@ pub fn start(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut conns = Vec::new();
     for i in 0..connections.max(1) {
-        let mut c = PConn::connect(target, i)?;
+        let mut c = PConn::connect(target, i, endpoint.tls.as_ref())?;
         poll.registry().register(&mut c.stream, Token(i as usize + 1), Interest::READABLE | Interest::WRITABLE)?;
         conns.push(c);
     }
@@ -156,7 +158,7 @@ struct InFlight {
 #[derive(Debug)]
 struct PConn {
     src: u32,
-    stream: TcpStream,
+    stream: Stream,
     out: Vec<u8>,
     written: usize,
     inbuf: Vec<u8>,
@@ -165,14 +167,17 @@ struct PConn {
 }
 
 impl PConn {
-    fn connect(target: SocketAddr, src: u32) -> io::Result<PConn> {
-        // Publishers are few: a blocking loopback connect keeps this simple.
+    fn connect(target: SocketAddr, src: u32, tls: Option<&crate::tls::TlsOptions>) -> io::Result<PConn> {
+        // Publishers are few: a blocking loopback connect keeps this simple (and building the
+        // TLS config per connection too).
         let std_stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
         std_stream.set_nodelay(true)?;
         std_stream.set_nonblocking(true)?;
+        let tls =
+            tls.map(|t| t.client_config().and_then(|c| Ok((c, t.name()?)))).transpose().map_err(io::Error::other)?;
         Ok(PConn {
             src,
-            stream: TcpStream::from_std(std_stream),
+            stream: Stream::new(TcpStream::from_std(std_stream), tls.as_ref())?,
             out: Vec::new(),
             written: 0,
             inbuf: Vec::new(),
@@ -419,7 +424,7 @@ impl PubLoop {
 
     fn reconnect(&mut self, i: usize) {
         let _ = self.poll.registry().deregister(&mut self.conns[i].stream);
-        match PConn::connect(self.target, self.conns[i].src) {
+        match PConn::connect(self.target, self.conns[i].src, self.endpoint.tls.as_ref()) {
             Ok(mut c) => {
                 if self
                     .poll

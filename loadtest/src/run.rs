@@ -91,7 +91,17 @@ fn drive(
         target: args.target,
         mode: args.mode,
         poll_timeout_s: args.poll_timeout,
+        tls: args.tls.then(|| crate::tls::TlsOptions {
+            ca: args.ca.clone(),
+            insecure: args.insecure,
+            server_name: args.tls_name.clone(),
+        }),
     };
+    if let Some(tls) = &endpoint.tls {
+        // Refuse a bad --ca before any child starts.
+        tls.client_config()?;
+        tls.name()?;
+    }
     let topics = if scenario == Scenario::PerUser {
         Topics::PerUser(args.topic.clone())
     } else {

@@ -619,6 +619,7 @@ mod tests {
             target: Target::Halley,
             mode,
             poll_timeout_s: 0,
+            tls: None,
         };
         assert!(!ep(Mode::Pushlet).parks(&Cursor::Start));
         assert!(ep(Mode::Pushlet).parks(&Cursor::Pushlet("x".into())));

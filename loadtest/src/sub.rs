@@ -5,6 +5,7 @@
 //! A subscriber (cursor, sequence tracker) outlives its connections; a connection is a socket
 //! plus the response reader, kept in a slab (token = key + 1, token 0 is the waker).
 
+use crate::tls::Stream;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
@@ -15,7 +16,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use halley::transport::websocket::{encode_masked_frame, ClientRole, Decoder as WsDecoder, Event as WsEvent, Opcode};
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -149,7 +149,7 @@ enum Phase {
 #[derive(Debug)]
 struct Conn {
     sub: usize,
-    stream: TcpStream,
+    stream: Stream,
     phase: Phase,
     out: Vec<u8>,
     written: usize,
@@ -227,6 +227,9 @@ struct SubLoop {
     child: u32,
     target: SocketAddr,
     endpoint: Endpoint,
+    /// With `--tls`: the client config and server name every connection starts a session with
+    /// (checked by the parent before any child starts).
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     source_addrs: u8,
     stop: Arc<AtomicBool>,
     churning: Arc<AtomicBool>,
@@ -264,6 +267,7 @@ impl SubLoop {
             child: plan.child,
             target: plan.target,
             endpoint: plan.endpoint.clone(),
+            tls: plan.endpoint.tls.as_ref().and_then(|t| t.client_config().ok().zip(t.name().ok())),
             source_addrs: plan.source_addrs,
             stop,
             churning,
@@ -382,7 +386,7 @@ impl SubLoop {
                 continue;
             }
             let src = self.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
-            let stream = match connect_from(src, self.target) {
+            let stream = match connect_from(src, self.target).and_then(|tcp| Stream::new(tcp, self.tls.as_ref())) {
                 Ok(stream) => stream,
                 Err(_) => {
                     self.sink.counters.connect_errors += 1;
@@ -662,7 +666,7 @@ enum ConnectOutcome {
 }
 
 /// After a writable/error event on a connecting socket: did the connect finish?
-fn connect_outcome(stream: &TcpStream) -> ConnectOutcome {
+fn connect_outcome(stream: &Stream) -> ConnectOutcome {
     match stream.take_error() {
         Ok(Some(_)) | Err(_) => return ConnectOutcome::Failed,
         Ok(None) => {}

@@ -87,6 +87,28 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub web: WebArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsArgs,
+}
+
+/// `[tls]`: TLS termination on the HTTP listener.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "TLS ([tls])")]
+#[serde(deny_unknown_fields)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first); with --tls-key the HTTP listener speaks only TLS [default: none]
+    #[arg(id = "tls_cert", long = "tls-cert", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert [default: none]
+    #[arg(id = "tls_key", long = "tls-key", value_name = "PATH")]
+    pub key: Option<PathBuf>,
 }
 
 /// `[network]`: listeners and per-connection bounds.
@@ -290,6 +312,56 @@ pub struct AccessArgs {
     /// Topic patterns Pushlet, Bayeux and WebSocket clients may publish to, comma-separated ("" = none; backends still publish with POST /pub) [default: /**]
     #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
     pub client_publish: Option<Vec<String>>,
+}
+
+/// `[auth]`: who may publish and read, by token (JWT; see docs/AUTH.md). Each option can also
+/// come from its `HALLEY_AUTH_*` environment variable, so a secret need not be on the command
+/// line.
+#[derive(clap::Args, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "Tokens ([auth])")]
+#[serde(deny_unknown_fields)]
+pub struct AuthArgs {
+    /// Shared secret for HS256 tokens; turns token checks on [default: none]
+    #[arg(
+        long = "auth-secret",
+        id = "auth_secret",
+        value_name = "SECRET",
+        env = "HALLEY_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<super::Secret>,
+
+    /// File holding the HS256 secret (trailing newline ignored), instead of --auth-secret [default: none]
+    #[arg(long = "auth-secret-file", id = "auth_secret_file", value_name = "PATH", env = "HALLEY_AUTH_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) verifying tokens; turns token checks on [default: none]
+    #[arg(long = "auth-public-key", id = "auth_public_key", value_name = "PATH", env = "HALLEY_AUTH_PUBLIC_KEY")]
+    pub public_key: Option<PathBuf>,
+
+    /// Topic patterns anyone may read without a token once auth is on, comma-separated [default: none]
+    #[arg(
+        long = "auth-public-subscribe",
+        id = "auth_public_subscribe",
+        value_name = "PATTERNS",
+        value_delimiter = ',',
+        env = "HALLEY_AUTH_PUBLIC_SUBSCRIBE"
+    )]
+    pub public_subscribe: Option<Vec<String>>,
+
+    /// Topic patterns anyone may publish to without a token once auth is on, comma-separated [default: none]
+    #[arg(
+        long = "auth-public-publish",
+        id = "auth_public_publish",
+        value_name = "PATTERNS",
+        value_delimiter = ',',
+        env = "HALLEY_AUTH_PUBLIC_PUBLISH"
+    )]
+    pub public_publish: Option<Vec<String>>,
+
+    /// Name of the cookie a token may come in [default: halley_token]
+    #[arg(long = "auth-cookie", id = "auth_cookie", value_name = "NAME", env = "HALLEY_AUTH_COOKIE")]
+    pub cookie: Option<String>,
 }
 
 /// `[web]`: the pages Halley serves itself (the landing page, the demos, the dashboard,

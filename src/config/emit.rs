@@ -18,6 +18,9 @@ pub(super) enum Emitted {
     Set(Value),
     /// An optional option that is not set: written as a comment, so the file still lists it.
     Unset,
+    /// A secret that is set: never printed (the output then does not read back with it; keep
+    /// secrets in `auth.secret_file`, which is printed as its path).
+    Hidden,
 }
 
 impl Config {
@@ -42,6 +45,9 @@ impl Config {
                 Emitted::Unset => {
                     let _ = writeln!(out, "# {} is not set", key.key);
                 }
+                Emitted::Hidden => {
+                    let _ = writeln!(out, "# {} is set, not shown", key.key);
+                }
             }
         }
         out
@@ -57,7 +63,7 @@ impl Config {
             "no_pin" => Value::Boolean(!self.pin_workers),
             "log" => Value::String(self.log.clone()),
             "log_format" => Value::String(self.log_format.to_string()),
-            "access_log" => return optional(self.access_log.as_ref().map(|p| Value::String(p.display().to_string()))),
+            "access_log" => return optional(self.access_log.as_deref().map(path)),
             "listen" => Value::String(n.listen.to_string()),
             "raw_listen" => return optional(n.raw_listen.map(|a| Value::String(a.to_string()))),
             "admin_listen" => return optional(n.admin_listen.map(|a| Value::String(a.to_string()))),
@@ -97,6 +103,14 @@ impl Config {
             "client_publish" => list(&self.access.client_publish),
             "no_web" => Value::Boolean(!self.web.enabled),
             "demo" => Value::Boolean(self.web.demo),
+            "auth_secret" => return if self.auth.secret.is_some() { Emitted::Hidden } else { Emitted::Unset },
+            "auth_secret_file" => return optional(self.auth.secret_file.as_deref().map(path)),
+            "auth_public_key" => return optional(self.auth.public_key.as_deref().map(path)),
+            "auth_public_subscribe" => list(&self.auth.public_subscribe),
+            "auth_public_publish" => list(&self.auth.public_publish),
+            "auth_cookie" => Value::String(self.auth.cookie.clone()),
+            "tls_cert" => return optional(self.tls.as_ref().map(|tls| path(&tls.cert))),
+            "tls_key" => return optional(self.tls.as_ref().map(|tls| path(&tls.key))),
             other => panic!("config::emit: no value for the option `{other}`: add it to Config::emitted"),
         };
         Emitted::Set(value)
@@ -136,6 +150,10 @@ fn duration(d: Duration) -> Value {
         return Value::String(text);
     }
     Value::String(format!("{}s", d.as_secs_f64()))
+}
+
+fn path(path: &std::path::Path) -> Value {
+    Value::String(path.display().to_string())
 }
 
 fn list(items: &[String]) -> Value {
@@ -211,6 +229,10 @@ mod tests {
         config.access.client_publish = vec!["/chat/**".into(), "/q \"quoted\"".into()];
         config.web.enabled = false;
         config.web.demo = true;
+        config.auth.secret_file = Some("/etc/halley/secret".into());
+        config.auth.public_subscribe = vec!["/news/**".into()];
+        config.auth.cookie = "halley_token".into();
+        config.tls = Some(super::super::Tls { cert: "/etc/halley/cert.pem".into(), key: "/etc/halley/key.pem".into() });
         let text = config.to_toml();
         assert!(text.contains("max_body = \"3MiB\""), "{text}");
         assert!(text.contains("max_age = \"1d\"") || text.contains("max_age = \"24h\""), "{text}");
@@ -219,5 +241,14 @@ mod tests {
         assert_eq!(file.access.client_publish.as_deref(), Some(&config.access.client_publish[..]));
         config.access.client_publish.pop();
         assert_eq!(reread(&config.to_toml()), config);
+    }
+
+    #[test]
+    fn an_inline_secret_is_never_printed() {
+        let mut config = Config::default();
+        config.auth.secret = Some(super::super::Secret("do-not-print-me".into()));
+        let text = config.to_toml();
+        assert!(!text.contains("do-not-print-me"), "{text}");
+        assert!(text.contains("# secret is set, not shown"), "{text}");
     }
 }

@@ -85,6 +85,14 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     at("client_publish", "access", "client_publish"),
     at("no_web", "web", "no_web"),
     at("demo", "web", "demo"),
+    at("auth_secret", "auth", "secret"),
+    at("auth_secret_file", "auth", "secret_file"),
+    at("auth_public_key", "auth", "public_key"),
+    at("auth_public_subscribe", "auth", "public_subscribe"),
+    at("auth_public_publish", "auth", "public_publish"),
+    at("auth_cookie", "auth", "cookie"),
+    at("tls_cert", "tls", "cert"),
+    at("tls_key", "tls", "key"),
 ];
 
 /// The file key of the option whose flag is `--{flag}`.

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
-    SessionArgs, StreamArgs, TimeoutArgs, WebArgs,
+    AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds,
+    ServeArgs, SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
@@ -71,6 +71,20 @@ pub struct Config {
     pub access: Access,
     /// `[web]`: the pages served by Halley itself and the demo publisher.
     pub web: Web,
+    /// `[auth]`: token verification keys and the public patterns (`crate::auth` applies it).
+    pub auth: Auth,
+    /// `[tls]`: the certificate and key the HTTP listener terminates TLS with; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// Where the HTTP listener's certificate and key are read from (at start and on reload,
+/// `crate::server::tls`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Listeners and per-connection bounds.
@@ -189,6 +203,94 @@ pub struct Web {
     pub demo: bool,
 }
 
+/// Who may publish and read by token. Off (no secret, no public key) by default: then clients
+/// publish only from loopback peers (see `crate::auth`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Auth {
+    /// HS256 shared secret, from `--auth-secret` or read from `--auth-secret-file`.
+    pub secret: Option<Secret>,
+    /// `--auth-secret-file`, kept so a reload reads it again.
+    pub secret_file: Option<PathBuf>,
+    /// PEM file with the RSA or EC public key for RS256/ES256 tokens.
+    pub public_key: Option<PathBuf>,
+    /// Patterns anyone may read without a token (auth on).
+    pub public_subscribe: Vec<String>,
+    /// Patterns anyone may publish to without a token (auth on).
+    pub public_publish: Vec<String>,
+    /// The cookie a token may come in.
+    pub cookie: String,
+}
+
+impl Auth {
+    /// Whether tokens are checked at all.
+    pub fn is_on(&self) -> bool {
+        self.secret.is_some() || self.secret_file.is_some() || self.public_key.is_some()
+    }
+
+    /// The HS256 secret: the configured one, or the file's content without its trailing
+    /// newline (read now, so a reload picks up a rotated file).
+    pub fn load_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(secret) = &self.secret {
+            return Ok(Some(secret.clone()));
+        }
+        let Some(path) = &self.secret_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        ensure(!secret.is_empty(), "auth-secret-file", || format!("{} is empty", path.display()))?;
+        Ok(Some(Secret(secret)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.secret.as_ref().is_none_or(|s| !s.0.is_empty()), "auth-secret", || "must not be empty".into())?;
+        ensure(self.secret.is_none() || self.secret_file.is_none(), "auth-secret-file", || {
+            "give either --auth-secret or --auth-secret-file, not both".into()
+        })?;
+        for (option, patterns) in
+            [("auth-public-subscribe", &self.public_subscribe), ("auth-public-publish", &self.public_publish)]
+        {
+            for pattern in patterns {
+                ensure(crate::model::Selector::parse(pattern).is_ok(), option, || {
+                    format!("{pattern:?} is not a topic or pattern like /chat/**")
+                })?;
+            }
+        }
+        let cookie_ok = !self.cookie.is_empty()
+            && self.cookie.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        ensure(cookie_ok, "auth-cookie", || format!("{:?} is not a cookie name", self.cookie))
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            secret: None,
+            secret_file: None,
+            public_key: None,
+            public_subscribe: Vec::new(),
+            public_publish: Vec::new(),
+            cookie: "halley_token".to_owned(),
+        }
+    }
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -305,7 +407,8 @@ impl Config {
         ensure(self.history.total_bytes >= self.history.max_bytes, "history-total-bytes", || {
             format!("({}) must be at least --history-bytes ({})", self.history.total_bytes, self.history.max_bytes)
         })?;
-        self.access.validate()
+        self.access.validate()?;
+        self.auth.validate()
     }
 
     /// Merges flags over file over defaults and converts to the resolved types (unvalidated).
@@ -400,6 +503,30 @@ impl Config {
                 enabled: pick!(web.no_web).map_or(d.web.enabled, |no_web| !no_web),
                 demo: pick!(web.demo).unwrap_or(d.web.demo),
             },
+            auth: Auth {
+                secret: pick!(auth.secret).or(d.auth.secret),
+                secret_file: pick!(auth.secret_file).or(d.auth.secret_file),
+                public_key: pick!(auth.public_key).or(d.auth.public_key),
+                public_subscribe: pick!(auth.public_subscribe).map_or(d.auth.public_subscribe, clean_list),
+                public_publish: pick!(auth.public_publish).map_or(d.auth.public_publish, clean_list),
+                cookie: pick!(auth.cookie).unwrap_or(d.auth.cookie),
+            },
+            tls: match (pick!(tls.cert), pick!(tls.key)) {
+                (Some(cert), Some(key)) => Some(Tls { cert, key }),
+                (None, None) => d.tls,
+                (Some(_), None) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-key",
+                        reason: "is required with --tls-cert".into(),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        option: "tls-cert",
+                        reason: "is required with --tls-key".into(),
+                    })
+                }
+            },
         })
     }
 }
@@ -444,6 +571,8 @@ impl Default for Config {
             sessions: Sessions::default(),
             access: Access::default(),
             web: Web::default(),
+            auth: Auth::default(),
+            tls: None,
         }
     }
 }

@@ -99,6 +99,14 @@ fn help_states_every_default() {
         ("log", d.log.clone()),
         ("no_web", (!d.web.enabled).to_string()),
         ("demo", d.web.demo.to_string()),
+        ("auth_secret", "none".into()),
+        ("auth_secret_file", "none".into()),
+        ("auth_public_key", "none".into()),
+        ("auth_public_subscribe", "none".into()),
+        ("auth_public_publish", "none".into()),
+        ("auth_cookie", d.auth.cookie.clone()),
+        ("tls_cert", "none".into()),
+        ("tls_key", "none".into()),
     ];
     let command = Cli::command();
     let mut checked = 0;
@@ -343,7 +351,10 @@ fn flat_and_sectioned_forms_mean_the_same() {
         "access_log" => "\"/tmp/access.log\"",
         "listen" | "raw_listen" | "admin_listen" => "\"127.0.0.1:9\"",
         "cors_origins" | "cors_publish_origins" => "[\"https://a.example\"]",
-        "client_publish" => "[\"/chat/**\"]",
+        "client_publish" | "auth_public_subscribe" | "auth_public_publish" => "[\"/chat/**\"]",
+        "auth_secret" | "auth_cookie" => "\"s3cret\"",
+        "auth_secret_file" | "auth_public_key" => "\"/etc/halley/key.pem\"",
+        "tls_cert" | "tls_key" => "\"/etc/halley/tls.pem\"",
         "header_timeout"
         | "keepalive_timeout"
         | "shutdown_timeout"
@@ -489,4 +500,21 @@ fn durations_and_sizes_take_units() {
         assert!(Cli::try_parse_from(["halley", "--max-body", bad]).is_err(), "{bad}");
     }
     assert!(Cli::try_parse_from(["halley", "--history-age", "3 fortnights"]).is_err());
+}
+
+/// `--tls-cert` and `--tls-key` come as a pair, from flags or from `[tls]` in the file.
+#[test]
+fn tls_cert_and_key_come_together() {
+    let config = Config::load(&flags(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])).expect("pair");
+    assert_eq!(config.tls, Some(Tls { cert: "c.pem".into(), key: "k.pem".into() }));
+    let err = Config::load(&flags(&["--tls-cert", "c.pem"])).expect_err("cert alone");
+    assert_eq!(
+        err.to_string(),
+        "invalid --tls-key (`key` in the config file), table [tls]: is required with --tls-cert"
+    );
+    let path = temp_file("[tls]\ncert = \"/a/c.pem\"\nkey = \"/a/k.pem\"\n");
+    let config = Config::load(&flags(&["--config", path.to_str().expect("utf-8")])).expect("file");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(config.tls, Some(Tls { cert: "/a/c.pem".into(), key: "/a/k.pem".into() }));
+    assert_eq!(Config::default().tls, None);
 }

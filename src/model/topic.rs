@@ -143,6 +143,28 @@ impl Selector {
     pub fn is_pattern(&self) -> bool {
         matches!(self, Selector::Pattern(_))
     }
+
+    /// Whether every topic `other` can select is also named by `self` (pattern inclusion):
+    /// what an access grant checks before it lets a subscription to a topic or a pattern
+    /// through. Segment by segment: a final `**` covers one or more segments of anything
+    /// (wildcards included), `*` covers one segment that is a name or `*` (never `**`, which
+    /// may span several), a name covers only the same name.
+    pub fn covers(&self, other: &Selector) -> bool {
+        let (Some(mine), Some(theirs)) = (self.as_str().strip_prefix('/'), other.as_str().strip_prefix('/')) else {
+            return false;
+        };
+        let mut want = mine.split('/');
+        let mut have = theirs.split('/');
+        loop {
+            match (want.next(), have.next()) {
+                (Some("**"), Some(_)) => return true,
+                (Some("*"), Some(h)) if h != "**" => {}
+                (Some(w), Some(h)) if w != "*" && w != "**" && w == h => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
 }
 
 impl fmt::Display for Selector {
@@ -279,6 +301,40 @@ fn is_segment_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_inclusion_table() {
+        let sel = |s: &str| Selector::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        for (outer, inner, covered) in [
+            ("/**", "/a", true),
+            ("/**", "/a/b/c", true),
+            ("/**", "/**", true),
+            ("/**", "/*/x/**", true),
+            ("/chat/**", "/chat/room", true),
+            ("/chat/**", "/chat/*", true),
+            ("/chat/**", "/chat/**", true),
+            ("/chat/**", "/chat", false),
+            ("/chat/**", "/chats/x", false),
+            ("/chat/**", "/**", false),
+            ("/chat/**", "/*/room", false),
+            ("/chat/*", "/chat/room", true),
+            ("/chat/*", "/chat/*", true),
+            ("/chat/*", "/chat/**", false),
+            ("/chat/*", "/chat/a/b", false),
+            ("/chat/*", "/chat", false),
+            ("/*/room", "/chat/room", true),
+            ("/*/room", "/*/room", true),
+            ("/*/room", "/chat/*", false),
+            ("/chat/room", "/chat/room", true),
+            ("/chat/room", "/chat/*", false),
+            ("/chat/room", "/chat/room/x", false),
+            ("/a/*/c/**", "/a/b/c/d/e", true),
+            ("/a/*/c/**", "/a/*/c/*", true),
+            ("/a/*/c/**", "/a/b/d/e", false),
+        ] {
+            assert_eq!(sel(outer).covers(&sel(inner)), covered, "{outer} covers {inner}");
+        }
+    }
 
     #[test]
     fn topic_validation_table() {

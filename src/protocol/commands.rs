@@ -9,6 +9,7 @@
 //! {"op":"unsubscribe","topics":["/a"],"id":<any>}          no "topics": every subscription
 //! {"op":"publish","topic":"/a","data":<any JSON>,"event":"name","id":<any>}
 //! {"op":"ping","id":<any>}
+//! {"op":"auth","token":"<JWT>","id":<any>}                 the token for what follows
 //! ```
 //!
 //! `id` is optional on every command; so are `since` on subscribe (default `now`) and `event` on
@@ -66,6 +67,7 @@ pub enum Op {
     Unsubscribe,
     Publish,
     Ping,
+    Auth,
 }
 
 impl Op {
@@ -76,6 +78,7 @@ impl Op {
             Op::Unsubscribe => "unsubscribe",
             Op::Publish => "publish",
             Op::Ping => "ping",
+            Op::Auth => "auth",
         }
     }
 }
@@ -91,6 +94,8 @@ pub enum Command {
     Publish { publish: Publish, id: Option<Box<RawValue>> },
     /// Answer with an ack; a client's liveness check.
     Ping { id: Option<Box<RawValue>> },
+    /// Authenticate what follows on this connection with a token (`crate::auth`).
+    Auth { token: String, id: Option<Box<RawValue>> },
 }
 
 impl Command {
@@ -101,6 +106,7 @@ impl Command {
             Command::Unsubscribe { .. } => Op::Unsubscribe,
             Command::Publish { .. } => Op::Publish,
             Command::Ping { .. } => Op::Ping,
+            Command::Auth { .. } => Op::Auth,
         }
     }
 
@@ -110,6 +116,7 @@ impl Command {
             Command::Subscribe { id, .. }
             | Command::Unsubscribe { id, .. }
             | Command::Publish { id, .. }
+            | Command::Auth { id, .. }
             | Command::Ping { id } => id.as_deref(),
         }
     }
@@ -212,6 +219,20 @@ pub fn ack(op: Op, id: Option<&RawValue>, extra: &[(&str, Value)]) -> String {
     out
 }
 
+/// `{"type":"error","id":<id>,"status":<status>,"reason":"<reason>"}`: a refusal by the token
+/// policy, with its HTTP-like status (401: no, bad or expired token; 403: not covered).
+pub fn denied(id: Option<&RawValue>, status: u16, reason: &str) -> String {
+    let mut out = String::with_capacity(64 + reason.len());
+    out.push_str("{\"type\":\"error\"");
+    push_id(&mut out, id);
+    out.push_str(",\"status\":");
+    out.push_str(&status.to_string());
+    out.push_str(",\"reason\":");
+    push_json_str(&mut out, reason);
+    out.push('}');
+    out
+}
+
 /// `{"type":"error","id":<id>,"reason":"<reason>"}`; `id` is omitted when `None`.
 pub fn error(id: Option<&RawValue>, reason: &str) -> String {
     let mut out = String::with_capacity(48 + reason.len());
@@ -241,6 +262,8 @@ struct Wire<'a> {
     event: Option<String>,
     #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl Wire<'_> {
@@ -251,10 +274,13 @@ impl Wire<'_> {
             "unsubscribe" => Op::Unsubscribe,
             "publish" => Op::Publish,
             "ping" => Op::Ping,
+            "auth" => Op::Auth,
             other => {
                 // Echo at most 64 characters of whatever the client sent.
                 let other = other.char_indices().nth(64).and_then(|(cut, _)| other.get(..cut)).unwrap_or(other);
-                return Err(format!("unknown op {other:?}: expected subscribe, unsubscribe, publish or ping").into());
+                return Err(
+                    format!("unknown op {other:?}: expected subscribe, unsubscribe, publish, ping or auth").into()
+                );
             }
         };
         let present = [
@@ -263,6 +289,7 @@ impl Wire<'_> {
             ("topic", self.topic.is_some(), op == Op::Publish),
             ("data", self.data.is_some(), op == Op::Publish),
             ("event", self.event.is_some(), op == Op::Publish),
+            ("token", self.token.is_some(), op == Op::Auth),
         ];
         if let Some((field, _, _)) = present.iter().find(|(_, is_there, allowed)| *is_there && !allowed) {
             return Err(format!("{field:?} does not apply to {}", op.as_str()).into());
@@ -298,6 +325,10 @@ impl Wire<'_> {
                 Ok(Command::Publish { publish, id: None })
             }
             Op::Ping => Ok(Command::Ping { id: None }),
+            Op::Auth => {
+                let token = self.token.filter(|t| !t.is_empty()).ok_or("auth needs \"token\"")?;
+                Ok(Command::Auth { token, id: None })
+            }
         }
     }
 }
@@ -308,6 +339,7 @@ impl Command {
             Command::Subscribe { id, .. }
             | Command::Unsubscribe { id, .. }
             | Command::Publish { id, .. }
+            | Command::Auth { id, .. }
             | Command::Ping { id } => *id = new_id,
         }
         self

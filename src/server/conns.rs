@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::conn::{Conn, Cors, Phase, ReplyMeta, Vacated};
+use super::conn::{Conn, Cors, Phase, ReplyMeta, Socket, Vacated};
 use super::event_loop::{Timer, FIRST_CONN};
 use super::io::OutQueue;
 use super::pool::BufPool;
@@ -155,7 +154,7 @@ impl Conns {
     /// Registers `sock` with the poll, for both directions, edge-triggered (an idle socket
     /// causes no wake-ups, and it is never re-registered as the connection changes phase), and
     /// adds its connection. Returns the new key.
-    pub(super) fn add(&mut self, mut sock: TcpStream) -> io::Result<usize> {
+    pub(super) fn add(&mut self, mut sock: Socket) -> io::Result<usize> {
         let entry = self.slab.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -456,6 +455,7 @@ impl Conns {
         if conn.peer_closed || self.shutdown_deadline.is_some() {
             return false;
         }
+        conn.sock.close_notify();
         let _ = conn.sock.shutdown(Shutdown::Write);
         conn.state.start_draining();
         self.discard_input(key);
@@ -479,6 +479,7 @@ impl Conns {
         }
         let vacated = conn.state.close();
         let _ = self.registry.deregister(&mut conn.sock);
+        conn.sock.close_notify();
         let _ = conn.sock.shutdown(Shutdown::Both);
         conn.out = OutQueue::default();
         conn.readable = false;
@@ -544,12 +545,13 @@ pub(super) struct Freed {
     pub slots: usize,
 }
 
-/// Reads and discards input on a draining connection. Returns bytes read.
+/// Reads and discards input on a draining connection. Returns bytes read. Under TLS the
+/// records are discarded unread: our side has said close_notify, nothing more is answered.
 fn drain_socket(conn: &mut Conn) -> io::Result<usize> {
     let mut sink = [0u8; 4096];
     let mut total = 0;
     loop {
-        match conn.sock.read(&mut sink) {
+        match conn.sock.tcp_mut().read(&mut sink) {
             Ok(0) => {
                 conn.peer_closed = true;
                 return Ok(total);

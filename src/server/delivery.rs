@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use super::conn::{Parked, ParkedFormat, ReplyMeta, Vacated};
 use super::conns::Conns;
 use super::core::Core;
+use super::dispatch;
 use super::duplex;
 use super::publish::HubLink;
 use super::sessions::bayeux as bayeux_session;
@@ -36,10 +37,14 @@ pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &s
         Ok(sub) => sub,
         Err(bad) => return core.conns.refuse(key, meta, bad.into()),
     };
+    let grant = match dispatch::may_read(core, key, req, &sub.selectors) {
+        Ok(grant) => grant,
+        Err(denied) => return core.conns.refuse(key, meta, denied),
+    };
     let transport = match native::select_transport(req) {
         Ok(native::Delivery::Http(transport)) => transport,
         Ok(native::Delivery::WebSocket) => {
-            return duplex::upgrade_websocket(core, key, meta, req, sub.selectors, sub.since);
+            return duplex::upgrade_websocket(core, key, meta, req, sub.selectors, sub.since, grant);
         }
         Err(bad) => return core.conns.refuse(key, meta, bad.into()),
     };
@@ -53,7 +58,11 @@ pub(super) fn subscribe(core: &mut Core, key: usize, meta: ReplyMeta, topics: &s
         // A reset cursor is told once, in the stream's first frames (`stream::start`); the
         // feed then reports only gaps it finds in history.
         Transport::Stream(kind) if !meta.head_only => {
-            return stream::start(core, key, meta, kind, sub.selectors, resume, history_gaps);
+            stream::start(core, key, meta, kind, sub.selectors, resume, history_gaps);
+            if let Some(expires_ms) = grant.expires_ms() {
+                stream::expire_at(&mut core.conns, key, expires_ms);
+            }
+            return;
         }
         Transport::Stream(_) | Transport::Poll => (ParkedFormat::Json, true),
         Transport::LongPoll => (ParkedFormat::Json, false),

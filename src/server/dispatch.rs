@@ -4,6 +4,8 @@
 //! once, and so is who may read the node's figures: on the public listener only loopback
 //! peers; on the admin listener (`--admin-listen`) anyone, and nothing else is served there.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::conn::{Cors, Phase, ReplyMeta};
@@ -15,10 +17,11 @@ use super::publish;
 use super::sessions::bayeux as bayeux_session;
 use super::sessions::pushlet as pushlet_session;
 use super::web;
+use crate::auth::{self, Denied, Grant, Policy};
 use crate::config::Access;
 use crate::http::{Method, Reject, Request};
 use crate::log_limit::LogLimit;
-use crate::model::Since;
+use crate::model::{Selector, Since};
 use crate::protocol::{self, Route};
 
 /// Answers one complete request: the connection is `Dispatching` until the handler queued
@@ -69,7 +72,10 @@ pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>)
         }
         Route::Publish { topic } => publish::publish(core, key, meta, topic, &req, body),
         Route::Subscribe { topics } => delivery::subscribe(core, key, meta, topics, &req),
-        Route::WebSocket => duplex::upgrade_websocket(core, key, meta, &req, Vec::new(), Since::Now),
+        Route::WebSocket => match grant_for(core, key, &req).1 {
+            Ok(grant) => duplex::upgrade_websocket(core, key, meta, &req, Vec::new(), Since::Now, grant),
+            Err(denied) => core.conns.refuse(key, meta, denied.into()),
+        },
         Route::Bayeux => bayeux_session::handle(core, key, meta, req, body),
         Route::Pushlet => pushlet_session::handle(core, key, meta, req, body),
         Route::Web => web::serve(core, key, meta, &req),
@@ -168,6 +174,24 @@ pub(super) fn may_publish(access: &Access, req: &Request) -> bool {
         Some(_) => referer_origin.is_some_and(allowed),
         None => referer_origin.is_none_or(allowed),
     }
+}
+
+/// The rights of an HTTP request's client: its token (`Authorization: Bearer`, `?token=`, or
+/// the auth cookie) under the policy in force, and its peer address (with auth off, only a
+/// loopback peer publishes). The policy comes along for the checks.
+pub(super) fn grant_for(core: &Core, key: usize, req: &Request) -> (Arc<Policy>, Result<Grant, Denied>) {
+    let policy = core.shared.auth.current();
+    let token = if policy.is_on() { auth::token::from_request(req, policy.cookie()) } else { None };
+    let grant = policy.resolve(token.as_deref(), core.conns.peer_ip(key));
+    (policy, grant)
+}
+
+/// The grant of a request allowed to read `selectors`, or the refusal (401/403).
+pub(super) fn may_read(core: &Core, key: usize, req: &Request, selectors: &[Selector]) -> Result<Grant, Reject> {
+    let (policy, grant) = grant_for(core, key, req);
+    let grant = grant?;
+    policy.may_subscribe(&grant, selectors)?;
+    Ok(grant)
 }
 
 /// Whether `origin` is in `list` (`"*"` matches any).

@@ -22,6 +22,7 @@ use super::io;
 use super::sessions::bayeux as bayeux_session;
 use super::subs::{ChangeBudget, CHANGES_BURST, CHANGES_PER_SEC};
 use super::subscriber;
+use crate::auth::Grant;
 use crate::http::{Reject, Request};
 use crate::hub::{PublishRefused, Published};
 use crate::model::{Message, Selector, Since};
@@ -46,13 +47,14 @@ pub(super) fn upgrade_websocket(
     req: &Request,
     selectors: Vec<Selector>,
     since: Since,
+    grant: Grant,
 ) {
     if !upgrade(&mut core.conns, key, meta, req) {
         return;
     }
     let framing = ws_framing(core);
     let may_publish = dispatch::may_publish(&core.conns.access, req);
-    start(core, key, framing, may_publish, DuplexProtocol::Native);
+    start(core, key, framing, may_publish, DuplexProtocol::Native, grant);
     if !selectors.is_empty() {
         subscribe(core, key, selectors, since, None);
     }
@@ -83,8 +85,10 @@ pub(super) fn upgrade(conns: &mut Conns, key: usize, meta: ReplyMeta, req: &Requ
 }
 
 /// A connection accepted on the raw TCP listener.
+/// It has no token until its first line says `{"op":"auth","token":...}`.
 pub(super) fn start_raw(core: &mut Core, key: usize) {
-    start(core, key, DuplexFraming::Raw(RawLines::default()), true, DuplexProtocol::Native);
+    let grant = core.shared.auth.current().resolve(None, core.conns.peer_ip(key)).unwrap_or(Grant::Anonymous);
+    start(core, key, DuplexFraming::Raw(RawLines::default()), true, DuplexProtocol::Native, grant);
 }
 
 /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
@@ -92,7 +96,10 @@ pub(super) fn start_raw(core: &mut Core, key: usize) {
 /// (`dispatch::may_publish`), carried along when the socket is handed over.
 pub(super) fn start_bayeux_socket(core: &mut Core, key: usize, may_publish: bool) {
     let framing = ws_framing(core);
-    start(core, key, framing, may_publish, DuplexProtocol::Bayeux(Box::default()));
+    // A Bayeux socket's rights are its session's (`ext.auth.token` at the handshake); the
+    // upgrade request's token is what a handshake without one falls back to.
+    let grant = Grant::Anonymous;
+    start(core, key, framing, may_publish, DuplexProtocol::Bayeux(Box::default()), grant);
 }
 
 /// WebSocket framing whose frames and messages are bounded by `--ws-max-message`.
@@ -101,7 +108,14 @@ fn ws_framing(core: &Core) -> DuplexFraming {
     DuplexFraming::WebSocket(websocket::Decoder::new(max, max))
 }
 
-fn start(core: &mut Core, key: usize, framing: DuplexFraming, may_publish: bool, protocol: DuplexProtocol) {
+fn start(
+    core: &mut Core,
+    key: usize,
+    framing: DuplexFraming,
+    may_publish: bool,
+    protocol: DuplexProtocol,
+    grant: Grant,
+) {
     let now = Instant::now();
     let interval = core.shared.config.streams.heartbeat_interval;
     let Some(conn) = core.conns.get_mut(key) else { return };
@@ -114,9 +128,11 @@ fn start(core: &mut Core, key: usize, framing: DuplexFraming, may_publish: bool,
         may_publish,
         protocol,
         changes: ChangeBudget::new(now),
+        grant,
     }));
     subscriber::enlist(core, key);
     core.conns.set_timer(key, interval);
+    arm_timer(&mut core.conns, key);
     if core.conns.is_shutting_down() {
         shutdown(core, key);
     }
@@ -229,7 +245,29 @@ fn command(core: &mut Core, key: usize, text: &[u8]) {
         Command::Unsubscribe { selectors, id } => unsubscribe(core, key, selectors, id.as_deref()),
         Command::Publish { publish, id } => publish_command(core, key, publish, id),
         Command::Ping { id } => send(&mut core.conns, key, commands::ack(Op::Ping, id.as_deref(), &[])),
+        Command::Auth { token, id } => authenticate(core, key, &token, id.as_deref()),
     }
+}
+
+/// `auth`: the token for what the connection does from now on (its subscriptions so far
+/// stay). A refused token leaves the connection as it was.
+fn authenticate(core: &mut Core, key: usize, token: &str, id: Option<&RawValue>) {
+    let policy = core.shared.auth.current();
+    let grant = match policy.resolve(Some(token), core.conns.peer_ip(key)) {
+        Ok(grant) => grant,
+        Err(denied) => return send(&mut core.conns, key, commands::denied(id, denied.status(), &denied.reason())),
+    };
+    let extra: Vec<(&str, serde_json::Value)> = [
+        grant.sub().map(|sub| ("sub", serde_json::json!(sub))),
+        grant.expires_ms().map(|exp| ("expires", serde_json::json!(exp))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) else { return };
+    duplex.grant = grant;
+    send(&mut core.conns, key, commands::ack(Op::Auth, id, &extra));
+    arm_timer(&mut core.conns, key);
 }
 
 /// Adds selectors. Messages on them up to the connection's cursor that are newer than
@@ -240,6 +278,10 @@ fn subscribe(core: &mut Core, key: usize, selectors: Vec<Selector>, since: Since
     let resume = since.resolve(store.epoch(), head);
     let Some(conn) = core.conns.get_mut(key) else { return };
     let Some(duplex) = conn.state.duplex_mut() else { return };
+    // Refused by the token policy: this subscribe gets the error, the connection goes on.
+    if let Err(denied) = core.shared.auth.current().may_subscribe(&duplex.grant, &selectors) {
+        return send(&mut core.conns, key, commands::denied(id, denied.status(), &denied.reason()));
+    }
     let fresh: Vec<Selector> = selectors.into_iter().filter(|s| !duplex.selectors.contains(s)).collect();
     if duplex.selectors.len() + fresh.len() > MAX_SELECTORS {
         let reason = format!("at most {MAX_SELECTORS} topics per connection");
@@ -335,6 +377,9 @@ fn publish_command(core: &mut Core, key: usize, publish: Publish, id: Option<Box
     let Some(duplex) = conn.state.duplex_mut() else { return };
     if !duplex.may_publish {
         return send(&mut core.conns, key, commands::error(id.as_deref(), "origin not allowed to publish"));
+    }
+    if let Err(denied) = core.shared.auth.current().may_publish(&duplex.grant, &publish.topic) {
+        return send(&mut core.conns, key, commands::denied(id.as_deref(), denied.status(), &denied.reason()));
     }
     if !core.hub.client_publish.allows(&publish.topic) {
         let reason = "clients may not publish to this topic (--client-publish)";
@@ -454,6 +499,9 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
     let now = Instant::now();
     let Some(conn) = core.conns.get_mut(key) else { return };
     let Some(duplex) = conn.state.duplex_mut() else { return };
+    if duplex.grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+        return expired(core, key);
+    }
     // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.
     let pings = matches!(duplex.framing, DuplexFraming::WebSocket(_));
     match duplex.life.beat(now, pings) {
@@ -485,10 +533,23 @@ fn overflow(core: &mut Core, key: usize) {
     core.conns.set_timer(key, NOTICE_WAIT);
 }
 
-/// The next heartbeat, or a held Bayeux connect's deadline if that comes first.
+/// The token the connection authenticated with expired: an `expired` notice with its resume
+/// cursor, then a 1008 close ("token expired"); the client reconnects with a fresh token.
+fn expired(core: &mut Core, key: usize) {
+    let Some(duplex) = core.conns.get(key).and_then(|c| c.state.duplex()) else { return };
+    let next = duplex.cursor;
+    send(&mut core.conns, key, Control::Expired { next }.json(core.shared.store.epoch()));
+    close(core, key, 1008, "token expired");
+}
+
+/// The next heartbeat, a held Bayeux connect's deadline, or the token's expiry, whichever
+/// comes first.
 pub(super) fn arm_timer(conns: &mut Conns, key: usize) {
     let Some(duplex) = conns.get(key).and_then(|c| c.state.duplex()) else { return };
     let mut at = duplex.life.next_heartbeat();
+    if let Some(exp) = duplex.grant.expires_ms() {
+        at = at.min(crate::server::auth_deadline(exp));
+    }
     if let DuplexProtocol::Bayeux(socket) = &duplex.protocol {
         if let Some((_, deadline)) = &socket.held {
             at = at.min(*deadline);

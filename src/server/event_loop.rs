@@ -38,7 +38,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashSet;
 
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Phase, Socket};
 use super::conns::{Conns, CLOSE_WRITE_TIMEOUT};
 use super::core::Core;
 use super::io::{close, pump};
@@ -306,7 +306,13 @@ impl Worker {
         if let Err(e) = sock.set_nodelay(true) {
             debug!("worker {}: TCP_NODELAY: {e}", self.core.id);
         }
-        let key = match self.core.conns.add(sock) {
+        // TLS is the HTTP listener's; the raw TCP and the admin (internal) listeners stay plain.
+        let tls = match door {
+            Door::Http => self.core.shared.tls.as_ref().map(|cell| cell.current()),
+            Door::Raw | Door::Admin => None,
+        };
+        let added = Socket::accept(sock, tls).and_then(|sock| self.core.conns.add(sock));
+        let key = match added {
             Ok(key) => key,
             Err(e) => {
                 self.core.conns.release_slot(door == Door::Admin);
@@ -417,7 +423,7 @@ impl Worker {
                 }
                 // A reply still being written is not idle: allow another period while the
                 // client keeps taking bytes, close when it has taken none.
-                phase @ (Phase::Idle | Phase::Closing) if !conn.out.is_empty() && conn.written != conn.timer_mark => {
+                phase @ (Phase::Idle | Phase::Closing) if conn.has_output() && conn.written != conn.timer_mark => {
                     let period = match phase {
                         Phase::Closing => CLOSE_WRITE_TIMEOUT,
                         _ => self.core.shared.config.timeouts.keepalive,
@@ -489,7 +495,7 @@ impl Worker {
             let Some(conn) = self.core.conns.get(key) else { continue };
             match conn.state.phase() {
                 Phase::Parked | Phase::Streaming | Phase::Duplex => subscriber::on_shutdown(&mut self.core, key),
-                Phase::Idle if conn.buffered() == 0 && conn.out.is_empty() => close(&mut self.core, key),
+                Phase::Idle if conn.buffered() == 0 && !conn.has_output() => close(&mut self.core, key),
                 _ => {}
             }
         }

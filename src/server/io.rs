@@ -2,7 +2,7 @@
 //! dispatch), reading through `Conns::read_input` up to the bound of the connection's phase,
 //! and closing (drain, then close) when the exchange is over; `close` undoes what the
 //! connection's phase registered elsewhere (`subscriber::retire`). Also the output queue and
-//! its `writev`.
+//! its `writev` (on TLS: rustls's writer, then its records until the socket would block).
 //!
 //! mio is edge-triggered: readiness is a hint that is consumed by reading or writing until
 //! `WouldBlock`, and a half that stopped early for a bound keeps its flag and resumes without
@@ -14,7 +14,7 @@ use std::io::{self, IoSlice, Write};
 use bytes::{Buf, Bytes};
 use log::debug;
 
-use super::conn::{BodyPhase, Conn, Phase};
+use super::conn::{BodyPhase, Conn, Phase, Socket};
 use super::core::Core;
 use super::dispatch;
 use super::duplex;
@@ -46,7 +46,7 @@ pub(super) fn pump(core: &mut Core, key: usize) {
             close(core, key);
             return;
         }
-        if conn.out.is_empty() {
+        if !conn.has_output() {
             match conn.state.phase() {
                 Phase::Closing => return start_draining(core, key),
                 // Shutting down: a keep-alive connection whose last reply is now written
@@ -65,10 +65,16 @@ pub(super) fn pump(core: &mut Core, key: usize) {
             Ok(n) => n,
             Err(e) => {
                 debug!("worker {}: read: {e}", core.id);
+                if core.conns.get(key).is_some_and(|c| c.sock.is_handshaking()) {
+                    WorkerStats::add(&core.stats().tls_handshake_errors, 1);
+                }
                 close(core, key);
                 return;
             }
         };
+        if core.conns.get_mut(key).is_some_and(|c| c.sock.take_handshake_done()) {
+            WorkerStats::add(&core.stats().tls_handshakes, 1);
+        }
         let processed = process_input(core, key);
         if core.conns.get(key).is_none_or(|c| c.state.is_closed()) {
             return;
@@ -77,7 +83,7 @@ pub(super) fn pump(core: &mut Core, key: usize) {
             return;
         }
         let Some(conn) = core.conns.get(key) else { return };
-        let can_write = conn.writable && !conn.out.is_empty();
+        let can_write = conn.writable && conn.has_output();
         if read == 0 && !processed && !can_write {
             return;
         }
@@ -171,7 +177,7 @@ fn handle_peer_close(core: &mut Core, key: usize) -> bool {
         // Still answering a complete request (e.g. a publish sent with a half-close).
         Phase::Publishing | Phase::Closing => false,
         Phase::Idle | Phase::Head if conn.buffered() > 0 && conn.out.len() >= high_water => false,
-        Phase::Idle | Phase::Head if !conn.out.is_empty() => {
+        Phase::Idle | Phase::Head if conn.has_output() => {
             conn.state.close_after_write();
             false
         }
@@ -238,21 +244,49 @@ const MAX_IOV: usize = 64;
 impl Conn {
     /// Writes as much queued output as the socket takes. `Ok(())` also when it would block.
     pub fn flush(&mut self) -> io::Result<()> {
-        while self.writable && !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.out.fill_slices(&mut slices);
-            match self.sock.write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    self.out.advance(written);
-                    self.written += written as u64;
+        match &mut self.sock {
+            Socket::Plain(tcp) => {
+                while self.writable && !self.out.is_empty() {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = self.out.fill_slices(&mut slices);
+                    match tcp.write_vectored(&slices[..n]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(written) => {
+                            self.out.advance(written);
+                            self.written += written as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Ok(())
             }
+            Socket::Tls(t) => loop {
+                // Encrypt what rustls takes (up to its buffer limit) straight from the queued
+                // slices, then write records until the socket would block. `written` counts
+                // bytes on the wire, so a timer sees a client that takes nothing as idle.
+                while !self.out.is_empty() {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let n = self.out.fill_slices(&mut slices);
+                    let took = t.tls.writer().write_vectored(&slices[..n])?;
+                    if took == 0 {
+                        break;
+                    }
+                    self.out.advance(took);
+                }
+                if !self.writable || !t.tls.wants_write() {
+                    return Ok(());
+                }
+                match t.tls.write_tls(&mut t.tcp) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(written) => self.written += written as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            },
         }
-        Ok(())
     }
 }
 

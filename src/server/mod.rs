@@ -26,6 +26,7 @@ mod stream;
 mod subs;
 mod subscriber;
 pub mod timer;
+pub mod tls;
 mod web;
 
 use std::net::SocketAddr;
@@ -75,6 +76,10 @@ pub(crate) struct Shared {
     pub access_generation: AtomicU64,
     /// `--access-log`: off, or the channel to its writer thread.
     pub access_log: access_log::AccessLog,
+    /// Who may publish and read (`crate::auth`); `Auth::reload` replaces it at run time.
+    pub auth: crate::auth::Auth,
+    /// The HTTP listener's TLS config, swapped by `tls::TlsCell::reload` (None: plain TCP).
+    pub tls: Option<tls::TlsCell>,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -89,7 +94,8 @@ pub(crate) struct Peer {
 /// that needs the session, its body, and any bytes already read after it (pipelining).
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    pub(crate) sock: mio::net::TcpStream,
+    /// The socket, with its TLS session when it has one (the session travels with it).
+    pub(crate) sock: conn::Socket,
     pub(crate) carry: Carry,
     pub(crate) inbuf: Option<Vec<u8>>,
     /// Output queued but not yet written.
@@ -137,7 +143,11 @@ pub fn start(config: Config) -> std::io::Result<Server> {
 /// block; history outside the process is announced through `Store::on_loaded`).
 pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Result<Server> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // A certificate or key that cannot be used stops the start, before anything is bound.
+    let tls = config.tls.as_ref().map(tls::TlsCell::load).transpose()?;
     let n = config.workers;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let auth = crate::auth::Auth::new(&config.auth).map_err(invalid)?;
     let listeners = listener::bind_all(config.network.listen, n, config.network.backlog)?;
     let addr = listeners[0].local_addr()?;
     let (raw_listeners, raw_addr) = match config.network.raw_listen {
@@ -192,6 +202,8 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         access: RwLock::new(Arc::new(config.access.clone())),
         access_generation: AtomicU64::new(0),
         access_log,
+        auth,
+        tls,
         config,
     });
 
@@ -213,8 +225,9 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
         })?;
         workers.push(handle);
     }
+    let scheme = if shared.tls.is_some() { "https" } else { "http" };
     info!(
-        "halley listening on http://{addr} with {n} workers ({})",
+        "halley listening on {scheme}://{addr} with {n} workers ({})",
         if cores.is_some() { "pinned to cores" } else { "not pinned" }
     );
     if let Some(raw) = raw_addr {
@@ -223,14 +236,43 @@ pub fn start_with_store(config: Config, store: Arc<dyn Store>) -> std::io::Resul
     if let Some(admin) = admin_addr {
         info!("admin listener on http://{admin} (/metrics, /stats, /ready, /health)");
     }
+    log_auth(&shared.config, addr, raw_addr);
     let feeds = feeds::spawn(&shared)?;
     if shared.config.web.enabled {
-        info!("pages: http://{addr}/ (demos, dashboard; --no-web turns them off)");
+        info!("pages: {scheme}://{addr}/ (demos, dashboard; --no-web turns them off)");
     }
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
     Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds })
+}
+
+/// The `Instant` a token expiring at `expires_ms` (unix ms) expires at, for the worker's timers.
+pub(crate) fn auth_deadline(expires_ms: u64) -> std::time::Instant {
+    let left = expires_ms.saturating_sub(crate::auth::now_ms());
+    std::time::Instant::now() + std::time::Duration::from_millis(left.min(crate::config::MAX_SECONDS as u64 * 1000))
+}
+
+/// Says at startup how clients are authorised, loudly when anyone on the network may reach a
+/// server that checks no token.
+fn log_auth(config: &Config, addr: SocketAddr, raw: Option<SocketAddr>) {
+    if config.auth.is_on() {
+        let public = &config.auth.public_subscribe;
+        info!("auth: tokens required to publish and subscribe (public reads: {public:?}; see docs/AUTH.md)");
+        return;
+    }
+    let exposed: Vec<String> =
+        [Some(addr), raw].into_iter().flatten().filter(|a| !a.ip().is_loopback()).map(|a| a.to_string()).collect();
+    if exposed.is_empty() {
+        info!("auth: off; clients publish from loopback only, anyone who reaches the port reads");
+    } else {
+        warn!(
+            "!!! auth is OFF and halley listens on {} (not loopback): anyone who reaches it can read \
+             every topic; clients publish only from loopback. Set [auth] secret or public_key \
+             (docs/AUTH.md) before exposing it !!!",
+            exposed.join(", ")
+        );
+    }
 }
 
 /// `halley serve`: runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal
@@ -275,9 +317,23 @@ impl Server {
         self.admin_addr
     }
 
+    /// Replaces the token policy (keys re-read from their files) and says what changed; on
+    /// error the old policy stays. Checks made from now on, also on connections and sessions
+    /// already open, use the new one. For the SIGHUP reload.
+    pub fn reload_auth(&self, auth: &crate::config::Auth) -> Result<Vec<String>, String> {
+        self.shared.auth.reload(auth)
+    }
+
     /// The `/stats` document.
     pub fn stats(&self) -> serde_json::Value {
         stats_json(&self.shared)
+    }
+
+    /// Re-reads the TLS certificate and key (`--tls-cert`, `--tls-key`) and gives them to the
+    /// connections accepted from now on; open connections keep theirs. On error the old ones
+    /// stay. `Ok(None)` when the server has no TLS.
+    pub fn reload_tls(&self) -> Result<Option<tls::Reloaded>, tls::TlsError> {
+        self.shared.tls.as_ref().map(tls::TlsCell::reload).transpose()
     }
 
     /// Graceful shutdown: workers stop accepting, answer parked long-polls with their cursors,

@@ -54,6 +54,10 @@ pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str,
         Ok(p) => p,
         Err(bad) => return core.conns.refuse(key, meta, bad.into()),
     };
+    let (policy, grant) = dispatch::grant_for(core, key, req);
+    if let Err(denied) = grant.and_then(|grant| policy.may_publish(&grant, &publish.topic)) {
+        return core.conns.refuse(key, meta, denied.into());
+    }
     let piggyback = publish.piggyback.take().map(Box::new);
     let topic: Arc<str> = publish.topic.as_str().into();
     let tag = match core.hub.submit(key, publish) {

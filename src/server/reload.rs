@@ -1,11 +1,12 @@
 //! SIGHUP: apply the settings that can change while the server runs, from a configuration read
 //! anew (the file and the environment, under the same flags).
 //!
-//! Each setting that reloads is one [`Step`] in [`STEPS`]: `check` compares the running and the
+//! Each setting that reloads is one [`Step`] in [`STEPS`]: `check` compares what runs with the
 //! new configuration, says what would change, and may refuse (a certificate that does not
 //! load, a key that does not parse); `apply` puts it in force. Every step is checked before any
 //! is applied, so a bad file changes nothing: the error is logged and the old settings stay.
-//! Auth keys and TLS certificates add their step here, one line each. Everything else needs a
+//! Key and certificate files are re-read on every SIGHUP even when their paths did not change
+//! (that is how a renewed certificate or a rotated key is taken). Everything else needs a
 //! restart, and a reload that finds such a change says which options it ignored.
 
 use std::sync::atomic::Ordering::Release;
@@ -20,16 +21,19 @@ use crate::config::{logging, Config};
 pub(crate) struct Step {
     /// What the log calls it.
     pub name: &'static str,
-    /// `Ok(Some(what changed))`, `Ok(None)` if nothing did, or why the new value is refused.
-    pub check: fn(&Config, &Config) -> Result<Option<String>, String>,
+    /// `Ok(Some(what changed))`, `Ok(None)` if nothing did, or why the new value is refused;
+    /// given what runs (`Shared`, and the configuration it was started or last reloaded with).
+    pub check: fn(&Shared, &Config, &Config) -> Result<Option<String>, String>,
     /// Puts the new value in force; called only after every step's check passed.
     pub apply: fn(&Shared, &Config),
 }
 
 /// Every setting SIGHUP applies, in order.
 pub(crate) const STEPS: &[Step] = &[
-    Step { name: "log filter", check: log_check, apply: log_apply },
-    Step { name: "CORS origins", check: cors_check, apply: cors_apply },
+    Step { name: "log filter", check: |_, current, new| log_check(current, new), apply: log_apply },
+    Step { name: "CORS origins", check: |_, current, new| cors_check(current, new), apply: cors_apply },
+    Step { name: "auth", check: auth_check, apply: auth_apply },
+    Step { name: "TLS certificate", check: tls_check, apply: tls_apply },
 ];
 
 /// One reload: `load` re-reads the configuration; `current` is what runs, and becomes the new
@@ -42,7 +46,7 @@ pub(crate) fn reload(shared: &Shared, current: &mut Config, load: &dyn Fn() -> R
     };
     let mut changes = Vec::new();
     for step in STEPS {
-        match (step.check)(current, &new) {
+        match (step.check)(shared, current, &new) {
             Ok(Some(change)) => changes.push((step, change)),
             Ok(None) => {}
             Err(e) => return error!("SIGHUP: {} refused, nothing reloaded, the old settings stay: {e}", step.name),
@@ -62,6 +66,7 @@ pub(crate) fn reload(shared: &Shared, current: &mut Config, load: &dyn Fn() -> R
     current.log = new.log;
     current.access.cors_origins = new.access.cors_origins;
     current.access.cors_publish_origins = new.access.cors_publish_origins;
+    current.auth = new.auth;
 }
 
 /// The sections and options of `new` that differ from `current` beyond what reloads.
@@ -70,6 +75,7 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<&'static str> {
     same.log.clone_from(&current.log);
     same.access.cors_origins.clone_from(&current.access.cors_origins);
     same.access.cors_publish_origins.clone_from(&current.access.cors_publish_origins);
+    same.auth.clone_from(&current.auth);
     let differs = [
         ("workers", same.workers != current.workers),
         ("no-pin", same.pin_workers != current.pin_workers),
@@ -84,6 +90,7 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<&'static str> {
         ("[sessions]", same.sessions != current.sessions),
         ("client-publish", same.access != current.access),
         ("[web]", same.web != current.web),
+        ("[tls] paths (turning TLS on or off, or other files)", same.tls != current.tls),
     ];
     differs.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
 }
@@ -118,6 +125,37 @@ fn cors_apply(shared: &Shared, new: &Config) {
     // Workers take the new lists on their next loop turn; wake them so it is now.
     for peer in &shared.peers {
         let _ = peer.waker.wake();
+    }
+}
+
+/// The token policy, its key or secret files read again: refused when they no longer load.
+fn auth_check(shared: &Shared, _: &Config, new: &Config) -> Result<Option<String>, String> {
+    let trial = crate::auth::Policy::new(&new.auth)?;
+    let changes = shared.auth.current().changes_to(&trial);
+    Ok((!changes.is_empty()).then(|| changes.join("; ")))
+}
+
+fn auth_apply(shared: &Shared, new: &Config) {
+    // The files were read by the check a moment ago; one that broke since keeps the old policy.
+    if let Err(e) = shared.auth.reload(&new.auth) {
+        error!("SIGHUP: auth: {e}; the old keys stay");
+    }
+}
+
+/// The certificate and key, read again from the same paths (new paths need a restart):
+/// refused when they no longer load; a change is named by the certificates' fingerprints.
+fn tls_check(shared: &Shared, _: &Config, new: &Config) -> Result<Option<String>, String> {
+    let (Some(cell), Some(paths)) = (&shared.tls, &new.tls) else { return Ok(None) };
+    let trial = super::tls::TlsCell::load(paths).map_err(|e| e.to_string())?;
+    let (old, new) = (cell.fingerprint(), trial.fingerprint());
+    Ok((old != new).then(|| format!("sha1 {old} -> {new}")))
+}
+
+fn tls_apply(shared: &Shared, _: &Config) {
+    if let Some(cell) = &shared.tls {
+        if let Err(e) = cell.reload() {
+            error!("SIGHUP: TLS certificate: {e}; the old certificate stays");
+        }
     }
 }
 

@@ -51,6 +51,11 @@ pub struct WorkerStats {
     pub bytes_written: AtomicU64,
     /// Replies, frames and events that told a subscriber messages were lost (a history gap).
     pub gaps: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS connections that failed before their handshake completed (not TLS, bad records,
+    /// no common cipher or version).
+    pub tls_handshake_errors: AtomicU64,
     /// Subscribers by transport (gauges), indexed by `SubscriberKind`. Each is also counted in
     /// its family's gauge (`parked`, `streaming` or `duplex`); `enlisted` and `retired` move
     /// both together.
@@ -146,6 +151,8 @@ impl WorkerStats {
             "gaps": self.gaps.load(Relaxed),
             "handoffs_out": self.handoffs_out.load(Relaxed),
             "handoffs_in": self.handoffs_in.load(Relaxed),
+            "tls_handshakes": self.tls_handshakes.load(Relaxed),
+            "tls_handshake_errors": self.tls_handshake_errors.load(Relaxed),
         })
     }
 }

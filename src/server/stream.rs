@@ -32,6 +32,9 @@ pub(super) struct StreamSpec {
     pub heartbeat: Duration,
     pub max_age: Duration,
     pub extra_headers: &'static [(&'static str, &'static str)],
+    /// When the subscriber's token expires (unix ms): the stream ends then, with an
+    /// `expired` notice.
+    pub expires_ms: Option<u64>,
 }
 
 /// Starts a native streaming transport (`transport=sse|stream|iframe|multipart`).
@@ -57,6 +60,7 @@ pub(super) fn start(
         heartbeat: config.streams.heartbeat_interval,
         max_age: config.streams.max_age,
         extra_headers: &[("Cache-Control", "no-cache, no-store")],
+        expires_ms: None,
     };
     open(core, key, meta, spec, selectors.into_boxed_slice(), resume.after, gaps);
 }
@@ -88,9 +92,10 @@ pub(super) fn open(
     http::write_head(&mut head, 200, meta.version, core.conns.date.value(), &headers, framing, false);
     let now = Instant::now();
     let seen_head = core.shared.store.head();
-    let StreamSpec { framer, mut first, heartbeat, max_age, .. } = spec;
+    let StreamSpec { framer, mut first, heartbeat, max_age, expires_ms, .. } = spec;
     let life = StreamLife::new(framing == Framing::Chunked, now, heartbeat, max_age);
-    let stream = Streaming { selectors, cursor, framer, life };
+    let expires = expires_ms.map(crate::server::auth_deadline);
+    let stream = Streaming { selectors, cursor, framer, life, expires };
     let selectors = stream.selectors.clone();
     let Some(conn) = core.conns.get_mut(key) else { return };
     conn.out.push(Bytes::from(head));
@@ -189,6 +194,12 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
     let bound = core.shared.config.network.max_pending_output;
     let Some(conn) = core.conns.get_mut(key) else { return };
     let Some(stream) = conn.state.streaming_mut() else { return };
+    if stream.expires.is_some_and(|at| at <= now) {
+        // The token it was opened with has expired: a last notice, and the client comes back
+        // with a fresh one from the cursor.
+        let next = stream.cursor;
+        return end(core, key, Control::Expired { next });
+    }
     match stream.life.due(now, conn.out.len(), bound) {
         Due::End => {
             let next = stream.cursor;
@@ -208,10 +219,17 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
     arm_timer(&mut core.conns, key);
 }
 
+/// The stream ends when the token it was opened with expires (`expires_ms`, unix ms).
+pub(super) fn expire_at(conns: &mut Conns, key: usize, expires_ms: u64) {
+    let Some(stream) = conns.get_mut(key).and_then(|c| c.state.streaming_mut()) else { return };
+    stream.expires = Some(crate::server::auth_deadline(expires_ms));
+    arm_timer(conns, key);
+}
+
 fn arm_timer(conns: &mut Conns, key: usize) {
     let Some(conn) = conns.get(key) else { return };
     let Some(stream) = conn.state.streaming() else { return };
-    let at = stream.life.deadline();
+    let at = stream.expires.map_or(stream.life.deadline(), |expires| expires.min(stream.life.deadline()));
     conns.set_timer(key, at.saturating_duration_since(Instant::now()));
 }
 
@@ -259,6 +277,7 @@ impl Framer {
                     Control::End { .. } => pushlet::abort("the session's listen ended"),
                     Control::Overflow { .. } => pushlet::abort("too slow: undelivered events over the bound"),
                     Control::Gap { .. } => pushlet::error(pushlet::LOST),
+                    Control::Expired { .. } => pushlet::abort("token expired: join again with a fresh one"),
                 };
                 Bytes::from(writer.event(&event, unix_secs()))
             }

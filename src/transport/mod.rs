@@ -90,6 +90,9 @@ pub enum Control {
     Overflow { next: u64 },
     /// Messages newer than the cursor may have been dropped from history.
     Gap { oldest: Option<u64>, next: u64 },
+    /// The token the subscriber authenticated with expired; reconnect with a fresh one from
+    /// `next`.
+    Expired { next: u64 },
 }
 
 impl Control {
@@ -103,6 +106,9 @@ impl Control {
                 format!("{{\"type\":\"gap\",\"oldest\":\"{}\",\"next\":\"{}\"}}", id(oldest), id(next))
             }
             Control::Gap { oldest: None, next } => format!("{{\"type\":\"gap\",\"next\":\"{}\"}}", id(next)),
+            Control::Expired { next } => {
+                format!("{{\"type\":\"expired\",\"reason\":\"token expired\",\"next\":\"{}\"}}", id(next))
+            }
         }
     }
 
@@ -111,12 +117,16 @@ impl Control {
             Control::End { .. } => "end",
             Control::Overflow { .. } => "overflow",
             Control::Gap { .. } => "gap",
+            Control::Expired { .. } => "expired",
         }
     }
 
     fn next(&self) -> u64 {
         match *self {
-            Control::End { next } | Control::Overflow { next } | Control::Gap { next, .. } => next,
+            Control::End { next }
+            | Control::Overflow { next }
+            | Control::Gap { next, .. }
+            | Control::Expired { next } => next,
         }
     }
 }

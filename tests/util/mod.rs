@@ -56,6 +56,11 @@ impl TestServer {
         self.server.as_ref().expect("running").stats()
     }
 
+    /// The running server, for what these helpers don't wrap (e.g. `reload_tls`).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
     /// Total of a per-worker counter, e.g. "parked".
     pub fn worker_total(&self, name: &str) -> u64 {
         let stats = self.stats();

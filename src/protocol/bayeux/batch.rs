@@ -120,7 +120,7 @@ fn answer_now(host: &mut impl Host, held: &Held) -> Value {
 }
 
 /// Why a host did not publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The hub is too busy to take it; the client may retry.
     Busy,
@@ -128,14 +128,18 @@ pub enum Refusal {
     Forbidden,
     /// The data sets `p_from`, which only the server sets (a Pushlet sender).
     SenderField,
+    /// The token policy refused it: 401 (no, bad or expired token) or 403 (not covered), with
+    /// a one-line reason (`crate::auth::Denied`).
+    Denied(u16, String),
 }
 
 /// A publish reply turned into its refusal.
 fn refused(mut reply: Value, refusal: Refusal) -> Value {
-    let (code, text) = match refusal {
+    let (code, text) = match &refusal {
         Refusal::Busy => (503, "Server busy, retry later"),
         Refusal::Forbidden => (403, "Origin not allowed to publish"),
         Refusal::SenderField => (400, "p_from is set by the server: publish without it"),
+        Refusal::Denied(code, text) => (*code, text.as_str()),
     };
     reply["successful"] = Value::Bool(false);
     reply["error"] = Value::from(error_text(code, &[], text));

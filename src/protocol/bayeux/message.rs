@@ -127,6 +127,13 @@ impl Message {
         timeout.as_u64().or_else(|| timeout.as_f64().filter(|t| t.is_finite() && *t >= 0.0).map(|t| t as u64))
     }
 
+    /// `ext.auth.token`, the token a handshake authenticates its session with
+    /// (`crate::auth`); `None` when absent or not a string.
+    pub fn ext_auth_token(&self) -> Option<String> {
+        let ext: Value = serde_json::from_str(self.ext.as_deref()?.get()).ok()?;
+        ext.get("auth")?.get("token")?.as_str().map(str::to_owned)
+    }
+
     /// `ext.ack`, if `ext` is an object that has it (the ack extension, spec item 10).
     pub fn ext_ack(&self) -> Option<Value> {
         let ext: Value = serde_json::from_str(self.ext.as_deref()?.get()).ok()?;

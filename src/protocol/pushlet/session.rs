@@ -408,6 +408,17 @@ fn with_reason(kind: &str, reason: &str) -> Event {
     ev
 }
 
+/// The selectors a `p_subject` list subscribes to (`S` and `S/**` per subject), for an access
+/// check before the subscribe; subjects that are not valid are left out (the subscribe itself
+/// refuses them with its `nack`).
+pub fn subject_list_selectors(list: &str) -> Vec<Selector> {
+    let subjects = list.split(',').map(str::trim).filter(|s| !s.is_empty()).take(MAX_SUBJECTS + 1);
+    subjects
+        .filter_map(|item| normalize_subject(item).ok())
+        .flat_map(|s| subject_selectors(&s).collect::<Vec<_>>())
+        .collect()
+}
+
 /// A subscribed subject as written by the client, made canonical: one trailing '/' dropped
 /// (the original's prefix match made `/a/` and `/a` nearly the same), then a valid topic name,
 /// or `/` for everything. Short enough that `S/**` is a valid selector.

@@ -8,17 +8,19 @@
 //! without waiting for a new event.
 //!
 //! The state machine is in `state.rs`; this file holds the connection and the data each phase
-//! carries (a parked request, a stream, a socket). Socket I/O is in `../io.rs`.
+//! carries (a parked request, a stream, a socket). Socket I/O is in `../io.rs`; plain TCP or TLS under it is
+//! `socket.rs`.
 
+mod socket;
 mod state;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use serde_json::value::RawValue;
 
+pub use self::socket::Socket;
 pub use self::state::{ConnState, Phase, Vacated};
 use super::io::OutQueue;
 use crate::http::{BodyDecoder, Request, Version};
@@ -109,6 +111,8 @@ pub struct Duplex {
     pub protocol: DuplexProtocol,
     /// Selectors the client may still add before it must slow down (`subs::ChangeBudget`).
     pub changes: crate::server::subs::ChangeBudget,
+    /// What its token (from the upgrade or an `auth` command) lets it read and publish.
+    pub grant: crate::auth::Grant,
 }
 
 /// The protocol spoken on a duplex connection.
@@ -194,12 +198,15 @@ pub struct Streaming {
     pub framer: Framer,
     /// Framing on the wire, heartbeats, the age and byte limits, the output bound.
     pub life: StreamLife,
+    /// When the token it was opened with expires: the stream ends then (`crate::auth`).
+    pub expires: Option<Instant>,
 }
 
 /// One connection in the worker's slab.
 #[derive(Debug)]
 pub struct Conn {
-    pub sock: TcpStream,
+    /// Plain TCP or TLS (`socket.rs`); what is read from it and written to it is plaintext.
+    pub sock: Socket,
     /// Unconsumed input; `None` when there is none (the buffer went back to the pool).
     pub inbuf: Option<Vec<u8>>,
     pub out: OutQueue,
@@ -221,7 +228,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream) -> Conn {
+    pub fn new(sock: Socket) -> Conn {
         Conn {
             sock,
             inbuf: None,
@@ -242,5 +249,11 @@ impl Conn {
     /// Bytes waiting in `inbuf`.
     pub fn buffered(&self) -> usize {
         self.inbuf.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Output is waiting: in the queue, or encrypted and held by TLS (a response is written
+    /// only when both are empty).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.sock.wants_write()
     }
 }

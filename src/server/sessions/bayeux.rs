@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{Refused, SessionEntry, SessionState};
+use crate::auth::{Denied, Grant};
 use crate::http::{Reject, Request};
 use crate::hub::{system_clock_ms, PublishReq};
 use crate::protocol::bayeux::{self, Batch, ConnectRound, Held, History, Outcome, Piece, Refusal};
@@ -67,7 +68,10 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         return handoff::hand_off(core, key, owner, req, body, meta);
     }
     let may_publish = dispatch::may_publish(&core.conns.access, &req);
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, may_publish, head: 0 }, &batch);
+    // What a handshake without `ext.auth.token` gets: the request's own token, if any.
+    let fallback = dispatch::grant_for(core, key, &req).1;
+    let mut host = BatchHost { core, key, may_publish, head: 0, fallback, session: None };
+    let Batch { replies, held } = bayeux::run_batch(&mut host, &batch);
     let Some(Held { session: skey, connect, hold_ms }) = held else {
         return respond(core, key, meta, &pieces(replies), callback.as_deref(), origin.as_deref());
     };
@@ -90,7 +94,19 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     delivery::park(core, key, parked, when, Gaps::Report, Duration::from_millis(hold_ms));
 }
 
-fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message) -> Value {
+fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message, fallback: &Result<Grant, Denied>) -> Value {
+    // The session keeps the rights of the handshake's token (`ext.auth.token`, else the
+    // request's); a bad or expired one is refused here, with the status in the error.
+    let grant = match msg.ext_auth_token() {
+        Some(token) => core.shared.auth.current().resolve(Some(&token), core.conns.peer_ip(key)),
+        None => fallback.clone(),
+    };
+    let grant = match grant {
+        Ok(grant) => grant,
+        Err(denied) => {
+            return bayeux::handshake_error(msg, &bayeux::error_text(denied.status(), &[], &denied.reason()))
+        }
+    };
     let id = match session_id::new_id(core.id) {
         Ok(id) => id,
         Err(_) => return bayeux::handshake_error(msg, &bayeux::error_text(500, &[], "Cannot make a client id")),
@@ -101,7 +117,7 @@ fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message) -> Value {
             // A new client hears what is published from now on.
             session.set_cursor(core.shared.store.head());
             let lease = Duration::from_millis(core.sessions.bayeux.max_interval_ms);
-            let entry = SessionEntry::new(id, SessionState::Bayeux(Box::new(session)), lease);
+            let entry = SessionEntry::new(id, SessionState::Bayeux(Box::new(session)), lease).with_grant(grant);
             let peer = core.conns.peer_ip(key);
             match core.sessions.add(entry, peer, &mut core.conns.timers) {
                 Ok(_) => reply,
@@ -206,10 +222,19 @@ fn round(
 }
 
 /// A WebSocket upgrade on a Bayeux path: every frame is then a batch.
+/// A token on the upgrade request (cookie, query, header) is what the socket's handshakes
+/// fall back to without `ext.auth.token`; a bad one is refused before the upgrade.
 fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
+    let grant = match dispatch::grant_for(core, key, req).1 {
+        Ok(grant) => grant,
+        Err(denied) => return core.conns.refuse(key, meta, denied.into()),
+    };
     if duplex::upgrade(&mut core.conns, key, meta, req) {
         let may_publish = dispatch::may_publish(&core.conns.access, req);
         duplex::start_bayeux_socket(core, key, may_publish);
+        if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
+            duplex.grant = grant;
+        }
     }
 }
 
@@ -228,8 +253,11 @@ pub(in crate::server) fn frame(core: &mut Core, key: usize, text: &str) {
         return handoff::hand_off_socket(core, key, owner, text.to_owned());
     }
     // The page that opened the socket decided, at the upgrade, whether it may publish.
-    let may_publish = core.conns.get(key).and_then(|c| c.state.duplex()).is_some_and(|d| d.may_publish);
-    let Batch { replies, held } = bayeux::run_batch(&mut BatchHost { core, key, may_publish, head: 0 }, &batch);
+    let socket = core.conns.get(key).and_then(|c| c.state.duplex());
+    let may_publish = socket.is_some_and(|d| d.may_publish);
+    let fallback = Ok(socket.map_or(Grant::Anonymous, |d| d.grant.clone()));
+    let mut host = BatchHost { core, key, may_publish, head: 0, fallback, session: None };
+    let Batch { replies, held } = bayeux::run_batch(&mut host, &batch);
     if !replies.is_empty() {
         duplex::ws_text(&mut core.conns, key, bayeux::encode_replies(&replies));
     }
@@ -349,11 +377,15 @@ struct BatchHost<'w> {
     /// The store head read just before the message being handled: a subscription it adds
     /// starts there, so a message sequenced while it was handled is not missed.
     head: u64,
+    /// The rights a handshake without `ext.auth.token` gets (the request's or socket's token).
+    fallback: Result<Grant, Denied>,
+    /// The session of the message being handled: its grant decides a publish.
+    session: Option<usize>,
 }
 
 impl bayeux::Host for BatchHost<'_> {
     fn handshake(&mut self, msg: &bayeux::Message) -> Value {
-        handshake(self.core, self.key, msg)
+        handshake(self.core, self.key, msg, &self.fallback)
     }
 
     fn find(&self, client_id: &str) -> Option<usize> {
@@ -362,12 +394,26 @@ impl bayeux::Host for BatchHost<'_> {
 
     fn handle(&mut self, key: usize, msg: &bayeux::Message) -> Option<Outcome> {
         let core = &mut *self.core;
-        let Some(SessionEntry { state: SessionState::Bayeux(session), changes, .. }) = core.sessions.slab.get_mut(key)
+        let Some(SessionEntry { state: SessionState::Bayeux(session), changes, grant, .. }) =
+            core.sessions.slab.get_mut(key)
         else {
             return None;
         };
         session.touch(system_clock_ms());
         self.head = core.shared.store.head();
+        self.session = Some(key);
+        // Each channel must be covered by the session's token (or the public patterns); a
+        // refused subscribe is answered on its own, the session goes on.
+        if &*msg.channel == "/meta/subscribe" {
+            let policy = core.shared.auth.current();
+            for channel in msg.subscription.as_ref().map_or(&[][..], |s| s.channels()) {
+                let Ok(selector) = crate::model::Selector::parse(channel) else { continue };
+                if let Err(denied) = policy.may_subscribe_one(grant, &selector) {
+                    let error = bayeux::error_text(denied.status(), &[channel], &denied.reason());
+                    return Some(Outcome::Reply(session.refuse_subscribe(msg, error)));
+                }
+            }
+        }
         // Each channel a subscribe names costs a token, as on a native WebSocket.
         if &*msg.channel == "/meta/subscribe" {
             let named = msg.subscription.as_ref().map_or(0, |s| s.channels().len());
@@ -382,6 +428,12 @@ impl bayeux::Host for BatchHost<'_> {
     fn publish(&mut self, topic: Box<str>, data: Bytes) -> Result<(), Refusal> {
         if !self.may_publish {
             return Err(Refusal::Forbidden);
+        }
+        let core = &*self.core;
+        let grant = self.session.and_then(|key| core.sessions.slab.get(key)).map(|entry| &entry.grant);
+        let allowed = core.shared.auth.current().may_publish(grant.unwrap_or(&Grant::Anonymous), &topic);
+        if let Err(denied) = allowed {
+            return Err(Refusal::Denied(denied.status(), denied.reason().into_owned()));
         }
         let req = PublishReq {
             topic: topic.into(),

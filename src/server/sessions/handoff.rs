@@ -11,10 +11,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::TrySendError;
 use log::debug;
-use mio::net::TcpStream;
 
 use crate::http::{Reject, Request};
-use crate::server::conn::ReplyMeta;
+use crate::server::conn::{ReplyMeta, Socket};
 use crate::server::core::Core;
 use crate::server::delivery::When;
 use crate::server::dispatch;
@@ -113,7 +112,7 @@ pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
 /// Registers a handed-over socket in this worker's poll and slab.
 fn adopt_socket(
     core: &mut Core,
-    sock: TcpStream,
+    sock: Socket,
     inbuf: Option<Vec<u8>>,
     out: OutQueue,
     peer_closed: bool,

@@ -24,6 +24,7 @@ use super::conns::Conns;
 use super::event_loop::Timer;
 use super::timer::TimerWheel;
 use super::Shared;
+use crate::auth::Grant;
 use crate::model::Selector;
 use crate::server::conn::Phase;
 use crate::server::session_id;
@@ -53,12 +54,22 @@ pub(in crate::server) struct SessionEntry {
     /// Topics its client may still add before it must wait (`subs::ChangeBudget`, as for a
     /// WebSocket): churning subscriptions cannot flood the hub with interest changes.
     pub changes: ChangeBudget,
+    /// What the session's client may read and publish: the token of its handshake (Bayeux
+    /// `ext.auth.token`, or the request's) or join (Pushlet). The session ends when it expires.
+    pub grant: Grant,
 }
 
 impl SessionEntry {
     pub fn new(id: Box<str>, state: SessionState, lease: Duration) -> SessionEntry {
         let changes = ChangeBudget::new(Instant::now());
-        SessionEntry { id, state, listening: None, timer: None, lease, used: false, serial: 0, changes }
+        let grant = Grant::Anonymous;
+        SessionEntry { id, state, listening: None, timer: None, lease, used: false, serial: 0, changes, grant }
+    }
+
+    /// Sets the grant the session's client authenticated with.
+    pub fn with_grant(mut self, grant: Grant) -> SessionEntry {
+        self.grant = grant;
+        self
     }
 }
 
@@ -231,7 +242,12 @@ impl Sessions {
             timers.cancel(timer);
         }
         let lease = if entry.used { entry.lease } else { entry.lease.min(join_timeout) };
-        entry.timer = Some(timers.insert(Instant::now() + lease, Timer::Session(key)));
+        let mut at = Instant::now() + lease;
+        if let Some(exp) = entry.grant.expires_ms() {
+            // The session ends when its token expires, whatever its lease.
+            at = at.min(crate::server::auth_deadline(exp));
+        }
+        entry.timer = Some(timers.insert(at, Timer::Session(key)));
     }
 
     /// Removes a session; the caller has already released its listening connection.
@@ -277,6 +293,9 @@ impl Sessions {
 pub(in crate::server) fn on_timer(core: &mut Core, key: usize) {
     let Some(entry) = core.sessions.slab.get_mut(key) else { return };
     entry.timer = None;
+    if entry.grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+        return end_expired(core, key);
+    }
     if let SessionState::Bayeux(_) = entry.state {
         return bayeux_session::expiry(core, key);
     }
@@ -285,6 +304,24 @@ pub(in crate::server) fn on_timer(core: &mut Core, key: usize) {
         return core.sessions.renew(key, &mut core.conns.timers);
     }
     core.sessions.remove(key, &mut core.conns.timers);
+}
+
+/// The session's token expired: the session ends, and its listening connection is answered
+/// (a Bayeux connect with `402 unknown client` and `reconnect: handshake`, a Pushlet stream with
+/// an abort event), so the client handshakes or joins again with a fresh token.
+fn end_expired(core: &mut Core, skey: usize) {
+    let listener = core.sessions.listening_conn(skey, &core.conns);
+    core.sessions.remove(skey, &mut core.conns.timers);
+    let Some(key) = listener else { return };
+    match core.conns.get(key).map(|c| c.state.phase()) {
+        Some(Phase::Streaming) => {
+            let next = core.conns.get(key).and_then(|c| c.state.streaming()).map_or(0, |s| s.cursor);
+            crate::server::stream::end(core, key, crate::transport::Control::Expired { next });
+            io::pump(core, key);
+        }
+        Some(_) => subscriber::answer_now(core, key),
+        None => {}
+    }
 }
 
 /// The worker owning session `id` (by the id's prefix) when that is not this one: the

@@ -46,7 +46,21 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         Err(e) => return core.conns.refuse(key, meta, Reject::from(e).with_headers(&pushlet::NO_CACHE)),
     };
     let skey = if preq.command.is_join() {
-        match join(core, key, &preq) {
+        // The session keeps the rights of the join's token (cookie, `token` parameter or
+        // header); a bad or expired one gets the error event, and no session.
+        let grant = match dispatch::grant_for(core, key, &req).1 {
+            Ok(grant) => grant,
+            Err(denied) => {
+                return send_events(
+                    &mut core.conns,
+                    key,
+                    meta,
+                    preq.format.unwrap_or_default(),
+                    &[denied_event(&denied)],
+                )
+            }
+        };
+        match join(core, key, &preq, grant) {
             Ok(skey) => skey,
             Err(refused) => return core.conns.refuse(key, meta, refused),
         }
@@ -79,10 +93,33 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
             return send_events(&mut core.conns, key, meta, format, &[pushlet::nack(&sessions::too_many_changes())]);
         }
     }
-    let Some(SessionEntry { state: SessionState::Pushlet(session), .. }) = core.sessions.slab.get_mut(skey) else {
+    let Some(SessionEntry { state: SessionState::Pushlet(session), grant, .. }) = core.sessions.slab.get_mut(skey)
+    else {
         return;
     };
-    let step = session.handle(&preq, &|topic| policy.allows(topic));
+    let auth = core.shared.auth.current();
+    let subscribes =
+        matches!(preq.command, pushlet::Command::Subscribe | pushlet::Command::Listen | pushlet::Command::JoinListen);
+    if let Some(subjects) = preq.event.get("p_subject").filter(|_| subscribes) {
+        // Every subject (`S` and below) must be covered by the session's token.
+        if let Err(denied) = auth.may_subscribe(grant, &pushlet::subject_list_selectors(subjects)) {
+            let format = preq.format.unwrap_or(session.format());
+            return send_events(&mut core.conns, key, meta, format, &[denied_event(&denied)]);
+        }
+    }
+    let denied = std::cell::Cell::new(None);
+    let step = session.handle(&preq, &|topic| {
+        let allowed = auth.may_publish(grant, topic);
+        let ok = allowed.is_ok();
+        if let Err(refusal) = allowed {
+            denied.set(Some(refusal));
+        }
+        ok && policy.allows(topic)
+    });
+    if let Some(denied) = denied.take() {
+        let format = preq.format.unwrap_or(session.format());
+        return send_events(&mut core.conns, key, meta, format, &[denied_event(&denied)]);
+    }
     if !was_listening && session.listening() {
         // Events reach a session only from its listen on.
         session.set_cursor(head);
@@ -116,16 +153,23 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
 }
 
 /// `join` / `join-listen` always make a new session, owned here.
-fn join(core: &mut Core, key: usize, preq: &pushlet::Request) -> Result<usize, Reject> {
+fn join(core: &mut Core, key: usize, preq: &pushlet::Request, grant: crate::auth::Grant) -> Result<usize, Reject> {
     let id = session_id::new_id(core.id).map_err(|_| Reject::new(500, "cannot make a session id"))?;
     let public_id = public_id().map_err(|_| Reject::new(500, "cannot make a session id"))?;
     let session = pushlet::Session::new(id.clone(), public_id, preq.format.unwrap_or_default());
-    let entry = SessionEntry::new(id, SessionState::Pushlet(Box::new(session)), core.shared.config.sessions.lease);
+    let lease = core.shared.config.sessions.lease;
+    let entry = SessionEntry::new(id, SessionState::Pushlet(Box::new(session)), lease).with_grant(grant);
     let peer = core.conns.peer_ip(key);
     core.sessions.add(entry, peer, &mut core.conns.timers).map_err(|refused| match refused {
         Refused::Full => Reject::new(503, "too many sessions, retry later").with_headers(&pushlet::BUSY),
         Refused::TooFast => Reject::from(refused).with_headers(&pushlet::NO_CACHE),
     })
+}
+
+/// The error event of a refusal by the token policy: `error{p_reason}` with the status first
+/// ("401 token expired", "403 the token does not allow to ..."), never the token.
+fn denied_event(denied: &crate::auth::Denied) -> Event {
+    pushlet::error(&format!("{} {}", denied.status(), denied.reason()))
 }
 
 /// A session's public id: 128 bits from the OS CSPRNG as 32 hex digits. It is one topic
@@ -207,6 +251,7 @@ fn listen(core: &mut Core, key: usize, meta: ReplyMeta, skey: usize, base: &'sta
         // A Pushlet stream never ends by itself.
         max_age: std::time::Duration::from_secs(crate::config::MAX_SECONDS as u64),
         extra_headers: &pushlet::NO_CACHE,
+        expires_ms: None,
     };
     core.sessions.listen(skey, key);
     stream::open(core, key, meta, spec, selectors, cursor, Gaps::Report);

@@ -25,7 +25,7 @@ const MAX_LOG_CHARS = 64 * 1024;
 /** How long any one helper request may take, in milliseconds. */
 const REQUEST_TIMEOUT_MS = 10_000;
 
-const LISTENING = /halley listening on (http:\/\/\S+) with /;
+const LISTENING = /halley listening on (https?:\/\/\S+) with /;
 
 /** Every child still running, so an aborted test run never leaves one behind. */
 const running = new Set();

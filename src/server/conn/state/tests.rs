@@ -34,6 +34,7 @@ fn streaming() -> Box<Streaming> {
         cursor: 3,
         framer: Framer::Native(StreamKind::Sse),
         life: StreamLife::new(true, now, Duration::from_secs(1), Duration::from_secs(60)),
+        expires: None,
     })
 }
 
@@ -47,6 +48,7 @@ fn duplex() -> Box<Duplex> {
         may_publish: true,
         protocol: DuplexProtocol::Native,
         changes: crate::server::subs::ChangeBudget::new(Instant::now()),
+        grant: crate::auth::Grant::Open { loopback: true },
     })
 }
 
