@@ -35,6 +35,12 @@ if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; th
     DEBIAN_FRONTEND=noninteractive apt-get install -y curl openssl
 fi
 
+# tests/nginx_proxy.rs runs deploy/nginx.conf in front of Halley.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx
+fi
+
 step "cargo test --workspace"
 cargo test --workspace
 
