@@ -1,6 +1,7 @@
 //! The reverse-proxy recipe `deploy/nginx.conf`, run for real: this test starts its own nginx
 //! (in the foreground, under a temporary prefix, on a free loopback port, stopped by its PID)
-//! in front of a Halley, and checks long-poll, SSE and WebSocket through it. nginx is
+//! in front of a Halley, and checks long-poll, SSE and WebSocket through it, and that
+//! `/metrics` and `/stats` (which Halley answers to loopback peers, nginx's address) are kept in. nginx is
 //! installed with apt-get when missing (as scripts/test.sh installs its tools).
 
 mod util;
@@ -139,4 +140,9 @@ fn long_poll_sse_and_websocket_through_nginx() {
     util::publish(server.addr, "/chat", b"hello socket");
     let message = ws.json();
     assert_eq!(message["data"], "hello socket", "{message}");
+
+    // Halley would answer these to nginx's loopback address: the recipe keeps them inside.
+    for path in ["/metrics", "/stats"] {
+        assert_eq!(Client::connect(nginx.addr).get(path).status, 403, "{path}");
+    }
 }
