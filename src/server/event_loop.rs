@@ -194,7 +194,9 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
         WorkerStats::sub(&self.core.stats().connections, remaining as u64);
-        self.core.shared.connections.fetch_sub(remaining, Relaxed);
+        // Admin connections hold no `--max-connections` slot (`Conns::reserve_slot`).
+        let slots = self.core.conns.iter().filter(|(_, conn)| !conn.admin).count();
+        self.core.shared.connections.fetch_sub(slots, Relaxed);
         // Every connection closed through `io::close`, which retires its subscriber: a
         // subscriber gauge left above zero is an enlist without its retire.
         debug_assert!(
@@ -495,7 +497,12 @@ impl Worker {
             let Some(conn) = self.core.conns.get(key) else { continue };
             match conn.state.phase() {
                 Phase::Parked | Phase::Streaming | Phase::Duplex => subscriber::on_shutdown(&mut self.core, key),
-                Phase::Idle if conn.buffered() == 0 && !conn.has_output() => close(&mut self.core, key),
+                // A fresh admin connection may be a probe whose request is on its way: it is
+                // answered (as `io::pump` does for admin connections accepted while draining);
+                // an idle keep-alive one (a scraper's) is closed like any other.
+                Phase::Idle if conn.buffered() == 0 && !conn.has_output() && (!conn.admin || conn.written > 0) => {
+                    close(&mut self.core, key)
+                }
                 _ => {}
             }
         }
