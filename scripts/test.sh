@@ -40,6 +40,12 @@ if ! command -v redis-server >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 fi
 
+# tests/nginx_proxy.rs runs deploy/nginx.conf in front of Halley.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx
+fi
+
 step "cargo test --workspace"
 cargo test --workspace
 

@@ -87,9 +87,7 @@ fn main() -> ExitCode {
 fn check_config(args: &ServeArgs) -> ExitCode {
     match Config::load(args) {
         Ok(config) => {
-            let text = format!(
-                "# halley: effective configuration (flags > HALLEY_* environment > file > defaults)\n{config:#?}\n"
-            );
+            let text = config.to_toml();
             // A closed stdout (`| head`) is not an error of the configuration.
             let _ = io::stdout().lock().write_all(text.as_bytes());
             ExitCode::SUCCESS

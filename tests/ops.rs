@@ -206,13 +206,13 @@ fn log_flag_wins_over_rust_log_and_json_lines_parse() {
     // Without --log, RUST_LOG applies: warn hides the info lines.
     let output = Command::new(env!("CARGO_BIN_EXE_halley")).arg("check-config").env("RUST_LOG", "warn").output();
     let output = output.expect("run check-config");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("log: \"warn\""));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("log = \"warn\""));
     let output = Command::new(env!("CARGO_BIN_EXE_halley"))
         .args(["check-config", "--log", "debug"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("run check-config");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("log: \"debug\""));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("log = \"debug\""));
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn check_config_prints_the_effective_config_or_the_error() {
     let output = run(&["--config", file.path(), "--max-batch", "9"], &[("HALLEY_HISTORY_MESSAGES", "8")]);
     assert_eq!(output.status.code(), Some(0));
     let text = String::from_utf8_lossy(&output.stdout);
-    for want in ["workers: 3", "max_messages: 8", "max_batch: 9", "listen: 127.0.0.1:8080"] {
+    for want in ["workers = 3", "max_messages = 8", "max_batch = 9", "listen = \"127.0.0.1:8080\""] {
         assert!(text.contains(want), "{want} in {text}");
     }
     // An error: one line naming the option, exit code 1, nothing on stdout.

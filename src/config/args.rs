@@ -51,6 +51,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Access log: one line per HTTP request (time, peer, method, path with secrets redacted, status, bytes, duration) to this file, or `-` for stdout; in --log-format [default: none]
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<PathBuf>,
+
     #[command(flatten)]
     #[serde(default)]
     pub network: NetworkArgs,

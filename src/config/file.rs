@@ -46,6 +46,7 @@ pub(super) const FILE_KEYS: &[FileKey] = &[
     top("log"),
     top("log_format"),
     top("state_dir"),
+    top("access_log"),
     at("listen", "network", "listen"),
     at("raw_listen", "network", "raw_listen"),
     at("admin_listen", "network", "admin_listen"),

@@ -10,6 +10,7 @@
 
 mod args;
 mod cidr;
+mod emit;
 mod file;
 pub mod logging;
 
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
-    SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
+    AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds,
+    ServeArgs, SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
 pub use self::cidr::{client_behind, Cidr};
 pub use self::file::MAX_CONFIG_FILE_BYTES;
@@ -50,11 +51,13 @@ pub struct Config {
     pub pin_workers: bool,
     /// env_logger filter: `--log`, else RUST_LOG, else `info`.
     pub log: String,
-    /// Log line format.
+    /// Log line format (of the access log too).
     pub log_format: LogFormat,
     /// Where a graceful shutdown saves the history and the next start restores it
     /// (`store::state`); `None` keeps history in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Where the access log goes: a file (appended to), `-` for stdout, or none.
+    pub access_log: Option<PathBuf>,
     /// `[network]`: listeners and per-connection bounds.
     pub network: Network,
     /// `[http]`: request size limits, as the parser takes them.
@@ -336,6 +339,9 @@ impl Config {
     /// Checks ranges and the relations between options; errors name the option.
     pub fn validate(&self) -> Result<(), ConfigError> {
         logging::check_filter(&self.log).map_err(|reason| ConfigError::Invalid { option: "log", reason })?;
+        ensure(self.access_log.as_ref().is_none_or(|path| !path.as_os_str().is_empty()), "access-log", || {
+            "must be a file path or - (stdout)".into()
+        })?;
         ensure((1..=MAX_WORKERS).contains(&self.workers), "workers", || {
             format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers)
         })?;
@@ -443,6 +449,7 @@ impl Config {
             log: pick!(log).or(rust_log).unwrap_or(d.log),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             state_dir: pick!(state_dir).or(d.state_dir),
+            access_log: pick!(access_log).or(d.access_log),
             network: Network {
                 listen: pick!(network.listen).map_or(d.network.listen, |a| a.0),
                 raw_listen: pick!(network.raw_listen).map(|a| a.0).or(d.network.raw_listen),
@@ -583,6 +590,7 @@ impl Default for Config {
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             state_dir: None,
+            access_log: None,
             network: Network::default(),
             http: http::Limits::default(),
             timeouts: Timeouts::default(),

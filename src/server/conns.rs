@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ const BODY_READ_CHUNK: usize = 64 * 1024;
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes a draining connection may still send before it is closed.
 const MAX_DRAIN: usize = 1 << 20;
+/// Admin connections (`--admin-listen`) open at once, at most. They take no `--max-connections`
+/// slot, so a node full of clients still answers `/metrics` and `/ready` (which is when an
+/// operator needs them most); this bound keeps what the admin listener can hold small.
+pub(super) const MAX_ADMIN_CONNECTIONS: usize = 32;
 
 /// Every connection of one worker, by slab key.
 pub(super) struct Conns {
@@ -43,6 +48,8 @@ pub(super) struct Conns {
     closed: Vec<usize>,
     /// Connections a bounded `io::pump` left with work, continued at the end of the turn.
     deferred: Vec<usize>,
+    /// Open admin connections, at most `MAX_ADMIN_CONNECTIONS` (only worker 0 has any).
+    admin_open: usize,
     pub(super) date: DateCache,
     /// The CORS lists in force: this worker's copy of `Shared::access`, renewed by the event
     /// loop when a SIGHUP reload changed them (`refresh_access`).
@@ -72,6 +79,7 @@ impl Conns {
             pool: BufPool::new(READ_BUF, max_head.max(READ_BUF) * 2, POOLED_BUFS),
             closed: Vec::new(),
             deferred: Vec::new(),
+            admin_open: 0,
             date: DateCache::new(),
             access: Arc::new(shared.config.access.clone()),
             access_generation: 0,
@@ -286,6 +294,25 @@ impl Conns {
         }
     }
 
+    // ---- the access log ------------------------------------------------------------------------
+
+    /// Notes a request for the access log (when it is on and the request is not noted yet).
+    pub(super) fn access_begin(&mut self, key: usize, req: &http::Request) {
+        let log = &self.shared.access_log;
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if log.enabled() && conn.access.is_none() {
+            conn.access = log.begin(req, conn.sock.peer_addr().ok(), conn.written);
+        }
+    }
+
+    /// Logs the connection's noted request, if any, as answered with `status` and `bytes`.
+    fn access_end(&mut self, key: usize, status: u16, bytes: u64) {
+        let Some(conn) = self.slab.get_mut(key) else { return };
+        if let Some(pending) = conn.access.take() {
+            self.shared.access_log.log(Some(&pending), None, status, bytes);
+        }
+    }
+
     // ---- responses ---------------------------------------------------------------------------
 
     pub(super) fn respond(
@@ -389,12 +416,18 @@ impl Conns {
         let keep_alive = meta.keep_alive && !self.is_shutting_down();
         let (header, keepalive) = (self.shared.config.timeouts.header, self.shared.config.timeouts.keepalive);
         let Some(conn) = self.slab.get_mut(key) else { return };
+        // The status is in the head ("HTTP/1.1 200 ..."), whoever built it.
+        let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+        let mut bytes = head.len() as u64;
         conn.out.push(head);
         if !meta.head_only {
             for part in body {
+                bytes += part.len() as u64;
                 conn.out.push(part);
             }
         }
+        self.access_end(key, status, bytes);
+        let Some(conn) = self.slab.get_mut(key) else { return };
         conn.state.answered(keep_alive);
         let timeout = match (keep_alive, conn.buffered() > 0) {
             (false, _) => self.shared.config.timeouts.close_write,
@@ -412,7 +445,15 @@ impl Conns {
         let mut out = Vec::with_capacity(128 + reject.reason.len());
         let headers = reject.header_pairs();
         http::error_response(&mut out, reject.status, &reject.reason, version, self.date.value(), &headers, false);
+        let bytes = out.len() as u64;
         conn.out.push(Bytes::from(out));
+        if self.shared.access_log.enabled() {
+            // A head that did not parse has no method or target: logged with `-`.
+            let pending = conn.access.take();
+            let peer = conn.sock.peer_addr().ok();
+            self.shared.access_log.log(pending.as_deref(), peer, reject.status, bytes);
+        }
+        let Some(conn) = self.slab.get_mut(key) else { return };
         conn.state.close_after_write();
         self.set_timer(key, self.shared.config.timeouts.close_write);
     }
@@ -444,6 +485,12 @@ impl Conns {
         if conn.state.is_closed() {
             return None;
         }
+        if let Some(pending) = conn.access.take() {
+            // A stream or socket ends, or a request was never answered (the client left: 499).
+            let status = if pending.status == 0 { 499 } else { pending.status };
+            let bytes = conn.written.saturating_sub(pending.written_at_start);
+            self.shared.access_log.log(Some(&pending), None, status, bytes);
+        }
         let vacated = conn.state.close();
         let _ = self.registry.deregister(&mut conn.sock);
         conn.sock.close_notify();
@@ -461,13 +508,55 @@ impl Conns {
     }
 
     /// Frees the slots of the connections closed during this event batch; returns how many.
-    pub(super) fn free_closed(&mut self) -> usize {
-        let n = self.closed.len();
+    pub(super) fn free_closed(&mut self) -> Freed {
+        let mut freed = Freed::default();
         for key in self.closed.drain(..) {
-            self.slab.try_remove(key);
+            if let Some(conn) = self.slab.try_remove(key) {
+                freed.total += 1;
+                if conn.admin {
+                    self.admin_open = self.admin_open.saturating_sub(1);
+                } else {
+                    freed.slots += 1;
+                }
+            }
         }
-        n
+        freed
     }
+
+    // ---- connection slots ----------------------------------------------------------------------
+
+    /// Takes a slot for a connection about to be accepted: one of the `--max-connections`
+    /// slots shared by every worker, or for the admin listener one of this worker's
+    /// `MAX_ADMIN_CONNECTIONS`. False when none is free.
+    pub(super) fn reserve_slot(&mut self, admin: bool) -> bool {
+        if admin {
+            let free = self.admin_open < MAX_ADMIN_CONNECTIONS;
+            self.admin_open += usize::from(free);
+            return free;
+        }
+        // The workers share the count: checking it first and adding after would let two of
+        // them take the last slot at once.
+        let max = self.shared.config.network.max_connections;
+        self.shared.connections.fetch_update(AcqRel, Acquire, |open| (open < max).then_some(open + 1)).is_ok()
+    }
+
+    /// Gives back a slot `reserve_slot` took when no connection came of it.
+    pub(super) fn release_slot(&mut self, admin: bool) {
+        if admin {
+            self.admin_open = self.admin_open.saturating_sub(1);
+        } else {
+            self.shared.connections.fetch_sub(1, AcqRel);
+        }
+    }
+}
+
+/// What `Conns::free_closed` freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Freed {
+    /// Connections freed.
+    pub total: usize,
+    /// Of those, the ones that held a `--max-connections` slot (all but admin connections).
+    pub slots: usize,
 }
 
 /// Reads and discards input on a draining connection. Returns bytes read. Under TLS the

@@ -28,6 +28,7 @@ use crate::protocol::{self, Route};
 /// its answer, parked it, opened a stream or socket, handed it to the hub or to another
 /// worker.
 pub(super) fn dispatch(core: &mut Core, key: usize, req: Request, body: Vec<u8>) {
+    core.conns.access_begin(key, &req); // a handed-over request is noted here
     let Some(conn) = core.conns.get_mut(key) else { return };
     if matches!(conn.state.phase(), Phase::Idle | Phase::Head) {
         conn.state.dispatch();

@@ -78,6 +78,9 @@ pub(super) fn upgrade(conns: &mut Conns, key: usize, meta: ReplyMeta, req: &Requ
     websocket::write_handshake_response(&mut head, &handshake.accept, None);
     let Some(conn) = conns.get_mut(key) else { return false };
     conn.out.push(Bytes::from(head));
+    if let Some(access) = conn.access.as_mut() {
+        access.status = 101; // logged when the socket closes
+    }
     true
 }
 

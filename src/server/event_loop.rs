@@ -28,7 +28,7 @@
 
 use std::io;
 use std::mem;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -194,7 +194,9 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
         WorkerStats::sub(&self.core.stats().connections, remaining as u64);
-        self.core.shared.connections.fetch_sub(remaining, Relaxed);
+        // Admin connections hold no `--max-connections` slot (`Conns::reserve_slot`).
+        let slots = self.core.conns.iter().filter(|(_, conn)| !conn.admin).count();
+        self.core.shared.connections.fetch_sub(slots, Relaxed);
         // Every connection closed through `io::close`, which retires its subscriber: a
         // subscriber gauge left above zero is an enlist without its retire.
         debug_assert!(
@@ -233,14 +235,16 @@ impl Worker {
     /// Accepts until the listener would block (mio is edge-triggered), the connection limit is
     /// reached, or the process is out of file descriptors; in the last two cases accepting
     /// pauses instead of spinning, and resumes when connections close.
+    /// A paused listener does not stop the others: admin connections have slots of their own.
     pub(super) fn accept(&mut self) {
+        let mut paused = false;
         for door in [Door::Http, Door::Raw, Door::Admin] {
-            if !self.accept_from(door) {
-                return;
-            }
+            paused |= !self.accept_from(door);
         }
-        // Both listeners drained: whatever paused accepting is over.
-        self.accept_paused = false;
+        if !paused {
+            // Every listener drained: whatever paused accepting is over.
+            self.accept_paused = false;
+        }
     }
 
     /// Accepts from one listener; false when accepting paused.
@@ -253,11 +257,10 @@ impl Worker {
                 Door::Admin => self.admin_listener.as_ref(),
             };
             let Some(listener) = listener else { return true };
-            // The slot is taken before the accept and given back if nothing comes of it: the
-            // workers share the count, and checking it first and adding after would let two of
-            // them take the last slot at once.
-            if !reserve_connection(&self.core.shared) {
-                self.pause_accept("connection limit reached");
+            // The slot is taken before the accept and given back if nothing comes of it.
+            let admin = door == Door::Admin;
+            if !self.core.conns.reserve_slot(admin) {
+                self.pause_accept(if admin { "admin connection limit reached" } else { "connection limit reached" });
                 return false;
             }
             match listener.accept() {
@@ -266,7 +269,7 @@ impl Worker {
                     continue;
                 }
                 Err(e) => {
-                    self.core.shared.connections.fetch_sub(1, AcqRel);
+                    self.core.conns.release_slot(admin);
                     match e.kind() {
                         io::ErrorKind::WouldBlock => return true,
                         io::ErrorKind::Interrupted => {}
@@ -314,7 +317,7 @@ impl Worker {
         let key = match added {
             Ok(key) => key,
             Err(e) => {
-                self.core.shared.connections.fetch_sub(1, AcqRel);
+                self.core.conns.release_slot(door == Door::Admin);
                 return REGISTER_FAILED.log(format_args!("worker {}: register: {e}", self.core.id));
             }
         };
@@ -334,12 +337,12 @@ impl Worker {
     }
 
     fn free_closed(&mut self) {
-        let n = self.core.conns.free_closed();
-        if n == 0 {
+        let freed = self.core.conns.free_closed();
+        if freed.total == 0 {
             return;
         }
-        self.core.shared.connections.fetch_sub(n, Relaxed);
-        WorkerStats::sub(&self.core.stats().connections, n as u64);
+        self.core.shared.connections.fetch_sub(freed.slots, Relaxed);
+        WorkerStats::sub(&self.core.stats().connections, freed.total as u64);
         if self.accept_paused {
             self.accept();
         }
@@ -504,7 +507,12 @@ impl Worker {
             let Some(conn) = self.core.conns.get(key) else { continue };
             match conn.state.phase() {
                 Phase::Parked | Phase::Streaming | Phase::Duplex => subscriber::on_shutdown(&mut self.core, key),
-                Phase::Idle if conn.buffered() == 0 && !conn.has_output() => close(&mut self.core, key),
+                // A fresh admin connection may be a probe whose request is on its way: it is
+                // answered (as `io::pump` does for admin connections accepted while draining);
+                // an idle keep-alive one (a scraper's) is closed like any other.
+                Phase::Idle if conn.buffered() == 0 && !conn.has_output() && (!conn.admin || conn.written > 0) => {
+                    close(&mut self.core, key)
+                }
                 _ => {}
             }
         }
@@ -541,12 +549,6 @@ pub(super) enum Timer {
     Conn(usize),
     /// A session's lease (Pushlet) or expiry after its last connect (Bayeux).
     Session(usize),
-}
-
-/// Takes one of the `--max-connections` slots shared by every worker, if one is free.
-fn reserve_connection(shared: &Shared) -> bool {
-    let max = shared.config.network.max_connections;
-    shared.connections.fetch_update(AcqRel, Acquire, |open| (open < max).then_some(open + 1)).is_ok()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -190,6 +190,7 @@ fn handle_peer_close(core: &mut Core, key: usize) -> bool {
 }
 
 fn begin_request(core: &mut Core, key: usize, request: Request) {
+    core.conns.access_begin(key, &request);
     match request.body_kind() {
         // An empty body (`Content-Length: 0`) is complete already: no Body phase, no 100.
         BodyKind::None | BodyKind::Length(0) => dispatch::dispatch(core, key, request, Vec::new()),

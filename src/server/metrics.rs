@@ -36,7 +36,7 @@ pub(crate) type Source = fn(&Shared, &mut Out<'_>) -> fmt::Result;
 
 /// Every group, in the order a scrape lists them. Add a group here; add a metric to a group
 /// with one line.
-pub(crate) const SOURCES: &[Source] = &[connections, messages, history, hub, latency, process];
+pub(crate) const SOURCES: &[Source] = &[connections, messages, history, hub, latency, access_log, process];
 
 /// The whole scrape: every source, encoded. An encoding error (there is none for a `String`)
 /// yields what was encoded so far.
@@ -222,6 +222,16 @@ fn history(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
             (&[("reason", "global_bound")][..], store.evicted_global),
             (&[("reason", "age")][..], store.expired),
         ],
+    )
+}
+
+fn access_log(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
+    let log = &shared.access_log;
+    out.counter("halley_access_log_lines", "Access log lines handed to its writer", log.lines.load(Relaxed))?;
+    out.counter(
+        "halley_access_log_dropped",
+        "Access log lines dropped because the writer fell behind",
+        log.dropped.load(Relaxed),
     )
 }
 

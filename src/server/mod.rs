@@ -4,6 +4,7 @@
 //! `start` builds everything and returns a handle (tests use it with port 0); `run` is what
 //! `halley serve` does: start, wait for SIGINT/SIGTERM, shut down gracefully.
 
+mod access_log;
 mod conn;
 mod conns;
 mod core;
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     /// worker keeps a copy and takes the new one when `access_generation` moves.
     pub access: RwLock<Arc<Access>>,
     pub access_generation: AtomicU64,
+    /// `--access-log`: off, or the channel to its writer thread.
+    pub access_log: access_log::AccessLog,
     /// Who may publish and read (`crate::auth`); `Auth::reload` replaces it at run time.
     pub auth: crate::auth::Auth,
     /// The HTTP listener's TLS config, swapped by `tls::TlsCell::reload` (None: plain TCP).
@@ -216,6 +219,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         receivers.push((rx, handoff_rx));
         polls.push(poll);
     }
+    let access_log = access_log::AccessLog::open(config.access_log.as_deref(), config.log_format)?;
     let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log, ..hub::HubOptions::default() };
     let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
@@ -237,6 +241,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         stats_wanted_until: AtomicU64::new(0),
         access: RwLock::new(Arc::new(config.access.clone())),
         access_generation: AtomicU64::new(0),
+        access_log,
         auth,
         tls,
         config,

@@ -81,6 +81,7 @@ fn needs_restart(current: &Config, new: &Config) -> Vec<&'static str> {
         ("no-pin", same.pin_workers != current.pin_workers),
         ("log-format", same.log_format != current.log_format),
         ("state-dir", same.state_dir != current.state_dir),
+        ("access-log", same.access_log != current.access_log),
         ("[network]", same.network != current.network),
         ("[http]", same.http != current.http),
         ("[timeouts]", same.timeouts != current.timeouts),

@@ -99,6 +99,9 @@ pub(super) fn open(
     let selectors = stream.selectors.clone();
     let Some(conn) = core.conns.get_mut(key) else { return };
     conn.out.push(Bytes::from(head));
+    if let Some(access) = conn.access.as_mut() {
+        access.status = 200; // logged when the stream ends
+    }
     stream.life.push(&mut conn.out, &mut first);
     conn.state.open_stream(Box::new(stream));
     core.delivery.watch(&mut core.hub, key, &selectors, seen_head);

@@ -123,6 +123,11 @@ impl Backlog {
         self.limit
     }
 
+    /// Whether history lost events this session had not read (the reply then says so).
+    pub fn gap(&self) -> bool {
+        self.gap
+    }
+
     /// Takes one read of history: `msgs` in seq order, `gap` when history had lost some of what
     /// was asked for, `truncated` when the read stopped at [`Backlog::read_limit`]. Returns
     /// whether to read on (from the read's next cursor).

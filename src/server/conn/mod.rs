@@ -230,6 +230,8 @@ pub struct Conn {
     /// The client's address as a trusted proxy forwarded it (`X-Forwarded-For`) with the
     /// latest request; None: the socket's peer is the client.
     pub forwarded_for: Option<std::net::IpAddr>,
+    /// The request the access log waits to log (`--access-log` only).
+    pub access: Option<Box<crate::server::access_log::Pending>>,
 }
 
 impl Conn {
@@ -249,6 +251,7 @@ impl Conn {
             timer_mark: 0,
             close_by: None,
             forwarded_for: None,
+            access: None,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::server::dispatch;
 use crate::server::session_id;
 use crate::server::sessions;
 use crate::server::sessions::handoff;
+use crate::server::stats::WorkerStats;
 use crate::server::stream;
 use crate::server::stream::{unix_secs, StreamSpec};
 use std::fmt::Write as _;
@@ -283,6 +284,7 @@ pub(in crate::server) fn answer(
 ) -> Answer {
     let store = std::sync::Arc::clone(&core.shared.store);
     let mut head = 0;
+    let mut gap = false;
     let listener = match core.sessions.slab.get_mut(hold.session) {
         Some(SessionEntry { state: SessionState::Pushlet(session), .. }) if session.listening() => {
             // The cursor may only move over messages that were looked at. A wake-up that
@@ -300,6 +302,7 @@ pub(in crate::server) fn answer(
                 }
             };
             session.set_cursor(next);
+            gap = backlog.gap();
             Listener::Live { session, backlog }
         }
         // Released by `leave`: the worker removes the session right after.
@@ -317,6 +320,10 @@ pub(in crate::server) fn answer(
         Done::Ended => {}
         Done::Left => core.sessions.listening_ended(hold.session, key, &mut core.conns.timers),
         Done::Delivered | Done::Overflowed => {
+            if gap && done == Done::Delivered {
+                // The reply carries the "events were lost" notice (an overflow's abort does not).
+                WorkerStats::add(&core.shared.stats[core.id].gaps, 1);
+            }
             core.sessions.listening_ended(hold.session, key, &mut core.conns.timers);
             if done == Done::Overflowed {
                 core.sessions.remove(hold.session, &mut core.conns.timers);
