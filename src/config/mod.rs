@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::args::{
-    AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds, ServeArgs,
-    SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
+    AccessArgs, AuthArgs, ByteSize, HistoryArgs, HttpArgs, ListenAddr, LogFormat, LongpollArgs, NetworkArgs, Seconds,
+    ServeArgs, SessionArgs, StreamArgs, TimeoutArgs, TlsArgs, WebArgs,
 };
 pub use self::file::MAX_CONFIG_FILE_BYTES;
 use crate::http;
