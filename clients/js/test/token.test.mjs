@@ -6,11 +6,10 @@
 // iframe need a DOM, so they run in chromium (tests/e2e/client-token.test.mjs).
 
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { after, describe, test } from 'node:test';
 
-import { Mailbox, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
+import { Mailbox, mintToken, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
 import Halley from '../halley.mjs';
 
 const requireE2e = createRequire(new URL('../../../tests/e2e/package.json', import.meta.url));
@@ -19,12 +18,7 @@ const WebSocket = requireE2e('ws');
 const SECRET = 'token-tests-secret';
 const FAST = { shared: false, backoffBase: 50, backoffMax: 400, firstByteTimeout: 5000 };
 
-/** An HS256 JWT, as the application's backend would mint it. */
-export function mint(claims, secret = SECRET) {
-  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
-}
+const mint = (claims, secret = SECRET) => mintToken(claims, secret);
 
 const inSecs = (s) => Math.floor(Date.now() / 1000) + s;
 const READ_ALL = mint({ exp: inSecs(3600), subscribe: ['/tok/**'], publish: [] });
