@@ -122,7 +122,8 @@ const SECRET_B: &str = "reload-secret-b";
 fn sighup_swaps_the_auth_secret_of_the_config_file() {
     let dir = Scratch::new("auth");
     let config = dir.file("halley.toml", &format!("log = \"info\"\n[auth]\nsecret = \"{SECRET_A}\"\n"));
-    let halley = Halley::spawn(&["serve", "--config", &config, "--workers", "1", "--no-pin", "--listen", "127.0.0.1:0"]);
+    let halley =
+        Halley::spawn(&["serve", "--config", &config, "--workers", "1", "--no-pin", "--listen", "127.0.0.1:0"]);
     let addr = halley.addr();
     let (a, b) = (token(SECRET_A), token(SECRET_B));
     assert_eq!(publish_status(addr, &a), 201);
