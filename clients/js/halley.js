@@ -1206,6 +1206,7 @@
     var poke = watchdog(c, this, c.opts.heartbeatTimeout);
     this.cb = globalCallback(function (obj) {
       if (c.transport !== self) return;
+      c.opened(self); // a script from the stream ran: it is open, whatever the poll saw yet
       poke();
       if (obj && obj.type) c.control(self, obj);
       else c.message(self, obj);
