@@ -28,6 +28,15 @@ export interface Gap {
   transport: TransportName | null;
 }
 
+/** What on('error') reports. A refusal carries the server's status and one-line reason. */
+export interface HalleyError extends Error {
+  /** 401: no token, or a bad or expired one; 403: the token does not cover the topic. */
+  status?: number;
+  reason?: string;
+  /** With a 403 on a subscription: its pattern (that subscription is left out, the others go on). */
+  topic?: string;
+}
+
 export interface PublishAck {
   id: string;
   topic: string;
@@ -37,8 +46,13 @@ export interface PublishAck {
 }
 
 export interface Options {
-  /** Carried as `access_token` (WebSocket, SSE, JSONP, iframe) or `Authorization: Bearer` (fetch). */
-  token?: string | null;
+  /**
+   * The token (docs/AUTH.md): WebSocket sends it in a first `auth` command, SSE, JSONP and the
+   * iframe as the `token` query parameter, streaming, long-poll and publish as
+   * `Authorization: Bearer`. A function is called before the first connection and again after
+   * a 401 or the server's expiry notice (docs/CLIENT.md "Tokens").
+   */
+  token?: string | null | (() => string | null | Promise<string | null>);
   /** The transports to try, in order (default: all, in the order of `Halley.TRANSPORTS`). */
   transports?: TransportName[];
   /** ms a transport may take to open before the next one is tried (default 10000). */
@@ -67,7 +81,7 @@ export interface Connection {
   publish(topic: string, data: unknown, options?: { event?: string }): Promise<PublishAck>;
   on(event: 'state', fn: (state: State) => void): () => void;
   on(event: 'gap', fn: (gap: Gap) => void): () => void;
-  on(event: 'error', fn: (error: Error) => void): () => void;
+  on(event: 'error', fn: (error: HalleyError) => void): () => void;
   close(): void;
   readonly state: State;
   /** The id of the last message delivered (kept in sessionStorage). */

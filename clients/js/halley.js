@@ -7,6 +7,8 @@
  * - the cursor: every message id moves it, it is kept in sessionStorage, and every
  *   (re)connection resumes from it, so nothing is lost and nothing arrives twice;
  * - reporting history gaps through on('gap') instead of hiding them;
+ * - the token: put where each transport can carry it, fetched again (when it is a function)
+ *   after a 401 or an expiry notice, and a 403 on one subscription reported for that one only;
  * - sharing one connection between the tabs of an origin (see Shared below).
  */
 (function (root) {
@@ -16,6 +18,8 @@
   var TRANSPORTS = ['websocket', 'sse', 'stream', 'longpoll', 'jsonp', 'iframe'];
 
   var DEFAULTS = {
+    // A token (docs/AUTH.md): a string, or a function returning one (or a Promise of one),
+    // called before the first connection and again after a 401 or an expiry notice.
     token: null,
     transports: TRANSPORTS,
     // A transport that has not opened (WebSocket open, response head, first long-poll reply)
@@ -253,6 +257,10 @@
     this.store = new CursorStore(this.env.sessionStorage, 'halley.cursor ' + opts.name + ' ' + this.base);
     this.cursor = this.store.get();
     this.subs = new Map(); // pattern -> Set of handlers
+    // The token in use; a function's result is fetched before the first connection.
+    this.token = typeof opts.token === 'function' ? null : opts.token || null;
+    this.tokenStale = typeof opts.token === 'function';
+    this.refused = new Set(); // patterns the token does not cover (403), left out until it changes
     this.listeners = { state: [], gap: [], error: [] };
     this.state = 'connecting';
     this.transport = null; // the live transport instance
@@ -293,6 +301,7 @@
     if (!set) {
       set = new Set();
       this.subs.set(pattern, set);
+      this.refused.delete(pattern); // asked for again: the server decides again
     }
     var entry = function (msg) {
       onMessage(msg);
@@ -315,6 +324,14 @@
     var all = new Set(this.subs.keys());
     if (this.shared) this.shared.patterns(all);
     return Array.from(all);
+  };
+
+  /** What the connection asks the server for: the patterns minus those refused (403). */
+  Client.prototype.wanted = function () {
+    var refused = this.refused;
+    return this.patterns().filter(function (p) {
+      return !refused.has(p);
+    });
   };
 
   /**
@@ -365,7 +382,7 @@
 
   Client.prototype.eligible = function (name) {
     var env = this.env;
-    var single = this.patterns().length === 1;
+    var single = this.wanted().length === 1;
     switch (name) {
       case 'websocket':
         return !!env.WebSocket;
@@ -385,9 +402,10 @@
   };
 
   Client.prototype.start = function () {
-    if (this.state === 'closed' || this.transport || this.timer || this.priming) return;
+    if (this.state === 'closed' || this.transport || this.timer || this.priming || this.waiting) return;
     if (this.shared && this.shared.follower()) return;
-    if (this.patterns().length === 0) return; // nothing to carry yet: connect on the first subscribe
+    if (this.wanted().length === 0) return; // nothing to carry yet: connect on the first subscribe
+    if (this.tokenStale) return this.refreshToken();
     var self = this;
     var name = this.picker.current(function (n) {
       return self.eligible(n);
@@ -400,7 +418,7 @@
       return this.prime();
     }
     this.primed = false;
-    var t = new Transports[name](this, this.patterns());
+    var t = new Transports[name](this, this.wanted());
     t.name = name;
     t.opened = false;
     this.transport = t;
@@ -418,21 +436,72 @@
   Client.prototype.prime = function () {
     var self = this;
     this.priming = true;
-    var done = function () {
+    this.probe(this.wanted()).then(function (r) {
+      if (r.status === 200 && !self.cursor) {
+        try {
+          self.advance(JSON.parse(r.text).next);
+        } catch (e) {
+          // not a poll reply: the transport starts without a cursor
+        }
+      }
       self.priming = false;
       self.primed = true;
       self.start();
-    };
-    this.env
-      .fetch(buildUrl(this.base, subPath(this.patterns()), { timeout: 0 }), { headers: this.headers({}), cache: 'no-store' })
+    });
+  };
+
+  /**
+   * A zero-timeout poll for `patterns` with the token in the header: resolves {status, text}
+   * (status 0 when the request itself failed). It fixes a first cursor, and it tells why a
+   * transport that cannot see statuses (a script, a frame, EventSource) failed: 401 or 403.
+   */
+  Client.prototype.probe = function (patterns) {
+    if (!this.env.fetch) return Promise.resolve({ status: 0, text: '' });
+    return this.env
+      .fetch(buildUrl(this.base, subPath(patterns), { timeout: 0 }), { headers: this.headers({}), cache: 'no-store' })
       .then(function (res) {
-        return res.status === 200 ? res.json() : null;
+        return res.text().then(function (text) {
+          return { status: res.status, text: text.trim() };
+        });
       })
-      .then(function (reply) {
-        if (reply && !self.cursor) self.advance(reply.next);
+      .catch(function () {
+        return { status: 0, text: '' };
+      });
+  };
+
+  /**
+   * Calls the `token` function and starts again with what it gives. A function that throws
+   * or rejects is reported and asked again after a backoff.
+   */
+  Client.prototype.refreshToken = function () {
+    var self = this;
+    var fn = this.opts.token;
+    this.waiting = true;
+    Promise.resolve()
+      .then(function () {
+        return fn();
       })
-      .catch(function () {})
-      .then(done);
+      .then(
+        function (token) {
+          self.token = token ? String(token) : null;
+          self.tokenStale = false;
+          self.refused.clear(); // another token may cover what the last one did not
+        },
+        function (err) {
+          self.emit('error', new Error('token: ' + (err && err.message ? err.message : String(err))));
+          self.attempt += 1;
+          return backoff(self.attempt, self.opts.backoffBase, self.opts.backoffMax, self.env.random);
+        }
+      )
+      .then(function (delay) {
+        self.waiting = false;
+        if (self.state === 'closed') return;
+        if (!delay) return self.start();
+        self.timer = setTimeout(function () {
+          self.timer = null;
+          self.start();
+        }, delay);
+      });
   };
 
   /** A transport reached the server (first byte): the connection is open. */
@@ -451,26 +520,107 @@
     this.emit('state', state);
   };
 
-  /** A transport broke. Drop it for the next one, or back off and retry it. */
+  /**
+   * A transport broke. A 401 refreshes the token and a 403 drops the refused subscriptions,
+   * on the same transport; anything else drops the transport for the next one, or backs off
+   * and retries it. A script, a frame or an EventSource cannot see why it failed: a probe
+   * asks the server before the transport is blamed.
+   */
   Client.prototype.failed = function (t, err, minDelay) {
     if (t !== this.transport) return;
     clearTimeout(t.openTimer);
     this.stopTransport();
-    if (err) this.emit('error', err);
-    if (this.state === 'closed') return;
-    var wait = this.picker.failed(t.name, t.opened);
+    if (this.state === 'closed') {
+      if (err) this.emit('error', err);
+      return;
+    }
+    var blind = t.name === 'jsonp' || t.name === 'iframe' || (t.name === 'sse' && t.es);
+    if (!blind || t.opened || !err || err.status) return this.afterFailure(t, err, minDelay);
+    var self = this;
+    this.waiting = true;
+    this.probe(this.wanted()).then(function (r) {
+      self.waiting = false;
+      if (self.state === 'closed') return;
+      if (r.status === 401 || r.status === 403) err = httpError(t.name, r.status, r.text);
+      self.afterFailure(t, err, minDelay);
+    });
+  };
+
+  Client.prototype.afterFailure = function (t, err, minDelay) {
+    var status = err && err.status;
+    if (status !== 403 && err) this.emit('error', err);
     this.setState(this.state === 'open' || this.state === 'reconnecting' ? 'reconnecting' : 'connecting');
+    if (status === 403) return this.forbidden(this.wanted(), err.reason, false);
+    var wait;
+    if (status === 401) {
+      // Not the transport's fault: fetch a fresh token (if we can) and retry the same one.
+      if (typeof this.opts.token === 'function') this.tokenStale = true;
+      wait = true;
+    } else {
+      wait = this.picker.failed(t.name, t.opened);
+    }
     var delay = 0;
     if (wait) {
       this.attempt += 1;
       delay = backoff(this.attempt, this.opts.backoffBase, this.opts.backoffMax, this.env.random);
     }
-    delay = Math.max(delay, minDelay || 0);
+    this.retryIn(Math.max(delay, minDelay || 0));
+  };
+
+  Client.prototype.retryIn = function (delay) {
     var self = this;
+    clearTimeout(this.timer);
     this.timer = setTimeout(function () {
       self.timer = null;
       self.start();
     }, delay);
+  };
+
+  /**
+   * The token does not cover one of `patterns` (403). With one pattern, that is the one;
+   * with several, a probe each tells which. Each refused one is reported through
+   * on('error') (`status` 403, `topic`) and left out; the others go on. `live`: the
+   * connection still runs (a WebSocket whose later subscribe was refused).
+   */
+  Client.prototype.forbidden = function (patterns, reason, live) {
+    var self = this;
+    var found =
+      patterns.length === 1 || !this.env.fetch
+        ? Promise.resolve(
+            patterns.map(function (p) {
+              return { pattern: p, status: 403, text: reason };
+            })
+          )
+        : Promise.all(
+            patterns.map(function (p) {
+              return self.probe([p]).then(function (r) {
+                return { pattern: p, status: r.status, text: r.text };
+              });
+            })
+          );
+    this.waiting = !live;
+    found.then(function (list) {
+      self.waiting = false;
+      if (self.state === 'closed') return;
+      var any = false;
+      list.forEach(function (r) {
+        if (r.status !== 403 || !self.subs.has(r.pattern)) return;
+        any = true;
+        self.refused.add(r.pattern);
+        var e = httpError('subscribe ' + r.pattern, 403, r.text || reason);
+        e.topic = r.pattern;
+        self.emit('error', e);
+      });
+      if (live && list.length === 1) return;
+      if (live) return self.restart();
+      // Nothing refused on its own (the token changed meanwhile?): try again after a backoff.
+      var delay = 0;
+      if (!any) {
+        self.attempt += 1;
+        delay = backoff(self.attempt, self.opts.backoffBase, self.opts.backoffMax, self.env.random);
+      }
+      self.retryIn(delay);
+    });
   };
 
   /** The stream ended cleanly (recycled): resume at `next` on the same transport. */
@@ -543,6 +693,11 @@
       case 'overflow':
         this.ended(t, obj.next);
         break;
+      case 'expired':
+        // The token ran out: come back with a fresh one (a fixed token will get its 401).
+        if (typeof this.opts.token === 'function') this.tokenStale = true;
+        this.ended(t, obj.next);
+        break;
       case 'error':
         this.emit('error', new Error(obj.reason || 'server error'));
         break;
@@ -551,15 +706,19 @@
     }
   };
 
+  /** Request headers with the token, for everything fetch sends (streaming, long-poll, publish). */
   Client.prototype.headers = function (extra) {
     var h = extra || {};
-    if (this.opts.token) h.Authorization = 'Bearer ' + this.opts.token;
+    if (this.token) h.Authorization = 'Bearer ' + this.token;
     return h;
   };
 
-  /** Query parameters for a subscription request: the cursor and the token. */
+  /**
+   * Query parameters for a subscription request: the cursor, and the token for the
+   * transports that cannot set a header (SSE, JSONP, iframe; fetch ones drop it).
+   */
   Client.prototype.query = function (extra) {
-    var q = { since: this.cursor || undefined, access_token: this.opts.token || undefined };
+    var q = { since: this.cursor || undefined, token: this.token || undefined };
     Object.keys(extra || {}).forEach(function (k) {
       q[k] = extra[k];
     });
@@ -577,7 +736,15 @@
     if (this.state === 'closed') return Promise.reject(new Error('the client is closed'));
     var t = this.transport;
     if (t && t.opened && t.publish) return t.publish(name, data, event);
-    return this.httpPublish(name, data, event);
+    var self = this;
+    return this.httpPublish(name, data, event).catch(function (err) {
+      // A stale token: fetch a fresh one and try once more.
+      if (err.status !== 401 || typeof self.opts.token !== 'function') throw err;
+      return Promise.resolve(self.opts.token()).then(function (token) {
+        self.token = token ? String(token) : null;
+        return self.httpPublish(name, data, event);
+      });
+    });
   };
 
   Client.prototype.httpPublish = function (topic, data, event) {
@@ -597,7 +764,7 @@
     })
       .then(function (res) {
         return res.text().then(function (text) {
-          if (res.status !== 201) throw new Error('publish to ' + topic + ': ' + res.status + ' ' + text.trim());
+          if (res.status !== 201) throw httpError('publish to ' + topic, res.status, text.trim());
           var ack = JSON.parse(text);
           return { id: ack.id, topic: ack.topic, time: ack.time, delivered: ack.delivered };
         });
@@ -623,6 +790,14 @@
 
   var Transports = {};
 
+  /** An Error for a refusal, with the HTTP `status` and the server's one-line `reason`. */
+  function httpError(what, status, reason) {
+    var e = new Error(what + ': ' + status + (reason ? ' ' + reason : ''));
+    e.status = status;
+    e.reason = reason || '';
+    return e;
+  }
+
   /** Arms a watchdog: no sign of life for `ms` means a dead link. */
   function watchdog(client, t, ms) {
     var timer = null;
@@ -645,11 +820,14 @@
   Transports.websocket = function (client, patterns) {
     this.client = client;
     this.patterns = patterns;
+    this.more = {}; // later subscribe command ids -> their patterns, until answered
   };
   Transports.websocket.prototype.start = function () {
     var c = this.client;
     var self = this;
-    var url = buildUrl(c.base.replace(/^http/, 'ws'), '/ws', { access_token: c.opts.token || undefined });
+    // A browser cannot set headers on the upgrade, and a URL ends up in logs: the token goes
+    // in the first command instead (docs/AUTH.md), before the subscribe it authorises.
+    var url = buildUrl(c.base.replace(/^http/, 'ws'), '/ws', {});
     var ws;
     try {
       ws = new c.env.WebSocket(url);
@@ -659,6 +837,7 @@
     this.ws = ws;
     var poke = watchdog(c, this, c.opts.heartbeatTimeout);
     ws.onopen = function () {
+      if (c.token) self.send({ op: 'auth', token: c.token, id: 'auth' });
       // Subscribed once the server acknowledges; then nothing can be missed.
       self.send({ op: 'subscribe', topics: self.patterns, since: c.cursor || undefined, id: 'sub' });
       poke();
@@ -676,14 +855,21 @@
         return c.emit('error', new Error('websocket: bad frame'));
       }
       if (obj.type === 'ack') {
+        delete self.more[obj.id];
         if (obj.id === 'sub') c.opened(self);
         else if (obj.op === 'publish') self.settle(obj.id, null, obj);
         return;
       }
       if (obj.type === 'error') {
-        if (obj.id !== undefined && self.settle(obj.id, new Error(obj.reason), null)) return;
-        if (obj.id === 'sub') return c.failed(self, new Error('websocket subscribe: ' + obj.reason), 0);
-        return c.emit('error', new Error('websocket: ' + obj.reason));
+        var what = obj.id === 'auth' ? 'websocket auth' : 'websocket ' + (obj.id === 'sub' || self.more[obj.id] ? 'subscribe' : 'command');
+        var err = obj.status ? httpError(what, obj.status, obj.reason) : new Error(what + ': ' + obj.reason);
+        if (obj.id !== undefined && self.settle(obj.id, err, null)) return;
+        if (obj.id === 'auth') return undefined; // the subscribe after it fails with 401 and says so
+        var added = self.more[obj.id];
+        delete self.more[obj.id];
+        if (added && obj.status === 403) return c.forbidden(added, obj.reason, true);
+        if (obj.id === 'sub' || (added && obj.status === 401)) return c.failed(self, err, 0);
+        return c.emit('error', err);
       }
       if (obj.type) return c.control(self, obj);
       c.message(self, obj);
@@ -697,7 +883,13 @@
   };
   Transports.websocket.prototype.update = function (added, removed) {
     if (!this.opened) return false;
-    if (added.length) this.send({ op: 'subscribe', topics: added, since: this.client.cursor || undefined, id: 'more' });
+    if (added.length) {
+      var c = this.client;
+      c.seq += 1;
+      var id = 'more' + c.seq;
+      this.more[id] = added;
+      this.send({ op: 'subscribe', topics: added, since: c.cursor || undefined, id: id });
+    }
     if (removed.length) this.send({ op: 'unsubscribe', topics: removed, id: 'less' });
     return true;
   };
@@ -753,13 +945,15 @@
     t.ctl = ctl;
     var poke = watchdog(c, t, c.opts.heartbeatTimeout);
     var decoder = new c.env.TextDecoder();
-    query.access_token = undefined; // the header carries it
+    // The header carries the token, unless the query already does (SSE keeps one URL form
+    // whether fetch or EventSource reads it).
+    var headers = query.token ? {} : c.headers({});
     c.env
-      .fetch(buildUrl(c.base, subPath(t.patterns), query), { headers: c.headers({}), signal: ctl.signal, cache: 'no-store' })
+      .fetch(buildUrl(c.base, subPath(t.patterns), query), { headers: headers, signal: ctl.signal, cache: 'no-store' })
       .then(function (res) {
         if (res.status !== 200 || !res.body) {
           return res.text().then(function (text) {
-            throw new Error(t.name + ': ' + res.status + ' ' + text.trim());
+            throw httpError(t.name, res.status, text.trim());
           });
         }
         c.opened(t);
@@ -876,7 +1070,7 @@
     var c = this.client;
     var self = this;
     var lines = new LineSplitter();
-    fetchStream(c, this, c.query({ transport: 'stream' }), function (text) {
+    fetchStream(c, this, c.query({ transport: 'stream', token: undefined }), function (text) {
       lines.push(text).forEach(function (line) {
         if (c.transport !== self) return;
         var obj = JSON.parse(line);
@@ -932,7 +1126,7 @@
       var timer = setTimeout(function () {
         ctl.abort();
       }, deadline);
-      query.access_token = undefined; // the header carries it
+      query.token = undefined; // the header carries it
       return client.env
         .fetch(buildUrl(client.base, subPath(t.patterns), query), {
           headers: client.headers({}),
@@ -941,7 +1135,7 @@
         })
         .then(function (res) {
           return res.text().then(function (text) {
-            if (res.status !== 200) throw new Error('longpoll: ' + res.status + ' ' + text.trim());
+            if (res.status !== 200) throw httpError('longpoll', res.status, text.trim());
             return JSON.parse(text);
           });
         })
@@ -1012,6 +1206,7 @@
     var poke = watchdog(c, this, c.opts.heartbeatTimeout);
     this.cb = globalCallback(function (obj) {
       if (c.transport !== self) return;
+      c.opened(self); // a script from the stream ran: it is open, whatever the poll saw yet
       poke();
       if (obj && obj.type) c.control(self, obj);
       else c.message(self, obj);
@@ -1032,6 +1227,10 @@
         d = null; // another origin: the scripts could not call us either
       }
       if (!d || !d.body || d.URL === 'about:blank') return;
+      if (!self.opened && d.contentType && d.contentType !== 'text/html') {
+        // A refusal (401, 403, 400) is a text/plain page, not the stream.
+        return c.failed(self, new Error('iframe: ' + (d.body.textContent || '').trim()));
+      }
       c.opened(self);
       var n = d.body.childNodes.length;
       if (n !== seen) {

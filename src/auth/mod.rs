@@ -98,6 +98,12 @@ impl Policy {
         self.verifier.is_some()
     }
 
+    /// The HS256 secret in force (as loaded), for the demo's token endpoint
+    /// (`server/web.rs`, only with `--demo`); never logged.
+    pub fn secret(&self) -> Option<&config::Secret> {
+        self.source.secret.as_ref()
+    }
+
     /// The cookie a token may come in.
     pub fn cookie(&self) -> &str {
         &self.source.cookie

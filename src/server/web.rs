@@ -1,6 +1,6 @@
 //! Answering the web's paths (`crate::web`): the embedded pages and halley.js with their safety
 //! and caching headers, the server-rendered `/latest` page read from the store, and the
-//! dashboard's lease on the stats feed. With the web turned off (`--no-web`) every one of these
+//! dashboard's lease on the stats feed, and (`--demo` only) the demo's token endpoint. With the web turned off (`--no-web`) every one of these
 //! paths is a 404, as if it did not exist.
 
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub(super) fn serve(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request)
     }
     match req.path() {
         web::LATEST_PATH => latest_page(core, key, meta, req),
+        web::DEMO_TOKEN_PATH => demo_token(core, key, meta, req),
         web::WATCH_PATH => {
             feeds::want_stats(&core.shared);
             let headers = [("Cache-Control", "no-store"), NOSNIFF];
@@ -64,6 +65,45 @@ fn file(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request, asset: &'st
         return core.conns.queue_response(key, meta, head, std::iter::empty());
     }
     core.conns.respond(key, meta, 200, asset.content_type, &headers, Bytes::from_static(asset.body));
+}
+
+/// DEMO ONLY: `/demo/token?merchant=NAME` -> `{"token":..,"topic":"/orders/NAME","expires":ms}`, a
+/// token from the configured secret that may read that one topic for `DEMO_TOKEN_TTL_SECS`.
+/// Anyone who reaches the port gets one for any merchant, which is why it exists only with
+/// `--demo`: a real application mints its tokens in its own backend, after its own login.
+fn demo_token(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
+    let meta = ReplyMeta { cors: Cors::None, ..meta };
+    if !core.shared.config.web.demo {
+        let reason = format!("no such path: {} (the demo token endpoint exists only with --demo)", req.path());
+        return core.conns.refuse(key, meta, Reject::new(404, reason));
+    }
+    let policy = core.shared.auth.current();
+    let Some(secret) = policy.secret() else {
+        let reason = "no auth secret is configured (--auth-secret): the demo pages need no token";
+        return core.conns.refuse(key, meta, Reject::new(404, reason.to_owned()));
+    };
+    let merchant = req.query_param("merchant").unwrap_or_default();
+    let valid = (1..=40).contains(&merchant.len())
+        && merchant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid {
+        let reason = "merchant must be 1 to 40 of a-z, 0-9, '-' and '_'";
+        return core.conns.refuse(key, meta, Reject::bad_request(reason.to_owned()));
+    }
+    let topic = format!("/orders/{merchant}");
+    let exp = crate::auth::now_ms() / 1000 + web::DEMO_TOKEN_TTL_SECS;
+    let claims = crate::auth::Claims {
+        exp,
+        sub: Some(format!("demo merchant {merchant}")),
+        publish: Vec::new(),
+        subscribe: vec![topic.clone()],
+    };
+    let token = match crate::auth::mint_hs256(secret, &claims) {
+        Ok(token) => token,
+        Err(reason) => return core.conns.refuse(key, meta, Reject::new(500, reason)),
+    };
+    let body = serde_json::json!({ "token": token, "topic": topic, "expires": exp * 1000 }).to_string();
+    let headers = [("Cache-Control", "no-store"), NOSNIFF];
+    core.conns.respond(key, meta, 200, "application/json", &headers, Bytes::from(body));
 }
 
 /// `/latest?topic=..`: the newest messages of one topic, rendered as HTML that reloads itself.

@@ -23,6 +23,15 @@ pub const LATEST_PATH: &str = "/latest";
 /// asks every few seconds while it is open).
 pub const WATCH_PATH: &str = "/dashboard/watch";
 
+/// DEMO ONLY (`--demo` with an auth secret): `GET /demo/token?merchant=NAME` mints a short-lived
+/// token that may read `/orders/NAME` and nothing else, for the new-order demo page. A real
+/// application mints tokens in its own backend, after its own login; Halley serves this path
+/// only with `--demo`, where it is a 404 otherwise.
+pub const DEMO_TOKEN_PATH: &str = "/demo/token";
+
+/// How long a demo token lives: short, so the page shows a token being fetched again.
+pub const DEMO_TOKEN_TTL_SECS: u64 = 120;
+
 /// Every page's Content-Security-Policy: everything from this origin only (WebSocket included:
 /// `'self'` covers `ws:` to the same host), no inline script or style, no plugins, no framing by
 /// other sites. The long-poll transports that use `<script>` (JSONP) and `<iframe>` (forever
@@ -108,7 +117,7 @@ pub fn lookup(path: &str) -> Option<&'static Asset> {
 /// Whether `path` is one of the web's paths (routed to the web handler, which answers 404 for
 /// all of them when the web is turned off).
 pub fn serves(path: &str) -> bool {
-    path == LATEST_PATH || path == WATCH_PATH || lookup(path).is_some()
+    path == LATEST_PATH || path == WATCH_PATH || path == DEMO_TOKEN_PATH || lookup(path).is_some()
 }
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`). Weak comparison (RFC 9110
@@ -167,7 +176,8 @@ mod tests {
                 }
             }
         }
-        assert!(serves(LATEST_PATH) && serves(WATCH_PATH) && !serves("/demo") && !serves("/halley.js/x"));
+        assert!(serves(LATEST_PATH) && serves(WATCH_PATH) && serves(DEMO_TOKEN_PATH));
+        assert!(!serves("/demo") && !serves("/halley.js/x"));
     }
 
     /// No `on...=` attribute anywhere in the markup.

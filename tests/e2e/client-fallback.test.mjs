@@ -108,11 +108,15 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     assert.deepEqual(errors, []);
   });
 
-  test('the token rides in the URL for WebSocket, in the Authorization header for fetch', async (t) => {
+  test('the token rides in the first WebSocket command (not the URL), in the Authorization header for fetch', async (t) => {
     ({ halley, browser } = ready());
     const { page, boxes } = await openClientPage(browser.context, halley.url, KINDS, t);
     const seen = [];
-    page.on('websocket', (ws) => seen.push(['websocket', new URL(ws.url()).searchParams.get('access_token')]));
+    const frames = [];
+    page.on('websocket', (ws) => {
+      seen.push(['websocket', new URL(ws.url()).searchParams.get('token')]);
+      ws.on('framesent', (f) => frames.push(JSON.parse(f.payload)));
+    });
     const polls = [];
     page.on('request', (r) => {
       const url = new URL(r.url());
@@ -120,7 +124,7 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
       polls.push(
         r.allHeaders().then((headers) => [
           url.searchParams.get('transport') ?? 'poll',
-          url.searchParams.get('access_token'),
+          url.searchParams.get('token'),
           headers.authorization ?? null,
         ]),
       );
@@ -134,8 +138,10 @@ describe('halley.js transport choice and resume in chromium', { timeout: 120_000
     seen.push(...(await Promise.all(polls)));
     assert.deepEqual(seen.sort(), [
       ['poll', null, 'Bearer s3cret'],
-      ['websocket', 's3cret'],
+      ['websocket', null],
     ]);
+    assert.deepEqual(frames[0], { op: 'auth', token: 's3cret', id: 'auth' });
+    assert.equal(frames[1].op, 'subscribe');
   });
 
   test('a page reload mid-stream resumes from the stored cursor: no loss, no duplicates', async (t) => {

@@ -1,11 +1,16 @@
 /* The new-order notifier demo: a merchant subscribes to its own topic /orders/<merchant> only,
- * and an unread badge counts what came in since the last "mark all as read". */
+ * and an unread badge counts what came in since the last "mark all as read".
+ *
+ * With auth on, the page's token comes from the application backend. For the demo that is
+ * Halley's DEMO-ONLY /demo/token (served with --demo and an auth secret), which hands a
+ * short-lived token for any merchant to anyone: a real application mints the token in its own
+ * backend, after its own login. The token covers /orders/<merchant> only, so this page can read
+ * nothing else; halley.js fetches a new one when it expires. */
 (function () {
   'use strict';
   var P = window.HalleyPage;
   var MAX_ORDERS = 100;
-  var h = Halley.connect(undefined, { name: 'demo-orders' });
-  P.showState(h, document.getElementById('state'));
+  var h = null;
 
   var form = document.getElementById('merchant');
   var list = document.getElementById('orders');
@@ -13,7 +18,25 @@
   var badgeText = document.getElementById('badge-text');
   var title = document.title;
   var unread = 0;
-  var unsubscribe = null;
+  var authLine = document.getElementById('auth');
+  var errorLine = document.getElementById('error');
+
+  /** The token function for `merchant`: null (no token) when the server has auth off. */
+  function tokenFor(merchant) {
+    return function () {
+      return fetch('/demo/token?merchant=' + encodeURIComponent(merchant), { cache: 'no-store' }).then(function (res) {
+        if (res.status === 404) {
+          authLine.textContent = 'auth: off (no token needed)';
+          return null;
+        }
+        if (!res.ok) throw new Error('demo token: ' + res.status);
+        return res.json().then(function (t) {
+          authLine.textContent = 'auth: a token for ' + t.topic + ' only, until ' + P.clock(t.expires);
+          return t.token;
+        });
+      });
+    };
+  }
 
   function setUnread(n) {
     unread = n;
@@ -43,13 +66,20 @@
   }
 
   function watch(merchant) {
-    if (unsubscribe) unsubscribe();
+    // One connection per merchant: its token covers that merchant's topic only.
+    if (h) h.close();
+    h = Halley.connect(undefined, { name: 'demo-orders ' + merchant, token: tokenFor(merchant) });
+    P.showState(h, document.getElementById('state'));
+    errorLine.textContent = '';
+    h.on('error', function (err) {
+      if (err.status === 401 || err.status === 403) errorLine.textContent = 'refused: ' + err.message;
+    });
     list.textContent = '';
     setUnread(0);
     document.getElementById('who').textContent = merchant;
     form.elements.merchant.value = merchant;
     history.replaceState(null, '', '?merchant=' + encodeURIComponent(merchant));
-    unsubscribe = h.subscribe('/orders/' + merchant, show);
+    h.subscribe('/orders/' + merchant, show);
   }
 
   form.addEventListener('submit', function (e) {
@@ -63,4 +93,10 @@
   });
 
   watch(P.segment(P.param('merchant', 'acme'), 'acme'));
+  // For the curious (and the tests): the page's connection, to try other topics with it.
+  window.HalleyOrders = {
+    client: function () {
+      return h;
+    },
+  };
 })();

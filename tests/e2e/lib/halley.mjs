@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { before } from 'node:test';
@@ -265,4 +266,14 @@ export function once(emitter, event, timeoutMs = 10_000) {
     if (emitter.on) emitter.on(event, handler);
     else emitter.addEventListener(event, handler);
   });
+}
+
+/**
+ * An HS256 JWT with `claims` signed with `secret`, as an application's backend mints them
+ * for a Halley started with `--auth-secret secret` (docs/AUTH.md).
+ */
+export function mintToken(claims, secret) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
