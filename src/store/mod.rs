@@ -18,8 +18,8 @@
 //! and waits for the wake, a poll is answered with its cursor unchanged.
 
 mod memory;
-pub mod state;
 mod redis;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
