@@ -302,3 +302,33 @@ fn halley_token_output_is_accepted_by_the_server() {
         .expect("run");
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Every read checks the token, also the ones that are not a subscription: the self-refreshing
+/// `/latest` page and the piggyback a publish reply carries.
+#[test]
+fn latest_page_and_piggyback_reads_need_the_rights_of_a_read() {
+    let server = TestServer::with(auth_on);
+    let chat = token(60, &["/chat/*"], &["/chat/*"]);
+    let bearer = format!("Authorization: Bearer {chat}\r\n");
+    assert_eq!(
+        request(
+            &server,
+            "POST",
+            "/pub/orders/acme",
+            &format!("Authorization: Bearer {}\r\n", token(60, &["/orders/*"], &[]))
+        )
+        .status,
+        201
+    );
+
+    assert_eq!(request(&server, "GET", "/latest?topic=/orders/acme", "").status, 401);
+    assert_eq!(request(&server, "GET", "/latest?topic=/orders/acme", &bearer).status, 403);
+    assert_eq!(request(&server, "GET", "/latest?topic=/chat/a", &bearer).status, 200);
+    assert_eq!(request(&server, "GET", "/latest?topic=/public/news", "").status, 200);
+
+    // Publishing to /chat/a may not read /orders/** in the same reply.
+    let r = request(&server, "POST", "/pub/chat/a?cursor=all&topics=/orders/**", &bearer);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = request(&server, "POST", "/pub/chat/a?cursor=all&topics=/chat/*", &bearer);
+    assert_eq!(r.status, 201, "{}", r.text());
+}

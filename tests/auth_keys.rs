@@ -111,7 +111,7 @@ fn a_public_key_file_without_a_key_stops_the_start() {
         c.auth.public_key = Some(bad);
         c
     };
-    let err = halley::server::start(config).err().expect("the start is refused");
+    let Err(err) = halley::server::start(config) else { panic!("the start is refused") };
     assert!(err.to_string().contains("no RSA or EC public key"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,6 +53,9 @@ fn with_auth_off_anyone_reads_and_only_loopback_publishes() {
     assert_eq!(policy.may_publish(&local, "/a"), Ok(()));
     // No peer address known (a socket already gone): not loopback.
     assert_eq!(policy.may_publish(&policy.resolve(None, None).expect("grant"), "/a"), Err(Denied::LoopbackOnly));
+    // A grant made while auth was on (or a default one) proves nothing about the peer: a SIGHUP
+    // that turns auth off must not let it publish from anywhere.
+    assert_eq!(policy.may_publish(&Grant::Anonymous, "/a"), Err(Denied::LoopbackOnly));
 }
 
 #[test]

@@ -65,7 +65,8 @@ impl fmt::Display for Cidr {
 }
 
 /// The client's address for a request that came from `peer` with `forwarded` (the elements of
-/// its `X-Forwarded-For` headers, in order): `peer` itself unless it is trusted.
+/// its `X-Forwarded-For` headers, in order): `peer` itself unless it is trusted; never a
+/// loopback address named by the header of a proxy that is not itself on loopback.
 pub fn client_behind<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a [u8]>, trusted: &[Cidr]) -> IpAddr {
     let trusted_ip = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
     if !trusted_ip(peer) {
@@ -78,7 +79,14 @@ pub fn client_behind<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a [u8]>
         let Some(ip) = std::str::from_utf8(hop).ok().and_then(|s| IpAddr::from_str(s.trim()).ok()) else {
             break;
         };
-        client = ip.to_canonical();
+        let ip = ip.to_canonical();
+        // Loopback is where the rules trust most (publishing without auth, /metrics): a proxy
+        // on another host cannot have a client on this host's loopback, so a header that says
+        // so is not believed and the proxy itself is the client.
+        if ip.is_loopback() && !peer.is_loopback() {
+            return peer;
+        }
+        client = ip;
         if !trusted_ip(client) {
             break;
         }
@@ -96,6 +104,20 @@ mod tests {
 
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|s| s.parse().expect("cidr")).collect()
+    }
+
+    #[test]
+    fn a_remote_proxy_cannot_name_a_loopback_client() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.5");
+        let hops = |list: &'static [&'static str]| list.iter().map(|h| h.as_bytes());
+        assert_eq!(client_behind(peer, hops(&["127.0.0.1"]), &trusted), peer);
+        assert_eq!(client_behind(peer, hops(&["::1"]), &trusted), peer);
+        assert_eq!(client_behind(peer, hops(&["203.0.113.9"]), &trusted), ip("203.0.113.9"));
+        // A proxy on this host may: its client can be local too.
+        let local = cidrs(&["127.0.0.1/32"]);
+        assert_eq!(client_behind(ip("127.0.0.1"), hops(&["127.0.0.1"]), &local), ip("127.0.0.1"));
+        assert_eq!(client_behind(ip("127.0.0.1"), hops(&["127.0.0.1", "198.51.100.4"]), &local), ip("198.51.100.4"));
     }
 
     #[test]

@@ -31,7 +31,10 @@ use crate::http::Request;
 const QUEUE_LINES: usize = 16 * 1024;
 
 /// Query parameters whose values never reach the log (compared without case).
-const SECRET_PARAMS: &[&str] = &["token", "access_token", "jwt", "auth", "password", "secret", "key", "api_key"];
+/// `p_id` is a Pushlet session id (a bearer credential, docs/AUTH.md); `message` is a Bayeux
+/// JSONP batch, which carries its clientId and any `ext.auth.token`.
+const SECRET_PARAMS: &[&str] =
+    &["token", "access_token", "jwt", "auth", "password", "secret", "key", "api_key", "p_id", "message"];
 
 /// What replaces a secret value.
 const REDACTED: &str = "REDACTED";
@@ -268,6 +271,9 @@ mod tests {
         );
         assert_eq!(redact("/plain"), "/plain");
         assert_eq!(redact("/q?token"), "/q?token", "no value, nothing to hide");
+        // Session credentials: a Pushlet session id, a Bayeux JSONP batch (clientId, ext.auth).
+        assert_eq!(redact("/pushlet?p_event=refresh&p_id=Ab3x"), "/pushlet?p_event=refresh&p_id=REDACTED");
+        assert_eq!(redact("/cometd?jsonp=f&message=%5B%7B%7D%5D"), "/cometd?jsonp=f&message=REDACTED");
         let long = format!("/{}", "a".repeat(3000));
         assert_eq!(redact(&long).len(), MAX_TARGET + 3);
     }

@@ -93,12 +93,15 @@ pub(super) fn start_raw(core: &mut Core, key: usize) {
 
 /// A Bayeux WebSocket (after the upgrade, or handed over by another worker).
 /// Starts a Bayeux WebSocket; `may_publish` is what its upgrade's page may do
-/// (`dispatch::may_publish`), carried along when the socket is handed over.
-pub(super) fn start_bayeux_socket(core: &mut Core, key: usize, may_publish: bool) {
+/// (`dispatch::may_publish`), and `grant` the rights of its upgrade request, both carried along
+/// when the socket is handed over (None: resolved here from the peer, without a token).
+pub(super) fn start_bayeux_socket(core: &mut Core, key: usize, may_publish: bool, grant: Option<Grant>) {
     let framing = ws_framing(core);
     // A Bayeux socket's rights are its session's (`ext.auth.token` at the handshake); the
-    // upgrade request's token is what a handshake without one falls back to.
-    let grant = Grant::Anonymous;
+    // upgrade request's grant is what a handshake without one falls back to.
+    let grant = grant.unwrap_or_else(|| {
+        core.shared.auth.current().resolve(None, core.conns.peer_ip(key)).unwrap_or(Grant::Anonymous)
+    });
     start(core, key, framing, may_publish, DuplexProtocol::Bayeux(Box::default()), grant);
 }
 

@@ -112,8 +112,9 @@ pub(crate) enum Carry {
     /// A complete HTTP request and its body, to dispatch on the owner.
     Request(crate::http::Request, Vec<u8>),
     /// A Bayeux WebSocket, taken over at a frame boundary, the batch (the text of the frame)
-    /// that named the session, and whether the page that opened it may publish.
-    BayeuxSocket { batch: String, may_publish: bool },
+    /// that named the session, whether the page that opened it may publish, and the socket's
+    /// grant (from its upgrade request: what its handshakes fall back to).
+    BayeuxSocket { batch: String, may_publish: bool, grant: crate::auth::Grant },
 }
 
 impl std::fmt::Debug for Shared {

@@ -55,7 +55,15 @@ pub(super) fn publish(core: &mut Core, key: usize, meta: ReplyMeta, topic: &str,
         Err(bad) => return core.conns.refuse(key, meta, bad.into()),
     };
     let (policy, grant) = dispatch::grant_for(core, key, req);
-    if let Err(denied) = grant.and_then(|grant| policy.may_publish(&grant, &publish.topic)) {
+    // A piggyback reads its topics in the reply: it needs the rights of a read of them too.
+    let allowed = grant.and_then(|grant| {
+        policy.may_publish(&grant, &publish.topic)?;
+        match &publish.piggyback {
+            Some(piggyback) => policy.may_subscribe(&grant, &piggyback.selectors),
+            None => Ok(()),
+        }
+    });
+    if let Err(denied) = allowed {
         return core.conns.refuse(key, meta, denied.into());
     }
     let piggyback = publish.piggyback.take().map(Box::new);

@@ -118,6 +118,14 @@ fn latest_page(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
                 let reason = format!("invalid topic for /latest: {}", bad.reason());
                 return core.conns.refuse(key, meta, Reject::bad_request(reason));
             }
+            // The same rights as any other read of the topic (a token in the query or the
+            // cookie, or the public patterns when auth is on).
+            let Ok(selector) = Selector::parse(&topic) else {
+                return core.conns.refuse(key, meta, Reject::bad_request("invalid topic for /latest"));
+            };
+            if let Err(refused) = super::dispatch::may_read(core, key, req, &[selector]) {
+                return core.conns.refuse(key, meta, refused);
+            }
             match newest(core, &topic) {
                 Some(messages) => {
                     let epoch = core.shared.store.epoch();

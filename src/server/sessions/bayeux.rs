@@ -231,10 +231,7 @@ fn upgrade(core: &mut Core, key: usize, meta: ReplyMeta, req: &Request) {
     };
     if duplex::upgrade(&mut core.conns, key, meta, req) {
         let may_publish = dispatch::may_publish(&core.conns.access, req);
-        duplex::start_bayeux_socket(core, key, may_publish);
-        if let Some(duplex) = core.conns.get_mut(key).and_then(|c| c.state.duplex_mut()) {
-            duplex.grant = grant;
-        }
+        duplex::start_bayeux_socket(core, key, may_publish, Some(grant));
     }
 }
 

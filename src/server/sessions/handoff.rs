@@ -42,8 +42,11 @@ pub(in crate::server) fn hand_off(
 pub(in crate::server) fn hand_off_socket(core: &mut Core, key: usize, owner: usize, batch: String) {
     // A connect it holds for a session owned here is answered before it goes.
     bayeux_session::socket_round(core, key, When::Now);
-    let may_publish = core.conns.get(key).and_then(|c| c.state.duplex()).is_some_and(|d| d.may_publish);
-    transfer(core, key, owner, Carry::BayeuxSocket { batch, may_publish }, None);
+    let duplex = core.conns.get(key).and_then(|c| c.state.duplex());
+    let may_publish = duplex.is_some_and(|d| d.may_publish);
+    // The grant goes along: the owner must not give the socket other rights than it had here.
+    let grant = duplex.map_or(crate::auth::Grant::Anonymous, |d| d.grant.clone());
+    transfer(core, key, owner, Carry::BayeuxSocket { batch, may_publish, grant }, None);
 }
 
 /// Moves connection `key` to `owner`. If the owner's inbox is full the connection stays:
@@ -101,8 +104,8 @@ pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
     let Some(key) = adopt_socket(core, sock, inbuf, out, peer_closed) else { return };
     match carry {
         Carry::Request(request, body) => dispatch::dispatch(core, key, request, body),
-        Carry::BayeuxSocket { batch, may_publish } => {
-            duplex::start_bayeux_socket(core, key, may_publish);
+        Carry::BayeuxSocket { batch, may_publish, grant } => {
+            duplex::start_bayeux_socket(core, key, may_publish, Some(grant));
             bayeux_session::frame(core, key, &batch);
         }
     }
