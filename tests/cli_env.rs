@@ -77,13 +77,15 @@ fn sub_ignores_serve_options_in_the_environment() {
     let mut child =
         halley(&["sub", "--server", &format!("http://127.0.0.1:{port}"), "news"]).spawn().expect("run halley sub");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // `sub` prints a header line per message, then its data indented (src/client/format.rs).
     let mut line = String::new();
+    stdout.read_line(&mut line).expect("read stdout");
     stdout.read_line(&mut line).expect("read stdout");
     let _ = child.kill();
     let status = child.wait().expect("wait");
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
-    assert_eq!(line, "hello\n", "halley sub printed the message ({status:?}, stderr {stderr})");
+    assert_eq!(line, "7-1 /news\n  hello\n", "halley sub printed the message ({status:?}, stderr {stderr})");
     assert!(server.join().expect("server").starts_with("GET /sub/news"));
 }
 
