@@ -117,6 +117,8 @@ COMMANDS = [
     json.dumps({"op": "publish", "topic": "/t", "data": "line 1\nligne 2", "event": "note"}).encode(),
     json.dumps({"op": "unsubscribe", "id": 2}).encode(),
     json.dumps({"op": "ping", "id": [1, {"a": None}]}).encode(),
+    json.dumps({"op": "auth", "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln", "id": "a1"}).encode(),
+    b'{"op":"auth","token":""}',
     b'{"op":"subscribe","topic":"/typo","id":1e400}',
     b'{"op":"publish","topic":"/a","data":' + b"[" * 70 + b"]" * 70 + b',"id":1}',
 ]

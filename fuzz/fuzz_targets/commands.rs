@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
                         other => panic!("content type {other:?}"),
                     }
                 }
+                Command::Auth { token, .. } => assert!(!token.is_empty(), "an auth command carries a token"),
                 Command::Unsubscribe { selectors: None, .. } | Command::Ping { .. } => {}
             }
             let reply = ack(command.op(), command.id(), &[("topics", Value::from(1)), ("id", Value::Null)]);
