@@ -115,6 +115,13 @@ fn an_idempotent_retry_is_stored_once() {
     let again = post(b.addr, "/i", "once", Some("key-1"));
     assert_eq!(again.status, 201);
     assert_eq!(again.json()["id"], first.json()["id"]);
+    // Another publisher reusing the key for a different message is refused, not handed the
+    // first one's id while its message is dropped: another payload, or another topic.
+    let other = post(b.addr, "/i", "someone else's", Some("key-1"));
+    assert_eq!(other.status, 409, "{}", other.text());
+    assert!(other.text().contains("Idempotency-Key"), "{}", other.text());
+    let elsewhere = post(a.addr, "/j", "once", Some("key-1"));
+    assert_eq!(elsewhere.status, 409, "{}", elsewhere.text());
     publish(a.addr, "/i", "next");
     let (got, _) = collect(b.addr, "/i", &start, 2);
     assert_eq!(got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["once", "next"]);

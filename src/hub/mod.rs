@@ -84,10 +84,10 @@ pub enum HubCmd {
     /// the workers subscribed to them, to read again.
     Loaded(Vec<Selector>),
     /// Cluster mode, from the shared log's writer: the publish answered by `reply` is stored
-    /// (with its global seq and time), or could not be stored (with the one-line reason).
+    /// (with its global seq and time), or could not be stored (why).
     Logged {
         reply: ReplyTo,
-        result: Result<(u64, u64), &'static str>,
+        result: Result<(u64, u64), PublishRefused>,
     },
     /// Cluster mode, from the shared log's tail: messages in global order, for every node the
     /// same. The hub appends them to the local cache and forwards them.
@@ -144,6 +144,9 @@ pub enum PublishRefused {
     InvalidTopic,
     /// Cluster mode: the shared log could not store it (the one-line reason); retry later.
     Unavailable(&'static str),
+    /// Cluster mode: its idempotency key already names a different publish (another topic or
+    /// payload); retrying will not help (the one-line reason).
+    Conflict(&'static str),
 }
 
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.
