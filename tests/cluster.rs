@@ -47,6 +47,47 @@ fn collect(addr: SocketAddr, topics: &str, since: &str, want: usize) -> (Vec<(St
     }
 }
 
+/// Appends `n` entries to the log after its last seq, as a foreign or broken writer would;
+/// `fields` are the entries' field and value words. Returns the last seq taken.
+fn inject(redis: &Redis, n: u32, fields: &str) -> u64 {
+    let script = "local n = tonumber(ARGV[1]) local s = redis.call('HINCRBY', KEYS[1], 'seq', n) \
+        for i = s - n + 1, s do redis.call('XADD', KEYS[2], string.format('%d-0', i), unpack(ARGV, 2)) end \
+        return s";
+    let reply =
+        redis.command(&format!("EVAL \"{script}\" 2 {{halley}}:meta {{halley}}:log {n} {fields}\r\n")).expect("EVAL");
+    reply.trim().strip_prefix(':').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("EVAL: {reply}"))
+}
+
+#[test]
+fn unreadable_log_entries_are_passed_over_not_read_for_ever() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let before = publish(a.addr, "/u", "before");
+    // More unreadable entries than one XREAD takes (512): a tail that moved only past what
+    // parsed would read the same page again for ever.
+    inject(&redis, 600, "junk x");
+    let after = publish(a.addr, "/u", "after");
+    let (got, _) = collect(a.addr, "/u", &before, 1);
+    assert_eq!(got, [(after, "after".to_owned())]);
+}
+
+#[test]
+fn a_cold_page_all_of_another_epoch_moves_the_read_on() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let before = publish(a.addr, "/o", "before");
+    // A full XRANGE page (512) and more of entries written under an epoch that is not the
+    // log's: the tail passes them over after one sync, and a cold read moves past them.
+    inject(&redis, 600, "e stray t /o d stray");
+    let after = publish(a.addr, "/o", "after");
+    // A node started now serves the cursor from Redis.
+    let b = TestServer::cluster(&redis, |_| {});
+    let (got, _) = collect(b.addr, "/o", &before, 1);
+    assert_eq!(got, [(after.clone(), "after".to_owned())]);
+    let (got, _) = collect(a.addr, "/o", &before, 1);
+    assert_eq!(got, [(after, "after".to_owned())]);
+}
+
 #[test]
 fn three_nodes_one_order_on_every_surface_and_resume_on_another_node() {
     let redis = Redis::start(false);
