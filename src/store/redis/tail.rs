@@ -94,7 +94,7 @@ impl Tail {
                     None => skipped(seq),
                     Some((_, entry_epoch)) if entry_epoch != epoch => {
                         foreign = true;
-                        if !foreign_at.is_some_and(|at| seq >= at) {
+                        if foreign_at.is_none_or(|at| seq < at) {
                             // Another epoch began: sync first, then read on from here. If the
                             // sync finds the same epoch, entries of others from here on are
                             // strays and passed over.
