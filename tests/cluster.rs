@@ -253,6 +253,34 @@ fn redis_restarted_without_data_rotates_the_epoch_and_old_cursors_get_the_gap() 
 }
 
 #[test]
+fn an_sse_stream_open_across_an_epoch_change_gives_ids_of_the_new_epoch() {
+    let mut redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/s");
+    let mut sse = StreamClient::open(
+        a.addr,
+        &format!("GET /sub/s?since={start} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"),
+    );
+    let old = publish(a.addr, "/s", "old");
+    sse.read_until_count(&format!("id: {old}\n"), 1);
+    redis.restart_empty();
+    let deadline = Instant::now() + WAIT;
+    let fresh = loop {
+        let r = post(a.addr, "/s", "new", Some("new-s"));
+        if r.status == 201 {
+            break r.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "Redis never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(fresh.split('-').next(), old.split('-').next(), "a new epoch");
+    // The stream that was open all along names the new message by the new epoch, so a client
+    // resuming from it resumes in the new epoch.
+    sse.read_until_count(&format!("id: {fresh}\n"), 1);
+}
+
+#[test]
 fn frozen_redis_gives_503_or_success_and_loses_nothing_acknowledged() {
     let redis = Redis::start(false);
     let a = TestServer::cluster(&redis, |_| {});

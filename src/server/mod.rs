@@ -225,7 +225,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
     let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
         epoch: store.epoch(),
-        boundary: multipart::new_boundary()?,
+        boundary: multipart::new_boundary()?.into(),
         retry_ms: u64::try_from(config.streams.sse_retry.as_millis()).unwrap_or(u64::MAX),
     };
     let shared = Arc::new(Shared {
