@@ -281,6 +281,28 @@ fn an_sse_stream_open_across_an_epoch_change_gives_ids_of_the_new_epoch() {
 }
 
 #[test]
+fn a_stopped_node_ends_its_redis_threads_and_their_connections() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/z");
+    publish(a.addr, "/z", "z");
+    // A cold read, so that the cold reader has its connection too.
+    let b = TestServer::cluster(&redis, |_| {});
+    collect(b.addr, "/z", &start, 1);
+    let clients = redis.clients();
+    assert!(clients >= 5, "a tail each, a writer on a, a cold reader on b, and this one: {clients}");
+    drop(a);
+    drop(b);
+    // The threads are joined by the time `shutdown` returns; Redis notices the closed
+    // sockets on its own schedule, so this waits for its count (there is no signal to take).
+    let deadline = Instant::now() + WAIT;
+    while redis.clients() > 1 {
+        assert!(Instant::now() < deadline, "{} Redis clients left after both nodes stopped", redis.clients() - 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn frozen_redis_gives_503_or_success_and_loses_nothing_acknowledged() {
     let redis = Redis::start(false);
     let a = TestServer::cluster(&redis, |_| {});

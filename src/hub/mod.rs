@@ -104,13 +104,16 @@ pub enum HubCmd {
 
 /// Cluster mode: where the hub sends publishes instead of sequencing them itself (the Redis
 /// log's writer). The tail of the same log comes back as `HubCmd::Tail`.
-pub trait SharedLog: Send + Sync + 'static {
+pub trait SharedLog: Send + Sync + fmt::Debug + 'static {
     /// Called once by `spawn_with` with the hub's own channel: starts the threads that answer
     /// with `HubCmd::Logged`, `HubCmd::Tail` and `HubCmd::Rotate`.
     fn start(&self, hub: Sender<HubCmd>) -> io::Result<()>;
     /// Queues a validated publish for the log, without blocking. Refused, with a one-line
     /// reason, when the log is unreachable or its queue is full (the client gets 503).
     fn submit(&self, req: PublishReq) -> Result<(), &'static str>;
+    /// Stops the threads `start` started and waits for them, at most `within` (a thread
+    /// still in a blocking call then is left to end on its own, and logged).
+    fn stop(&self, within: Duration);
 }
 
 /// What the hub sends a worker (in batches).

@@ -21,6 +21,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -36,6 +37,8 @@ const WRITE_QUEUE: usize = 16 * 1024;
 /// Cold fetches queued at most; a read that finds the queue full stays pending until its
 /// reader's timeout and asks again.
 const FETCH_QUEUE: usize = 256;
+/// The threads a started store runs: writer, tail, cold reader.
+const THREADS: usize = 3;
 /// Messages the cold cache holds at most (oldest segments dropped first).
 const COLD_MAX: usize = 64 * 1024;
 
@@ -50,6 +53,11 @@ pub(super) struct Shared {
     seen: AtomicU64,
     /// The log's approximate length bound (`XADD MAXLEN ~`).
     maxlen: usize,
+    /// The server is stopping: the threads return.
+    stopping: AtomicBool,
+    /// The Redis client id of the tail's connection (0: none yet), so that a stop can end its
+    /// blocking `XREAD` at once (`CLIENT UNBLOCK`).
+    tail_client: AtomicU64,
 }
 
 impl Shared {
@@ -113,6 +121,12 @@ pub struct RedisStore {
     shared: Arc<Shared>,
     client: redis::Client,
     me: OnceLock<std::sync::Weak<RedisStore>>,
+    /// Dropped to stop the threads: their waits select on `stop_rx`, which then disconnects.
+    stop: Mutex<Option<Sender<()>>>,
+    stop_rx: crossbeam_channel::Receiver<()>,
+    /// The threads, and the channel each reports on as it ends (so a stop waits with a bound).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    ended: (Sender<()>, crossbeam_channel::Receiver<()>),
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -140,7 +154,10 @@ impl RedisStore {
             epoch: AtomicU64::new(raw(epoch)),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
+            stopping: AtomicBool::new(false),
+            tail_client: AtomicU64::new(0),
         });
+        let (stop, stop_rx) = crossbeam_channel::bounded(0);
         let store = Arc::new(RedisStore {
             limits,
             epoch: AtomicU64::new(raw(epoch)),
@@ -156,10 +173,29 @@ impl RedisStore {
             shared,
             client,
             me: OnceLock::new(),
+            stop: Mutex::new(Some(stop)),
+            stop_rx,
+            threads: Mutex::new(Vec::new()),
+            ended: crossbeam_channel::bounded(THREADS),
         });
         let _ = store.me.set(Arc::downgrade(&store));
         log::info!("cluster mode: log on {url}, epoch {epoch}, at seq {seq}");
         Ok(store)
+    }
+
+    /// Starts one of the store's threads; it reports on `ended` as it ends, however it ends.
+    fn spawn(&self, name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<std::thread::JoinHandle<()>> {
+        struct Ended(Sender<()>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                let _ = self.0.try_send(());
+            }
+        }
+        let ended = Ended(self.ended.0.clone());
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            let _ended = ended;
+            body();
+        })
     }
 
     fn hot(&self) -> Arc<MemoryStore> {
@@ -317,19 +353,47 @@ impl SharedLog for RedisStore {
             link: Link::new(self.client.clone(), "writer", writer::WRITE_TIMEOUT),
             shared: Arc::clone(&self.shared),
             hub: hub.clone(),
+            stop: self.stop_rx.clone(),
         };
-        std::thread::Builder::new().name("halley-redis-writer".into()).spawn(move || writer.run(writes))?;
         let tail = Tail {
             link: Link::new(self.client.clone(), "tail", tail::BLOCK + tail::READ_SLACK),
             store: Arc::clone(&me),
             hub,
+            stop: self.stop_rx.clone(),
         };
-        std::thread::Builder::new().name("halley-redis-tail".into()).spawn(move || tail.run())?;
         let link = Link::new(self.client.clone(), "cold", writer::WRITE_TIMEOUT);
-        std::thread::Builder::new()
-            .name("halley-redis-cold".into())
-            .spawn(move || tail::cold_reader(link, me, fetches))?;
+        let stop = self.stop_rx.clone();
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.push(self.spawn("halley-redis-writer", move || writer.run(writes))?);
+        threads.push(self.spawn("halley-redis-tail", move || tail.run())?);
+        threads.push(self.spawn("halley-redis-cold", move || tail::cold_reader(link, me, fetches, stop))?);
         Ok(())
+    }
+
+    fn stop(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        self.shared.stopping.store(true, Ordering::Release);
+        // Every wait on the stop channel ends now.
+        drop(self.stop.lock().unwrap_or_else(PoisonError::into_inner).take());
+        // The tail may be in `XREAD BLOCK`: end it now rather than at its block time.
+        let id = self.shared.tail_client.load(Ordering::Acquire);
+        if id != 0 {
+            let mut link = Link::new(self.client.clone(), "stop", Duration::from_millis(200));
+            let unblocked = link.conn().and_then(|c| redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query::<i64>(c));
+            if let Err(err) = unblocked {
+                log::debug!("redis: could not unblock the tail ({err}); it ends after its block");
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for _ in 0..threads.len() {
+            if self.ended.1.recv_deadline(deadline).is_err() {
+                log::warn!("redis: a cluster thread did not stop within {within:?}; leaving it");
+                return;
+            }
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     fn submit(&self, req: PublishReq) -> Result<(), &'static str> {

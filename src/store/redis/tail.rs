@@ -7,6 +7,9 @@
 //! went back below what this node has seen, shows a new epoch, and the hub is told to rotate
 //! (`HubCmd::Rotate`).
 //!
+//! Both return when the server stops (their stop channel disconnects; a stop ends the tail's
+//! blocking read with `CLIENT UNBLOCK`).
+//!
 //! The cold reader answers reads older than the node's cache: `XRANGE` from the reader's
 //! cursor, kept as a segment in the store's bounded cold cache, then the store's `Loaded`
 //! notifier wakes the subscribers, who read again.
@@ -35,6 +38,8 @@ pub(super) struct Tail {
     pub(super) link: Link,
     pub(super) store: Arc<RedisStore>,
     pub(super) hub: Sender<HubCmd>,
+    /// Disconnects when the server stops.
+    pub(super) stop: Receiver<()>,
 }
 
 impl Tail {
@@ -43,12 +48,18 @@ impl Tail {
         // The entry of another epoch that last made the tail sync (see below).
         let mut foreign_at = None;
         loop {
+            if self.store.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
             if need_sync || !self.link.is_open() {
-                match self.sync() {
+                let fresh = !self.link.is_open();
+                match self.sync().and_then(|()| if fresh { self.note_client_id() } else { Ok(()) }) {
                     Ok(()) => need_sync = false,
                     Err(err) => {
                         self.link.failed(&err);
-                        std::thread::sleep(self.link.backoff());
+                        if self.pause() {
+                            return;
+                        }
                         continue;
                     }
                 }
@@ -72,7 +83,9 @@ impl Tail {
                         crate::log_limit::LogLimit::new(log::Level::Warn, module_path!(), "redis: tail lost");
                     LOST.log(format_args!("redis: tail lost the log ({err}); reconnecting"));
                     self.link.failed(&err);
-                    std::thread::sleep(self.link.backoff());
+                    if self.pause() {
+                        return;
+                    }
                     need_sync = true;
                     continue;
                 }
@@ -120,6 +133,19 @@ impl Tail {
         }
     }
 
+    /// Waits out the link's backoff; true if the server stopped meanwhile.
+    fn pause(&mut self) -> bool {
+        let wait = self.link.backoff();
+        !matches!(self.stop.recv_timeout(wait), Err(crossbeam_channel::RecvTimeoutError::Timeout))
+    }
+
+    /// Remembers this connection's client id, so that a stop can end its blocking read.
+    fn note_client_id(&mut self) -> RedisResult<()> {
+        let id: u64 = redis::cmd("CLIENT").arg("ID").query(self.link.conn()?)?;
+        self.store.shared.tail_client.store(id, Ordering::Release);
+        Ok(())
+    }
+
     /// Reads (creating or rotating if needed) the log's epoch; a change rotates the hub.
     fn sync(&mut self) -> RedisResult<()> {
         let known = self.store.shared.epoch_text();
@@ -154,8 +180,15 @@ pub(super) struct Fetch {
 }
 
 /// The cold reader: one `XRANGE` per fetch, then the `Loaded` notice.
-pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<Fetch>) {
-    for Fetch { after } in rx {
+pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<Fetch>, stop: Receiver<()>) {
+    loop {
+        let after = crossbeam_channel::select! {
+            recv(rx) -> fetch => match fetch {
+                Ok(Fetch { after }) => after,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        };
         let reply = link.conn().and_then(|c| {
             redis::cmd("XRANGE").arg(LOG).arg(format!("({after}-0")).arg("+").arg("COUNT").arg(COUNT).query::<Value>(c)
         });

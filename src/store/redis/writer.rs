@@ -5,13 +5,14 @@
 //! `HubCmd::Logged`: stored with its seq, or a one-line reason (the client gets 503).
 //!
 //! While Redis is unreachable the link is marked down and `submit` refuses at once; the
-//! thread probes with backoff and jitter and marks it up again when Redis answers.
+//! thread probes with backoff and jitter and marks it up again when Redis answers. It returns
+//! when the server stops (its stop channel disconnects).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisError, RedisResult, Value};
 
 use super::link::{self, Link, IDEM_PREFIX, LOG, META};
@@ -33,6 +34,8 @@ pub(super) struct Writer {
     pub(super) link: Link,
     pub(super) shared: Arc<Shared>,
     pub(super) hub: Sender<HubCmd>,
+    /// Disconnects when the server stops.
+    pub(super) stop: Receiver<()>,
 }
 
 impl Writer {
@@ -43,10 +46,13 @@ impl Writer {
                 // Down: probe with backoff; publishes are refused meanwhile (and any that
                 // slipped in before the flag was seen are answered below).
                 let wait = self.link.backoff();
-                match rx.recv_timeout(wait) {
-                    Ok(req) => batch.push(req),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                crossbeam_channel::select! {
+                    recv(rx) -> req => match req {
+                        Ok(req) => batch.push(req),
+                        Err(_) => return,
+                    },
+                    recv(self.stop) -> _ => return self.answer_all(&mut batch, Err(PublishRefused::Unavailable(DOWN))),
+                    default(wait) => {}
                 }
                 if self.probe() {
                     log::info!("redis: reachable again; publishing");
@@ -57,9 +63,12 @@ impl Writer {
                 }
             }
             if batch.is_empty() {
-                match rx.recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => return,
+                crossbeam_channel::select! {
+                    recv(rx) -> req => match req {
+                        Ok(req) => batch.push(req),
+                        Err(_) => return,
+                    },
+                    recv(self.stop) -> _ => return,
                 }
             }
             while batch.len() < BATCH_MAX {
