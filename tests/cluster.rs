@@ -303,6 +303,23 @@ fn a_stopped_node_ends_its_redis_threads_and_their_connections() {
 }
 
 #[test]
+fn a_cold_read_does_not_serve_messages_past_max_age() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/e");
+    for i in 0..3 {
+        publish(a.addr, "/e", &format!("e{i}"));
+    }
+    let b = TestServer::cluster(&redis, |c| c.history.max_age = Duration::from_secs(1));
+    // Age is the thing under test: there is no signal for it but the clock.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let fresh = publish(a.addr, "/e", "fresh");
+    let (got, last) = collect(b.addr, "/e", &start, 1);
+    assert_eq!(got, [(fresh, "fresh".to_owned())], "the aged-out messages are not served");
+    assert_eq!(last["gap"], true, "{last}");
+}
+
+#[test]
 fn frozen_redis_gives_503_or_success_and_loses_nothing_acknowledged() {
     let redis = Redis::start(false);
     let a = TestServer::cluster(&redis, |_| {});

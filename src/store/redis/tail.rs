@@ -208,9 +208,13 @@ pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<F
         // The page covers the log up to its last entry, whatever it held: a page that was all
         // another epoch (or unreadable) still moves the next fetch on.
         let last = entries.iter().map(|(seq, _)| *seq).fold(after, u64::max);
+        // Messages past `--history-max-age` are not served (a single node would have dropped
+        // them too): a read from before them gets the gap.
+        let cutoff = crate::hub::system_clock_ms().saturating_sub(store.max_age_ms());
         let mut msgs = Vec::with_capacity(entries.len());
         for (seq, parsed) in entries {
             match parsed {
+                Some((msg, _)) if msg.time_ms < cutoff => {}
                 Some((msg, e)) if e == epoch => msgs.push(Arc::new(msg)),
                 _ => skipped(seq),
             }
