@@ -47,6 +47,47 @@ fn collect(addr: SocketAddr, topics: &str, since: &str, want: usize) -> (Vec<(St
     }
 }
 
+/// Appends `n` entries to the log after its last seq, as a foreign or broken writer would;
+/// `fields` are the entries' field and value words. Returns the last seq taken.
+fn inject(redis: &Redis, n: u32, fields: &str) -> u64 {
+    let script = "local n = tonumber(ARGV[1]) local s = redis.call('HINCRBY', KEYS[1], 'seq', n) \
+        for i = s - n + 1, s do redis.call('XADD', KEYS[2], string.format('%d-0', i), unpack(ARGV, 2)) end \
+        return s";
+    let reply =
+        redis.command(&format!("EVAL \"{script}\" 2 {{halley}}:meta {{halley}}:log {n} {fields}\r\n")).expect("EVAL");
+    reply.trim().strip_prefix(':').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("EVAL: {reply}"))
+}
+
+#[test]
+fn unreadable_log_entries_are_passed_over_not_read_for_ever() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let before = publish(a.addr, "/u", "before");
+    // More unreadable entries than one XREAD takes (512): a tail that moved only past what
+    // parsed would read the same page again for ever.
+    inject(&redis, 600, "junk x");
+    let after = publish(a.addr, "/u", "after");
+    let (got, _) = collect(a.addr, "/u", &before, 1);
+    assert_eq!(got, [(after, "after".to_owned())]);
+}
+
+#[test]
+fn a_cold_page_all_of_another_epoch_moves_the_read_on() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let before = publish(a.addr, "/o", "before");
+    // A full XRANGE page (512) and more of entries written under an epoch that is not the
+    // log's: the tail passes them over after one sync, and a cold read moves past them.
+    inject(&redis, 600, "e stray t /o d stray");
+    let after = publish(a.addr, "/o", "after");
+    // A node started now serves the cursor from Redis.
+    let b = TestServer::cluster(&redis, |_| {});
+    let (got, _) = collect(b.addr, "/o", &before, 1);
+    assert_eq!(got, [(after.clone(), "after".to_owned())]);
+    let (got, _) = collect(a.addr, "/o", &before, 1);
+    assert_eq!(got, [(after, "after".to_owned())]);
+}
+
 #[test]
 fn three_nodes_one_order_on_every_surface_and_resume_on_another_node() {
     let redis = Redis::start(false);
@@ -115,6 +156,13 @@ fn an_idempotent_retry_is_stored_once() {
     let again = post(b.addr, "/i", "once", Some("key-1"));
     assert_eq!(again.status, 201);
     assert_eq!(again.json()["id"], first.json()["id"]);
+    // Another publisher reusing the key for a different message is refused, not handed the
+    // first one's id while its message is dropped: another payload, or another topic.
+    let other = post(b.addr, "/i", "someone else's", Some("key-1"));
+    assert_eq!(other.status, 409, "{}", other.text());
+    assert!(other.text().contains("Idempotency-Key"), "{}", other.text());
+    let elsewhere = post(a.addr, "/j", "once", Some("key-1"));
+    assert_eq!(elsewhere.status, 409, "{}", elsewhere.text());
     publish(a.addr, "/i", "next");
     let (got, _) = collect(b.addr, "/i", &start, 2);
     assert_eq!(got.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["once", "next"]);
@@ -202,6 +250,73 @@ fn redis_restarted_without_data_rotates_the_epoch_and_old_cursors_get_the_gap() 
     let (got, last) = collect(a.addr, "/r", &before[1], 1);
     assert_eq!(last["gap"], true, "{last}");
     assert_eq!(got.last().map(|(id, _)| id.as_str()), Some(fresh.as_str()));
+}
+
+#[test]
+fn an_sse_stream_open_across_an_epoch_change_gives_ids_of_the_new_epoch() {
+    let mut redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/s");
+    let mut sse = StreamClient::open(
+        a.addr,
+        &format!("GET /sub/s?since={start} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"),
+    );
+    let old = publish(a.addr, "/s", "old");
+    sse.read_until_count(&format!("id: {old}\n"), 1);
+    redis.restart_empty();
+    let deadline = Instant::now() + WAIT;
+    let fresh = loop {
+        let r = post(a.addr, "/s", "new", Some("new-s"));
+        if r.status == 201 {
+            break r.json()["id"].as_str().expect("id").to_owned();
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "Redis never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(fresh.split('-').next(), old.split('-').next(), "a new epoch");
+    // The stream that was open all along names the new message by the new epoch, so a client
+    // resuming from it resumes in the new epoch.
+    sse.read_until_count(&format!("id: {fresh}\n"), 1);
+}
+
+#[test]
+fn a_stopped_node_ends_its_redis_threads_and_their_connections() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/z");
+    publish(a.addr, "/z", "z");
+    // A cold read, so that the cold reader has its connection too.
+    let b = TestServer::cluster(&redis, |_| {});
+    collect(b.addr, "/z", &start, 1);
+    let clients = redis.clients();
+    assert!(clients >= 5, "a tail each, a writer on a, a cold reader on b, and this one: {clients}");
+    drop(a);
+    drop(b);
+    // The threads are joined by the time `shutdown` returns; Redis notices the closed
+    // sockets on its own schedule, so this waits for its count (there is no signal to take).
+    let deadline = Instant::now() + WAIT;
+    while redis.clients() > 1 {
+        assert!(Instant::now() < deadline, "{} Redis clients left after both nodes stopped", redis.clients() - 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_cold_read_does_not_serve_messages_past_max_age() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let start = util::cursor(a.addr, "/e");
+    for i in 0..3 {
+        publish(a.addr, "/e", &format!("e{i}"));
+    }
+    let b = TestServer::cluster(&redis, |c| c.history.max_age = Duration::from_secs(1));
+    // Age is the thing under test: there is no signal for it but the clock.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let fresh = publish(a.addr, "/e", "fresh");
+    let (got, last) = collect(b.addr, "/e", &start, 1);
+    assert_eq!(got, [(fresh, "fresh".to_owned())], "the aged-out messages are not served");
+    assert_eq!(last["gap"], true, "{last}");
 }
 
 #[test]

@@ -84,10 +84,10 @@ pub enum HubCmd {
     /// the workers subscribed to them, to read again.
     Loaded(Vec<Selector>),
     /// Cluster mode, from the shared log's writer: the publish answered by `reply` is stored
-    /// (with its global seq and time), or could not be stored (with the one-line reason).
+    /// (with its global seq and time), or could not be stored (why).
     Logged {
         reply: ReplyTo,
-        result: Result<(u64, u64), &'static str>,
+        result: Result<(u64, u64), PublishRefused>,
     },
     /// Cluster mode, from the shared log's tail: messages in global order, for every node the
     /// same. The hub appends them to the local cache and forwards them.
@@ -104,13 +104,16 @@ pub enum HubCmd {
 
 /// Cluster mode: where the hub sends publishes instead of sequencing them itself (the Redis
 /// log's writer). The tail of the same log comes back as `HubCmd::Tail`.
-pub trait SharedLog: Send + Sync + 'static {
+pub trait SharedLog: Send + Sync + fmt::Debug + 'static {
     /// Called once by `spawn_with` with the hub's own channel: starts the threads that answer
     /// with `HubCmd::Logged`, `HubCmd::Tail` and `HubCmd::Rotate`.
     fn start(&self, hub: Sender<HubCmd>) -> io::Result<()>;
     /// Queues a validated publish for the log, without blocking. Refused, with a one-line
     /// reason, when the log is unreachable or its queue is full (the client gets 503).
     fn submit(&self, req: PublishReq) -> Result<(), &'static str>;
+    /// Stops the threads `start` started and waits for them, at most `within` (a thread
+    /// still in a blocking call then is left to end on its own, and logged).
+    fn stop(&self, within: Duration);
 }
 
 /// What the hub sends a worker (in batches).
@@ -144,6 +147,9 @@ pub enum PublishRefused {
     InvalidTopic,
     /// Cluster mode: the shared log could not store it (the one-line reason); retry later.
     Unavailable(&'static str),
+    /// Cluster mode: its idempotency key already names a different publish (another topic or
+    /// payload); retrying will not help (the one-line reason).
+    Conflict(&'static str),
 }
 
 /// How the hub reaches one worker: a bounded channel of batches plus the worker's mio Waker.

@@ -136,7 +136,13 @@ pub struct Server {
     feeds: Option<feeds::Feeds>,
     /// With `--state-dir`: where the history goes at shutdown, and the store to save.
     state: Option<(StateDir, Arc<MemoryStore>)>,
+    /// Cluster mode: the shared log, whose threads stop after the hub.
+    log: Option<Arc<dyn hub::SharedLog>>,
 }
+
+/// How long a stopping server waits for the cluster log's threads (the tail may be in a
+/// blocking read of up to its block time plus slack when Redis does not answer).
+const LOG_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Binds the listeners and starts the hub and the workers, with history in memory
 /// (`MemoryStore`, bounded by `config.history`). With `config.state_dir`, the history a
@@ -221,11 +227,11 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         polls.push(poll);
     }
     let access_log = access_log::AccessLog::open(config.access_log.as_deref(), config.log_format)?;
-    let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log, ..hub::HubOptions::default() };
+    let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log: log.clone(), ..hub::HubOptions::default() };
     let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
         epoch: store.epoch(),
-        boundary: multipart::new_boundary()?,
+        boundary: multipart::new_boundary()?.into(),
         retry_ms: u64::try_from(config.streams.sse_retry.as_millis()).unwrap_or(u64::MAX),
     };
     let shared = Arc::new(Shared {
@@ -285,7 +291,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
     if shared.config.web.demo {
         info!("demo: publishing simulated data to /stocks/*, /monitor/*, /chat/lobby and /orders/*");
     }
-    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds, state: None })
+    Ok(Server { addr, raw_addr, admin_addr, shared, workers, hub: Some(hub), feeds, state: None, log })
 }
 
 /// The `Instant` a token expiring at `expires_ms` (unix ms) expires at, for the worker's timers.
@@ -404,6 +410,9 @@ impl Server {
         if let Some(hub) = self.hub.take() {
             let _ = hub.tx.send(HubCmd::Shutdown);
             let _ = hub.join.join();
+        }
+        if let Some(log) = self.log.take() {
+            log.stop(LOG_STOP_WAIT);
         }
         // Only now: the workers are gone and the hub has appended every publish they sent it
         // (their commands came before `Shutdown` on its channel), so nothing is appended after

@@ -163,6 +163,7 @@ impl From<PublishRefused> for Reject {
         match refused {
             PublishRefused::InvalidTopic => Reject::bad_request("invalid topic"),
             PublishRefused::Unavailable(reason) => Reject::busy(reason, 1),
+            PublishRefused::Conflict(reason) => Reject::new(409, reason),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::conns::Conns;
 use super::core::Core;
 use super::delivery::Gaps;
 use super::subscriber;
+use super::Shared;
 use crate::http::{self, Framing};
 use crate::model::{Resume, Selector};
 use crate::protocol::pushlet;
@@ -48,7 +49,7 @@ pub(super) fn start(
     gaps: Gaps,
 ) {
     let config = &core.shared.config;
-    let ctx = &core.shared.stream_ctx;
+    let ctx = &ctx(&core.shared);
     let mut first = vec![kind.preamble(ctx, resume.after)];
     if resume.reset {
         first.push(kind.control(Control::Gap { oldest: None, next: resume.after }, ctx));
@@ -137,8 +138,9 @@ pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
             Pace::Overflow => return overflow(core, key),
         }
         core.delivery.msgs.clear();
+        // The epoch before the read: a rotation publishes the new cache before the new epoch.
+        let ctx = &ctx(&core.shared);
         let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut core.delivery.msgs);
-        let ctx = &core.shared.stream_ctx;
         let mut parts = mem::take(&mut core.delivery.parts);
         parts.clear();
         if gaps.reported(read.gap) {
@@ -207,7 +209,7 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         }
         Due::Overflow => return overflow(core, key),
         Due::Heartbeat => {
-            let mut parts = vec![stream.framer.heartbeat(&core.shared.stream_ctx)];
+            let mut parts = vec![stream.framer.heartbeat(&ctx(&core.shared))];
             stream.life.push(&mut conn.out, &mut parts);
             // And a re-read from the cursor (nothing, usually, and then no lock is taken): a wake
             // lost on the way (a store's `Loaded` that overtook the subscriber's interest in a
@@ -233,6 +235,12 @@ fn arm_timer(conns: &mut Conns, key: usize) {
     conns.set_timer(key, at.saturating_duration_since(Instant::now()));
 }
 
+/// The frame context with the store's epoch now (a cluster's log may have rotated it since
+/// the server started): one load per batch, not per message.
+fn ctx(shared: &Shared) -> StreamCtx {
+    StreamCtx { epoch: shared.store.epoch(), ..shared.stream_ctx.clone() }
+}
+
 /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
 pub(super) fn end(core: &mut Core, key: usize, control: Control) {
     let Some(conn) = core.conns.get_mut(key) else { return };
@@ -242,7 +250,7 @@ pub(super) fn end(core: &mut Core, key: usize, control: Control) {
     let Some(vacated) = conn.state.end() else { return };
     subscriber::retire(core, key, &vacated);
     let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), core.conns.get_mut(key)) else { return };
-    let ctx = &core.shared.stream_ctx;
+    let ctx = &ctx(&core.shared);
     let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
     stream.life.finish(&mut conn.out, &mut last);
     core.conns.set_timer(key, core.shared.config.timeouts.close_write);

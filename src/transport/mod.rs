@@ -69,12 +69,14 @@ pub enum StreamKind {
     Multipart,
 }
 
-/// What every frame of a stream depends on besides the message: fixed per server.
+/// What every frame of a stream depends on besides the message. The boundary and retry hint
+/// are fixed per server; the epoch is the store's, which a cluster's log can rotate, so the
+/// server takes a copy with the current epoch per batch (cheap: the boundary is shared).
 #[derive(Debug, Clone)]
 pub struct StreamCtx {
     pub epoch: Epoch,
     /// The multipart boundary (random per server start).
-    pub boundary: Box<str>,
+    pub boundary: std::sync::Arc<str>,
     /// SSE `retry:` hint in milliseconds.
     pub retry_ms: u64,
 }

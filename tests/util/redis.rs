@@ -70,6 +70,15 @@ impl Redis {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// How many clients are connected (`INFO clients`), counting the one asking.
+    pub fn clients(&self) -> usize {
+        let info = self.command("INFO clients\r\n").expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+    }
+
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let status = Command::new("kill").args([sig, &pid]).status().expect("kill");

@@ -15,11 +15,11 @@ use crate::model::{Epoch, Message};
 
 impl Hub {
     /// The log stored (or could not store) the publish `reply` waits for.
-    pub(super) fn logged(&mut self, reply: ReplyTo, result: Result<(u64, u64), &'static str>, now: u64) {
+    pub(super) fn logged(&mut self, reply: ReplyTo, result: Result<(u64, u64), PublishRefused>, now: u64) {
         let (seq, time_ms) = match result {
             Ok(stored) => stored,
-            Err(reason) => {
-                let ack = WorkerMsg::PublishAck { reply, outcome: Err(PublishRefused::Unavailable(reason)) };
+            Err(refused) => {
+                let ack = WorkerMsg::PublishAck { reply, outcome: Err(refused) };
                 return self.queue(reply.worker, ack);
             }
         };

@@ -18,13 +18,19 @@ pub(super) const LOG: &str = "{halley}:log";
 pub(super) const IDEM_PREFIX: &str = "{halley}:idem:";
 
 /// Publish: read or create the epoch, rotate it if the log went back below what this node has
-/// seen, take the next seq, append, remember the result under the idempotency key.
+/// seen, take the next seq, append, remember the result under the idempotency key together
+/// with the publish's fingerprint (a hash of topic, event, content type and payload). A key
+/// already remembered with another fingerprint is someone else's publish: `conflict`.
 /// KEYS: meta, log, idem key. ARGV: idem ttl ms, maxlen, topic, event, content type, data,
-/// time ms, candidate epoch, candidate base, node's epoch, node's highest seq.
-/// Returns "epoch seq time".
+/// time ms, candidate epoch, candidate base, node's epoch, node's highest seq, fingerprint.
+/// Returns "epoch seq time", or "conflict".
 pub(super) const PUBLISH: &str = r#"
 local done = redis.call('GET', KEYS[3])
-if done then return done end
+if done then
+  local e, s, t, f = string.match(done, '^(%S+) (%S+) (%S+) (%S+)$')
+  if not e or f ~= ARGV[12] then return 'conflict' end
+  return e .. ' ' .. s .. ' ' .. t
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if (not epoch) or (epoch == ARGV[10] and seq < tonumber(ARGV[11])) then
@@ -35,7 +41,7 @@ seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0',
   'e', epoch, 't', ARGV[3], 'v', ARGV[4], 'c', ARGV[5], 'd', ARGV[6], 'ts', ARGV[7])
 local result = epoch .. ' ' .. seq .. ' ' .. ARGV[7]
-redis.call('SET', KEYS[3], result, 'PX', ARGV[1])
+redis.call('SET', KEYS[3], result .. ' ' .. ARGV[12], 'PX', ARGV[1])
 return result
 "#;
 

@@ -7,7 +7,8 @@
 //! - the tail (`tail.rs`) follows the log and hands every message to the hub, which appends it
 //!   to the hot cache (a `MemoryStore`) and forwards it, so every node has one order;
 //! - the cold reader (`tail.rs`) fetches history older than the hot cache into a bounded cold
-//!   cache when a read needs it, answering that read `pending` meanwhile.
+//!   cache (bounded in messages, bytes and age) when a read needs it, answering that read
+//!   `pending` meanwhile.
 //!
 //! Ranges of seqs: the log's current epoch began above `floor`; the hot cache holds what the
 //! tail brought since this node started (or rotated), above `base`; a read from a cursor below
@@ -21,6 +22,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -36,7 +38,10 @@ const WRITE_QUEUE: usize = 16 * 1024;
 /// Cold fetches queued at most; a read that finds the queue full stays pending until its
 /// reader's timeout and asks again.
 const FETCH_QUEUE: usize = 256;
-/// Messages the cold cache holds at most (oldest segments dropped first).
+/// The threads a started store runs: writer, tail, cold reader.
+const THREADS: usize = 3;
+/// Messages the cold cache holds at most (oldest segments dropped first); its bytes are bound
+/// by `--history-total-bytes` as well, and its messages by `--history-max-age`.
 const COLD_MAX: usize = 64 * 1024;
 
 /// What the store's threads share.
@@ -50,6 +55,11 @@ pub(super) struct Shared {
     seen: AtomicU64,
     /// The log's approximate length bound (`XADD MAXLEN ~`).
     maxlen: usize,
+    /// The server is stopping: the threads return.
+    stopping: AtomicBool,
+    /// The Redis client id of the tail's connection (0: none yet), so that a stop can end its
+    /// blocking `XREAD` at once (`CLIENT UNBLOCK`).
+    tail_client: AtomicU64,
 }
 
 impl Shared {
@@ -91,10 +101,53 @@ pub(super) struct Segment {
 #[derive(Debug, Default)]
 struct Cold {
     segments: VecDeque<Segment>,
+    /// Messages held, and their bytes counted as the hot cache counts them (`cost`).
     held: usize,
+    held_bytes: usize,
     /// Cursors with a fetch under way, and the selectors waiting for each.
     inflight: HashSet<u64>,
     waiting: Vec<Selector>,
+}
+
+/// What a cached message is counted as against the byte bound: the hot cache's measure (the
+/// payload and its cached encodings, the topic, the fixed overhead).
+fn cost(msg: &Message) -> usize {
+    msg.data.len() * crate::model::PAYLOAD_COPIES + msg.topic.len() + crate::model::MESSAGE_OVERHEAD_BYTES
+}
+
+impl Cold {
+    /// Keeps a fetched segment, then drops the oldest ones until the cache is within
+    /// `COLD_MAX` messages and `max_bytes` (the newest, which its readers wait for, stays; it is
+    /// one page, `tail::COUNT` messages at most).
+    fn keep(&mut self, segment: Segment, max_bytes: usize) {
+        self.held += segment.msgs.len();
+        self.held_bytes += segment.msgs.iter().map(|m| cost(m)).sum::<usize>();
+        self.segments.push_back(segment);
+        while (self.held > COLD_MAX || self.held_bytes > max_bytes) && self.segments.len() > 1 {
+            self.drop_oldest();
+        }
+    }
+
+    /// Drops the segments whose newest message is older than `cutoff_ms` (their history has
+    /// aged out, as the hot cache's does).
+    fn expire(&mut self, cutoff_ms: u64) {
+        while self.segments.front().is_some_and(|s| s.msgs.last().is_some_and(|m| m.time_ms < cutoff_ms)) {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.segments.pop_front() {
+            self.held -= old.msgs.len();
+            self.held_bytes -= old.msgs.iter().map(|m| cost(m)).sum::<usize>();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.segments.clear();
+        self.held = 0;
+        self.held_bytes = 0;
+    }
 }
 
 /// History on Redis, cached in memory.
@@ -113,6 +166,12 @@ pub struct RedisStore {
     shared: Arc<Shared>,
     client: redis::Client,
     me: OnceLock<std::sync::Weak<RedisStore>>,
+    /// Dropped to stop the threads: their waits select on `stop_rx`, which then disconnects.
+    stop: Mutex<Option<Sender<()>>>,
+    stop_rx: crossbeam_channel::Receiver<()>,
+    /// The threads, and the channel each reports on as it ends (so a stop waits with a bound).
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    ended: (Sender<()>, crossbeam_channel::Receiver<()>),
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -140,7 +199,10 @@ impl RedisStore {
             epoch: AtomicU64::new(raw(epoch)),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
+            stopping: AtomicBool::new(false),
+            tail_client: AtomicU64::new(0),
         });
+        let (stop, stop_rx) = crossbeam_channel::bounded(0);
         let store = Arc::new(RedisStore {
             limits,
             epoch: AtomicU64::new(raw(epoch)),
@@ -156,10 +218,29 @@ impl RedisStore {
             shared,
             client,
             me: OnceLock::new(),
+            stop: Mutex::new(Some(stop)),
+            stop_rx,
+            threads: Mutex::new(Vec::new()),
+            ended: crossbeam_channel::bounded(THREADS),
         });
         let _ = store.me.set(Arc::downgrade(&store));
         log::info!("cluster mode: log on {url}, epoch {epoch}, at seq {seq}");
         Ok(store)
+    }
+
+    /// Starts one of the store's threads; it reports on `ended` as it ends, however it ends.
+    fn spawn(&self, name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<std::thread::JoinHandle<()>> {
+        struct Ended(Sender<()>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                let _ = self.0.try_send(());
+            }
+        }
+        let ended = Ended(self.ended.0.clone());
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            let _ended = ended;
+            body();
+        })
     }
 
     fn hot(&self) -> Arc<MemoryStore> {
@@ -175,18 +256,18 @@ impl RedisStore {
         let waiting = {
             let mut cold = self.cold();
             cold.inflight.remove(&segment.start);
-            cold.held += segment.msgs.len();
-            cold.segments.push_back(segment);
-            while cold.held > COLD_MAX && cold.segments.len() > 1 {
-                if let Some(old) = cold.segments.pop_front() {
-                    cold.held -= old.msgs.len();
-                }
-            }
+            cold.keep(segment, self.limits.total_bytes);
             std::mem::take(&mut cold.waiting)
         };
         if let Some(loaded) = self.loaded.get() {
             loaded.loaded(waiting);
         }
+    }
+
+    /// `--history-max-age` in milliseconds: older messages are not served from the cold cache
+    /// either (a read from before them gets the gap, as on a single node).
+    fn max_age_ms(&self) -> u64 {
+        u64::try_from(self.limits.max_age.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn fetch_failed(&self, after: u64) {
@@ -251,6 +332,7 @@ impl Store for RedisStore {
 
     fn expire(&self, now_ms: u64) {
         self.hot().expire(now_ms);
+        self.cold().expire(now_ms.saturating_sub(self.max_age_ms()));
     }
 
     fn read(&self, selectors: &[Selector], after: u64, limit: usize, out: &mut Vec<Arc<Message>>) -> ReadResult {
@@ -294,11 +376,7 @@ impl Store for RedisStore {
     fn reset(&self, epoch: Epoch, floor: u64) {
         *self.hot.write().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(MemoryStore::with_epoch(self.limits, epoch));
-        {
-            let mut cold = self.cold();
-            cold.segments.clear();
-            cold.held = 0;
-        }
+        self.cold().clear();
         self.base.store(floor, Ordering::Release);
         self.floor.store(floor, Ordering::Release);
         self.epoch.store(raw(epoch), Ordering::Release);
@@ -317,19 +395,47 @@ impl SharedLog for RedisStore {
             link: Link::new(self.client.clone(), "writer", writer::WRITE_TIMEOUT),
             shared: Arc::clone(&self.shared),
             hub: hub.clone(),
+            stop: self.stop_rx.clone(),
         };
-        std::thread::Builder::new().name("halley-redis-writer".into()).spawn(move || writer.run(writes))?;
         let tail = Tail {
             link: Link::new(self.client.clone(), "tail", tail::BLOCK + tail::READ_SLACK),
             store: Arc::clone(&me),
             hub,
+            stop: self.stop_rx.clone(),
         };
-        std::thread::Builder::new().name("halley-redis-tail".into()).spawn(move || tail.run())?;
         let link = Link::new(self.client.clone(), "cold", writer::WRITE_TIMEOUT);
-        std::thread::Builder::new()
-            .name("halley-redis-cold".into())
-            .spawn(move || tail::cold_reader(link, me, fetches))?;
+        let stop = self.stop_rx.clone();
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.push(self.spawn("halley-redis-writer", move || writer.run(writes))?);
+        threads.push(self.spawn("halley-redis-tail", move || tail.run())?);
+        threads.push(self.spawn("halley-redis-cold", move || tail::cold_reader(link, me, fetches, stop))?);
         Ok(())
+    }
+
+    fn stop(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        self.shared.stopping.store(true, Ordering::Release);
+        // Every wait on the stop channel ends now.
+        drop(self.stop.lock().unwrap_or_else(PoisonError::into_inner).take());
+        // The tail may be in `XREAD BLOCK`: end it now rather than at its block time.
+        let id = self.shared.tail_client.load(Ordering::Acquire);
+        if id != 0 {
+            let mut link = Link::new(self.client.clone(), "stop", Duration::from_millis(200));
+            let unblocked = link.conn().and_then(|c| redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query::<i64>(c));
+            if let Err(err) = unblocked {
+                log::debug!("redis: could not unblock the tail ({err}); it ends after its block");
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for _ in 0..threads.len() {
+            if self.ended.1.recv_deadline(deadline).is_err() {
+                log::warn!("redis: a cluster thread did not stop within {within:?}; leaving it");
+                return;
+            }
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     fn submit(&self, req: PublishReq) -> Result<(), &'static str> {
@@ -337,5 +443,50 @@ impl SharedLog for RedisStore {
             return Err("cluster log unavailable: Redis unreachable");
         }
         self.writes.try_send(req).map_err(|_| "cluster log busy: publish queue full")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn segment(start: u64, n: u64, size: usize, time_ms: u64) -> Segment {
+        let msgs = (start + 1..=start + n)
+            .map(|seq| Arc::new(Message::new(seq, "/t".into(), time_ms, Bytes::from(vec![b'x'; size]))))
+            .collect();
+        Segment { start, end: start + n, lost_through: None, msgs }
+    }
+
+    #[test]
+    fn the_cold_cache_drops_its_oldest_segments_past_the_byte_bound() {
+        let mut cold = Cold::default();
+        let bound = 100_000;
+        for i in 0..10 {
+            cold.keep(segment(i * 10, 10, 4_000, 0), bound);
+            assert!(cold.held_bytes <= bound || cold.segments.len() == 1, "{} bytes held", cold.held_bytes);
+        }
+        // Each segment (10 payloads of 4 kB, counted three times) is over the bound alone: only
+        // the newest stays.
+        assert_eq!(cold.segments.len(), 1);
+        assert_eq!(cold.segments[0].start, 90);
+        let small = segment(100, 10, 10, 0);
+        let small_cost: usize = small.msgs.iter().map(|m| cost(m)).sum();
+        cold.keep(small, bound);
+        assert_eq!(cold.segments.len(), 1, "the big one went");
+        assert_eq!((cold.held, cold.held_bytes), (10, small_cost));
+    }
+
+    #[test]
+    fn the_cold_cache_expires_segments_older_than_max_age() {
+        let mut cold = Cold::default();
+        cold.keep(segment(0, 5, 10, 1_000), usize::MAX);
+        cold.keep(segment(5, 5, 10, 5_000), usize::MAX);
+        cold.expire(2_000);
+        assert_eq!(cold.segments.len(), 1);
+        assert_eq!(cold.segments[0].start, 5);
+        assert_eq!(cold.held, 5);
+        cold.expire(6_000);
+        assert_eq!((cold.segments.len(), cold.held, cold.held_bytes), (0, 0, 0));
     }
 }

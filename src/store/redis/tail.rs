@@ -7,11 +7,14 @@
 //! went back below what this node has seen, shows a new epoch, and the hub is told to rotate
 //! (`HubCmd::Rotate`).
 //!
+//! Both return when the server stops (their stop channel disconnects; a stop ends the tail's
+//! blocking read with `CLIENT UNBLOCK`).
+//!
 //! The cold reader answers reads older than the node's cache: `XRANGE` from the reader's
 //! cursor, kept as a segment in the store's bounded cold cache, then the store's `Loaded`
 //! notifier wakes the subscribers, who read again.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,18 +38,28 @@ pub(super) struct Tail {
     pub(super) link: Link,
     pub(super) store: Arc<RedisStore>,
     pub(super) hub: Sender<HubCmd>,
+    /// Disconnects when the server stops.
+    pub(super) stop: Receiver<()>,
 }
 
 impl Tail {
     pub(super) fn run(mut self) {
         let mut need_sync = false;
+        // The entry of another epoch that last made the tail sync (see below).
+        let mut foreign_at = None;
         loop {
+            if self.store.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
             if need_sync || !self.link.is_open() {
-                match self.sync() {
+                let fresh = !self.link.is_open();
+                match self.sync().and_then(|()| if fresh { self.note_client_id() } else { Ok(()) }) {
                     Ok(()) => need_sync = false,
                     Err(err) => {
                         self.link.failed(&err);
-                        std::thread::sleep(self.link.backoff());
+                        if self.pause() {
+                            return;
+                        }
                         continue;
                     }
                 }
@@ -70,7 +83,9 @@ impl Tail {
                         crate::log_limit::LogLimit::new(log::Level::Warn, module_path!(), "redis: tail lost");
                     LOST.log(format_args!("redis: tail lost the log ({err}); reconnecting"));
                     self.link.failed(&err);
-                    std::thread::sleep(self.link.backoff());
+                    if self.pause() {
+                        return;
+                    }
                     need_sync = true;
                     continue;
                 }
@@ -83,21 +98,52 @@ impl Tail {
                 continue;
             }
             let mut msgs = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let Some((msg, entry_epoch)) = entry else { continue };
-                if entry_epoch != epoch {
-                    need_sync = true; // another epoch began: sync first, then read on
-                    break;
+            // The last entry taken (parsed or not): the next read starts after it, so an entry
+            // that does not parse is passed over once, never read again and again.
+            let mut passed = last;
+            let mut foreign = false;
+            for (seq, parsed) in entries {
+                match parsed {
+                    None => skipped(seq),
+                    Some((_, entry_epoch)) if entry_epoch != epoch => {
+                        foreign = true;
+                        if foreign_at.is_none_or(|at| seq < at) {
+                            // Another epoch began: sync first, then read on from here. If the
+                            // sync finds the same epoch, entries of others from here on are
+                            // strays and passed over.
+                            foreign_at = Some(seq);
+                            need_sync = true;
+                            break;
+                        }
+                        skipped(seq);
+                    }
+                    Some((msg, _)) => msgs.push(Arc::new(msg)),
                 }
-                msgs.push(Arc::new(msg));
+                passed = passed.max(seq);
             }
-            if let Some(last) = msgs.last() {
-                self.store.shared.seen.store(last.seq, Ordering::Release);
-                if self.hub.send(HubCmd::Tail(msgs)).is_err() {
-                    return; // the hub has stopped
-                }
+            if !foreign {
+                foreign_at = None;
+            }
+            if passed > last {
+                self.store.shared.seen.store(passed, Ordering::Release);
+            }
+            if !msgs.is_empty() && self.hub.send(HubCmd::Tail(msgs)).is_err() {
+                return; // the hub has stopped
             }
         }
+    }
+
+    /// Waits out the link's backoff; true if the server stopped meanwhile.
+    fn pause(&mut self) -> bool {
+        let wait = self.link.backoff();
+        !matches!(self.stop.recv_timeout(wait), Err(crossbeam_channel::RecvTimeoutError::Timeout))
+    }
+
+    /// Remembers this connection's client id, so that a stop can end its blocking read.
+    fn note_client_id(&mut self) -> RedisResult<()> {
+        let id: u64 = redis::cmd("CLIENT").arg("ID").query(self.link.conn()?)?;
+        self.store.shared.tail_client.store(id, Ordering::Release);
+        Ok(())
     }
 
     /// Reads (creating or rotating if needed) the log's epoch; a change rotates the hub.
@@ -134,8 +180,15 @@ pub(super) struct Fetch {
 }
 
 /// The cold reader: one `XRANGE` per fetch, then the `Loaded` notice.
-pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<Fetch>) {
-    for Fetch { after } in rx {
+pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<Fetch>, stop: Receiver<()>) {
+    loop {
+        let after = crossbeam_channel::select! {
+            recv(rx) -> fetch => match fetch {
+                Ok(Fetch { after }) => after,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        };
         let reply = link.conn().and_then(|c| {
             redis::cmd("XRANGE").arg(LOG).arg(format!("({after}-0")).arg("+").arg("COUNT").arg(COUNT).query::<Value>(c)
         });
@@ -152,10 +205,21 @@ pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<F
         let epoch = crate::store::Store::epoch(&*store).to_string();
         let entries = entries_of(&value);
         let full = entries.len() >= COUNT;
-        let msgs: Vec<Arc<Message>> =
-            entries.into_iter().flatten().filter(|(_, e)| *e == epoch).map(|(m, _)| Arc::new(m)).collect();
+        // The page covers the log up to its last entry, whatever it held: a page that was all
+        // another epoch (or unreadable) still moves the next fetch on.
+        let last = entries.iter().map(|(seq, _)| *seq).fold(after, u64::max);
+        // Messages past `--history-max-age` are not served (a single node would have dropped
+        // them too): a read from before them gets the gap.
+        let cutoff = crate::hub::system_clock_ms().saturating_sub(store.max_age_ms());
+        let mut msgs = Vec::with_capacity(entries.len());
+        for (seq, parsed) in entries {
+            match parsed {
+                Some((msg, _)) if msg.time_ms < cutoff => {}
+                Some((msg, e)) if e == epoch => msgs.push(Arc::new(msg)),
+                _ => skipped(seq),
+            }
+        }
         let base = store.base.load(Ordering::Acquire);
-        let last = msgs.last().map_or(after, |m| m.seq);
         let end = if full { last } else { last.max(base) };
         let first = msgs.first().map_or(end + 1, |m| m.seq);
         let lost_through = (first > after + 1).then(|| first - 1);
@@ -163,8 +227,12 @@ pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<F
     }
 }
 
+/// An entry of the log: its seq (from its id) and, if it parses, the message with the epoch it
+/// was written under.
+type Entry = (u64, Option<(Message, String)>);
+
 /// The entries of an `XREAD` reply (one stream).
-fn stream_entries(value: &Value) -> Vec<Option<(Message, String)>> {
+fn stream_entries(value: &Value) -> Vec<Entry> {
     match value {
         Value::Array(streams) => match streams.first() {
             Some(Value::Array(pair)) => pair.get(1).map(entries_of).unwrap_or_default(),
@@ -175,17 +243,34 @@ fn stream_entries(value: &Value) -> Vec<Option<(Message, String)>> {
     }
 }
 
-/// Entries `[id, [field, value, ...]]` as messages with the epoch they were written under;
-/// `None` for one that does not parse (logged, skipped).
-fn entries_of(value: &Value) -> Vec<Option<(Message, String)>> {
+/// Entries `[id, [field, value, ...]]`. One whose id is not `<seq>-<n>` cannot be in a stream;
+/// it is left out.
+fn entries_of(value: &Value) -> Vec<Entry> {
     let Value::Array(entries) = value else { return Vec::new() };
-    entries.iter().map(parse_entry).collect()
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(pair) = entry else { return None };
+            let seq: u64 = pair.first().and_then(text)?.split('-').next()?.parse().ok()?;
+            Some((seq, parse_entry(seq, pair)))
+        })
+        .collect()
 }
 
-fn parse_entry(entry: &Value) -> Option<(Message, String)> {
-    let Value::Array(pair) = entry else { return None };
-    let id = pair.first().and_then(text)?;
-    let seq: u64 = id.split('-').next()?.parse().ok()?;
+/// Log entries passed over so far (unreadable, or of another epoch than the node's).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an entry passed over, with a rate-limited warning.
+fn skipped(seq: u64) {
+    let total = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    static SKIP: crate::log_limit::LogLimit =
+        crate::log_limit::LogLimit::new(log::Level::Warn, module_path!(), "redis: log entry skipped");
+    SKIP.log(format_args!("redis: passed over log entry {seq}-0 (unreadable or of another epoch); {total} so far"));
+}
+
+/// The message in an entry's fields, with the epoch it was written under; `None` if a field
+/// it needs is missing.
+fn parse_entry(seq: u64, pair: &[Value]) -> Option<(Message, String)> {
     let Some(Value::Array(fields)) = pair.get(1) else { return None };
     let (mut epoch, mut topic, mut event, mut ctype, mut data, mut time) = (None, None, None, None, None, 0u64);
     for kv in fields.chunks(2) {
@@ -205,10 +290,7 @@ fn parse_entry(entry: &Value) -> Option<(Message, String)> {
             _ => {}
         }
     }
-    let (Some(epoch), Some(topic), Some(data)) = (epoch, topic, data) else {
-        log::warn!("redis: skipping log entry {id}: fields missing");
-        return None;
-    };
+    let (Some(epoch), Some(topic), Some(data)) = (epoch, topic, data) else { return None };
     let msg = Message::new(seq, topic.into(), time, data)
         .with_event(event.map(Into::into))
         .with_content_type(ctype.map(Into::into));

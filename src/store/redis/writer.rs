@@ -5,18 +5,24 @@
 //! `HubCmd::Logged`: stored with its seq, or a one-line reason (the client gets 503).
 //!
 //! While Redis is unreachable the link is marked down and `submit` refuses at once; the
-//! thread probes with backoff and jitter and marks it up again when Redis answers.
+//! thread probes with backoff and jitter and marks it up again when Redis answers. It returns
+//! when the server stops (its stop channel disconnects).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisError, RedisResult, Value};
 
 use super::link::{self, Link, IDEM_PREFIX, LOG, META};
 use super::{candidate_epoch, Shared};
-use crate::hub::{HubCmd, PublishReq};
+use crate::hub::{HubCmd, PublishRefused, PublishReq};
+
+/// What a client whose idempotency key names another publish is told (409).
+const CONFLICT: &str = "Idempotency-Key already used for a different publish";
+/// What a client is told while the log cannot be reached (503).
+const DOWN: &str = "cluster log unavailable: Redis unreachable";
 
 /// Publishes pipelined in one round trip at most.
 pub(super) const BATCH_MAX: usize = 512;
@@ -28,6 +34,8 @@ pub(super) struct Writer {
     pub(super) link: Link,
     pub(super) shared: Arc<Shared>,
     pub(super) hub: Sender<HubCmd>,
+    /// Disconnects when the server stops.
+    pub(super) stop: Receiver<()>,
 }
 
 impl Writer {
@@ -38,23 +46,29 @@ impl Writer {
                 // Down: probe with backoff; publishes are refused meanwhile (and any that
                 // slipped in before the flag was seen are answered below).
                 let wait = self.link.backoff();
-                match rx.recv_timeout(wait) {
-                    Ok(req) => batch.push(req),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                crossbeam_channel::select! {
+                    recv(rx) -> req => match req {
+                        Ok(req) => batch.push(req),
+                        Err(_) => return,
+                    },
+                    recv(self.stop) -> _ => return self.answer_all(&mut batch, Err(PublishRefused::Unavailable(DOWN))),
+                    default(wait) => {}
                 }
                 if self.probe() {
                     log::info!("redis: reachable again; publishing");
                     self.shared.up.store(true, Ordering::Release);
                 } else {
-                    self.answer_all(&mut batch, Err("cluster log unavailable: Redis unreachable"));
+                    self.answer_all(&mut batch, Err(PublishRefused::Unavailable(DOWN)));
                     continue;
                 }
             }
             if batch.is_empty() {
-                match rx.recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => return,
+                crossbeam_channel::select! {
+                    recv(rx) -> req => match req {
+                        Ok(req) => batch.push(req),
+                        Err(_) => return,
+                    },
+                    recv(self.stop) -> _ => return,
                 }
             }
             while batch.len() < BATCH_MAX {
@@ -109,15 +123,15 @@ impl Writer {
             }
         }
         if let Some(err) = last_err {
-            static DOWN: crate::log_limit::LogLimit =
+            static WRITER_DOWN: crate::log_limit::LogLimit =
                 crate::log_limit::LogLimit::new(log::Level::Error, module_path!(), "redis: writer down");
-            DOWN.log(format_args!("redis: cannot publish ({err}); refusing publishes until it answers"));
+            WRITER_DOWN.log(format_args!("redis: cannot publish ({err}); refusing publishes until it answers"));
         }
         self.shared.up.store(false, Ordering::Release);
-        self.answer_all(batch, Err("cluster log unavailable: Redis unreachable"));
+        self.answer_all(batch, Err(PublishRefused::Unavailable(DOWN)));
     }
 
-    fn answer_all(&self, batch: &mut Vec<PublishReq>, result: Result<(u64, u64), &'static str>) {
+    fn answer_all(&self, batch: &mut Vec<PublishReq>, result: Result<(u64, u64), PublishRefused>) {
         for req in batch.drain(..) {
             if let Some(reply) = req.reply {
                 let _ = self.hub.send(HubCmd::Logged { reply, result });
@@ -127,7 +141,7 @@ impl Writer {
 
     /// One pipelined round trip. A connection-level error fails the whole attempt; a script
     /// error fails its one publish; `NOSCRIPT` reloads the script and runs the batch again.
-    fn attempt(&mut self, batch: &mut [PublishReq]) -> RedisResult<Vec<Result<(u64, u64), &'static str>>> {
+    fn attempt(&mut self, batch: &mut [PublishReq]) -> RedisResult<Vec<Result<(u64, u64), PublishRefused>>> {
         for _ in 0..2 {
             let sha = self.link.publish_sha()?;
             let (epoch, seen) = (self.shared.epoch_text(), self.shared.seen.load(Ordering::Acquire));
@@ -154,7 +168,8 @@ impl Writer {
                     .arg(&cand_epoch)
                     .arg(cand_base)
                     .arg(&epoch)
-                    .arg(seen);
+                    .arg(seen)
+                    .arg(fingerprint(req));
             }
             let replies: Vec<RedisResult<Value>> = pipe.query(self.link.conn()?)?;
             if replies.iter().any(|r| matches!(r, Err(e) if link::is_noscript(e))) {
@@ -169,20 +184,44 @@ impl Writer {
     }
 }
 
-/// "epoch seq time" from the publish script.
-fn parse_stored(reply: &RedisResult<Value>) -> Result<(u64, u64), &'static str> {
+/// "epoch seq time" (or "conflict") from the publish script.
+fn parse_stored(reply: &RedisResult<Value>) -> Result<(u64, u64), PublishRefused> {
     let Ok(value) = reply else {
         log::warn!("redis: publish script failed: {reply:?}");
-        return Err("cluster log refused the publish");
+        return Err(PublishRefused::Unavailable("cluster log refused the publish"));
     };
-    let mut parts = link::text(value).unwrap_or("").split(' ');
+    let text = link::text(value).unwrap_or("");
+    if text == "conflict" {
+        return Err(PublishRefused::Conflict(CONFLICT));
+    }
+    let mut parts = text.split(' ');
     let _epoch = parts.next();
     let seq = parts.next().and_then(|s| s.parse().ok());
     let time = parts.next().and_then(|s| s.parse().ok());
     match (seq, time) {
         (Some(seq), Some(time)) => Ok((seq, time)),
-        _ => Err("cluster log gave an unreadable answer"),
+        _ => Err(PublishRefused::Unavailable("cluster log gave an unreadable answer")),
     }
+}
+
+/// What the idempotency key is remembered with: SHA-1 (hex) over topic, event, content type
+/// and payload, each length-prefixed so that no two different publishes hash the same input.
+/// A retry of the same publish matches; another publish under a reused key does not (409),
+/// whoever sends it, so a key never hands one client's id to another's different message.
+fn fingerprint(req: &PublishReq) -> String {
+    use sha1::{Digest, Sha1};
+    let mut hash = Sha1::new();
+    let parts: [&[u8]; 4] = [
+        req.topic.as_bytes(),
+        req.event.as_deref().unwrap_or("").as_bytes(),
+        req.content_type.as_deref().unwrap_or("").as_bytes(),
+        &req.data,
+    ];
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh idempotency key for a publish that came without one: 128 random bits.
