@@ -113,7 +113,8 @@ impl Watched {
         shares: &[u64],
     ) -> (ServerCost, Vec<NodeCost>, Option<ServerCost>) {
         let all: u64 = shares.iter().sum::<u64>().max(1);
-        let part = |v: u64, i: usize| (v as f64 * shares.get(i).copied().unwrap_or(0) as f64 / all as f64).round() as u64;
+        let part =
+            |v: u64, i: usize| (v as f64 * shares.get(i).copied().unwrap_or(0) as f64 / all as f64).round() as u64;
         let mut nodes = Vec::new();
         if self.nodes.len() > 1 {
             for (i, &pid) in self.nodes.iter().enumerate() {

@@ -9,8 +9,8 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::cli::Scenario;
-pub use crate::cost::ServerCost;
 use crate::cost::NodeCost;
+pub use crate::cost::ServerCost;
 use crate::feed::{Mode, Target};
 use crate::ipc::Counters;
 use crate::publish::RateOutcome;
@@ -205,11 +205,7 @@ impl Report {
             );
         }
         if let Some(o) = &self.order {
-            let _ = writeln!(
-                s,
-                "  order: {} subscribers, {} distinct delivery order(s)",
-                o.subscribers, o.distinct
-            );
+            let _ = writeln!(s, "  order: {} subscribers, {} distinct delivery order(s)", o.subscribers, o.distinct);
         }
         let c = &self.counters;
         let _ = writeln!(

@@ -14,10 +14,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::child::read_line;
 use crate::cli::{RunArgs, Scenario};
+use crate::cost::{self, Readings, Snapshot, Watched, Work};
 use crate::feed::Endpoint;
 use crate::ipc::{ChildMsg, ChildResult, Command, Counters, Plan, Progress, Topics};
 use crate::net::{loopback_target, raise_nofile, RESERVED_FDS};
-use crate::cost::{self, Readings, Snapshot, Watched, Work};
 use crate::procfs;
 use crate::publish::{self, PubCmd, PubEvent, RateOutcome};
 use crate::report::{Fanout, OrderCheck, RateReport, Report};
