@@ -96,6 +96,7 @@ class Cluster:
                      "--daemonize", "no", "--loglevel", "warning"],
                     stdout=subprocess.DEVNULL)
                 self.procs.append(self.redis)
+                self.redis_port = port
                 deadline = time.time() + 10
                 while not self.ping(port):
                     if time.time() > deadline or self.redis.poll() is not None:
@@ -126,6 +127,24 @@ class Cluster:
         if self.redis:
             args += ["--redis-pid", str(self.redis.pid)]
         return args
+
+    def commandstats(self, name):
+        """Save Redis's `INFO commandstats` (calls and µs per command) to NAME.redis.txt."""
+        if not self.redis:
+            return
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as s:
+                s.sendall(b"INFO commandstats\r\n")
+                data, deadline = b"", time.time() + 2
+                while not data.endswith(b"\r\n\r\n") and time.time() < deadline:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            with open(f"{out}/{name}.redis.txt", "wb") as f:
+                f.write(data)
+        except OSError as e:
+            print(f"  {name}: no commandstats: {e}", file=sys.stderr)
 
     def close(self):
         for p in reversed(self.procs):
@@ -190,6 +209,7 @@ if "single" in scenarios:
                 name = f"single-{side}-r{r}"
                 rep = run_load(name, ["-s", "broadcast", "--mode", mode, "-n", str(n), "-k", str(k),
                                       "--drain-timeout", "30", *c.load_args()])
+                c.commandstats(name)
             finally:
                 c.close()
             issues += problems(name, rep)
@@ -238,6 +258,7 @@ if "throughput" in scenarios:
                     reps.append((name, json.load(f)))
             except (OSError, ValueError):
                 reps.append((name, None))
+        c.commandstats("throughput")
     finally:
         c.close()
     print(f"### Publish throughput through one Redis: {nodes_n} nodes (`--workers {w}`), {procs} halley-load "
@@ -257,7 +278,9 @@ if "throughput" in scenarios:
               f"| {rtt['p50_us'] / 1e3:.2f} / {rtt['p99_us'] / 1e3:.2f} "
               f"| {fmt((rep.get('server') or {}).get('cpu_us_per_publish'))} "
               f"| {fmt((rep.get('redis') or {}).get('cpu_us_per_publish'))} | {bad(rep)} |")
-    print(f"\nTotal acknowledged publishes/s (the processes ran at the same time): {total:,.0f}\n")
+    print(f"\nTotal acknowledged publishes/s (the processes ran at the same time): {total:,.0f}. "
+          "Each process divides the nodes' and Redis's CPU by its own publishes only: with -P "
+          "processes, divide those columns by P for the cost per publish of the total.\n")
 
 if "wide" in scenarios:
     w = workers or 1
@@ -270,6 +293,7 @@ if "wide" in scenarios:
         try:
             rep = run_load(name, [*extra, "--mode", mode, "-n", "100000", "--processes", "6",
                                   "--source-addrs", "32", "--connect-timeout", "180", *c.load_args()])
+            c.commandstats(name)
         finally:
             c.close()
         issues += problems(name, rep)
