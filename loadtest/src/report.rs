@@ -361,6 +361,9 @@ mod tests {
             fanout: Some(Fanout { messages: 3, complete: 3, mean_ms: 1.0, p50_ms: 1.0, p99_ms: 2.0, max_ms: 2.0 }),
             rate: None,
             server: None,
+            nodes: Vec::new(),
+            redis: None,
+            order: Some(OrderCheck { subscribers: 10, distinct: 1, largest_group: 10 }),
             counters: Counters::default(),
             problems: vec!["x <y>".into()],
             elapsed_s: 1.0,
@@ -377,6 +380,7 @@ mod tests {
         assert!(text.contains("p50 0.90 ms"), "{text}");
         assert!(text.contains("fan-out: 3/3 complete"), "{text}");
         assert!(text.contains("PROBLEM: x <y>"), "{text}");
+        assert!(text.contains("1 distinct delivery order"), "{text}");
     }
 
     #[test]
