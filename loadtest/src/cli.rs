@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::feed::{Mode, Target};
 
+/// Most servers (cluster nodes) one run loads.
+pub const MAX_SERVERS: usize = 64;
+
 /// halley-load: C10K long-poll / SSE load generator for Halley and nginx + Nchan (loopback only).
 #[derive(Debug, Parser)]
 #[command(name = "halley-load", version, args_conflicts_with_subcommands = true)]
@@ -63,6 +66,10 @@ pub struct RunArgs {
     /// Server address (loopback only).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
+    /// Several servers (cluster nodes), comma-separated or repeated; overrides `--addr`.
+    /// Subscriber i goes to node i mod N, publisher connection j to node j mod N.
+    #[arg(long = "server", value_delimiter = ',', value_name = "ADDR")]
+    pub servers: Vec<String>,
     /// API flavour of the server.
     #[arg(long, value_enum, default_value = "halley")]
     pub target: Target,
@@ -114,9 +121,13 @@ pub struct RunArgs {
     /// Connects in flight per child.
     #[arg(long, default_value_t = 512)]
     pub connect_concurrency: u32,
-    /// Server pid for CPU and memory readings (default: found by the listening port).
+    /// Server pid for CPU and memory readings (default: found by the listening port); with
+    /// several `--server`s, one per node in the same order (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Pid of the Redis server the nodes share: its CPU and RSS are reported beside theirs.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub redis_pid: Option<u32>,
     /// Deadline for connecting (and warming up) every subscriber, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub connect_timeout: f64,
@@ -179,6 +190,19 @@ impl RunArgs {
         if self.publishers == 0 || self.publishers as usize > crate::stamp::MAX_PUBLISHERS {
             return Err(format!("--publishers must be in 1..={}", crate::stamp::MAX_PUBLISHERS));
         }
+        if self.servers.len() > MAX_SERVERS {
+            return Err(format!("at most {MAX_SERVERS} --server addresses"));
+        }
+        if !self.server_pid.is_empty() && self.server_pid.len() != self.addrs().len() {
+            return Err(format!(
+                "{} --server-pid for {} servers: give one per server, in the same order",
+                self.server_pid.len(),
+                self.addrs().len()
+            ));
+        }
+        if self.scenario == Scenario::Floor && !self.servers.is_empty() {
+            return Err("--scenario floor runs its own server: no --server".into());
+        }
         if self.source_addrs == 0 || self.source_addrs > 254 {
             return Err("--source-addrs must be in 1..=254".into());
         }
@@ -196,6 +220,15 @@ impl RunArgs {
             return Err("--churn-rate must be in (0, 1000000]".into());
         }
         Ok(())
+    }
+
+    /// The server addresses to load: the `--server` list, or `--addr` alone.
+    pub fn addrs(&self) -> Vec<String> {
+        if self.servers.is_empty() {
+            vec![self.addr.clone()]
+        } else {
+            self.servers.clone()
+        }
     }
 
     /// The scenario whose pattern runs (the floor runs its `--pattern`).
@@ -252,6 +285,21 @@ mod tests {
         assert!(parse(&["--scenario", "rate", "--rate", "0"]).run.validate().is_err());
         assert!(parse(&["--source-addrs", "0"]).run.validate().is_err());
         assert!(parse(&["--publishers", "65"]).run.validate().is_err());
+    }
+
+    #[test]
+    fn several_servers_and_their_pids() {
+        let cli = parse(&["--server", "127.0.0.1:1,127.0.0.1:2", "--server", "127.0.0.1:3"]);
+        assert_eq!(cli.run.addrs(), vec!["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        assert_eq!(cli.run.validate(), Ok(()));
+        assert_eq!(parse(&["--addr", "127.0.0.1:9"]).run.addrs(), vec!["127.0.0.1:9"]);
+        let pids = parse(&["--server", "127.0.0.1:1,127.0.0.1:2", "--server-pid", "10,11", "--redis-pid", "12"]);
+        assert_eq!(pids.run.server_pid, vec![10, 11]);
+        assert_eq!(pids.run.redis_pid, Some(12));
+        assert_eq!(pids.run.validate(), Ok(()));
+        // One pid for two servers is ambiguous.
+        assert!(parse(&["--server", "127.0.0.1:1,127.0.0.1:2", "--server-pid", "10"]).run.validate().is_err());
+        assert!(parse(&["--scenario", "floor", "--server", "127.0.0.1:1"]).run.validate().is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::feed::Endpoint;
-use crate::stamp::Checks;
+use crate::stamp::{Checks, Orders};
 use crate::stats::{HistSnapshot, Timeline};
 
 /// Longest line a child or the parent accepts, in bytes (a result line with a histogram and
@@ -41,6 +41,10 @@ pub struct Plan {
     /// This child's number, for messages and source addresses.
     pub child: u32,
     pub target: SocketAddr,
+    /// All servers (cluster nodes) when there are several: subscriber i connects to
+    /// `targets[i % len]`. Empty: `target` alone.
+    #[serde(default)]
+    pub targets: Vec<SocketAddr>,
     pub endpoint: Endpoint,
     /// Global index of this child's first subscriber.
     pub first_sub: u32,
@@ -63,6 +67,20 @@ pub struct Plan {
     pub parent_pid: u32,
     /// Report per-message fan-out counts (broadcast scenario).
     pub track_fanout: bool,
+    /// Every subscriber is on one topic, so all must see one delivery order ([`Orders`]).
+    #[serde(default)]
+    pub check_order: bool,
+}
+
+impl Plan {
+    /// The server subscriber `global` connects to.
+    pub fn target_of(&self, global: u32) -> SocketAddr {
+        if self.targets.is_empty() {
+            self.target
+        } else {
+            self.targets[global as usize % self.targets.len()]
+        }
+    }
 }
 
 /// Parent -> child commands after the plan.
@@ -169,6 +187,9 @@ pub struct ChildResult {
     pub counters: Counters,
     pub latency: HistSnapshot,
     pub timeline: Timeline,
+    /// Delivery orders seen by this child's subscribers (when the plan checks order).
+    #[serde(default)]
+    pub orders: Orders,
 }
 
 /// Write one line to stdout; the lock is held for the whole line so threads don't interleave.

@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod cost;
 pub mod feed;
 pub mod floor;
 pub mod http;

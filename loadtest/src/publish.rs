@@ -86,9 +86,10 @@ pub struct Publisher {
     handle: JoinHandle<PubTotals>,
 }
 
-/// Connect `connections` publishers to `target` and start the loop; `report` gets every event.
+/// Connect `connections` publishers, connection i to `targets[i % len]` (several targets are
+/// the nodes of a cluster), and start the loop; `report` gets every event.
 pub fn start(
-    target: SocketAddr,
+    targets: &[SocketAddr],
     endpoint: Endpoint,
     topics: Topics,
     connections: u32,
@@ -98,7 +99,11 @@ pub fn start(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut conns = Vec::new();
+    if targets.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server to publish to"));
+    }
     for i in 0..connections.max(1) {
+        let target = targets[i as usize % targets.len()];
         let mut c = PConn::connect(target, i, endpoint.tls.as_ref())?;
         poll.registry().register(&mut c.stream, Token(i as usize + 1), Interest::READABLE | Interest::WRITABLE)?;
         conns.push(c);
@@ -107,7 +112,6 @@ pub fn start(
     let mut lp = PubLoop {
         poll,
         rx,
-        target,
         endpoint,
         topics,
         pad,
@@ -158,6 +162,8 @@ struct InFlight {
 #[derive(Debug)]
 struct PConn {
     src: u32,
+    /// The server this connection publishes to (reconnects go there too).
+    target: SocketAddr,
     stream: Stream,
     out: Vec<u8>,
     written: usize,
@@ -177,6 +183,7 @@ impl PConn {
             tls.map(|t| t.client_config().and_then(|c| Ok((c, t.name()?)))).transpose().map_err(io::Error::other)?;
         Ok(PConn {
             src,
+            target,
             stream: Stream::new(TcpStream::from_std(std_stream), tls.as_ref())?,
             out: Vec::new(),
             written: 0,
@@ -196,7 +203,6 @@ enum Mode {
 struct PubLoop {
     poll: Poll,
     rx: mpsc::Receiver<Option<PubCmd>>,
-    target: SocketAddr,
     endpoint: Endpoint,
     topics: Topics,
     pad: usize,
@@ -424,7 +430,7 @@ impl PubLoop {
 
     fn reconnect(&mut self, i: usize) {
         let _ = self.poll.registry().deregister(&mut self.conns[i].stream);
-        match PConn::connect(self.target, self.conns[i].src, self.endpoint.tls.as_ref()) {
+        match PConn::connect(self.conns[i].target, self.conns[i].src, self.endpoint.tls.as_ref()) {
             Ok(mut c) => {
                 if self
                     .poll

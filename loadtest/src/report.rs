@@ -9,6 +9,8 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::cli::Scenario;
+use crate::cost::NodeCost;
+pub use crate::cost::ServerCost;
 use crate::feed::{Mode, Target};
 use crate::ipc::Counters;
 use crate::publish::RateOutcome;
@@ -47,7 +49,13 @@ pub struct Report {
     pub publish_rtt: LatencySummary,
     pub fanout: Option<Fanout>,
     pub rate: Option<RateReport>,
+    /// The server's cost; with several servers, the nodes added up (`pid` is the first's).
     pub server: Option<ServerCost>,
+    /// Each node's cost, when there are several servers.
+    pub nodes: Vec<NodeCost>,
+    /// The Redis server's cost (`--redis-pid`), per delivery and publish of the whole run.
+    pub redis: Option<ServerCost>,
+    pub order: Option<OrderCheck>,
     pub counters: Counters,
     /// Deadlines missed and other things a reader must not overlook.
     pub problems: Vec<String>,
@@ -82,22 +90,15 @@ pub struct RateReport {
     pub kept_up: bool,
 }
 
-/// The server's cost from /proc.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ServerCost {
-    pub pid: u32,
-    pub rss_before_kb: u64,
-    pub rss_connected_kb: u64,
-    pub rss_end_kb: u64,
-    /// (RSS with subscribers parked - RSS before) / parked, bytes.
-    pub bytes_per_connection: f64,
-    /// The same for anonymous memory only (heap), bytes.
-    pub anon_bytes_per_connection: f64,
-    /// Server CPU while connecting, per connection, µs.
-    pub cpu_us_per_connection: f64,
-    /// Server CPU during the measured phase, per delivery (re-polls included), µs.
-    pub cpu_us_per_delivery: f64,
-    pub cpu_ms_measured: f64,
+/// Did every subscriber see the same delivery order (single-topic scenarios)?
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OrderCheck {
+    /// Warm subscribers whose order was folded.
+    pub subscribers: u64,
+    /// Distinct orders among them (1 is the pass).
+    pub distinct: u64,
+    /// Subscribers in the largest group with one order.
+    pub largest_group: u64,
 }
 
 impl Report {
@@ -175,6 +176,36 @@ impl Report {
             None => {
                 let _ = writeln!(s, "  server cost: not measured (no --server-pid and no listener found)");
             }
+        }
+        if self.nodes.len() > 1 {
+            if let Some(c) = &self.server {
+                let _ = writeln!(
+                    s,
+                    "  all {} nodes: {:.2} µs CPU/delivery, {:.2} µs CPU/publish, RSS {} KiB at the end",
+                    self.nodes.len(),
+                    c.cpu_us_per_delivery,
+                    c.cpu_us_per_publish,
+                    c.rss_end_kb
+                );
+            }
+        }
+        for n in &self.nodes {
+            let c = &n.cost;
+            let _ = writeln!(
+                s,
+                "  node {} (pid {}, {} subscribers): {:.0} ms CPU measured, {:.2} µs/delivery, RSS {} -> {} KiB",
+                n.addr, c.pid, n.subscribers, c.cpu_ms_measured, c.cpu_us_per_delivery, c.rss_before_kb, c.rss_end_kb
+            );
+        }
+        if let Some(r) = &self.redis {
+            let _ = writeln!(
+                s,
+                "  redis pid {}: {:.0} ms CPU measured, {:.2} µs/publish, {:.3} µs/delivery, RSS {} -> {} KiB",
+                r.pid, r.cpu_ms_measured, r.cpu_us_per_publish, r.cpu_us_per_delivery, r.rss_before_kb, r.rss_end_kb
+            );
+        }
+        if let Some(o) = &self.order {
+            let _ = writeln!(s, "  order: {} subscribers, {} distinct delivery order(s)", o.subscribers, o.distinct);
         }
         let c = &self.counters;
         let _ = writeln!(
@@ -330,6 +361,9 @@ mod tests {
             fanout: Some(Fanout { messages: 3, complete: 3, mean_ms: 1.0, p50_ms: 1.0, p99_ms: 2.0, max_ms: 2.0 }),
             rate: None,
             server: None,
+            nodes: Vec::new(),
+            redis: None,
+            order: Some(OrderCheck { subscribers: 10, distinct: 1, largest_group: 10 }),
             counters: Counters::default(),
             problems: vec!["x <y>".into()],
             elapsed_s: 1.0,
@@ -346,6 +380,7 @@ mod tests {
         assert!(text.contains("p50 0.90 ms"), "{text}");
         assert!(text.contains("fan-out: 3/3 complete"), "{text}");
         assert!(text.contains("PROBLEM: x <y>"), "{text}");
+        assert!(text.contains("1 distinct delivery order"), "{text}");
     }
 
     #[test]

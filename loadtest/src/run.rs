@@ -14,13 +14,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::child::read_line;
 use crate::cli::{RunArgs, Scenario};
+use crate::cost::{self, Readings, Snapshot, Watched, Work};
 use crate::feed::Endpoint;
 use crate::ipc::{ChildMsg, ChildResult, Command, Counters, Plan, Progress, Topics};
 use crate::net::{loopback_target, raise_nofile, RESERVED_FDS};
-use crate::procfs::{self, Sample};
+use crate::procfs;
 use crate::publish::{self, PubCmd, PubEvent, RateOutcome};
-use crate::report::{Fanout, RateReport, Report, ServerCost};
-use crate::stamp::{unix_ns, Checks};
+use crate::report::{Fanout, OrderCheck, RateReport, Report};
+use crate::stamp::{unix_ns, Checks, Orders};
 use crate::stats::{Latency, Timeline, TICK_MS};
 
 /// Most subscriber sockets one child holds: under the 20,000 open-file cap of these machines
@@ -43,16 +44,21 @@ pub fn run(args: &RunArgs) -> Result<Report, String> {
     let started = Instant::now();
     let scenario = args.effective();
     let mut floor = None;
-    let (target, server_pid) = if args.scenario == Scenario::Floor {
+    let (targets, watched) = if args.scenario == Scenario::Floor {
         let (child, addr) = start_floor(args.floor_threads)?;
         let pid = child.id();
         floor = Some(child);
-        (addr, Some(pid))
+        (vec![addr], Some(Watched { nodes: vec![pid], redis: None }))
     } else {
-        let t = loopback_target(&args.addr)?;
-        (t, args.server_pid.or_else(|| procfs::find_listener(t)))
+        let targets = args.addrs().iter().map(|a| loopback_target(a)).collect::<Result<Vec<_>, _>>()?;
+        let pids = if args.server_pid.is_empty() {
+            targets.iter().map(|&t| procfs::find_listener(t)).collect::<Option<Vec<_>>>()
+        } else {
+            Some(args.server_pid.clone())
+        };
+        (targets, pids.map(|nodes| Watched { nodes, redis: args.redis_pid }))
     };
-    let result = drive(args, scenario, target, server_pid, started);
+    let result = drive(args, scenario, &targets, watched.as_ref(), started);
     if let Some(mut f) = floor {
         stop_child(&mut f, None);
     }
@@ -63,12 +69,15 @@ pub fn run(args: &RunArgs) -> Result<Report, String> {
 fn drive(
     args: &RunArgs,
     scenario: Scenario,
-    target: SocketAddr,
-    server_pid: Option<u32>,
+    targets: &[SocketAddr],
+    watched: Option<&Watched>,
     started: Instant,
 ) -> Result<Report, String> {
-    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
-        .map_err(|e| format!("nothing accepts connections at {target}: {e}"))?;
+    for t in targets {
+        std::net::TcpStream::connect_timeout(t, Duration::from_secs(2))
+            .map_err(|e| format!("nothing accepts connections at {t}: {e}"))?;
+    }
+    let target = *targets.first().ok_or("no server to load")?;
     let n = args.subscribers;
     let nofile = raise_nofile();
     let per_proc = MAX_SUBS_PER_PROCESS.min(nofile.saturating_sub(RESERVED_FDS)).max(1);
@@ -124,6 +133,7 @@ fn drive(
         let plan = Plan {
             child: c,
             target,
+            targets: if targets.len() > 1 { targets.to_vec() } else { Vec::new() },
             endpoint: endpoint.clone(),
             first_sub: first,
             subs: end - first,
@@ -136,11 +146,13 @@ fn drive(
             deadline_s: budget.min(4.0 * 3600.0) as u64,
             parent_pid: std::process::id(),
             track_fanout: scenario == Scenario::Broadcast,
+            check_order: matches!(topics, Topics::Single(_)),
         };
         children.push(spawn_worker(&plan, tx.clone())?);
     }
     let mut live = Live::new(processes as usize, threads as usize, progress_bar(args));
-    let before = server_pid.and_then(procfs::sample);
+    let sample = || watched.and_then(Watched::sample);
+    let before = sample();
 
     // Phase 1: every subscriber connected and its request sent.
     live.phase("connecting");
@@ -153,10 +165,10 @@ fn drive(
     if !connected {
         problems.push(format!("connect deadline: {parked} of {n} parked after {setup_s:.1} s"));
     }
-    let connected_sample = server_pid.and_then(|pid| settle(pid, &rx, &mut live));
+    let connected_sample = watched.and_then(|w| settle(w, &rx, &mut live));
 
     // Phase 2: the scenario.
-    let mut measured_from = connected_sample;
+    let mut measured_from = connected_sample.clone();
     let mut fanout = None;
     let mut rate = None;
     let mut expected = 0u64;
@@ -170,7 +182,7 @@ fn drive(
         let ptx = tx.clone();
         let publishers = if scenario == Scenario::Broadcast { 1 } else { args.publishers };
         let publisher = publish::start(
-            target,
+            targets,
             endpoint.clone(),
             topics.clone(),
             publishers,
@@ -179,7 +191,7 @@ fn drive(
                 let _ = ptx.send(Event::Pub(ev));
             }),
         )
-        .map_err(|e| format!("publisher cannot connect to {target}: {e}"))?;
+        .map_err(|e| format!("publisher cannot connect: {e}"))?;
         live.phase("warming up");
         let warm_topics = if scenario == Scenario::PerUser { n } else { 1 };
         publisher.send(PubCmd::Warmup { topics: warm_topics });
@@ -191,7 +203,7 @@ fn drive(
         if !warm_ok {
             problems.push(format!("warm-up deadline: {alive} of {n} subscribers received the warm-up message"));
         }
-        measured_from = server_pid.and_then(procfs::sample);
+        measured_from = sample();
         match scenario {
             Scenario::Broadcast => {
                 live.phase("broadcasting");
@@ -234,7 +246,7 @@ fn drive(
         rtt.merge(&totals.rtt);
         publish_failed = totals.failed;
     }
-    let end_sample = server_pid.and_then(procfs::sample);
+    let end_sample = sample();
 
     // Phase 3: collect.
     live.phase("collecting");
@@ -248,7 +260,7 @@ fn drive(
         stop_child(&mut c.process, c.stdin.take());
     }
     live.finish();
-    let (checks, counters, latency, timeline, failed) = live.merged();
+    let (checks, counters, latency, timeline, failed, orders) = live.merged();
     if live.results.iter().any(Option::is_none) {
         problems.push("some children did not report results".into());
     }
@@ -268,6 +280,17 @@ fn drive(
             checks.missing, checks.duplicates
         ));
     }
+    let order = (orders.subscribers() > 0).then(|| OrderCheck {
+        subscribers: orders.subscribers(),
+        distinct: orders.distinct(),
+        largest_group: orders.largest(),
+    });
+    if let Some(o) = order.filter(|o| o.distinct > 1) {
+        problems.push(format!(
+            "order check: subscribers saw {} different delivery orders (largest group {} of {})",
+            o.distinct, o.largest_group, o.subscribers
+        ));
+    }
     let rate = rate.map(|(outcome, elapsed): (RateOutcome, f64)| {
         let published_per_s = outcome.published as f64 / outcome.elapsed_s.max(1e-9);
         RateReport {
@@ -278,18 +301,23 @@ fn drive(
             kept_up: published_per_s >= 0.99 * args.rate && outcome.dropped == 0 && lost == 0,
         }
     });
-    let server = match (server_pid, before, connected_sample, end_sample) {
-        (Some(pid), Some(b), Some(c), Some(e)) => {
-            Some(server_cost(pid, b, c, measured_from.unwrap_or(c), e, parked, unique))
+    let addrs: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let (server, nodes, redis) = match (watched, before, connected_sample, end_sample) {
+        (Some(w), Some(before), Some(connected), Some(end)) => {
+            let from = measured_from.unwrap_or_else(|| connected.clone());
+            let readings = Readings { before, connected, from, end };
+            let work = Work { parked, deliveries: unique, published };
+            let (total, nodes, redis) = w.costs(&readings, work, &addrs, &cost::shares(u64::from(n), targets.len()));
+            (Some(total), nodes, redis)
         }
-        _ => None,
+        _ => (None, Vec::new(), None),
     };
     Ok(Report {
         scenario: args.scenario,
         pattern: (args.scenario == Scenario::Floor).then_some(scenario),
         target: args.target,
         mode: args.mode,
-        addr: target.to_string(),
+        addr: addrs.join(","),
         subscribers: n,
         processes,
         threads_per_process: threads,
@@ -310,6 +338,9 @@ fn drive(
         fanout,
         rate,
         server,
+        nodes,
+        redis,
+        order,
         counters,
         problems,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -364,43 +395,19 @@ fn broadcast(
     }
 }
 
-/// Wait until the server's CPU use stops climbing (connections processed), then sample it.
-fn settle(pid: u32, rx: &mpsc::Receiver<Event>, live: &mut Live) -> Option<Sample> {
+/// Wait until the servers' CPU use stops climbing (connections processed), then sample them.
+fn settle(w: &Watched, rx: &mpsc::Receiver<Event>, live: &mut Live) -> Option<Snapshot> {
     let deadline = Instant::now() + SETTLE_DEADLINE;
-    let mut last = procfs::sample(pid)?;
+    let mut last = w.sample()?;
     while Instant::now() < deadline {
         live.wait(rx, Instant::now() + SETTLE_STEP, |_| false);
-        let now = procfs::sample(pid)?;
-        if now.cpu_ns.saturating_sub(last.cpu_ns) < SETTLE_CPU_NS {
+        let now = w.sample()?;
+        if now.all_cpu_ns().saturating_sub(last.all_cpu_ns()) < SETTLE_CPU_NS {
             return Some(now);
         }
         last = now;
     }
     Some(last)
-}
-
-fn server_cost(
-    pid: u32,
-    before: Sample,
-    connected: Sample,
-    from: Sample,
-    end: Sample,
-    parked: u64,
-    deliveries: u64,
-) -> ServerCost {
-    let per = |delta: f64, n: u64| if n == 0 { 0.0 } else { delta / n as f64 };
-    let measured_ns = end.cpu_ns.saturating_sub(from.cpu_ns);
-    ServerCost {
-        pid,
-        rss_before_kb: before.rss_kb,
-        rss_connected_kb: connected.rss_kb,
-        rss_end_kb: end.rss_kb,
-        bytes_per_connection: per((connected.rss_kb as f64 - before.rss_kb as f64) * 1024.0, parked),
-        anon_bytes_per_connection: per((connected.anon_kb as f64 - before.anon_kb as f64) * 1024.0, parked),
-        cpu_us_per_connection: per(connected.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3, parked),
-        cpu_us_per_delivery: per(measured_ns as f64 / 1e3, deliveries),
-        cpu_ms_measured: measured_ns as f64 / 1e6,
-    }
 }
 
 /// What arrives on the parent's one event channel.
@@ -542,20 +549,22 @@ impl Live {
     }
 
     /// Children's results added up.
-    fn merged(&self) -> (Checks, Counters, Latency, Timeline, u64) {
+    fn merged(&self) -> (Checks, Counters, Latency, Timeline, u64, Orders) {
         let mut checks = Checks::default();
         let mut counters = Counters::default();
         let mut latency = Latency::new();
         let mut timeline = Timeline::default();
         let mut failed = 0;
+        let mut orders = Orders::default();
         for r in self.results.iter().flatten() {
+            orders.merge(&r.orders);
             checks.merge(&r.checks);
             counters.merge(&r.counters);
             latency.merge(&r.latency);
             timeline.merge(&r.timeline);
             failed += r.progress.failed;
         }
-        (checks, counters, latency, timeline, failed)
+        (checks, counters, latency, timeline, failed, orders)
     }
 }
 

@@ -151,6 +151,71 @@ impl Checks {
     }
 }
 
+/// Most distinct delivery orders [`Orders`] keeps apart; more are lumped into `other` (a
+/// run that has more than one order has a problem anyway, so the exact count matters less).
+pub const MAX_ORDERS: usize = 32;
+
+/// One subscriber's delivery order folded into 64 bits: each `(src, seq)` it received once,
+/// in arrival order. Two subscribers that saw the same messages in the same order have the
+/// same value; a swap, a loss or an extra message changes it (up to hash collisions).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OrderHash(u64);
+
+impl OrderHash {
+    pub fn add(&mut self, src: u32, seq: u64) {
+        let x = (u64::from(src) << 48) ^ seq;
+        self.0 = (self.0.rotate_left(7) ^ x).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// How many subscribers saw each delivery order: `(order hash, subscribers)`, at most
+/// [`MAX_ORDERS`] entries, the rest counted in `other`. One entry means every subscriber saw
+/// the one global order (the check that matters across cluster nodes).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Orders {
+    pub groups: Vec<(u64, u64)>,
+    pub other: u64,
+}
+
+impl Orders {
+    /// Count `subscribers` that saw the order `hash`.
+    pub fn add(&mut self, hash: u64, subscribers: u64) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.0 == hash) {
+            g.1 += subscribers;
+        } else if self.groups.len() < MAX_ORDERS {
+            self.groups.push((hash, subscribers));
+        } else {
+            self.other += subscribers;
+        }
+    }
+
+    pub fn merge(&mut self, o: &Orders) {
+        for &(hash, n) in &o.groups {
+            self.add(hash, n);
+        }
+        self.other += o.other;
+    }
+
+    /// Subscribers counted.
+    pub fn subscribers(&self) -> u64 {
+        self.groups.iter().map(|g| g.1).sum::<u64>() + self.other
+    }
+
+    /// Distinct orders seen (at least; those past [`MAX_ORDERS`] count as one more).
+    pub fn distinct(&self) -> u64 {
+        self.groups.len() as u64 + u64::from(self.other > 0)
+    }
+
+    /// Subscribers in the largest group that saw one order.
+    pub fn largest(&self) -> u64 {
+        self.groups.iter().map(|g| g.1).max().unwrap_or(0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Stamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(StampVisitor)
@@ -268,6 +333,35 @@ impl<'de> Deserialize<'de> for Nested {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_hash_tells_orders_apart_and_orders_are_counted() {
+        let fold = |items: &[(u32, u64)]| {
+            let mut h = OrderHash::default();
+            for &(src, seq) in items {
+                h.add(src, seq);
+            }
+            h.value()
+        };
+        let a = fold(&[(0, 1), (1, 1), (0, 2)]);
+        assert_eq!(a, fold(&[(0, 1), (1, 1), (0, 2)]));
+        assert_ne!(a, fold(&[(1, 1), (0, 1), (0, 2)]), "a swap across publishers");
+        assert_ne!(a, fold(&[(0, 1), (0, 2)]), "a loss");
+        assert_ne!(fold(&[(0, 0)]), OrderHash::default().value(), "seq 0 of src 0 still counts");
+        let mut o = Orders::default();
+        o.add(a, 3);
+        let mut other = Orders::default();
+        other.add(a, 2);
+        other.add(7, 1);
+        o.merge(&other);
+        assert_eq!((o.subscribers(), o.distinct(), o.largest()), (6, 2, 5));
+        for h in 0..(MAX_ORDERS as u64 + 5) {
+            o.add(100 + h, 1);
+        }
+        assert_eq!(o.groups.len(), MAX_ORDERS);
+        assert_eq!(o.distinct(), MAX_ORDERS as u64 + 1);
+        assert_eq!(o.subscribers(), 6 + MAX_ORDERS as u64 + 5);
+    }
 
     #[test]
     fn body_round_trips_and_pads() {

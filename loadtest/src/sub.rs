@@ -24,7 +24,7 @@ use crate::http::{parse_head, ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYT
 use crate::ipc::{emit, ChildMsg, ChildResult, Counters, Plan, Progress};
 use crate::net::{connect_from, source_addr};
 use crate::session::reply_deadline_ms;
-use crate::stamp::{parse_stamp, unix_ns, Checks, SeqTracker, Stamp, Verdict};
+use crate::stamp::{parse_stamp, unix_ns, Checks, OrderHash, Orders, SeqTracker, Stamp, Verdict};
 use crate::stats::{Latency, Timeline, TICK_MS};
 
 /// Token of each loop's waker; connection tokens are slab key + 1.
@@ -64,7 +64,10 @@ pub fn start(plan: &Plan, stop: Arc<AtomicBool>, churning: Arc<AtomicBool>) -> i
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let subs: Vec<Sub> = (0..plan.subs)
             .filter(|j| j % threads == t)
-            .map(|j| Sub::new(plan.first_sub + j, plan.topics.name(plan.first_sub + j)))
+            .map(|j| {
+                let global = plan.first_sub + j;
+                Sub::new(global, plan.target_of(global), plan.topics.name(global))
+            })
             .collect();
         let mut lp = SubLoop::new(plan, t, poll, subs, stop.clone(), churning.clone());
         wakers.push(waker);
@@ -97,6 +100,7 @@ impl Worker {
                 total.checks.merge(&r.checks);
                 total.counters.merge(&r.counters);
                 total.timeline.merge(&r.timeline);
+                total.orders.merge(&r.orders);
                 latency.merge(&r.latency);
             }
         }
@@ -109,21 +113,27 @@ impl Worker {
 #[derive(Debug)]
 struct Sub {
     global: u32,
+    /// The server this subscriber uses (its node, in a cluster run).
+    target: SocketAddr,
     topic: String,
     cursor: Cursor,
     tracker: SeqTracker,
+    /// Every message received once, in arrival order, folded (see `Orders`).
+    order: OrderHash,
     warm: bool,
     conn: Option<usize>,
     failures: u32,
 }
 
 impl Sub {
-    fn new(global: u32, topic: String) -> Self {
+    fn new(global: u32, target: SocketAddr, topic: String) -> Self {
         Sub {
             global,
+            target,
             topic,
             cursor: Cursor::Start,
             tracker: SeqTracker::default(),
+            order: OrderHash::default(),
             warm: false,
             conn: None,
             failures: 0,
@@ -211,6 +221,7 @@ impl Sink {
         self.progress.received += 1;
         self.tick_delivered += 1;
         if verdict != Verdict::Duplicate {
+            sub.order.add(stamp.src, stamp.seq);
             self.latency.record(now_ns.saturating_sub(stamp.ts));
             if self.track_fanout {
                 let e = self.got.entry(stamp.seq).or_insert((0, 0));
@@ -225,8 +236,9 @@ struct SubLoop {
     poll: Poll,
     thread: u32,
     child: u32,
-    target: SocketAddr,
     endpoint: Endpoint,
+    /// Fold each warm subscriber's delivery order into the result.
+    check_order: bool,
     /// With `--tls`: the client config and server name every connection starts a session with
     /// (checked by the parent before any child starts).
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
@@ -265,8 +277,8 @@ impl SubLoop {
             poll,
             thread,
             child: plan.child,
-            target: plan.target,
             endpoint: plan.endpoint.clone(),
+            check_order: plan.check_order,
             tls: plan.endpoint.tls.as_ref().and_then(|t| t.client_config().ok().zip(t.name().ok())),
             source_addrs: plan.source_addrs,
             stop,
@@ -385,8 +397,8 @@ impl SubLoop {
             if sub.conn.is_some() || sub.failures > MAX_FAILURES {
                 continue;
             }
-            let src = self.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
-            let stream = match connect_from(src, self.target).and_then(|tcp| Stream::new(tcp, self.tls.as_ref())) {
+            let src = sub.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
+            let stream = match connect_from(src, sub.target).and_then(|tcp| Stream::new(tcp, self.tls.as_ref())) {
                 Ok(stream) => stream,
                 Err(_) => {
                     self.sink.counters.connect_errors += 1;
@@ -642,7 +654,14 @@ impl SubLoop {
         for mut conn in self.conns.drain() {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
+        let mut orders = Orders::default();
+        if self.check_order {
+            for sub in self.subs.iter().filter(|s| s.warm) {
+                orders.add(sub.order.value(), 1);
+            }
+        }
         ChildResult {
+            orders,
             progress: self.sink.progress,
             checks: self.sink.checks,
             counters: self.sink.counters,
