@@ -29,15 +29,12 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("run halley");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let up = std::net::TcpStream::connect(addr).is_ok() && Client::connect(addr).get("/ready").status == 200;
-            if up {
-                return Node { child, addr };
-            }
-            assert!(Instant::now() < deadline, "node on {addr} did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Owned at once, so a node that does not come up is still killed (Drop).
+        let node = Node { child, addr };
+        wait_until("the node to come up", || {
+            std::net::TcpStream::connect(addr).is_ok() && Client::connect(addr).get("/ready").status == 200
+        });
+        node
     }
 
     /// `kill -9`: no shutdown, nothing written anywhere.
