@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub auth: crate::auth::Auth,
     /// The HTTP listener's TLS config, swapped by `tls::TlsCell::reload` (None: plain TCP).
     pub tls: Option<tls::TlsCell>,
+    /// Cluster mode: the thread keeping sessions in Redis (`sessions/remote.rs`).
+    pub cluster_sessions: Option<Arc<crate::store::RedisSessions>>,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -115,6 +117,9 @@ pub(crate) enum Carry {
     /// that named the session, whether the page that opened it may publish, and the socket's
     /// grant (from its upgrade request: what its handshakes fall back to).
     BayeuxSocket { batch: String, may_publish: bool, grant: crate::auth::Grant },
+    /// Cluster mode: a request for a session this node did not hold, back from the session
+    /// thread's lookup in Redis (`sessions/remote.rs`).
+    Looked { request: crate::http::Request, body: Vec<u8>, found: crate::store::Lookup },
 }
 
 impl std::fmt::Debug for Shared {
@@ -227,6 +232,11 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         polls.push(poll);
     }
     let access_log = access_log::AccessLog::open(config.access_log.as_deref(), config.log_format)?;
+    // Sessions go to Redis with the log (cluster mode only).
+    let cluster_sessions = match (&log, &config.network.redis) {
+        (Some(_), Some(url)) => Some(crate::store::RedisSessions::start(url)?),
+        _ => None,
+    };
     let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log: log.clone(), ..hub::HubOptions::default() };
     let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
@@ -251,6 +261,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         access_log,
         auth,
         tls,
+        cluster_sessions,
         config,
     });
 

@@ -15,6 +15,7 @@
 //! `base` is cold. A cursor below `floor` is from before the log lost history: it gets a gap.
 
 mod link;
+pub mod sessions;
 mod tail;
 mod writer;
 
