@@ -36,7 +36,8 @@ pub(crate) type Source = fn(&Shared, &mut Out<'_>) -> fmt::Result;
 
 /// Every group, in the order a scrape lists them. Add a group here; add a metric to a group
 /// with one line.
-pub(crate) const SOURCES: &[Source] = &[connections, messages, history, hub, latency, access_log, process];
+pub(crate) const SOURCES: &[Source] =
+    &[connections, tls, messages, history, hub, cluster, latency, access_log, process];
 
 /// The whole scrape: every source, encoded. An encoding error (there is none for a `String`)
 /// yields what was encoded so far.
@@ -181,6 +182,24 @@ fn connections(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
             (&[("direction", "in")][..], w.sum(|w| &w.handoffs_in)),
         ],
     )
+}
+
+fn tls(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
+    let w = Workers(&shared.stats);
+    out.counter("halley_tls_handshakes", "TLS handshakes completed", w.sum(|w| &w.tls_handshakes))?;
+    out.counter(
+        "halley_tls_handshake_errors",
+        "TLS connections that failed before their handshake completed",
+        w.sum(|w| &w.tls_handshake_errors),
+    )
+}
+
+/// Cluster mode only (`--redis`): the shared log's link.
+fn cluster(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
+    let Some(log) = &shared.log else { return Ok(()) };
+    let link = log.link();
+    out.gauge("halley_redis_up", "1 while the Redis log takes publishes, else 0", u64::from(link.up))?;
+    out.gauge("halley_redis_tail_seq", "The last log sequence number this node has read from Redis", link.tail_seq)
 }
 
 fn messages(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {

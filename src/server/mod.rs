@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub tls: Option<tls::TlsCell>,
     /// Cluster mode: the thread keeping sessions in Redis (`sessions/remote.rs`).
     pub cluster_sessions: Option<Arc<crate::store::RedisSessions>>,
+    /// Cluster mode: the shared log (for its link state in `/metrics`).
+    pub log: Option<Arc<dyn hub::SharedLog>>,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -262,6 +264,7 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         auth,
         tls,
         cluster_sessions,
+        log: log.clone(),
         config,
     });
 

@@ -385,6 +385,13 @@ impl Store for RedisStore {
 }
 
 impl SharedLog for RedisStore {
+    fn link(&self) -> crate::hub::LogLink {
+        crate::hub::LogLink {
+            up: self.shared.up.load(Ordering::Acquire),
+            tail_seq: self.shared.seen.load(Ordering::Acquire),
+        }
+    }
+
     fn start(&self, hub: Sender<HubCmd>) -> io::Result<()> {
         let me = self.me.get().and_then(|w| w.upgrade()).ok_or_else(|| io::Error::other("store gone"))?;
         let writes = self.writes_rx.lock().unwrap_or_else(PoisonError::into_inner).take();
