@@ -1,11 +1,17 @@
 //! The cost of what is under test, across a run's phases: one server or several (the nodes of
 //! a cluster, each its own process), plus the Redis they share when its pid is given. Each
 //! phase boundary takes one [`Snapshot`] of every process; [`Watched::costs`] turns four of
-//! them into the per-node, total and Redis figures of the report.
+//! them into the per-node, total and Redis figures of the report; [`trace`] reads them once a
+//! second for the report's CPU and memory charts.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::procfs::{self, Sample};
+use crate::stamp::unix_ns;
 
 /// The processes a run reads from /proc.
 #[derive(Debug, Clone)]
@@ -164,6 +170,79 @@ pub fn shares(subscribers: u64, nodes: usize) -> Vec<u64> {
     (0..n).map(|i| subscribers / n + u64::from(i < subscribers % n)).collect()
 }
 
+/// How often [`trace`] reads the watched processes.
+pub const TRACE_EVERY: Duration = Duration::from_secs(1);
+/// Most trace points kept (four hours at [`TRACE_EVERY`]); later ones are dropped.
+const MAX_TRACE_POINTS: usize = 4 * 3600;
+
+/// The watched processes' CPU and memory over the run, for the report's charts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerTrace {
+    /// One name per traced process: the nodes in order, then Redis.
+    pub names: Vec<String>,
+    pub points: Vec<TracePoint>,
+}
+
+/// One reading of every traced process.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracePoint {
+    /// Since the run started.
+    pub t_s: f64,
+    /// CPU used since the previous point, in % of one core, per process.
+    pub cpu_pct: Vec<f64>,
+    /// Resident memory now, KiB, per process.
+    pub rss_kb: Vec<u64>,
+}
+
+/// A thread reading the watched processes every [`TRACE_EVERY`] until stopped.
+#[derive(Debug)]
+pub struct Tracer {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<Vec<TracePoint>>,
+}
+
+/// Start tracing `w`; times are measured from `start_unix_ns`.
+pub fn trace(w: Watched, start_unix_ns: u64) -> Option<Tracer> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("server-trace".into())
+        .spawn(move || {
+            let mut points = Vec::new();
+            let mut last: Option<(u64, Vec<u64>)> = None;
+            loop {
+                let now = unix_ns();
+                if let Some(snap) = w.sample() {
+                    let cpu: Vec<u64> = snap.nodes.iter().chain(snap.redis.iter()).map(|s| s.cpu_ns).collect();
+                    let rss_kb = snap.nodes.iter().chain(snap.redis.iter()).map(|s| s.rss_kb).collect();
+                    if let Some((then, before)) = &last {
+                        let wall = now.saturating_sub(*then).max(1) as f64;
+                        let cpu_pct =
+                            cpu.iter().zip(before).map(|(c, b)| c.saturating_sub(*b) as f64 / wall * 100.0).collect();
+                        if points.len() < MAX_TRACE_POINTS {
+                            let t_s = now.saturating_sub(start_unix_ns) as f64 / 1e9;
+                            points.push(TracePoint { t_s, cpu_pct, rss_kb });
+                        }
+                    }
+                    last = Some((now, cpu));
+                }
+                // The stop signal (or the parent dropping the sender) ends the trace at once.
+                match stopped.recv_timeout(TRACE_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return points,
+                }
+            }
+        })
+        .ok()?;
+    Some(Tracer { stop, handle })
+}
+
+impl Tracer {
+    pub fn stop(self) -> Vec<TracePoint> {
+        let _ = self.stop.send(());
+        self.handle.join().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +296,23 @@ mod tests {
         let snap = me.sample().expect("own /proc");
         assert_eq!(snap.nodes.len(), 1);
         assert!(snap.redis.is_some());
+    }
+
+    #[test]
+    fn a_trace_reads_cpu_and_memory_until_stopped() {
+        let w = Watched { nodes: vec![std::process::id()], redis: None };
+        let tracer = trace(w, unix_ns()).expect("tracer");
+        // Burn some CPU so the second reading differs from the first.
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < TRACE_EVERY + Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        let points = tracer.stop();
+        assert!(x != 1);
+        assert!(!points.is_empty(), "one point per second after the first reading");
+        let p = &points[0];
+        assert_eq!((p.cpu_pct.len(), p.rss_kb.len()), (1, 1));
+        assert!(p.cpu_pct[0] > 10.0 && p.rss_kb[0] > 0, "{p:?}");
     }
 }

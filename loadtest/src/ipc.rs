@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::feed::Endpoint;
 use crate::stamp::{Checks, Orders};
-use crate::stats::{HistSnapshot, Timeline};
+use crate::stats::{HistSnapshot, SeriesSnapshot, Timeline};
 
 /// Longest line a child or the parent accepts, in bytes (a result line with a histogram and
 /// an hour-long timeline stays well under this).
@@ -161,6 +161,10 @@ pub struct Counters {
     /// `advice.timeout` + grace); reconnected.
     #[serde(default)]
     pub late_replies: u64,
+    /// Connects refused because this process ran out of file descriptors (EMFILE/ENFILE);
+    /// each gives its subscriber up (counted in `Progress::failed`).
+    #[serde(default)]
+    pub out_of_fds: u64,
 }
 
 impl Counters {
@@ -176,6 +180,7 @@ impl Counters {
         self.foreign += o.foreign;
         self.sessions_lost += o.sessions_lost;
         self.late_replies += o.late_replies;
+        self.out_of_fds += o.out_of_fds;
     }
 }
 
@@ -186,6 +191,9 @@ pub struct ChildResult {
     pub checks: Checks,
     pub counters: Counters,
     pub latency: HistSnapshot,
+    /// Latency per second of the run.
+    #[serde(default)]
+    pub latency_series: SeriesSnapshot,
     pub timeline: Timeline,
     /// Delivery orders seen by this child's subscribers (when the plan checks order).
     #[serde(default)]

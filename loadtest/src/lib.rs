@@ -7,12 +7,14 @@
 //! `publish` and `floor`; `tls` is the socket they use with `--tls`.
 
 pub mod child;
+pub mod children;
 pub mod cli;
 pub mod cost;
 pub mod feed;
 pub mod floor;
 pub mod http;
 pub mod ipc;
+pub mod limits;
 pub mod net;
 pub mod procfs;
 pub mod publish;
@@ -22,4 +24,5 @@ pub mod session;
 pub mod stamp;
 pub mod stats;
 pub mod sub;
+pub mod svg;
 pub mod tls;

@@ -54,19 +54,31 @@ pub fn connect_from(source: Option<Ipv4Addr>, target: SocketAddr) -> io::Result<
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
-/// Raise the soft open-file limit to the hard one and return it; sockets per process must
-/// stay below it (minus [`RESERVED_FDS`]).
-pub fn raise_nofile() -> u64 {
+/// A process's open-file limit (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoFile {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raise the soft open-file limit to the hard one and return the limit now in force; sockets
+/// per process must stay below its soft value (minus [`RESERVED_FDS`]). Children inherit it.
+pub fn raise_nofile() -> NoFile {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
             if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
+                NoFile { soft: hard, hard }
             } else {
-                soft
+                NoFile { soft, hard }
             }
         }
-        Err(_) => 1024,
+        Err(_) => NoFile { soft: 1024, hard: 1024 },
     }
+}
+
+/// Did a socket call fail because the process or the system ran out of file descriptors?
+pub fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 #[cfg(test)]

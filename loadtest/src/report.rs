@@ -1,21 +1,21 @@
 //! The outcome of a run and its three renderings: a human summary, JSON for machines, and an
-//! SVG (or HTML page around it) with the latency distribution and connections / deliveries
-//! over time, drawn with plotters.
+//! SVG (or HTML page around it) with the latency distribution, latency over time, connections
+//! and deliveries over time, and the server's CPU and memory over time (drawn by `svg`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::cli::Scenario;
-use crate::cost::NodeCost;
 pub use crate::cost::ServerCost;
+use crate::cost::{NodeCost, ServerTrace};
 use crate::feed::{Mode, Target};
 use crate::ipc::Counters;
 use crate::publish::RateOutcome;
 use crate::stamp::Checks;
-use crate::stats::{LatencySummary, Timeline, TICK_MS};
+use crate::stats::{LatencyPoint, LatencySummary, Timeline};
+use crate::svg::{self, Axis, Chart, Series};
 
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +45,10 @@ pub struct Report {
     pub checks: Checks,
     /// Publish send -> subscriber receive.
     pub latency: LatencySummary,
+    /// p50 and p99 of that latency per second of the run (by receive time).
+    pub latency_over_time: Vec<LatencyPoint>,
+    /// The watched processes' CPU and RSS once a second during the run.
+    pub server_over_time: ServerTrace,
     /// Publish request -> publish reply.
     pub publish_rtt: LatencySummary,
     pub fanout: Option<Fanout>,
@@ -240,74 +244,92 @@ impl Report {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
-    /// Three panels: latency by percentile, connections over time, deliveries/s over time.
+    /// The charts: latency by percentile and over time, connections, deliveries/s, and the
+    /// server's CPU and RSS over time; every axis labelled with its unit.
     pub fn svg(&self) -> Result<String, String> {
-        let mut out = String::new();
-        {
-            let root = SVGBackend::with_string(&mut out, (900, 900)).into_drawing_area();
-            root.fill(&WHITE).map_err(chart_err)?;
-            let panels = root.split_evenly((3, 1));
-            self.latency_panel(&panels[0])?;
-            let secs: Vec<f64> =
-                (0..self.timeline.connections.len()).map(|i| (i as u64 * self.tick_ms) as f64 / 1e3).collect();
-            let conns: Vec<(f64, f64)> =
-                secs.iter().zip(&self.timeline.connections).map(|(t, c)| (*t, *c as f64)).collect();
-            let per_s = 1_000.0 / self.tick_ms.max(1) as f64;
-            let dels: Vec<(f64, f64)> =
-                secs.iter().zip(&self.timeline.deliveries).map(|(t, d)| (*t, *d as f64 * per_s)).collect();
-            time_panel(&panels[1], "open connections", &conns, &BLUE)?;
-            time_panel(&panels[2], "deliveries per second", &dels, &RED)?;
-            root.present().map_err(chart_err)?;
-        }
-        Ok(out)
+        Ok(svg::render(&self.charts()))
     }
 
-    fn latency_panel<DB: DrawingBackend>(&self, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String> {
-        // x: "nines" (0 = p0, 1 = p90, 2 = p99, 3 = p99.9) so the tail gets room.
-        let pts: Vec<(f64, f64)> = self
+    fn charts(&self) -> Vec<Chart> {
+        const TIME: &str = "time since start (s)";
+        let tick_s = |i: usize| (i as u64 * self.tick_ms) as f64 / 1e3;
+        let per_s = 1_000.0 / self.tick_ms.max(1) as f64;
+        let curve = self
             .curve
             .iter()
             .map(|&(p, us)| (-(1.0 - (p / 100.0).min(0.99999)).log10(), (us / 1e3).max(0.001)))
             .collect();
-        let ymax = pts.iter().map(|p| p.1).fold(0.01, f64::max) * 1.5;
-        let ymin = pts.iter().map(|p| p.1).fold(ymax, f64::min) / 1.5;
-        let mut chart = ChartBuilder::on(area)
-            .caption("latency by percentile (ms, log)", ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..5.0, (ymin..ymax).log_scale())
-            .map_err(chart_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("percentile")
-            .x_labels(6)
-            .x_label_formatter(&|x| nines_label(*x))
-            .draw()
-            .map_err(chart_err)?;
-        chart.draw_series(LineSeries::new(pts, &GREEN)).map_err(chart_err)?;
-        Ok(())
+        let nines = Axis {
+            ticks: (0..6).map(|x| (f64::from(x), nines_label(f64::from(x)))).collect(),
+            ..Axis::linear("percentile")
+        };
+        let lat = &self.latency_over_time;
+        let trace = &self.server_over_time;
+        let per_process = |f: &dyn Fn(&crate::cost::TracePoint, usize) -> Option<f64>| -> Vec<Series> {
+            trace
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Series {
+                    name: name.clone(),
+                    points: trace.points.iter().filter_map(|p| f(p, i).map(|v| (p.t_s, v))).collect(),
+                })
+                .collect()
+        };
+        vec![
+            Chart {
+                title: "Latency by percentile".into(),
+                x: nines,
+                y: Axis::log("latency (ms, log)"),
+                series: vec![Series { name: "publish -> receive".into(), points: curve }],
+            },
+            Chart {
+                title: "Latency over time".into(),
+                x: Axis::linear(TIME),
+                y: Axis::log("latency (ms, log)"),
+                series: vec![
+                    Series { name: "p50".into(), points: lat.iter().map(|p| (p.t_s, p.p50_ms.max(0.001))).collect() },
+                    Series { name: "p99".into(), points: lat.iter().map(|p| (p.t_s, p.p99_ms.max(0.001))).collect() },
+                ],
+            },
+            Chart {
+                title: "Open connections".into(),
+                x: Axis::linear(TIME),
+                y: Axis::linear("connections"),
+                series: vec![Series {
+                    name: "open connections".into(),
+                    points: self.timeline.connections.iter().enumerate().map(|(i, &c)| (tick_s(i), c as f64)).collect(),
+                }],
+            },
+            Chart {
+                title: "Deliveries per second".into(),
+                x: Axis::linear(TIME),
+                y: Axis::linear("deliveries/s"),
+                series: vec![Series {
+                    name: "deliveries/s".into(),
+                    points: self
+                        .timeline
+                        .deliveries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &d)| (tick_s(i), d as f64 * per_s))
+                        .collect(),
+                }],
+            },
+            Chart {
+                title: "Server CPU".into(),
+                x: Axis::linear(TIME),
+                y: Axis::linear("CPU (% of one core)"),
+                series: per_process(&|p, i| p.cpu_pct.get(i).copied()),
+            },
+            Chart {
+                title: "Server memory".into(),
+                x: Axis::linear(TIME),
+                y: Axis::linear("RSS (MiB)"),
+                series: per_process(&|p, i| p.rss_kb.get(i).map(|&kb| kb as f64 / 1024.0)),
+            },
+        ]
     }
-}
-
-fn time_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    pts: &[(f64, f64)],
-    color: &RGBColor,
-) -> Result<(), String> {
-    let xmax = pts.last().map_or(1.0, |p| p.0).max(TICK_MS as f64 / 1e3);
-    let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)
-        .map_err(chart_err)?;
-    chart.configure_mesh().x_desc("seconds").draw().map_err(chart_err)?;
-    chart.draw_series(LineSeries::new(pts.iter().copied(), color)).map_err(chart_err)?;
-    Ok(())
 }
 
 /// Axis label for a "nines" position: 0 -> p0, 1 -> p90, 2 -> p99, 3 -> p99.9 ...
@@ -323,10 +345,6 @@ fn nines_label(x: f64) -> String {
     }
 }
 
-fn chart_err<E: std::fmt::Debug>(e: E) -> String {
-    format!("chart: {e:?}")
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -334,6 +352,8 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cost::TracePoint;
+    use crate::stats::TICK_MS;
 
     pub(crate) fn sample() -> Report {
         Report {
@@ -357,6 +377,17 @@ mod tests {
             lost: 0,
             checks: Checks { received: 30, ..Checks::default() },
             latency: LatencySummary { count: 30, p50_us: 900.0, ..LatencySummary::default() },
+            latency_over_time: vec![
+                LatencyPoint { t_s: 0.0, count: 10, p50_ms: 0.8, p99_ms: 1.9 },
+                LatencyPoint { t_s: 1.0, count: 20, p50_ms: 0.9, p99_ms: 2.1 },
+            ],
+            server_over_time: ServerTrace {
+                names: vec!["127.0.0.1:8080 (pid 7)".into(), "redis (pid 8)".into()],
+                points: vec![
+                    TracePoint { t_s: 1.0, cpu_pct: vec![12.0, 1.0], rss_kb: vec![20_480, 4_096] },
+                    TracePoint { t_s: 2.0, cpu_pct: vec![55.0, 3.0], rss_kb: vec![24_576, 4_096] },
+                ],
+            },
             publish_rtt: LatencySummary::default(),
             fanout: Some(Fanout { messages: 3, complete: 3, mean_ms: 1.0, p50_ms: 1.0, p99_ms: 2.0, max_ms: 2.0 }),
             rate: None,
@@ -388,7 +419,6 @@ mod tests {
         let r = sample();
         let svg = r.svg().expect("svg");
         assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
-        assert!(svg.contains("deliveries per second"));
         let dir = std::env::temp_dir().join(format!("halley-load-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp");
         let html = dir.join("r.html");
@@ -396,6 +426,42 @@ mod tests {
         let text = std::fs::read_to_string(&html).expect("read");
         assert!(text.contains("<svg") && text.contains("x &lt;y&gt;"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_chart_has_labelled_axes_and_every_series() {
+        let svg = sample().svg().expect("svg");
+        for title in [
+            "Latency by percentile",
+            "Latency over time",
+            "Open connections",
+            "Deliveries per second",
+            "Server CPU",
+            "Server memory",
+        ] {
+            assert!(svg.contains(&format!(r#"data-title="{title}""#)), "chart {title}");
+        }
+        for label in [
+            "percentile",
+            "latency (ms, log)",
+            "time since start (s)",
+            "connections",
+            "deliveries/s",
+            "CPU (% of one core)",
+            "RSS (MiB)",
+        ] {
+            assert!(svg.contains(&format!(">{label}</text>")), "axis label {label}");
+        }
+        for series in
+            ["publish -&gt; receive", "p50", "p99", "open connections", "127.0.0.1:8080 (pid 7)", "redis (pid 8)"]
+        {
+            assert!(svg.contains(&format!(r#"data-name="{series}""#)), "series {series}");
+        }
+        // Server CPU and memory: one line per process each; nothing is "not measured".
+        assert_eq!(svg.matches(r#"data-name="redis (pid 8)""#).count(), 2);
+        assert_eq!(svg.matches("<polyline").count(), 9);
+        assert!(!svg.contains("not measured"));
+        assert!(svg.contains(">p99.9</text>"));
     }
 
     #[test]

@@ -3,35 +3,25 @@
 //! reads the server's cost from /proc between phases, and merges the children's results into
 //! one [`Report`].
 
-use std::collections::HashMap;
-use std::io::{BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command as Proc, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use crate::child::read_line;
+use crate::children::{
+    progress_bar, send_command, spawn_worker, start_floor, stop_child, Event, Live, Merged, CHILD_REPLY_DEADLINE,
+};
 use crate::cli::{RunArgs, Scenario};
 use crate::cost::{self, Readings, Snapshot, Watched, Work};
-use crate::feed::Endpoint;
-use crate::ipc::{ChildMsg, ChildResult, Command, Counters, Plan, Progress, Topics};
-use crate::net::{loopback_target, raise_nofile, RESERVED_FDS};
+use crate::feed::{Endpoint, Target};
+use crate::ipc::{Command, Plan, Topics};
+use crate::limits::{self, Demand};
+use crate::net::{loopback_target, raise_nofile};
 use crate::procfs;
-use crate::publish::{self, PubCmd, PubEvent, RateOutcome};
+use crate::publish::{self, PubCmd, RateOutcome};
 use crate::report::{Fanout, OrderCheck, RateReport, Report};
-use crate::stamp::{unix_ns, Checks, Orders};
-use crate::stats::{Latency, Timeline, TICK_MS};
+use crate::stamp::unix_ns;
+use crate::stats::{Latency, TICK_MS};
 
-/// Most subscriber sockets one child holds: under the 20,000 open-file cap of these machines
-/// with room for the process's own descriptors.
-pub const MAX_SUBS_PER_PROCESS: u64 = 19_000;
-/// Most child processes a run starts.
-pub const MAX_PROCESSES: u32 = 64;
-/// How long to wait for the floor server to report its address, and for children to report
-/// their results after `stop`.
-const CHILD_REPLY_DEADLINE: Duration = Duration::from_secs(15);
 /// Longest the server's CPU is watched for settling after connections are made.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(3);
 /// The server has settled when it used less than this much CPU in one [`SETTLE_STEP`].
@@ -43,6 +33,18 @@ pub fn run(args: &RunArgs) -> Result<Report, String> {
     args.validate()?;
     let started = Instant::now();
     let scenario = args.effective();
+    // Before anything connects: the children and the parent must fit their open-file limit.
+    let publishers = match scenario {
+        Scenario::Idle => 0,
+        Scenario::Broadcast => 1,
+        _ => args.publishers,
+    };
+    let demand = Demand {
+        subscribers: u64::from(args.subscribers),
+        publishers: u64::from(publishers),
+        processes: args.processes,
+    };
+    let processes = limits::plan_processes(demand, raise_nofile())?;
     let mut floor = None;
     let (targets, watched) = if args.scenario == Scenario::Floor {
         let (child, addr) = start_floor(args.floor_threads)?;
@@ -58,11 +60,38 @@ pub fn run(args: &RunArgs) -> Result<Report, String> {
         };
         (targets, pids.map(|nodes| Watched { nodes, redis: args.redis_pid }))
     };
-    let result = drive(args, scenario, &targets, watched.as_ref(), started);
+    if let Err(e) = servers_fit(args, watched.as_ref(), &targets, publishers) {
+        if let Some(mut f) = floor {
+            stop_child(&mut f, None);
+        }
+        return Err(e);
+    }
+    let result = drive(args, scenario, &targets, watched.as_ref(), processes, started);
     if let Some(mut f) = floor {
         stop_child(&mut f, None);
     }
     result
+}
+
+/// Refuse a run that would give a Halley node more connections than its open-file limit:
+/// a server out of descriptors leaves them unaccepted in its backlog, where they look parked.
+/// (Nchan's limit is its workers', set in nginx.conf, not the master's we watch.)
+fn servers_fit(
+    args: &RunArgs,
+    watched: Option<&Watched>,
+    targets: &[SocketAddr],
+    publishers: u32,
+) -> Result<(), String> {
+    let Some(w) = watched.filter(|_| args.target == Target::Halley) else {
+        return Ok(());
+    };
+    let shares = cost::shares(u64::from(args.subscribers), targets.len());
+    let per_node_pubs = u64::from(publishers).div_ceil(targets.len().max(1) as u64);
+    for ((&pid, share), t) in w.nodes.iter().zip(&shares).zip(targets) {
+        // + 1: the probe connection that checks the server is up.
+        limits::check_server(pid, &t.to_string(), share + per_node_pubs + 1)?;
+    }
+    Ok(())
 }
 
 /// Everything between "server known" and "report built".
@@ -71,6 +100,7 @@ fn drive(
     scenario: Scenario,
     targets: &[SocketAddr],
     watched: Option<&Watched>,
+    processes: u32,
     started: Instant,
 ) -> Result<Report, String> {
     for t in targets {
@@ -79,15 +109,6 @@ fn drive(
     }
     let target = *targets.first().ok_or("no server to load")?;
     let n = args.subscribers;
-    let nofile = raise_nofile();
-    let per_proc = MAX_SUBS_PER_PROCESS.min(nofile.saturating_sub(RESERVED_FDS)).max(1);
-    let processes = if args.processes > 0 { args.processes } else { u64::from(n).div_ceil(per_proc) as u32 }.max(1);
-    if processes > MAX_PROCESSES {
-        return Err(format!("{processes} processes needed; at most {MAX_PROCESSES}"));
-    }
-    if u64::from(n).div_ceil(u64::from(processes)) > per_proc {
-        return Err(format!("{n} subscribers over {processes} processes exceeds {per_proc} sockets per process"));
-    }
     let threads = if args.threads > 0 {
         args.threads
     } else {
@@ -153,6 +174,7 @@ fn drive(
     let mut live = Live::new(processes as usize, threads as usize, progress_bar(args));
     let sample = || watched.and_then(Watched::sample);
     let before = sample();
+    let tracer = watched.cloned().and_then(|w| cost::trace(w, start_unix_ns));
 
     // Phase 1: every subscriber connected and its request sent.
     live.phase("connecting");
@@ -247,6 +269,7 @@ fn drive(
         publish_failed = totals.failed;
     }
     let end_sample = sample();
+    let trace_points = tracer.map(cost::Tracer::stop).unwrap_or_default();
 
     // Phase 3: collect.
     live.phase("collecting");
@@ -260,7 +283,7 @@ fn drive(
         stop_child(&mut c.process, c.stdin.take());
     }
     live.finish();
-    let (checks, counters, latency, timeline, failed, orders) = live.merged();
+    let Merged { checks, counters, latency, series, timeline, failed, orders } = live.merged();
     if live.results.iter().any(Option::is_none) {
         problems.push("some children did not report results".into());
     }
@@ -268,6 +291,13 @@ fn drive(
     if counters.sessions_lost > 0 {
         problems
             .push(format!("the server forgot {} sessions (rejoined; see the delivery check)", counters.sessions_lost));
+    }
+    if counters.out_of_fds > 0 {
+        problems.push(format!(
+            "{} subscribers given up: their connect failed with EMFILE/ENFILE (too many open files in the generator); \
+             use more --processes or raise the limit (ulimit -n)",
+            counters.out_of_fds
+        ));
     }
     if counters.server_gaps > 0 {
         problems.push(format!("the server flagged {} responses with a gap (history overrun)", counters.server_gaps));
@@ -302,6 +332,15 @@ fn drive(
         }
     });
     let addrs: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let server_over_time = cost::ServerTrace {
+        names: addrs
+            .iter()
+            .zip(watched.map_or(&[][..], |w| &w.nodes[..]))
+            .map(|(a, pid)| format!("{a} (pid {pid})"))
+            .chain(watched.and_then(|w| w.redis).map(|pid| format!("redis (pid {pid})")))
+            .collect(),
+        points: trace_points,
+    };
     let (server, nodes, redis) = match (watched, before, connected_sample, end_sample) {
         (Some(w), Some(before), Some(connected), Some(end)) => {
             let from = measured_from.unwrap_or_else(|| connected.clone());
@@ -334,6 +373,8 @@ fn drive(
         checks,
         curve: latency.percentile_curve(),
         latency: latency.summary(),
+        latency_over_time: series.points(),
+        server_over_time,
         publish_rtt: rtt.summary(),
         fanout,
         rate,
@@ -408,274 +449,6 @@ fn settle(w: &Watched, rx: &mpsc::Receiver<Event>, live: &mut Live) -> Option<Sn
         last = now;
     }
     Some(last)
-}
-
-/// What arrives on the parent's one event channel.
-#[derive(Debug)]
-enum Event {
-    Child { child: usize, msg: ChildMsg },
-    ChildGone,
-    Pub(PubEvent),
-}
-
-/// What the parent knows so far.
-struct Live {
-    procs: usize,
-    progress: Vec<Vec<Progress>>,
-    results: Vec<Option<ChildResult>>,
-    gone: usize,
-    /// Per message: subscribers reached and the latest receive time.
-    got: HashMap<u64, (u64, u64)>,
-    /// `(seq, send time)` of one-at-a-time publishes, in order.
-    sent: Vec<(u64, u64)>,
-    acked: HashMap<u64, bool>,
-    acked_ok: u64,
-    warmup_done: Option<(u64, u64)>,
-    rate_done: Option<RateOutcome>,
-    logs: Vec<String>,
-    bar: Option<ProgressBar>,
-    phase: &'static str,
-}
-
-impl Live {
-    fn new(procs: usize, threads: usize, bar: Option<ProgressBar>) -> Self {
-        Live {
-            procs,
-            progress: vec![vec![Progress::default(); threads.max(1)]; procs],
-            results: (0..procs).map(|_| None).collect(),
-            gone: 0,
-            got: HashMap::new(),
-            sent: Vec::new(),
-            acked: HashMap::new(),
-            acked_ok: 0,
-            warmup_done: None,
-            rate_done: None,
-            logs: Vec::new(),
-            bar,
-            phase: "starting",
-        }
-    }
-
-    fn phase(&mut self, phase: &'static str) {
-        self.phase = phase;
-        self.redraw();
-    }
-
-    fn sum(&self) -> Progress {
-        let mut total = Progress::default();
-        for p in self.progress.iter().flatten() {
-            total.add(p);
-        }
-        total
-    }
-
-    /// Apply events until `done` holds (true) or `deadline` passes (false).
-    fn wait(&mut self, rx: &mpsc::Receiver<Event>, deadline: Instant, done: impl Fn(&Live) -> bool) -> bool {
-        loop {
-            if done(self) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match rx.recv_timeout(left.min(Duration::from_millis(TICK_MS))) {
-                Ok(ev) => {
-                    self.apply(ev);
-                    while let Ok(ev) = rx.try_recv() {
-                        self.apply(ev);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return done(self),
-            }
-            self.redraw();
-        }
-    }
-
-    fn apply(&mut self, ev: Event) {
-        match ev {
-            Event::Child { child, msg } => match msg {
-                ChildMsg::Progress { thread, progress } => {
-                    if let Some(slot) = self.progress.get_mut(child).and_then(|p| p.get_mut(thread as usize)) {
-                        *slot = progress;
-                    }
-                }
-                ChildMsg::Got { items } => {
-                    for (seq, count, last) in items {
-                        let e = self.got.entry(seq).or_insert((0, 0));
-                        e.0 += count;
-                        e.1 = e.1.max(last);
-                    }
-                }
-                ChildMsg::Result(r) => {
-                    if let Some(slot) = self.results.get_mut(child) {
-                        *slot = Some(*r);
-                    }
-                }
-                ChildMsg::Log { text } => self.logs.push(format!("child {child}: {text}")),
-                ChildMsg::Listening { .. } => {}
-            },
-            Event::ChildGone => self.gone += 1,
-            Event::Pub(p) => match p {
-                PubEvent::Sent { seq, sent_ns } => self.sent.push((seq, sent_ns)),
-                PubEvent::Acked { seq, ok, .. } => {
-                    self.acked.insert(seq, ok);
-                    if ok {
-                        self.acked_ok += 1;
-                    }
-                }
-                PubEvent::WarmupDone { published, failed } => self.warmup_done = Some((published, failed)),
-                PubEvent::RateDone(o) => self.rate_done = Some(o),
-                PubEvent::Error(e) => self.logs.push(format!("publisher: {e}")),
-            },
-        }
-    }
-
-    fn redraw(&self) {
-        if let Some(bar) = &self.bar {
-            let s = self.sum();
-            bar.set_message(format!(
-                "{:<12} open {} parked {} warm {} received {} failed {}",
-                self.phase, s.open, s.parked, s.warm, s.received, s.failed
-            ));
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-
-    /// Children's results added up.
-    fn merged(&self) -> (Checks, Counters, Latency, Timeline, u64, Orders) {
-        let mut checks = Checks::default();
-        let mut counters = Counters::default();
-        let mut latency = Latency::new();
-        let mut timeline = Timeline::default();
-        let mut failed = 0;
-        let mut orders = Orders::default();
-        for r in self.results.iter().flatten() {
-            orders.merge(&r.orders);
-            checks.merge(&r.checks);
-            counters.merge(&r.counters);
-            latency.merge(&r.latency);
-            timeline.merge(&r.timeline);
-            failed += r.progress.failed;
-        }
-        (checks, counters, latency, timeline, failed, orders)
-    }
-}
-
-struct WorkerProc {
-    process: Child,
-    /// Dropped (EOF to the child) when the child is stopped.
-    stdin: Option<ChildStdin>,
-}
-
-/// Re-execute this binary as `worker` with `plan` on its stdin; its stdout lines become events.
-fn spawn_worker(plan: &Plan, tx: mpsc::Sender<Event>) -> Result<WorkerProc, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    let mut process = Proc::new(exe)
-        .arg("worker")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start worker: {e}"))?;
-    let (Some(mut stdin), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
-        let _ = process.kill();
-        return Err("worker started without pipes".into());
-    };
-    let mut line = serde_json::to_vec(plan).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    stdin.write_all(&line).and_then(|_| stdin.flush()).map_err(|e| format!("cannot send plan: {e}"))?;
-    let child = plan.child as usize;
-    std::thread::Builder::new()
-        .name(format!("child-{child}"))
-        .spawn(move || {
-            let mut r = BufReader::new(stdout);
-            while let Ok(Some(line)) = read_line(&mut r) {
-                if let Ok(msg) = serde_json::from_str::<ChildMsg>(&line) {
-                    if tx.send(Event::Child { child, msg }).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Event::ChildGone);
-        })
-        .map_err(|e| format!("cannot start reader thread: {e}"))?;
-    Ok(WorkerProc { process, stdin: Some(stdin) })
-}
-
-fn send_command(c: &mut WorkerProc, cmd: Command) {
-    if let Ok(mut line) = serde_json::to_vec(&cmd) {
-        line.push(b'\n');
-        if let Some(stdin) = &mut c.stdin {
-            let _ = stdin.write_all(&line).and_then(|_| stdin.flush());
-        }
-    }
-}
-
-/// Start the floor server child and learn its address.
-fn start_floor(threads: usize) -> Result<(Child, SocketAddr), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    let mut child = Proc::new(exe)
-        .args(["floor-server", "--listen", "127.0.0.1:0", "--threads", &threads.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start floor server: {e}"))?;
-    let Some(stdout) = child.stdout.take() else {
-        stop_child(&mut child, None);
-        return Err("floor server started without stdout".into());
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        while let Ok(Some(line)) = read_line(&mut r) {
-            if let Ok(ChildMsg::Listening { addr }) = serde_json::from_str(&line) {
-                let _ = tx.send(addr);
-                return;
-            }
-        }
-    });
-    match rx.recv_timeout(CHILD_REPLY_DEADLINE) {
-        Ok(addr) => Ok((child, addr)),
-        Err(_) => {
-            stop_child(&mut child, None);
-            Err("floor server did not report its address".into())
-        }
-    }
-}
-
-/// End a child we started: close its stdin (it exits on EOF), then kill it by PID if it lingers.
-fn stop_child(child: &mut Child, stdin: Option<ChildStdin>) {
-    drop(stdin);
-    drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn progress_bar(args: &RunArgs) -> Option<ProgressBar> {
-    if args.no_progress || args.json || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new_spinner();
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(TICK_MS));
-    Some(bar)
 }
 
 fn secs(s: f64) -> Duration {

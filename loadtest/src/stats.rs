@@ -160,6 +160,132 @@ impl Timeline {
     }
 }
 
+/// Most seconds [`LatencySeries`] keeps (one hour); later samples are dropped.
+pub const MAX_SERIES_SECONDS: usize = (MAX_TICKS as u64 * TICK_MS / 1_000) as usize;
+/// Buckets per power of two in [`LatencySeries`] (about 6% wide).
+const SUB_BUCKETS: u64 = 16;
+/// Buckets of one second's histogram: 1 µs to past [`LATENCY_HIGH_NS`] (2^30 µs).
+const SERIES_BUCKETS: usize = 432;
+
+/// Latency per second of the run: one coarse log-linear histogram (in µs, ~6% buckets) per
+/// second of receive time, enough for p50/p99 over time at a fixed cost per sample.
+#[derive(Debug, Clone, Default)]
+pub struct LatencySeries {
+    seconds: Vec<Option<Box<[u32; SERIES_BUCKETS]>>>,
+}
+
+/// A series on the wire: per second, its recorded `(bucket, count)` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesSnapshot {
+    pub seconds: Vec<Vec<(u16, u32)>>,
+}
+
+/// One second of a latency series, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyPoint {
+    /// Start of the second, since the run started.
+    pub t_s: f64,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn series_bucket(ns: u64) -> usize {
+    let us = (ns / 1_000).max(1);
+    let idx = if us < SUB_BUCKETS {
+        us
+    } else {
+        let shift = u64::from(63 - us.leading_zeros()) - 4;
+        SUB_BUCKETS * shift + (us >> shift)
+    };
+    (idx as usize).min(SERIES_BUCKETS - 1)
+}
+
+/// The middle of bucket `idx`, in µs.
+fn bucket_mid_us(idx: usize) -> f64 {
+    let idx = idx as u64;
+    if idx < 2 * SUB_BUCKETS {
+        return idx as f64;
+    }
+    let shift = idx / SUB_BUCKETS - 1;
+    let mantissa = idx - SUB_BUCKETS * shift;
+    let low = mantissa << shift;
+    let high = ((mantissa + 1) << shift) - 1;
+    (low + high) as f64 / 2.0
+}
+
+impl LatencySeries {
+    /// Record a latency of `ns` for a message received `at_ns` after the run started.
+    pub fn record(&mut self, at_ns: u64, ns: u64) {
+        let second = (at_ns / 1_000_000_000) as usize;
+        if second >= MAX_SERIES_SECONDS {
+            return;
+        }
+        if self.seconds.len() <= second {
+            self.seconds.resize(second + 1, None);
+        }
+        let hist = self.seconds[second].get_or_insert_with(|| Box::new([0; SERIES_BUCKETS]));
+        let b = &mut hist[series_bucket(ns)];
+        *b = b.saturating_add(1);
+    }
+
+    pub fn snapshot(&self) -> SeriesSnapshot {
+        let seconds = self
+            .seconds
+            .iter()
+            .map(|h| {
+                h.as_ref().map_or_else(Vec::new, |h| {
+                    h.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i as u16, c)).collect()
+                })
+            })
+            .collect();
+        SeriesSnapshot { seconds }
+    }
+
+    /// Add a child's (or thread's) snapshot; out-of-range entries are ignored.
+    pub fn merge(&mut self, snap: &SeriesSnapshot) {
+        for (second, buckets) in snap.seconds.iter().enumerate().take(MAX_SERIES_SECONDS) {
+            if buckets.is_empty() {
+                continue;
+            }
+            if self.seconds.len() <= second {
+                self.seconds.resize(second + 1, None);
+            }
+            let hist = self.seconds[second].get_or_insert_with(|| Box::new([0; SERIES_BUCKETS]));
+            for &(i, c) in buckets {
+                if let Some(b) = hist.get_mut(usize::from(i)) {
+                    *b = b.saturating_add(c);
+                }
+            }
+        }
+    }
+
+    /// p50 and p99 of every second that received something.
+    pub fn points(&self) -> Vec<LatencyPoint> {
+        let mut out = Vec::new();
+        for (second, hist) in self.seconds.iter().enumerate() {
+            let Some(hist) = hist else { continue };
+            let count: u64 = hist.iter().map(|&c| u64::from(c)).sum();
+            if count == 0 {
+                continue;
+            }
+            let at = |q: f64| {
+                let rank = ((count as f64 * q).ceil() as u64).max(1);
+                let mut seen = 0;
+                for (i, &c) in hist.iter().enumerate() {
+                    seen += u64::from(c);
+                    if seen >= rank {
+                        return bucket_mid_us(i) / 1e3;
+                    }
+                }
+                0.0
+            };
+            out.push(LatencyPoint { t_s: second as f64, count, p50_ms: at(0.50), p99_ms: at(0.99) });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +354,41 @@ mod tests {
         assert_eq!(a.deliveries, vec![0, 2, 0, 5]);
         a.set(MAX_TICKS, 1, 1);
         assert_eq!(a.connections.len(), 4, "ticks past the bound are dropped");
+    }
+
+    #[test]
+    fn series_buckets_are_contiguous_and_close() {
+        let mut last = 0;
+        for us in 1..2_000_000u64 {
+            let b = series_bucket(us * 1_000);
+            assert!(b == last || b == last + 1, "{us} µs: bucket {b} after {last}");
+            last = b;
+            let mid = bucket_mid_us(b);
+            assert!((mid - us as f64).abs() <= us as f64 * 0.07 + 1.0, "{us} µs in bucket of {mid}");
+        }
+        assert!(series_bucket(LATENCY_HIGH_NS) < SERIES_BUCKETS - 1, "the whole range has its own buckets");
+        assert_eq!(series_bucket(u64::MAX), SERIES_BUCKETS - 1);
+    }
+
+    #[test]
+    fn series_give_percentiles_per_second() {
+        let mut a = LatencySeries::default();
+        let mut b = LatencySeries::default();
+        for i in 0..99 {
+            a.record(100_000_000 + i, 1_000_000); // second 0: 1 ms
+        }
+        a.record(200_000_000, 50_000_000); // second 0: one 50 ms
+        b.record(2_500_000_000, 10_000_000); // second 2: 10 ms
+        b.record(u64::MAX, 1); // past the bound: dropped
+        let wire: SeriesSnapshot =
+            serde_json::from_str(&serde_json::to_string(&b.snapshot()).expect("ser")).expect("de");
+        a.merge(&wire);
+        let p = a.points();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!((p[0].t_s, p[0].count), (0.0, 100));
+        assert!((p[0].p50_ms - 1.0).abs() < 0.07, "{p:?}");
+        assert!((p[0].p99_ms - 1.0).abs() < 0.07, "{p:?}");
+        assert_eq!((p[1].t_s, p[1].count), (2.0, 1));
+        assert!((p[1].p99_ms - 10.0).abs() < 0.7, "{p:?}");
     }
 }

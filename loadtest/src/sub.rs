@@ -22,10 +22,10 @@ use slab::Slab;
 use crate::feed::{stream_item, Cursor, Endpoint, LineSplitter, Mode, SseParser, StreamItem};
 use crate::http::{parse_head, ResponseReader, Step, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::ipc::{emit, ChildMsg, ChildResult, Counters, Plan, Progress};
-use crate::net::{connect_from, source_addr};
+use crate::net::{connect_from, out_of_fds, source_addr};
 use crate::session::reply_deadline_ms;
 use crate::stamp::{parse_stamp, unix_ns, Checks, OrderHash, Orders, SeqTracker, Stamp, Verdict};
-use crate::stats::{Latency, Timeline, TICK_MS};
+use crate::stats::{Latency, LatencySeries, Timeline, TICK_MS};
 
 /// Token of each loop's waker; connection tokens are slab key + 1.
 const WAKER: Token = Token(0);
@@ -94,6 +94,7 @@ impl Worker {
     pub fn join(self) -> ChildResult {
         let mut total = ChildResult::default();
         let mut latency = Latency::new();
+        let mut series = LatencySeries::default();
         for h in self.handles {
             if let Ok(r) = h.join() {
                 total.progress.add(&r.progress);
@@ -102,9 +103,11 @@ impl Worker {
                 total.timeline.merge(&r.timeline);
                 total.orders.merge(&r.orders);
                 latency.merge(&r.latency);
+                series.merge(&r.latency_series);
             }
         }
         total.latency = latency.snapshot();
+        total.latency_series = series.snapshot();
         total
     }
 }
@@ -197,6 +200,9 @@ enum Next {
 struct Sink {
     checks: Checks,
     latency: Latency,
+    /// Latency per second of receive time, since `start_unix_ns`.
+    series: LatencySeries,
+    start_unix_ns: u64,
     counters: Counters,
     progress: Progress,
     timeline: Timeline,
@@ -222,7 +228,9 @@ impl Sink {
         self.tick_delivered += 1;
         if verdict != Verdict::Duplicate {
             sub.order.add(stamp.src, stamp.seq);
-            self.latency.record(now_ns.saturating_sub(stamp.ts));
+            let latency = now_ns.saturating_sub(stamp.ts);
+            self.latency.record(latency);
+            self.series.record(now_ns.saturating_sub(self.start_unix_ns), latency);
             if self.track_fanout {
                 let e = self.got.entry(stamp.seq).or_insert((0, 0));
                 e.0 += 1;
@@ -296,6 +304,8 @@ impl SubLoop {
             sink: Sink {
                 checks: Checks::default(),
                 latency: Latency::new(),
+                series: LatencySeries::default(),
+                start_unix_ns: plan.start_unix_ns,
                 counters: Counters::default(),
                 progress: Progress::default(),
                 timeline: Timeline::default(),
@@ -400,6 +410,15 @@ impl SubLoop {
             let src = sub.target.is_ipv4().then(|| source_addr(sub.global, self.source_addrs));
             let stream = match connect_from(src, sub.target).and_then(|tcp| Stream::new(tcp, self.tls.as_ref())) {
                 Ok(stream) => stream,
+                Err(e) if out_of_fds(&e) => {
+                    // No retry can succeed while this process holds its other sockets: give
+                    // the subscriber up now, counted with its reason, rather than let it look
+                    // like a slow connect until the deadline.
+                    self.sink.counters.connect_errors += 1;
+                    self.sink.counters.out_of_fds += 1;
+                    self.give_up(s);
+                    continue;
+                }
                 Err(_) => {
                     self.sink.counters.connect_errors += 1;
                     self.fail(s);
@@ -437,6 +456,15 @@ impl SubLoop {
             sub.conn = Some(key);
             self.connecting += 1;
             self.sink.progress.open += 1;
+        }
+    }
+
+    /// Give subscriber `s` up for good.
+    fn give_up(&mut self, s: usize) {
+        let sub = &mut self.subs[s];
+        if sub.failures <= MAX_FAILURES {
+            sub.failures = MAX_FAILURES + 1;
+            self.sink.progress.failed += 1;
         }
     }
 
@@ -666,6 +694,7 @@ impl SubLoop {
             checks: self.sink.checks,
             counters: self.sink.counters,
             latency: self.sink.latency.snapshot(),
+            latency_series: self.sink.series.snapshot(),
             timeline: std::mem::take(&mut self.sink.timeline),
         }
     }
