@@ -1,0 +1,210 @@
+//! Cluster mode under faults, against real redis-server and real `halley` processes (issue
+//! 10's tests 3 and 7): a node killed with `kill -9` mid-stream, and Redis frozen for 10 s.
+//! Each test starts its own Redis on a free port and stops only the processes it started.
+
+mod util;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use util::node::Node;
+use util::redis::Redis;
+use util::{Client, StreamClient, WAIT};
+
+/// Publishes with `key` to `addr`; the reply's status and id (if any). None when the node
+/// cannot be reached or closed the connection first.
+fn post(addr: SocketAddr, topic: &str, body: &str, key: &str) -> Option<(u16, Option<String>)> {
+    let mut c = Client::try_connect(addr)?;
+    c.send_post(&format!("/pub{topic}"), body.as_bytes(), &format!("Idempotency-Key: {key}\r\n"));
+    let r = c.try_response()?;
+    let id = (r.status == 201).then(|| r.json()["id"].as_str().expect("id").to_owned());
+    Some((r.status, id))
+}
+
+/// Publishes with `key`, trying `nodes` in turn until one acknowledges (a 503 or a dead node
+/// is retried with the same key): the id.
+fn publish_until_stored(nodes: &[SocketAddr], topic: &str, body: &str, key: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    for addr in nodes.iter().cycle() {
+        match post(*addr, topic, body, key) {
+            Some((201, Some(id))) => return id,
+            Some((503, _)) | None => {}
+            Some((status, _)) => panic!("publish {key}: {status}"),
+        }
+        assert!(Instant::now() < deadline, "publish {key} never stored");
+    }
+    unreachable!("cycle never ends")
+}
+
+/// The seq of an id `<epoch>-<seq>`.
+fn seq(id: &str) -> u64 {
+    id.rsplit_once('-').and_then(|(_, s)| s.parse().ok()).unwrap_or_else(|| panic!("id {id}"))
+}
+
+/// The (id, data) of every SSE message event in `text` (not the opening `retry:`/`id:` block,
+/// which has no data); a gap event fails the test.
+fn sse_events(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for event in text.split("\n\n") {
+        assert!(!event.lines().any(|l| l == "event: gap"), "a gap: {event}");
+        let id = event.lines().find_map(|l| l.strip_prefix("id: "));
+        let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+        if let (Some(id), Some(data)) = (id, data) {
+            out.push((id.to_owned(), data.to_owned()));
+        }
+    }
+    out
+}
+
+fn open_sse(addr: SocketAddr, topic: &str, last_id: &str) -> StreamClient {
+    let request =
+        format!("GET /sub{topic} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nLast-Event-ID: {last_id}\r\n\r\n");
+    let sse = StreamClient::open(addr, &request);
+    assert_eq!(sse.head.status, 200);
+    sse
+}
+
+/// An SSE subscriber that follows `topic` from `since` on `nodes[0]`, moves to the next node
+/// with its last id when its stream ends, and stops at the message `end`. Reports each
+/// message's data on `seen` as it comes; returns every (id, data) before `end`.
+fn sse_subscriber(
+    nodes: Vec<SocketAddr>,
+    topic: &'static str,
+    since: String,
+    seen: mpsc::Sender<String>,
+) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    std::thread::spawn(move || {
+        let mut got: Vec<(String, String)> = Vec::new();
+        for addr in nodes {
+            let last = got.last().map_or(since.clone(), |(id, _)| id.clone());
+            let mut sse = open_sse(addr, topic, &last);
+            let mut taken = 0;
+            loop {
+                let alive = sse.read_more();
+                // Only complete events (up to the last blank line) are taken.
+                let text = sse.text();
+                let complete = text.rfind("\n\n").map_or("", |end| &text[..end + 2]);
+                let events = sse_events(complete);
+                for (id, data) in events.into_iter().skip(taken) {
+                    taken += 1;
+                    if data == "end" {
+                        return got;
+                    }
+                    let _ = seen.send(data.clone());
+                    got.push((id, data));
+                }
+                if !alive {
+                    break;
+                }
+            }
+        }
+        panic!("every node's stream ended before `end`: {} messages", got.len());
+    })
+}
+
+/// A native long-poll subscriber: polls `nodes[0]` from `since`; when a node cannot be reached
+/// or drops the poll it moves to the next with its cursor; stops at the message `end`.
+fn longpoll_subscriber(
+    nodes: Vec<SocketAddr>,
+    topic: &'static str,
+    since: String,
+) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut cursor = since;
+        let deadline = Instant::now() + 3 * WAIT;
+        for addr in nodes {
+            loop {
+                assert!(Instant::now() < deadline, "no `end` after {} messages", got.len());
+                let Some(mut c) = Client::try_connect(addr) else { break };
+                c.send(format!("GET /sub{topic}?since={cursor}&timeout=5 HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                let Some(r) = c.try_response() else { break };
+                assert_eq!(r.status, 200, "{}", r.text());
+                let v = r.json();
+                assert!(v.get("gap").is_none(), "a gap: {v}");
+                for m in v["messages"].as_array().expect("messages") {
+                    let data = m["data"].as_str().expect("data").to_owned();
+                    if data == "end" {
+                        return got;
+                    }
+                    got.push((m["id"].as_str().expect("id").to_owned(), data));
+                }
+                cursor = v["next"].as_str().expect("next").to_owned();
+            }
+        }
+        panic!("no node left before `end`: {} messages", got.len());
+    })
+}
+
+#[test]
+fn a_node_killed_mid_stream_loses_its_clients_nothing_and_a_retried_publish_is_stored_once() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis, &[]);
+    let b = Node::start(&redis, &[]);
+    let c = Node::start(&redis, &[]);
+    let topic = "/k";
+    let start = util::cursor(a.addr, topic);
+    // A's subscribers: SSE moves to C when A dies, long-poll to B.
+    let (seen_tx, seen) = mpsc::channel();
+    let sse = sse_subscriber(vec![a.addr, c.addr], topic, start.clone(), seen_tx);
+    let polls = longpoll_subscriber(vec![a.addr, b.addr], topic, start);
+
+    // Publishers on B and C, one after another (so acknowledged order is log order); halfway
+    // they wait for the kill, so that publishing goes on both before and after it.
+    const N: usize = 80;
+    let (killed_tx, killed) = mpsc::channel::<()>();
+    let others = [b.addr, c.addr];
+    let publisher = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for i in 0..N {
+            if i == N / 2 {
+                killed.recv().expect("the kill");
+            }
+            let id =
+                publish_until_stored(&[others[i % 2], others[(i + 1) % 2]], topic, &format!("m{i}"), &format!("m-{i}"));
+            acked.push((id, format!("m{i}")));
+        }
+        acked
+    });
+
+    // Mid-stream: A's SSE client has had some messages.
+    for _ in 0..10 {
+        seen.recv_timeout(WAIT).expect("messages on A before the kill");
+    }
+    // A publish sent to A just before the kill: its reply is lost with A.
+    let mut lost_a = Client::connect(a.addr);
+    lost_a.send_post(&format!("/pub{topic}"), b"lost-a", "Idempotency-Key: lost-a\r\n");
+    a.kill9();
+    killed_tx.send(()).expect("publisher running");
+    // A publish to B whose connection is dropped before the reply: stored, reply never read.
+    let mut lost_b = Client::connect(b.addr);
+    lost_b.send_post(&format!("/pub{topic}"), b"lost-b", "Idempotency-Key: lost-b\r\n");
+    drop(lost_b);
+    let deadline = Instant::now() + WAIT;
+    while redis.command("EXISTS {halley}:idem:lost-b\r\n").as_deref() != Some(":1\r\n") {
+        assert!(Instant::now() < deadline, "the dropped publish was never stored");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Both retried with their keys on another node: stored once each.
+    let id_a = publish_until_stored(&[b.addr, c.addr], topic, "lost-a", "lost-a");
+    let id_b = publish_until_stored(&[c.addr], topic, "lost-b", "lost-b");
+    assert_eq!(publish_until_stored(&[b.addr], topic, "lost-b", "lost-b"), id_b, "a second retry: the same id");
+
+    let mut want = publisher.join().expect("publisher");
+    publish_until_stored(&[c.addr], topic, "end", "end");
+    want.push((id_a, "lost-a".into()));
+    want.push((id_b, "lost-b".into()));
+    want.sort_by_key(|(id, _)| seq(id));
+    let ids: HashSet<&String> = want.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), N + 2, "every publish has its own id");
+
+    let got = sse.join().expect("SSE subscriber");
+    assert_eq!(got, want, "SSE, resumed on C: every message once, in order");
+    let got = polls.join().expect("long-poll subscriber");
+    assert_eq!(got, want, "long-poll, resumed on B: every message once, in order");
+    // The log itself holds each message once.
+    let len = redis.command("XLEN {halley}:log\r\n").expect("XLEN");
+    assert_eq!(len.trim(), format!(":{}", N + 3), "N, the two retried and `end`");
+}
