@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use util::node::Node;
 use util::redis::Redis;
-use util::{Client, StreamClient, WAIT};
+use util::{Client, StreamClient, TestServer, WAIT};
 
 /// Publishes with `key` to `addr`; the reply's status and id (if any). None when the node
 /// cannot be reached or closed the connection first.
@@ -207,4 +208,88 @@ fn a_node_killed_mid_stream_loses_its_clients_nothing_and_a_retried_publish_is_s
     // The log itself holds each message once.
     let len = redis.command("XLEN {halley}:log\r\n").expect("XLEN");
     assert_eq!(len.trim(), format!(":{}", N + 3), "N, the two retried and `end`");
+}
+
+/// The writer's read timeout (`src/store/redis/writer.rs` `WRITE_TIMEOUT`) and the tail's
+/// (`tail.rs`: its 1 s block + 2 s slack): a frozen Redis must show within these.
+const WRITER_TIMEOUT: Duration = Duration::from_secs(1);
+const TAIL_TIMEOUT: Duration = Duration::from_secs(3);
+/// What a loaded 2-core CI box may add to either.
+const SLACK: Duration = Duration::from_millis(1500);
+
+#[test]
+fn redis_frozen_for_10_s_fails_publishes_fast_shows_the_link_down_and_loses_nothing_acknowledged() {
+    let redis = Redis::start(false);
+    let a = TestServer::cluster(&redis, |_| {});
+    let topic = "/f";
+    let link = || a.stats()["store"]["log"].clone();
+    assert_eq!(link(), json!({"up": true, "tail_up": true, "downs": 0}));
+    // A subscriber that stays connected all through.
+    let mut sse = open_sse(a.addr, topic, &util::cursor(a.addr, topic));
+    let mut stored = vec![(publish_until_stored(&[a.addr], topic, "f0", "f-0"), "f0".to_owned())];
+    let mut refused = Vec::new();
+
+    redis.freeze();
+    let frozen_at = Instant::now();
+    let (mut writer_down_at, mut tail_down_at) = (None, None);
+    let mut i = 1;
+    while frozen_at.elapsed() < Duration::from_secs(10) {
+        let (data, key) = (format!("f{i}"), format!("f-{i}"));
+        let t = Instant::now();
+        let mut c = Client::connect(a.addr);
+        c.send_post(&format!("/pub{topic}"), data.as_bytes(), &format!("Idempotency-Key: {key}\r\n"));
+        let r = c.response();
+        assert!(t.elapsed() < WRITER_TIMEOUT + SLACK, "a publish waited {:?}: not failing fast", t.elapsed());
+        match r.status {
+            201 => stored.push((r.json()["id"].as_str().expect("id").to_owned(), data)),
+            503 => {
+                assert!(r.text().contains("Redis unreachable"), "{}", r.text());
+                assert_eq!(r.header("retry-after"), Some("1"));
+                refused.push((data, key));
+                writer_down_at.get_or_insert(frozen_at.elapsed());
+                assert_eq!(link()["up"], false, "a refusing node reports its writer down");
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+        if link()["tail_up"] == false {
+            tail_down_at.get_or_insert(frozen_at.elapsed());
+        }
+        i += 1;
+        // Paced, so that the freeze sees a few dozen publishes rather than thousands of 503s.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The half-open link is detected by its read timeouts: the writer's first publish, the
+    // tail's blocked read.
+    let writer_down_at = writer_down_at.expect("a frozen Redis refuses publishes");
+    assert!(writer_down_at < WRITER_TIMEOUT + SLACK, "writer down only after {writer_down_at:?}");
+    let tail_down_at = tail_down_at.expect("the tail never reported its link down");
+    assert!(tail_down_at < TAIL_TIMEOUT + SLACK, "tail down only after {tail_down_at:?}");
+    assert!(link()["downs"].as_u64().expect("downs") >= 2, "{}", link());
+    let metrics = Client::connect(a.addr).get("/metrics");
+    for line in ["halley_cluster_writer_up 0", "halley_cluster_tail_up 0"] {
+        assert!(metrics.text().lines().any(|l| l == line), "no {line:?} in /metrics");
+    }
+
+    redis.thaw();
+    // Every refused publish retried with its key: stored once, whether or not Redis ran the
+    // refused attempt when it woke.
+    for (data, key) in refused {
+        stored.push((publish_until_stored(&[a.addr], topic, &data, &key), data));
+    }
+    publish_until_stored(&[a.addr], topic, "end", "f-end");
+    let ids: HashSet<&String> = stored.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), i, "one id per publish");
+    stored.sort_by_key(|(id, _)| seq(id));
+    // The subscriber that stayed connected: every message once, in the log's order.
+    sse.read_until_count("data: end\n", 1);
+    let got: Vec<(String, String)> = sse_events(&sse.text()).into_iter().filter(|(_, d)| d != "end").collect();
+    assert_eq!(got, stored);
+    let len = redis.command("XLEN {halley}:log\r\n").expect("XLEN");
+    assert_eq!(len.trim(), format!(":{}", i + 1), "each publish once in the log, and `end`");
+    let deadline = Instant::now() + WAIT;
+    while link()["tail_up"] != true {
+        assert!(Instant::now() < deadline, "the tail never came back: {}", link());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(link()["up"], true);
 }

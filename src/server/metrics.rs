@@ -222,6 +222,18 @@ fn history(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
             (&[("reason", "global_bound")][..], store.evicted_global),
             (&[("reason", "age")][..], store.expired),
         ],
+    )?;
+    let Some(log) = store.log else { return Ok(()) };
+    out.gauge("halley_cluster_writer_up", "Cluster mode: 1 while the log's writer reaches Redis", u64::from(log.up))?;
+    out.gauge(
+        "halley_cluster_tail_up",
+        "Cluster mode: 1 while the log's tail reads from Redis",
+        u64::from(log.tail_up),
+    )?;
+    out.counter(
+        "halley_cluster_link_downs",
+        "Cluster mode: times a link to Redis failed or went unanswered past its read timeout",
+        log.downs,
     )
 }
 

@@ -439,7 +439,7 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
         shared.stats.iter().zip(&windows).map(|(worker, window)| worker.snapshot_with(window)).collect();
     let store = shared.store.stats();
     let latency = stats::merged_latency(&windows);
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "workers": workers,
         "fanout_latency_ms": stats::latency_json(&latency),
         "hub": shared.hub_stats.snapshot(),
@@ -450,5 +450,10 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
             "bytes": store.bytes,
         },
         "process": { "rss_bytes": stats::rss_bytes() },
-    })
+    });
+    // Cluster mode: the links to Redis (a frozen or half-open Redis shows here as down).
+    if let Some(log) = store.log {
+        out["store"]["log"] = serde_json::json!({"up": log.up, "tail_up": log.tail_up, "downs": log.downs});
+    }
+    out
 }

@@ -29,7 +29,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use self::link::Link;
 use self::tail::{Fetch, Tail};
 use self::writer::Writer;
-use super::{HistoryLimits, Loaded, MemoryStore, ReadResult, Store, StoreStats};
+use super::{HistoryLimits, Loaded, LogLinkStats, MemoryStore, ReadResult, Store, StoreStats};
 use crate::hub::{HubCmd, PublishReq, SharedLog};
 use crate::model::{Epoch, Message, Selector};
 
@@ -49,6 +49,10 @@ const COLD_MAX: usize = 64 * 1024;
 pub(super) struct Shared {
     /// The writer can reach Redis: publishes are taken.
     up: AtomicBool,
+    /// The tail's last read was answered.
+    tail_up: AtomicBool,
+    /// Times the writer or the tail found its link down (`LogLinkStats::downs`).
+    downs: AtomicU64,
     /// The log's epoch as the tail last saw it.
     epoch: AtomicU64,
     /// The highest seq the tail has brought (the floor the publish script guards).
@@ -69,6 +73,21 @@ impl Shared {
 
     fn set_epoch(&self, epoch: Epoch) {
         self.epoch.store(raw(epoch), Ordering::Release);
+    }
+
+    /// The writer's link failed: publishes are refused until a probe answers.
+    fn writer_down(&self) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tail's read failed or timed out (`up` false), or was answered (`up` true).
+    fn tail_link(&self, up: bool) {
+        let was = self.tail_up.swap(up, Ordering::AcqRel);
+        if was && !up {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -196,6 +215,8 @@ impl RedisStore {
         let (writes, writes_rx) = crossbeam_channel::bounded(WRITE_QUEUE);
         let shared = Arc::new(Shared {
             up: AtomicBool::new(true),
+            tail_up: AtomicBool::new(true),
+            downs: AtomicU64::new(0),
             epoch: AtomicU64::new(raw(epoch)),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
@@ -366,7 +387,12 @@ impl Store for RedisStore {
     }
 
     fn stats(&self) -> StoreStats {
-        self.hot().stats()
+        let link = LogLinkStats {
+            up: self.shared.up.load(Ordering::Acquire),
+            tail_up: self.shared.tail_up.load(Ordering::Acquire),
+            downs: self.shared.downs.load(Ordering::Relaxed),
+        };
+        StoreStats { log: Some(link), ..self.hot().stats() }
     }
 
     fn on_loaded(&self, loaded: Loaded) {
