@@ -6,76 +6,10 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::Instant;
+use std::process::Command;
 
-use util::{Client, TestServer, WAIT};
-
-/// A `halley serve` child whose stderr lines arrive on a channel.
-struct Halley {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Halley {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Halley {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halley"));
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "info");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd.spawn().expect("spawn halley");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Halley { child, lines }
-    }
-
-    /// The first stderr line containing `needle`.
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Every stderr line until the child has exited (call after `wait`).
-    fn rest(&self) -> Vec<String> {
-        self.lines.iter().collect()
-    }
-
-    /// Sends `signal` (a name such as "HUP") to this child, by its pid.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        assert!(status.expect("run kill").success(), "kill -{signal}");
-    }
-}
-
-impl Drop for Halley {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address in a "listening on http://ADDR with N workers" line.
-fn listening_addr(line: &str) -> std::net::SocketAddr {
-    let start = line.find("http://").expect("url") + 7;
-    let end = start + line[start..].find(' ').expect("space after the address");
-    line[start..end].parse().expect("address")
-}
+use util::process::{listening_addr, Halley};
+use util::{Client, TestServer};
 
 #[test]
 fn options_come_from_the_environment_and_sighup_does_not_end_the_server() {

@@ -7,77 +7,14 @@
 mod tls_util;
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::Instant;
 
 use halley::auth::{mint_hs256, now_ms, Claims};
 use halley::config::Secret;
 use tls_util::{CertFiles, TlsClient};
-use util::{Client, WAIT};
-
-/// A `halley serve` child whose stderr lines arrive on a channel; killed when dropped.
-struct Halley {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Halley {
-    fn spawn(args: &[&str]) -> Halley {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_halley"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG")
-            .spawn()
-            .expect("spawn halley");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Halley { child, lines }
-    }
-
-    /// The first stderr line from now on containing `needle`.
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// The address of the "listening on http(s)://ADDR with N workers" line.
-    fn addr(&self) -> SocketAddr {
-        let line = self.line_with("listening on");
-        let start = line.find("://").expect("url") + 3;
-        let end = start + line[start..].find(' ').expect("space after the address");
-        line[start..end].parse().expect("address")
-    }
-
-    fn hup(&self) {
-        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status();
-        assert!(status.expect("run kill").success(), "kill -HUP");
-    }
-}
-
-impl Drop for Halley {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use util::process::Halley;
+use util::Client;
 
 /// A scratch directory, removed when dropped.
 struct Scratch(PathBuf);
@@ -123,14 +60,14 @@ fn sighup_swaps_the_auth_secret_of_the_config_file() {
     let dir = Scratch::new("auth");
     let config = dir.file("halley.toml", &format!("log = \"info\"\n[auth]\nsecret = \"{SECRET_A}\"\n"));
     let halley =
-        Halley::spawn(&["serve", "--config", &config, "--workers", "1", "--no-pin", "--listen", "127.0.0.1:0"]);
+        Halley::spawn(&["serve", "--config", &config, "--workers", "1", "--no-pin", "--listen", "127.0.0.1:0"], &[]);
     let addr = halley.addr();
     let (a, b) = (token(SECRET_A), token(SECRET_B));
     assert_eq!(publish_status(addr, &a), 201);
     assert_eq!(publish_status(addr, &b), 401);
 
     dir.file("halley.toml", &format!("log = \"info\"\n[auth]\nsecret = \"{SECRET_B}\"\n"));
-    halley.hup();
+    halley.signal("HUP");
     let line = halley.line_with("SIGHUP: auth:");
     assert!(line.contains("auth.secret changed"), "{line}");
     assert!(!line.contains(SECRET_A) && !line.contains(SECRET_B), "the log names no secret: {line}");
@@ -148,7 +85,7 @@ fn sighup_swaps_the_certificate_for_new_connections_and_a_broken_key_keeps_it() 
     let first = CertFiles::new("localhost");
     let (cert, key) = (first.cert.to_str().expect("path"), first.key.to_str().expect("path"));
     let args = ["serve", "--tls-cert", cert, "--tls-key", key, "--workers", "1", "--no-pin", "--listen", "127.0.0.1:0"];
-    let halley = Halley::spawn(&args);
+    let halley = Halley::spawn(&args, &[]);
     let addr = halley.addr();
     let mut open = TlsClient::connect(addr, &first.ca);
     assert_eq!(health(&mut open), 200);
@@ -157,7 +94,7 @@ fn sighup_swaps_the_certificate_for_new_connections_and_a_broken_key_keeps_it() 
     // Renewed in place (another CA, so the old trust cannot pass by accident).
     let second = CertFiles::new("localhost");
     first.replace_with(&second);
-    halley.hup();
+    halley.signal("HUP");
     let line = halley.line_with("SIGHUP: TLS certificate:");
     let mut fresh = TlsClient::connect(addr, &second.ca);
     assert_eq!(health(&mut fresh), 200);
@@ -170,7 +107,7 @@ fn sighup_swaps_the_certificate_for_new_connections_and_a_broken_key_keeps_it() 
 
     // A broken key file: refused with the reason, the second certificate stays.
     std::fs::write(&first.key, "not a key").expect("write");
-    halley.hup();
+    halley.signal("HUP");
     let line = halley.line_with("SIGHUP: TLS certificate refused");
     assert!(line.contains("no usable private key"), "{line}");
     let mut later = TlsClient::connect(addr, &second.ca);

@@ -118,6 +118,16 @@ fn plain_http_to_the_tls_port_is_closed() {
     server.wait_for("connections", 0);
     let mut c = TlsClient::connect(server.addr, &files.ca);
     assert_eq!(c.request("GET /health HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    // Both counts reach /metrics (read from loopback over the same TLS listener).
+    let metrics = c.request("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number")
+    };
+    assert!(value("halley_tls_handshake_errors_total ") >= 1.0, "{text}");
+    assert!(value("halley_tls_handshakes_total ") >= 1.0, "{text}");
 }
 
 /// `Server::reload_tls` swaps the certificate for new connections; an open connection keeps

@@ -20,6 +20,8 @@
 //! from loopback peers, whatever the surface.
 
 mod jwt;
+mod record;
+pub use record::GrantRecord;
 pub mod token;
 
 use std::borrow::Cow;

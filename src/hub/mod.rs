@@ -114,6 +114,25 @@ pub trait SharedLog: Send + Sync + fmt::Debug + 'static {
     /// Stops the threads `start` started and waits for them, at most `within` (a thread
     /// still in a blocking call then is left to end on its own, and logged).
     fn stop(&self, within: Duration);
+    /// The link as `/metrics` shows it: whether publishes are taken now, and the last log
+    /// sequence number this node's tail has read (compare it with other nodes', or with the
+    /// log's own `HGET {halley}:meta seq`, for how far behind a node is).
+    fn link(&self) -> LogLink;
+}
+
+/// What `SharedLog::link` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLink {
+    /// The log can be written (publishes are taken).
+    pub up: bool,
+    /// The tail's last read of the log was answered (false after an error or a read timeout:
+    /// a frozen or half-open Redis).
+    pub tail_up: bool,
+    /// The highest sequence number the tail has brought to this node.
+    pub tail_seq: u64,
+    /// Times the writer or the tail found its link down (an error, or no answer within the
+    /// link's read timeout).
+    pub downs: u64,
 }
 
 /// What the hub sends a worker (in batches).

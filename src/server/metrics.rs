@@ -36,7 +36,8 @@ pub(crate) type Source = fn(&Shared, &mut Out<'_>) -> fmt::Result;
 
 /// Every group, in the order a scrape lists them. Add a group here; add a metric to a group
 /// with one line.
-pub(crate) const SOURCES: &[Source] = &[connections, messages, history, hub, latency, access_log, process];
+pub(crate) const SOURCES: &[Source] =
+    &[connections, tls, messages, history, hub, cluster, latency, access_log, process];
 
 /// The whole scrape: every source, encoded. An encoding error (there is none for a `String`)
 /// yields what was encoded so far.
@@ -183,6 +184,30 @@ fn connections(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
     )
 }
 
+fn tls(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
+    let w = Workers(&shared.stats);
+    out.counter("halley_tls_handshakes", "TLS handshakes completed", w.sum(|w| &w.tls_handshakes))?;
+    out.counter(
+        "halley_tls_handshake_errors",
+        "TLS connections that failed before their handshake completed",
+        w.sum(|w| &w.tls_handshake_errors),
+    )
+}
+
+/// Cluster mode only (`--redis`): the shared log's link.
+fn cluster(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
+    let Some(log) = &shared.log else { return Ok(()) };
+    let link = log.link();
+    out.gauge("halley_redis_up", "1 while the Redis log takes publishes, else 0", u64::from(link.up))?;
+    out.gauge("halley_redis_tail_up", "1 while this node's tail reads the Redis log, else 0", u64::from(link.tail_up))?;
+    out.gauge("halley_redis_tail_seq", "The last log sequence number this node has read from Redis", link.tail_seq)?;
+    out.counter(
+        "halley_redis_link_downs",
+        "Times a link to Redis failed or went unanswered past its read timeout",
+        link.downs,
+    )
+}
+
 fn messages(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
     let w = Workers(&shared.stats);
     out.counter(
@@ -222,18 +247,6 @@ fn history(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
             (&[("reason", "global_bound")][..], store.evicted_global),
             (&[("reason", "age")][..], store.expired),
         ],
-    )?;
-    let Some(log) = store.log else { return Ok(()) };
-    out.gauge("halley_cluster_writer_up", "Cluster mode: 1 while the log's writer reaches Redis", u64::from(log.up))?;
-    out.gauge(
-        "halley_cluster_tail_up",
-        "Cluster mode: 1 while the log's tail reads from Redis",
-        u64::from(log.tail_up),
-    )?;
-    out.counter(
-        "halley_cluster_link_downs",
-        "Cluster mode: times a link to Redis failed or went unanswered past its read timeout",
-        log.downs,
     )
 }
 

@@ -83,6 +83,10 @@ pub(crate) struct Shared {
     pub auth: crate::auth::Auth,
     /// The HTTP listener's TLS config, swapped by `tls::TlsCell::reload` (None: plain TCP).
     pub tls: Option<tls::TlsCell>,
+    /// Cluster mode: the thread keeping sessions in Redis (`sessions/remote.rs`).
+    pub cluster_sessions: Option<Arc<crate::store::RedisSessions>>,
+    /// Cluster mode: the shared log (for its link state in `/metrics`).
+    pub log: Option<Arc<dyn hub::SharedLog>>,
 }
 
 /// How a worker reaches another: that worker's bounded inbox of hand-offs and its mio Waker.
@@ -115,6 +119,9 @@ pub(crate) enum Carry {
     /// that named the session, whether the page that opened it may publish, and the socket's
     /// grant (from its upgrade request: what its handshakes fall back to).
     BayeuxSocket { batch: String, may_publish: bool, grant: crate::auth::Grant },
+    /// Cluster mode: a request for a session this node did not hold, back from the session
+    /// thread's lookup in Redis (`sessions/remote.rs`).
+    Looked { request: crate::http::Request, body: Vec<u8>, found: crate::store::Lookup },
 }
 
 impl std::fmt::Debug for Shared {
@@ -227,6 +234,11 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         polls.push(poll);
     }
     let access_log = access_log::AccessLog::open(config.access_log.as_deref(), config.log_format)?;
+    // Sessions go to Redis with the log (cluster mode only).
+    let cluster_sessions = match (&log, &config.network.redis) {
+        (Some(_), Some(url)) => Some(crate::store::RedisSessions::start(url)?),
+        _ => None,
+    };
     let options = hub::HubOptions { cmd_capacity: HUB_CHANNEL, log: log.clone(), ..hub::HubOptions::default() };
     let hub = hub::spawn_with(Arc::clone(&store), links, options)?;
     let stream_ctx = StreamCtx {
@@ -251,6 +263,8 @@ fn start_inner(config: Config, store: Arc<dyn Store>, log: Option<Arc<dyn hub::S
         access_log,
         auth,
         tls,
+        cluster_sessions,
+        log: log.clone(),
         config,
     });
 
@@ -452,8 +466,11 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
         "process": { "rss_bytes": stats::rss_bytes() },
     });
     // Cluster mode: the links to Redis (a frozen or half-open Redis shows here as down).
-    if let Some(log) = store.log {
-        out["store"]["log"] = serde_json::json!({"up": log.up, "tail_up": log.tail_up, "downs": log.downs});
+    if let Some(log) = &shared.log {
+        let link = log.link();
+        out["store"]["log"] = serde_json::json!({
+            "up": link.up, "tail_up": link.tail_up, "tail_seq": link.tail_seq, "downs": link.downs,
+        });
     }
     out
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::memory::{MemoryStore, SnapshotError, SnapshotLoaded, SNAPSHOT_VERSION};
+pub use self::redis::sessions::{Lookup, LookupReply, RedisSessions, SessionOp};
 pub use self::redis::RedisStore;
 use crate::model::{Epoch, Message, Selector};
 
@@ -131,21 +132,6 @@ pub struct StoreStats {
     pub evicted_global: u64,
     /// Messages dropped for age.
     pub expired: u64,
-    /// The link to the shared log, in cluster mode (`--redis`); None on a single node.
-    pub log: Option<LogLinkStats>,
-}
-
-/// How a cluster node's links to Redis are doing (`/stats` `store.log`, `/metrics`
-/// `halley_cluster_*`): what an operator, or a test, reads to see a frozen or half-open Redis.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LogLinkStats {
-    /// The writer reaches Redis: publishes are taken (while false they get 503).
-    pub up: bool,
-    /// The tail's last read of the log was answered (false after an error or a read timeout).
-    pub tail_up: bool,
-    /// Times the writer or the tail found its link down (an error, or no answer within the
-    /// read timeout).
-    pub downs: u64,
 }
 
 /// How a backend says that a fetch it started for a pending read has landed: the hub wakes the

@@ -1,7 +1,7 @@
 //! Helpers for loopback tests: start a server on port 0, talk raw HTTP/1.1 to it.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod node;
+pub mod process;
 pub mod redis;
 pub mod ws;
 

@@ -35,7 +35,7 @@ pub use self::message::{parse_batch, parse_callback_polling, ConnectionType, Mes
 pub use self::round::{
     connect_round, cors_headers, frame_error, http_body, preflight_headers, reply_headers, ConnectRound, History,
 };
-pub use self::session::{Outcome, Session, Settings};
+pub use self::session::{Outcome, Session, Settings, Snapshot};
 use crate::transport::script_safe_json;
 
 /// Most messages in one batch (one request body, one query string, one WebSocket frame).

@@ -103,6 +103,9 @@ pub struct Session {
     max_interval_ms: u64,
 }
 
+mod snapshot;
+pub use snapshot::Snapshot;
+
 /// One recorded subscription.
 #[derive(Debug)]
 struct Subscribed {

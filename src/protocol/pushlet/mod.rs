@@ -20,8 +20,8 @@ pub use self::round::{
     answer_refresh, listen, refresh_wait, reply, Backlog, Done, Listen, Listener, Refresh, BUSY, LOST, NO_CACHE,
 };
 pub use self::session::{
-    abort, error, hb, join_ack, nack, refresh_ack, refresh_event, subject_list_selectors, Session, Step, MAX_LABEL_LEN,
-    MAX_SUBJECTS, POLL_WAIT_MS, PUBLISH_CONTENT_TYPE, PULL_WAIT_MS, UNICAST_PREFIX,
+    abort, error, hb, join_ack, nack, refresh_ack, refresh_event, subject_list_selectors, Session, Snapshot, Step,
+    MAX_LABEL_LEN, MAX_SUBJECTS, POLL_WAIT_MS, PUBLISH_CONTENT_TYPE, PULL_WAIT_MS, UNICAST_PREFIX,
 };
 pub use self::wire::{content_type, Writer};
 

@@ -494,5 +494,8 @@ fn payload_fields(msg: &Message, ev: &mut Event) {
     }
 }
 
+mod snapshot;
+pub use snapshot::Snapshot;
+
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ use crate::server::io;
 use crate::server::session_id;
 use crate::server::sessions;
 use crate::server::sessions::handoff;
+use crate::server::sessions::remote;
 use crate::server::subscriber;
 
 /// A request on a Bayeux path.
@@ -66,6 +67,10 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
     let client = batch.iter().find_map(|m| m.client_id.as_deref());
     if let Some(owner) = client.and_then(|id| sessions::foreign_owner(core, id)) {
         return handoff::hand_off(core, key, owner, req, body, meta);
+    }
+    // Cluster mode: a session this node does not hold may be in Redis, its node gone.
+    if let Some(id) = client.filter(|id| remote::wants_lookup(core, id)).map(str::to_owned) {
+        return remote::look_up(core, key, &id, req, body);
     }
     let may_publish = dispatch::may_publish(&core.conns.access, &req);
     // What a handshake without `ext.auth.token` gets: the request's own token, if any.
@@ -120,7 +125,10 @@ fn handshake(core: &mut Core, key: usize, msg: &bayeux::Message, fallback: &Resu
             let entry = SessionEntry::new(id, SessionState::Bayeux(Box::new(session)), lease).with_grant(grant);
             let peer = core.conns.peer_ip(key);
             match core.sessions.add(entry, peer, &mut core.conns.timers) {
-                Ok(_) => reply,
+                Ok(skey) => {
+                    remote::save(core, skey);
+                    reply
+                }
                 Err(Refused::Full) => {
                     bayeux::handshake_error(msg, &bayeux::error_text(503, &[], "Too many sessions, retry later"))
                 }
@@ -216,6 +224,8 @@ fn round(
         ConnectRound::Delivered(replies) => {
             core.sessions.renew(skey, &mut core.conns.timers);
             core.delivery.count_read();
+            // The cursor moved: a node adopting the session goes on from here.
+            remote::save(core, skey);
             Round::Replies(replies)
         }
     }
@@ -450,6 +460,7 @@ impl bayeux::Host for BatchHost<'_> {
         };
         session.pin_new_subscriptions(self.head);
         let selectors = session.selectors().into_boxed_slice();
+        remote::save(core, key);
         sessions::rewatch_listening(core, key, selectors);
     }
 

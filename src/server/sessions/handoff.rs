@@ -21,6 +21,7 @@ use crate::server::duplex;
 use crate::server::io;
 use crate::server::io::OutQueue;
 use crate::server::sessions::bayeux as bayeux_session;
+use crate::server::sessions::remote;
 use crate::server::stats::WorkerStats;
 use crate::server::subscriber;
 use crate::server::{Carry, Handoff};
@@ -59,19 +60,9 @@ fn transfer(core: &mut Core, key: usize, owner: usize, carry: Carry, meta: Optio
     if owner >= core.shared.peers.len() {
         return;
     }
-    let Some(conn) = core.conns.get_mut(key) else { return };
-    let vacated = conn.state.close();
-    subscriber::retire(core, key, &vacated);
-    let Some(mut conn) = core.conns.take(key) else { return };
-    // The slot is free at once: a stale event for this token in the current batch can only
-    // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
-    let _ = core.conns.registry().deregister(&mut conn.sock);
-    WorkerStats::sub(&core.stats().connections, 1);
-    // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
-    // responses stay in order.
-    let handoff = Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed };
+    let Some(handoff) = detach(core, key, carry) else { return };
     let peer = &core.shared.peers[owner];
-    match peer.handoffs.try_send(Box::new(handoff)) {
+    match peer.handoffs.try_send(handoff) {
         Ok(()) => {
             WorkerStats::add(&core.stats().handoffs_out, 1);
             if let Err(e) = peer.waker.wake() {
@@ -97,6 +88,23 @@ fn transfer(core: &mut Core, key: usize, owner: usize, carry: Carry, meta: Optio
     }
 }
 
+/// Takes connection `key` out of this worker (its registrations undone, its slot freed, its
+/// socket deregistered) as a `Handoff` carrying `carry`: on its way to another worker, or
+/// parked with the cluster's session thread while a lookup runs (`remote.rs`).
+pub(in crate::server) fn detach(core: &mut Core, key: usize, carry: Carry) -> Option<Box<Handoff>> {
+    let conn = core.conns.get_mut(key)?;
+    let vacated = conn.state.close();
+    subscriber::retire(core, key, &vacated);
+    let mut conn = core.conns.take(key)?;
+    // The slot is free at once: a stale event for this token in the current batch can only
+    // reach a newer connection as a spurious readiness hint, which reads WouldBlock.
+    let _ = core.conns.registry().deregister(&mut conn.sock);
+    WorkerStats::sub(&core.stats().connections, 1);
+    // Unsent output (an earlier pipelined response, queued WebSocket frames) travels too, so
+    // responses stay in order.
+    Some(Box::new(Handoff { sock: conn.sock, carry, inbuf: conn.inbuf, out: conn.out, peer_closed: conn.peer_closed }))
+}
+
 /// Takes a connection handed over by another worker and dispatches its request here.
 pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
     let Handoff { sock, carry, inbuf, out, peer_closed } = handoff;
@@ -108,6 +116,7 @@ pub(in crate::server) fn adopt(core: &mut Core, handoff: Handoff) {
             duplex::start_bayeux_socket(core, key, may_publish, Some(grant));
             bayeux_session::frame(core, key, &batch);
         }
+        Carry::Looked { request, body, found } => remote::resume(core, key, request, body, found),
     }
     io::pump(core, key);
 }

@@ -20,6 +20,7 @@ pub(super) mod bayeux;
 pub(super) mod claims;
 pub(super) mod handoff;
 pub(super) mod pushlet;
+pub(super) mod remote;
 
 use super::conns::Conns;
 use super::event_loop::Timer;
@@ -28,7 +29,6 @@ use super::Shared;
 use crate::auth::Grant;
 use crate::model::Selector;
 use crate::server::conn::Phase;
-use crate::server::session_id;
 use crate::server::stats::WorkerStats;
 use crate::server::subs::ChangeBudget;
 use crate::server::subscriber;
@@ -133,6 +133,9 @@ pub(in crate::server) struct Sessions {
     pub bayeux: crate::protocol::bayeux::Settings,
     worker: usize,
     shared: Arc<Shared>,
+    /// Cluster mode: the session a request being dispatched again after its Redis lookup
+    /// names (`remote::resume`), so that it is not looked up a second time.
+    pub looked_up: Option<Box<str>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -153,6 +156,7 @@ impl Sessions {
             bayeux,
             worker,
             shared,
+            looked_up: None,
         }
     }
 
@@ -202,13 +206,38 @@ impl Sessions {
     /// without bound, and joins alone cannot lock listening clients out.
     pub fn add(
         &mut self,
-        mut entry: SessionEntry,
+        entry: SessionEntry,
         peer: Option<IpAddr>,
         timers: &mut TimerWheel<Timer>,
     ) -> Result<usize, Refused> {
         if !self.admission.allow(peer, Instant::now()) {
             return Err(Refused::TooFast);
         }
+        self.insert(entry, timers)
+    }
+
+    /// Cluster mode: adds a session adopted from Redis (`remote.rs`), with its id and state;
+    /// `used` as its old node had it. It takes a place in the pool like a new session, but is
+    /// not counted against its client's creation rate (it was created before).
+    pub fn add_adopted(
+        &mut self,
+        entry: SessionEntry,
+        used: bool,
+        timers: &mut TimerWheel<Timer>,
+    ) -> Result<usize, Refused> {
+        let key = self.insert(entry, timers)?;
+        if used {
+            if let Some(entry) = self.slab.get_mut(key) {
+                entry.used = true;
+            }
+            self.shared.session_claims.left(self.worker);
+            self.publish_oldest();
+            self.renew(key, timers);
+        }
+        Ok(key)
+    }
+
+    fn insert(&mut self, mut entry: SessionEntry, timers: &mut TimerWheel<Timer>) -> Result<usize, Refused> {
         // A full pool makes room by letting go of the oldest unused session of any worker.
         if !self.take_slot() && !self.make_room(timers) {
             return Err(Refused::Full);
@@ -318,6 +347,7 @@ impl Sessions {
     fn remove_as(&mut self, key: usize, timers: &mut TimerWheel<Timer>, going: Going) {
         let Some(mut entry) = self.slab.try_remove(key) else { return };
         self.by_id.remove(&entry.id);
+        remote::forget(&self.shared, &entry.id);
         if let Some(timer) = entry.timer.take() {
             timers.cancel(timer);
         }
@@ -383,7 +413,9 @@ pub(in crate::server) fn on_timer(core: &mut Core, key: usize) {
     }
     // A Pushlet lease runs on while a listen is open; without one the session goes.
     if core.sessions.listening_conn(key, &core.conns).is_some() {
-        return core.sessions.renew(key, &mut core.conns.timers);
+        core.sessions.renew(key, &mut core.conns.timers);
+        // A stream's cursor moved on meanwhile, and its record must outlive the lease too.
+        return remote::save(core, key);
     }
     core.sessions.remove(key, &mut core.conns.timers);
 }
@@ -409,7 +441,7 @@ fn end_expired(core: &mut Core, skey: usize) {
 /// The worker owning session `id` (by the id's prefix) when that is not this one: the
 /// request goes there.
 pub(in crate::server) fn foreign_owner(core: &Core, id: &str) -> Option<usize> {
-    session_id::owner(id, core.shared.config.workers).filter(|&owner| owner != core.id)
+    remote::owner(core, id).filter(|&owner| owner != core.id)
 }
 
 /// Answers the session's listening connection now (a held connect, a parked refresh, an

@@ -32,6 +32,7 @@ use crate::server::dispatch;
 use crate::server::session_id;
 use crate::server::sessions;
 use crate::server::sessions::handoff;
+use crate::server::sessions::remote;
 use crate::server::stats::WorkerStats;
 use crate::server::stream;
 use crate::server::stream::{unix_secs, StreamSpec};
@@ -68,6 +69,11 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         let id = preq.id.as_deref().unwrap_or("");
         if let Some(owner) = sessions::foreign_owner(core, id) {
             return handoff::hand_off(core, key, owner, req, body, meta);
+        }
+        // Cluster mode: a session this node does not hold may be in Redis, its node gone.
+        if remote::wants_lookup(core, id) {
+            let id = id.to_owned();
+            return remote::look_up(core, key, &id, req, body);
         }
         match core.sessions.pushlet_key(id) {
             Some(skey) => skey,
@@ -125,6 +131,12 @@ pub(in crate::server) fn handle(core: &mut Core, key: usize, meta: ReplyMeta, re
         session.set_cursor(head);
     }
     let format = preq.format.unwrap_or(session.format());
+    // What a node adopting the session must know: it exists, listens, or its subscriptions
+    // changed (a refresh round is written when it is answered).
+    let changed = preq.command.is_join() || matches!(step, Step::Listen { .. } | Step::Resubscribed(_));
+    if changed {
+        remote::save(core, skey);
+    }
     match step {
         Step::Reply(events) => send_events(&mut core.conns, key, meta, format, &events),
         Step::Publish { reply, topics, body, event } => {
@@ -327,6 +339,9 @@ pub(in crate::server) fn answer(
             core.sessions.listening_ended(hold.session, key, &mut core.conns.timers);
             if done == Done::Overflowed {
                 core.sessions.remove(hold.session, &mut core.conns.timers);
+            } else {
+                // The cursor moved: a node adopting the session goes on from here.
+                remote::save(core, hold.session);
             }
             core.delivery.count_read();
         }

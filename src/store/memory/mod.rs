@@ -138,7 +138,6 @@ impl Store for MemoryStore {
             evicted_topic: inner.evicted_topic,
             evicted_global: inner.evicted_global,
             expired: inner.expired,
-            log: None,
         }
     }
 }

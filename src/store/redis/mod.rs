@@ -15,6 +15,7 @@
 //! `base` is cold. A cursor below `floor` is from before the log lost history: it gets a gap.
 
 mod link;
+pub mod sessions;
 mod tail;
 mod writer;
 
@@ -29,7 +30,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use self::link::Link;
 use self::tail::{Fetch, Tail};
 use self::writer::Writer;
-use super::{HistoryLimits, Loaded, LogLinkStats, MemoryStore, ReadResult, Store, StoreStats};
+use super::{HistoryLimits, Loaded, MemoryStore, ReadResult, Store, StoreStats};
 use crate::hub::{HubCmd, PublishReq, SharedLog};
 use crate::model::{Epoch, Message, Selector};
 
@@ -51,7 +52,7 @@ pub(super) struct Shared {
     up: AtomicBool,
     /// The tail's last read was answered.
     tail_up: AtomicBool,
-    /// Times the writer or the tail found its link down (`LogLinkStats::downs`).
+    /// Times the writer or the tail found its link down (`LogLink::downs`).
     downs: AtomicU64,
     /// The log's epoch as the tail last saw it.
     epoch: AtomicU64,
@@ -387,12 +388,7 @@ impl Store for RedisStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let link = LogLinkStats {
-            up: self.shared.up.load(Ordering::Acquire),
-            tail_up: self.shared.tail_up.load(Ordering::Acquire),
-            downs: self.shared.downs.load(Ordering::Relaxed),
-        };
-        StoreStats { log: Some(link), ..self.hot().stats() }
+        self.hot().stats()
     }
 
     fn on_loaded(&self, loaded: Loaded) {
@@ -410,6 +406,15 @@ impl Store for RedisStore {
 }
 
 impl SharedLog for RedisStore {
+    fn link(&self) -> crate::hub::LogLink {
+        crate::hub::LogLink {
+            up: self.shared.up.load(Ordering::Acquire),
+            tail_up: self.shared.tail_up.load(Ordering::Acquire),
+            tail_seq: self.shared.seen.load(Ordering::Acquire),
+            downs: self.shared.downs.load(Ordering::Relaxed),
+        }
+    }
+
     fn start(&self, hub: Sender<HubCmd>) -> io::Result<()> {
         let me = self.me.get().and_then(|w| w.upgrade()).ok_or_else(|| io::Error::other("store gone"))?;
         let writes = self.writes_rx.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -1,0 +1,274 @@
+//! Cluster mode: Pushlet and Bayeux sessions kept in Redis, so that a session outlives the
+//! node that served it (docs/CLUSTER.md "Sessions").
+//!
+//! One thread owns one Redis connection and does every session write and lookup; a worker
+//! never waits on Redis. Workers send `SessionOp`s on a bounded channel with `try_send` (a
+//! full channel drops a `Put`, and the session's next answered round writes again); a lookup
+//! carries a callback that the thread calls with the answer, which sends the parked
+//! connection back to its worker's inbox.
+//!
+//! Keys, per session id (the id is a 128-bit CSPRNG capability; the node that serves it is
+//! in the owner key, not in the id):
+//! - `{halley}:sess:<id>`: the session's record (JSON, the worker's business), `PX` its lease;
+//! - `{halley}:owner:<id>`: the node id serving it, `PX` the same lease;
+//! - `{halley}:node:<node>`: the node's heartbeat, `PX` `NODE_TTL`, renewed every
+//!   `NODE_BEAT` while the node runs. A node that died (`kill -9`) stops renewing it, and
+//!   its sessions become adoptable `NODE_TTL` later, long before their own leases end.
+//!
+//! Adoption is one script: the owner key names a node whose heartbeat is alive (and which is
+//! not this one): "alive"; there is no record: "gone"; else this node takes the owner key and
+//! the record is returned. A write is one script too, refused when another live node owns the
+//! session (this node was taken for dead and its sessions adopted).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use redis::{RedisError, RedisResult};
+
+use super::link::Link;
+
+/// Operations queued at most; a full queue drops a write (the next round writes again) and
+/// answers a lookup with `Lookup::Unavailable`.
+const QUEUE: usize = 8 * 1024;
+/// How often the node renews its heartbeat.
+pub const NODE_BEAT: Duration = Duration::from_millis(1000);
+/// How long a heartbeat lives: a node silent this long is taken for dead.
+pub const NODE_TTL: Duration = Duration::from_millis(3000);
+/// Read and write timeout of the session link.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// KEYS: owner, record. ARGV: node id, node key prefix.
+const ADOPT: &str = r#"
+local o = redis.call('GET', KEYS[1])
+if o and o ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. o) == 1 then return {'alive', o} end
+local r = redis.call('GET', KEYS[2])
+if not r then return {'gone', ''} end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl < 1 then ttl = 1000 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+return {'adopted', r}
+"#;
+
+/// KEYS: owner, record. ARGV: node id, node key prefix, record, ttl ms.
+const PUT: &str = r#"
+local o = redis.call('GET', KEYS[1])
+if o and o ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. o) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return 1
+"#;
+
+/// KEYS: owner, record. ARGV: node id.
+const DEL: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+"#;
+
+const NODE_PREFIX: &str = "{halley}:node:";
+
+fn owner_key(id: &str) -> String {
+    format!("{{halley}}:owner:{id}")
+}
+
+fn record_key(id: &str) -> String {
+    format!("{{halley}}:sess:{id}")
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The owner's lease had lapsed (or it was this node): this node owns it now; the record.
+    Adopted(String),
+    /// Another node serves it and is alive.
+    Alive,
+    /// No such session (never was, ended, or its lease ran out).
+    Gone,
+    /// Redis could not be asked (unreachable, or the queue was full).
+    Unavailable,
+}
+
+/// Called on the session thread with a lookup's answer.
+pub type LookupReply = Box<dyn FnOnce(Lookup) + Send>;
+
+/// One request to the session thread.
+pub enum SessionOp {
+    /// Write a session's record and take (or keep) its owner key, both for `ttl`.
+    Put { id: Box<str>, record: String, ttl: Duration },
+    /// The session ended here: delete it, if this node still owns it.
+    Del { id: Box<str> },
+    /// A request for a session this node does not hold: adopt it if its owner is gone.
+    Lookup { id: Box<str>, reply: LookupReply },
+}
+
+impl std::fmt::Debug for SessionOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionOp::Put { id, ttl, .. } => f.debug_struct("Put").field("id", id).field("ttl", ttl).finish(),
+            SessionOp::Del { id } => f.debug_struct("Del").field("id", id).finish(),
+            SessionOp::Lookup { id, .. } => f.debug_struct("Lookup").field("id", id).finish(),
+        }
+    }
+}
+
+/// The worker's handle on the session thread.
+#[derive(Debug)]
+pub struct RedisSessions {
+    node: Box<str>,
+    tx: Sender<SessionOp>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RedisSessions {
+    /// Starts the session thread on `url`, under a fresh random node id.
+    pub fn start(url: &str) -> std::io::Result<Arc<RedisSessions>> {
+        let client = redis::Client::open(url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut random = [0u8; 8];
+        getrandom::getrandom(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let node: Box<str> = random.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = SessionThread {
+            link: Link::new(client, "sessions", TIMEOUT),
+            node: node.clone(),
+            stop: Arc::clone(&stop),
+            next_beat: Instant::now(),
+        };
+        std::thread::Builder::new().name("halley-redis-sessions".into()).spawn(move || thread.run(rx))?;
+        log::info!("cluster mode: sessions in Redis, node id {node}");
+        Ok(Arc::new(RedisSessions { node, tx, stop }))
+    }
+
+    /// This node's id, as its owner keys and heartbeat name it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Queues `op` without waiting. A refused lookup is answered `Unavailable` at once.
+    pub fn send(&self, op: SessionOp) {
+        match self.tx.try_send(op) {
+            Ok(()) => {}
+            Err(TrySendError::Full(op) | TrySendError::Disconnected(op)) => match op {
+                SessionOp::Lookup { reply, .. } => reply(Lookup::Unavailable),
+                other => log::debug!("redis sessions: queue full, dropped {other:?}"),
+            },
+        }
+    }
+}
+
+impl Drop for RedisSessions {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+struct SessionThread {
+    link: Link,
+    node: Box<str>,
+    stop: Arc<AtomicBool>,
+    next_beat: Instant,
+}
+
+impl SessionThread {
+    fn run(mut self, rx: Receiver<SessionOp>) {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= self.next_beat {
+                self.beat();
+            }
+            let wait = self.next_beat.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(op) => self.run_op(op),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Renews the heartbeat; on failure it is retried with the link's backoff (at most one
+    /// beat interval), and the node's sessions stay served meanwhile.
+    fn beat(&mut self) {
+        let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(3000);
+        let key = format!("{NODE_PREFIX}{}", self.node);
+        let result =
+            self.link.conn().and_then(|c| redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(ttl).query::<()>(c));
+        match result {
+            Ok(()) => {
+                self.link.succeeded();
+                self.next_beat = Instant::now() + NODE_BEAT;
+            }
+            Err(err) => {
+                self.link.failed(&err);
+                self.next_beat = Instant::now() + self.link.backoff().min(NODE_BEAT);
+            }
+        }
+    }
+
+    fn run_op(&mut self, op: SessionOp) {
+        match op {
+            SessionOp::Put { id, record, ttl } => {
+                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                let result: RedisResult<i64> = self.script(PUT, &id, &[&record, &ttl.to_string()]);
+                match result {
+                    Ok(0) => log::info!("session {}: owned by another live node; not written", &id[..8.min(id.len())]),
+                    Ok(_) => {}
+                    Err(err) => log::debug!("redis sessions: write: {err}"),
+                }
+            }
+            SessionOp::Del { id } => {
+                if let Err(err) = self.script::<i64>(DEL, &id, &[]) {
+                    log::debug!("redis sessions: delete: {err}");
+                }
+            }
+            SessionOp::Lookup { id, reply } => {
+                let answer = match self.script::<(String, String)>(ADOPT, &id, &[]) {
+                    Ok((kind, record)) => match kind.as_str() {
+                        "adopted" => Lookup::Adopted(record),
+                        "alive" => Lookup::Alive,
+                        _ => Lookup::Gone,
+                    },
+                    Err(err) => {
+                        log::debug!("redis sessions: lookup: {err}");
+                        Lookup::Unavailable
+                    }
+                };
+                reply(answer);
+            }
+        }
+    }
+
+    /// Runs one of the scripts on `id`'s keys (`EVAL`: these are small and rare enough that
+    /// caching their SHAs is not worth a `NOSCRIPT` path), with the node id and the node key
+    /// prefix first among the arguments. One retry on a fresh connection after an I/O error.
+    fn script<T: redis::FromRedisValue>(&mut self, body: &str, id: &str, extra: &[&str]) -> RedisResult<T> {
+        let mut last: Option<RedisError> = None;
+        for _ in 0..2 {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(body).arg(2).arg(owner_key(id)).arg(record_key(id)).arg(&*self.node).arg(NODE_PREFIX);
+            for arg in extra {
+                cmd.arg(*arg);
+            }
+            let result = self.link.conn().and_then(|c| cmd.query::<T>(c));
+            match result {
+                Ok(value) => {
+                    self.link.succeeded();
+                    return Ok(value);
+                }
+                Err(err) => {
+                    self.link.failed(&err);
+                    let retry = err.is_io_error() || err.is_connection_dropped();
+                    last = Some(err);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RedisError::from(std::io::Error::other("no attempt"))))
+    }
+}

@@ -1,0 +1,284 @@
+//! Issue 10, test 9: Pushlet and Bayeux sessions survive the loss of their node. Real
+//! redis-server, `halley` subprocess nodes (so one can be `kill -9`ed), the Pushlet pull
+//! protocol as the 2.0.4 AJAX client speaks it and Bayeux long-polling as CometD does.
+
+mod util;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use util::redis::Redis;
+use util::{Client, WAIT};
+
+/// One `halley serve` process on a free loopback port; killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(redis: &Redis) -> Node {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_halley"))
+            .args(["serve", "--listen", &addr.to_string(), "--workers", "2", "--redis", &redis.url()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run halley");
+        // Owned at once, so a node that does not come up is still killed (Drop).
+        let node = Node { child, addr };
+        wait_until("the node to come up", || {
+            std::net::TcpStream::connect(addr).is_ok() && Client::connect(addr).get("/ready").status == 200
+        });
+        node
+    }
+
+    /// `kill -9`: no shutdown, nothing written anywhere.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A bulk string reply of an inline command (`GET key`), or `None` for a nil reply.
+fn redis_get(redis: &Redis, key: &str) -> Option<String> {
+    let reply = redis.command(&format!("GET {key}\r\n"))?;
+    let (head, body) = reply.split_once("\r\n")?;
+    if head == "$-1" {
+        return None;
+    }
+    let len: usize = head.strip_prefix('$')?.parse().ok()?;
+    Some(body.get(..len)?.to_owned())
+}
+
+fn redis_exists(redis: &Redis, key: &str) -> bool {
+    redis.command(&format!("EXISTS {key}\r\n")).is_some_and(|r| r.starts_with(":1"))
+}
+
+/// Waits until `done` holds, checking every 20 ms (the signals here live in Redis).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The session's record in Redis, once its cursor has reached `seq`: what an adopting node
+/// will go on from. (The record is written after the round is answered; see CLUSTER.md.)
+fn wait_record_cursor(redis: &Redis, id: &str, seq: u64) {
+    wait_until("the session record's cursor", || {
+        redis_get(redis, &format!("{{halley}}:sess:{id}"))
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+            .and_then(|v| v["state"]["cursor"].as_u64())
+            .is_some_and(|c| c >= seq)
+    });
+}
+
+/// Waits until the node serving session `id` is taken for dead (its heartbeat lapsed).
+fn wait_owner_dead(redis: &Redis, id: &str) {
+    let node = redis_get(redis, &format!("{{halley}}:owner:{id}")).expect("an owner key");
+    wait_until("the dead node's heartbeat to lapse", || !redis_exists(redis, &format!("{{halley}}:node:{node}")));
+}
+
+fn publish(addr: SocketAddr, topic: &str, data: &str) -> u64 {
+    let r = Client::connect(addr).post(&format!("/pub{topic}"), data.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    id.rsplit('-').next().and_then(|s| s.parse().ok()).expect("seq in id")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushlet, as the 2.0.4 AJAX client: `?p_event=X&...&p_id=Y`, XML replies.
+
+fn pushlet(addr: SocketAddr, query: &str) -> util::Response {
+    Client::connect(addr).get(&format!("/pushlet.srv?{query}"))
+}
+
+/// The `p_data` of every data event in an XML reply, and every `p_event` seen.
+fn pushlet_events(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut data, mut kinds) = (Vec::new(), Vec::new());
+    for ev in text.split("<event ").skip(1) {
+        let attr = |name: &str| {
+            let at = ev.find(&format!(" {name}=\"")).or_else(|| ev.starts_with(&format!("{name}=\"")).then_some(0))?;
+            let start = ev[at..].find('"')? + at + 1;
+            let end = ev[start..].find('"')? + start;
+            Some(ev[start..end].to_owned())
+        };
+        if let Some(kind) = attr("p_event") {
+            if kind == "data" {
+                data.push(attr("p_data").unwrap_or_default());
+            }
+            kinds.push(kind);
+        }
+    }
+    (data, kinds)
+}
+
+fn pushlet_join(addr: SocketAddr, subject: &str) -> String {
+    let r = pushlet(addr, &format!("p_event=join-listen&p_format=xml-strict&p_mode=pull&p_subject={subject}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    util::pushlet_session_id(r.text())
+}
+
+/// Refresh rounds until `want` data events came (each answered at once when data waits).
+fn pushlet_collect(addr: SocketAddr, id: &str, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < want {
+        let r = pushlet(addr, &format!("p_event=refresh&p_id={id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (data, kinds) = pushlet_events(r.text());
+        assert!(!kinds.iter().any(|k| k == "error" || k == "abort"), "{}", r.text());
+        got.extend(data);
+        assert!(Instant::now() < deadline, "only {got:?}");
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bayeux long-polling, as CometD sends it.
+
+fn bayeux(addr: SocketAddr, batch: Value) -> Vec<Value> {
+    let r = Client::connect(addr).post("/cometd", batch.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().as_array().cloned().expect("a reply array")
+}
+
+fn bayeux_handshake(addr: SocketAddr, channel: &str) -> String {
+    let hs = bayeux(
+        addr,
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
+    );
+    let id = hs[0]["clientId"].as_str().expect("clientId").to_owned();
+    let sub = bayeux(addr, json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": channel}]));
+    assert_eq!(sub[0]["successful"], true, "{sub:?}");
+    id
+}
+
+/// One connect; its data messages, and the connect reply.
+fn bayeux_connect(addr: SocketAddr, id: &str, timeout_ms: u64) -> (Vec<String>, Value) {
+    let replies = bayeux(
+        addr,
+        json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling",
+                "advice": {"timeout": timeout_ms}}]),
+    );
+    let mut data = Vec::new();
+    let mut connect = Value::Null;
+    for r in replies {
+        if r["channel"] == "/meta/connect" {
+            connect = r;
+        } else if let Some(d) = r["data"].as_str() {
+            data.push(d.to_owned());
+        } else {
+            data.push(r["data"].to_string());
+        }
+    }
+    (data, connect)
+}
+
+fn bayeux_collect(addr: SocketAddr, id: &str, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < want {
+        let (data, connect) = bayeux_connect(addr, id, 2000);
+        assert_eq!(connect["successful"], true, "{connect}");
+        got.extend(data);
+        assert!(Instant::now() < deadline, "only {got:?}");
+    }
+    got
+}
+
+fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Bayeux publishes from Halley's HTTP endpoint carry the raw text as a JSON string.
+fn bayeux_names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    names(prefix, range)
+}
+
+#[test]
+fn pushlet_and_bayeux_sessions_carry_on_on_another_node_when_theirs_is_killed() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis);
+    let b = Node::start(&redis);
+
+    let pid = pushlet_join(a.addr, "/ps");
+    let cid = bayeux_handshake(a.addr, "/bx");
+    // A first connect makes the Bayeux session a listening one (CometD's first connect).
+    let (_, first) = bayeux_connect(a.addr, &cid, 0);
+    assert_eq!(first["successful"], true, "{first}");
+
+    // Messages before the crash reach both sessions on A.
+    let mut last = 0;
+    for i in 0..3 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        last = publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    assert_eq!(pushlet_collect(a.addr, &pid, 3), names("p", 0..3));
+    assert_eq!(bayeux_collect(a.addr, &cid, 3), bayeux_names("b", 0..3));
+    wait_record_cursor(&redis, &pid, last - 1);
+    wait_record_cursor(&redis, &cid, last);
+
+    a.kill();
+    // Published while the sessions have no node.
+    for i in 3..6 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    wait_owner_dead(&redis, &pid);
+    wait_owner_dead(&redis, &cid);
+
+    // The same session ids on B: adopted with their subscriptions and cursors, so exactly
+    // what was published meanwhile arrives, nothing twice.
+    assert_eq!(pushlet_collect(b.addr, &pid, 3), names("p", 3..6));
+    assert_eq!(bayeux_collect(b.addr, &cid, 3), bayeux_names("b", 3..6));
+    // And they go on there.
+    publish(b.addr, "/ps", "p6");
+    publish(b.addr, "/bx", "b6");
+    assert_eq!(pushlet_collect(b.addr, &pid, 1), ["p6"]);
+    assert_eq!(bayeux_collect(b.addr, &cid, 1), ["b6"]);
+    // B owns them now.
+    let owner = redis_get(&redis, &format!("{{halley}}:owner:{cid}")).expect("owner");
+    assert!(redis_exists(&redis, &format!("{{halley}}:node:{owner}")), "the owner is a live node");
+}
+
+#[test]
+fn a_session_whose_node_is_alive_gets_the_reconnect_answer_on_another_node() {
+    let redis = Redis::start(false);
+    let a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let pid = pushlet_join(a.addr, "/ps");
+    let cid = bayeux_handshake(a.addr, "/bx");
+
+    // Bayeux: 402 with the advice to handshake again, never a silent loss.
+    let (_, connect) = bayeux_connect(b.addr, &cid, 0);
+    assert_eq!(connect["successful"], false, "{connect}");
+    assert!(connect["error"].as_str().is_some_and(|e| e.starts_with("402")), "{connect}");
+    assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+    // Pushlet: the unknown-session refusal that makes the client join again.
+    let r = pushlet(b.addr, &format!("p_event=refresh&p_id={pid}"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("Invalid or expired id"), "{}", r.text());
+
+    // The owner still serves both, untouched.
+    publish(a.addr, "/ps", "p0");
+    publish(a.addr, "/bx", "b0");
+    assert_eq!(pushlet_collect(a.addr, &pid, 1), ["p0"]);
+    assert_eq!(bayeux_collect(a.addr, &cid, 1), ["b0"]);
+    // A session nobody has: the same answers.
+    let unknown = format!("000{}", "0".repeat(32));
+    let (_, connect) = bayeux_connect(b.addr, &unknown, 0);
+    assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+}
