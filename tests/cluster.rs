@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use util::redis::Redis;
 use util::ws::Ws;
 use util::{Client, StreamClient, TestServer, WAIT};
@@ -58,6 +58,106 @@ fn inject(redis: &Redis, n: u32, fields: &str) -> u64 {
     reply.trim().strip_prefix(':').and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("EVAL: {reply}"))
 }
 
+/// A Pushlet session as the 2.0.4 AJAX client drives it (tests/pushlet_clients.rs): a
+/// `join-listen` in pull mode, then `refresh` requests, each on its own connection.
+struct PushletPull {
+    addr: SocketAddr,
+    id: String,
+}
+
+impl PushletPull {
+    fn url(event: &str, query: &str) -> String {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("/pushlet.srv?p_event={event}&{query}&time={ms}")
+    }
+
+    fn join(addr: SocketAddr, subject: &str) -> PushletPull {
+        let url = PushletPull::url("join-listen", &format!("p_format=xml-strict&p_mode=pull&p_subject={subject}"));
+        let r = Client::connect(addr).get(&url);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("p_event=\"join-listen-ack\""), "{}", r.text());
+        PushletPull { addr, id: util::pushlet_session_id(r.text()) }
+    }
+
+    /// Refreshes until `want` data events came; their `p_data`, in order.
+    fn data(&mut self, want: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while got.len() < want {
+            assert!(Instant::now() < deadline, "only {} of {want} Pushlet events: {got:?}", got.len());
+            let r = Client::connect(self.addr).get(&PushletPull::url("refresh", &format!("p_id={}", self.id)));
+            assert_eq!(r.status, 200, "{}", r.text());
+            for event in r.text().split("<event ").skip(1) {
+                assert!(!event.contains("p_event=\"abort\"") && !event.contains("p_event=\"error\""), "{event}");
+                if event.contains("p_event=\"data\"") {
+                    let at = event.find("p_data=\"").expect("p_data") + "p_data=\"".len();
+                    let len = event[at..].find('"').expect("closing quote");
+                    got.push(event[at..at + len].to_owned());
+                }
+            }
+        }
+        got
+    }
+}
+
+/// A Bayeux client on long-polling: handshake, subscribe, then `/meta/connect` after
+/// `/meta/connect`.
+struct BayeuxPoll {
+    addr: SocketAddr,
+    client: String,
+    connects: usize,
+}
+
+impl BayeuxPoll {
+    fn post(addr: SocketAddr, batch: &Value) -> Vec<Value> {
+        let body = serde_json::to_vec(batch).expect("json");
+        let mut c = Client::connect(addr);
+        c.send_post("/cometd", &body, "Content-Type: application/json\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_value(r.json()).expect("a reply batch")
+    }
+
+    fn subscribe(addr: SocketAddr, channel: &str) -> BayeuxPoll {
+        let hs = BayeuxPoll::post(
+            addr,
+            &json!([{"id": "1", "channel": "/meta/handshake", "version": "1.0",
+                     "supportedConnectionTypes": ["long-polling"]}]),
+        );
+        assert_eq!(hs[0]["successful"], true, "{hs:?}");
+        let client = hs[0]["clientId"].as_str().expect("clientId").to_owned();
+        let sub = BayeuxPoll::post(
+            addr,
+            &json!([{"id": "2", "channel": "/meta/subscribe", "subscription": channel, "clientId": client},
+                    {"id": "3", "channel": "/meta/connect", "connectionType": "long-polling",
+                     "clientId": client, "advice": {"timeout": 0}}]),
+        );
+        assert!(sub.iter().all(|r| r["successful"] == true), "{sub:?}");
+        BayeuxPoll { addr, client, connects: 0 }
+    }
+
+    /// Connects until `want` events came; their ids and data, in order.
+    fn events(&mut self, want: usize) -> (Vec<String>, Vec<String>) {
+        let (mut ids, mut datas) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + WAIT;
+        while ids.len() < want {
+            assert!(Instant::now() < deadline, "only {} of {want} Bayeux events: {datas:?}", ids.len());
+            self.connects += 1;
+            let connect = json!([{"id": format!("c{}", self.connects), "channel": "/meta/connect",
+                                  "connectionType": "long-polling", "clientId": self.client}]);
+            for reply in BayeuxPoll::post(self.addr, &connect) {
+                if reply["channel"] == "/meta/connect" {
+                    assert_eq!(reply["successful"], true, "{reply}");
+                } else {
+                    ids.push(reply["id"].as_str().expect("id").to_owned());
+                    datas.push(reply["data"].as_str().expect("data").to_owned());
+                }
+            }
+        }
+        (ids, datas)
+    }
+}
+
 #[test]
 fn unreadable_log_entries_are_passed_over_not_read_for_ever() {
     let redis = Redis::start(false);
@@ -101,6 +201,10 @@ fn three_nodes_one_order_on_every_surface_and_resume_on_another_node() {
     );
     let mut ws = Ws::connect(nodes[2].addr, &format!("/sub/c/*?since={start}"));
     assert_eq!(ws.json()["type"], "ack");
+    // Sessions, which take messages from their join on: a Pushlet pull session (the AJAX
+    // client's requests) on 0 and a Bayeux long-polling session on 1.
+    let mut pushlet = PushletPull::join(nodes[0].addr, "/c");
+    let mut bayeux = BayeuxPoll::subscribe(nodes[1].addr, "/c/*");
     const N: usize = 30;
     let mut acked = Vec::new();
     for i in 0..N {
@@ -137,6 +241,11 @@ fn three_nodes_one_order_on_every_surface_and_resume_on_another_node() {
         }
     }
     assert_eq!(ws_ids, acked, "WebSocket sees the same order");
+    let datas: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(pushlet.data(N), datas, "the Pushlet session sees the same order");
+    let (bayeux_ids, bayeux_datas) = bayeux.events(N);
+    assert_eq!(bayeux_ids, acked, "the Bayeux session sees the same order");
+    assert_eq!(bayeux_datas, datas);
 
     // Resume on another node from message k: exactly k+1 onwards.
     let k = 11;
@@ -317,50 +426,6 @@ fn a_cold_read_does_not_serve_messages_past_max_age() {
     let (got, last) = collect(b.addr, "/e", &start, 1);
     assert_eq!(got, [(fresh, "fresh".to_owned())], "the aged-out messages are not served");
     assert_eq!(last["gap"], true, "{last}");
-}
-
-#[test]
-fn frozen_redis_gives_503_or_success_and_loses_nothing_acknowledged() {
-    let redis = Redis::start(false);
-    let a = TestServer::cluster(&redis, |_| {});
-    let start = util::cursor(a.addr, "/f");
-    publish(a.addr, "/f", "before");
-    redis.freeze();
-    let frozen_at = Instant::now();
-    let mut acked = vec!["before".to_owned()];
-    let mut refused = 0;
-    while frozen_at.elapsed() < Duration::from_secs(4) {
-        let i = acked.len() + refused;
-        let t = Instant::now();
-        let r = post(a.addr, "/f", &format!("f{i}"), Some(&format!("f-{i}")));
-        assert!(t.elapsed() < Duration::from_secs(6), "a publish waited {:?}", t.elapsed());
-        match r.status {
-            201 => acked.push(format!("f{i}")),
-            503 => refused += 1,
-            other => panic!("{other}: {}", r.text()),
-        }
-    }
-    assert!(refused > 0, "a frozen Redis refuses publishes");
-    redis.thaw();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = post(a.addr, "/f", "after", Some("after"));
-        if r.status == 201 {
-            acked.push("after".into());
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery after SIGCONT");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Everything acknowledged is there, once; refused ones may be too (Redis ran them late).
-    let b = TestServer::cluster(&redis, |_| {});
-    let (got, _) = collect(b.addr, "/f", &start, acked.len());
-    let datas: Vec<&str> = got.iter().map(|(_, d)| d.as_str()).collect();
-    let unique: HashSet<&&str> = datas.iter().collect();
-    assert_eq!(unique.len(), datas.len(), "nothing duplicated: {datas:?}");
-    for want in &acked {
-        assert!(datas.contains(&want.as_str()), "{want} acknowledged but lost: {datas:?}");
-    }
 }
 
 #[test]

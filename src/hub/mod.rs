@@ -125,8 +125,14 @@ pub trait SharedLog: Send + Sync + fmt::Debug + 'static {
 pub struct LogLink {
     /// The log can be written (publishes are taken).
     pub up: bool,
+    /// The tail's last read of the log was answered (false after an error or a read timeout:
+    /// a frozen or half-open Redis).
+    pub tail_up: bool,
     /// The highest sequence number the tail has brought to this node.
     pub tail_seq: u64,
+    /// Times the writer or the tail found its link down (an error, or no answer within the
+    /// link's read timeout).
+    pub downs: u64,
 }
 
 /// What the hub sends a worker (in batches).

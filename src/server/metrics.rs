@@ -199,7 +199,13 @@ fn cluster(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {
     let Some(log) = &shared.log else { return Ok(()) };
     let link = log.link();
     out.gauge("halley_redis_up", "1 while the Redis log takes publishes, else 0", u64::from(link.up))?;
-    out.gauge("halley_redis_tail_seq", "The last log sequence number this node has read from Redis", link.tail_seq)
+    out.gauge("halley_redis_tail_up", "1 while this node's tail reads the Redis log, else 0", u64::from(link.tail_up))?;
+    out.gauge("halley_redis_tail_seq", "The last log sequence number this node has read from Redis", link.tail_seq)?;
+    out.counter(
+        "halley_redis_link_downs",
+        "Times a link to Redis failed or went unanswered past its read timeout",
+        link.downs,
+    )
 }
 
 fn messages(shared: &Shared, out: &mut Out<'_>) -> fmt::Result {

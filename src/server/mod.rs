@@ -453,7 +453,7 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
         shared.stats.iter().zip(&windows).map(|(worker, window)| worker.snapshot_with(window)).collect();
     let store = shared.store.stats();
     let latency = stats::merged_latency(&windows);
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "workers": workers,
         "fanout_latency_ms": stats::latency_json(&latency),
         "hub": shared.hub_stats.snapshot(),
@@ -464,5 +464,13 @@ pub(crate) fn stats_json(shared: &Shared) -> serde_json::Value {
             "bytes": store.bytes,
         },
         "process": { "rss_bytes": stats::rss_bytes() },
-    })
+    });
+    // Cluster mode: the links to Redis (a frozen or half-open Redis shows here as down).
+    if let Some(log) = &shared.log {
+        let link = log.link();
+        out["store"]["log"] = serde_json::json!({
+            "up": link.up, "tail_up": link.tail_up, "tail_seq": link.tail_seq, "downs": link.downs,
+        });
+    }
+    out
 }

@@ -143,6 +143,11 @@ impl Client {
         Client::with_stream(socket.into())
     }
 
+    /// Like `connect`, but None when nothing listens there (a node that was killed).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        TcpStream::connect(addr).ok().map(Client::with_stream)
+    }
+
     fn with_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
@@ -355,6 +360,18 @@ impl StreamClient {
         let end = self.body.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
         let lines: Vec<u8> = self.body.drain(..end).collect();
         String::from_utf8_lossy(&lines).lines().map(str::to_owned).collect()
+    }
+
+    /// Reads what arrives next into `body`; false once the stream has ended (EOF, a reset or
+    /// the last chunk), as when the server's process is killed.
+    pub fn read_more(&mut self) -> bool {
+        self.decode_available();
+        if !self.ended && !self.client.fill() {
+            self.decode_available();
+            self.ended = true;
+        }
+        self.decode_available();
+        !self.ended
     }
 
     /// Reads to the end of the stream.

@@ -50,6 +50,10 @@ const COLD_MAX: usize = 64 * 1024;
 pub(super) struct Shared {
     /// The writer can reach Redis: publishes are taken.
     up: AtomicBool,
+    /// The tail's last read was answered.
+    tail_up: AtomicBool,
+    /// Times the writer or the tail found its link down (`LogLink::downs`).
+    downs: AtomicU64,
     /// The log's epoch as the tail last saw it.
     epoch: AtomicU64,
     /// The highest seq the tail has brought (the floor the publish script guards).
@@ -70,6 +74,21 @@ impl Shared {
 
     fn set_epoch(&self, epoch: Epoch) {
         self.epoch.store(raw(epoch), Ordering::Release);
+    }
+
+    /// The writer's link failed: publishes are refused until a probe answers.
+    fn writer_down(&self) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tail's read failed or timed out (`up` false), or was answered (`up` true).
+    fn tail_link(&self, up: bool) {
+        let was = self.tail_up.swap(up, Ordering::AcqRel);
+        if was && !up {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -197,6 +216,8 @@ impl RedisStore {
         let (writes, writes_rx) = crossbeam_channel::bounded(WRITE_QUEUE);
         let shared = Arc::new(Shared {
             up: AtomicBool::new(true),
+            tail_up: AtomicBool::new(true),
+            downs: AtomicU64::new(0),
             epoch: AtomicU64::new(raw(epoch)),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
@@ -388,7 +409,9 @@ impl SharedLog for RedisStore {
     fn link(&self) -> crate::hub::LogLink {
         crate::hub::LogLink {
             up: self.shared.up.load(Ordering::Acquire),
+            tail_up: self.shared.tail_up.load(Ordering::Acquire),
             tail_seq: self.shared.seen.load(Ordering::Acquire),
+            downs: self.shared.downs.load(Ordering::Relaxed),
         }
     }
 

@@ -56,6 +56,7 @@ impl Tail {
                 match self.sync().and_then(|()| if fresh { self.note_client_id() } else { Ok(()) }) {
                     Ok(()) => need_sync = false,
                     Err(err) => {
+                        self.store.shared.tail_link(false);
                         self.link.failed(&err);
                         if self.pause() {
                             return;
@@ -82,6 +83,7 @@ impl Tail {
                     static LOST: crate::log_limit::LogLimit =
                         crate::log_limit::LogLimit::new(log::Level::Warn, module_path!(), "redis: tail lost");
                     LOST.log(format_args!("redis: tail lost the log ({err}); reconnecting"));
+                    self.store.shared.tail_link(false);
                     self.link.failed(&err);
                     if self.pause() {
                         return;
@@ -91,6 +93,7 @@ impl Tail {
                 }
             };
             self.link.succeeded();
+            self.store.shared.tail_link(true);
             let epoch = self.store.shared.epoch_text();
             let entries = stream_entries(&value);
             if entries.is_empty() {

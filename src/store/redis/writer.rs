@@ -127,7 +127,7 @@ impl Writer {
                 crate::log_limit::LogLimit::new(log::Level::Error, module_path!(), "redis: writer down");
             WRITER_DOWN.log(format_args!("redis: cannot publish ({err}); refusing publishes until it answers"));
         }
-        self.shared.up.store(false, Ordering::Release);
+        self.shared.writer_down();
         self.answer_all(batch, Err(PublishRefused::Unavailable(DOWN)));
     }
 
