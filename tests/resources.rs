@@ -515,7 +515,9 @@ fn session_flood_cannot_lock_out_listening_clients() {
     assert!(created > MAX_SESSIONS, "the flood must fill the pool: {created} created");
     assert!(evicted > 0, "a full pool lets go of unused sessions");
     // Over the bound only by claims in flight between workers (sessions/claims.rs).
-    assert!(max_sessions <= MAX_SESSIONS + 64, "sessions peaked at {max_sessions}");
+    // The pool may be over its bound by the claims other workers owe (sessions/claims.rs:
+    // at most MAX_OWED = 16 per other worker, plus racing creators).
+    assert!(max_sessions <= MAX_SESSIONS + 32, "sessions peaked at {max_sessions}");
     assert!(joined >= 5, "only {joined} well-behaved joins were tried");
     let hb = legit.get(&format!("/pushlet.srv?p_event=hb&p_id={listening}&p_format=xml-strict"));
     assert_eq!(hb.status, 200, "the listening session survived the flood: {}", hb.text());

@@ -15,7 +15,8 @@
 //! oldest never-used sessions, as many as it owes, which brings the pool back to the bound. So the
 //! legitimate client that needed the place is answered at once, and the pool is over
 //! `--max-sessions` only between a claim and the owner's next turn, by at most the claims in
-//! flight.
+//! flight, and those are bounded: a worker that owes [`MAX_OWED`] is not claimed on until it
+//! settled (a creator then lets go of its own, or the pool is full for now).
 //!
 //! One race is left, and it only keeps the pool over its bound for longer, never under it: a
 //! claimed session may start listening before its owner settles (a listening session is never
@@ -30,6 +31,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Instant;
+
+/// Claims a worker may owe at once. A creator does not claim on a worker that owes this many
+/// (it lets go of its own, or the pool is full for now): the pool's overshoot of
+/// `--max-sessions` while owners are slow to take their turn (a busy box) stays at most this
+/// many per other worker, plus one per worker racing past the check at the same moment.
+pub(super) const MAX_OWED: usize = 16;
 
 /// What one worker publishes about its never-used sessions.
 #[derive(Debug)]
@@ -87,7 +94,7 @@ impl Claims {
     /// if it has one).
     pub(super) fn claim_oldest(&self, me: usize, mine: u64) -> Option<usize> {
         let mut order: Vec<(u64, usize)> = (self.slots.iter().enumerate())
-            .filter(|&(w, slot)| w != me && slot.avail.load(Relaxed) > 0)
+            .filter(|&(w, slot)| w != me && slot.avail.load(Relaxed) > 0 && slot.owed.load(Relaxed) < MAX_OWED)
             .map(|(w, slot)| (slot.oldest_ms.load(Relaxed), w))
             .filter(|&(at, _)| at < mine || mine == u64::MAX)
             .collect();
@@ -153,5 +160,20 @@ mod tests {
         claims.added(1);
         assert!(!claims.left(1));
         assert_eq!(claims.claim_oldest(0, u64::MAX), None);
+    }
+
+    #[test]
+    fn a_worker_that_owes_max_owed_is_not_claimed_on_until_it_settles() {
+        let claims = Claims::new(2);
+        for _ in 0..MAX_OWED + 5 {
+            claims.added(1);
+        }
+        claims.set_oldest(1, Some(1));
+        for _ in 0..MAX_OWED {
+            assert_eq!(claims.claim_oldest(0, u64::MAX), Some(1));
+        }
+        assert_eq!(claims.claim_oldest(0, u64::MAX), None, "the overshoot is bounded");
+        assert_eq!(claims.take_owed(1), MAX_OWED);
+        assert_eq!(claims.claim_oldest(0, u64::MAX), Some(1), "settled: claims go on");
     }
 }
