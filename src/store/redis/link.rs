@@ -27,8 +27,8 @@ pub(super) const IDEM_PREFIX: &str = "{halley}:idem:";
 /// the key with its fingerprint for the TTL. The seq counter is written once at the end (the
 /// script is atomic, so no one sees it in between, and an append Redis refuses takes no seq).
 /// An append Redis refuses (out of memory) answers that message `error ...` and the batch goes
-/// on. Keys and arguments grow with the batch, which the writer bounds (`writer::BATCH_MAX`,
-/// `writer::BATCH_BYTES`) so that one call never holds Redis for long.
+/// on. Keys and arguments grow with the batch, which the writer bounds (`writer::CALL_MAX`,
+/// `writer::CALL_BYTES`) so that one call never holds Redis for long.
 /// KEYS: meta, log, then one idempotency key per message. ARGV: idem ttl ms, maxlen, time ms,
 /// candidate epoch, candidate base, node's epoch, node's highest seq, then per message: topic,
 /// event, content type, data, fingerprint.

@@ -1,6 +1,7 @@
 //! The writer thread: takes the hub's publishes from a bounded queue and stores them in
-//! batches, one publish-script call per batch (one round trip and one Lua invocation per
-//! batch, not per message), each publish answered on its own. Each publish carries its
+//! batches: one round trip per batch, and in it one publish-script call per run of up to
+//! `CALL_MAX` publishes (one Lua invocation per run, not per message), each publish answered
+//! on its own. Each publish carries its
 //! idempotency key, so a batch whose reply was lost is sent again, once, on a new connection
 //! and stored once. The answer goes back to the hub as `HubCmd::Logged`: stored with its seq,
 //! or a one-line reason (the client gets 409 or 503).
@@ -25,15 +26,19 @@ const CONFLICT: &str = "Idempotency-Key already used for a different publish";
 /// What a client is told while the log cannot be reached (503).
 const DOWN: &str = "cluster log unavailable: Redis unreachable";
 
-/// Publishes in one script call at most. The script holds Redis (every other client waits)
-/// while it runs, so a call must stay short against clients' timeouts and the tail's block:
-/// 512 small publishes run in a few milliseconds (measured: bench/RESULTS.md, "Cluster mode").
+/// Publishes in one round trip at most (one pipeline of script calls).
 pub(super) const BATCH_MAX: usize = 512;
-/// A batch stops taking publishes once its payloads (and topics, events, content types) reach
-/// this: the script copies every byte into the stream, and Redis reads the whole call before
-/// it runs it, so big payloads make a call long and its buffers large. The bound is 1 MiB plus
-/// at most one publish (`--max-body`); a publish bigger than it goes alone.
+/// A round trip stops taking publishes once their payloads (and topics, events, content types)
+/// reach this, so its buffers stay small: 1 MiB plus at most one publish (`--max-body`).
 pub(super) const BATCH_BYTES: usize = 1 << 20;
+/// Publishes in one script call at most. Redis runs nothing else while a script runs, so a
+/// call must stay short against other clients (the tails' reads, other nodes' publishes):
+/// measured on the 2-core box, a call of 128 small publishes takes ~0.4 ms of Redis time,
+/// and the cost per publish rises past it (256: ~1.2 ms, 512: 2-5 ms; bench/RESULTS.md).
+pub(super) const CALL_MAX: usize = 128;
+/// Bytes in one script call at most (the script copies each into the stream): a publish that
+/// would cross it starts the next call; one bigger than it goes alone.
+pub(super) const CALL_BYTES: usize = 256 << 10;
 /// How long Redis remembers a publish by its idempotency key.
 const IDEM_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -142,39 +147,71 @@ impl Writer {
         }
     }
 
-    /// One round trip: the batch as one call of the publish script. A connection-level error,
-    /// or an error from the call as a whole, fails the whole attempt; the script answers each
-    /// publish on its own. `NOSCRIPT` (the script never ran) reloads it and runs it again.
+    /// One round trip: the batch as a pipeline of publish-script calls, each over a bounded
+    /// run of publishes (`calls`). A connection-level error fails the whole attempt; an error
+    /// from one call as a whole refuses that call's publishes; the script answers each publish
+    /// on its own. `NOSCRIPT` reloads the script and runs the batch again: a call that did run
+    /// remembered its publishes under their keys, so the rerun stores nothing twice.
     fn attempt(&mut self, batch: &mut [PublishReq]) -> RedisResult<Vec<Result<(u64, u64), PublishRefused>>> {
+        for req in batch.iter_mut() {
+            req.idempotency_key.get_or_insert_with(generate_key);
+        }
+        let runs = calls(batch);
         for _ in 0..2 {
             let sha = self.link.publish_sha()?;
             let (epoch, seen) = (self.shared.epoch_text(), self.shared.seen.load(Ordering::Acquire));
             let (cand_epoch, cand_base) = candidate_epoch();
             let now = crate::hub::system_clock_ms();
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(&sha).arg(2 + batch.len()).arg(META).arg(LOG);
-            for req in batch.iter_mut() {
-                let key = req.idempotency_key.get_or_insert_with(generate_key);
-                call.arg(format!("{IDEM_PREFIX}{key}"));
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for run in &runs {
+                let reqs = &batch[run.clone()];
+                let call = pipe.cmd("EVALSHA").arg(&sha).arg(2 + reqs.len()).arg(META).arg(LOG);
+                for req in reqs {
+                    call.arg(format!("{IDEM_PREFIX}{}", req.idempotency_key.as_deref().unwrap_or("")));
+                }
+                call.arg(IDEM_TTL_MS).arg(self.shared.maxlen).arg(now);
+                call.arg(&cand_epoch).arg(cand_base).arg(&epoch).arg(seen);
+                for req in reqs {
+                    call.arg(&*req.topic)
+                        .arg(req.event.as_deref().unwrap_or(""))
+                        .arg(req.content_type.as_deref().unwrap_or(""))
+                        .arg(&req.data[..])
+                        .arg(fingerprint(req));
+                }
             }
-            call.arg(IDEM_TTL_MS).arg(self.shared.maxlen).arg(now);
-            call.arg(&cand_epoch).arg(cand_base).arg(&epoch).arg(seen);
-            for req in batch.iter() {
-                call.arg(&*req.topic)
-                    .arg(req.event.as_deref().unwrap_or(""))
-                    .arg(req.content_type.as_deref().unwrap_or(""))
-                    .arg(&req.data[..])
-                    .arg(fingerprint(req));
+            let replies: Vec<RedisResult<Value>> = pipe.query(self.link.conn()?)?;
+            if replies.iter().any(|r| matches!(r, Err(e) if link::is_noscript(e))) {
+                self.link.scripts_lost();
+                continue;
             }
-            match call.query::<Value>(self.link.conn()?) {
-                Ok(reply) => return Ok(parse_batch(&reply, batch.len())),
-                // The script did not run: nothing was stored, running it again is safe.
-                Err(err) if link::is_noscript(&err) => self.link.scripts_lost(),
-                Err(err) => return Err(err),
+            let mut results = Vec::with_capacity(batch.len());
+            for (run, reply) in runs.iter().zip(&replies) {
+                results.extend(parse_call(reply, run.len()));
             }
+            return Ok(results);
         }
         Err(RedisError::from(std::io::Error::other("publish script not loadable")))
     }
+}
+
+/// Splits a batch into the runs one script call each takes: at most `CALL_MAX` publishes, and
+/// a publish that would take a run's bytes past `CALL_BYTES` starts the next.
+fn calls(batch: &[PublishReq]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, req) in batch.iter().enumerate() {
+        let n = size(req);
+        if i > start && (i - start == CALL_MAX || bytes + n > CALL_BYTES) {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < batch.len() {
+        runs.push(start..batch.len());
+    }
+    runs
 }
 
 /// Takes what the queue holds into `batch`, up to `BATCH_MAX` publishes and until their bytes
@@ -200,14 +237,20 @@ fn size(req: &PublishReq) -> usize {
         + req.content_type.as_deref().map_or(0, str::len)
 }
 
-/// The script's answers, one per publish. A reply that is not one answer per publish (a
-/// bug, or not our script) refuses them all: whatever happened, none is acknowledged unread.
-fn parse_batch(reply: &Value, expected: usize) -> Vec<Result<(u64, u64), PublishRefused>> {
+/// One script call's answers, one per publish. A call Redis refused as a whole, or a reply
+/// that is not one answer per publish (a bug, or not our script), refuses them all: whatever
+/// happened, none is acknowledged unread.
+fn parse_call(reply: &RedisResult<Value>, expected: usize) -> Vec<Result<(u64, u64), PublishRefused>> {
     match reply {
-        Value::Array(items) if items.len() == expected => items.iter().map(parse_stored).collect(),
+        Ok(Value::Array(items)) if items.len() == expected => items.iter().map(parse_stored).collect(),
         other => {
             log::warn!("redis: publish script gave {other:?} for {expected} publishes");
-            (0..expected).map(|_| Err(PublishRefused::Unavailable("cluster log gave an unreadable answer"))).collect()
+            let reason = if other.is_err() {
+                "cluster log refused the publish"
+            } else {
+                "cluster log gave an unreadable answer"
+            };
+            (0..expected).map(|_| Err(PublishRefused::Unavailable(reason))).collect()
         }
     }
 }
@@ -392,5 +435,22 @@ mod tests {
         batch.clear();
         gather(&rx, &mut batch);
         assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn a_round_trip_splits_into_calls_bounded_in_count_and_bytes() {
+        let small: Vec<PublishReq> = (0..CALL_MAX * 2 + 1).map(|i| req("/n", "x", &i.to_string())).collect();
+        let want = [0..CALL_MAX, CALL_MAX..2 * CALL_MAX, 2 * CALL_MAX..2 * CALL_MAX + 1];
+        assert_eq!(calls(&small), want);
+        let third = "y".repeat(CALL_BYTES / 3);
+        let huge = "z".repeat(CALL_BYTES + 1);
+        let mixed: Vec<PublishReq> = [&third, &third, &third, &huge, "x"]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| req("/n", d, &i.to_string()))
+            .collect();
+        // Three thirds plus the topics cross the bound: the third starts a call; the huge one
+        // goes alone.
+        assert_eq!(calls(&mixed), [0..2, 2..3, 3..4, 4..5]);
     }
 }
