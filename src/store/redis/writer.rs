@@ -32,9 +32,10 @@ pub(super) const BATCH_MAX: usize = 512;
 /// reach this, so its buffers stay small: 1 MiB plus at most one publish (`--max-body`).
 pub(super) const BATCH_BYTES: usize = 1 << 20;
 /// Publishes in one script call at most. Redis runs nothing else while a script runs, so a
-/// call must stay short against other clients (the tails' reads, other nodes' publishes):
-/// measured on the 2-core box, a call of 128 small publishes takes ~0.4 ms of Redis time,
-/// and the cost per publish rises past it (256: ~1.2 ms, 512: 2-5 ms; bench/RESULTS.md).
+/// call must stay short against other clients (the tails' reads, other nodes' publishes).
+/// Measured on the 2-core box (bench/RESULTS.md, "Cluster mode"): a call of 128 small
+/// publishes takes ~0.4 ms of Redis time (~1 ms on a loaded box) at ~3.4 µs per publish;
+/// bigger calls cost as much or more per publish and hold Redis longer (512: 2-5 ms).
 pub(super) const CALL_MAX: usize = 128;
 /// Bytes in one script call at most (the script copies each into the stream): a publish that
 /// would cross it starts the next call; one bigger than it goes alone.
