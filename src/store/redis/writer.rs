@@ -190,6 +190,8 @@ impl Writer {
             for (run, reply) in runs.iter().zip(&replies) {
                 results.extend(parse_call(reply, run.len()));
             }
+            // Every publish gets an answer, even from a pipeline reply short of calls.
+            results.resize(batch.len(), Err(PublishRefused::Unavailable("cluster log gave an unreadable answer")));
             return Ok(results);
         }
         Err(RedisError::from(std::io::Error::other("publish script not loadable")))
