@@ -17,32 +17,66 @@ pub(super) const LOG: &str = "{halley}:log";
 /// Prefix of the keys remembering a publish by its idempotency key.
 pub(super) const IDEM_PREFIX: &str = "{halley}:idem:";
 
-/// Publish: read or create the epoch, rotate it if the log went back below what this node has
-/// seen, take the next seq, append, remember the result under the idempotency key together
-/// with the publish's fingerprint (a hash of topic, event, content type and payload). A key
-/// already remembered with another fingerprint is someone else's publish: `conflict`.
-/// KEYS: meta, log, idem key. ARGV: idem ttl ms, maxlen, topic, event, content type, data,
-/// time ms, candidate epoch, candidate base, node's epoch, node's highest seq, fingerprint.
-/// Returns "epoch seq time", or "conflict".
+/// Publish a batch in one script call (one Lua invocation per batch, not per message: the
+/// per-call overhead was most of Redis's cost per publish). For each message, in order:
+/// a key already remembered (by Redis, or earlier in this batch) with the same fingerprint (a
+/// hash of topic, event, content type and payload) is a retry: its stored result again; with
+/// another fingerprint it is someone else's publish: `conflict`. Otherwise: read or create the
+/// epoch (rotating it if the log went back below what this node has seen), take the next seq,
+/// append with that seq as the entry id and an approximate `MAXLEN`, remember the result under
+/// the key with its fingerprint for the TTL. The seq counter is written once at the end (the
+/// script is atomic, so no one sees it in between, and an append Redis refuses takes no seq).
+/// An append Redis refuses (out of memory) answers that message `error ...` and the batch goes
+/// on. Keys and arguments grow with the batch, which the writer bounds (`writer::CALL_MAX`,
+/// `writer::CALL_BYTES`) so that one call never holds Redis for long.
+/// KEYS: meta, log, then one idempotency key per message. ARGV: idem ttl ms, maxlen, time ms,
+/// candidate epoch, candidate base, node's epoch, node's highest seq, then per message: topic,
+/// event, content type, data, fingerprint.
+/// Returns one string per message: "epoch seq time", "conflict" or "error <reason>".
 pub(super) const PUBLISH: &str = r#"
-local done = redis.call('GET', KEYS[3])
-if done then
-  local e, s, t, f = string.match(done, '^(%S+) (%S+) (%S+) (%S+)$')
-  if not e or f ~= ARGV[12] then return 'conflict' end
-  return e .. ' ' .. s .. ' ' .. t
+local n = #KEYS - 2
+if n < 1 then return {} end
+local done = redis.call('MGET', unpack(KEYS, 3))
+local now = ARGV[3]
+local epoch, seq
+local wrote = false
+local mine = {}
+local out = {}
+for i = 1, n do
+  local key = KEYS[i + 2]
+  local a = 7 + (i - 1) * 5
+  local fp = ARGV[a + 5]
+  local prev = mine[key] or done[i]
+  if prev then
+    local e, s, t, f = string.match(prev, '^(%S+) (%S+) (%S+) (%S+)$')
+    if (not e) or f ~= fp then out[i] = 'conflict' else out[i] = e .. ' ' .. s .. ' ' .. t end
+  else
+    if not epoch then
+      epoch = redis.call('HGET', KEYS[1], 'epoch')
+      seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+      if (not epoch) or (epoch == ARGV[6] and seq < tonumber(ARGV[7])) then
+        epoch = ARGV[4]
+        seq = tonumber(ARGV[5])
+        redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', ARGV[5], 'base', ARGV[5])
+      end
+    end
+    local id = string.format('%d', seq + 1)
+    local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-0',
+      'e', epoch, 't', ARGV[a + 1], 'v', ARGV[a + 2], 'c', ARGV[a + 3], 'd', ARGV[a + 4], 'ts', now)
+    if type(added) == 'table' and added.err then
+      out[i] = 'error ' .. added.err
+    else
+      seq = seq + 1
+      wrote = true
+      local result = epoch .. ' ' .. id .. ' ' .. now
+      mine[key] = result .. ' ' .. fp
+      redis.pcall('SET', key, mine[key], 'PX', ARGV[1])
+      out[i] = result
+    end
+  end
 end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if (not epoch) or (epoch == ARGV[10] and seq < tonumber(ARGV[11])) then
-  epoch = ARGV[8]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', ARGV[9], 'base', ARGV[9])
-end
-seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0',
-  'e', epoch, 't', ARGV[3], 'v', ARGV[4], 'c', ARGV[5], 'd', ARGV[6], 'ts', ARGV[7])
-local result = epoch .. ' ' .. seq .. ' ' .. ARGV[7]
-redis.call('SET', KEYS[3], result .. ' ' .. ARGV[12], 'PX', ARGV[1])
-return result
+if wrote then redis.call('HSET', KEYS[1], 'seq', string.format('%d', seq)) end
+return out
 "#;
 
 /// Read the log's epoch, creating it if there is none, and rotate it if it is `ARGV[3]` but
