@@ -37,6 +37,14 @@ impl Node {
         node
     }
 
+    /// SIGTERM, and waits for the graceful stop to end the process.
+    fn terminate(&mut self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM");
+        let status = self.child.wait().expect("wait for halley");
+        assert!(status.success(), "graceful stop: {status}");
+    }
+
     /// `kill -9`: no shutdown, nothing written anywhere.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -281,4 +289,39 @@ fn a_session_whose_node_is_alive_gets_the_reconnect_answer_on_another_node() {
     let unknown = format!("000{}", "0".repeat(32));
     let (_, connect) = bayeux_connect(b.addr, &unknown, 0);
     assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+}
+
+#[test]
+fn sessions_of_a_node_stopped_gracefully_are_adopted_at_once_with_nothing_lost() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let pid = pushlet_join(a.addr, "/ps");
+    let cid = bayeux_handshake(a.addr, "/bx");
+    let (_, first) = bayeux_connect(a.addr, &cid, 0);
+    assert_eq!(first["successful"], true, "{first}");
+    for i in 0..2 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    assert_eq!(pushlet_collect(a.addr, &pid, 2), names("p", 0..2));
+    assert_eq!(bayeux_collect(a.addr, &cid, 2), bayeux_names("b", 0..2));
+    let node = redis_get(&redis, &format!("{{halley}}:owner:{cid}")).expect("an owner key");
+
+    a.terminate();
+    // The heartbeat went with the graceful stop: no waiting out NODE_TTL.
+    assert!(!redis_exists(&redis, &format!("{{halley}}:node:{node}")), "the heartbeat outlived the node");
+    for i in 2..4 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    // The very next request on B adopts (no reconnect answer) and nothing is lost or doubled.
+    let (data, connect) = bayeux_connect(b.addr, &cid, 0);
+    assert_eq!(connect["successful"], true, "{connect}");
+    assert_eq!(data, bayeux_names("b", 2..4));
+    let r = pushlet(b.addr, &format!("p_event=refresh&p_id={pid}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (data, kinds) = pushlet_events(r.text());
+    assert!(!kinds.iter().any(|k| k == "error" || k == "abort"), "{}", r.text());
+    assert_eq!(data, names("p", 2..4));
 }

@@ -13,18 +13,20 @@
 //! - `{halley}:owner:<id>`: the node id serving it, `PX` the same lease;
 //! - `{halley}:node:<node>`: the node's heartbeat, `PX` `NODE_TTL`, renewed every
 //!   `NODE_BEAT` while the node runs. A node that died (`kill -9`) stops renewing it, and
-//!   its sessions become adoptable `NODE_TTL` later, long before their own leases end.
+//!   its sessions become adoptable `NODE_TTL` later, long before their own leases end. A
+//!   graceful stop (`RedisSessions::stop`) writes what is queued and deletes it: adoptable
+//!   at once.
 //!
 //! Adoption is one script: the owner key names a node whose heartbeat is alive (and which is
 //! not this one): "alive"; there is no record: "gone"; else this node takes the owner key and
 //! the record is returned. A write is one script too, refused when another live node owns the
 //! session (this node was taken for dead and its sessions adopted).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use redis::{RedisError, RedisResult};
 
 use super::link::Link;
@@ -117,7 +119,12 @@ impl std::fmt::Debug for SessionOp {
 pub struct RedisSessions {
     node: Box<str>,
     tx: Sender<SessionOp>,
-    stop: Arc<AtomicBool>,
+    /// Sending on it (or dropping it) stops the thread: it writes what is queued, deletes
+    /// the node's heartbeat, and drops `done`.
+    stop: Mutex<Option<Sender<()>>>,
+    /// Disconnected once the thread has finished.
+    done: Receiver<()>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl RedisSessions {
@@ -129,16 +136,45 @@ impl RedisSessions {
         getrandom::getrandom(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
         let node: Box<str> = random.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let thread = SessionThread {
             link: Link::new(client, "sessions", TIMEOUT),
             node: node.clone(),
-            stop: Arc::clone(&stop),
             next_beat: Instant::now(),
         };
-        std::thread::Builder::new().name("halley-redis-sessions".into()).spawn(move || thread.run(rx))?;
+        let handle = std::thread::Builder::new().name("halley-redis-sessions".into()).spawn(move || {
+            thread.run(rx, stop_rx);
+            drop(done_tx);
+        })?;
         log::info!("cluster mode: sessions in Redis, node id {node}");
-        Ok(Arc::new(RedisSessions { node, tx, stop }))
+        Ok(Arc::new(RedisSessions {
+            node,
+            tx,
+            stop: Mutex::new(Some(stop_tx)),
+            done,
+            thread: Mutex::new(Some(handle)),
+        }))
+    }
+
+    /// Graceful stop, once the workers are gone: the thread writes every queued record,
+    /// deletes this node's heartbeat (so its sessions are adoptable at once, not `NODE_TTL`
+    /// later), and ends. Waits for it at most `wait` (Redis may not answer).
+    pub fn stop(&self, wait: Duration) {
+        let stop = self.stop.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some(stop) = stop {
+            let _ = stop.try_send(());
+        }
+        match self.done.recv_timeout(wait) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                log::warn!("redis sessions: not stopped within {wait:?}; queued records may be lost");
+            }
+            _ => {
+                if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = handle.join();
+                }
+            }
+        }
     }
 
     /// This node's id, as its owner keys and heartbeat name it.
@@ -158,35 +194,47 @@ impl RedisSessions {
     }
 }
 
-impl Drop for RedisSessions {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
-}
-
 struct SessionThread {
     link: Link,
     node: Box<str>,
-    stop: Arc<AtomicBool>,
     next_beat: Instant,
 }
 
 impl SessionThread {
-    fn run(mut self, rx: Receiver<SessionOp>) {
+    /// Serves `rx` and beats until `stop` fires or is dropped; then drains.
+    fn run(mut self, rx: Receiver<SessionOp>, stop: Receiver<()>) {
         loop {
-            if self.stop.load(Ordering::Acquire) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= self.next_beat {
+            if Instant::now() >= self.next_beat {
                 self.beat();
             }
             let wait = self.next_beat.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(op) => self.run_op(op),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            crossbeam_channel::select! {
+                recv(rx) -> op => match op {
+                    Ok(op) => self.run_op(op),
+                    Err(_) => return,
+                },
+                recv(stop) -> _ => break,
+                default(wait) => {}
             }
+        }
+        self.drain(&rx);
+    }
+
+    /// The node is stopping: the queued writes go out (the workers answered their last
+    /// rounds and saved the cursors before they ended), then the heartbeat is deleted, so
+    /// other nodes adopt this node's sessions at their next request.
+    fn drain(&mut self, rx: &Receiver<SessionOp>) {
+        loop {
+            match rx.try_recv() {
+                Ok(SessionOp::Lookup { reply, .. }) => reply(Lookup::Unavailable),
+                Ok(op) => self.run_op(op),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let key = format!("{NODE_PREFIX}{}", self.node);
+        match self.link.conn().and_then(|c| redis::cmd("DEL").arg(&key).query::<()>(c)) {
+            Ok(()) => log::info!("redis sessions: node {} left; its sessions are adoptable", self.node),
+            Err(err) => log::warn!("redis sessions: deleting the heartbeat: {err}"),
         }
     }
 
