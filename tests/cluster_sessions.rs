@@ -325,3 +325,30 @@ fn sessions_of_a_node_stopped_gracefully_are_adopted_at_once_with_nothing_lost()
     assert!(!kinds.iter().any(|k| k == "error" || k == "abort"), "{}", r.text());
     assert_eq!(data, names("p", 2..4));
 }
+
+/// One lookup on the session thread, parked at `at`; its answer.
+fn look_up(sessions: &halley::store::RedisSessions, id: &str, at: Instant) -> halley::store::Lookup {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reply = Box::new(move |answer| {
+        let _ = tx.send(answer);
+    });
+    sessions.send(halley::store::SessionOp::Lookup { id: id.into(), at, reply });
+    rx.recv_timeout(WAIT).expect("a lookup answer")
+}
+
+#[test]
+fn a_lookup_parked_past_its_deadline_is_answered_unavailable_without_redis() {
+    use halley::store::{Lookup, RedisSessions, LOOKUP_DEADLINE};
+    let redis = Redis::start(false);
+    let sessions = RedisSessions::start(&redis.url()).expect("session thread");
+    let id = format!("001{}", "a".repeat(32));
+    assert!(redis.command(&format!("SET {{halley}}:sess:{id} record\r\n")).is_some_and(|r| r.starts_with("+OK")));
+
+    // Parked too long: not asked, so the record is not adopted (the owner key stays unset).
+    let stale = Instant::now().checked_sub(LOOKUP_DEADLINE + Duration::from_millis(500)).expect("an old instant");
+    assert_eq!(look_up(&sessions, &id, stale), Lookup::Unavailable);
+    assert!(!redis_exists(&redis, &format!("{{halley}}:owner:{id}")), "a stale lookup reached Redis");
+    // A fresh one is.
+    assert_eq!(look_up(&sessions, &id, Instant::now()), Lookup::Adopted("record".into()));
+    sessions.stop(WAIT);
+}

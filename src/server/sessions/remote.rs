@@ -134,7 +134,7 @@ pub(in crate::server) fn look_up(core: &mut Core, key: usize, id: &str, request:
             }
         }
     });
-    cluster.send(SessionOp::Lookup { id: id.into(), reply });
+    cluster.send(SessionOp::Lookup { id: id.into(), at: std::time::Instant::now(), reply });
 }
 
 /// A looked-up request is back: install the adopted session (if it was), then dispatch the

@@ -38,6 +38,9 @@ const QUEUE: usize = 8 * 1024;
 pub const NODE_BEAT: Duration = Duration::from_millis(1000);
 /// How long a heartbeat lives: a node silent this long is taken for dead.
 pub const NODE_TTL: Duration = Duration::from_millis(3000);
+/// A lookup older than this is answered `Unavailable` without asking Redis: its client has
+/// waited long enough, and answering stale lookups first would only make the queue longer.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 /// Read and write timeout of the session link.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -101,7 +104,8 @@ pub enum SessionOp {
     /// The session ended here: delete it, if this node still owns it.
     Del { id: Box<str> },
     /// A request for a session this node does not hold: adopt it if its owner is gone.
-    Lookup { id: Box<str>, reply: LookupReply },
+    /// `at`: when it was parked (see `LOOKUP_DEADLINE`).
+    Lookup { id: Box<str>, at: Instant, reply: LookupReply },
 }
 
 impl std::fmt::Debug for SessionOp {
@@ -142,6 +146,7 @@ impl RedisSessions {
             link: Link::new(client, "sessions", TIMEOUT),
             node: node.clone(),
             next_beat: Instant::now(),
+            down_until: None,
         };
         let handle = std::thread::Builder::new().name("halley-redis-sessions".into()).spawn(move || {
             thread.run(rx, stop_rx);
@@ -198,6 +203,9 @@ struct SessionThread {
     link: Link,
     node: Box<str>,
     next_beat: Instant,
+    /// After a failure, until when the link backs off: lookups meanwhile are answered
+    /// `Unavailable` at once instead of each waiting out a connect timeout.
+    down_until: Option<Instant>,
 }
 
 impl SessionThread {
@@ -248,11 +256,14 @@ impl SessionThread {
         match result {
             Ok(()) => {
                 self.link.succeeded();
+                self.down_until = None;
                 self.next_beat = Instant::now() + NODE_BEAT;
             }
             Err(err) => {
                 self.link.failed(&err);
-                self.next_beat = Instant::now() + self.link.backoff().min(NODE_BEAT);
+                let backoff = self.link.backoff();
+                self.down_until = Some(Instant::now() + backoff);
+                self.next_beat = Instant::now() + backoff.min(NODE_BEAT);
             }
         }
     }
@@ -273,7 +284,8 @@ impl SessionThread {
                     log::debug!("redis sessions: delete: {err}");
                 }
             }
-            SessionOp::Lookup { id, reply } => {
+            SessionOp::Lookup { at, reply, .. } if self.unanswerable(at) => reply(Lookup::Unavailable),
+            SessionOp::Lookup { id, reply, .. } => {
                 let answer = match self.script::<(String, String)>(ADOPT, &id, &[]) {
                     Ok((kind, record)) => match kind.as_str() {
                         "adopted" => Lookup::Adopted(record),
@@ -288,6 +300,13 @@ impl SessionThread {
                 reply(answer);
             }
         }
+    }
+
+    /// Whether a lookup parked at `at` is answered `Unavailable` without asking Redis: it is
+    /// past `LOOKUP_DEADLINE`, or the link is backing off after a failure.
+    fn unanswerable(&self, at: Instant) -> bool {
+        let now = Instant::now();
+        now.saturating_duration_since(at) > LOOKUP_DEADLINE || self.down_until.is_some_and(|until| now < until)
     }
 
     /// Runs one of the scripts on `id`'s keys (`EVAL`: these are small and rare enough that
@@ -305,10 +324,16 @@ impl SessionThread {
             match result {
                 Ok(value) => {
                     self.link.succeeded();
+                    self.down_until = None;
                     return Ok(value);
                 }
                 Err(err) => {
                     self.link.failed(&err);
+                    if !err.is_io_error() && !err.is_timeout() && !err.is_connection_dropped() {
+                        // Redis answered (a script error): the link is fine.
+                        return Err(err);
+                    }
+                    self.down_until = Some(Instant::now() + self.link.backoff());
                     let retry = err.is_io_error() || err.is_connection_dropped();
                     last = Some(err);
                     if !retry {
