@@ -20,10 +20,16 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis) -> Node {
+        Node::start_with(redis, &[])
+    }
+
+    /// A node with more `halley serve` arguments.
+    fn start_with(redis: &Redis, extra: &[&str]) -> Node {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = Command::new(env!("CARGO_BIN_EXE_halley"))
             .args(["serve", "--listen", &addr.to_string(), "--workers", "2", "--redis", &redis.url()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -351,4 +357,33 @@ fn a_lookup_parked_past_its_deadline_is_answered_unavailable_without_redis() {
     // A fresh one is.
     assert_eq!(look_up(&sessions, &id, Instant::now()), Lookup::Adopted("record".into()));
     sessions.stop(WAIT);
+}
+
+/// `SET key value` in RESP (the value may hold spaces and quotes).
+fn redis_set(redis: &Redis, key: &str, value: &str) {
+    let line = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n", key.len(), value.len());
+    assert!(redis.command(&line).is_some_and(|r| r.starts_with("+OK")), "SET {key}");
+}
+
+#[test]
+fn a_session_whose_token_expired_without_a_node_is_refused_and_deleted() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let expired = pushlet_join(a.addr, "/ps");
+    // Its token ran out while its node was down (as a record with a token grant).
+    let key = format!("{{halley}}:sess:{expired}");
+    let mut record: Value = serde_json::from_str(&redis_get(&redis, &key).expect("a record")).expect("json");
+    record["grant"] = json!({"kind": "token", "sub": "x", "expires_ms": 1000, "publish": [], "subscribe": ["/ps"]});
+    a.kill();
+    redis_set(&redis, &key, &record.to_string());
+    wait_owner_dead(&redis, &expired);
+
+    // Refused with the join-again answer, and the session is gone from Redis: the owner key
+    // does not name B, which will never serve it.
+    let r = pushlet(b.addr, &format!("p_event=refresh&p_id={expired}"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("Invalid or expired id"), "{}", r.text());
+    wait_until("the expired session to go", || !redis_exists(&redis, &key));
+    assert!(!redis_exists(&redis, &format!("{{halley}}:owner:{expired}")), "owner key left");
 }

@@ -66,6 +66,12 @@ return 1
 "#;
 
 /// KEYS: owner, record. ARGV: node id.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
+
+/// KEYS: owner, record. ARGV: node id.
 const DEL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1
@@ -103,6 +109,9 @@ pub enum SessionOp {
     Put { id: Box<str>, record: String, ttl: Duration },
     /// The session ended here: delete it, if this node still owns it.
     Del { id: Box<str> },
+    /// This node took the owner key in a lookup but does not serve the session: give the
+    /// key up (if still this node's), keeping the record for another node.
+    Release { id: Box<str> },
     /// A request for a session this node does not hold: adopt it if its owner is gone.
     /// `at`: when it was parked (see `LOOKUP_DEADLINE`).
     Lookup { id: Box<str>, at: Instant, reply: LookupReply },
@@ -113,6 +122,7 @@ impl std::fmt::Debug for SessionOp {
         match self {
             SessionOp::Put { id, ttl, .. } => f.debug_struct("Put").field("id", id).field("ttl", ttl).finish(),
             SessionOp::Del { id } => f.debug_struct("Del").field("id", id).finish(),
+            SessionOp::Release { id } => f.debug_struct("Release").field("id", id).finish(),
             SessionOp::Lookup { id, .. } => f.debug_struct("Lookup").field("id", id).finish(),
         }
     }
@@ -282,6 +292,11 @@ impl SessionThread {
             SessionOp::Del { id } => {
                 if let Err(err) = self.script::<i64>(DEL, &id, &[]) {
                     log::debug!("redis sessions: delete: {err}");
+                }
+            }
+            SessionOp::Release { id } => {
+                if let Err(err) = self.script::<i64>(RELEASE, &id, &[]) {
+                    log::debug!("redis sessions: release: {err}");
                 }
             }
             SessionOp::Lookup { at, reply, .. } if self.unanswerable(at) => reply(Lookup::Unavailable),
