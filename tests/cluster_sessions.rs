@@ -387,3 +387,30 @@ fn a_session_whose_token_expired_without_a_node_is_refused_and_deleted() {
     wait_until("the expired session to go", || !redis_exists(&redis, &key));
     assert!(!redis_exists(&redis, &format!("{{halley}}:owner:{expired}")), "owner key left");
 }
+
+/// How many `EVAL`s Redis has run (the session scripts; the log uses `EVALSHA`).
+fn evals(redis: &Redis) -> u64 {
+    let info = redis.command("INFO commandstats\r\n").expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn lookups_are_charged_to_the_clients_address() {
+    let redis = Redis::start(false);
+    // One session per second per address and worker, bursts of two.
+    let b = Node::start_with(&redis, &["--session-create-rate", "1"]);
+    let before = evals(&redis);
+    for i in 0..10 {
+        // Well-formed ids with one owner prefix (one worker's limiter), held by nobody.
+        let unknown = format!("000{i:032x}");
+        let (_, connect) = bayeux_connect(b.addr, &unknown, 0);
+        assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+    }
+    // The burst was looked up, the rest answered without a script on Redis (the rate may
+    // have added one more while the loop ran).
+    let looked = evals(&redis) - before;
+    assert!((2..=3).contains(&looked), "{looked} lookups reached Redis");
+}

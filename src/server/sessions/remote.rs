@@ -112,6 +112,14 @@ pub(in crate::server) fn wants_lookup(core: &mut Core, id: &str) -> bool {
 /// The answer comes back through this worker's hand-off inbox (`resume`).
 pub(in crate::server) fn look_up(core: &mut Core, key: usize, id: &str, request: Request, body: Vec<u8>) {
     let Some(cluster) = core.shared.cluster_sessions.clone() else { return };
+    // Any well-formed id costs a script on Redis: an address that looks up faster than it
+    // may create sessions gets the answer for a session this node does not hold, at once.
+    if !core.sessions.admit_lookup(core.conns.peer_ip(key)) {
+        core.sessions.looked_up = Some(id.into());
+        dispatch::dispatch(core, key, request, body);
+        core.sessions.looked_up = None;
+        return;
+    }
     let carry = Carry::Looked { request, body, found: Lookup::Unavailable };
     let Some(mut parked) = handoff::detach(core, key, carry) else { return };
     let shared = Arc::clone(&core.shared);

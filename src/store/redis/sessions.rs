@@ -3,7 +3,8 @@
 //!
 //! One thread owns one Redis connection and does every session write and lookup; a worker
 //! never waits on Redis. Workers send `SessionOp`s on a bounded channel with `try_send` (a
-//! full channel drops a `Put`, and the session's next answered round writes again); a lookup
+//! full channel drops a `Put`, and the session's next answered round writes again); lookups
+//! have their own smaller channel, so that a flood of them cannot crowd writes out; a lookup
 //! carries a callback that the thread calls with the answer, which sends the parked
 //! connection back to its worker's inbox.
 //!
@@ -38,6 +39,9 @@ const QUEUE: usize = 8 * 1024;
 pub const NODE_BEAT: Duration = Duration::from_millis(1000);
 /// How long a heartbeat lives: a node silent this long is taken for dead.
 pub const NODE_TTL: Duration = Duration::from_millis(3000);
+/// Lookups queued at most, on their own channel so that a flood of them cannot crowd out
+/// record writes; a full one answers `Lookup::Unavailable` at once.
+const LOOKUP_QUEUE: usize = 256;
 /// A lookup older than this is answered `Unavailable` without asking Redis: its client has
 /// waited long enough, and answering stale lookups first would only make the queue longer.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
@@ -133,6 +137,7 @@ impl std::fmt::Debug for SessionOp {
 pub struct RedisSessions {
     node: Box<str>,
     tx: Sender<SessionOp>,
+    lookups: Sender<SessionOp>,
     /// Sending on it (or dropping it) stops the thread: it writes what is queued, deletes
     /// the node's heartbeat, and drops `done`.
     stop: Mutex<Option<Sender<()>>>,
@@ -150,6 +155,7 @@ impl RedisSessions {
         getrandom::getrandom(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
         let node: Box<str> = random.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let (lookups, lookup_rx) = crossbeam_channel::bounded(LOOKUP_QUEUE);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let thread = SessionThread {
@@ -159,13 +165,14 @@ impl RedisSessions {
             down_until: None,
         };
         let handle = std::thread::Builder::new().name("halley-redis-sessions".into()).spawn(move || {
-            thread.run(rx, stop_rx);
+            thread.run(rx, lookup_rx, stop_rx);
             drop(done_tx);
         })?;
         log::info!("cluster mode: sessions in Redis, node id {node}");
         Ok(Arc::new(RedisSessions {
             node,
             tx,
+            lookups,
             stop: Mutex::new(Some(stop_tx)),
             done,
             thread: Mutex::new(Some(handle)),
@@ -199,7 +206,8 @@ impl RedisSessions {
 
     /// Queues `op` without waiting. A refused lookup is answered `Unavailable` at once.
     pub fn send(&self, op: SessionOp) {
-        match self.tx.try_send(op) {
+        let queue = if matches!(op, SessionOp::Lookup { .. }) { &self.lookups } else { &self.tx };
+        match queue.try_send(op) {
             Ok(()) => {}
             Err(TrySendError::Full(op) | TrySendError::Disconnected(op)) => match op {
                 SessionOp::Lookup { reply, .. } => reply(Lookup::Unavailable),
@@ -220,7 +228,7 @@ struct SessionThread {
 
 impl SessionThread {
     /// Serves `rx` and beats until `stop` fires or is dropped; then drains.
-    fn run(mut self, rx: Receiver<SessionOp>, stop: Receiver<()>) {
+    fn run(mut self, rx: Receiver<SessionOp>, lookups: Receiver<SessionOp>, stop: Receiver<()>) {
         loop {
             if Instant::now() >= self.next_beat {
                 self.beat();
@@ -231,9 +239,16 @@ impl SessionThread {
                     Ok(op) => self.run_op(op),
                     Err(_) => return,
                 },
+                recv(lookups) -> op => match op {
+                    Ok(op) => self.run_op(op),
+                    Err(_) => return,
+                },
                 recv(stop) -> _ => break,
                 default(wait) => {}
             }
+        }
+        while let Ok(SessionOp::Lookup { reply, .. }) = lookups.try_recv() {
+            reply(Lookup::Unavailable);
         }
         self.drain(&rx);
     }
