@@ -20,10 +20,16 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis) -> Node {
+        Node::start_with(redis, &[])
+    }
+
+    /// A node with more `halley serve` arguments.
+    fn start_with(redis: &Redis, extra: &[&str]) -> Node {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let child = Command::new(env!("CARGO_BIN_EXE_halley"))
             .args(["serve", "--listen", &addr.to_string(), "--workers", "2", "--redis", &redis.url()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -35,6 +41,14 @@ impl Node {
             std::net::TcpStream::connect(addr).is_ok() && Client::connect(addr).get("/ready").status == 200
         });
         node
+    }
+
+    /// SIGTERM, and waits for the graceful stop to end the process.
+    fn terminate(&mut self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM");
+        let status = self.child.wait().expect("wait for halley");
+        assert!(status.success(), "graceful stop: {status}");
     }
 
     /// `kill -9`: no shutdown, nothing written anywhere.
@@ -281,4 +295,122 @@ fn a_session_whose_node_is_alive_gets_the_reconnect_answer_on_another_node() {
     let unknown = format!("000{}", "0".repeat(32));
     let (_, connect) = bayeux_connect(b.addr, &unknown, 0);
     assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+}
+
+#[test]
+fn sessions_of_a_node_stopped_gracefully_are_adopted_at_once_with_nothing_lost() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let pid = pushlet_join(a.addr, "/ps");
+    let cid = bayeux_handshake(a.addr, "/bx");
+    let (_, first) = bayeux_connect(a.addr, &cid, 0);
+    assert_eq!(first["successful"], true, "{first}");
+    for i in 0..2 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    assert_eq!(pushlet_collect(a.addr, &pid, 2), names("p", 0..2));
+    assert_eq!(bayeux_collect(a.addr, &cid, 2), bayeux_names("b", 0..2));
+    let node = redis_get(&redis, &format!("{{halley}}:owner:{cid}")).expect("an owner key");
+
+    a.terminate();
+    // The heartbeat went with the graceful stop: no waiting out NODE_TTL.
+    assert!(!redis_exists(&redis, &format!("{{halley}}:node:{node}")), "the heartbeat outlived the node");
+    for i in 2..4 {
+        publish(b.addr, "/ps", &format!("p{i}"));
+        publish(b.addr, "/bx", &format!("b{i}"));
+    }
+    // The very next request on B adopts (no reconnect answer) and nothing is lost or doubled.
+    let (data, connect) = bayeux_connect(b.addr, &cid, 0);
+    assert_eq!(connect["successful"], true, "{connect}");
+    assert_eq!(data, bayeux_names("b", 2..4));
+    let r = pushlet(b.addr, &format!("p_event=refresh&p_id={pid}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (data, kinds) = pushlet_events(r.text());
+    assert!(!kinds.iter().any(|k| k == "error" || k == "abort"), "{}", r.text());
+    assert_eq!(data, names("p", 2..4));
+}
+
+/// One lookup on the session thread, parked at `at`; its answer.
+fn look_up(sessions: &halley::store::RedisSessions, id: &str, at: Instant) -> halley::store::Lookup {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reply = Box::new(move |answer| {
+        let _ = tx.send(answer);
+    });
+    sessions.send(halley::store::SessionOp::Lookup { id: id.into(), at, reply });
+    rx.recv_timeout(WAIT).expect("a lookup answer")
+}
+
+#[test]
+fn a_lookup_parked_past_its_deadline_is_answered_unavailable_without_redis() {
+    use halley::store::{Lookup, RedisSessions, LOOKUP_DEADLINE};
+    let redis = Redis::start(false);
+    let sessions = RedisSessions::start(&redis.url()).expect("session thread");
+    let id = format!("001{}", "a".repeat(32));
+    assert!(redis.command(&format!("SET {{halley}}:sess:{id} record\r\n")).is_some_and(|r| r.starts_with("+OK")));
+
+    // Parked too long: not asked, so the record is not adopted (the owner key stays unset).
+    let stale = Instant::now().checked_sub(LOOKUP_DEADLINE + Duration::from_millis(500)).expect("an old instant");
+    assert_eq!(look_up(&sessions, &id, stale), Lookup::Unavailable);
+    assert!(!redis_exists(&redis, &format!("{{halley}}:owner:{id}")), "a stale lookup reached Redis");
+    // A fresh one is.
+    assert_eq!(look_up(&sessions, &id, Instant::now()), Lookup::Adopted("record".into()));
+    sessions.stop(WAIT);
+}
+
+/// `SET key value` in RESP (the value may hold spaces and quotes).
+fn redis_set(redis: &Redis, key: &str, value: &str) {
+    let line = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n", key.len(), value.len());
+    assert!(redis.command(&line).is_some_and(|r| r.starts_with("+OK")), "SET {key}");
+}
+
+#[test]
+fn a_session_whose_token_expired_without_a_node_is_refused_and_deleted() {
+    let redis = Redis::start(false);
+    let mut a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let expired = pushlet_join(a.addr, "/ps");
+    // Its token ran out while its node was down (as a record with a token grant).
+    let key = format!("{{halley}}:sess:{expired}");
+    let mut record: Value = serde_json::from_str(&redis_get(&redis, &key).expect("a record")).expect("json");
+    record["grant"] = json!({"kind": "token", "sub": "x", "expires_ms": 1000, "publish": [], "subscribe": ["/ps"]});
+    a.kill();
+    redis_set(&redis, &key, &record.to_string());
+    wait_owner_dead(&redis, &expired);
+
+    // Refused with the join-again answer, and the session is gone from Redis: the owner key
+    // does not name B, which will never serve it.
+    let r = pushlet(b.addr, &format!("p_event=refresh&p_id={expired}"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("Invalid or expired id"), "{}", r.text());
+    wait_until("the expired session to go", || !redis_exists(&redis, &key));
+    assert!(!redis_exists(&redis, &format!("{{halley}}:owner:{expired}")), "owner key left");
+}
+
+/// How many `EVAL`s Redis has run (the session scripts; the log uses `EVALSHA`).
+fn evals(redis: &Redis) -> u64 {
+    let info = redis.command("INFO commandstats\r\n").expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn lookups_are_charged_to_the_clients_address() {
+    let redis = Redis::start(false);
+    // One session per second per address and worker, bursts of two.
+    let b = Node::start_with(&redis, &["--session-create-rate", "1"]);
+    let before = evals(&redis);
+    for i in 0..10 {
+        // Well-formed ids with one owner prefix (one worker's limiter), held by nobody.
+        let unknown = format!("000{i:032x}");
+        let (_, connect) = bayeux_connect(b.addr, &unknown, 0);
+        assert_eq!(connect["advice"]["reconnect"], "handshake", "{connect}");
+    }
+    // The burst was looked up, the rest answered without a script on Redis (the rate may
+    // have added one more while the loop ran).
+    let looked = evals(&redis) - before;
+    assert!((2..=3).contains(&looked), "{looked} lookups reached Redis");
 }

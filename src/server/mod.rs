@@ -421,6 +421,11 @@ impl Server {
                 panicked = Some(panic);
             }
         }
+        // Cluster mode: the workers saved their sessions' last cursors; those writes go out,
+        // then the heartbeat goes, so other nodes adopt the sessions at once.
+        if let Some(sessions) = &self.shared.cluster_sessions {
+            sessions.stop(LOG_STOP_WAIT);
+        }
         if let Some(hub) = self.hub.take() {
             let _ = hub.tx.send(HubCmd::Shutdown);
             let _ = hub.join.join();

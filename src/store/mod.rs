@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::memory::{MemoryStore, SnapshotError, SnapshotLoaded, SNAPSHOT_VERSION};
-pub use self::redis::sessions::{Lookup, LookupReply, RedisSessions, SessionOp};
+pub use self::redis::sessions::{Lookup, LookupReply, RedisSessions, SessionOp, LOOKUP_DEADLINE};
 pub use self::redis::RedisStore;
 use crate::model::{Epoch, Message, Selector};
 

@@ -216,6 +216,13 @@ impl Sessions {
         self.insert(entry, timers)
     }
 
+    /// Cluster mode: whether a client at `peer` may have a session looked up in Redis now.
+    /// A lookup costs a script on Redis and may adopt a session into the pool, so it is
+    /// charged like a creation (`--session-create-rate` per address).
+    pub fn admit_lookup(&mut self, peer: Option<IpAddr>) -> bool {
+        self.admission.allow(peer, Instant::now())
+    }
+
     /// Cluster mode: adds a session adopted from Redis (`remote.rs`), with its id and state;
     /// `used` as its old node had it. It takes a place in the pool like a new session, but is
     /// not counted against its client's creation rate (it was created before).

@@ -112,6 +112,14 @@ pub(in crate::server) fn wants_lookup(core: &mut Core, id: &str) -> bool {
 /// The answer comes back through this worker's hand-off inbox (`resume`).
 pub(in crate::server) fn look_up(core: &mut Core, key: usize, id: &str, request: Request, body: Vec<u8>) {
     let Some(cluster) = core.shared.cluster_sessions.clone() else { return };
+    // Any well-formed id costs a script on Redis: an address that looks up faster than it
+    // may create sessions gets the answer for a session this node does not hold, at once.
+    if !core.sessions.admit_lookup(core.conns.peer_ip(key)) {
+        core.sessions.looked_up = Some(id.into());
+        dispatch::dispatch(core, key, request, body);
+        core.sessions.looked_up = None;
+        return;
+    }
     let carry = Carry::Looked { request, body, found: Lookup::Unavailable };
     let Some(mut parked) = handoff::detach(core, key, carry) else { return };
     let shared = Arc::clone(&core.shared);
@@ -134,14 +142,30 @@ pub(in crate::server) fn look_up(core: &mut Core, key: usize, id: &str, request:
             }
         }
     });
-    cluster.send(SessionOp::Lookup { id: id.into(), reply });
+    cluster.send(SessionOp::Lookup { id: id.into(), at: std::time::Instant::now(), reply });
 }
 
 /// A looked-up request is back: install the adopted session (if it was), then dispatch the
 /// request as if it had just been read.
 pub(in crate::server) fn resume(core: &mut Core, key: usize, request: Request, body: Vec<u8>, found: Lookup) {
+    let asked = request_session(&request, &body);
     let id = match found {
-        Lookup::Adopted(record) => adopt(core, &record),
+        Lookup::Adopted(record) => match adopt(core, &record) {
+            Ok(id) => Some(id),
+            Err(refused) => {
+                // The lookup made this node the owner: a session it will not serve must not
+                // stay named after it (no other node would adopt it while this one lives).
+                if let (Some(cluster), Some(id)) = (&core.shared.cluster_sessions, &asked) {
+                    log::debug!("worker {}: adoption refused: {refused:?}", core.id);
+                    let id: Box<str> = id.as_str().into();
+                    cluster.send(match refused {
+                        Refused::Dead => SessionOp::Del { id },
+                        Refused::Busy => SessionOp::Release { id },
+                    });
+                }
+                None
+            }
+        },
         Lookup::Alive | Lookup::Gone | Lookup::Unavailable => {
             log::debug!("worker {}: session lookup: {found:?}", core.id);
             None
@@ -149,7 +173,7 @@ pub(in crate::server) fn resume(core: &mut Core, key: usize, request: Request, b
     };
     // The request is dispatched once more; it must not be looked up again if the session
     // is still not here.
-    core.sessions.looked_up = id.or_else(|| Some(request_session(&request, &body)?.into()));
+    core.sessions.looked_up = id.or_else(|| asked.map(Into::into));
     dispatch::dispatch(core, key, request, body);
     core.sessions.looked_up = None;
     io::pump(core, key);
@@ -170,36 +194,52 @@ fn request_session(request: &Request, body: &[u8]) -> Option<String> {
     batch.iter().find_map(|m| m.client_id.as_deref().map(str::to_owned))
 }
 
-/// Installs the session `record` describes on this worker; its id, or `None` if the record
-/// does not hold together or the pool is full (the client is then told to start over).
-fn adopt(core: &mut Core, record: &str) -> Option<Box<str>> {
+/// Why a looked-up session was not installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The record can never be served (it does not parse, is of another version, its
+    /// grant's selectors do not parse, or its token has expired): it is deleted.
+    Dead,
+    /// This worker cannot take it now (pool full, or not its owner): the owner key is
+    /// released, the record kept for another node or a later try.
+    Busy,
+}
+
+/// Installs the session `record` describes on this worker; its id, or why not (the client is
+/// then told to start over).
+fn adopt(core: &mut Core, record: &str) -> Result<Box<str>, Refused> {
     let record: Record = match serde_json::from_str(record) {
         Ok(record) => record,
         Err(e) => {
             log::warn!("worker {}: a session record in Redis does not parse: {e}", core.id);
-            return None;
+            return Err(Refused::Dead);
         }
     };
     if record.v != VERSION {
-        return None;
+        return Err(Refused::Dead);
     }
-    let grant = Grant::from_record(record.grant)?;
+    let grant = Grant::from_record(record.grant).ok_or(Refused::Dead)?;
+    // A session ends when its token expires; one whose token expired while it had no node
+    // is over, not adopted with rights nobody holds any more.
+    if grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+        return Err(Refused::Dead);
+    }
     let state = match record.state {
-        Kept::Bayeux(snap) => SessionState::Bayeux(Box::new(bayeux::Session::restore(snap)?)),
-        Kept::Pushlet(snap) => SessionState::Pushlet(Box::new(pushlet::Session::restore(snap)?)),
+        Kept::Bayeux(snap) => SessionState::Bayeux(Box::new(bayeux::Session::restore(snap).ok_or(Refused::Dead)?)),
+        Kept::Pushlet(snap) => SessionState::Pushlet(Box::new(pushlet::Session::restore(snap).ok_or(Refused::Dead)?)),
     };
     let id: Box<str> = match &state {
         SessionState::Bayeux(session) => session.client_id().into(),
         SessionState::Pushlet(session) => session.id().into(),
     };
     if core.sessions.key_of(&id).is_some() || owner(core, &id) != Some(core.id) {
-        return None;
+        return Err(Refused::Busy);
     }
     let entry = SessionEntry::new(id.clone(), state, Duration::from_millis(record.lease_ms)).with_grant(grant);
-    let skey = core.sessions.add_adopted(entry, record.used, &mut core.conns.timers).ok()?;
+    let skey = core.sessions.add_adopted(entry, record.used, &mut core.conns.timers).map_err(|_| Refused::Busy)?;
     log::info!("worker {}: adopted a {} session from Redis", core.id, kind(core, skey));
     save(core, skey);
-    Some(id)
+    Ok(id)
 }
 
 fn kind(core: &Core, skey: usize) -> &'static str {
