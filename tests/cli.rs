@@ -229,15 +229,7 @@ fn record_one(listener: &TcpListener, reply: &str) -> String {
 }
 
 fn read_head(stream: &mut TcpStream) -> String {
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).expect("read request");
-        assert!(n > 0, "client closed before its request was complete");
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    text(&seen)
+    util::read_request_head(stream)
 }
 
 /// The value of header `name` in a request head, if present.

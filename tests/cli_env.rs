@@ -3,13 +3,12 @@
 //! break them, while `serve` still reads (and refuses) it. The binary runs against a canned
 //! server over loopback.
 
+mod util;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::thread;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Environment values that `serve` refuses.
 const BAD_ENV: [(&str, &str); 3] =
@@ -23,21 +22,14 @@ fn halley(args: &[&str]) -> Command {
 
 /// Reads one request head and answers it with `status` and a JSON `body`.
 fn answer(stream: &mut TcpStream, status: &str, body: &str) -> String {
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).expect("read request");
-        assert!(n > 0, "client closed before its request was complete");
-        seen.extend_from_slice(&chunk[..n]);
-    }
+    let request = util::read_request_head(stream);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write head");
     stream.write_all(body.as_bytes()).expect("write body");
-    String::from_utf8_lossy(&seen).lines().next().unwrap_or("").to_owned()
+    request.lines().next().unwrap_or("").to_owned()
 }
 
 fn text(output: &Output) -> String {

@@ -3,26 +3,19 @@
 //! reported on stderr and skipped, the next message is printed (header line and data block), and the next poll resumes after
 //! both instead of retrying the poison message for ever.
 
+mod util;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(10);
+use util::WAIT;
 
 /// Reads one request head from `stream` and returns its request line.
 fn request_line(stream: &mut TcpStream) -> String {
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).expect("read request");
-        assert!(n > 0, "client closed before its request was complete");
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&seen).lines().next().unwrap_or("").to_owned()
+    util::read_request_head(stream).lines().next().unwrap_or("").to_owned()
 }
 
 #[test]

@@ -421,3 +421,18 @@ impl StreamClient {
         }
     }
 }
+
+/// Reads one HTTP request head from `stream` (a test playing the server for a client under
+/// test), bounded by `WAIT`; returns it as text.
+pub fn read_request_head(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).expect("read request");
+        assert!(n > 0, "client closed before its request was complete");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
