@@ -70,8 +70,8 @@ echo "results in $OUT" >&2
 # Progress goes to stderr, the table to stdout and $OUT/table.md.
 PYTHONPATH=$SCRIPTS python3 - "$OUT" "$TABLE_ONLY" "$REF" "$HEAD" "$LOAD" "$MODES" "$N" \
     "$MESSAGES" "$ROUNDS" "$WORKERS" <<'PY' | tee "$OUT/table.md"
-import json, os, socket, statistics, subprocess, sys, time
-from serverproc import start_server
+import json, os, statistics, subprocess, sys, time
+from serverproc import free_port, median_cell, read_json, start_server
 
 out, table_only, ref, head, load = sys.argv[1], sys.argv[2] == "1", *sys.argv[3:6]
 modes_arg, n_default, messages, rounds, workers = sys.argv[6].split(), *map(int, sys.argv[7:11])
@@ -80,12 +80,6 @@ SIDES = {"ref": ref, "head": head}
 MODES = {m.partition(":")[0]: int(m.partition(":")[2] or n_default) for m in modes_arg}
 # A run never takes this long; past it halley-load is killed and the run counts as failed.
 RUN_DEADLINE_S = 600
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def describe(binary):
@@ -154,22 +148,7 @@ if not table_only:
 
 # ---- the table -------------------------------------------------------------------------------
 def load_json(name):
-    try:
-        with open(f"{out}/{name}") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def fmt(v):
-    return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}")
-
-
-def summary(vals):
-    if not vals:
-        return "n/a"
-    med = statistics.median(vals)
-    return fmt(med) if len(vals) < 2 else f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})"
+    return read_json(f"{out}/{name}")
 
 
 setup = load_json("setup.json") or {}
@@ -218,10 +197,10 @@ for mode, n in modes.items():
                 fan[side].append(f)
     paired = [cpu["head"][r] / cpu["ref"][r] for r in range(1, rounds + 1)
               if r in cpu["head"] and r in cpu["ref"] and cpu["ref"][r]]
-    print(f"| {mode} | {n:,} | {summary(list(cpu['ref'].values()))} | {summary(list(cpu['head'].values()))} "
+    print(f"| {mode} | {n:,} | {median_cell(list(cpu['ref'].values()))} | {median_cell(list(cpu['head'].values()))} "
           f"| {f'{statistics.median(paired):.3f}x' if paired else 'n/a'} "
           f"| {', '.join(f'{p:.3f}' for p in paired) or 'n/a'} "
-          f"| {summary(fan['ref'])} | {summary(fan['head'])} | {bad['ref']} / {bad['head']} "
+          f"| {median_cell(fan['ref'])} | {median_cell(fan['head'])} | {bad['ref']} / {bad['head']} "
           f"| {ok['ref']}/{rounds} / {ok['head']}/{rounds} |")
 print()
 print("CPU is the server's own utime+stime over all its threads (halley-load, `--server-pid`) "

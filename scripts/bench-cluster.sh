@@ -54,19 +54,13 @@ echo "results in $OUT" >&2
 
 PYTHONPATH=$SCRIPTS python3 - "$OUT" "$HALLEY" "$LOAD" "$MODE" "$N" "$K" "$ROUNDS" "${WORKERS:-0}" \
     "$NODES" "$PROCS" "$RATE" "$@" <<'PY' | tee "$OUT/table.md"
-import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
-from serverproc import start_server
+import os, shutil, socket, statistics, subprocess, sys, tempfile, time
+from serverproc import fmt, free_port, median_cell, read_json, start_server
 
 out, halley, load, mode = sys.argv[1:5]
 n, k, rounds, workers, nodes_n, procs, rate = map(int, sys.argv[5:12])
 scenarios = sys.argv[12:]
 RUN_DEADLINE_S = 900  # past this a halley-load is killed and the run counts as failed
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(proc):
@@ -166,23 +160,7 @@ def run_load(name, args):
             gen.wait()
             code = "killed after deadline"
     print(f"  {name}: exit {code}, {time.time() - t0:.1f} s", file=sys.stderr)
-    try:
-        with open(f"{out}/{name}.json") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def fmt(v):
-    return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}")
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "n/a"
-    m = statistics.median(vals)
-    return fmt(m) if len(vals) < 2 else f"{fmt(m)} ({fmt(min(vals))}–{fmt(max(vals))})"
+    return read_json(f"{out}/{name}.json")
 
 
 def bad(rep):
@@ -222,10 +200,10 @@ if "single" in scenarios:
         reps = [rep for _, rep in rows[side] if rep and rep.get("server")]
         per[side] = {r: rep["server"]["cpu_us_per_delivery"] for r, rep in rows[side] if rep and rep.get("server")}
         print(f"| {'`--redis`' if side == 'redis' else 'in-memory'} "
-              f"| {med([x['server']['cpu_us_per_delivery'] for x in reps])} "
-              f"| {med([x['server']['cpu_us_per_publish'] for x in reps])} "
-              f"| {med([(x.get('fanout') or {}).get('mean_ms') for x in reps])} "
-              f"| {med([(x.get('redis') or {}).get('cpu_us_per_publish') for x in reps]) if side == 'redis' else ''} "
+              f"| {median_cell([x['server']['cpu_us_per_delivery'] for x in reps])} "
+              f"| {median_cell([x['server']['cpu_us_per_publish'] for x in reps])} "
+              f"| {median_cell([(x.get('fanout') or {}).get('mean_ms') for x in reps])} "
+              f"| {median_cell([(x.get('redis') or {}).get('cpu_us_per_publish') for x in reps]) if side == 'redis' else ''} "
               f"| {sum(bad(x) or 0 for _, x in rows[side])} |")
     ratios = [per["redis"][r] / per["plain"][r] for r in per["redis"] if r in per["plain"] and per["plain"][r]]
     print(f"\nCPU per delivery, `--redis` / in-memory, per round: {', '.join(f'{x:.3f}' for x in ratios) or 'n/a'}"
@@ -253,11 +231,7 @@ if "throughput" in scenarios:
                 g.wait()
             rep_f.close()
             err_f.close()
-            try:
-                with open(f"{out}/{name}.json") as f:
-                    reps.append((name, json.load(f)))
-            except (OSError, ValueError):
-                reps.append((name, None))
+            reps.append((name, read_json(f"{out}/{name}.json")))
         c.commandstats("throughput")
     finally:
         c.close()

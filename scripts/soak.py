@@ -50,13 +50,18 @@ def count(ok=True, kind=""):
             LAST_ERROR[kind] = LAST_ERROR.get(kind, 0) + 1
 
 
+def recv_more(sock, buf, what):
+    """`buf` with the next bytes from `sock` appended; OSError(`what`) if the peer closed."""
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise OSError(what)
+    return buf + chunk
+
+
 def read_response(sock, buf=b""):
     """Reads one HTTP/1.1 response (Content-Length or chunked); returns (status, body, rest)."""
     while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise OSError("closed before the head")
-        buf += chunk
+        buf = recv_more(sock, buf, "closed before the head")
     head, _, buf = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -64,26 +69,17 @@ def read_response(sock, buf=b""):
     if "content-length" in headers:
         n = int(headers["content-length"])
         while len(buf) < n:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OSError("closed in the body")
-            buf += chunk
+            buf = recv_more(sock, buf, "closed in the body")
         return status, buf[:n], buf[n:]
     if headers.get("transfer-encoding") == "chunked":
         body = b""
         while True:
             while b"\r\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise OSError("closed in a chunk")
-                buf += chunk
+                buf = recv_more(sock, buf, "closed in a chunk")
             size_line, _, buf = buf.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
             while len(buf) < size + 2:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise OSError("closed in a chunk")
-                buf += chunk
+                buf = recv_more(sock, buf, "closed in a chunk")
             body, buf = body + buf[:size], buf[size + 2:]
             if size == 0:
                 return status, body, buf
@@ -169,10 +165,7 @@ def ws_read(sock, buf):
     def need(n):
         nonlocal buf
         while len(buf) < n:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OSError("websocket closed")
-            buf += chunk
+            buf = recv_more(sock, buf, "websocket closed")
     need(2)
     op, n, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
     if n == 126:
@@ -205,7 +198,7 @@ def websocket(port, serial=[0]):
         s.sendall(f"GET /ws HTTP/1.1\r\nHost: soak\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
-            buf += s.recv(4096)
+            buf = recv_more(s, buf, "closed during the websocket upgrade")
         head, _, buf = buf.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             return count(False, "ws upgrade")
@@ -232,10 +225,7 @@ def raw(port, serial=[0]):
             nonlocal buf
             while True:
                 while b"\0" not in buf:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise OSError("raw closed")
-                    buf += chunk
+                    buf = recv_more(s, buf, "raw closed")
                 line, _, buf = buf.partition(b"\0")
                 msg = json.loads(line)
                 if msg.get("id") == want:

@@ -213,6 +213,27 @@ fn bayeux_collect(addr: SocketAddr, id: &str, want: usize) -> Vec<String> {
     got
 }
 
+/// A Pushlet session on `/ps` and a Bayeux one on `/bx` made on `addr`, the Bayeux one made a
+/// listening one by a first connect (as CometD's first connect does); returns their ids.
+fn listening_sessions(addr: SocketAddr) -> (String, String) {
+    let pid = pushlet_join(addr, "/ps");
+    let cid = bayeux_handshake(addr, "/bx");
+    let (_, first) = bayeux_connect(addr, &cid, 0);
+    assert_eq!(first["successful"], true, "{first}");
+    (pid, cid)
+}
+
+/// Publishes `p{i}` to `/ps` and `b{i}` to `/bx` on `addr` for each i in `range`; returns the
+/// id of the last `/bx` message.
+fn publish_both(addr: SocketAddr, range: std::ops::Range<usize>) -> u64 {
+    let mut last = 0;
+    for i in range {
+        publish(addr, "/ps", &format!("p{i}"));
+        last = publish(addr, "/bx", &format!("b{i}"));
+    }
+    last
+}
+
 fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{prefix}{i}")).collect()
 }
@@ -228,18 +249,10 @@ fn pushlet_and_bayeux_sessions_carry_on_on_another_node_when_theirs_is_killed() 
     let mut a = Node::start(&redis);
     let b = Node::start(&redis);
 
-    let pid = pushlet_join(a.addr, "/ps");
-    let cid = bayeux_handshake(a.addr, "/bx");
-    // A first connect makes the Bayeux session a listening one (CometD's first connect).
-    let (_, first) = bayeux_connect(a.addr, &cid, 0);
-    assert_eq!(first["successful"], true, "{first}");
+    let (pid, cid) = listening_sessions(a.addr);
 
     // Messages before the crash reach both sessions on A.
-    let mut last = 0;
-    for i in 0..3 {
-        publish(b.addr, "/ps", &format!("p{i}"));
-        last = publish(b.addr, "/bx", &format!("b{i}"));
-    }
+    let last = publish_both(b.addr, 0..3);
     assert_eq!(pushlet_collect(a.addr, &pid, 3), names("p", 0..3));
     assert_eq!(bayeux_collect(a.addr, &cid, 3), bayeux_names("b", 0..3));
     wait_record_cursor(&redis, &pid, last - 1);
@@ -247,10 +260,7 @@ fn pushlet_and_bayeux_sessions_carry_on_on_another_node_when_theirs_is_killed() 
 
     a.kill();
     // Published while the sessions have no node.
-    for i in 3..6 {
-        publish(b.addr, "/ps", &format!("p{i}"));
-        publish(b.addr, "/bx", &format!("b{i}"));
-    }
+    publish_both(b.addr, 3..6);
     wait_owner_dead(&redis, &pid);
     wait_owner_dead(&redis, &cid);
 
@@ -259,8 +269,7 @@ fn pushlet_and_bayeux_sessions_carry_on_on_another_node_when_theirs_is_killed() 
     assert_eq!(pushlet_collect(b.addr, &pid, 3), names("p", 3..6));
     assert_eq!(bayeux_collect(b.addr, &cid, 3), bayeux_names("b", 3..6));
     // And they go on there.
-    publish(b.addr, "/ps", "p6");
-    publish(b.addr, "/bx", "b6");
+    publish_both(b.addr, 6..7);
     assert_eq!(pushlet_collect(b.addr, &pid, 1), ["p6"]);
     assert_eq!(bayeux_collect(b.addr, &cid, 1), ["b6"]);
     // B owns them now.
@@ -287,8 +296,7 @@ fn a_session_whose_node_is_alive_gets_the_reconnect_answer_on_another_node() {
     assert!(r.text().contains("Invalid or expired id"), "{}", r.text());
 
     // The owner still serves both, untouched.
-    publish(a.addr, "/ps", "p0");
-    publish(a.addr, "/bx", "b0");
+    publish_both(a.addr, 0..1);
     assert_eq!(pushlet_collect(a.addr, &pid, 1), ["p0"]);
     assert_eq!(bayeux_collect(a.addr, &cid, 1), ["b0"]);
     // A session nobody has: the same answers.
@@ -302,14 +310,8 @@ fn sessions_of_a_node_stopped_gracefully_are_adopted_at_once_with_nothing_lost()
     let redis = Redis::start(false);
     let mut a = Node::start(&redis);
     let b = Node::start(&redis);
-    let pid = pushlet_join(a.addr, "/ps");
-    let cid = bayeux_handshake(a.addr, "/bx");
-    let (_, first) = bayeux_connect(a.addr, &cid, 0);
-    assert_eq!(first["successful"], true, "{first}");
-    for i in 0..2 {
-        publish(b.addr, "/ps", &format!("p{i}"));
-        publish(b.addr, "/bx", &format!("b{i}"));
-    }
+    let (pid, cid) = listening_sessions(a.addr);
+    publish_both(b.addr, 0..2);
     assert_eq!(pushlet_collect(a.addr, &pid, 2), names("p", 0..2));
     assert_eq!(bayeux_collect(a.addr, &cid, 2), bayeux_names("b", 0..2));
     let node = redis_get(&redis, &format!("{{halley}}:owner:{cid}")).expect("an owner key");
@@ -317,10 +319,7 @@ fn sessions_of_a_node_stopped_gracefully_are_adopted_at_once_with_nothing_lost()
     a.terminate();
     // The heartbeat went with the graceful stop: no waiting out NODE_TTL.
     assert!(!redis_exists(&redis, &format!("{{halley}}:node:{node}")), "the heartbeat outlived the node");
-    for i in 2..4 {
-        publish(b.addr, "/ps", &format!("p{i}"));
-        publish(b.addr, "/bx", &format!("b{i}"));
-    }
+    publish_both(b.addr, 2..4);
     // The very next request on B adopts (no reconnect answer) and nothing is lost or doubled.
     let (data, connect) = bayeux_connect(b.addr, &cid, 0);
     assert_eq!(connect["successful"], true, "{connect}");

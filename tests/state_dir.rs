@@ -8,13 +8,11 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
+use util::process::{listening_addr, Halley};
 use util::{publish, Client, StreamClient, WAIT};
 
 /// A temporary state directory, removed when dropped.
@@ -38,35 +36,22 @@ impl Drop for TempDir {
     }
 }
 
-/// A `halley serve` child whose stderr lines arrive on a channel.
-struct Halley {
-    child: Child,
-    /// Kept so the thread reading stderr keeps draining it (a full pipe would block the server).
-    _lines: Receiver<String>,
+/// A `halley serve --state-dir` child, with what its start said before it listened.
+struct Node {
+    halley: Halley,
     addr: SocketAddr,
     /// The stderr lines up to the listening line (what the start said about the state dir).
     early: Vec<String>,
 }
 
-impl Halley {
+impl Node {
     /// Starts `halley serve --state-dir DIR --listen LISTEN --workers 2 ...extra` and waits
     /// for its listening line.
-    fn start(dir: &Path, listen: &str, extra: &[&str]) -> Halley {
-        let (child, lines) = Halley::spawn(dir, listen, extra);
-        let mut early = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        let line = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("not listening; said {early:?}"));
-            if line.contains("listening on") {
-                break line;
-            }
-            early.push(line);
-        };
-        let start = line.find("http://").expect("url") + 7;
-        let end = start + line[start..].find(' ').expect("space after the address");
-        let addr = line[start..end].parse().expect("address");
-        Halley { child, _lines: lines, addr, early }
+    fn start(dir: &Path, listen: &str, extra: &[&str]) -> Node {
+        let halley = spawn(dir, listen, extra);
+        let mut early = halley.lines_until("listening on");
+        let addr = listening_addr(&early.pop().expect("the listening line"));
+        Node { halley, addr, early }
     }
 
     /// The line the start logged containing `needle`.
@@ -75,52 +60,19 @@ impl Halley {
         found.unwrap_or_else(|| panic!("no line with {needle:?} in {:?}", self.early))
     }
 
-    fn spawn(dir: &Path, listen: &str, extra: &[&str]) -> (Child, Receiver<String>) {
-        let dir = dir.to_str().expect("utf-8 path");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halley"));
-        cmd.args(["serve", "--state-dir", dir, "--listen", listen, "--workers", "2", "--no-pin"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        let mut child = cmd.spawn().expect("spawn halley");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, lines)
-    }
-
     /// `kill -SIGNAL <pid>`, then waits for the exit; returns whether it exited with success.
     fn stop_with(mut self, signal: &str) -> bool {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
-        assert!(status.expect("run kill").success(), "kill -{signal}");
-        self.child.wait().expect("wait").success()
+        self.halley.signal(signal);
+        self.halley.child.wait().expect("wait").success()
     }
 }
 
-impl Drop for Halley {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The first line from `lines` containing `needle`; panics after WAIT.
-fn line_with(lines: &Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
+/// Spawns `halley serve --state-dir DIR --listen LISTEN --workers 2 ...extra` at log level info.
+fn spawn(dir: &Path, listen: &str, extra: &[&str]) -> Halley {
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["serve", "--state-dir", dir, "--listen", listen, "--workers", "2", "--no-pin"];
+    args.extend_from_slice(extra);
+    Halley::spawn(&args, &[("RUST_LOG", "info")])
 }
 
 /// Waits (bounded by WAIT) until the server's /stats counts `want` parked long-polls.
@@ -184,7 +136,7 @@ fn open_sse(addr: SocketAddr, topic: &str, last_id: &str) -> StreamClient {
 #[test]
 fn a_graceful_restart_loses_nothing_and_reports_no_gap() {
     let dir = TempDir::new("graceful");
-    let halley = Halley::start(&dir.0, "127.0.0.1:0", &[]);
+    let halley = Node::start(&dir.0, "127.0.0.1:0", &[]);
     let addr = halley.addr;
     let seen: Vec<String> = (1..=3).map(|i| id(&publish(addr, "/t", format!("m{i}").as_bytes()))).collect();
     // Both clients have seen 1..3: the long-poll's cursor, the SSE client's Last-Event-ID.
@@ -204,7 +156,7 @@ fn a_graceful_restart_loses_nothing_and_reports_no_gap() {
     assert_eq!(answered.json()["next"], before[1].as_str(), "answered at the stop with its cursor");
     assert!(dir.file("history.snap").exists(), "saved");
 
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
     halley.said("restored epoch");
     assert!(!dir.file("history.snap").exists(), "consumed at start");
     let after = id(&publish(addr, "/t", b"m6"));
@@ -233,18 +185,18 @@ fn a_graceful_restart_loses_nothing_and_reports_no_gap() {
 #[test]
 fn a_kill_9_after_a_restore_starts_a_new_epoch_with_the_gap() {
     let dir = TempDir::new("kill9");
-    let halley = Halley::start(&dir.0, "127.0.0.1:0", &[]);
+    let halley = Node::start(&dir.0, "127.0.0.1:0", &[]);
     let addr = halley.addr;
     let first = id(&publish(addr, "/k", b"one"));
     assert!(halley.stop_with("TERM"));
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
     halley.said("restored epoch");
     let second = id(&publish(addr, "/k", b"two"));
     let third = id(&publish(addr, "/k", b"three"));
     assert_eq!(epoch(&second), epoch(&first));
     // A client is at `third`. The node dies without saving anything.
     assert!(!halley.stop_with("KILL"));
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
     halley.said("no saved history");
     let fresh = id(&publish(addr, "/k", b"four"));
     assert_ne!(epoch(&fresh), epoch(&first), "a new epoch, never the old one again");
@@ -260,7 +212,7 @@ fn a_kill_9_after_a_restore_starts_a_new_epoch_with_the_gap() {
 #[test]
 fn a_corrupt_snapshot_is_moved_aside_and_the_node_starts_fresh() {
     let dir = TempDir::new("corrupt");
-    let halley = Halley::start(&dir.0, "127.0.0.1:0", &[]);
+    let halley = Node::start(&dir.0, "127.0.0.1:0", &[]);
     let addr = halley.addr;
     let old = id(&publish(addr, "/c", b"saved"));
     assert!(halley.stop_with("TERM"));
@@ -269,7 +221,7 @@ fn a_corrupt_snapshot_is_moved_aside_and_the_node_starts_fresh() {
     let bytes = std::fs::read(&snap).expect("snapshot");
     std::fs::write(&snap, &bytes[..bytes.len() - 3]).expect("truncate");
 
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
     halley.said("is corrupt (truncated)");
     assert!(!snap.exists());
     assert_eq!(std::fs::read(dir.file("history.snap.corrupt")).expect("moved aside"), bytes[..bytes.len() - 3]);
@@ -279,7 +231,7 @@ fn a_corrupt_snapshot_is_moved_aside_and_the_node_starts_fresh() {
 
     // The error line names the file.
     std::fs::write(&snap, b"HALLEYST\x01\x00\x00\x00garbage").expect("write");
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &[]);
     let line = halley.said("corrupt");
     assert!(line.contains(&snap.display().to_string()) && line.contains("history.snap.corrupt"), "{line}");
     assert!(halley.stop_with("TERM"));
@@ -291,17 +243,17 @@ fn a_snapshot_of_another_format_version_refuses_the_start() {
     std::fs::create_dir_all(&dir.0).expect("dir");
     let snap = dir.file("history.snap");
     std::fs::write(&snap, b"HALLEYST\x09\x00\x00\x00whatever follows").expect("write");
-    let (mut child, lines) = Halley::spawn(&dir.0, "127.0.0.1:0", &[]);
-    let line = line_with(&lines, "format version 9");
+    let mut halley = spawn(&dir.0, "127.0.0.1:0", &[]);
+    let line = halley.line_with("format version 9");
     assert!(line.contains(&snap.display().to_string()), "{line}");
-    assert!(!child.wait().expect("wait").success(), "refused to start");
+    assert!(!halley.child.wait().expect("wait").success(), "refused to start");
     assert!(snap.exists(), "left in place for the halley that wrote it");
 }
 
 #[test]
 fn the_history_limits_apply_on_load_and_payloads_survive() {
     let dir = TempDir::new("limits");
-    let halley = Halley::start(&dir.0, "127.0.0.1:0", &["--history-messages", "10"]);
+    let halley = Node::start(&dir.0, "127.0.0.1:0", &["--history-messages", "10"]);
     let addr = halley.addr;
     let start = poll(addr, "/sub/a?timeout=0")["next"].as_str().expect("next").to_owned();
     for i in 0..5 {
@@ -315,7 +267,7 @@ fn the_history_limits_apply_on_load_and_payloads_survive() {
     let saved = poll(addr, "/sub/bin,/json?since=all&timeout=0");
     assert!(halley.stop_with("TERM"));
 
-    let halley = Halley::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &["--history-messages", "2"]);
+    let halley = Node::start(&dir.0, &format!("127.0.0.1:{}", addr.port()), &["--history-messages", "2"]);
     halley.said("restored epoch");
     // /a keeps its 2 newest; a cursor from before the evicted ones gets the gap.
     let body = poll(addr, &format!("/sub/a?since={start}&timeout=0"));

@@ -3,7 +3,7 @@
 //! (`TlsClient`).
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use sha1::{Digest, Sha1};
 
-use crate::util::{Response, WAIT};
+use crate::util::{fill_from, parse_head, Response, WAIT};
 
 /// A fresh CA, and a certificate for `localhost` and 127.0.0.1 signed by it, as PEM files in a
 /// directory of their own (removed on drop).
@@ -131,32 +131,15 @@ impl TlsClient {
 
     /// Reads more plaintext; false on EOF (or close_notify).
     pub fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-            Err(e) => panic!("TLS read failed: {e}"),
-        }
+        fill_from(&mut self.stream, &mut self.buf, std::io::ErrorKind::UnexpectedEof)
     }
 
     /// Reads a response head; the body stays buffered for `response` or `read_until`.
     pub fn head(&mut self) -> Response {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(len) = parsed.parse(&self.buf).expect("valid response head") {
-                let status = parsed.code.expect("status");
-                let headers = parsed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
+            if let Some((response, len)) = parse_head(&self.buf) {
                 self.buf.drain(..len);
-                return Response { status, headers, body: Vec::new() };
+                return response;
             }
             assert!(self.fill(), "closed before a response head");
         }

@@ -184,24 +184,15 @@ impl Client {
     /// Like `response`, but None when the server closed the connection first.
     pub fn try_response(&mut self) -> Option<Response> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            match parsed.parse(&self.buf).expect("valid response head") {
-                httparse::Status::Complete(head_len) => {
-                    let status = parsed.code.expect("status");
-                    let headers: Vec<(String, String)> = parsed
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect();
-                    let response = Response { status, headers, body: Vec::new() };
-                    if status == 100 {
+            match parse_head(&self.buf) {
+                Some((response, head_len)) => {
+                    if response.status == 100 {
                         self.buf.drain(..head_len);
                         return Some(response);
                     }
                     return Some(self.body(response, head_len));
                 }
-                httparse::Status::Partial => {
+                None => {
                     if !self.fill() {
                         assert!(self.buf.is_empty(), "connection closed inside a response head");
                         return None;
@@ -256,23 +247,43 @@ impl Client {
         }
     }
 
-    /// Reads more bytes; false on EOF.
+    /// Reads more bytes; false on EOF (or a reset).
     fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
-            Err(e) => panic!("read failed: {e}"),
-        }
+        fill_from(&mut self.stream, &mut self.buf, std::io::ErrorKind::ConnectionReset)
     }
 
     /// True when the server has closed the connection (EOF or reset) and sent nothing more.
     pub fn is_closed(&mut self) -> bool {
         !self.fill() && self.buf.is_empty()
+    }
+}
+
+/// A complete response head at the start of `buf`, as a `Response` without its body, and the
+/// head's length; None while it is still partial.
+pub fn parse_head(buf: &[u8]) -> Option<(Response, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = parsed.parse(buf).expect("valid response head") else {
+        return None;
+    };
+    let status = parsed.code.expect("status");
+    let headers =
+        parsed.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
+    Some((Response { status, headers, body: Vec::new() }, len))
+}
+
+/// Appends what one read of `stream` returns to `buf`: true when bytes came, false on EOF or
+/// an error of kind `end` (how this kind of stream reports its peer gone); other errors panic.
+pub fn fill_from(stream: &mut impl Read, buf: &mut Vec<u8>, end: std::io::ErrorKind) -> bool {
+    let mut chunk = [0u8; 64 * 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(e) if e.kind() == end => false,
+        Err(e) => panic!("read failed: {e}"),
     }
 }
 

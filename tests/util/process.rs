@@ -41,12 +41,23 @@ impl Halley {
 
     /// The first stderr line from now on containing `needle` (panics after `WAIT`).
     pub fn line_with(&self, needle: &str) -> String {
+        let mut lines = self.lines_until(needle);
+        lines.pop().expect("the line with the needle")
+    }
+
+    /// The stderr lines from now on up to and including the first one containing `needle`
+    /// (panics after `WAIT`, naming what was said).
+    pub fn lines_until(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
+            let line =
+                self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}; said {seen:?}"));
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
             }
         }
     }

@@ -9,15 +9,13 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, describe, test } from 'node:test';
 
-import { Mailbox, mintToken, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
+import { FAST, Mailbox, mintToken, reach, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
 import Halley from '../halley.mjs';
 
 const requireE2e = createRequire(new URL('../../../tests/e2e/package.json', import.meta.url));
 const WebSocket = requireE2e('ws');
 
 const SECRET = 'token-tests-secret';
-const FAST = { shared: false, backoffBase: 50, backoffMax: 400, firstByteTimeout: 5000 };
-
 const mint = (claims, secret = SECRET) => mintToken(claims, secret);
 
 const inSecs = (s) => Math.floor(Date.now() / 1000) + s;
@@ -60,19 +58,6 @@ function recordingEnv() {
     random: Math.random,
   };
   return { env, requests, sockets };
-}
-
-function reach(h, state, timeoutMs = 10_000) {
-  if (h.state === state) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`state ${state} not reached; still ${h.state}`)), timeoutMs);
-    const off = h.on('state', (s) => {
-      if (s !== state) return;
-      clearTimeout(timer);
-      off();
-      resolve();
-    });
-  });
 }
 
 describe('halley.js tokens (node, real server with --auth-secret)', { timeout: 60_000 }, () => {

@@ -9,11 +9,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
 
-import { Mailbox, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
+import { FAST, Mailbox, reach, startHalley, stopCleanly, suiteSetup } from '../../../tests/e2e/lib/halley.mjs';
 import Halley from '../halley.mjs';
-
-/** Fast reconnects: the restart test should not wait for production backoff. */
-const FAST = { shared: false, backoffBase: 50, backoffMax: 400, firstByteTimeout: 5000 };
 
 /** A free loopback port, so the restarted server can come back on the same one. */
 function freePort() {
@@ -23,20 +20,6 @@ function freePort() {
     srv.listen(0, '127.0.0.1', () => {
       const { port } = srv.address();
       srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves when the client reaches `state` (at once if it is there). */
-function reach(h, state, timeoutMs = 10_000) {
-  if (h.state === state) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`state ${state} not reached; still ${h.state}`)), timeoutMs);
-    const off = h.on('state', (s) => {
-      if (s !== state) return;
-      clearTimeout(timer);
-      off();
-      resolve();
     });
   });
 }

@@ -250,6 +250,24 @@ export class Mailbox {
   }
 }
 
+/** halley.js options for node tests: fast reconnects, so a restart test need not wait out
+ * production backoff. */
+export const FAST = { shared: false, backoffBase: 50, backoffMax: 400, firstByteTimeout: 5000 };
+
+/** Resolves when halley.js client `h` reaches `state` (at once if it is there). */
+export function reach(h, state, timeoutMs = 10_000) {
+  if (h.state === state) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`state ${state} not reached; still ${h.state}`)), timeoutMs);
+    const off = h.on('state', (s) => {
+      if (s !== state) return;
+      clearTimeout(timer);
+      off();
+      resolve();
+    });
+  });
+}
+
 /** Resolves with the first `event` from `emitter`, or rejects after `timeoutMs`. */
 export function once(emitter, event, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
