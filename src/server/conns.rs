@@ -299,17 +299,12 @@ impl Conns {
     /// Notes a request for the access log (when it is on and the request is not noted yet).
     pub(super) fn access_begin(&mut self, key: usize, req: &http::Request) {
         let log = &self.shared.access_log;
-        let Some(conn) = self.slab.get_mut(key) else { return };
-        if log.enabled() && conn.access.is_none() {
-            conn.access = log.begin(req, conn.sock.peer_addr().ok(), conn.written);
+        if !log.enabled() {
+            return;
         }
-    }
-
-    /// Logs the connection's noted request, if any, as answered with `status` and `bytes`.
-    fn access_end(&mut self, key: usize, status: u16, bytes: u64) {
         let Some(conn) = self.slab.get_mut(key) else { return };
-        if let Some(pending) = conn.access.take() {
-            self.shared.access_log.log(Some(&pending), None, status, bytes);
+        if conn.access.is_none() {
+            conn.access = log.begin(req, conn.sock.peer_addr().ok(), conn.written);
         }
     }
 
@@ -416,8 +411,13 @@ impl Conns {
         let keep_alive = meta.keep_alive && !self.is_shutting_down();
         let (header, keepalive) = (self.shared.config.timeouts.header, self.shared.config.timeouts.keepalive);
         let Some(conn) = self.slab.get_mut(key) else { return };
-        // The status is in the head ("HTTP/1.1 200 ..."), whoever built it.
-        let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+        // Only a request the access log noted has its status read back from the head
+        // ("HTTP/1.1 200 ...", whoever built it): a long-poll answered in a fan-out costs
+        // nothing extra with the log off.
+        let logged = conn.access.take().map(|pending| {
+            let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+            (pending, status)
+        });
         let mut bytes = head.len() as u64;
         conn.out.push(head);
         if !meta.head_only {
@@ -426,8 +426,9 @@ impl Conns {
                 conn.out.push(part);
             }
         }
-        self.access_end(key, status, bytes);
-        let Some(conn) = self.slab.get_mut(key) else { return };
+        if let Some((pending, status)) = logged {
+            self.shared.access_log.log(Some(&pending), None, status, bytes);
+        }
         conn.state.answered(keep_alive);
         let timeout = match (keep_alive, conn.buffered() > 0) {
             (false, _) => self.shared.config.timeouts.close_write,
@@ -453,7 +454,6 @@ impl Conns {
             let peer = conn.sock.peer_addr().ok();
             self.shared.access_log.log(pending.as_deref(), peer, reject.status, bytes);
         }
-        let Some(conn) = self.slab.get_mut(key) else { return };
         conn.state.close_after_write();
         self.set_timer(key, self.shared.config.timeouts.close_write);
     }

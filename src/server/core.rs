@@ -19,6 +19,7 @@ use super::sessions::Sessions;
 use super::stats::WorkerStats;
 use super::Shared;
 use crate::protocol::bayeux;
+use crate::transport::StreamCtx;
 use crate::xorshift::XorShift;
 
 /// One worker's connections, subscribers, sessions and hub link.
@@ -35,6 +36,9 @@ pub(super) struct Core {
     pub hub: HubLink,
     /// The Pushlet and Bayeux sessions this worker owns, with the Bayeux settings (`sessions/`).
     pub sessions: Sessions,
+    /// This worker's copy of `Shared::stream_ctx`, its epoch refreshed from the store before
+    /// each use (`stream::ctx`).
+    pub stream_ctx: StreamCtx,
 }
 
 impl Core {
@@ -49,6 +53,7 @@ impl Core {
             delivery: Delivery::new(id, Arc::clone(&shared), rng),
             hub: HubLink::new(id, Arc::clone(&shared), client_publish),
             sessions: Sessions::new(id, Arc::clone(&shared), bayeux),
+            stream_ctx: shared.stream_ctx.clone(),
             shared,
         }
     }

@@ -51,12 +51,9 @@ pub(crate) fn render(shared: &Arc<Shared>) -> String {
 
 /// Whether a peer on the public listener may read `/metrics` and `/stats`: only a loopback
 /// peer (a local agent, `curl` on the host). Anyone else uses `--admin-listen`.
+/// (An IPv4 peer on a dual-stack socket arrives as ::ffff:127.0.0.1: `auth::is_loopback`.)
 pub(crate) fn may_read(peer: Option<IpAddr>) -> bool {
-    peer.is_some_and(|ip| match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        // An IPv4 peer on a dual-stack socket arrives as ::ffff:127.0.0.1.
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-    })
+    peer.is_some_and(crate::auth::is_loopback)
 }
 
 /// The collector of one scrape.

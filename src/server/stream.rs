@@ -49,7 +49,7 @@ pub(super) fn start(
     gaps: Gaps,
 ) {
     let config = &core.shared.config;
-    let ctx = &ctx(&core.shared);
+    let ctx = ctx(&mut core.stream_ctx, &core.shared);
     let mut first = vec![kind.preamble(ctx, resume.after)];
     if resume.reset {
         first.push(kind.control(Control::Gap { oldest: None, next: resume.after }, ctx));
@@ -139,7 +139,7 @@ pub(super) fn feed(core: &mut Core, key: usize, mut gaps: Gaps) {
         }
         core.delivery.msgs.clear();
         // The epoch before the read: a rotation publishes the new cache before the new epoch.
-        let ctx = &ctx(&core.shared);
+        let ctx = ctx(&mut core.stream_ctx, &core.shared);
         let read = store.read(&stream.selectors, stream.cursor, max_batch, &mut core.delivery.msgs);
         let mut parts = mem::take(&mut core.delivery.parts);
         parts.clear();
@@ -209,7 +209,7 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
         }
         Due::Overflow => return overflow(core, key),
         Due::Heartbeat => {
-            let mut parts = vec![stream.framer.heartbeat(&ctx(&core.shared))];
+            let mut parts = vec![stream.framer.heartbeat(ctx(&mut core.stream_ctx, &core.shared))];
             stream.life.push(&mut conn.out, &mut parts);
             // And a re-read from the cursor (nothing, usually, and then no lock is taken): a wake
             // lost on the way (a store's `Loaded` that overtook the subscriber's interest in a
@@ -236,9 +236,12 @@ fn arm_timer(conns: &mut Conns, key: usize) {
 }
 
 /// The frame context with the store's epoch now (a cluster's log may have rotated it since
-/// the server started): one load per batch, not per message.
-fn ctx(shared: &Shared) -> StreamCtx {
-    StreamCtx { epoch: shared.store.epoch(), ..shared.stream_ctx.clone() }
+/// the server started): one load per batch, not per message. It is the worker's own copy
+/// (`Core::stream_ctx`), so the fan-out does not clone the multipart boundary's `Arc`, whose
+/// count every worker shares, once per stream and batch.
+fn ctx<'a>(ctx: &'a mut StreamCtx, shared: &Shared) -> &'a StreamCtx {
+    ctx.epoch = shared.store.epoch();
+    ctx
 }
 
 /// Ends a stream cleanly with a control frame (the resume cursor) and closes.
@@ -250,7 +253,7 @@ pub(super) fn end(core: &mut Core, key: usize, control: Control) {
     let Some(vacated) = conn.state.end() else { return };
     subscriber::retire(core, key, &vacated);
     let (Some(mut stream), Some(conn)) = (vacated.into_streaming(), core.conns.get_mut(key)) else { return };
-    let ctx = &ctx(&core.shared);
+    let ctx = ctx(&mut core.stream_ctx, &core.shared);
     let mut last = vec![stream.framer.control(control, ctx), stream.framer.epilogue(ctx)];
     stream.life.finish(&mut conn.out, &mut last);
     core.conns.set_timer(key, core.shared.config.timeouts.close_write);

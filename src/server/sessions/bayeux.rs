@@ -409,22 +409,20 @@ impl bayeux::Host for BatchHost<'_> {
         session.touch(system_clock_ms());
         self.head = core.shared.store.head();
         self.session = Some(key);
-        // Each channel must be covered by the session's token (or the public patterns); a
-        // refused subscribe is answered on its own, the session goes on.
         if &*msg.channel == "/meta/subscribe" {
+            let channels = msg.subscription.as_ref().map_or(&[][..], |s| s.channels());
+            // Each channel must be covered by the session's token (or the public patterns); a
+            // refused subscribe is answered on its own, the session goes on.
             let policy = core.shared.auth.current();
-            for channel in msg.subscription.as_ref().map_or(&[][..], |s| s.channels()) {
+            for channel in channels {
                 let Ok(selector) = crate::model::Selector::parse(channel) else { continue };
                 if let Err(denied) = policy.may_subscribe_one(grant, &selector) {
                     let error = bayeux::error_text(denied.status(), &[channel], &denied.reason());
                     return Some(Outcome::Reply(session.refuse_subscribe(msg, error)));
                 }
             }
-        }
-        // Each channel a subscribe names costs a token, as on a native WebSocket.
-        if &*msg.channel == "/meta/subscribe" {
-            let named = msg.subscription.as_ref().map_or(0, |s| s.channels().len());
-            if !changes.take(named, Instant::now()) {
+            // Each channel a subscribe names costs a token, as on a native WebSocket.
+            if !changes.take(channels.len(), Instant::now()) {
                 let error = bayeux::error_text(429, &[], &sessions::too_many_changes());
                 return Some(Outcome::Reply(session.refuse_subscribe(msg, error)));
             }
