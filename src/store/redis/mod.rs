@@ -73,7 +73,7 @@ impl Shared {
     }
 
     fn set_epoch(&self, epoch: Epoch) {
-        self.epoch.store(raw(epoch), Ordering::Release);
+        self.epoch.store(epoch.raw(), Ordering::Release);
     }
 
     /// The writer's link failed: publishes are refused until a probe answers.
@@ -90,14 +90,6 @@ impl Shared {
             self.downs.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn raw(epoch: Epoch) -> u64 {
-    // Epochs print as base36 and parse back; this is the numeric value without a getter.
-    epoch
-        .to_string()
-        .bytes()
-        .fold(0u64, |v, b| v * 36 + u64::from(if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 }))
 }
 
 /// A new epoch a node proposes if the log has none: random, with seqs starting at the clock
@@ -218,7 +210,7 @@ impl RedisStore {
             up: AtomicBool::new(true),
             tail_up: AtomicBool::new(true),
             downs: AtomicU64::new(0),
-            epoch: AtomicU64::new(raw(epoch)),
+            epoch: AtomicU64::new(epoch.raw()),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
             stopping: AtomicBool::new(false),
@@ -227,7 +219,7 @@ impl RedisStore {
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
         let store = Arc::new(RedisStore {
             limits,
-            epoch: AtomicU64::new(raw(epoch)),
+            epoch: AtomicU64::new(epoch.raw()),
             floor: AtomicU64::new(base),
             base: AtomicU64::new(seq),
             hot: RwLock::new(Arc::new(MemoryStore::with_epoch(limits, epoch))),
@@ -401,7 +393,7 @@ impl Store for RedisStore {
         self.cold().clear();
         self.base.store(floor, Ordering::Release);
         self.floor.store(floor, Ordering::Release);
-        self.epoch.store(raw(epoch), Ordering::Release);
+        self.epoch.store(epoch.raw(), Ordering::Release);
     }
 }
 
