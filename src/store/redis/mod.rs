@@ -113,18 +113,13 @@ pub(super) struct Segment {
 #[derive(Debug, Default)]
 struct Cold {
     segments: VecDeque<Segment>,
-    /// Messages held, and their bytes counted as the hot cache counts them (`cost`).
+    /// Messages held, and their bytes counted as the hot cache counts them
+    /// (`Message::byte_cost`).
     held: usize,
     held_bytes: usize,
     /// Cursors with a fetch under way, and the selectors waiting for each.
     inflight: HashSet<u64>,
     waiting: Vec<Selector>,
-}
-
-/// What a cached message is counted as against the byte bound: the hot cache's measure (the
-/// payload and its cached encodings, the topic, the fixed overhead).
-fn cost(msg: &Message) -> usize {
-    msg.data.len() * crate::model::PAYLOAD_COPIES + msg.topic.len() + crate::model::MESSAGE_OVERHEAD_BYTES
 }
 
 impl Cold {
@@ -133,7 +128,7 @@ impl Cold {
     /// one page, `tail::COUNT` messages at most).
     fn keep(&mut self, segment: Segment, max_bytes: usize) {
         self.held += segment.msgs.len();
-        self.held_bytes += segment.msgs.iter().map(|m| cost(m)).sum::<usize>();
+        self.held_bytes += segment.msgs.iter().map(|m| m.byte_cost()).sum::<usize>();
         self.segments.push_back(segment);
         while (self.held > COLD_MAX || self.held_bytes > max_bytes) && self.segments.len() > 1 {
             self.drop_oldest();
@@ -151,7 +146,7 @@ impl Cold {
     fn drop_oldest(&mut self) {
         if let Some(old) = self.segments.pop_front() {
             self.held -= old.msgs.len();
-            self.held_bytes -= old.msgs.iter().map(|m| cost(m)).sum::<usize>();
+            self.held_bytes -= old.msgs.iter().map(|m| m.byte_cost()).sum::<usize>();
         }
     }
 
@@ -494,7 +489,7 @@ mod tests {
         assert_eq!(cold.segments.len(), 1);
         assert_eq!(cold.segments[0].start, 90);
         let small = segment(100, 10, 10, 0);
-        let small_cost: usize = small.msgs.iter().map(|m| cost(m)).sum();
+        let small_cost: usize = small.msgs.iter().map(|m| m.byte_cost()).sum();
         cold.keep(small, bound);
         assert_eq!(cold.segments.len(), 1, "the big one went");
         assert_eq!((cold.held, cold.held_bytes), (10, small_cost));
