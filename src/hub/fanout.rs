@@ -184,12 +184,27 @@ impl Hub {
         let time_ms = self.last_time_ms;
         let msg =
             Message::new(seq, req.topic, time_ms, req.data).with_event(req.event).with_content_type(req.content_type);
-        let msg = Arc::new(msg);
-        self.store.append(msg.clone(), time_ms);
+        let deadline_ms = now.saturating_add(millis(self.options.ack_timeout));
+        let ack = req.reply.map(|reply| PendingAck {
+            reply,
+            time_ms,
+            waiting: WorkerSet::default(),
+            delivered: 0,
+            deadline_ms,
+        });
+        self.append_and_forward(Arc::new(msg), time_ms, ack);
+    }
+
+    /// Appends `msg` to history (`append_ms` is the time its age bound is applied at) and
+    /// forwards it to the interested workers. `ack`, the publisher's if it waits for one, is
+    /// sent at once when no worker is interested, else waits in `pending` for their reports.
+    /// The one path of a message into history, a local publish or one the log's tail brought.
+    fn append_and_forward(&mut self, msg: Arc<Message>, append_ms: u64, ack: Option<PendingAck>) {
+        self.store.append(msg.clone(), append_ms);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
 
         self.route(&msg.topic);
-        let report = req.reply.is_some();
+        let report = ack.is_some();
         let targets = mem::take(&mut self.targets);
         let mut forwarded = 0;
         for worker in targets.iter() {
@@ -197,14 +212,12 @@ impl Hub {
             forwarded += 1;
         }
         self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
-        if let Some(reply) = req.reply {
+        if let Some(mut ack) = ack {
             if targets.is_empty() {
-                let ack = WorkerMsg::PublishAck { reply, outcome: Ok(Published { seq, time_ms, delivered: 0 }) };
-                self.queue(reply.worker, ack);
+                self.send_ack(msg.seq, ack);
             } else {
-                let deadline_ms = now.saturating_add(millis(self.options.ack_timeout));
-                let waiting = targets.clone();
-                self.pending.insert(seq, PendingAck { reply, time_ms, waiting, delivered: 0, deadline_ms });
+                ack.waiting = targets.clone();
+                self.pending.insert(msg.seq, ack);
             }
         }
         self.targets = targets;
@@ -272,11 +285,14 @@ impl Hub {
     /// Sends the ack for `seq` with the deliveries counted so far.
     fn settle(&mut self, seq: u64) {
         if let Some(ack) = self.pending.remove(&seq) {
-            let reply = ack.reply;
-            let published = Published { seq, time_ms: ack.time_ms, delivered: ack.delivered };
-            let msg = WorkerMsg::PublishAck { reply, outcome: Ok(published) };
-            self.queue(reply.worker, msg);
+            self.send_ack(seq, ack);
         }
+    }
+
+    /// Sends the publisher its ack for `seq`: stored, with the deliveries `ack` counted.
+    fn send_ack(&mut self, seq: u64, ack: PendingAck) {
+        let published = Published { seq, time_ms: ack.time_ms, delivered: ack.delivered };
+        self.queue(ack.reply.worker, WorkerMsg::PublishAck { reply: ack.reply, outcome: Ok(published) });
     }
 
     /// Settles acks whose workers did not all answer in time, so `pending` cannot grow without

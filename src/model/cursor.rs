@@ -42,7 +42,6 @@ impl Epoch {
     }
 
     /// The numeric value.
-    #[cfg(test)]
     pub fn raw(self) -> u64 {
         self.0
     }

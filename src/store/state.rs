@@ -23,7 +23,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::memory::SnapshotError;
 use super::{HistoryLimits, MemoryStore, Store};
@@ -75,7 +74,7 @@ impl StateDir {
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
         };
-        match MemoryStore::read_snapshot(BufReader::new(file), limits, unix_ms()) {
+        match MemoryStore::read_snapshot(BufReader::new(file), limits, crate::hub::system_clock_ms()) {
             Ok((store, loaded)) => {
                 // Consumed before anything is served: an unclean stop from now on must start a
                 // new epoch, never this one again.
@@ -148,8 +147,4 @@ impl StateDir {
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

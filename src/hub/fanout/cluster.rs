@@ -5,7 +5,6 @@
 //! brought its message here, so a `201` also means "readable on this node".
 
 use std::mem;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{millis, Hub, PendingAck};
@@ -42,28 +41,8 @@ impl Hub {
                 continue; // a re-read after a reconnect: already here
             }
             self.next_seq = msg.seq + 1;
-            self.store.append(msg.clone(), now);
-            self.stats.published.fetch_add(1, Ordering::Relaxed);
-            self.route(&msg.topic);
-            let waiting = self.awaiting_tail.remove(&msg.seq);
-            let report = waiting.is_some();
-            let targets = mem::take(&mut self.targets);
-            let mut forwarded = 0;
-            for worker in targets.iter() {
-                self.queue(worker, WorkerMsg::Deliver { msg: msg.clone(), report });
-                forwarded += 1;
-            }
-            self.stats.forwarded.fetch_add(forwarded, Ordering::Relaxed);
-            if let Some(mut ack) = waiting {
-                if targets.is_empty() {
-                    let published = Published { seq: msg.seq, time_ms: ack.time_ms, delivered: 0 };
-                    self.queue(ack.reply.worker, WorkerMsg::PublishAck { reply: ack.reply, outcome: Ok(published) });
-                } else {
-                    ack.waiting = targets.clone();
-                    self.pending.insert(msg.seq, ack);
-                }
-            }
-            self.targets = targets;
+            let ack = self.awaiting_tail.remove(&msg.seq);
+            self.append_and_forward(msg, now, ack);
         }
         // Acks for seqs the tail has passed without bringing them (trimmed before it read
         // them, which only a very short log allows): stored all the same.
@@ -72,8 +51,7 @@ impl Hub {
                 break;
             }
             let (seq, ack) = entry.remove_entry();
-            let published = Published { seq, time_ms: ack.time_ms, delivered: 0 };
-            self.queue(ack.reply.worker, WorkerMsg::PublishAck { reply: ack.reply, outcome: Ok(published) });
+            self.send_ack(seq, ack);
         }
     }
 
@@ -104,8 +82,7 @@ impl Hub {
             let (seq, ack) = entry.remove_entry();
             static SLOW_TAIL: LogLimit = LogLimit::new(log::Level::Warn, module_path!(), "hub: tail behind");
             SLOW_TAIL.log(format_args!("hub: publish {seq} acknowledged before the log's tail brought it"));
-            let published = Published { seq, time_ms: ack.time_ms, delivered: 0 };
-            self.queue(ack.reply.worker, WorkerMsg::PublishAck { reply: ack.reply, outcome: Ok(published) });
+            self.send_ack(seq, ack);
         }
     }
 }

@@ -173,38 +173,30 @@ fn walk(
     // looked at, so the read that covers it looks at it: no loss goes unreported.
     let mut through = head;
     if !result.gap {
-        let mut budget = steps;
-        for (&lost, name) in inner.evicted.range(after + 1..=head) {
-            if budget == 0 {
-                through = lost - 1;
-                break;
-            }
-            budget -= 1;
-            if matches_any(selectors, name) {
+        let mut losses = inner.evicted.range(after + 1..=head);
+        match losses.by_ref().take(steps).find(|(_, name)| matches_any(selectors, name)) {
+            Some((_, name)) => {
                 result.gap = true;
                 result.oldest = inner.topics.get(name).and_then(|t| t.ring.front()).map(|m| m.seq);
-                break;
             }
+            None => through = stopped_at(&mut losses, through),
         }
     }
-    let (mut budget, mut taken, mut last) = (steps, 0usize, after);
-    let mut covered = through;
-    for (&seq, msg) in inner.log.range(after + 1..=through) {
-        if budget == 0 {
-            covered = seq - 1;
-            break;
-        }
-        budget -= 1;
-        if matches_any(selectors, &msg.topic) {
-            if taken == limit {
-                covered = last;
-                break;
+    let (mut taken, mut last) = (0usize, after);
+    let mut entries = inner.log.range(after + 1..=through);
+    let covered = 'walk: {
+        for (&seq, msg) in entries.by_ref().take(steps) {
+            if matches_any(selectors, &msg.topic) {
+                if taken == limit {
+                    break 'walk last;
+                }
+                out.push(msg.clone());
+                taken += 1;
+                last = seq;
             }
-            out.push(msg.clone());
-            taken += 1;
-            last = seq;
         }
-    }
+        stopped_at(&mut entries, through)
+    };
     result.truncated = covered < head;
     result.head = covered;
     if taken > 0 {
@@ -216,6 +208,12 @@ fn walk(
         }
     }
     result
+}
+
+/// Where a walk that took its whole budget of steps from a seq-ordered range stopped: just
+/// before the first entry it had no budget for (`rest`'s next), or at `end` if none was left.
+fn stopped_at<'a, V: 'a>(rest: &mut impl Iterator<Item = (&'a u64, V)>, end: u64) -> u64 {
+    rest.next().map_or(end, |(&seq, _)| seq - 1)
 }
 
 /// The part of one topic's ring a read returns: indexes `next..end`.

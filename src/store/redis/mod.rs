@@ -73,7 +73,7 @@ impl Shared {
     }
 
     fn set_epoch(&self, epoch: Epoch) {
-        self.epoch.store(raw(epoch), Ordering::Release);
+        self.epoch.store(epoch.raw(), Ordering::Release);
     }
 
     /// The writer's link failed: publishes are refused until a probe answers.
@@ -90,14 +90,6 @@ impl Shared {
             self.downs.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn raw(epoch: Epoch) -> u64 {
-    // Epochs print as base36 and parse back; this is the numeric value without a getter.
-    epoch
-        .to_string()
-        .bytes()
-        .fold(0u64, |v, b| v * 36 + u64::from(if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 }))
 }
 
 /// A new epoch a node proposes if the log has none: random, with seqs starting at the clock
@@ -121,18 +113,13 @@ pub(super) struct Segment {
 #[derive(Debug, Default)]
 struct Cold {
     segments: VecDeque<Segment>,
-    /// Messages held, and their bytes counted as the hot cache counts them (`cost`).
+    /// Messages held, and their bytes counted as the hot cache counts them
+    /// (`Message::byte_cost`).
     held: usize,
     held_bytes: usize,
     /// Cursors with a fetch under way, and the selectors waiting for each.
     inflight: HashSet<u64>,
     waiting: Vec<Selector>,
-}
-
-/// What a cached message is counted as against the byte bound: the hot cache's measure (the
-/// payload and its cached encodings, the topic, the fixed overhead).
-fn cost(msg: &Message) -> usize {
-    msg.data.len() * crate::model::PAYLOAD_COPIES + msg.topic.len() + crate::model::MESSAGE_OVERHEAD_BYTES
 }
 
 impl Cold {
@@ -141,7 +128,7 @@ impl Cold {
     /// one page, `tail::COUNT` messages at most).
     fn keep(&mut self, segment: Segment, max_bytes: usize) {
         self.held += segment.msgs.len();
-        self.held_bytes += segment.msgs.iter().map(|m| cost(m)).sum::<usize>();
+        self.held_bytes += segment.msgs.iter().map(|m| m.byte_cost()).sum::<usize>();
         self.segments.push_back(segment);
         while (self.held > COLD_MAX || self.held_bytes > max_bytes) && self.segments.len() > 1 {
             self.drop_oldest();
@@ -159,7 +146,7 @@ impl Cold {
     fn drop_oldest(&mut self) {
         if let Some(old) = self.segments.pop_front() {
             self.held -= old.msgs.len();
-            self.held_bytes -= old.msgs.iter().map(|m| cost(m)).sum::<usize>();
+            self.held_bytes -= old.msgs.iter().map(|m| m.byte_cost()).sum::<usize>();
         }
     }
 
@@ -218,7 +205,7 @@ impl RedisStore {
             up: AtomicBool::new(true),
             tail_up: AtomicBool::new(true),
             downs: AtomicU64::new(0),
-            epoch: AtomicU64::new(raw(epoch)),
+            epoch: AtomicU64::new(epoch.raw()),
             seen: AtomicU64::new(seq),
             maxlen: limits.total_messages,
             stopping: AtomicBool::new(false),
@@ -227,7 +214,7 @@ impl RedisStore {
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
         let store = Arc::new(RedisStore {
             limits,
-            epoch: AtomicU64::new(raw(epoch)),
+            epoch: AtomicU64::new(epoch.raw()),
             floor: AtomicU64::new(base),
             base: AtomicU64::new(seq),
             hot: RwLock::new(Arc::new(MemoryStore::with_epoch(limits, epoch))),
@@ -401,7 +388,7 @@ impl Store for RedisStore {
         self.cold().clear();
         self.base.store(floor, Ordering::Release);
         self.floor.store(floor, Ordering::Release);
-        self.epoch.store(raw(epoch), Ordering::Release);
+        self.epoch.store(epoch.raw(), Ordering::Release);
     }
 }
 
@@ -502,7 +489,7 @@ mod tests {
         assert_eq!(cold.segments.len(), 1);
         assert_eq!(cold.segments[0].start, 90);
         let small = segment(100, 10, 10, 0);
-        let small_cost: usize = small.msgs.iter().map(|m| cost(m)).sum();
+        let small_cost: usize = small.msgs.iter().map(|m| m.byte_cost()).sum();
         cold.keep(small, bound);
         assert_eq!(cold.segments.len(), 1, "the big one went");
         assert_eq!((cold.held, cold.held_bytes), (10, small_cost));

@@ -299,7 +299,9 @@ impl SessionThread {
                 let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 let result: RedisResult<i64> = self.script(PUT, &id, &[&record, &ttl.to_string()]);
                 match result {
-                    Ok(0) => log::info!("session {}: owned by another live node; not written", &id[..8.min(id.len())]),
+                    Ok(0) => {
+                        log::info!("session {}: owned by another live node; not written", id.get(..8).unwrap_or(&id))
+                    }
                     Ok(_) => {}
                     Err(err) => log::debug!("redis sessions: write: {err}"),
                 }

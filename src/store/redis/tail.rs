@@ -232,10 +232,10 @@ pub(super) fn cold_reader(mut link: Link, store: Arc<RedisStore>, rx: Receiver<F
 
 /// An entry of the log: its seq (from its id) and, if it parses, the message with the epoch it
 /// was written under.
-type Entry = (u64, Option<(Message, String)>);
+type Entry<'a> = (u64, Option<(Message, &'a str)>);
 
 /// The entries of an `XREAD` reply (one stream).
-fn stream_entries(value: &Value) -> Vec<Entry> {
+fn stream_entries(value: &Value) -> Vec<Entry<'_>> {
     match value {
         Value::Array(streams) => match streams.first() {
             Some(Value::Array(pair)) => pair.get(1).map(entries_of).unwrap_or_default(),
@@ -248,7 +248,7 @@ fn stream_entries(value: &Value) -> Vec<Entry> {
 
 /// Entries `[id, [field, value, ...]]`. One whose id is not `<seq>-<n>` cannot be in a stream;
 /// it is left out.
-fn entries_of(value: &Value) -> Vec<Entry> {
+fn entries_of(value: &Value) -> Vec<Entry<'_>> {
     let Value::Array(entries) = value else { return Vec::new() };
     entries
         .iter()
@@ -271,9 +271,9 @@ fn skipped(seq: u64) {
     SKIP.log(format_args!("redis: passed over log entry {seq}-0 (unreadable or of another epoch); {total} so far"));
 }
 
-/// The message in an entry's fields, with the epoch it was written under; `None` if a field
-/// it needs is missing.
-fn parse_entry(seq: u64, pair: &[Value]) -> Option<(Message, String)> {
+/// The message in an entry's fields, with the epoch it was written under (borrowed from the
+/// reply: it is only compared); `None` if a field it needs is missing.
+fn parse_entry(seq: u64, pair: &[Value]) -> Option<(Message, &str)> {
     let Some(Value::Array(fields)) = pair.get(1) else { return None };
     let (mut epoch, mut topic, mut event, mut ctype, mut data, mut time) = (None, None, None, None, None, 0u64);
     for kv in fields.chunks(2) {
@@ -282,20 +282,18 @@ fn parse_entry(seq: u64, pair: &[Value]) -> Option<(Message, String)> {
             Value::BulkString(b) => b.as_slice(),
             _ => continue,
         };
-        let s = || std::str::from_utf8(bytes).ok().map(str::to_owned);
+        let text = || std::str::from_utf8(bytes).ok();
         match k.as_slice() {
-            b"e" => epoch = s(),
-            b"t" => topic = s(),
-            b"v" => event = s().filter(|e| !e.is_empty()),
-            b"c" => ctype = s().filter(|c| !c.is_empty()),
+            b"e" => epoch = text(),
+            b"t" => topic = text().map(Arc::<str>::from),
+            b"v" => event = text().filter(|e| !e.is_empty()).map(Box::<str>::from),
+            b"c" => ctype = text().filter(|c| !c.is_empty()).map(Box::<str>::from),
             b"d" => data = Some(Bytes::copy_from_slice(bytes)),
-            b"ts" => time = s().and_then(|t| t.parse().ok()).unwrap_or(0),
+            b"ts" => time = text().and_then(|t| t.parse().ok()).unwrap_or(0),
             _ => {}
         }
     }
     let (Some(epoch), Some(topic), Some(data)) = (epoch, topic, data) else { return None };
-    let msg = Message::new(seq, topic.into(), time, data)
-        .with_event(event.map(Into::into))
-        .with_content_type(ctype.map(Into::into));
+    let msg = Message::new(seq, topic, time, data).with_event(event).with_content_type(ctype);
     Some((msg, epoch))
 }
