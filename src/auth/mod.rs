@@ -27,7 +27,6 @@ pub mod token;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::jwt::{mint_hs256, Claims, Verifier, MAX_TOKEN_PATTERNS};
 use crate::config;
@@ -331,9 +330,10 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// The wall clock in unix ms (token expiry is wall-clock time).
+/// The wall clock in unix ms (token expiry is wall-clock time): the hub's clock, the one
+/// message times are stamped with.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::hub::system_clock_ms()
 }
 
 #[cfg(test)]
