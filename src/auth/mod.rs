@@ -228,6 +228,15 @@ impl Grant {
         }
     }
 
+    /// Whether the grant is a token whose `exp` has passed (by the wall clock): a connection
+    /// or session holding it ends, a session record holding it is not adopted.
+    pub fn is_expired(&self) -> bool {
+        match self {
+            Grant::Token(token) => token.is_expired(),
+            _ => false,
+        }
+    }
+
     /// The token's subject, if any.
     pub fn sub(&self) -> Option<&str> {
         match self {
