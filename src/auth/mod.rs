@@ -119,13 +119,7 @@ impl Policy {
             return Ok(Grant::Open { loopback: peer.is_some_and(is_loopback) });
         };
         let Some(token) = token else { return Ok(Grant::Anonymous) };
-        let verified = verifier.verify(token, now_ms() / 1000)?;
-        Ok(Grant::Token(Arc::new(TokenGrant {
-            sub: verified.sub,
-            expires_ms: verified.exp_secs.saturating_mul(1000),
-            publish: verified.publish,
-            subscribe: verified.subscribe,
-        })))
+        Ok(Grant::Token(Arc::new(verifier.verify(token, now_ms() / 1000)?)))
     }
 
     /// Whether `grant` covers every one of `selectors` for reading.
