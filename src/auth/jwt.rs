@@ -9,7 +9,7 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::Denied;
+use super::{Denied, TokenGrant};
 use crate::config::Secret;
 use crate::model::Selector;
 
@@ -32,15 +32,6 @@ pub struct Claims {
     /// Topic patterns the holder may subscribe to (a subscription must be covered whole).
     #[serde(default)]
     pub subscribe: Vec<String>,
-}
-
-/// A verified token, its patterns parsed.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    pub sub: Option<Box<str>>,
-    pub exp_secs: u64,
-    pub publish: Vec<Selector>,
-    pub subscribe: Vec<Selector>,
 }
 
 /// The keys tokens are checked with.
@@ -86,8 +77,8 @@ impl Verifier {
 
     /// Checks the signature, the algorithm (only the configured ones: a token cannot pick HS256
     /// to be checked against the public key, nor `none`), the expiry against `now_secs`, and
-    /// the claims' shape.
-    pub fn verify(&self, token: &str, now_secs: u64) -> Result<Verified, Denied> {
+    /// the claims' shape; the rights it grants, its patterns parsed.
+    pub fn verify(&self, token: &str, now_secs: u64) -> Result<TokenGrant, Denied> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denied::BadToken("malformed token"))?;
         let key = match header.alg {
             Algorithm::HS256 => self.hmac.as_ref(),
@@ -124,9 +115,9 @@ impl Verifier {
                 .map(|p| Selector::parse(p).map_err(|_| Denied::BadToken("token holds an invalid pattern")))
                 .collect()
         };
-        Ok(Verified {
+        Ok(TokenGrant {
             sub: claims.sub.map(Into::into),
-            exp_secs: claims.exp,
+            expires_ms: claims.exp.saturating_mul(1000),
             publish: parse(&claims.publish)?,
             subscribe: parse(&claims.subscribe)?,
         })

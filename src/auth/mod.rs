@@ -27,7 +27,6 @@ pub mod token;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::jwt::{mint_hs256, Claims, Verifier, MAX_TOKEN_PATTERNS};
 use crate::config;
@@ -120,13 +119,7 @@ impl Policy {
             return Ok(Grant::Open { loopback: peer.is_some_and(is_loopback) });
         };
         let Some(token) = token else { return Ok(Grant::Anonymous) };
-        let verified = verifier.verify(token, now_ms() / 1000)?;
-        Ok(Grant::Token(Arc::new(TokenGrant {
-            sub: verified.sub,
-            expires_ms: verified.exp_secs.saturating_mul(1000),
-            publish: verified.publish,
-            subscribe: verified.subscribe,
-        })))
+        Ok(Grant::Token(Arc::new(verifier.verify(token, now_ms() / 1000)?)))
     }
 
     /// Whether `grant` covers every one of `selectors` for reading.
@@ -226,6 +219,15 @@ impl Grant {
         match self {
             Grant::Token(token) => Some(token.expires_ms),
             _ => None,
+        }
+    }
+
+    /// Whether the grant is a token whose `exp` has passed (by the wall clock): a connection
+    /// or session holding it ends, a session record holding it is not adopted.
+    pub fn is_expired(&self) -> bool {
+        match self {
+            Grant::Token(token) => token.is_expired(),
+            _ => false,
         }
     }
 
@@ -331,9 +333,10 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// The wall clock in unix ms (token expiry is wall-clock time).
+/// The wall clock in unix ms (token expiry is wall-clock time): the hub's clock, the one
+/// message times are stamped with.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::hub::system_clock_ms()
 }
 
 #[cfg(test)]

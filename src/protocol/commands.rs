@@ -222,22 +222,23 @@ pub fn ack(op: Op, id: Option<&RawValue>, extra: &[(&str, Value)]) -> String {
 /// `{"type":"error","id":<id>,"status":<status>,"reason":"<reason>"}`: a refusal by the token
 /// policy, with its HTTP-like status (401: no, bad or expired token; 403: not covered).
 pub fn denied(id: Option<&RawValue>, status: u16, reason: &str) -> String {
-    let mut out = String::with_capacity(64 + reason.len());
-    out.push_str("{\"type\":\"error\"");
-    push_id(&mut out, id);
-    out.push_str(",\"status\":");
-    out.push_str(&status.to_string());
-    out.push_str(",\"reason\":");
-    push_json_str(&mut out, reason);
-    out.push('}');
-    out
+    error_reply(id, Some(status), reason)
 }
 
 /// `{"type":"error","id":<id>,"reason":"<reason>"}`; `id` is omitted when `None`.
 pub fn error(id: Option<&RawValue>, reason: &str) -> String {
-    let mut out = String::with_capacity(48 + reason.len());
+    error_reply(id, None, reason)
+}
+
+/// An error reply, with `status` when there is one.
+fn error_reply(id: Option<&RawValue>, status: Option<u16>, reason: &str) -> String {
+    let mut out = String::with_capacity(64 + reason.len());
     out.push_str("{\"type\":\"error\"");
     push_id(&mut out, id);
+    if let Some(status) = status {
+        out.push_str(",\"status\":");
+        out.push_str(&status.to_string());
+    }
     out.push_str(",\"reason\":");
     push_json_str(&mut out, reason);
     out.push('}');

@@ -502,7 +502,7 @@ pub(super) fn on_timer(core: &mut Core, key: usize) {
     let now = Instant::now();
     let Some(conn) = core.conns.get_mut(key) else { return };
     let Some(duplex) = conn.state.duplex_mut() else { return };
-    if duplex.grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+    if duplex.grant.is_expired() {
         return expired(core, key);
     }
     // The timer also fires for a held Bayeux connect's deadline; a heartbeat only when due.

@@ -452,12 +452,10 @@ impl Session {
     /// A `/meta/subscribe` refused before the session looked at it (the server's rate limit on
     /// subscription changes): `successful: false` with `error`, the subscription echoed.
     pub fn refuse_subscribe(&self, msg: &Message, error: String) -> Value {
-        let mut reply = base_reply(msg, Some(&self.client_id), false);
-        if let Some(subscription) = &msg.subscription {
-            reply.insert("subscription".into(), subscription.to_value());
+        match &msg.subscription {
+            Some(subscription) => self.subscription_error(msg, subscription, error),
+            None => self.error(msg, error),
         }
-        reply.insert("error".into(), Value::String(error));
-        Value::Object(reply)
     }
 
     fn subscription_error(&self, msg: &Message, subscription: &Subscription, error: String) -> Value {

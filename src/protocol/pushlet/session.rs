@@ -413,10 +413,7 @@ fn with_reason(kind: &str, reason: &str) -> Event {
 /// refuses them with its `nack`).
 pub fn subject_list_selectors(list: &str) -> Vec<Selector> {
     let subjects = list.split(',').map(str::trim).filter(|s| !s.is_empty()).take(MAX_SUBJECTS + 1);
-    subjects
-        .filter_map(|item| normalize_subject(item).ok())
-        .flat_map(|s| subject_selectors(&s).collect::<Vec<_>>())
-        .collect()
+    subjects.filter_map(|item| normalize_subject(item).ok()).flat_map(|s| subject_selectors(&s)).collect()
 }
 
 /// A subscribed subject as written by the client, made canonical: one trailing '/' dropped

@@ -412,7 +412,7 @@ impl Sessions {
 pub(in crate::server) fn on_timer(core: &mut Core, key: usize) {
     let Some(entry) = core.sessions.slab.get_mut(key) else { return };
     entry.timer = None;
-    if entry.grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+    if entry.grant.is_expired() {
         return end_expired(core, key);
     }
     if let SessionState::Bayeux(_) = entry.state {

@@ -221,7 +221,7 @@ fn adopt(core: &mut Core, record: &str) -> Result<Box<str>, Refused> {
     let grant = Grant::from_record(record.grant).ok_or(Refused::Dead)?;
     // A session ends when its token expires; one whose token expired while it had no node
     // is over, not adopted with rights nobody holds any more.
-    if grant.expires_ms().is_some_and(|exp| exp <= crate::auth::now_ms()) {
+    if grant.is_expired() {
         return Err(Refused::Dead);
     }
     let state = match record.state {
