@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -54,7 +54,7 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> std::io::Result<Option<Feeds>> {
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let shared = Arc::clone(shared);
     let join = std::thread::Builder::new().name("halley-feeds".to_owned()).spawn(move || {
-        let mut demo = shared.config.web.demo.then(|| Demo::new(now_ms() | 1));
+        let mut demo = shared.config.web.demo.then(|| Demo::new(crate::hub::system_clock_ms() | 1));
         let mut out: Vec<DemoMsg> = Vec::new();
         for tick in 0u64.. {
             match stopped.recv_timeout(Duration::from_millis(TICK_MS)) {
@@ -70,7 +70,7 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> std::io::Result<Option<Feeds>> {
             }
             if tick % STATS_EVERY == 0
                 && shared.config.web.enabled
-                && now_ms() < shared.stats_wanted_until.load(Relaxed)
+                && crate::hub::system_clock_ms() < shared.stats_wanted_until.load(Relaxed)
             {
                 let stats = super::stats_json(&shared);
                 let data = serde_json::to_vec(&stats).unwrap_or_default();
@@ -83,7 +83,7 @@ pub(super) fn spawn(shared: &Arc<Shared>) -> std::io::Result<Option<Feeds>> {
 
 /// A dashboard is open: keep publishing the stats for `STATS_LEASE`.
 pub(super) fn want_stats(shared: &Shared) {
-    let until = now_ms().saturating_add(STATS_LEASE.as_millis() as u64);
+    let until = crate::hub::system_clock_ms().saturating_add(STATS_LEASE.as_millis() as u64);
     shared.stats_wanted_until.fetch_max(until, Relaxed);
 }
 
@@ -103,8 +103,4 @@ fn publish(shared: &Shared, topic: Arc<str>, event: Option<&str>, data: Bytes) {
     if shared.hub.try_send(HubCmd::Publish(req)).is_err() {
         debug!("feeds: hub busy or gone, skipping a message");
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
